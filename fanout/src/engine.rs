@@ -1,0 +1,48 @@
+//! The engine seam: what assigns offsets, keeps history and carries messages
+//! to every node that has subscribers.
+//!
+//! The memory engine does all of it inside one process. A multi-node engine
+//! (Redis) implements the same trait: it appends to a shared stream, publishes
+//! to the other nodes, and hands what it receives to its local [`Hub`]; it
+//! also implements [`crate::registry::ChannelWatcher`] to subscribe upstream
+//! only to channels that have local subscribers.
+//!
+//! [`Hub`]: crate::Hub
+
+pub mod memory;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+
+use crate::{ChannelName, Error, Position};
+
+pub use crate::history::History;
+
+/// One message to publish.
+#[derive(Debug, Clone)]
+pub struct PublishRequest {
+    pub channel: ChannelName,
+    /// The payload, stored and delivered byte for byte.
+    pub data: Bytes,
+}
+
+/// Where messages get their offsets, live in history and travel between nodes.
+pub trait Engine: Send + Sync + 'static {
+    /// Appends each message to its channel's history with the next offset and
+    /// delivers it to the channel's subscribers on every node. Answers the
+    /// positions in request order, and only once the engine has accepted every
+    /// message: an `Ok` is a promise that the messages can be recovered.
+    fn publish(&self, batch: Vec<PublishRequest>) -> BoxFuture<'_, Result<Vec<Position>, Error>>;
+
+    /// The channel's current position and the messages after `since`.
+    fn history<'a>(
+        &'a self,
+        channel: &'a ChannelName,
+        since: Option<Position>,
+    ) -> BoxFuture<'a, Result<History, Error>>;
+
+    /// Whether the engine can take publishes right now (used by `/readyz`).
+    fn is_ready(&self) -> bool {
+        true
+    }
+}

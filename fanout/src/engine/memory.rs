@@ -1,0 +1,226 @@
+//! The embedded single-process engine: offsets and history in memory.
+//!
+//! Invariants:
+//! - A channel's offsets are assigned, appended and delivered under that
+//!   channel's own lock, so subscribers see each channel in offset order and
+//!   a subscriber that registers before reading history misses nothing.
+//! - Logs are found through [`SHARDS`] small maps; a shard lock is only held
+//!   to find or insert a log, never while delivering.
+//! - One sweeper task for the whole engine frees logs whose history has
+//!   expired and that have no local subscribers; idle channels cost nothing.
+
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, RandomState},
+    sync::{Arc, Weak},
+    time::{Duration, Instant},
+};
+
+use futures_util::future::{self, BoxFuture};
+use parking_lot::Mutex;
+
+use crate::{
+    ChannelName, Error, Hub, Metrics, Position,
+    engine::{Engine, History, PublishRequest},
+    history::{ChannelLog, HistoryConfig},
+};
+
+const SHARDS: usize = 64;
+
+type Shard = Mutex<HashMap<ChannelName, Arc<Mutex<ChannelLog>>>>;
+
+/// The memory engine. Create it with [`MemoryEngine::start`].
+pub struct MemoryEngine {
+    /// Where published messages are delivered.
+    hub: Hub,
+    /// channel → log, split so that unrelated channels never contend.
+    shards: Box<[Shard]>,
+    hasher: RandomState,
+    config: HistoryConfig,
+    metrics: Metrics,
+}
+
+impl MemoryEngine {
+    /// Creates the engine and spawns its sweeper on the current tokio runtime.
+    /// The sweeper stops by itself once the engine is dropped.
+    pub fn start(hub: Hub, config: HistoryConfig, metrics: Metrics) -> Arc<Self> {
+        let engine = Arc::new(Self::new(hub, config, metrics));
+        let period = (config.ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
+        tokio::spawn(sweep_forever(Arc::downgrade(&engine), period));
+        engine
+    }
+
+    /// Creates the engine without a sweeper (tests and benchmarks).
+    pub fn new(hub: Hub, config: HistoryConfig, metrics: Metrics) -> Self {
+        Self {
+            hub,
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            config,
+            metrics,
+        }
+    }
+
+    fn shard(&self, channel: &str) -> &Shard {
+        &self.shards[self.hasher.hash_one(channel) as usize % SHARDS]
+    }
+
+    fn log(&self, channel: &ChannelName) -> Arc<Mutex<ChannelLog>> {
+        let mut shard = self.shard(channel.as_str()).lock();
+        shard
+            .entry(channel.clone())
+            .or_insert_with(|| {
+                self.metrics.history_channels.inc();
+                Arc::new(Mutex::new(ChannelLog::new(Instant::now())))
+            })
+            .clone()
+    }
+
+    fn publish_one(&self, request: PublishRequest) -> Position {
+        loop {
+            let log = self.log(&request.channel);
+            let mut log = log.lock();
+            if log.removed {
+                // The sweeper unlinked this log between our lookup and lock.
+                continue;
+            }
+            let (message, grown) = log.append(
+                request.channel.clone(),
+                request.data.clone(),
+                Instant::now(),
+                self.config,
+            );
+            self.metrics.history_messages.add(grown as i64);
+            self.metrics.published.inc();
+            // Delivered with the log locked: this is what keeps each channel in
+            // offset order and lets a subscriber register, then read history,
+            // without a gap.
+            self.hub.deliver(&message);
+            return message.position;
+        }
+    }
+
+    fn read(&self, channel: &ChannelName, since: Option<Position>) -> History {
+        let log = self.log(channel);
+        let log = log.lock();
+        log.read(since, Instant::now(), self.config.ttl)
+    }
+
+    /// Expires old messages everywhere and frees the logs of channels that
+    /// are quiet and have no subscribers. Returns how many logs were freed.
+    pub fn sweep(&self) -> usize {
+        let now = Instant::now();
+        let mut freed = 0;
+        for shard in &*self.shards {
+            let mut shard = shard.lock();
+            shard.retain(|channel, log| {
+                // A log that is busy right now is certainly not idle.
+                let Some(mut log) = log.try_lock() else {
+                    return true;
+                };
+                let expired = log.expire(now, self.config.ttl);
+                self.metrics.history_messages.sub(expired as i64);
+                let quiet = now.saturating_duration_since(log.touched) > self.config.ttl;
+                if log.len() == 0 && quiet && !self.hub.has_subscribers(channel.as_str()) {
+                    log.removed = true;
+                    freed += 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        self.metrics.history_channels.sub(freed as i64);
+        freed
+    }
+
+    /// Number of channels whose log is held.
+    pub fn channel_count(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+}
+
+impl Engine for MemoryEngine {
+    fn publish(&self, batch: Vec<PublishRequest>) -> BoxFuture<'_, Result<Vec<Position>, Error>> {
+        let positions = batch.into_iter().map(|r| self.publish_one(r)).collect();
+        Box::pin(future::ready(Ok(positions)))
+    }
+
+    fn history<'a>(
+        &'a self,
+        channel: &'a ChannelName,
+        since: Option<Position>,
+    ) -> BoxFuture<'a, Result<History, Error>> {
+        Box::pin(future::ready(Ok(self.read(channel, since))))
+    }
+}
+
+async fn sweep_forever(engine: Weak<MemoryEngine>, period: Duration) {
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        let freed = engine.sweep();
+        if freed > 0 {
+            tracing::debug!(freed, "freed idle channel logs");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Message, Subscriber};
+    use bytes::Bytes;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<u64>>);
+
+    impl Subscriber for Recorder {
+        fn deliver(&self, _slot: u32, message: &Arc<Message>) {
+            self.0.lock().push(message.offset());
+        }
+    }
+
+    fn request(channel: &str) -> PublishRequest {
+        PublishRequest {
+            channel: ChannelName::new(channel).unwrap(),
+            data: Bytes::from_static(b"{}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn offsets_count_up_per_channel() {
+        let engine = MemoryEngine::new(Hub::new(Metrics::default()), HistoryConfig::default(), Metrics::default());
+        let positions = engine
+            .publish(vec![request("a"), request("b"), request("a")])
+            .await
+            .unwrap();
+        let offsets: Vec<u64> = positions.iter().map(|p| p.offset).collect();
+        assert_eq!(offsets, [1, 1, 2]);
+        assert_eq!(positions[0].epoch, positions[2].epoch);
+    }
+
+    #[tokio::test]
+    async fn sweeper_frees_only_quiet_unwatched_channels() {
+        let hub = Hub::new(Metrics::default());
+        let config = HistoryConfig {
+            size: 10,
+            ttl: Duration::ZERO,
+        };
+        let engine = MemoryEngine::new(hub.clone(), config, Metrics::default());
+        let recorder = Arc::new(Recorder::default());
+        let _watched = hub.subscribe(ChannelName::new("watched").unwrap(), recorder.clone(), 0);
+        engine.publish(vec![request("watched"), request("oneoff")]).await.unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(engine.sweep(), 1);
+        assert_eq!(engine.channel_count(), 1);
+        // The watched channel keeps its epoch and counts on.
+        let next = engine.publish(vec![request("watched")]).await.unwrap();
+        assert_eq!(next[0].offset, 2);
+        assert_eq!(*recorder.0.lock(), vec![1, 2]);
+    }
+}

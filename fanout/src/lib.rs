@@ -1,0 +1,25 @@
+//! Herald's fan-out core: channel names, messages with positions, the local
+//! subscriber registry (the hub), per-channel history, and the engines that
+//! assign offsets and carry messages between nodes.
+//!
+//! This crate knows nothing about sockets or HTTP. Wire formats live in `push`;
+//! they reach in here only through [`Message::encoded`], which caches one
+//! encoding per format so that every subscriber shares the same bytes.
+
+mod channel;
+mod engine;
+mod error;
+mod fanout;
+mod history;
+mod message;
+mod metrics;
+mod registry;
+
+pub use channel::{ChannelName, MAX_CHANNEL_LEN};
+pub use engine::{Engine, History, PublishRequest, memory::MemoryEngine};
+pub use error::Error;
+pub use fanout::Fanout;
+pub use history::HistoryConfig;
+pub use message::{ENCODINGS, Epoch, InvalidEpoch, Message, Position};
+pub use metrics::Metrics;
+pub use registry::{ChannelWatcher, Hub, Subscriber, Subscription};

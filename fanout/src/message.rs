@@ -1,0 +1,154 @@
+//! Messages and their positions in a channel's stream.
+
+use std::{fmt, str::FromStr, sync::OnceLock};
+
+use bytes::Bytes;
+
+use crate::ChannelName;
+
+/// How many wire encodings a message can cache (see [`Message::encoded`]).
+pub const ENCODINGS: usize = 4;
+
+/// The generation of a channel's stream. It changes whenever the channel's
+/// history is lost or reset (a restart of the memory engine, a channel that
+/// was freed and created again), so a client holding an old epoch knows its
+/// offsets no longer mean anything.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Epoch(u64);
+
+impl Epoch {
+    /// A fresh random epoch. 64 random bits make it practically impossible
+    /// for a channel to get the same epoch twice.
+    pub fn random() -> Self {
+        Self(rand::random::<u64>())
+    }
+
+    pub const fn from_u64(value: u64) -> Self {
+        Self(value)
+    }
+
+    pub const fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+/// Epochs are written as lowercase hex without padding; JSON carries them as
+/// strings so that JavaScript does not round them.
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:x}", self.0)
+    }
+}
+
+impl fmt::Debug for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Epoch({self})")
+    }
+}
+
+impl FromStr for Epoch {
+    type Err = InvalidEpoch;
+
+    /// Accepts exactly what `Display` writes: 1 to 16 hex digits.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b.to_ascii_lowercase());
+        if s.is_empty() || s.len() > 16 || !s.bytes().all(hex) {
+            return Err(InvalidEpoch);
+        }
+        u64::from_str_radix(s, 16).map(Epoch).map_err(|_| InvalidEpoch)
+    }
+}
+
+/// A string that is not an epoch as Herald writes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidEpoch;
+
+/// A point in a channel's stream: the epoch and the offset of the last
+/// message seen. Offsets start at 1; offset 0 means "before the first message".
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Position {
+    pub epoch: Epoch,
+    pub offset: u64,
+}
+
+/// One published message, shared by every subscriber through an `Arc`.
+pub struct Message {
+    /// The channel it was published to.
+    pub channel: ChannelName,
+    /// Where it sits in the channel's stream.
+    pub position: Position,
+    /// The payload exactly as the publisher sent it (for the native protocol, JSON).
+    pub data: Bytes,
+    /// One lazily built encoding per wire format, so a message going to 10k
+    /// WebSocket subscribers is framed once, not 10k times.
+    encoded: [OnceLock<Bytes>; ENCODINGS],
+}
+
+impl Message {
+    pub fn new(channel: ChannelName, position: Position, data: Bytes) -> Self {
+        Self {
+            channel,
+            position,
+            data,
+            encoded: Default::default(),
+        }
+    }
+
+    pub fn offset(&self) -> u64 {
+        self.position.offset
+    }
+
+    /// The bytes of this message in wire format `slot`, built by `encode` the
+    /// first time any subscriber asks and shared from then on.
+    ///
+    /// Each wire format in `push` owns one slot number below [`ENCODINGS`].
+    pub fn encoded(&self, slot: usize, encode: impl FnOnce(&Message) -> Bytes) -> Bytes {
+        self.encoded[slot].get_or_init(|| encode(self)).clone()
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("channel", &self.channel)
+            .field("position", &self.position)
+            .field("len", &self.data.len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_round_trips_as_hex() {
+        for value in [0, 1, 0xdead_beef, u64::MAX] {
+            let epoch = Epoch::from_u64(value);
+            assert_eq!(epoch.to_string().parse::<Epoch>().unwrap(), epoch);
+        }
+        assert!("".parse::<Epoch>().is_err());
+        assert!("+1".parse::<Epoch>().is_err());
+        assert!("xyz".parse::<Epoch>().is_err());
+        assert!("1ffffffffffffffff".parse::<Epoch>().is_err());
+    }
+
+    #[test]
+    fn encodes_once_per_slot() {
+        let channel = ChannelName::new("public").unwrap();
+        let position = Position {
+            epoch: Epoch::from_u64(1),
+            offset: 1,
+        };
+        let message = Message::new(channel, position, Bytes::from_static(b"{}"));
+        let mut calls = 0;
+        for _ in 0..3 {
+            message.encoded(0, |_| {
+                calls += 1;
+                Bytes::from_static(b"frame")
+            });
+        }
+        assert_eq!(calls, 1);
+        assert_eq!(message.encoded(1, |_| Bytes::from_static(b"other")), "other");
+    }
+}

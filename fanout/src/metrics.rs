@@ -1,0 +1,65 @@
+//! Prometheus metrics of the fan-out core.
+
+use prometheus::{IntCounter, IntGauge, Registry};
+
+/// The fan-out core's metrics. Cloning shares the same counters.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Messages accepted by the engine (one per channel per publish).
+    pub published: IntCounter,
+    /// Local subscriptions, over all channels.
+    pub subscriptions: IntGauge,
+    /// Channels with at least one local subscriber.
+    pub active_channels: IntGauge,
+    /// Channels whose history the memory engine holds.
+    pub history_channels: IntGauge,
+    /// Messages held in the memory engine's history, over all channels.
+    pub history_messages: IntGauge,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let metrics = Self::default();
+        registry.register(Box::new(metrics.published.clone()))?;
+        registry.register(Box::new(metrics.subscriptions.clone()))?;
+        registry.register(Box::new(metrics.active_channels.clone()))?;
+        registry.register(Box::new(metrics.history_channels.clone()))?;
+        registry.register(Box::new(metrics.history_messages.clone()))?;
+        Ok(metrics)
+    }
+}
+
+/// Unregistered metrics, for tests and benchmarks.
+impl Default for Metrics {
+    fn default() -> Self {
+        // Unwraps: the names and help texts are constants that prometheus accepts.
+        Self {
+            published: IntCounter::new(
+                "herald_messages_published_total",
+                "Messages accepted by the engine, one per channel per publish.",
+            )
+            .unwrap(),
+            subscriptions: IntGauge::new(
+                "herald_subscriptions",
+                "Local channel subscriptions over all connections.",
+            )
+            .unwrap(),
+            active_channels: IntGauge::new(
+                "herald_active_channels",
+                "Channels with at least one local subscriber.",
+            )
+            .unwrap(),
+            history_channels: IntGauge::new(
+                "herald_history_channels",
+                "Channels whose history the memory engine holds.",
+            )
+            .unwrap(),
+            history_messages: IntGauge::new(
+                "herald_history_messages",
+                "Messages held in the memory engine's history.",
+            )
+            .unwrap(),
+        }
+    }
+}

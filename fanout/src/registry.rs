@@ -1,0 +1,262 @@
+//! The hub: which local subscribers listen to which channel.
+//!
+//! Invariants:
+//! - The registry is split into [`SHARDS`] independently locked maps, so a
+//!   publish to one channel never waits on a global lock.
+//! - No lock here is held across an `.await`; [`Subscriber::deliver`] only
+//!   enqueues and wakes, so holding a shard lock while delivering is short.
+//! - A [`Subscription`] removes itself when dropped; a channel with no
+//!   subscribers left is removed from the map at once.
+
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, RandomState},
+    sync::{Arc, OnceLock, Weak},
+};
+
+use parking_lot::Mutex;
+use slab::Slab;
+
+use crate::{ChannelName, Message, Metrics};
+
+/// Number of registry shards. A power of two well above the core count keeps
+/// contention negligible while the empty maps cost about 3 KB in all.
+const SHARDS: usize = 64;
+
+/// Something that receives messages: in practice, one client connection.
+pub trait Subscriber: Send + Sync + 'static {
+    /// Hands `message` to the subscriber for its subscription `slot`.
+    ///
+    /// Called on the publisher's task with registry and history locks held:
+    /// it must only enqueue and wake, never block or do I/O.
+    fn deliver(&self, slot: u32, message: &Arc<Message>);
+}
+
+/// Told when this node gains its first local subscriber to a channel, or
+/// loses its last. A multi-node engine subscribes to and unsubscribes from
+/// the channel upstream; the memory engine ignores both.
+pub trait ChannelWatcher: Send + Sync + 'static {
+    fn channel_active(&self, channel: &ChannelName);
+    fn channel_idle(&self, channel: &ChannelName);
+}
+
+/// A cheap, cloneable handle on the subscriber registry.
+#[derive(Clone)]
+pub struct Hub {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// The sharded registry: channel → its local subscribers.
+    shards: Box<[Mutex<HashMap<ChannelName, Slab<Entry>>>]>,
+    /// Picks a shard for a channel name; random keys so that clients cannot
+    /// aim all their channels at one shard.
+    hasher: RandomState,
+    /// Set once by [`Hub::set_watcher`]; weak so that hub and engine do not
+    /// keep each other alive.
+    watcher: OnceLock<Weak<dyn ChannelWatcher>>,
+    metrics: Metrics,
+}
+
+struct Entry {
+    subscriber: Arc<dyn Subscriber>,
+    slot: u32,
+}
+
+/// One subscriber's interest in one channel. Dropping it unsubscribes.
+pub struct Subscription {
+    hub: Hub,
+    channel: ChannelName,
+    key: usize,
+}
+
+impl Hub {
+    pub fn new(metrics: Metrics) -> Self {
+        let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
+        Self {
+            shared: Arc::new(Shared {
+                shards,
+                hasher: RandomState::new(),
+                watcher: OnceLock::new(),
+                metrics,
+            }),
+        }
+    }
+
+    /// Registers the engine (or anything else) that wants to know when
+    /// channels become active or idle on this node. Only the first call counts.
+    pub fn set_watcher(&self, watcher: Weak<dyn ChannelWatcher>) {
+        let _ = self.shared.watcher.set(watcher);
+    }
+
+    /// Adds `subscriber` to `channel`; its messages arrive tagged with `slot`.
+    pub fn subscribe(
+        &self,
+        channel: ChannelName,
+        subscriber: Arc<dyn Subscriber>,
+        slot: u32,
+    ) -> Subscription {
+        let (first, key) = {
+            let mut shard = self.shard(channel.as_str()).lock();
+            let entries = shard.entry(channel.clone()).or_default();
+            (entries.is_empty(), entries.insert(Entry { subscriber, slot }))
+        };
+        self.shared.metrics.subscriptions.inc();
+        if first {
+            self.shared.metrics.active_channels.inc();
+            self.notify(|w| w.channel_active(&channel));
+        }
+        Subscription {
+            hub: self.clone(),
+            channel,
+            key,
+        }
+    }
+
+    /// Hands `message` to every local subscriber of its channel and returns
+    /// how many there were.
+    pub fn deliver(&self, message: &Arc<Message>) -> usize {
+        let shard = self.shard(message.channel.as_str()).lock();
+        let Some(entries) = shard.get(message.channel.as_str()) else {
+            return 0;
+        };
+        for (_, entry) in entries {
+            entry.subscriber.deliver(entry.slot, message);
+        }
+        entries.len()
+    }
+
+    /// Whether any local subscriber listens to `channel`.
+    pub fn has_subscribers(&self, channel: &str) -> bool {
+        self.shard(channel).lock().contains_key(channel)
+    }
+
+    /// Number of local subscribers of `channel`.
+    pub fn subscriber_count(&self, channel: &str) -> usize {
+        self.shard(channel).lock().get(channel).map_or(0, Slab::len)
+    }
+
+    fn shard(&self, channel: &str) -> &Mutex<HashMap<ChannelName, Slab<Entry>>> {
+        let index = self.shared.hasher.hash_one(channel) as usize % SHARDS;
+        &self.shared.shards[index]
+    }
+
+    fn remove(&self, channel: &ChannelName, key: usize) {
+        let last = {
+            let mut shard = self.shard(channel.as_str()).lock();
+            let Some(entries) = shard.get_mut(channel.as_str()) else {
+                return;
+            };
+            entries.try_remove(key);
+            let last = entries.is_empty();
+            if last {
+                shard.remove(channel.as_str());
+            } else if entries.capacity() > 64 && entries.len() < entries.capacity() / 4 {
+                // A slab never gives memory back by itself; after a big channel
+                // empties out, compact it so the capacity follows the audience.
+                entries.shrink_to_fit();
+            }
+            last
+        };
+        self.shared.metrics.subscriptions.dec();
+        if last {
+            self.shared.metrics.active_channels.dec();
+            self.notify(|w| w.channel_idle(channel));
+        }
+    }
+
+    fn notify(&self, f: impl FnOnce(&dyn ChannelWatcher)) {
+        if let Some(watcher) = self.shared.watcher.get().and_then(Weak::upgrade) {
+            f(&*watcher);
+        }
+    }
+}
+
+impl Subscription {
+    pub fn channel(&self) -> &ChannelName {
+        &self.channel
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.remove(&self.channel, self.key);
+    }
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("channel", &self.channel)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Epoch, Position};
+    use bytes::Bytes;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(u32, u64)>>);
+
+    impl Subscriber for Recorder {
+        fn deliver(&self, slot: u32, message: &Arc<Message>) {
+            self.0.lock().push((slot, message.offset()));
+        }
+    }
+
+    fn message(channel: &str, offset: u64) -> Arc<Message> {
+        let position = Position {
+            epoch: Epoch::from_u64(7),
+            offset,
+        };
+        Arc::new(Message::new(
+            ChannelName::new(channel).unwrap(),
+            position,
+            Bytes::new(),
+        ))
+    }
+
+    #[test]
+    fn delivers_to_subscribers_of_the_channel_only() {
+        let hub = Hub::new(Metrics::default());
+        let a = Arc::new(Recorder::default());
+        let b = Arc::new(Recorder::default());
+        let _sa = hub.subscribe(ChannelName::new("a").unwrap(), a.clone(), 1);
+        let sb = hub.subscribe(ChannelName::new("b").unwrap(), b.clone(), 2);
+        assert_eq!(hub.deliver(&message("a", 1)), 1);
+        assert_eq!(hub.deliver(&message("b", 5)), 1);
+        assert_eq!(*a.0.lock(), vec![(1, 1)]);
+        assert_eq!(*b.0.lock(), vec![(2, 5)]);
+        drop(sb);
+        assert!(!hub.has_subscribers("b"));
+        assert_eq!(hub.deliver(&message("b", 6)), 0);
+        assert_eq!(b.0.lock().len(), 1);
+    }
+
+    #[test]
+    fn watcher_hears_first_and_last() {
+        #[derive(Default)]
+        struct Log(Mutex<Vec<String>>);
+        impl ChannelWatcher for Log {
+            fn channel_active(&self, c: &ChannelName) {
+                self.0.lock().push(format!("+{c}"));
+            }
+            fn channel_idle(&self, c: &ChannelName) {
+                self.0.lock().push(format!("-{c}"));
+            }
+        }
+        let hub = Hub::new(Metrics::default());
+        let log = Arc::new(Log::default());
+        let weak: Weak<dyn ChannelWatcher> = Arc::downgrade(&(log.clone() as Arc<dyn ChannelWatcher>));
+        hub.set_watcher(weak);
+        let sub = Arc::new(Recorder::default());
+        let one = hub.subscribe(ChannelName::new("c").unwrap(), sub.clone(), 0);
+        let two = hub.subscribe(ChannelName::new("c").unwrap(), sub, 1);
+        drop(one);
+        drop(two);
+        assert_eq!(*log.0.lock(), vec!["+c".to_string(), "-c".to_string()]);
+    }
+}
