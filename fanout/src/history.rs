@@ -127,7 +127,12 @@ impl ChannelLog {
             return History {
                 position,
                 recovered: false,
-                messages: self.entries.iter().filter(live).map(|(_, m)| m.clone()).collect(),
+                messages: self
+                    .entries
+                    .iter()
+                    .filter(live)
+                    .map(|(_, m)| m.clone())
+                    .collect(),
             };
         };
         if since.epoch != self.epoch || since.offset > self.last_offset {

@@ -55,7 +55,9 @@ impl FromStr for Epoch {
         if s.is_empty() || s.len() > 16 || !s.bytes().all(hex) {
             return Err(InvalidEpoch);
         }
-        u64::from_str_radix(s, 16).map(Epoch).map_err(|_| InvalidEpoch)
+        u64::from_str_radix(s, 16)
+            .map(Epoch)
+            .map_err(|_| InvalidEpoch)
     }
 }
 
@@ -149,6 +151,9 @@ mod tests {
             });
         }
         assert_eq!(calls, 1);
-        assert_eq!(message.encoded(1, |_| Bytes::from_static(b"other")), "other");
+        assert_eq!(
+            message.encoded(1, |_| Bytes::from_static(b"other")),
+            "other"
+        );
     }
 }

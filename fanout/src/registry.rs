@@ -23,6 +23,9 @@ use crate::{ChannelName, Message, Metrics};
 /// contention negligible while the empty maps cost about 3 KB in all.
 const SHARDS: usize = 64;
 
+/// One registry shard: channel → its local subscribers.
+type Shard = Mutex<HashMap<ChannelName, Slab<Entry>>>;
+
 /// Something that receives messages: in practice, one client connection.
 pub trait Subscriber: Send + Sync + 'static {
     /// Hands `message` to the subscriber for its subscription `slot`.
@@ -48,7 +51,7 @@ pub struct Hub {
 
 struct Shared {
     /// The sharded registry: channel → its local subscribers.
-    shards: Box<[Mutex<HashMap<ChannelName, Slab<Entry>>>]>,
+    shards: Box<[Shard]>,
     /// Picks a shard for a channel name; random keys so that clients cannot
     /// aim all their channels at one shard.
     hasher: RandomState,
@@ -99,7 +102,10 @@ impl Hub {
         let (first, key) = {
             let mut shard = self.shard(channel.as_str()).lock();
             let entries = shard.entry(channel.clone()).or_default();
-            (entries.is_empty(), entries.insert(Entry { subscriber, slot }))
+            (
+                entries.is_empty(),
+                entries.insert(Entry { subscriber, slot }),
+            )
         };
         self.shared.metrics.subscriptions.inc();
         if first {
@@ -136,7 +142,7 @@ impl Hub {
         self.shard(channel).lock().get(channel).map_or(0, Slab::len)
     }
 
-    fn shard(&self, channel: &str) -> &Mutex<HashMap<ChannelName, Slab<Entry>>> {
+    fn shard(&self, channel: &str) -> &Shard {
         let index = self.shared.hasher.hash_one(channel) as usize % SHARDS;
         &self.shared.shards[index]
     }
@@ -250,7 +256,8 @@ mod tests {
         }
         let hub = Hub::new(Metrics::default());
         let log = Arc::new(Log::default());
-        let weak: Weak<dyn ChannelWatcher> = Arc::downgrade(&(log.clone() as Arc<dyn ChannelWatcher>));
+        let weak: Weak<dyn ChannelWatcher> =
+            Arc::downgrade(&(log.clone() as Arc<dyn ChannelWatcher>));
         hub.set_watcher(weak);
         let sub = Arc::new(Recorder::default());
         let one = hub.subscribe(ChannelName::new("c").unwrap(), sub.clone(), 0);

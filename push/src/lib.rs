@@ -1,1 +1,26 @@
-//! placeholder
+//! Herald's client sessions: WebSocket and SSE connections speaking the
+//! native protocol (`docs/protocol.md`), their outboxes, heartbeats and
+//! shutdown.
+//!
+//! Per-connection cost is the product, so each connection is one small
+//! hand-written future ([`ws::WsSession`], [`sse::SseSession`]) plus one
+//! [`outbox::Outbox`] shared with the hub. Nothing else per connection is
+//! allocated while it is idle: no timer, no channel, no buffer beyond
+//! tungstenite's 512-byte read buffer.
+
+pub mod config;
+mod context;
+mod error;
+mod metrics;
+mod outbox;
+pub mod sse;
+mod subscriptions;
+mod tracker;
+mod wire;
+pub mod ws;
+
+pub use config::SessionConfig;
+pub use context::Context;
+pub use error::{CloseReason, ErrorCode};
+pub use metrics::Metrics;
+pub use tracker::Tracker;

@@ -194,7 +194,11 @@ mod tests {
 
     #[tokio::test]
     async fn offsets_count_up_per_channel() {
-        let engine = MemoryEngine::new(Hub::new(Metrics::default()), HistoryConfig::default(), Metrics::default());
+        let engine = MemoryEngine::new(
+            Hub::new(Metrics::default()),
+            HistoryConfig::default(),
+            Metrics::default(),
+        );
         let positions = engine
             .publish(vec![request("a"), request("b"), request("a")])
             .await
@@ -214,7 +218,10 @@ mod tests {
         let engine = MemoryEngine::new(hub.clone(), config, Metrics::default());
         let recorder = Arc::new(Recorder::default());
         let _watched = hub.subscribe(ChannelName::new("watched").unwrap(), recorder.clone(), 0);
-        engine.publish(vec![request("watched"), request("oneoff")]).await.unwrap();
+        engine
+            .publish(vec![request("watched"), request("oneoff")])
+            .await
+            .unwrap();
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(engine.sweep(), 1);
         assert_eq!(engine.channel_count(), 1);

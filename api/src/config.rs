@@ -1,0 +1,73 @@
+//! Herald's configuration: defaults, then a TOML file, then `HERALD_*`
+//! environment variables, then command-line flags; parsed raw, then
+//! validated into typed form before anything binds. `docs/configuration.md`
+//! documents every key.
+
+mod raw;
+mod sources;
+
+use std::{net::SocketAddr, time::Duration};
+
+use fanout::HistoryConfig;
+use ipnet::IpNet;
+use push::SessionConfig;
+
+pub use sources::{Overrides, load};
+
+/// A configuration error, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("`{key}`: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub engine: EngineKind,
+    pub log: LogConfig,
+    pub publish: PublishConfig,
+    pub history: HistoryConfig,
+    pub connection: SessionConfig,
+    pub shutdown: ShutdownConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    Memory,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub json: bool,
+    /// A tracing filter directive, already checked.
+    pub level: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct PublishConfig {
+    /// The bearer secret; `None` is the dev site.
+    pub secret: Option<String>,
+    /// Who may publish without a secret on the dev site.
+    pub trusted_networks: Vec<IpNet>,
+    pub max_body_bytes: usize,
+    pub max_message_bytes: usize,
+    pub max_channels: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ShutdownConfig {
+    pub grace: Duration,
+    pub reconnect_jitter: Duration,
+}

@@ -1,0 +1,164 @@
+//! The configuration as written: every key with its default, before checks.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub listen: String,
+    pub engine: String,
+    pub redis_url: Option<String>,
+    pub log: RawLog,
+    pub publish: RawPublish,
+    pub history: RawHistory,
+    pub connection: RawConnection,
+    pub shutdown: RawShutdown,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawLog {
+    pub format: String,
+    pub level: String,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawPublish {
+    pub secret: String,
+    pub trusted_networks: Vec<String>,
+    pub max_body_bytes: u64,
+    pub max_message_bytes: u64,
+    pub max_channels: u64,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawHistory {
+    pub size: u64,
+    pub ttl_secs: u64,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawConnection {
+    pub max_subscriptions: u64,
+    pub outbox_max_bytes: u64,
+    pub max_frame_bytes: u64,
+    pub read_buffer_bytes: u64,
+    pub ping_interval_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub close_timeout_secs: u64,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawShutdown {
+    pub grace_secs: u64,
+    pub reconnect_jitter_ms: u64,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            engine: "memory".into(),
+            redis_url: None,
+            log: RawLog::default(),
+            publish: RawPublish::default(),
+            history: RawHistory::default(),
+            connection: RawConnection::default(),
+            shutdown: RawShutdown::default(),
+        }
+    }
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: "plain".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for RawPublish {
+    fn default() -> Self {
+        Self {
+            secret: String::new(),
+            trusted_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            max_body_bytes: 1024 * 1024,
+            max_message_bytes: 64 * 1024,
+            max_channels: 1000,
+        }
+    }
+}
+
+impl Default for RawHistory {
+    fn default() -> Self {
+        Self {
+            size: 100,
+            ttl_secs: 600,
+        }
+    }
+}
+
+impl Default for RawConnection {
+    fn default() -> Self {
+        Self {
+            max_subscriptions: 128,
+            outbox_max_bytes: 256 * 1024,
+            max_frame_bytes: 4096,
+            read_buffer_bytes: 512,
+            ping_interval_secs: 25,
+            idle_timeout_secs: 60,
+            close_timeout_secs: 5,
+        }
+    }
+}
+
+impl Default for RawShutdown {
+    fn default() -> Self {
+        Self {
+            grace_secs: 10,
+            reconnect_jitter_ms: 5000,
+        }
+    }
+}
+
+/// Every key, with the kind of value its environment variable carries.
+/// `HERALD_` + the key in capitals with `.` as `_` names the variable.
+pub(crate) const KEYS: &[(&str, Kind)] = &[
+    ("listen", Kind::Str),
+    ("engine", Kind::Str),
+    ("redis_url", Kind::Str),
+    ("log.format", Kind::Str),
+    ("log.level", Kind::Str),
+    ("publish.secret", Kind::Str),
+    ("publish.trusted_networks", Kind::List),
+    ("publish.max_body_bytes", Kind::Int),
+    ("publish.max_message_bytes", Kind::Int),
+    ("publish.max_channels", Kind::Int),
+    ("history.size", Kind::Int),
+    ("history.ttl_secs", Kind::Int),
+    ("connection.max_subscriptions", Kind::Int),
+    ("connection.outbox_max_bytes", Kind::Int),
+    ("connection.max_frame_bytes", Kind::Int),
+    ("connection.read_buffer_bytes", Kind::Int),
+    ("connection.ping_interval_secs", Kind::Int),
+    ("connection.idle_timeout_secs", Kind::Int),
+    ("connection.close_timeout_secs", Kind::Int),
+    ("shutdown.grace_secs", Kind::Int),
+    ("shutdown.reconnect_jitter_ms", Kind::Int),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Str,
+    Int,
+    List,
+}
+
+pub(crate) fn env_name(key: &str) -> String {
+    format!("HERALD_{}", key.replace('.', "_").to_ascii_uppercase())
+}

@@ -1,0 +1,341 @@
+//! Merging the configuration sources and checking the result.
+
+use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+
+use fanout::HistoryConfig;
+use ipnet::IpNet;
+use push::SessionConfig;
+use toml::{Table, Value};
+
+use super::{
+    Config, ConfigError, EngineKind, LogConfig, PublishConfig, ShutdownConfig,
+    raw::{KEYS, Kind, RawConfig, env_name},
+};
+
+/// What the command line says; each field wins over every other source.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub engine: Option<String>,
+    pub redis_url: Option<String>,
+}
+
+/// Builds the configuration from the file, the `HERALD_*` variables in `env`
+/// and the command line, and validates all of it.
+pub fn load(
+    overrides: &Overrides,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
+    let env: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("HERALD_"))
+        .collect();
+    let file = overrides.config_file.clone().or_else(|| {
+        env.iter()
+            .find(|(name, _)| name == "HERALD_CONFIG")
+            .map(|(_, value)| PathBuf::from(value))
+    });
+    let mut table = match &file {
+        Some(path) => read_file(path)?,
+        None => Table::new(),
+    };
+    for (name, value) in &env {
+        if name == "HERALD_CONFIG" {
+            continue;
+        }
+        let Some((key, kind)) = KEYS.iter().find(|(key, _)| env_name(key) == *name) else {
+            return Err(ConfigError::new(
+                name,
+                "unknown environment variable; see docs/configuration.md for the HERALD_* names",
+            ));
+        };
+        let value = env_value(value, *kind)
+            .ok_or_else(|| ConfigError::new(name, format!("expected {}", kind_text(*kind))))?;
+        set(&mut table, key, value);
+    }
+    let flags = [
+        ("listen", &overrides.listen),
+        ("engine", &overrides.engine),
+        ("redis_url", &overrides.redis_url),
+    ];
+    for (key, value) in flags {
+        if let Some(value) = value {
+            set(&mut table, key, Value::String(value.clone()));
+        }
+    }
+    let raw: RawConfig = serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
+        let path = e.path().to_string();
+        ConfigError::new(
+            if path == "." { "config".into() } else { path },
+            e.into_inner().to_string(),
+        )
+    })?;
+    validate(raw)
+}
+
+fn read_file(path: &PathBuf) -> Result<Table, ConfigError> {
+    let key = format!("--config {}", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::new(&key, e.to_string()))?;
+    text.parse::<Table>()
+        .map_err(|e| ConfigError::new(&key, e.to_string().trim_end().to_string()))
+}
+
+fn env_value(value: &str, kind: Kind) -> Option<Value> {
+    match kind {
+        Kind::Str => Some(Value::String(value.to_string())),
+        Kind::Int => value.trim().parse::<i64>().ok().map(Value::Integer),
+        Kind::List => Some(Value::Array(
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::String(s.to_string()))
+                .collect(),
+        )),
+    }
+}
+
+fn kind_text(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Str => "a string",
+        Kind::Int => "an integer",
+        Kind::List => "a comma-separated list",
+    }
+}
+
+/// Sets `a.b` in `table`, creating the section when needed.
+fn set(table: &mut Table, key: &str, value: Value) {
+    match key.split_once('.') {
+        None => {
+            table.insert(key.to_string(), value);
+        }
+        Some((section, rest)) => {
+            let entry = table
+                .entry(section.to_string())
+                .or_insert_with(|| Value::Table(Table::new()));
+            if !entry.is_table() {
+                *entry = Value::Table(Table::new());
+            }
+            if let Value::Table(inner) = entry {
+                set(inner, rest, value);
+            }
+        }
+    }
+}
+
+fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let listen = SocketAddr::from_str(&raw.listen).map_err(|_| {
+        ConfigError::new(
+            "listen",
+            format!("{:?} is not an IP:PORT address", raw.listen),
+        )
+    })?;
+    let engine = match raw.engine.as_str() {
+        "memory" => EngineKind::Memory,
+        "redis" => {
+            return Err(ConfigError::new(
+                "engine",
+                "the redis engine is not part of this build yet; use \"memory\"",
+            ));
+        }
+        other => {
+            return Err(ConfigError::new(
+                "engine",
+                format!("{other:?} is not an engine; use \"memory\""),
+            ));
+        }
+    };
+    if raw.redis_url.is_some() && engine == EngineKind::Memory {
+        return Err(ConfigError::new(
+            "redis_url",
+            "only used with engine = \"redis\"",
+        ));
+    }
+    let json = match raw.log.format.as_str() {
+        "plain" => false,
+        "json" => true,
+        other => {
+            return Err(ConfigError::new(
+                "log.format",
+                format!("{other:?} is not a log format; use \"plain\" or \"json\""),
+            ));
+        }
+    };
+    tracing_subscriber::EnvFilter::try_new(&raw.log.level)
+        .map_err(|e| ConfigError::new("log.level", e.to_string()))?;
+
+    let trusted_networks = raw
+        .publish
+        .trusted_networks
+        .iter()
+        .map(|text| {
+            text.parse::<IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    ConfigError::new(
+                        "publish.trusted_networks",
+                        format!("{text:?} is not a network such as 127.0.0.0/8"),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let publish = PublishConfig {
+        secret: Some(raw.publish.secret).filter(|s| !s.is_empty()),
+        trusted_networks,
+        max_body_bytes: at_least("publish.max_body_bytes", raw.publish.max_body_bytes, 64)?,
+        max_message_bytes: at_least(
+            "publish.max_message_bytes",
+            raw.publish.max_message_bytes,
+            1,
+        )?,
+        max_channels: at_least("publish.max_channels", raw.publish.max_channels, 1)?,
+    };
+    let history = HistoryConfig {
+        size: raw.history.size as usize,
+        ttl: Duration::from_secs(at_least("history.ttl_secs", raw.history.ttl_secs, 1)? as u64),
+    };
+    let c = &raw.connection;
+    let ping = at_least("connection.ping_interval_secs", c.ping_interval_secs, 1)?;
+    let idle = at_least("connection.idle_timeout_secs", c.idle_timeout_secs, 1)?;
+    if idle < ping {
+        return Err(ConfigError::new(
+            "connection.idle_timeout_secs",
+            "must be at least connection.ping_interval_secs, or every connection would time out",
+        ));
+    }
+    let connection = SessionConfig {
+        max_subscriptions: at_least("connection.max_subscriptions", c.max_subscriptions, 1)?,
+        outbox_max_bytes: at_least("connection.outbox_max_bytes", c.outbox_max_bytes, 1024)?,
+        max_frame_bytes: at_least("connection.max_frame_bytes", c.max_frame_bytes, 128)?,
+        read_buffer_bytes: at_least("connection.read_buffer_bytes", c.read_buffer_bytes, 64)?,
+        ping_interval: Duration::from_secs(ping as u64),
+        idle_timeout: Duration::from_secs(idle as u64),
+        close_timeout: Duration::from_secs(at_least(
+            "connection.close_timeout_secs",
+            c.close_timeout_secs,
+            1,
+        )? as u64),
+    };
+    let shutdown = ShutdownConfig {
+        grace: Duration::from_secs(raw.shutdown.grace_secs),
+        reconnect_jitter: Duration::from_millis(raw.shutdown.reconnect_jitter_ms),
+    };
+    Ok(Config {
+        listen,
+        engine,
+        log: LogConfig {
+            json,
+            level: raw.log.level,
+        },
+        publish,
+        history,
+        connection,
+        shutdown,
+    })
+}
+
+fn at_least(key: &str, value: u64, min: u64) -> Result<usize, ConfigError> {
+    if value < min {
+        return Err(ConfigError::new(key, format!("must be at least {min}")));
+    }
+    usize::try_from(value).map_err(|_| ConfigError::new(key, "too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_dev_site() {
+        let config = load(&Overrides::default(), env(&[])).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.engine, EngineKind::Memory);
+        assert!(config.publish.secret.is_none());
+        assert_eq!(config.history.size, 100);
+        assert_eq!(config.connection, SessionConfig::default());
+    }
+
+    #[test]
+    fn env_and_flags_override() {
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:0".into()),
+            ..Overrides::default()
+        };
+        let config = load(
+            &overrides,
+            env(&[
+                ("HERALD_LISTEN", "127.0.0.1:9"),
+                ("HERALD_HISTORY_SIZE", "5"),
+                ("HERALD_PUBLISH_TRUSTED_NETWORKS", "127.0.0.1/32, ::1"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.listen.port(), 0);
+        assert_eq!(config.history.size, 5);
+        assert_eq!(config.publish.trusted_networks.len(), 2);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("HERALD_LISTEN", "nowhere")], "listen"),
+            (&[("HERALD_HISTORY_SIZE", "many")], "HERALD_HISTORY_SIZE"),
+            (&[("HERALD_HISTRY_SIZE", "5")], "HERALD_HISTRY_SIZE"),
+            (&[("HERALD_ENGINE", "postgres")], "engine"),
+            (&[("HERALD_LOG_FORMAT", "xml")], "log.format"),
+            (
+                &[("HERALD_PUBLISH_TRUSTED_NETWORKS", "lan")],
+                "publish.trusted_networks",
+            ),
+            (
+                &[("HERALD_CONNECTION_OUTBOX_MAX_BYTES", "10")],
+                "connection.outbox_max_bytes",
+            ),
+            (
+                &[
+                    ("HERALD_CONNECTION_IDLE_TIMEOUT_SECS", "1"),
+                    ("HERALD_CONNECTION_PING_INTERVAL_SECS", "5"),
+                ],
+                "connection.idle_timeout_secs",
+            ),
+        ];
+        for (vars, key) in cases {
+            let error = load(&Overrides::default(), env(vars)).unwrap_err();
+            assert_eq!(error.key, *key, "{vars:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn file_keys_are_checked() {
+        let dir = std::env::temp_dir().join(format!("herald-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, "[history]\nsize = \"big\"\n").unwrap();
+        let overrides = Overrides {
+            config_file: Some(path.clone()),
+            ..Overrides::default()
+        };
+        assert_eq!(load(&overrides, env(&[])).unwrap_err().key, "history.size");
+        std::fs::write(&path, "[history]\nsise = 3\n").unwrap();
+        let error = load(&overrides, env(&[])).unwrap_err();
+        assert!(error.to_string().contains("sise"), "{error}");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:7\"\n[publish]\nsecret = \"s\"\n",
+        )
+        .unwrap();
+        let config = load(&overrides, env(&[])).unwrap();
+        assert_eq!(config.listen.port(), 7);
+        assert_eq!(config.publish.secret.as_deref(), Some("s"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

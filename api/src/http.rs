@@ -1,0 +1,135 @@
+//! Routing of the requests hyper serves, and the answers that need no engine.
+
+mod history;
+mod publish;
+mod reply;
+mod upgrade;
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
+use prometheus::{Encoder, TextEncoder};
+
+use crate::App;
+
+pub(crate) type Body = Full<Bytes>;
+
+/// Answers one request. Every outcome, including every refusal, is counted
+/// in `herald_http_requests_total`.
+pub(crate) async fn handle(
+    app: App,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    let path = request.uri().path().to_string();
+    let (route, response) = match path.as_str() {
+        "/ws" => ("ws", upgrade::handle(&app, peer, request)),
+        "/sse" => ("sse_redirect", sse_on_reused_connection(&request)),
+        "/api/publish" => ("publish", publish::handle(&app, peer, request).await),
+        "/api/history" => ("history", history::handle(&app, &request).await),
+        "/healthz" => ("healthz", reply::text(StatusCode::OK, "ok")),
+        "/readyz" => ("readyz", readyz(&app)),
+        "/metrics" => ("metrics", metrics(&app)),
+        _ => static_asset(&request, &path),
+    };
+    let status = response.status();
+    app.metrics()
+        .requests
+        .with_label_values(&[route, status.as_str()])
+        .inc();
+    response
+}
+
+/// An SSE request reaches hyper only on a reused keep-alive connection
+/// (browsers reuse idle sockets). Streams must not live on hyper's
+/// connection, so the client is sent to the same URL on a new connection:
+/// `Connection: close` makes it open one, where the listener sees `/sse`
+/// first. EventSource follows the redirect with its `Last-Event-ID`.
+fn sse_on_reused_connection(request: &Request<Incoming>) -> Response<Body> {
+    let location = request
+        .uri()
+        .path_and_query()
+        .map_or("/sse", |p| p.as_str())
+        .to_string();
+    let mut response = reply::empty(StatusCode::TEMPORARY_REDIRECT);
+    let headers = response.headers_mut();
+    if let Ok(value) = location.parse() {
+        headers.insert(header::LOCATION, value);
+    }
+    headers.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+fn readyz(app: &App) -> Response<Body> {
+    if app.is_shutting_down() {
+        reply::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "shutting down",
+        )
+    } else if !app.fanout().is_ready() {
+        reply::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "engine not ready",
+        )
+    } else {
+        reply::text(StatusCode::OK, "ready")
+    }
+}
+
+fn metrics(app: &App) -> Response<Body> {
+    let encoder = TextEncoder::new();
+    let mut text = Vec::with_capacity(8 * 1024);
+    if let Err(error) = encoder.encode(&app.registry().gather(), &mut text) {
+        tracing::warn!(%error, "cannot encode metrics");
+        return reply::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "cannot encode metrics",
+        );
+    }
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+fn static_asset(request: &Request<Incoming>, path: &str) -> (&'static str, Response<Body>) {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return (
+            "not_found",
+            reply::error(StatusCode::NOT_FOUND, "not_found", "no such route"),
+        );
+    }
+    match web::asset(path) {
+        Some(asset) => {
+            let mut response = Response::new(Full::new(Bytes::from_static(asset.body)));
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(asset.content_type),
+            );
+            headers.insert(
+                header::CACHE_CONTROL,
+                header::HeaderValue::from_static("no-cache"),
+            );
+            ("web", response)
+        }
+        None => (
+            "not_found",
+            reply::error(StatusCode::NOT_FOUND, "not_found", "no such route"),
+        ),
+    }
+}

@@ -1,0 +1,244 @@
+//! `POST /api/publish`: authenticate, check, hand to the engine, answer positions.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use fanout::{ChannelName, PublishRequest};
+use http_body_util::{BodyExt, Limited};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode, body::Incoming, header};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{Body, reply, reply::Refusal};
+use crate::App;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    channel: Option<String>,
+    channels: Option<Vec<String>>,
+    /// Kept as raw text: the payload is stored and delivered byte for byte.
+    data: Option<Box<RawValue>>,
+}
+
+pub(crate) async fn handle(
+    app: &App,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    if request.method() != Method::POST {
+        return reply::method_not_allowed("POST");
+    }
+    if let Err(refusal) = authorize(app, peer, request.headers()) {
+        return refusal.into_response();
+    }
+    let limits = &app.config().publish;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limits.max_body_bytes as u64) {
+        return too_large(limits.max_body_bytes);
+    }
+    let body = match Limited::new(request.into_body(), limits.max_body_bytes)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            return too_large(limits.max_body_bytes);
+        }
+        Err(error) => {
+            return reply::error(StatusCode::BAD_REQUEST, "bad_request", &error.to_string());
+        }
+    };
+    let batch = match parse(&body, limits.max_channels, limits.max_message_bytes) {
+        Ok(batch) => batch,
+        Err(refusal) => return refusal.into_response(),
+    };
+    match app.fanout().publish(batch.clone()).await {
+        Ok(positions) => {
+            let results: Vec<_> = batch
+                .iter()
+                .zip(positions)
+                .map(|(request, position)| {
+                    serde_json::json!({
+                        "channel": request.channel.as_str(),
+                        "epoch": position.epoch.to_string(),
+                        "offset": position.offset,
+                    })
+                })
+                .collect();
+            reply::json(
+                StatusCode::OK,
+                serde_json::json!({ "results": results }).to_string(),
+            )
+        }
+        Err(error) => {
+            tracing::warn!(%error, "publish failed");
+            reply::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                error.reason(),
+                &error.to_string(),
+            )
+        }
+    }
+}
+
+/// With a secret configured, the request must carry it as a bearer token.
+/// Without one (the dev site), only the trusted networks may publish.
+fn authorize(app: &App, peer: SocketAddr, headers: &HeaderMap) -> Result<(), Refusal> {
+    let config = &app.config().publish;
+    match &config.secret {
+        Some(secret) => {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if constant_time_eq(given.as_bytes(), secret.as_bytes()) {
+                Ok(())
+            } else {
+                Err(Refusal::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "publishing needs the site's secret as `Authorization: Bearer <secret>`",
+                ))
+            }
+        }
+        None => {
+            let ip = peer.ip().to_canonical();
+            if config.trusted_networks.iter().any(|net| net.contains(&ip)) {
+                Ok(())
+            } else {
+                Err(Refusal::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "this is the dev site: without a publish secret configured, only trusted networks may publish",
+                ))
+            }
+        }
+    }
+}
+
+/// Compares without stopping at the first difference, so response timing
+/// does not reveal how much of a guessed secret was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn too_large(limit: usize) -> Response<Body> {
+    reply::error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        &format!("the request body may be at most {limit} bytes"),
+    )
+}
+
+fn bad(code: &'static str, message: &str) -> Refusal {
+    Refusal::bad_request(code, message)
+}
+
+fn parse(
+    body: &[u8],
+    max_channels: usize,
+    max_message_bytes: usize,
+) -> Result<Vec<PublishRequest>, Refusal> {
+    let parsed: PublishBody =
+        serde_json::from_slice(body).map_err(|error| match error.classify() {
+            serde_json::error::Category::Data => bad("bad_request", &error.to_string()),
+            _ => bad("bad_json", &error.to_string()),
+        })?;
+    let Some(data) = parsed.data else {
+        return Err(bad("bad_request", "missing \"data\""));
+    };
+    let names = match (parsed.channel, parsed.channels) {
+        (Some(channel), None) => vec![channel],
+        (None, Some(channels)) if !channels.is_empty() => channels,
+        (None, Some(_)) => return Err(bad("bad_request", "\"channels\" is empty")),
+        _ => {
+            return Err(bad(
+                "bad_request",
+                "give exactly one of \"channel\" or \"channels\"",
+            ));
+        }
+    };
+    if names.len() > max_channels {
+        return Err(bad(
+            "bad_request",
+            &format!("at most {max_channels} channels per publish"),
+        ));
+    }
+    if data.get().len() > max_message_bytes {
+        return Err(Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("\"data\" may be at most {max_message_bytes} bytes"),
+        ));
+    }
+    let mut channels: Vec<ChannelName> = Vec::with_capacity(names.len());
+    for name in &names {
+        let channel = ChannelName::new(name).map_err(|e| bad("invalid_channel", &e.to_string()))?;
+        if channels.contains(&channel) {
+            return Err(bad(
+                "bad_request",
+                &format!("channel {channel} is listed twice"),
+            ));
+        }
+        channels.push(channel);
+    }
+    let data = Bytes::copy_from_slice(data.get().as_bytes());
+    Ok(channels
+        .into_iter()
+        .map(|channel| PublishRequest {
+            channel,
+            data: data.clone(),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(body: &str) -> Option<String> {
+        let refusal = parse(body.as_bytes(), 3, 100).err()?;
+        let status = refusal.status.as_u16();
+        Some(format!("{status}"))
+    }
+
+    #[test]
+    fn parses_and_refuses() {
+        let ok = parse(br#"{"channel":"a","data":{"x" : 1}}"#, 3, 100)
+            .ok()
+            .unwrap();
+        assert_eq!(ok.len(), 1);
+        assert_eq!(&ok[0].data[..], br#"{"x" : 1}"#);
+        let many = parse(br#"{"channels":["a","b"],"data":[1]}"#, 3, 100)
+            .ok()
+            .unwrap();
+        assert_eq!(many.len(), 2);
+        let cases = [
+            ("not json", "400"),
+            (r#"{"channel":"a"}"#, "400"),
+            (r#"{"data":1}"#, "400"),
+            (r#"{"channel":"a","channels":["b"],"data":1}"#, "400"),
+            (r#"{"channels":[],"data":1}"#, "400"),
+            (r#"{"channels":["a","a"],"data":1}"#, "400"),
+            (r#"{"channels":["a","b","c","d"],"data":1}"#, "400"),
+            (r#"{"channel":"bad name","data":1}"#, "400"),
+            (r#"{"chanel":"a","data":1}"#, "400"),
+            (
+                r#"{"channel":"a","data":"this string is far longer than the hundred bytes this test allows for one message, so it is refused"}"#,
+                "413",
+            ),
+        ];
+        for (body, status) in cases {
+            assert_eq!(code(body).as_deref(), Some(status), "{body}");
+        }
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

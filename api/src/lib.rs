@@ -1,0 +1,14 @@
+//! Herald's HTTP front: the listener that routes each new connection (SSE
+//! streams to `push`, everything else to hyper), the publish and history
+//! API, health and metrics, the WebSocket upgrade, configuration and
+//! graceful shutdown. The `herald` binary in `main.rs` wires it together.
+
+mod app;
+pub mod config;
+mod http;
+pub mod logging;
+mod metrics;
+mod server;
+
+pub use app::App;
+pub use server::Server;

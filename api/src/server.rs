@@ -1,0 +1,257 @@
+//! The listener: binds, accepts, routes each new connection, and shuts down
+//! gracefully.
+//!
+//! Invariants:
+//! - Each new connection's first bytes are peeked, not read. A request for
+//!   `/sse` goes to `push::sse` with the socket; anything else goes to hyper,
+//!   which then reads the same bytes from the socket itself.
+//! - Shutdown stops accepting first, then tells every WebSocket and SSE
+//!   client to reconnect after a jittered delay, in batches, and lets hyper
+//!   finish its in-flight requests; it waits for all of it at most the grace
+//!   period.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use fanout::{Fanout, Hub, MemoryEngine};
+use hyper::{server::conn::http1, service::service_fn};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus::Registry;
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{Notify, watch},
+};
+
+use crate::{
+    App,
+    config::{Config, EngineKind},
+    http,
+    metrics::Metrics,
+};
+
+/// How long a new connection may take to send the start of its request.
+const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(30);
+/// hyper's limit for a complete request head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Clients told to reconnect per batch during shutdown, and the pause between batches.
+const SHUTDOWN_BATCH: usize = 500;
+const SHUTDOWN_PAUSE: Duration = Duration::from_millis(10);
+
+/// A bound, ready-to-run Herald server.
+pub struct Server {
+    listener: TcpListener,
+    app: App,
+}
+
+/// hyper connections in flight, so that shutdown can wait for them.
+#[derive(Default)]
+struct HttpConnections {
+    count: AtomicUsize,
+    ended: Notify,
+}
+
+impl Server {
+    /// Builds the engine, hub and sessions from `config` and binds the listener.
+    pub async fn bind(config: Config) -> anyhow::Result<Server> {
+        let registry = Registry::new();
+        let fanout_metrics = fanout::Metrics::register(&registry)?;
+        let push_metrics = push::Metrics::register(&registry)?;
+        let metrics = Metrics::register(&registry)?;
+
+        let hub = Hub::new(fanout_metrics.clone());
+        let engine = match config.engine {
+            EngineKind::Memory => MemoryEngine::start(hub.clone(), config.history, fanout_metrics),
+        };
+        let fanout = Fanout::new(hub, engine);
+        let tracker = push::Tracker::default();
+        tokio::spawn(tracker.clone().run_ticker(config.connection.ping_interval));
+        let sessions = push::Context::new(
+            fanout.clone(),
+            config.connection.clone(),
+            push_metrics,
+            tracker,
+        );
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        log_start(&config, listener.local_addr()?);
+        let app = App::new(config, fanout, sessions, registry, metrics);
+        Ok(Server { listener, app })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        // The listener is bound, so it has an address.
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| self.app.config().listen)
+    }
+
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
+    /// Serves until `shutdown` resolves, then drains within the grace period.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Server { listener, app } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let http_connections = Arc::new(HttpConnections::default());
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let task = route(app.clone(), stream, peer, stop_rx.clone(), http_connections.clone());
+                        tokio::spawn(task);
+                    }
+                    Err(error) => {
+                        // Usually out of file descriptors: back off instead of spinning.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        app.begin_shutdown();
+        let grace = app.config().shutdown.grace;
+        let jitter = app.config().shutdown.reconnect_jitter;
+        let tracker = app.sessions().tracker().clone();
+        tracing::info!(
+            connections = tracker.count(),
+            grace_secs = grace.as_secs_f64(),
+            "shutting down: no longer accepting, telling clients to reconnect"
+        );
+        let _ = stop_tx.send(true);
+        let drain = async {
+            tracker
+                .shut_down_all(jitter, SHUTDOWN_BATCH, SHUTDOWN_PAUSE)
+                .await;
+            tracker.drained().await;
+            loop {
+                let ended = http_connections.ended.notified();
+                if http_connections.count.load(Ordering::Relaxed) == 0 {
+                    break;
+                }
+                ended.await;
+            }
+        };
+        match tokio::time::timeout(grace, drain).await {
+            Ok(()) => tracing::info!("all connections drained"),
+            Err(_) => tracing::warn!(
+                remaining = tracker.count() + http_connections.count.load(Ordering::Relaxed),
+                "grace period over; dropping the remaining connections"
+            ),
+        }
+    }
+}
+
+/// Sends a new connection to the SSE code or to hyper, by its first bytes.
+async fn route(
+    app: App,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+    http_connections: Arc<HttpConnections>,
+) {
+    let Some(is_sse) = peek_is_sse(&stream).await else {
+        return;
+    };
+    if is_sse {
+        if let Some(session) = push::sse::accept(app.sessions().clone(), stream, peer).await {
+            // The stream runs in a task of its own, so that this task's
+            // state (the handshake) is freed now.
+            tokio::spawn(session);
+        }
+        return;
+    }
+    http_connections.count.fetch_add(1, Ordering::Relaxed);
+    let service = service_fn(move |request| {
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(http::handle(app, peer, request).await) }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = stop.changed() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(client.addr = %peer, %error, "HTTP connection ended with an error");
+    }
+    http_connections.count.fetch_sub(1, Ordering::Relaxed);
+    http_connections.ended.notify_waiters();
+}
+
+/// Peeks at the request line. `None` when the client hung up or sent
+/// nothing in time.
+async fn peek_is_sse(stream: &TcpStream) -> Option<bool> {
+    // "OPTIONS /sse?" is the longest prefix that decides the route.
+    let mut head = [0u8; 16];
+    let peek = async {
+        loop {
+            let seen = stream.peek(&mut head).await.ok()?;
+            if seen == 0 {
+                return None;
+            }
+            if seen == head.len() || head[..seen].contains(&b'\n') {
+                return Some(push::sse::is_sse_request(&head[..seen]));
+            }
+            // Fewer bytes than a request line: peeking again at once would
+            // see the same bytes, so give the rest a moment to arrive.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(FIRST_BYTES_TIMEOUT, peek)
+        .await
+        .ok()
+        .flatten()
+}
+
+fn log_start(config: &Config, addr: SocketAddr) {
+    tracing::info!(
+        listen = %addr,
+        engine = "memory",
+        history.size = config.history.size,
+        history.ttl_secs = config.history.ttl.as_secs(),
+        "herald started"
+    );
+    if config.publish.secret.is_none() {
+        let networks: Vec<String> = config
+            .publish
+            .trusted_networks
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        tracing::warn!(
+            trusted_networks = networks.join(","),
+            "DEV SITE: no publish secret is set. Anyone connecting from the trusted networks can \
+             publish without credentials, and everyone else is refused. Set publish.secret \
+             (HERALD_PUBLISH_SECRET) before letting anything but this machine publish."
+        );
+        if !addr.ip().is_loopback() {
+            tracing::warn!(
+                listen = %addr,
+                "DEV SITE on a non-loopback address: clients from the network can subscribe to \
+                 every channel"
+            );
+        }
+    }
+}

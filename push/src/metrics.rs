@@ -1,0 +1,164 @@
+//! Prometheus metrics of client sessions.
+//!
+//! Label values are resolved once, here, so that the delivery path only
+//! bumps plain atomic counters.
+
+use std::sync::Arc;
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+use crate::{CloseReason, ErrorCode};
+
+/// The two transports, as metric labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Ws,
+    Sse,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Ws => "ws",
+            Transport::Sse => "sse",
+        }
+    }
+}
+
+/// Session metrics; cloning shares the counters.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    ws: PerTransport,
+    sse: PerTransport,
+    client_errors: IntCounterVec,
+    families: Families,
+}
+
+/// The metric families, kept for registration.
+struct Families {
+    connections: IntGaugeVec,
+    delivered: IntCounterVec,
+    writes: IntCounterVec,
+    disconnects: IntCounterVec,
+}
+
+/// Counters of one transport with their labels already applied.
+pub(crate) struct PerTransport {
+    /// Open connections.
+    pub connections: IntGauge,
+    /// Messages handed to the socket (one per subscriber per message).
+    pub delivered: IntCounter,
+    /// Write system calls; deliveries per write shows how well writes coalesce.
+    pub writes: IntCounter,
+    /// Ended connections, indexed like [`CloseReason::ALL`].
+    disconnects: Vec<IntCounter>,
+}
+
+impl PerTransport {
+    pub fn disconnected(&self, reason: CloseReason) {
+        let index = CloseReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.disconnects[index].inc();
+    }
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let metrics = Self::default();
+        let f = &metrics.inner.families;
+        registry.register(Box::new(f.connections.clone()))?;
+        registry.register(Box::new(f.delivered.clone()))?;
+        registry.register(Box::new(f.writes.clone()))?;
+        registry.register(Box::new(f.disconnects.clone()))?;
+        registry.register(Box::new(metrics.inner.client_errors.clone()))?;
+        Ok(metrics)
+    }
+
+    pub(crate) fn transport(&self, transport: Transport) -> &PerTransport {
+        match transport {
+            Transport::Ws => &self.inner.ws,
+            Transport::Sse => &self.inner.sse,
+        }
+    }
+
+    pub(crate) fn client_error(&self, code: ErrorCode) {
+        self.inner
+            .client_errors
+            .with_label_values(&[code.as_str()])
+            .inc();
+    }
+}
+
+/// Unregistered metrics, for tests and benchmarks.
+impl Default for Metrics {
+    fn default() -> Self {
+        // Unwraps: constant names, help texts and label sets that prometheus accepts.
+        let families = Families {
+            connections: IntGaugeVec::new(
+                Opts::new("herald_connections", "Open client connections."),
+                &["transport"],
+            )
+            .unwrap(),
+            delivered: IntCounterVec::new(
+                Opts::new(
+                    "herald_messages_delivered_total",
+                    "Messages handed to client sockets, one per subscriber.",
+                ),
+                &["transport"],
+            )
+            .unwrap(),
+            writes: IntCounterVec::new(
+                Opts::new(
+                    "herald_socket_writes_total",
+                    "Write system calls on client sockets.",
+                ),
+                &["transport"],
+            )
+            .unwrap(),
+            disconnects: IntCounterVec::new(
+                Opts::new(
+                    "herald_disconnects_total",
+                    "Ended client connections by reason.",
+                ),
+                &["transport", "reason"],
+            )
+            .unwrap(),
+        };
+        let client_errors = IntCounterVec::new(
+            Opts::new(
+                "herald_client_errors_total",
+                "Requests and frames refused, by error code.",
+            ),
+            &["code"],
+        )
+        .unwrap();
+        let per = |t: Transport| PerTransport {
+            connections: families.connections.with_label_values(&[t.as_str()]),
+            delivered: families.delivered.with_label_values(&[t.as_str()]),
+            writes: families.writes.with_label_values(&[t.as_str()]),
+            disconnects: CloseReason::ALL
+                .iter()
+                .map(|r| {
+                    families
+                        .disconnects
+                        .with_label_values(&[t.as_str(), r.as_str()])
+                })
+                .collect(),
+        };
+        Self {
+            inner: Arc::new(Inner {
+                ws: per(Transport::Ws),
+                sse: per(Transport::Sse),
+                client_errors,
+                families,
+            }),
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! The bounded queue between the hub and one connection.
+//!
+//! Invariants:
+//! - Publishers only lock, push and wake; the connection's task does all
+//!   encoding and I/O.
+//! - The queue is bounded in bytes. The first delivery that would pass the
+//!   limit marks the outbox overflowed and drops what is queued: the
+//!   connection is closed as a slow consumer and recovers from history when
+//!   it reconnects. Its neighbours are never slowed down.
+//! - Nothing is allocated while idle: the queue is a `VecDeque` that owns no
+//!   memory until a message arrives, and is handed over whole to the
+//!   connection, which lets it go once written.
+
+use std::{collections::VecDeque, sync::Arc, task::Waker, time::Duration};
+
+use fanout::{Message, Subscriber};
+use parking_lot::Mutex;
+
+/// Queued messages, tagged with the subscription slot they belong to.
+pub(crate) type Queue = VecDeque<(u32, Arc<Message>)>;
+
+/// Roughly what framing adds to a message, so that many tiny messages still count.
+const FRAMING_BYTES: usize = 64;
+
+pub(crate) struct Outbox {
+    state: Mutex<State>,
+    /// Bytes that may wait here before the connection counts as a slow consumer.
+    limit: usize,
+}
+
+#[derive(Default)]
+struct State {
+    queue: Queue,
+    /// Payload plus framing estimate of everything in `queue`.
+    bytes: usize,
+    /// The connection task, when it waits for something to do.
+    waker: Option<Waker>,
+    /// Set once the limit was passed; the connection must close.
+    overflowed: bool,
+    /// Set by the shared ticker; the connection pings and checks its deadline.
+    tick: bool,
+    /// Set on shutdown: reconnect after this delay, then close.
+    shutdown: Option<Duration>,
+}
+
+/// What the connection task picks up from its outbox in one go.
+#[derive(Default)]
+pub(crate) struct Drained {
+    pub items: Queue,
+    pub overflowed: bool,
+    pub tick: bool,
+    pub shutdown: Option<Duration>,
+}
+
+impl Outbox {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            limit,
+        }
+    }
+
+    /// Takes the signals, and the queued messages if `take_items`, and
+    /// registers `waker` to be woken when more arrives.
+    pub fn drain(&self, take_items: bool, waker: &Waker) -> Drained {
+        let mut state = self.state.lock();
+        match &state.waker {
+            Some(existing) if existing.will_wake(waker) => {}
+            _ => state.waker = Some(waker.clone()),
+        }
+        let items = if take_items {
+            state.bytes = 0;
+            std::mem::take(&mut state.queue)
+        } else {
+            Queue::new()
+        };
+        Drained {
+            items,
+            overflowed: state.overflowed,
+            tick: std::mem::take(&mut state.tick),
+            shutdown: state.shutdown,
+        }
+    }
+
+    /// Called by the shared ticker.
+    pub fn tick(&self) {
+        self.signal(|state| state.tick = true);
+    }
+
+    /// Called on shutdown with this connection's jittered reconnect delay.
+    pub fn shut_down(&self, reconnect_after: Duration) {
+        self.signal(|state| state.shutdown = Some(reconnect_after));
+    }
+
+    /// Forgets the waker so that a finished connection is not woken again.
+    pub fn detach(&self) {
+        let mut state = self.state.lock();
+        state.waker = None;
+        state.queue = Queue::new();
+        state.overflowed = true;
+    }
+
+    fn signal(&self, set: impl FnOnce(&mut State)) {
+        let waker = {
+            let mut state = self.state.lock();
+            set(&mut state);
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+impl Subscriber for Outbox {
+    fn deliver(&self, slot: u32, message: &Arc<Message>) {
+        let waker = {
+            let mut state = self.state.lock();
+            if state.overflowed {
+                return;
+            }
+            let size = message.data.len() + FRAMING_BYTES;
+            if state.bytes + size > self.limit {
+                state.overflowed = true;
+                state.queue = Queue::new();
+                state.bytes = 0;
+            } else {
+                state.queue.push_back((slot, message.clone()));
+                state.bytes += size;
+            }
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use fanout::{ChannelName, Epoch, Position};
+    use std::task::Waker;
+
+    fn message(len: usize, offset: u64) -> Arc<Message> {
+        let position = Position {
+            epoch: Epoch::from_u64(1),
+            offset,
+        };
+        Arc::new(Message::new(
+            ChannelName::new("c").unwrap(),
+            position,
+            Bytes::from(vec![b'x'; len]),
+        ))
+    }
+
+    #[test]
+    fn overflow_drops_queue_and_flags() {
+        let outbox = Outbox::new(1000);
+        outbox.deliver(0, &message(400, 1));
+        outbox.deliver(0, &message(400, 2));
+        let drained = outbox.drain(false, Waker::noop());
+        assert!(!drained.overflowed);
+        outbox.deliver(0, &message(400, 3));
+        let drained = outbox.drain(true, Waker::noop());
+        assert!(drained.overflowed);
+        assert!(drained.items.is_empty());
+        // Nothing more is queued once overflowed.
+        outbox.deliver(0, &message(1, 4));
+        assert!(outbox.drain(true, Waker::noop()).items.is_empty());
+    }
+
+    #[test]
+    fn draining_resets_the_byte_count() {
+        let outbox = Outbox::new(1000);
+        for round in 0..10 {
+            outbox.deliver(0, &message(400, round * 2 + 1));
+            outbox.deliver(0, &message(400, round * 2 + 2));
+            let drained = outbox.drain(true, Waker::noop());
+            assert_eq!(drained.items.len(), 2);
+            assert!(!drained.overflowed);
+        }
+    }
+
+    #[test]
+    fn tick_and_shutdown_are_signals() {
+        let outbox = Outbox::new(1000);
+        outbox.tick();
+        outbox.shut_down(Duration::from_millis(5));
+        let drained = outbox.drain(true, Waker::noop());
+        assert!(drained.tick);
+        assert_eq!(drained.shutdown, Some(Duration::from_millis(5)));
+        let again = outbox.drain(true, Waker::noop());
+        assert!(!again.tick, "a tick is seen once");
+        assert!(again.shutdown.is_some(), "shutdown stays");
+    }
+}

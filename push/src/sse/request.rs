@@ -1,0 +1,237 @@
+//! Reading and checking the request head of an SSE stream.
+
+use std::time::Duration;
+
+use fanout::{ChannelName, Position};
+use tokio::{io::AsyncReadExt, net::TcpStream};
+
+use super::cursor;
+use crate::{Context, ErrorCode};
+
+/// The largest request head accepted.
+const MAX_HEAD: usize = 8 * 1024;
+/// How long a client may take to send its request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_HEADERS: usize = 48;
+
+/// A checked SSE request.
+pub(crate) struct SseRequest {
+    pub channels: Vec<ChannelName>,
+    /// The position per channel to resume from, from `Last-Event-ID` or `last_event_id`.
+    pub cursor: Option<Vec<Position>>,
+}
+
+/// Why a request is refused.
+pub(crate) struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+fn refusal(code: ErrorCode, message: impl Into<String>) -> Refusal {
+    Refusal {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Whether `head` starts with a request for `/sse` (any method: a wrong one
+/// is answered by the SSE code with 405).
+pub(crate) fn is_sse_route(head: &[u8]) -> bool {
+    let Some(space) = head.iter().position(|&b| b == b' ') else {
+        return false;
+    };
+    let target = &head[space + 1..];
+    target.starts_with(b"/sse") && matches!(target.get(4), Some(b' ' | b'?'))
+}
+
+/// Reads the request head from `stream` and checks it.
+pub(crate) async fn read(stream: &mut TcpStream, context: &Context) -> Result<SseRequest, Refusal> {
+    let head = tokio::time::timeout(HEAD_TIMEOUT, read_head(stream))
+        .await
+        .map_err(|_| refusal(ErrorCode::BadRequest, "request head not received in time"))??;
+    parse(&head, context.config().max_subscriptions)
+}
+
+async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, Refusal> {
+    let mut head = Vec::with_capacity(1024);
+    loop {
+        if head.len() >= MAX_HEAD {
+            return Err(refusal(
+                ErrorCode::HeadersTooLarge,
+                "request head over 8 KiB",
+            ));
+        }
+        let mut chunk = [0u8; 1024];
+        let want = chunk.len().min(MAX_HEAD - head.len());
+        let read = stream
+            .read(&mut chunk[..want])
+            .await
+            .map_err(|e| refusal(ErrorCode::BadRequest, e.to_string()))?;
+        if read == 0 {
+            return Err(refusal(
+                ErrorCode::BadRequest,
+                "connection closed mid-request",
+            ));
+        }
+        let scan_from = head.len().saturating_sub(3);
+        head.extend_from_slice(&chunk[..read]);
+        if let Some(end) = head[scan_from..].windows(4).position(|w| w == b"\r\n\r\n") {
+            head.truncate(scan_from + end + 4);
+            return Ok(head);
+        }
+    }
+}
+
+/// Checks a complete request head.
+pub(crate) fn parse(head: &[u8], max_channels: usize) -> Result<SseRequest, Refusal> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => {
+            return Err(refusal(ErrorCode::BadRequest, "incomplete request head"));
+        }
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(refusal(ErrorCode::HeadersTooLarge, "too many headers"));
+        }
+        Err(error) => return Err(refusal(ErrorCode::BadRequest, error.to_string())),
+    }
+    if request.method != Some("GET") {
+        return Err(refusal(
+            ErrorCode::MethodNotAllowed,
+            "SSE streams are opened with GET",
+        ));
+    }
+    let target = request.path.unwrap_or_default();
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+
+    let mut channels: Vec<ChannelName> = Vec::new();
+    let mut query_cursor = None;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "channel" => {
+                let channel = ChannelName::new(&value)
+                    .map_err(|e| refusal(ErrorCode::InvalidChannel, e.to_string()))?;
+                if channels.contains(&channel) {
+                    return Err(refusal(
+                        ErrorCode::DuplicateChannel,
+                        format!("channel {channel} is listed twice"),
+                    ));
+                }
+                channels.push(channel);
+                if channels.len() > max_channels {
+                    return Err(refusal(
+                        ErrorCode::TooManyChannels,
+                        format!("a stream may have at most {max_channels} channels"),
+                    ));
+                }
+            }
+            "last_event_id" => query_cursor = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    if channels.is_empty() {
+        return Err(refusal(
+            ErrorCode::MissingChannel,
+            "give at least one channel=NAME",
+        ));
+    }
+
+    // The header wins: EventSource sends it on every reconnect, while the
+    // query parameter stays what the page first asked for.
+    let header_cursor = request
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("last-event-id"))
+        .map(|h| String::from_utf8_lossy(h.value).trim().to_string())
+        .filter(|v| !v.is_empty());
+    let cursor = match header_cursor.or(query_cursor.filter(|v| !v.is_empty())) {
+        None => None,
+        Some(text) => Some(cursor::parse(&text, channels.len()).ok_or_else(|| {
+            refusal(
+                ErrorCode::BadLastEventId,
+                format!(
+                    "expected {} comma-separated epoch:offset positions, one per channel",
+                    channels.len()
+                ),
+            )
+        })?),
+    };
+    Ok(SseRequest { channels, cursor })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(target: &str, extra: &str) -> Vec<u8> {
+        format!("GET {target} HTTP/1.1\r\nHost: x\r\n{extra}\r\n").into_bytes()
+    }
+
+    #[test]
+    fn routes() {
+        assert!(is_sse_route(b"GET /sse?channel=a HTTP/1.1\r\n"));
+        assert!(is_sse_route(b"GET /sse HTTP/1.1\r\n"));
+        assert!(is_sse_route(b"POST /sse HTTP/1.1\r\n"));
+        assert!(!is_sse_route(b"GET /ssex HTTP/1.1\r\n"));
+        assert!(!is_sse_route(b"GET / HTTP/1.1\r\n"));
+        assert!(!is_sse_route(b"GET /ws HTTP/1.1\r\n"));
+    }
+
+    #[test]
+    fn requests() {
+        let ok = |target: &str, extra: &str| {
+            parse(&head(target, extra), 3).map(|r| (r.channels.len(), r.cursor.map(|c| c.len())))
+        };
+        let code = |target: &str, extra: &str| parse(&head(target, extra), 3).err().map(|r| r.code);
+        assert_eq!(ok("/sse?channel=a", "").ok(), Some((1, None)));
+        assert_eq!(
+            ok("/sse?channel=a&channel=user%3A1", "").ok(),
+            Some((2, None))
+        );
+        assert_eq!(
+            ok("/sse?channel=a", "Last-Event-ID: 1f:3\r\n").ok(),
+            Some((1, Some(1)))
+        );
+        assert_eq!(
+            ok("/sse?channel=a&last_event_id=1f%3A3", "").ok(),
+            Some((1, Some(1)))
+        );
+        assert_eq!(
+            ok("/sse?channel=a", "Last-Event-ID: \r\n").ok(),
+            Some((1, None))
+        );
+        assert_eq!(code("/sse", ""), Some(ErrorCode::MissingChannel));
+        assert_eq!(
+            code("/sse?channel=bad%20name", ""),
+            Some(ErrorCode::InvalidChannel)
+        );
+        assert_eq!(
+            code("/sse?channel=a&channel=a", ""),
+            Some(ErrorCode::DuplicateChannel)
+        );
+        assert_eq!(
+            code("/sse?channel=a&channel=b&channel=c&channel=d", ""),
+            Some(ErrorCode::TooManyChannels)
+        );
+        assert_eq!(
+            code("/sse?channel=a", "Last-Event-ID: nope\r\n"),
+            Some(ErrorCode::BadLastEventId)
+        );
+        assert_eq!(
+            code("/sse?channel=a&channel=b", "Last-Event-ID: 1f:3\r\n"),
+            Some(ErrorCode::BadLastEventId)
+        );
+        let post = b"POST /sse?channel=a HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(
+            parse(post, 3).err().map(|r| r.code),
+            Some(ErrorCode::MethodNotAllowed)
+        );
+        assert_eq!(
+            parse(b"GET /sse?channel=a HTTP/1.1\r\nBad Header\r\n\r\n", 3)
+                .err()
+                .map(|r| r.code),
+            Some(ErrorCode::BadRequest)
+        );
+    }
+}
