@@ -62,6 +62,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     api::logging::init(&config.log);
+    raise_open_files_limit();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -75,9 +76,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         let server = Server::bind(config).await?;
+        let shutdown = shutdown_signal()?;
         // Scripts and tests wait for this exact line.
         println!("herald listening on http://{}", server.local_addr());
-        server.run(shutdown_signal()).await;
+        server.run(shutdown).await;
         anyhow::Ok(())
     });
     // Sessions cut off by the grace period must not delay the exit.
@@ -92,21 +94,27 @@ fn main() -> ExitCode {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = terminate => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+/// Every connection is a file descriptor, and many systems start processes
+/// with a soft limit of 1024. Raise it to the hard limit, as nginx's
+/// `worker_rlimit_nofile` would, and say what we got.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open files limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open files limit"),
     }
+}
+
+/// Resolves on SIGTERM or SIGINT. The handlers are installed here, before
+/// the readiness line is printed, so that a signal sent right after start-up
+/// is a graceful shutdown and not the default "terminate now".
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+        }
+    })
 }

@@ -61,9 +61,10 @@ pub async fn accept(
 
     // The head, the retry hint, one `subscribed` event per channel, then the
     // replay of each channel; the cursor in each `id` moves along with it.
+    // (bytes, whether they end an event): see `session::Chunk`.
     let mut prelude = Vec::with_capacity(2 + 2 * opened.len());
-    prelude.push(bytes::Bytes::from_static(RESPONSE_HEAD));
-    prelude.push(bytes::Bytes::from_static(b"retry: 2000\n\n"));
+    prelude.push((bytes::Bytes::from_static(RESPONSE_HEAD), true));
+    prelude.push((bytes::Bytes::from_static(b"retry: 2000\n\n"), true));
     let mut positions: Vec<_> = opened.iter().map(|o| o.announced()).collect();
     for subscription in &opened {
         let announced = subscription.announced();
@@ -74,15 +75,15 @@ pub async fn accept(
         );
         let data = data.replacen(r#""type":"subscribed","#, "", 1);
         let id = cursor::format(positions.iter().copied());
-        prelude.push(wire::sse_event(Some(&id), Some("subscribed"), &data));
+        prelude.push((wire::sse_event(Some(&id), Some("subscribed"), &data), true));
     }
     let mut replayed = 0;
     for (slot, subscription) in opened.iter().enumerate() {
         for message in subscription.replay() {
             positions[slot] = message.position;
             let id = cursor::format(positions.iter().copied());
-            prelude.push(cursor::id_line(&id));
-            prelude.push(wire::sse_message(message));
+            prelude.push((cursor::id_line(&id), false));
+            prelude.push((wire::sse_message(message), true));
             replayed += 1;
         }
     }

@@ -34,6 +34,26 @@ use crate::{
 
 const MAX_IOVECS: usize = 64;
 const POLL_BUDGET: usize = 32;
+/// The smallest `retry:` sent on shutdown, in milliseconds.
+const MIN_RETRY_MS: u128 = 1000;
+
+/// A piece of the stream. An event may be several chunks (its `id:` line and
+/// its shared body); the last one says so, so that closing never cuts an
+/// event in two. A cut event would hand EventSource an id whose data it
+/// never got, and resuming from that id would skip the message.
+struct Chunk {
+    bytes: Bytes,
+    ends_event: bool,
+}
+
+impl Chunk {
+    fn whole(bytes: Bytes) -> Self {
+        Self {
+            bytes,
+            ends_event: true,
+        }
+    }
+}
 
 /// An open SSE stream; spawn it and it runs until the stream ends.
 pub struct SseSession {
@@ -45,9 +65,9 @@ pub struct SseSession {
     _tracked: Tracked,
     subscriptions: Subscriptions,
     /// Bytes ready for the socket, oldest first; the front may be partly written.
-    writing: VecDeque<Bytes>,
-    /// Whether the front of `writing` is partly written.
-    partial: bool,
+    writing: VecDeque<Chunk>,
+    /// Whether part of an event is on the wire and the rest still queued.
+    mid_event: bool,
     /// Set once the stream is closing, with the time it may take to flush.
     closing: Option<(CloseReason, Pin<Box<Sleep>>)>,
     /// For logs.
@@ -60,7 +80,7 @@ impl SseSession {
         stream: TcpStream,
         outbox: Arc<Outbox>,
         subscriptions: Subscriptions,
-        prelude: Vec<Bytes>,
+        prelude: Vec<(Bytes, bool)>,
         replayed: u64,
         peer: SocketAddr,
     ) -> Self {
@@ -77,16 +97,31 @@ impl SseSession {
             outbox,
             _tracked: tracked,
             subscriptions,
-            writing: prelude.into(),
-            partial: false,
+            writing: prelude
+                .into_iter()
+                .map(|(bytes, ends_event)| Chunk { bytes, ends_event })
+                .collect(),
+            mid_event: false,
             closing: None,
             id,
         }
     }
 
     fn begin_close(&mut self, reason: CloseReason, last: Bytes) {
-        self.writing.truncate(usize::from(self.partial));
-        self.writing.push_back(last);
+        // Keep the rest of an event already on its way, drop every other.
+        let keep = if self.mid_event {
+            self.writing
+                .iter()
+                .position(|c| c.ends_event)
+                .map_or(0, |end| end + 1)
+        } else {
+            0
+        };
+        self.writing.truncate(keep);
+        self.writing.push_back(Chunk::whole(last));
+        // Counted when decided, not when the socket finally goes.
+        let metrics = self.context.metrics().transport(Transport::Sse);
+        metrics.disconnected(reason);
         let timeout = self.context.config().close_timeout;
         self.closing = Some((reason, Box::pin(tokio::time::sleep(timeout))));
     }
@@ -96,14 +131,13 @@ impl SseSession {
         let drained = self.outbox.drain(take, cx.waker());
         if let Some(delay) = drained.shutdown {
             let delay = delay.as_millis();
-            let mut event = wire::sse_event(
-                None,
-                Some("reconnect"),
-                &wire::json::reconnect(delay).replacen(r#""type":"reconnect","#, "", 1),
-            )
-            .to_vec();
-            // `retry` makes EventSource wait the jittered delay before reconnecting.
-            event.splice(0..0, format!("retry: {delay}\n").into_bytes());
+            let data = wire::json::reconnect(delay).replacen(r#""type":"reconnect","#, "", 1);
+            // EventSource keeps using `retry` for every attempt while the
+            // server is down, with no back-off of its own: never hand it a
+            // tiny one, even when the jitter drew one.
+            let retry = delay.max(MIN_RETRY_MS);
+            let mut event = format!("retry: {retry}\n").into_bytes();
+            event.extend_from_slice(&wire::sse_event(None, Some("reconnect"), &data));
             self.begin_close(CloseReason::Shutdown, Bytes::from(event));
             return true;
         }
@@ -117,7 +151,8 @@ impl SseSession {
         }
         let mut progressed = false;
         if drained.tick {
-            self.writing.push_back(Bytes::from_static(b": ping\n\n"));
+            self.writing
+                .push_back(Chunk::whole(Bytes::from_static(b": ping\n\n")));
             progressed = true;
         }
         if !drained.items.is_empty() {
@@ -125,8 +160,12 @@ impl SseSession {
             for (slot, message) in drained.items {
                 if self.subscriptions.accept(slot, &message) {
                     let id = cursor::format(self.subscriptions.positions());
-                    self.writing.push_back(cursor::id_line(&id));
-                    self.writing.push_back(wire::sse_message(&message));
+                    self.writing.push_back(Chunk {
+                        bytes: cursor::id_line(&id),
+                        ends_event: false,
+                    });
+                    self.writing
+                        .push_back(Chunk::whole(wire::sse_message(&message)));
                     sent += 1;
                 }
             }
@@ -145,7 +184,7 @@ impl SseSession {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let count = self.writing.len().min(MAX_IOVECS);
             for (slice, chunk) in slices.iter_mut().zip(self.writing.iter()) {
-                *slice = IoSlice::new(chunk);
+                *slice = IoSlice::new(&chunk.bytes);
             }
             let written =
                 ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..count]))?;
@@ -166,17 +205,17 @@ impl SseSession {
     }
 
     fn advance(&mut self, mut written: usize) {
-        self.partial = false;
         while written > 0 {
             let Some(front) = self.writing.front_mut() else {
                 break;
             };
-            if written >= front.len() {
-                written -= front.len();
+            if written >= front.bytes.len() {
+                written -= front.bytes.len();
+                self.mid_event = !front.ends_event;
                 self.writing.pop_front();
             } else {
-                front.advance(written);
-                self.partial = true;
+                front.bytes.advance(written);
+                self.mid_event = true;
                 written = 0;
             }
         }
@@ -233,14 +272,21 @@ impl Future for SseSession {
                     }
                 };
             }
-            let progressed = this.poll_outbox(cx);
+            let mut progressed = this.poll_outbox(cx);
             if this.closing.is_some() {
                 continue;
             }
-            if let Poll::Ready(Err(error)) = this.poll_write(cx) {
-                tracing::debug!(conn.id = this.id, %error, "write failed");
-                this.finish(CloseReason::IoError);
-                return Poll::Ready(());
+            let had_writing = !this.writing.is_empty();
+            match this.poll_write(cx) {
+                Poll::Ready(Err(error)) => {
+                    tracing::debug!(conn.id = this.id, %error, "write failed");
+                    this.finish(CloseReason::IoError);
+                    return Poll::Ready(());
+                }
+                // Messages left in the outbox while we were writing are only
+                // picked up by another round; their wake-up was this poll.
+                Poll::Ready(Ok(())) => progressed |= had_writing,
+                Poll::Pending => {}
             }
             if let Poll::Ready(reason) = this.poll_hangup(cx) {
                 this.finish(reason);

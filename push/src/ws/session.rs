@@ -140,6 +140,10 @@ impl WsSession {
         self.writing.truncate(usize::from(self.partial));
         self.writing.extend(last);
         self.pending = None;
+        // Counted when decided: a client that stopped reading may never see
+        // the close frame, and the operator should not have to wait for it.
+        let metrics = self.context.metrics().transport(Transport::Ws);
+        metrics.disconnected(reason);
         let timeout = self.context.config().close_timeout;
         self.closing = Some(Closing {
             reason,
@@ -395,8 +399,10 @@ impl WsSession {
 
     fn finish(&mut self, reason: CloseReason) {
         self.outbox.detach();
-        let metrics = self.context.metrics().transport(Transport::Ws);
-        metrics.disconnected(reason);
+        if self.closing.is_none() {
+            let metrics = self.context.metrics().transport(Transport::Ws);
+            metrics.disconnected(reason);
+        }
         tracing::debug!(
             conn.id = self.id,
             reason = reason.as_str(),
@@ -434,13 +440,17 @@ impl Future for WsSession {
             if this.closing.is_some() {
                 continue;
             }
+            let had_writing = !this.writing.is_empty();
             match this.poll_write(cx) {
                 Poll::Ready(Err(error)) => {
                     tracing::debug!(conn.id = this.id, %error, "write failed");
                     this.finish(CloseReason::IoError);
                     return Poll::Ready(());
                 }
-                Poll::Ready(Ok(())) | Poll::Pending => {}
+                // Messages left in the outbox while we were writing are only
+                // picked up by another round; their wake-up was this poll.
+                Poll::Ready(Ok(())) => progressed |= had_writing,
+                Poll::Pending => {}
             }
             if !this.partial && this.pending.is_none() {
                 match Pin::new(&mut this.ws).poll_next(cx) {
