@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Installs what Herald's integration tests need on a Debian machine: Chromium, curl and Redis from
+# Debian, and playwright-core (from tests/browser/package-lock.json) for the browser test.
+#
+# Run as root (apt-get). Idempotent: it installs only what is missing, runs `apt-get update` only
+# when a package is missing, and reruns `npm ci` only when the lock file changed.
+# Node.js >= 20 and npm must already be there (Debian 12's nodejs is too old for playwright-core).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+browser_dir="$root/tests/browser"
+packages=(chromium curl redis-server)
+
+fail() {
+  echo "install-test-deps: $*" >&2
+  exit 1
+}
+
+# --- Debian packages ---------------------------------------------------------------------------
+
+missing=()
+for package in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q '^install ok installed$'; then
+    missing+=("$package")
+  fi
+done
+
+if ((${#missing[@]} > 0)); then
+  [[ $(id -u) -eq 0 ]] || fail "run as root: apt-get must install ${missing[*]}"
+  command -v apt-get >/dev/null || fail "apt-get not found: install ${missing[*]} by hand"
+  echo "install-test-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # Wait for another apt or dpkg run to finish instead of failing on its lock.
+  apt_options=(-qq -o DPkg::Lock::Timeout=600)
+  apt-get "${apt_options[@]}" update >/dev/null || fail "apt-get update failed"
+  apt-get "${apt_options[@]}" install -y --no-install-recommends "${missing[@]}" >/dev/null \
+    || fail "apt-get install ${missing[*]} failed"
+fi
+
+# --- playwright-core ---------------------------------------------------------------------------
+
+command -v node >/dev/null || fail "node not found: install Node.js >= 20 and npm"
+command -v npm >/dev/null || fail "npm not found: install npm (Node.js >= 20)"
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+((node_major >= 20)) || fail "Node.js >= 20 is needed, found $(node --version)"
+
+# node_modules is current when it was installed from exactly this package.json and lock file.
+stamp="$browser_dir/node_modules/.herald-lock.sha256"
+wanted="$(cat "$browser_dir/package.json" "$browser_dir/package-lock.json" | sha256sum | cut -d' ' -f1)"
+if [[ ! -f $stamp || $(cat "$stamp") != "$wanted" ]]; then
+  echo "install-test-deps: npm ci in tests/browser"
+  (cd "$browser_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) \
+    || fail "npm ci in $browser_dir failed"
+  echo "$wanted" >"$stamp"
+fi
+
+echo "install-test-deps: ready (chromium, curl, redis-server, playwright-core)"
