@@ -1,1 +1,22 @@
-//! placeholder
+//! The end-to-end test harness: a real `herald` process and real WebSocket, SSE and HTTP clients.
+//!
+//! Every test binary in `tests/tests/` starts its own Herald on a free port with [`Herald::start`]
+//! or [`Herald::builder`], talks to it with [`WsClient`], [`SseClient`] and [`Request`], and lets it
+//! be killed when the [`Herald`] is dropped. The binary is `HERALD_BIN`, or `target/<profile>/herald`
+//! next to the test: run `cargo build --workspace` before `cargo test`.
+
+mod api;
+mod herald;
+mod http;
+mod message;
+mod metrics;
+mod sse;
+mod ws;
+
+pub use api::publish_results;
+pub use herald::{Finished, Herald, HeraldBuilder, free_port, herald_bin};
+pub use http::{HTTP_TIMEOUT, Request, Response};
+pub use message::{Delivered, Position};
+pub use metrics::metric_value;
+pub use sse::{SSE_TIMEOUT, SseClient, SseEvent, SseNext};
+pub use ws::{WS_TIMEOUT, WsClient, WsEvent, WsOptions};

@@ -1,0 +1,26 @@
+//! Herald's end-to-end tests: one test binary (one link, one place to look)
+//! that starts the real `herald` binary on free ports and drives it with real
+//! WebSocket, SSE and HTTP clients, `curl`, and headless Chromium.
+//!
+//! Index:
+//! - `delivery`      — publish reaches WebSocket and SSE subscribers in order, exactly once, byte for byte; batch publish to 100 channels
+//! - `recovery`      — `since`, `Last-Event-ID` and `last_event_id` replay exactly what was missed, also while publishing races the reconnect; `recovered: false`
+//! - `slow_consumer` — a client that stops reading is closed 4100 (WS) or told `slow_consumer` (SSE), its neighbours lose nothing, and it resumes without a gap
+//! - `rejections`    — every documented refusal (error frames, close 1009, 400/401/403/405/413/426/431) and that the server keeps serving others
+//! - `heartbeat`     — server pings from the shared ticker; idle WebSockets closed 4101
+//! - `shutdown`      — SIGTERM/SIGINT: reconnect advice, close 4200, exit 0 within the grace period
+//! - `config`        — file, env and flags; `--check-config`; exit 64 naming the key
+//! - `health`        — `/healthz`, `/readyz`, `/metrics`
+//! - `browser`       — the demo page in Debian's Chromium via playwright-core: a curl notice in both panels, and reconnect after a restart
+//!
+//! Set-up: `scripts/test` installs what these need and builds the binary first.
+
+mod browser;
+mod config;
+mod delivery;
+mod health;
+mod heartbeat;
+mod recovery;
+mod rejections;
+mod shutdown;
+mod slow_consumer;

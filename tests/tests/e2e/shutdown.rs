@@ -1,0 +1,140 @@
+//! Graceful shutdown: on SIGTERM or SIGINT every client is told to reconnect, and the process exits 0 within its grace period.
+
+use std::time::Duration;
+
+use herald_tests::{Herald, SSE_TIMEOUT, SseClient, SseNext, WS_TIMEOUT, WsClient};
+
+/// The grace period these tests configure.
+const GRACE_SECS: u64 = 3;
+
+/// The reconnect jitter these tests configure; every advised delay is at most this.
+const JITTER_MS: u64 = 1000;
+
+/// Room for process start-up and scheduling on a busy machine; not a speed assertion.
+const MARGIN: Duration = Duration::from_secs(10);
+
+fn herald() -> Herald {
+    Herald::builder()
+        .env("HERALD_SHUTDOWN_GRACE_SECS", GRACE_SECS.to_string())
+        .env("HERALD_SHUTDOWN_RECONNECT_JITTER_MS", JITTER_MS.to_string())
+        .start()
+}
+
+fn assert_exits_cleanly(herald: &mut Herald) {
+    let status = herald
+        .wait_exit(Duration::from_secs(GRACE_SECS) + MARGIN)
+        .unwrap_or_else(|| {
+            panic!("herald still running {GRACE_SECS} s (grace) + {MARGIN:?} after the signal")
+        });
+    assert!(
+        status.success(),
+        "exit status after a graceful shutdown: {status}"
+    );
+}
+
+async fn expect_ws_reconnect(ws: &mut WsClient) {
+    let frame = ws.next_json(WS_TIMEOUT).await;
+    assert_eq!(frame["type"], "reconnect", "{frame}");
+    assert_eq!(frame["reason"], "shutdown", "{frame}");
+    let delay = frame["delay_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("integer delay_ms: {frame}"));
+    assert!(
+        delay <= JITTER_MS,
+        "delay_ms within the configured jitter: {frame}"
+    );
+    let (code, reason) = ws.expect_close(WS_TIMEOUT).await;
+    assert_eq!(code, 4200, "shutdown close code (reason {reason:?})");
+}
+
+async fn expect_sse_reconnect(sse: &mut SseClient) {
+    let event = sse.next_event(SSE_TIMEOUT).await;
+    assert_eq!(event.event, "reconnect", "{event:?}");
+    let data = event.json();
+    assert_eq!(data["reason"], "shutdown", "{data}");
+    let delay = data["delay_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("integer delay_ms: {data}"));
+    assert!(
+        delay <= JITTER_MS,
+        "delay_ms within the configured jitter: {data}"
+    );
+    assert_eq!(
+        sse.retry_ms,
+        Some(delay.max(1000)),
+        "retry tells EventSource the same delay, but never under 1 s"
+    );
+    assert_eq!(
+        sse.try_next_event(SSE_TIMEOUT).await,
+        SseNext::Ended,
+        "the stream closes after reconnect"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_tells_clients_to_reconnect_and_exits_0() {
+    let mut herald = herald();
+    let mut ws_clients = Vec::new();
+    for i in 0..3 {
+        let mut ws = WsClient::connect(&herald.ws_url("/ws")).await;
+        ws.subscribe(&format!("user:{i}")).await;
+        ws_clients.push(ws);
+    }
+    let idle_ws = WsClient::connect(&herald.ws_url("/ws")).await;
+    let mut sse_streams = Vec::new();
+    for channels in [&["public"][..], &["user:1", "user:2"]] {
+        let query: Vec<String> = channels.iter().map(|c| format!("channel={c}")).collect();
+        let mut sse =
+            SseClient::connect(herald.addr, &format!("/sse?{}", query.join("&")), None).await;
+        sse.assert_stream();
+        for channel in channels {
+            sse.expect_subscribed(channel).await;
+        }
+        sse_streams.push(sse);
+    }
+    ws_clients.push(idle_ws);
+
+    herald.sigterm();
+    for ws in &mut ws_clients {
+        expect_ws_reconnect(ws).await;
+    }
+    for sse in &mut sse_streams {
+        expect_sse_reconnect(sse).await;
+    }
+    assert_exits_cleanly(&mut herald);
+}
+
+#[tokio::test]
+async fn sigint_is_a_graceful_shutdown_too() {
+    let mut herald = herald();
+    let mut ws = WsClient::connect(&herald.ws_url("/ws")).await;
+    ws.subscribe("public").await;
+    herald.sigint();
+    expect_ws_reconnect(&mut ws).await;
+    assert_exits_cleanly(&mut herald);
+}
+
+#[tokio::test]
+async fn an_idle_server_exits_0_on_sigterm() {
+    let mut herald = herald();
+    herald.sigterm();
+    assert_exits_cleanly(&mut herald);
+}
+
+#[tokio::test]
+async fn the_grace_period_bounds_shutdown_when_a_client_never_answers() {
+    // A closing connection would wait 60 s for the client's close answer; the grace period (3 s)
+    // must cut that short.
+    let mut herald = Herald::builder()
+        .env("HERALD_SHUTDOWN_GRACE_SECS", GRACE_SECS.to_string())
+        .env("HERALD_CONNECTION_CLOSE_TIMEOUT_SECS", "60")
+        .start();
+    let mut silent = WsClient::connect(&herald.ws_url("/ws")).await;
+    silent.subscribe("public").await;
+    let sse = SseClient::connect(herald.addr, "/sse?channel=public", None).await;
+    sse.assert_stream();
+    herald.sigterm();
+    // Neither client reads or answers from here on.
+    assert_exits_cleanly(&mut herald);
+    drop((silent, sse));
+}
