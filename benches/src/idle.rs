@@ -18,9 +18,13 @@ pub struct Args {
     connections: usize,
     #[arg(long, value_enum, default_value_t = Transport::Ws)]
     transport: Transport,
-    /// Subscribe each WebSocket to a channel of its own (SSE streams always have one).
+    /// Subscribe each WebSocket to a channel (SSE streams always have one).
     #[arg(long)]
     subscribe: bool,
+    /// Put every connection on this one channel instead of a channel of its own
+    /// (`user:<n>`), which leaves out the per-channel state of the hub and history.
+    #[arg(long)]
+    channel: Option<String>,
     /// The herald binary to measure.
     #[arg(long)]
     herald: Option<PathBuf>,
@@ -46,7 +50,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     // Warm-up: one connection opened and closed, so the runtime's lazily
     // created parts exist before the first sample.
-    drop(open(&server.addr, args.transport, args.subscribe, 0, sources).await?);
+    let warm_up = channel_for(args.channel.as_deref(), 0);
+    drop(
+        open(
+            &server.addr,
+            args.transport,
+            args.subscribe,
+            &warm_up,
+            0,
+            sources,
+        )
+        .await?,
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = server.rss()?;
 
@@ -55,7 +70,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let held: Vec<Held> = stream::iter(0..args.connections)
         .map(|i| {
             let addr = addr.clone();
-            async move { open(&addr, args.transport, args.subscribe, i + 1, sources).await }
+            let channel = channel_for(args.channel.as_deref(), i + 1);
+            async move {
+                open(
+                    &addr,
+                    args.transport,
+                    args.subscribe,
+                    &channel,
+                    i + 1,
+                    sources,
+                )
+                .await
+            }
         })
         .buffer_unordered(args.concurrency)
         .collect::<Vec<_>>()
@@ -66,10 +92,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(args.settle)).await;
     let after = server.rss()?;
     let per_connection = (after.saturating_sub(before)) as f64 / held.len() as f64;
+    let channels = if args.channel.is_some() {
+        "one shared channel"
+    } else {
+        "a channel each"
+    };
     let transport = match args.transport {
-        Transport::Ws if args.subscribe => "ws (subscribed)",
-        Transport::Ws => "ws",
-        Transport::Sse => "sse (subscribed)",
+        Transport::Ws if args.subscribe => format!("ws, subscribed to {channels}"),
+        Transport::Ws => "ws, no subscription".to_string(),
+        Transport::Sse => format!("sse, subscribed to {channels}"),
     };
     println!(
         "{}",
@@ -88,20 +119,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn channel_for(shared: Option<&str>, index: usize) -> String {
+    shared.map_or_else(|| format!("user:{index}"), str::to_string)
+}
+
 async fn open(
     addr: &str,
     transport: Transport,
     subscribe: bool,
+    channel: &str,
     index: usize,
     sources: usize,
 ) -> anyhow::Result<Held> {
     let source = client::source_for(index, sources);
-    let channel = format!("user:{index}");
     Ok(match transport {
         Transport::Ws => {
-            let channel = subscribe.then_some(channel.as_str());
+            let channel = subscribe.then_some(channel);
             Held::Ws(Box::new(client::websocket(addr, source, channel).await?))
         }
-        Transport::Sse => Held::Sse(client::sse(addr, source, &channel).await?),
+        Transport::Sse => Held::Sse(client::sse(addr, source, channel).await?),
     })
 }

@@ -72,8 +72,8 @@ pub async fn accept(
             subscription.guard.channel(),
             announced,
             subscription.history.recovered,
+            false,
         );
-        let data = data.replacen(r#""type":"subscribed","#, "", 1);
         let id = cursor::format(positions.iter().copied());
         prelude.push((wire::sse_event(Some(&id), Some("subscribed"), &data), true));
     }

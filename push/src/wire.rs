@@ -121,9 +121,17 @@ pub(crate) mod json {
         )
     }
 
-    pub fn subscribed(channel: &ChannelName, position: Position, recovered: bool) -> String {
+    /// `subscribed`: a WebSocket frame with `typed`, the data of an SSE
+    /// `subscribed` event without (SSE names the event type itself).
+    pub fn subscribed(
+        channel: &ChannelName,
+        position: Position,
+        recovered: bool,
+        typed: bool,
+    ) -> String {
+        let kind = if typed { r#""type":"subscribed","# } else { "" };
         format!(
-            r#"{{"type":"subscribed","channel":"{channel}","epoch":"{}","offset":{},"recovered":{recovered}}}"#,
+            r#"{{{kind}"channel":"{channel}","epoch":"{}","offset":{},"recovered":{recovered}}}"#,
             position.epoch, position.offset
         )
     }
@@ -149,8 +157,10 @@ pub(crate) mod json {
         )
     }
 
-    pub fn reconnect(delay_ms: u128) -> String {
-        format!(r#"{{"type":"reconnect","delay_ms":{delay_ms},"reason":"shutdown"}}"#)
+    /// `reconnect`, typed for WebSocket, untyped as SSE event data.
+    pub fn reconnect(delay_ms: u128, typed: bool) -> String {
+        let kind = if typed { r#""type":"reconnect","# } else { "" };
+        format!(r#"{{{kind}"delay_ms":{delay_ms},"reason":"shutdown"}}"#)
     }
 }
 

@@ -131,7 +131,7 @@ impl SseSession {
         let drained = self.outbox.drain(take, cx.waker());
         if let Some(delay) = drained.shutdown {
             let delay = delay.as_millis();
-            let data = wire::json::reconnect(delay).replacen(r#""type":"reconnect","#, "", 1);
+            let data = wire::json::reconnect(delay, false);
             // EventSource keeps using `retry` for every attempt while the
             // server is down, with no back-off of its own: never hand it a
             // tiny one, even when the jitter drew one.

@@ -221,6 +221,7 @@ impl WsSession {
                     &channel,
                     opened.announced(),
                     opened.history.recovered,
+                    true,
                 ));
                 let replay = opened.replay();
                 self.writing
@@ -264,7 +265,7 @@ impl WsSession {
         let mut progressed = false;
         if self.closing.is_none() {
             if let Some(delay) = drained.shutdown {
-                let advice = wire::json::reconnect(delay.as_millis());
+                let advice = wire::json::reconnect(delay.as_millis(), true);
                 self.begin_close(
                     CloseReason::Shutdown,
                     Some(wire::ws_text(advice.as_bytes())),

@@ -11,6 +11,7 @@
 //! - `shutdown`      — SIGTERM/SIGINT: reconnect advice, close 4200, exit 0 within the grace period
 //! - `config`        — file, env and flags; `--check-config`; exit 64 naming the key
 //! - `health`        — `/healthz`, `/readyz`, `/metrics`
+//! - `lifecycle`     — one-off channels are freed when their history expires; watched ones are kept
 //! - `browser`       — the demo page in Debian's Chromium via playwright-core: a curl notice in both panels, and reconnect after a restart
 //!
 //! Set-up: `scripts/test` installs what these need and builds the binary first.
@@ -20,6 +21,7 @@ mod config;
 mod delivery;
 mod health;
 mod heartbeat;
+mod lifecycle;
 mod recovery;
 mod rejections;
 mod shutdown;
