@@ -3,6 +3,7 @@
 mod history;
 mod publish;
 mod reply;
+mod sse;
 mod upgrade;
 
 use std::net::SocketAddr;
@@ -14,7 +15,13 @@ use prometheus::{Encoder, TextEncoder};
 
 use crate::App;
 
-pub(crate) type Body = Full<Bytes>;
+/// Every answer is a plain body, except SSE streams that reach hyper.
+pub(crate) type Body = http_body_util::Either<Full<Bytes>, sse::SseBody>;
+
+/// A complete body.
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+    http_body_util::Either::Left(Full::new(bytes.into()))
+}
 
 /// Answers one request. Every outcome, including every refusal, is counted
 /// in `herald_http_requests_total`.
@@ -26,7 +33,7 @@ pub(crate) async fn handle(
     let path = request.uri().path().to_string();
     let (route, response) = match path.as_str() {
         "/ws" => ("ws", upgrade::handle(&app, peer, request)),
-        "/sse" => ("sse_redirect", sse_on_reused_connection(&request)),
+        "/sse" => ("sse", sse::handle(&app, peer, &request).await),
         "/api/publish" => ("publish", publish::handle(&app, peer, request).await),
         "/api/history" => ("history", history::handle(&app, &request).await),
         "/healthz" => ("healthz", reply::text(StatusCode::OK, "ok")),
@@ -39,33 +46,6 @@ pub(crate) async fn handle(
         .requests
         .with_label_values(&[route, status.as_str()])
         .inc();
-    response
-}
-
-/// An SSE request reaches hyper only on a reused keep-alive connection
-/// (browsers reuse idle sockets). Streams must not live on hyper's
-/// connection, so the client is sent to the same URL on a new connection:
-/// `Connection: close` makes it open one, where the listener sees `/sse`
-/// first. EventSource follows the redirect with its `Last-Event-ID`.
-fn sse_on_reused_connection(request: &Request<Incoming>) -> Response<Body> {
-    let location = request
-        .uri()
-        .path_and_query()
-        .map_or("/sse", |p| p.as_str())
-        .to_string();
-    let mut response = reply::empty(StatusCode::TEMPORARY_REDIRECT);
-    let headers = response.headers_mut();
-    if let Ok(value) = location.parse() {
-        headers.insert(header::LOCATION, value);
-    }
-    headers.insert(
-        header::CONNECTION,
-        header::HeaderValue::from_static("close"),
-    );
-    headers.insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
     response
 }
 
@@ -98,7 +78,7 @@ fn metrics(app: &App) -> Response<Body> {
             "cannot encode metrics",
         );
     }
-    let mut response = Response::new(Full::new(Bytes::from(text)));
+    let mut response = Response::new(full(text));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -115,7 +95,7 @@ fn static_asset(request: &Request<Incoming>, path: &str) -> (&'static str, Respo
     }
     match web::asset(path) {
         Some(asset) => {
-            let mut response = Response::new(Full::new(Bytes::from_static(asset.body)));
+            let mut response = Response::new(full(Bytes::from_static(asset.body)));
             let headers = response.headers_mut();
             headers.insert(
                 header::CONTENT_TYPE,

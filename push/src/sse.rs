@@ -3,19 +3,29 @@
 //! hyper keeps about 18 KiB of buffers and a 2.4 KB future for as long as a
 //! response body streams, which for an idle SSE stream is ten times what the
 //! stream needs. So the listener in `api` peeks at each new connection, and
-//! when the request is `GET /sse` it hands the socket here: the head is
-//! parsed with httparse, answered, and the socket is owned by a small
+//! when the request is for `/sse` it hands the socket to [`accept`]: the head
+//! is parsed with httparse, answered, and the socket is owned by a small
 //! [`SseSession`] for the rest of its life.
+//!
+//! An SSE request can still reach hyper, on a keep-alive connection that
+//! served other requests first (browsers and proxies reuse connections).
+//! That request is checked with [`check`] and [`open`]ed the same way, and
+//! hyper pulls the stream's chunks as its response body: correct, only
+//! dearer while it lasts.
 
 mod cursor;
 mod request;
 mod session;
+mod stream;
 
 use std::{net::SocketAddr, sync::Arc};
 
+use bytes::Bytes;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
+pub use request::{Refusal, SseRequest, check};
 pub use session::SseSession;
+pub use stream::SseStream;
 
 use crate::{
     Context, ErrorCode,
@@ -23,6 +33,16 @@ use crate::{
     subscriptions::{self, Subscriptions},
     wire,
 };
+use stream::Chunk;
+
+/// The response headers of every SSE stream, besides the status line.
+pub const RESPONSE_HEADERS: &[(&str, &str)] = &[
+    ("Content-Type", "text/event-stream"),
+    ("Cache-Control", "no-cache"),
+    // nginx would otherwise buffer the stream.
+    ("X-Accel-Buffering", "no"),
+    ("Access-Control-Allow-Origin", "*"),
+];
 
 /// Whether a request line (as peeked from the socket) is for the SSE route.
 pub fn is_sse_request(head: &[u8]) -> bool {
@@ -34,56 +54,86 @@ pub fn is_sse_request(head: &[u8]) -> bool {
 /// answer has then been written and the socket closed).
 pub async fn accept(
     context: Context,
-    mut stream: TcpStream,
+    mut socket: TcpStream,
     peer: SocketAddr,
 ) -> Option<SseSession> {
-    let request = match request::read(&mut stream, &context).await {
+    let request = match request::read(&mut socket, &context).await {
         Ok(request) => request,
         Err(refusal) => {
-            refuse(&context, stream, refusal.code, &refusal.message).await;
+            refuse(&context, socket, &refusal).await;
             return None;
         }
     };
+    let mut head = String::from("HTTP/1.1 200 OK\r\n");
+    for (name, value) in RESPONSE_HEADERS {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    // No length and no chunking: the body ends when the connection does.
+    head.push_str("Connection: close\r\n\r\n");
+    match open(&context, request, Some(Bytes::from(head)), peer).await {
+        Ok(stream) => Some(SseSession::new(socket, stream)),
+        Err(refusal) => {
+            refuse(&context, socket, &refusal).await;
+            None
+        }
+    }
+}
+
+/// Subscribes a checked request to its channels and queues what the stream
+/// starts with: `head` if given, the retry hint, one `subscribed` event per
+/// channel, then the replay of each channel, with the cursor in each `id`
+/// moving along.
+pub async fn open(
+    context: &Context,
+    request: SseRequest,
+    head: Option<Bytes>,
+    peer: SocketAddr,
+) -> Result<SseStream, Refusal> {
     let outbox = Arc::new(Outbox::new(context.config().outbox_max_bytes));
     let mut opened = Vec::with_capacity(request.channels.len());
-    for (slot, channel) in request.channels.iter().enumerate() {
+    for (slot, channel) in request.channels.into_iter().enumerate() {
         let since = request.cursor.as_ref().map(|c| c[slot]);
-        let open = subscriptions::open(&context, &outbox, slot as u32, channel.clone(), since);
+        let open = subscriptions::open(context, &outbox, slot as u32, channel, since);
         match open.await {
             Ok(subscription) => opened.push(subscription),
             Err(error) => {
                 tracing::warn!(client.addr = %peer, %error, "SSE subscribe failed");
-                refuse(&context, stream, ErrorCode::Unavailable, &error.to_string()).await;
-                return None;
+                return Err(Refusal {
+                    code: ErrorCode::Unavailable,
+                    message: error.to_string(),
+                });
             }
         }
     }
 
-    // The head, the retry hint, one `subscribed` event per channel, then the
-    // replay of each channel; the cursor in each `id` moves along with it.
-    // (bytes, whether they end an event): see `session::Chunk`.
     let mut prelude = Vec::with_capacity(2 + 2 * opened.len());
-    prelude.push((bytes::Bytes::from_static(RESPONSE_HEAD), true));
-    prelude.push((bytes::Bytes::from_static(b"retry: 2000\n\n"), true));
+    prelude.extend(head.map(Chunk::whole));
+    prelude.push(Chunk::whole(Bytes::from_static(b"retry: 2000\n\n")));
     let mut positions: Vec<_> = opened.iter().map(|o| o.announced()).collect();
     for subscription in &opened {
-        let announced = subscription.announced();
         let data = wire::json::subscribed(
             subscription.guard.channel(),
-            announced,
+            subscription.announced(),
             subscription.history.recovered,
             false,
         );
         let id = cursor::format(positions.iter().copied());
-        prelude.push((wire::sse_event(Some(&id), Some("subscribed"), &data), true));
+        prelude.push(Chunk::whole(wire::sse_event(
+            Some(&id),
+            Some("subscribed"),
+            &data,
+        )));
     }
     let mut replayed = 0;
     for (slot, subscription) in opened.iter().enumerate() {
         for message in subscription.replay() {
             positions[slot] = message.position;
             let id = cursor::format(positions.iter().copied());
-            prelude.push((cursor::id_line(&id), false));
-            prelude.push((wire::sse_message(message), true));
+            prelude.push(Chunk {
+                bytes: cursor::id_line(&id),
+                ends_event: false,
+            });
+            prelude.push(Chunk::whole(wire::sse_message(message)));
             replayed += 1;
         }
     }
@@ -91,9 +141,8 @@ pub async fn accept(
     for subscription in opened {
         subscriptions.put(subscription);
     }
-    Some(SseSession::new(
-        context,
-        stream,
+    Ok(SseStream::new(
+        context.clone(),
         outbox,
         subscriptions,
         prelude,
@@ -102,19 +151,17 @@ pub async fn accept(
     ))
 }
 
-const RESPONSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\n\
-Content-Type: text/event-stream\r\n\
-Cache-Control: no-cache\r\n\
-X-Accel-Buffering: no\r\n\
-Access-Control-Allow-Origin: *\r\n\
-Connection: close\r\n\
-\r\n";
+/// Counts a refusal, for either way of serving SSE.
+pub fn count_refusal(context: &Context, refusal: &Refusal) {
+    context.metrics().client_error(refusal.code);
+}
 
 /// Answers an HTTP error with the JSON body of `docs/protocol.md` and closes.
-async fn refuse(context: &Context, mut stream: TcpStream, code: ErrorCode, message: &str) {
-    context.metrics().client_error(code);
-    let body =
-        serde_json::json!({"error": {"code": code.as_str(), "message": message}}).to_string();
+async fn refuse(context: &Context, mut socket: TcpStream, refusal: &Refusal) {
+    count_refusal(context, refusal);
+    let code = refusal.code;
+    let body = serde_json::json!({"error": {"code": code.as_str(), "message": refusal.message}})
+        .to_string();
     let status = code.http_status();
     let reason = match status {
         405 => "Method Not Allowed",
@@ -129,9 +176,9 @@ async fn refuse(context: &Context, mut stream: TcpStream, code: ErrorCode, messa
         body.len()
     );
     let answer = async {
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body.as_bytes()).await?;
-        stream.shutdown().await
+        socket.write_all(head.as_bytes()).await?;
+        socket.write_all(body.as_bytes()).await?;
+        socket.shutdown().await
     };
     // A client that does not take its error answer within the time limit loses it.
     let limit = context.config().close_timeout;

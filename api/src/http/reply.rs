@@ -1,10 +1,9 @@
 //! Building answers: JSON bodies and the error shape of `docs/protocol.md`.
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::{Response, StatusCode, header};
 
-use super::Body;
+use super::{Body, full};
 
 /// `{"error":{"code":…,"message":…}}` with `status`.
 pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
@@ -13,7 +12,7 @@ pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response<B
 }
 
 pub(crate) fn json(status: StatusCode, body: String) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -23,7 +22,7 @@ pub(crate) fn json(status: StatusCode, body: String) -> Response<Body> {
 }
 
 pub(crate) fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    let mut response = Response::new(full(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -33,7 +32,7 @@ pub(crate) fn text(status: StatusCode, body: &'static str) -> Response<Body> {
 }
 
 pub(crate) fn empty(status: StatusCode) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::new()));
+    let mut response = Response::new(full(Bytes::new()));
     *response.status_mut() = status;
     response
 }

@@ -15,14 +15,17 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HEADERS: usize = 48;
 
 /// A checked SSE request.
-pub(crate) struct SseRequest {
-    pub channels: Vec<ChannelName>,
+#[derive(Debug)]
+pub struct SseRequest {
+    pub(crate) channels: Vec<ChannelName>,
     /// The position per channel to resume from, from `Last-Event-ID` or `last_event_id`.
-    pub cursor: Option<Vec<Position>>,
+    pub(crate) cursor: Option<Vec<Position>>,
 }
 
-/// Why a request is refused.
-pub(crate) struct Refusal {
+/// Why an SSE request is refused: answered with `code.http_status()` and
+/// the JSON error body of `docs/protocol.md`.
+#[derive(Debug)]
+pub struct Refusal {
     pub code: ErrorCode,
     pub message: String,
 }
@@ -96,13 +99,33 @@ pub(crate) fn parse(head: &[u8], max_channels: usize) -> Result<SseRequest, Refu
         }
         Err(error) => return Err(refusal(ErrorCode::BadRequest, error.to_string())),
     }
-    if request.method != Some("GET") {
+    let last_event_id = request
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("last-event-id"))
+        .map(|h| String::from_utf8_lossy(h.value).into_owned());
+    check(
+        request.method.unwrap_or_default(),
+        request.path.unwrap_or_default(),
+        last_event_id.as_deref(),
+        max_channels,
+    )
+}
+
+/// Checks an SSE request from its method, target (path and query) and
+/// `Last-Event-ID` header, however the head was parsed.
+pub fn check(
+    method: &str,
+    target: &str,
+    last_event_id: Option<&str>,
+    max_channels: usize,
+) -> Result<SseRequest, Refusal> {
+    if method != "GET" {
         return Err(refusal(
             ErrorCode::MethodNotAllowed,
             "SSE streams are opened with GET",
         ));
     }
-    let target = request.path.unwrap_or_default();
     let query = target.split_once('?').map_or("", |(_, q)| q);
 
     let mut channels: Vec<ChannelName> = Vec::new();
@@ -139,15 +162,11 @@ pub(crate) fn parse(head: &[u8], max_channels: usize) -> Result<SseRequest, Refu
 
     // The header wins: EventSource sends it on every reconnect, while the
     // query parameter stays what the page first asked for.
-    let header_cursor = request
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("last-event-id"))
-        .map(|h| String::from_utf8_lossy(h.value).trim().to_string())
-        .filter(|v| !v.is_empty());
-    let cursor = match header_cursor.or(query_cursor.filter(|v| !v.is_empty())) {
+    let header_cursor = last_event_id.map(str::trim).filter(|v| !v.is_empty());
+    let query_cursor = query_cursor.as_deref().filter(|v| !v.is_empty());
+    let cursor = match header_cursor.or(query_cursor) {
         None => None,
-        Some(text) => Some(cursor::parse(&text, channels.len()).ok_or_else(|| {
+        Some(text) => Some(cursor::parse(text, channels.len()).ok_or_else(|| {
             refusal(
                 ErrorCode::BadLastEventId,
                 format!(

@@ -302,3 +302,61 @@ async fn unsubscribe_stops_delivery_of_that_channel_only() {
     let subscribed = ws.subscribe("group:devs").await;
     assert_eq!(subscribed["offset"], 1, "{subscribed}");
 }
+
+/// Browsers and proxies reuse keep-alive connections, so `/sse` can arrive as the second request
+/// on a connection hyper is serving. curl asked for two URLs reuses its connection just so.
+#[tokio::test]
+async fn sse_on_a_reused_keep_alive_connection_resumes_and_streams() {
+    use std::process::Stdio;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let herald = Herald::start();
+    let first = herald.publish("public", r#"{"n":1}"#).await;
+    herald.publish("public", r#"{"n":2}"#).await;
+
+    let mut curl = tokio::process::Command::new("curl")
+        .args(["-sN", "--max-time", "20", "-H"])
+        .arg(format!("Last-Event-ID: {}", first.cursor()))
+        .arg(herald.url("/healthz"))
+        .arg(herald.url("/sse?channel=public"))
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("curl is installed by scripts/install-test-deps.sh");
+    let mut lines = BufReader::new(curl.stdout.take().expect("stdout")).lines();
+    let mut data = Vec::new();
+    let mut published_live = false;
+    while data.len() < 2 {
+        let line = tokio::time::timeout(SSE_TIMEOUT, lines.next_line())
+            .await
+            .expect("an SSE line in time")
+            .expect("read")
+            .expect("curl ended early");
+        if line.starts_with("event: subscribed") && !published_live {
+            herald.publish("public", r#"{"n":3}"#).await;
+            published_live = true;
+        }
+        // Message events carry the payload under "data"; subscribed events do not.
+        if line.starts_with("data: ") && line.contains(r#","data":"#) {
+            data.push(line);
+        }
+    }
+    assert!(
+        data[0].contains(r#""offset":2,"data":{"n":2}"#),
+        "replayed: {data:?}"
+    );
+    assert!(
+        data[1].contains(r#""offset":3,"data":{"n":3}"#),
+        "live: {data:?}"
+    );
+    let metrics = herald.metrics().await;
+    let via_hyper = herald_tests::metric_value(
+        &metrics,
+        "herald_http_requests_total",
+        &[("route", "sse"), ("status", "200")],
+    );
+    assert_eq!(
+        via_hyper, 1.0,
+        "the stream was served on the reused connection"
+    );
+}
