@@ -48,6 +48,8 @@ use crate::{
 const MAX_IOVECS: usize = 64;
 /// Rounds of work one poll may do before yielding to other tasks.
 const POLL_BUDGET: usize = 32;
+/// Client frames are not read while this many frames wait for the socket.
+const MAX_UNWRITTEN_FRAMES: usize = 256;
 
 type PendingOpen = Pin<Box<dyn Future<Output = Result<Opened, Error>> + Send>>;
 
@@ -453,7 +455,12 @@ impl Future for WsSession {
                 Poll::Ready(Ok(())) => progressed |= had_writing,
                 Poll::Pending => {}
             }
-            if !this.partial && this.pending.is_none() {
+            // Backpressure: a client that sends but does not read stops
+            // being read once its answers pile up, instead of growing them.
+            let readable = !this.partial
+                && this.pending.is_none()
+                && this.writing.len() < MAX_UNWRITTEN_FRAMES;
+            if readable {
                 match Pin::new(&mut this.ws).poll_next(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
                         this.on_frame(frame);
