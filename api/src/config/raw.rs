@@ -94,25 +94,29 @@ impl Default for RawPublish {
     }
 }
 
+// The library crates own their defaults; the raw config only restates them
+// in the file's units, so there is one place to change a default.
 impl Default for RawHistory {
     fn default() -> Self {
+        let history = fanout::HistoryConfig::default();
         Self {
-            size: 100,
-            ttl_secs: 600,
+            size: history.size as u64,
+            ttl_secs: history.ttl.as_secs(),
         }
     }
 }
 
 impl Default for RawConnection {
     fn default() -> Self {
+        let c = push::SessionConfig::default();
         Self {
-            max_subscriptions: 128,
-            outbox_max_bytes: 256 * 1024,
-            max_frame_bytes: 4096,
-            read_buffer_bytes: 512,
-            ping_interval_secs: 25,
-            idle_timeout_secs: 60,
-            close_timeout_secs: 5,
+            max_subscriptions: c.max_subscriptions as u64,
+            outbox_max_bytes: c.outbox_max_bytes as u64,
+            max_frame_bytes: c.max_frame_bytes as u64,
+            read_buffer_bytes: c.read_buffer_bytes as u64,
+            ping_interval_secs: c.ping_interval.as_secs(),
+            idle_timeout_secs: c.idle_timeout.as_secs(),
+            close_timeout_secs: c.close_timeout.as_secs(),
         }
     }
 }
