@@ -43,9 +43,20 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EngineKind {
     Memory,
+    /// Redis, standalone, behind Sentinel or a Cluster (by the URL's scheme).
+    Redis(RedisSettings),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    pub url: String,
+    pub prefix: String,
+    pub partitions: u16,
+    pub linger: Duration,
+    pub command_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]

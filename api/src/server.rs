@@ -22,7 +22,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use fanout::{Fanout, Hub, MemoryEngine};
+use fanout::{Engine, Fanout, Hub, MemoryEngine, RedisConfig, RedisEngine, RedisMetrics};
 use hyper::{server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::Registry;
@@ -68,8 +68,22 @@ impl Server {
         let metrics = Metrics::register(&registry)?;
 
         let hub = Hub::new(fanout_metrics.clone());
-        let engine = match config.engine {
+        let engine: Arc<dyn Engine> = match &config.engine {
             EngineKind::Memory => MemoryEngine::start(hub.clone(), config.history, fanout_metrics),
+            EngineKind::Redis(redis) => {
+                let settings = RedisConfig {
+                    url: redis.url.clone(),
+                    prefix: redis.prefix.clone(),
+                    partitions: redis.partitions,
+                    linger: redis.linger,
+                    command_timeout: redis.command_timeout,
+                    history: config.history,
+                };
+                let redis_metrics = RedisMetrics::register(&registry)?;
+                RedisEngine::connect(hub.clone(), settings, fanout_metrics, redis_metrics)
+                    .await
+                    .with_context(|| format!("cannot use Redis at {}", redis.url))?
+            }
         };
         let fanout = Fanout::new(hub, engine);
         let tracker = push::Tracker::default();
@@ -226,9 +240,13 @@ async fn peek_is_sse(stream: &TcpStream) -> Option<bool> {
 }
 
 fn log_start(config: &Config, addr: SocketAddr) {
+    let engine = match &config.engine {
+        EngineKind::Memory => "memory".to_string(),
+        EngineKind::Redis(redis) => format!("redis {}", redis.url),
+    };
     tracing::info!(
         listen = %addr,
-        engine = "memory",
+        engine,
         history.size = config.history.size,
         history.ttl_secs = config.history.ttl.as_secs(),
         "herald started"

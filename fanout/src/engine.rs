@@ -10,6 +10,7 @@
 //! [`Hub`]: crate::Hub
 
 pub mod memory;
+pub mod redis;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;

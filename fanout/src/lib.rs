@@ -16,7 +16,11 @@ mod metrics;
 mod registry;
 
 pub use channel::{ChannelName, MAX_CHANNEL_LEN};
-pub use engine::{Engine, History, PublishRequest, memory::MemoryEngine};
+pub use engine::{
+    Engine, History, PublishRequest,
+    memory::MemoryEngine,
+    redis::{RedisConfig, RedisEngine, RedisMetrics},
+};
 pub use error::Error;
 pub use fanout::Fanout;
 pub use history::HistoryConfig;

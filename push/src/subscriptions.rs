@@ -25,6 +25,18 @@ struct Sub {
     guard: Subscription,
 }
 
+/// What to do with a live message.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Accept {
+    /// Not for this client (given up, or already sent).
+    Skip,
+    /// Send it.
+    Deliver,
+    /// Send `subscribed` with `recovered: false` at this position first:
+    /// the channel's epoch changed under the client.
+    AfterReset(Position),
+}
+
 /// A subscription registered with the hub, with the history read after it.
 pub(crate) struct Opened {
     pub slot: u32,
@@ -126,19 +138,46 @@ impl Subscriptions {
     /// Decides whether a live message goes to the client: not if its slot was
     /// given up (or reused by another channel), and not if its offset was
     /// already sent. Records it as sent otherwise.
-    pub fn accept(&mut self, slot: u32, message: &Message) -> bool {
+    pub fn accept(&mut self, slot: u32, message: &Message) -> Accept {
         let Some(Some(sub)) = self.slots.get_mut(slot as usize) else {
-            return false;
+            return Accept::Skip;
         };
         if sub.guard.channel() != &message.channel {
-            return false;
+            return Accept::Skip;
         }
         let position = message.position;
-        if position.epoch == sub.position.epoch && position.offset <= sub.position.offset {
-            return false;
+        if position.epoch != sub.position.epoch {
+            // The channel's history was lost or reset upstream (a Redis
+            // that came back empty): the client's positions mean nothing
+            // any more. It is told so, the way a resubscribe would be.
+            sub.position = position;
+            return Accept::AfterReset(Position {
+                epoch: position.epoch,
+                offset: position.offset.saturating_sub(1),
+            });
+        }
+        if position.offset <= sub.position.offset {
+            return Accept::Skip;
         }
         sub.position = position;
-        true
+        Accept::Deliver
+    }
+
+    /// The positions in slot order, with `slot` at `position` instead (the
+    /// cursor of a reset announced just before its first message).
+    pub fn positions_before(
+        &self,
+        slot: u32,
+        position: Position,
+    ) -> impl Iterator<Item = Position> + '_ {
+        self.slots.iter().enumerate().filter_map(move |(i, sub)| {
+            let sub = sub.as_ref()?;
+            Some(if i == slot as usize {
+                position
+            } else {
+                sub.position
+            })
+        })
     }
 
     /// The last positions sent, in slot order (SSE cursors).

@@ -8,11 +8,21 @@ pub(crate) struct RawConfig {
     pub listen: String,
     pub engine: String,
     pub redis_url: Option<String>,
+    pub redis: RawRedis,
     pub log: RawLog,
     pub publish: RawPublish,
     pub history: RawHistory,
     pub connection: RawConnection,
     pub shutdown: RawShutdown,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawRedis {
+    pub prefix: String,
+    pub partitions: u64,
+    pub linger_ms: u64,
+    pub command_timeout_ms: u64,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -64,11 +74,23 @@ impl Default for RawConfig {
             listen: "127.0.0.1:8080".into(),
             engine: "memory".into(),
             redis_url: None,
+            redis: RawRedis::default(),
             log: RawLog::default(),
             publish: RawPublish::default(),
             history: RawHistory::default(),
             connection: RawConnection::default(),
             shutdown: RawShutdown::default(),
+        }
+    }
+}
+
+impl Default for RawRedis {
+    fn default() -> Self {
+        Self {
+            prefix: "herald".into(),
+            partitions: 16,
+            linger_ms: 2000,
+            command_timeout_ms: 2000,
         }
     }
 }
@@ -136,6 +158,10 @@ pub(crate) const KEYS: &[(&str, Kind)] = &[
     ("listen", Kind::Str),
     ("engine", Kind::Str),
     ("redis_url", Kind::Str),
+    ("redis.prefix", Kind::Str),
+    ("redis.partitions", Kind::Int),
+    ("redis.linger_ms", Kind::Int),
+    ("redis.command_timeout_ms", Kind::Int),
     ("log.format", Kind::Str),
     ("log.level", Kind::Str),
     ("publish.secret", Kind::Str),

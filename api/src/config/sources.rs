@@ -8,7 +8,7 @@ use push::SessionConfig;
 use toml::{Table, Value};
 
 use super::{
-    Config, ConfigError, EngineKind, LogConfig, PublishConfig, ShutdownConfig,
+    Config, ConfigError, EngineKind, LogConfig, PublishConfig, RedisSettings, ShutdownConfig,
     raw::{KEYS, Kind, RawConfig, env_name},
 };
 
@@ -132,26 +132,23 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         )
     })?;
     let engine = match raw.engine.as_str() {
-        "memory" => EngineKind::Memory,
-        "redis" => {
-            return Err(ConfigError::new(
-                "engine",
-                "the redis engine is not part of this build yet; use \"memory\"",
-            ));
+        "memory" => {
+            if raw.redis_url.is_some() {
+                return Err(ConfigError::new(
+                    "redis_url",
+                    "only used with engine = \"redis\"",
+                ));
+            }
+            EngineKind::Memory
         }
+        "redis" => EngineKind::Redis(redis_settings(&raw)?),
         other => {
             return Err(ConfigError::new(
                 "engine",
-                format!("{other:?} is not an engine; use \"memory\""),
+                format!("{other:?} is not an engine; use \"memory\" or \"redis\""),
             ));
         }
     };
-    if raw.redis_url.is_some() && engine == EngineKind::Memory {
-        return Err(ConfigError::new(
-            "redis_url",
-            "only used with engine = \"redis\"",
-        ));
-    }
     let json = match raw.log.format.as_str() {
         "plain" => false,
         "json" => true,
@@ -235,6 +232,53 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     })
 }
 
+fn redis_settings(raw: &RawConfig) -> Result<RedisSettings, ConfigError> {
+    let Some(url) = raw.redis_url.clone() else {
+        return Err(ConfigError::new(
+            "redis_url",
+            "engine = \"redis\" needs a URL such as redis://127.0.0.1:6379",
+        ));
+    };
+    let schemes = [
+        "redis://",
+        "rediss://",
+        "redis-sentinel://",
+        "rediss-sentinel://",
+        "redis-cluster://",
+        "rediss-cluster://",
+        "redis+unix://",
+        "valkey://",
+        "valkey-cluster://",
+        "valkey-sentinel://",
+    ];
+    if !schemes.iter().any(|s| url.starts_with(s)) {
+        return Err(ConfigError::new(
+            "redis_url",
+            format!("{url:?} is not a redis://, redis-sentinel:// or redis-cluster:// URL"),
+        ));
+    }
+    if raw.redis.prefix.is_empty() || raw.redis.prefix.contains(['{', '}', ' ']) {
+        return Err(ConfigError::new(
+            "redis.prefix",
+            "must be non-empty, without braces or spaces",
+        ));
+    }
+    let partitions = at_least("redis.partitions", raw.redis.partitions, 1)?;
+    let partitions = u16::try_from(partitions)
+        .map_err(|_| ConfigError::new("redis.partitions", "at most 65535"))?;
+    Ok(RedisSettings {
+        url,
+        prefix: raw.redis.prefix.clone(),
+        partitions,
+        linger: Duration::from_millis(raw.redis.linger_ms),
+        command_timeout: Duration::from_millis(at_least(
+            "redis.command_timeout_ms",
+            raw.redis.command_timeout_ms,
+            10,
+        )? as u64),
+    })
+}
+
 fn at_least(key: &str, value: u64, min: u64) -> Result<usize, ConfigError> {
     if value < min {
         return Err(ConfigError::new(key, format!("must be at least {min}")));
@@ -291,6 +335,20 @@ mod tests {
             (&[("HERALD_HISTORY_SIZE", "many")], "HERALD_HISTORY_SIZE"),
             (&[("HERALD_HISTRY_SIZE", "5")], "HERALD_HISTRY_SIZE"),
             (&[("HERALD_ENGINE", "postgres")], "engine"),
+            (&[("HERALD_ENGINE", "redis")], "redis_url"),
+            (
+                &[("HERALD_ENGINE", "redis"), ("HERALD_REDIS_URL", "http://x")],
+                "redis_url",
+            ),
+            (&[("HERALD_REDIS_URL", "redis://x:1")], "redis_url"),
+            (
+                &[
+                    ("HERALD_ENGINE", "redis"),
+                    ("HERALD_REDIS_URL", "redis://x:1"),
+                    ("HERALD_REDIS_PARTITIONS", "0"),
+                ],
+                "redis.partitions",
+            ),
             (&[("HERALD_LOG_FORMAT", "xml")], "log.format"),
             (
                 &[("HERALD_PUBLISH_TRUSTED_NETWORKS", "lan")],

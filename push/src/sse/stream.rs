@@ -24,8 +24,12 @@ use tokio::time::Sleep;
 
 use super::cursor;
 use crate::{
-    CloseReason, Context, metrics::Transport, outbox::Outbox, subscriptions::Subscriptions,
-    tracker::Tracked, wire,
+    CloseReason, Context,
+    metrics::Transport,
+    outbox::Outbox,
+    subscriptions::{Accept, Subscriptions},
+    tracker::Tracked,
+    wire,
 };
 
 /// The smallest `retry:` sent on shutdown, in milliseconds.
@@ -198,7 +202,17 @@ impl SseStream {
         if !drained.items.is_empty() {
             let mut sent = 0;
             for (slot, message) in drained.items {
-                if self.subscriptions.accept(slot, &message) {
+                let accept = self.subscriptions.accept(slot, &message);
+                if accept == Accept::Skip {
+                    continue;
+                }
+                if let Accept::AfterReset(position) = accept {
+                    let data = wire::json::subscribed(&message.channel, position, false, false);
+                    let id = cursor::format(self.subscriptions.positions_before(slot, position));
+                    let event = wire::sse_event(Some(&id), Some("subscribed"), &data);
+                    self.writing.push_back(Chunk::whole(event));
+                }
+                {
                     let id = cursor::format(self.subscriptions.positions());
                     self.writing.push_back(Chunk {
                         bytes: cursor::id_line(&id),

@@ -39,7 +39,7 @@ use crate::{
     CloseReason, Context, ErrorCode,
     metrics::Transport,
     outbox::Outbox,
-    subscriptions::{self, Opened, Subscriptions},
+    subscriptions::{self, Accept, Opened, Subscriptions},
     tracker::Tracked,
     wire::{self, ClientFrame, FrameError},
 };
@@ -290,12 +290,20 @@ impl WsSession {
         }
         if !drained.items.is_empty() {
             let before = self.writing.len();
+            let mut resets = 0;
             for (slot, message) in drained.items {
-                if self.subscriptions.accept(slot, &message) {
-                    self.writing.push_back(wire::ws_message(&message));
+                match self.subscriptions.accept(slot, &message) {
+                    Accept::Skip => continue,
+                    Accept::Deliver => {}
+                    Accept::AfterReset(position) => {
+                        let reset = wire::json::subscribed(&message.channel, position, false, true);
+                        self.writing.push_back(wire::ws_text(reset.as_bytes()));
+                        resets += 1;
+                    }
                 }
+                self.writing.push_back(wire::ws_message(&message));
             }
-            let sent = (self.writing.len() - before) as u64;
+            let sent = (self.writing.len() - before - resets) as u64;
             self.context
                 .metrics()
                 .transport(Transport::Ws)

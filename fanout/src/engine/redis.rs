@@ -1,0 +1,442 @@
+//! The Redis engine: many Herald nodes share channels, history and recovery.
+//!
+//! Invariants:
+//! - A publish is one Lua script: the offset is assigned, the message is
+//!   appended to the channel's stream and published, atomically. The API
+//!   answers only after Redis has run the script, so an acknowledged message
+//!   is in history (as durable as Redis' persistence makes it).
+//! - Commands fail fast while Redis is unreachable: a publish then answers
+//!   503, never 200-and-drop.
+//! - A node subscribes upstream to a channel only while it has local
+//!   subscribers (one Redis subscription per channel per node), and lets go
+//!   after a linger so that churn does not flap.
+//! - A subscriber's history read waits until the node's upstream
+//!   subscription is active, so "subscribe, then read history" leaves no gap.
+//! - Everything that reaches the hub goes through one router task, in
+//!   order: live messages, gap fills, catch-up after a lag or a reconnect.
+//!   The router tracks the last offset it delivered per channel and fills
+//!   any hole from the stream before delivering past it.
+
+mod keys;
+mod metrics;
+mod router;
+mod scripts;
+mod state;
+mod subscriptions;
+
+use std::{sync::Arc, time::Duration, time::Instant};
+
+use bytes::Bytes;
+use fred::{
+    clients::{Client, SubscriberClient},
+    interfaces::{ClientLike, LuaInterface},
+    prelude::{Builder, Config, Options, ReconnectPolicy},
+    types::Value,
+};
+use futures_util::future::{BoxFuture, try_join_all};
+
+pub use metrics::RedisMetrics;
+
+use crate::{
+    ChannelName, ChannelWatcher, Epoch, Error, Hub, Message, Metrics, Position,
+    engine::{Engine, History, PublishRequest},
+    history::HistoryConfig,
+};
+use keys::{ChannelKeys, Keyspace};
+use state::ChannelTable;
+
+/// Settings of the Redis engine.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://`, `redis-sentinel://…?sentinelServiceName=…` or `redis-cluster://…` (fred's URL forms).
+    pub url: String,
+    /// Prefix of every key and pub/sub channel.
+    pub prefix: String,
+    /// Hash-tag partitions: channels are spread over this many tags, so that
+    /// resubscribing after a cluster failover is one command per partition.
+    pub partitions: u16,
+    /// How long a channel stays subscribed upstream after its last local subscriber left.
+    pub linger: Duration,
+    /// Longest wait for a Redis command before it counts as failed.
+    pub command_timeout: Duration,
+    pub history: HistoryConfig,
+}
+
+/// The Redis engine. Create it with [`RedisEngine::connect`].
+pub struct RedisEngine {
+    hub: Hub,
+    config: RedisConfig,
+    keyspace: Keyspace,
+    /// Commands: scripts (publish, read). fred pipelines concurrent commands on it.
+    client: Client,
+    /// The pub/sub connection.
+    subscriber: SubscriberClient,
+    /// Redis Cluster: sharded pub/sub (`SSUBSCRIBE`/`SPUBLISH`).
+    sharded: bool,
+    /// Channels with local subscribers, and what the router knows of them.
+    channels: ChannelTable,
+    /// Options for every command: fail at once while disconnected, never
+    /// retry a script that may have run, give up after the timeout.
+    options: Options,
+    publish_sha: String,
+    read_sha: String,
+    metrics: Metrics,
+    redis_metrics: RedisMetrics,
+}
+
+impl RedisEngine {
+    /// Connects to Redis, loads the scripts and starts the subscription
+    /// manager and the router. Fails when Redis cannot be reached now.
+    pub async fn connect(
+        hub: Hub,
+        config: RedisConfig,
+        metrics: Metrics,
+        redis_metrics: RedisMetrics,
+    ) -> Result<Arc<Self>, Error> {
+        let unavailable = |e: fred::error::Error| Error::Unavailable(e.to_string());
+        let fred_config = Config::from_url(&config.url).map_err(unavailable)?;
+        let sharded = fred_config.server.is_clustered();
+        let mut builder = Builder::from_config(fred_config);
+        builder
+            // Reconnect forever: 10 ms, doubling, at most 1 s apart.
+            .set_policy(ReconnectPolicy::new_exponential(0, 10, 1000, 2))
+            .with_connection_config(|c| {
+                c.connection_timeout = config.command_timeout;
+                c.internal_command_timeout = config.command_timeout;
+            })
+            .with_performance_config(|p| {
+                // fred's default of 32 drops messages under any burst; the
+                // router drains at once, and refills from history on a lag anyway.
+                p.broadcast_channel_capacity = 16 * 1024;
+                p.default_command_timeout = config.command_timeout;
+            });
+        let client = builder.build().map_err(unavailable)?;
+        let subscriber = builder.build_subscriber_client().map_err(unavailable)?;
+        client.init().await.map_err(unavailable)?;
+        subscriber.init().await.map_err(unavailable)?;
+        let options = Options {
+            fail_fast: true,
+            max_attempts: Some(1),
+            timeout: Some(config.command_timeout),
+            ..Options::default()
+        };
+        let engine = Arc::new(Self {
+            keyspace: Keyspace::new(&config.prefix, config.partitions),
+            hub: hub.clone(),
+            client,
+            subscriber,
+            sharded,
+            channels: ChannelTable::default(),
+            options,
+            publish_sha: fred::util::sha1_hash(scripts::PUBLISH),
+            read_sha: fred::util::sha1_hash(scripts::READ),
+            config,
+            metrics,
+            redis_metrics,
+        });
+        engine.load_scripts().await?;
+        let watcher: Arc<dyn ChannelWatcher> = engine.clone();
+        hub.set_watcher(Arc::downgrade(&watcher));
+        tokio::spawn(subscriptions::run(engine.clone()));
+        tokio::spawn(router::run(engine.clone()));
+        Ok(engine)
+    }
+
+    async fn load_scripts(&self) -> Result<(), Error> {
+        for script in [scripts::PUBLISH, scripts::READ] {
+            let loaded: Result<(), _> = if self.sharded {
+                self.client.script_load_cluster(script).await
+            } else {
+                self.client
+                    .script_load::<String, _>(script)
+                    .await
+                    .map(|_| ())
+            };
+            loaded.map_err(|e| Error::Unavailable(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Runs a script by hash, loading the scripts again if Redis forgot
+    /// them (a restart without persistence flushes the script cache).
+    async fn run_script(
+        &self,
+        sha: &str,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<Value, Error> {
+        let started = Instant::now();
+        let client = self.client.with_options(&self.options);
+        let mut result: Result<Value, _> = client.evalsha(sha, keys.clone(), args.clone()).await;
+        if let Err(error) = &result
+            && error.details().starts_with("NOSCRIPT")
+        {
+            self.load_scripts().await?;
+            result = client.evalsha(sha, keys, args).await;
+        }
+        self.redis_metrics
+            .roundtrip
+            .observe(started.elapsed().as_secs_f64());
+        result.map_err(|e| Error::Unavailable(e.to_string()))
+    }
+
+    async fn publish_one(&self, request: PublishRequest) -> Result<Position, Error> {
+        let keys = self.keyspace.keys(&request.channel);
+        let history = self.config.history;
+        let args: Vec<Value> = vec![
+            Value::Bytes(request.data.clone()),
+            Value::Integer(history.size as i64),
+            Value::Integer(history.ttl.as_secs().max(1) as i64),
+            Value::from(Epoch::random().to_string()),
+            Value::from(keys.pubsub.clone()),
+            Value::from(if self.sharded { "s" } else { "p" }),
+        ];
+        let reply = self
+            .run_script(&self.publish_sha, vec![keys.meta, keys.stream], args)
+            .await
+            .inspect_err(|_| self.redis_metrics.publish_failures.inc())?;
+        let mut parts = reply.into_array().into_iter();
+        let epoch = parse_epoch(parts.next())?;
+        let offset = parts
+            .next()
+            .and_then(|v| v.as_i64())
+            .ok_or_else(|| malformed("publish reply without an offset"))?;
+        self.metrics.published.inc();
+        Ok(Position {
+            epoch,
+            offset: offset as u64,
+        })
+    }
+
+    /// Reads a channel's position and its history after `after` (an offset).
+    async fn read(
+        &self,
+        channel: &ChannelName,
+        keys: ChannelKeys,
+        after: Option<u64>,
+    ) -> Result<Read, Error> {
+        let history = self.config.history;
+        // `MAXLEN ~` keeps up to about one stream node (100 entries) more
+        // than asked; read that much so a covered gap is never cut short.
+        let count = history.size + 128;
+        let args: Vec<Value> = vec![
+            Value::from(Epoch::random().to_string()),
+            Value::Integer(history.ttl.as_secs().max(1) as i64),
+            Value::from(after.map(|o| o.to_string()).unwrap_or_default()),
+            Value::Integer(count as i64),
+        ];
+        let reply = self
+            .run_script(&self.read_sha, vec![keys.meta, keys.stream], args)
+            .await?;
+        let mut parts = reply.into_array().into_iter();
+        let epoch = parse_epoch(parts.next())?;
+        let top = parts
+            .next()
+            .and_then(|v| v.as_i64())
+            .ok_or_else(|| malformed("read reply without an offset"))? as u64;
+        let now_ms = parts.next().and_then(|v| v.as_i64()).unwrap_or(0);
+        let entries = parts.next().map(Value::into_array).unwrap_or_default();
+        let oldest_kept_ms = now_ms - history.ttl.as_millis() as i64;
+        let mut messages = Vec::with_capacity(entries.len());
+        let mut aged = false;
+        for entry in entries {
+            let Some((offset, at_ms, data)) = parse_entry(entry) else {
+                return Err(malformed("unreadable stream entry"));
+            };
+            if at_ms < oldest_kept_ms {
+                // Past the TTL: as good as gone, even if not trimmed yet.
+                aged = true;
+                continue;
+            }
+            let position = Position { epoch, offset };
+            messages.push(Arc::new(Message::new(channel.clone(), position, data)));
+        }
+        let truncated =
+            messages.len() >= count && messages.last().is_some_and(|m| m.offset() < top);
+        Ok(Read {
+            position: Position { epoch, offset: top },
+            messages,
+            aged,
+            truncated,
+        })
+    }
+
+    fn deliver(&self, message: Message) {
+        self.hub.deliver(&Arc::new(message));
+    }
+
+    pub fn metrics(&self) -> &RedisMetrics {
+        &self.redis_metrics
+    }
+}
+
+/// A channel's position and the history read after some offset.
+struct Read {
+    position: Position,
+    /// Retained messages after the offset asked for, oldest first.
+    messages: Vec<Arc<Message>>,
+    /// Whether entries older than the TTL were skipped.
+    aged: bool,
+    /// Whether more messages exist than were returned.
+    truncated: bool,
+}
+
+impl Read {
+    /// Whether these messages are exactly everything after `since`.
+    fn covers(&self, since: Position) -> bool {
+        if since.epoch != self.position.epoch || since.offset > self.position.offset {
+            return false;
+        }
+        if since.offset == self.position.offset {
+            return true;
+        }
+        let first_is_next = self
+            .messages
+            .first()
+            .is_some_and(|m| m.offset() == since.offset + 1);
+        first_is_next && !self.aged && !self.truncated
+    }
+}
+
+fn malformed(what: &str) -> Error {
+    Error::Unavailable(format!("unexpected answer from Redis: {what}"))
+}
+
+fn parse_epoch(value: Option<Value>) -> Result<Epoch, Error> {
+    value
+        .and_then(|v| v.as_str().map(|s| s.to_string()))
+        .and_then(|s| s.parse::<Epoch>().ok())
+        .ok_or_else(|| malformed("no valid epoch"))
+}
+
+/// `[id, [field, value, …]]` → (offset, time in ms, data).
+fn parse_entry(entry: Value) -> Option<(u64, i64, Bytes)> {
+    let mut parts = entry.into_array().into_iter();
+    let id = parts.next()?.as_str()?.to_string();
+    let offset = id.split_once('-')?.0.parse().ok()?;
+    let mut fields = parts.next()?.into_array().into_iter();
+    let (mut at, mut data) = (None, None);
+    while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+        match name.as_str()?.as_ref() {
+            "t" => at = value.as_i64().or_else(|| value.as_str()?.parse().ok()),
+            "d" => data = value.into_bytes(),
+            _ => {}
+        }
+    }
+    Some((offset, at?, data?))
+}
+
+/// Splits a pub/sub payload `<epoch> <offset> <data>`.
+fn parse_payload(payload: Bytes) -> Option<(Position, Bytes)> {
+    let first = payload.iter().position(|&b| b == b' ')?;
+    let second = first + 1 + payload[first + 1..].iter().position(|&b| b == b' ')?;
+    let epoch = std::str::from_utf8(&payload[..first]).ok()?.parse().ok()?;
+    let offset = std::str::from_utf8(&payload[first + 1..second])
+        .ok()?
+        .parse()
+        .ok()?;
+    Some((Position { epoch, offset }, payload.slice(second + 1..)))
+}
+
+impl Engine for RedisEngine {
+    fn publish(&self, batch: Vec<PublishRequest>) -> BoxFuture<'_, Result<Vec<Position>, Error>> {
+        // Issued together, so fred pipelines them on one connection.
+        Box::pin(try_join_all(batch.into_iter().map(|r| self.publish_one(r))))
+    }
+
+    fn history<'a>(
+        &'a self,
+        channel: &'a ChannelName,
+        since: Option<Position>,
+    ) -> BoxFuture<'a, Result<History, Error>> {
+        Box::pin(async move {
+            // A local subscriber reads history only once the node hears the
+            // channel live, or a message published in between would be lost.
+            self.channels
+                .wait_active(channel, self.config.command_timeout)
+                .await?;
+            let read = self
+                .read(
+                    channel,
+                    self.keyspace.keys(channel),
+                    since.map(|s| s.offset),
+                )
+                .await?;
+            self.channels.seen(channel, read.position);
+            Ok(match since {
+                None => History {
+                    position: read.position,
+                    recovered: false,
+                    messages: read.messages,
+                },
+                Some(since) if read.covers(since) => History {
+                    position: read.position,
+                    recovered: true,
+                    messages: read.messages,
+                },
+                Some(_) => History {
+                    position: read.position,
+                    recovered: false,
+                    messages: Vec::new(),
+                },
+            })
+        })
+    }
+
+    fn is_ready(&self) -> bool {
+        self.client.is_connected() && self.subscriber.is_connected()
+    }
+}
+
+impl ChannelWatcher for RedisEngine {
+    fn channel_active(&self, channel: &ChannelName) {
+        self.channels.set_local(channel, true);
+    }
+
+    fn channel_idle(&self, channel: &ChannelName) {
+        self.channels.set_local(channel, false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads() {
+        let (position, data) = parse_payload(Bytes::from_static(b"1f 42 {\"a\": 1 }")).unwrap();
+        assert_eq!(position.epoch, Epoch::from_u64(0x1f));
+        assert_eq!(position.offset, 42);
+        assert_eq!(&data[..], b"{\"a\": 1 }");
+        assert!(parse_payload(Bytes::from_static(b"1f 42")).is_none());
+        assert!(parse_payload(Bytes::from_static(b"zz 42 {}")).is_none());
+        assert!(parse_payload(Bytes::from_static(b"1f x {}")).is_none());
+    }
+
+    #[test]
+    fn coverage() {
+        let epoch = Epoch::from_u64(9);
+        let message = |offset| {
+            Arc::new(Message::new(
+                ChannelName::new("c").unwrap(),
+                Position { epoch, offset },
+                Bytes::new(),
+            ))
+        };
+        let read = Read {
+            position: Position { epoch, offset: 5 },
+            messages: vec![message(4), message(5)],
+            aged: false,
+            truncated: false,
+        };
+        let at = |offset| Position { epoch, offset };
+        assert!(read.covers(at(3)));
+        assert!(read.covers(at(5)));
+        assert!(!read.covers(at(2)));
+        assert!(!read.covers(at(6)));
+        assert!(!read.covers(Position {
+            epoch: Epoch::from_u64(8),
+            offset: 3
+        }));
+    }
+}

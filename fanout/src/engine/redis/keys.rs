@@ -1,0 +1,95 @@
+//! Where a channel lives in Redis: its partition, its keys and its pub/sub
+//! channel, all sharing one hash tag so that a Redis Cluster keeps them in
+//! one slot (the Lua scripts touch them together, and `SPUBLISH` from a
+//! script must stay in the script's slot).
+//!
+//! `herald:{7}:m:public` — the channel's meta hash: `e` (epoch), `o` (last offset)
+//! `herald:{7}:s:public` — its history stream; entry id `<offset>-0`, fields `t` (ms), `d` (data)
+//! `herald:{7}:c:public` — its pub/sub channel; payload `<epoch> <offset> <data>`
+
+use crate::ChannelName;
+
+/// The names of one channel in Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChannelKeys {
+    pub partition: u16,
+    pub meta: String,
+    pub stream: String,
+    pub pubsub: String,
+}
+
+/// Maps channels to partitions and names.
+#[derive(Debug, Clone)]
+pub(crate) struct Keyspace {
+    prefix: String,
+    partitions: u16,
+}
+
+impl Keyspace {
+    pub fn new(prefix: &str, partitions: u16) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+            partitions: partitions.max(1),
+        }
+    }
+
+    /// The partition of `channel`. Every node must agree on it, so this is a
+    /// fixed hash (FNV-1a), never a randomly seeded one.
+    pub fn partition(&self, channel: &str) -> u16 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in channel.bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        (hash % u64::from(self.partitions)) as u16
+    }
+
+    pub fn keys(&self, channel: &ChannelName) -> ChannelKeys {
+        let partition = self.partition(channel.as_str());
+        let base = format!("{}:{{{partition}}}", self.prefix);
+        ChannelKeys {
+            partition,
+            meta: format!("{base}:m:{channel}"),
+            stream: format!("{base}:s:{channel}"),
+            pubsub: format!("{base}:c:{channel}"),
+        }
+    }
+
+    /// The channel name inside a pub/sub channel name, if it is one of ours.
+    pub fn channel_of<'a>(&self, pubsub: &'a str) -> Option<&'a str> {
+        let rest = pubsub.strip_prefix(&self.prefix)?.strip_prefix(":{")?;
+        let (_, rest) = rest.split_once('}')?;
+        rest.strip_prefix(":c:")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_share_the_hash_tag() {
+        let keyspace = Keyspace::new("herald", 16);
+        let channel = ChannelName::new("user:42").unwrap();
+        let keys = keyspace.keys(&channel);
+        let tag = format!("{{{}}}", keys.partition);
+        for name in [&keys.meta, &keys.stream, &keys.pubsub] {
+            assert!(name.contains(&tag), "{name}");
+        }
+        assert_eq!(keyspace.channel_of(&keys.pubsub), Some("user:42"));
+        assert_eq!(keyspace.channel_of("other:{1}:c:x"), None);
+        assert_eq!(keyspace.channel_of(&keys.meta), None);
+    }
+
+    #[test]
+    fn partitions_are_stable_and_spread() {
+        let keyspace = Keyspace::new("herald", 16);
+        // Fixed values: every node and every release must agree.
+        assert_eq!(keyspace.partition("public"), keyspace.partition("public"));
+        let mut seen = [0u32; 16];
+        for i in 0..1600 {
+            seen[keyspace.partition(&format!("user:{i}")) as usize] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
+    }
+}

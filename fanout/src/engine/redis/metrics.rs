@@ -1,0 +1,87 @@
+//! Prometheus metrics of the Redis engine.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, Registry};
+
+/// The Redis engine's metrics; cloning shares them.
+#[derive(Clone)]
+pub struct RedisMetrics {
+    /// Round-trip time of the publish and read scripts.
+    pub roundtrip: Histogram,
+    /// Reconnections of the pub/sub connection.
+    pub reconnects: IntCounter,
+    /// Times every local channel was subscribed again after a reconnect.
+    pub resubscribes: IntCounter,
+    /// Gaps in a channel's offsets seen on the live path.
+    pub gaps_detected: IntCounter,
+    /// Messages read back from history to fill gaps (after a gap, a lag or a reconnect).
+    pub gap_messages_filled: IntCounter,
+    /// Times the pub/sub receiver fell behind and dropped messages (then refilled from history).
+    pub lagged: IntCounter,
+    /// Messages received from Redis pub/sub.
+    pub received: IntCounter,
+    /// Publishes Redis refused or could not take (answered 503).
+    pub publish_failures: IntCounter,
+}
+
+impl RedisMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let metrics = Self::default();
+        registry.register(Box::new(metrics.roundtrip.clone()))?;
+        registry.register(Box::new(metrics.reconnects.clone()))?;
+        registry.register(Box::new(metrics.resubscribes.clone()))?;
+        registry.register(Box::new(metrics.gaps_detected.clone()))?;
+        registry.register(Box::new(metrics.gap_messages_filled.clone()))?;
+        registry.register(Box::new(metrics.lagged.clone()))?;
+        registry.register(Box::new(metrics.received.clone()))?;
+        registry.register(Box::new(metrics.publish_failures.clone()))?;
+        Ok(metrics)
+    }
+}
+
+impl Default for RedisMetrics {
+    fn default() -> Self {
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).unwrap();
+        // Unwraps: constant names and help texts that prometheus accepts.
+        Self {
+            roundtrip: Histogram::with_opts(
+                HistogramOpts::new(
+                    "herald_redis_roundtrip_seconds",
+                    "Round-trip time of Herald's Redis scripts (publish, read).",
+                )
+                .buckets(vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    1.0,
+                ]),
+            )
+            .unwrap(),
+            reconnects: counter(
+                "herald_redis_reconnects_total",
+                "Reconnections of the Redis pub/sub connection.",
+            ),
+            resubscribes: counter(
+                "herald_redis_resubscribes_total",
+                "Times all local channels were subscribed again after a reconnect.",
+            ),
+            gaps_detected: counter(
+                "herald_redis_gaps_detected_total",
+                "Gaps in channel offsets seen on the live path.",
+            ),
+            gap_messages_filled: counter(
+                "herald_redis_gap_messages_filled_total",
+                "Messages read back from history to fill gaps.",
+            ),
+            lagged: counter(
+                "herald_redis_lagged_total",
+                "Times the pub/sub receiver fell behind and refilled from history.",
+            ),
+            received: counter(
+                "herald_redis_messages_received_total",
+                "Messages received from Redis pub/sub.",
+            ),
+            publish_failures: counter(
+                "herald_redis_publish_failures_total",
+                "Publishes Redis refused or could not take (answered 503).",
+            ),
+        }
+    }
+}

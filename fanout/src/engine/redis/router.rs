@@ -1,0 +1,133 @@
+//! The router: the one task through which everything from Redis reaches
+//! the hub, so that each channel is delivered in offset order with no hole:
+//! live messages, gap fills, and the catch-up after a lag or a reconnect.
+
+use std::sync::Arc;
+
+use fred::{interfaces::EventInterface, types::Message as RedisMessage};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{RedisEngine, parse_payload, state::Live};
+use crate::{ChannelName, Message, Position};
+
+pub(super) async fn run(engine: Arc<RedisEngine>) {
+    let mut messages = engine.subscriber.message_rx();
+    let mut reconnects = engine.subscriber.reconnect_rx();
+    loop {
+        tokio::select! {
+            // Reconnects first: after one, nothing is delivered before the catch-up.
+            biased;
+            reconnect = reconnects.recv() => match reconnect {
+                Ok(_) | Err(RecvError::Lagged(_)) => {
+                    engine.redis_metrics.reconnects.inc();
+                    engine.resubscribe().await;
+                    engine.catch_up_all().await;
+                }
+                Err(RecvError::Closed) => return,
+            },
+            message = messages.recv() => match message {
+                Ok(message) => engine.on_message(message).await,
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "Redis pub/sub receiver lagged; refilling from history");
+                    engine.redis_metrics.lagged.inc();
+                    engine.catch_up_all().await;
+                }
+                Err(RecvError::Closed) => return,
+            },
+        }
+    }
+}
+
+impl RedisEngine {
+    async fn on_message(&self, message: RedisMessage) {
+        self.redis_metrics.received.inc();
+        let Some(name) = self.keyspace.channel_of(&message.channel) else {
+            return;
+        };
+        let Ok(channel) = ChannelName::new(name) else {
+            return;
+        };
+        let Some((position, data)) = message.value.into_bytes().and_then(parse_payload) else {
+            tracing::warn!(channel = %channel, "unreadable message on a Herald pub/sub channel");
+            return;
+        };
+        match self.channels.live(&channel, position) {
+            Live::NotWatched | Live::Duplicate => {}
+            Live::Deliver => self.deliver(Message::new(channel, position, data)),
+            Live::Gap { last } => {
+                self.redis_metrics.gaps_detected.inc();
+                self.fill(&channel, last, Some(position.offset)).await;
+                let delivered_up_to = self.channels.live(&channel, position);
+                if delivered_up_to == Live::Deliver {
+                    self.deliver(Message::new(channel, position, data));
+                } else if let Live::Gap { .. } = delivered_up_to {
+                    // History could not fill the hole (Redis lost it): go on
+                    // from here rather than hold the channel back for ever.
+                    self.channels.delivered(&channel, position);
+                    self.deliver(Message::new(channel, position, data));
+                }
+            }
+        }
+    }
+
+    /// Delivers what history holds after `last`, below `until` if given.
+    async fn fill(&self, channel: &ChannelName, last: Position, until: Option<u64>) {
+        let read = match self
+            .read(channel, self.keyspace.keys(channel), Some(last.offset))
+            .await
+        {
+            Ok(read) => read,
+            Err(error) => {
+                tracing::warn!(channel = %channel, %error, "cannot read history to fill a gap");
+                return;
+            }
+        };
+        let same_epoch = read.position.epoch == last.epoch;
+        let messages = if same_epoch {
+            read.messages
+        } else {
+            // The epoch changed while we were away: the old history is gone.
+            // Hand over the new epoch's history from its start.
+            match self.read(channel, self.keyspace.keys(channel), None).await {
+                Ok(read) => read.messages,
+                Err(_) => return,
+            }
+        };
+        for message in messages {
+            if until.is_some_and(|until| message.offset() >= until) && same_epoch {
+                break;
+            }
+            if self.channels.live(channel, message.position) == Live::Deliver {
+                self.redis_metrics.gap_messages_filled.inc();
+                self.hub.deliver(&message);
+            }
+        }
+    }
+
+    /// After a lag or a reconnect: every subscribed channel gets what it
+    /// missed from history.
+    async fn catch_up_all(&self) {
+        for (channel, last) in self.channels.active() {
+            if let Some(last) = last {
+                self.fill(&channel, last, None).await;
+            }
+        }
+    }
+
+    /// Subscribes again to every channel after the pub/sub connection came
+    /// back, retrying until Redis takes it.
+    async fn resubscribe(&self) {
+        loop {
+            match self.subscriber.resubscribe_all().await {
+                Ok(()) => {
+                    self.redis_metrics.resubscribes.inc();
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "resubscribing to Redis failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+}

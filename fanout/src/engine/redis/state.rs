@@ -1,0 +1,269 @@
+//! What the Redis engine knows of each channel that has (or recently had)
+//! local subscribers: whether it is wanted, whether it is subscribed
+//! upstream, and the last position the router delivered.
+
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, RandomState},
+    time::{Duration, Instant},
+};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::{ChannelName, Error, Position};
+
+const SHARDS: usize = 16;
+
+#[derive(Default)]
+pub(crate) struct ChannelTable {
+    shards: [Mutex<HashMap<ChannelName, ChannelState>>; SHARDS],
+    hasher: RandomState,
+    /// Wakes the subscription manager: something is wanted or unwanted.
+    pub changed: Notify,
+    /// Wakes history reads waiting for their channel to be live upstream.
+    activated: Notify,
+}
+
+#[derive(Debug)]
+struct ChannelState {
+    /// Whether the channel has local subscribers now.
+    local: bool,
+    /// When the last local subscriber left.
+    idle_since: Option<Instant>,
+    /// Whether the node is subscribed to the channel upstream.
+    active: bool,
+    /// The last position delivered to local subscribers (or read by one).
+    last: Option<Position>,
+}
+
+/// What the router should do with a live message.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Live {
+    /// Nobody here listens to the channel (any more).
+    NotWatched,
+    /// The next message: deliver it.
+    Deliver,
+    /// Already delivered.
+    Duplicate,
+    /// Messages are missing after `last`: fill from history first.
+    Gap { last: Position },
+}
+
+/// What the subscription manager should do now.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    pub subscribe: Vec<ChannelName>,
+    pub unsubscribe: Vec<ChannelName>,
+    /// When the next lingering channel is due.
+    pub next_deadline: Option<Instant>,
+}
+
+impl ChannelTable {
+    fn shard(&self, channel: &str) -> &Mutex<HashMap<ChannelName, ChannelState>> {
+        &self.shards[self.hasher.hash_one(channel) as usize % SHARDS]
+    }
+
+    pub fn set_local(&self, channel: &ChannelName, local: bool) {
+        {
+            let mut shard = self.shard(channel.as_str()).lock();
+            let state = shard.entry(channel.clone()).or_insert(ChannelState {
+                local,
+                idle_since: None,
+                active: false,
+                last: None,
+            });
+            state.local = local;
+            state.idle_since = (!local).then(Instant::now);
+        }
+        self.changed.notify_one();
+    }
+
+    /// Waits until a locally watched channel is subscribed upstream.
+    /// Channels nobody here watches (an API history read) need not wait.
+    pub async fn wait_active(&self, channel: &ChannelName, timeout: Duration) -> Result<(), Error> {
+        let wait = async {
+            loop {
+                let activated = self.activated.notified();
+                let ready = self
+                    .shard(channel.as_str())
+                    .lock()
+                    .get(channel.as_str())
+                    .is_none_or(|s| !s.local || s.active);
+                if ready {
+                    return;
+                }
+                activated.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.map_err(|_| {
+            Error::Unavailable(format!("could not subscribe to {channel} in Redis in time"))
+        })
+    }
+
+    /// Records a position a local subscriber was given, so that the router
+    /// can tell a gap from the very first live message on.
+    pub fn seen(&self, channel: &ChannelName, position: Position) {
+        let mut shard = self.shard(channel.as_str()).lock();
+        if let Some(state) = shard.get_mut(channel.as_str()) {
+            let newer = match state.last {
+                None => true,
+                Some(last) => last.epoch != position.epoch || last.offset < position.offset,
+            };
+            if newer && state.active {
+                state.last = Some(position);
+            }
+        }
+    }
+
+    /// Classifies a live message and, when it is to be delivered, records it.
+    pub fn live(&self, channel: &ChannelName, position: Position) -> Live {
+        let mut shard = self.shard(channel.as_str()).lock();
+        let Some(state) = shard.get_mut(channel.as_str()) else {
+            return Live::NotWatched;
+        };
+        match state.last {
+            Some(last) if last.epoch == position.epoch => {
+                if position.offset <= last.offset {
+                    Live::Duplicate
+                } else if position.offset > last.offset + 1 {
+                    Live::Gap { last }
+                } else {
+                    state.last = Some(position);
+                    Live::Deliver
+                }
+            }
+            // The first message heard, or a new epoch (the history was
+            // lost): sessions tell their clients `recovered: false`.
+            _ => {
+                state.last = Some(position);
+                Live::Deliver
+            }
+        }
+    }
+
+    /// Records that everything up to `position` was delivered.
+    pub fn delivered(&self, channel: &ChannelName, position: Position) {
+        if let Some(state) = self
+            .shard(channel.as_str())
+            .lock()
+            .get_mut(channel.as_str())
+        {
+            state.last = Some(position);
+        }
+    }
+
+    /// Channels subscribed upstream, with their last delivered position.
+    pub fn active(&self) -> Vec<(ChannelName, Option<Position>)> {
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            for (channel, state) in shard.lock().iter() {
+                if state.active {
+                    out.push((channel.clone(), state.last));
+                }
+            }
+        }
+        out
+    }
+
+    /// Works out what to subscribe and unsubscribe upstream, and forgets
+    /// channels that are neither wanted nor subscribed.
+    pub fn plan(&self, linger: Duration) -> Plan {
+        let now = Instant::now();
+        let mut plan = Plan::default();
+        for shard in &self.shards {
+            shard.lock().retain(|channel, state| {
+                if state.local && !state.active {
+                    plan.subscribe.push(channel.clone());
+                } else if !state.local && state.active {
+                    let due = state.idle_since.unwrap_or(now) + linger;
+                    if due <= now {
+                        plan.unsubscribe.push(channel.clone());
+                    } else {
+                        plan.next_deadline = Some(plan.next_deadline.map_or(due, |d| d.min(due)));
+                    }
+                }
+                state.local || state.active
+            });
+        }
+        plan
+    }
+
+    pub fn mark_active(&self, channels: &[ChannelName]) {
+        for channel in channels {
+            if let Some(state) = self
+                .shard(channel.as_str())
+                .lock()
+                .get_mut(channel.as_str())
+            {
+                state.active = true;
+            }
+        }
+        self.activated.notify_waiters();
+    }
+
+    /// After an upstream unsubscribe: forget the channels still unwanted;
+    /// wanted-again ones get subscribed on the next round.
+    pub fn mark_inactive(&self, channels: &[ChannelName]) {
+        for channel in channels {
+            let mut shard = self.shard(channel.as_str()).lock();
+            if let Some(state) = shard.get_mut(channel.as_str()) {
+                state.active = false;
+                state.last = None;
+                if !state.local {
+                    shard.remove(channel.as_str());
+                }
+            }
+        }
+        self.changed.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Epoch;
+
+    fn channel(name: &str) -> ChannelName {
+        ChannelName::new(name).unwrap()
+    }
+
+    #[test]
+    fn plans_subscribe_and_lingering_unsubscribe() {
+        let table = ChannelTable::default();
+        table.set_local(&channel("a"), true);
+        let plan = table.plan(Duration::from_secs(60));
+        assert_eq!(plan.subscribe, vec![channel("a")]);
+        table.mark_active(&plan.subscribe);
+        table.set_local(&channel("a"), false);
+        let plan = table.plan(Duration::from_secs(60));
+        assert!(plan.unsubscribe.is_empty(), "lingers");
+        assert!(plan.next_deadline.is_some());
+        let plan = table.plan(Duration::ZERO);
+        assert_eq!(plan.unsubscribe, vec![channel("a")]);
+        table.mark_inactive(&plan.unsubscribe);
+        assert!(table.active().is_empty());
+    }
+
+    #[test]
+    fn live_messages_are_classified() {
+        let table = ChannelTable::default();
+        let a = channel("a");
+        let e = Epoch::from_u64(1);
+        let at = |offset| Position { epoch: e, offset };
+        assert_eq!(table.live(&a, at(1)), Live::NotWatched);
+        table.set_local(&a, true);
+        table.mark_active(std::slice::from_ref(&a));
+        table.seen(&a, at(3));
+        assert_eq!(table.live(&a, at(3)), Live::Duplicate);
+        assert_eq!(table.live(&a, at(4)), Live::Deliver);
+        assert_eq!(table.live(&a, at(7)), Live::Gap { last: at(4) });
+        table.delivered(&a, at(7));
+        assert_eq!(table.live(&a, at(8)), Live::Deliver);
+        let reset = Position {
+            epoch: Epoch::from_u64(2),
+            offset: 1,
+        };
+        assert_eq!(table.live(&a, reset), Live::Deliver);
+    }
+}
