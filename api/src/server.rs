@@ -82,7 +82,7 @@ impl Server {
                 let redis_metrics = RedisMetrics::register(&registry)?;
                 RedisEngine::connect(hub.clone(), settings, fanout_metrics, redis_metrics)
                     .await
-                    .with_context(|| format!("cannot use Redis at {}", redis.url))?
+                    .with_context(|| format!("cannot use Redis at {}", redacted(&redis.url)))?
             }
         };
         let fanout = Fanout::new(hub, engine);
@@ -239,10 +239,18 @@ async fn peek_is_sse(stream: &TcpStream) -> Option<bool> {
         .flatten()
 }
 
+/// A Redis URL without its credentials, for logs and error messages.
+fn redacted(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://***{}", &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
 fn log_start(config: &Config, addr: SocketAddr) {
     let engine = match &config.engine {
         EngineKind::Memory => "memory".to_string(),
-        EngineKind::Redis(redis) => format!("redis {}", redis.url),
+        EngineKind::Redis(redis) => format!("redis {}", redacted(&redis.url)),
     };
     tracing::info!(
         listen = %addr,
@@ -271,5 +279,24 @@ fn log_start(config: &Config, addr: SocketAddr) {
                  every channel"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_credentials() {
+        assert_eq!(
+            super::redacted("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(
+            super::redacted("redis://:secret@10.0.0.1:6379/0"),
+            "redis://***@10.0.0.1:6379/0"
+        );
+        assert_eq!(
+            super::redacted("redis-sentinel://u:p@h:26379?sentinelServiceName=m"),
+            "redis-sentinel://***@h:26379?sentinelServiceName=m"
+        );
     }
 }

@@ -57,12 +57,9 @@ impl RedisEngine {
             Live::Gap { last } => {
                 self.redis_metrics.gaps_detected.inc();
                 self.fill(&channel, last, Some(position.offset)).await;
-                let delivered_up_to = self.channels.live(&channel, position);
-                if delivered_up_to == Live::Deliver {
-                    self.deliver(Message::new(channel, position, data));
-                } else if let Live::Gap { .. } = delivered_up_to {
-                    // History could not fill the hole (Redis lost it): go on
-                    // from here rather than hold the channel back for ever.
+                if self.channels.live(&channel, position) != Live::Duplicate {
+                    // Filled (or history could not fill it: go on from here
+                    // rather than hold the channel back for ever).
                     self.channels.delivered(&channel, position);
                     self.deliver(Message::new(channel, position, data));
                 }
@@ -93,14 +90,24 @@ impl RedisEngine {
                 Err(_) => return,
             }
         };
+        let mut after = if same_epoch { last.offset } else { 0 };
         for message in messages {
-            if until.is_some_and(|until| message.offset() >= until) && same_epoch {
-                break;
+            let offset = message.offset();
+            if offset <= after || (same_epoch && until.is_some_and(|until| offset >= until)) {
+                continue;
             }
-            if self.channels.live(channel, message.position) == Live::Deliver {
-                self.redis_metrics.gap_messages_filled.inc();
-                self.hub.deliver(&message);
+            if offset != after + 1 {
+                tracing::warn!(
+                    channel = %channel,
+                    missing_from = after + 1,
+                    missing_to = offset - 1,
+                    "history no longer holds messages a gap needs"
+                );
             }
+            after = offset;
+            self.channels.delivered(channel, message.position);
+            self.redis_metrics.gap_messages_filled.inc();
+            self.hub.deliver(&message);
         }
     }
 
