@@ -70,13 +70,34 @@ pub async fn accept(
     }
     // No length and no chunking: the body ends when the connection does.
     head.push_str("Connection: close\r\n\r\n");
-    match open(&context, request, Some(Bytes::from(head)), peer).await {
+    match open(&context, request, Some(Bytes::from(head.clone())), peer).await {
         Ok(stream) => Some(SseSession::new(socket, stream)),
+        Err(refusal) if refusal.code == ErrorCode::Unavailable => {
+            // A 503 would make EventSource give up for good; a stream that
+            // says "retry" and ends makes it come back by itself.
+            count_refusal(&context, &refusal);
+            let answer = async {
+                socket.write_all(head.as_bytes()).await?;
+                socket.write_all(&retry_later(&refusal.message)).await?;
+                socket.shutdown().await
+            };
+            let _ = tokio::time::timeout(context.config().close_timeout, answer).await;
+            None
+        }
         Err(refusal) => {
             refuse(&context, socket, &refusal).await;
             None
         }
     }
+}
+
+/// The whole body of a stream that cannot start now: a `retry` hint and an
+/// `error` event with code `unavailable`. EventSource reconnects after it.
+pub fn retry_later(message: &str) -> Bytes {
+    let data = serde_json::json!({"code": ErrorCode::Unavailable.as_str(), "message": message});
+    let mut body = b"retry: 2000\n\n".to_vec();
+    body.extend_from_slice(&wire::sse_event(None, Some("error"), &data.to_string()));
+    Bytes::from(body)
 }
 
 /// Subscribes a checked request to its channels and queues what the stream

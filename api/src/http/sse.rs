@@ -63,6 +63,17 @@ pub(crate) async fn handle(
             }
             response
         }
+        Err(refusal) if refusal.code == push::ErrorCode::Unavailable => {
+            // As on the listener's path: "retry" instead of a 503 EventSource would give up on.
+            push::sse::count_refusal(sessions, &refusal);
+            let mut response = Response::new(super::full(push::sse::retry_later(&refusal.message)));
+            for (name, value) in push::sse::RESPONSE_HEADERS {
+                response
+                    .headers_mut()
+                    .insert(*name, HeaderValue::from_static(value));
+            }
+            response
+        }
         Err(refusal) => {
             push::sse::count_refusal(sessions, &refusal);
             let status =
