@@ -7,6 +7,8 @@
 //!   enqueues and wakes, so holding a shard lock while delivering is short.
 //! - A [`Subscription`] removes itself when dropped; a channel with no
 //!   subscribers left is removed from the map at once.
+//! - The [`ChannelWatcher`] hears "active" and "idle" under the shard lock,
+//!   so the two never reach it out of order for one channel.
 
 use std::{
     collections::HashMap,
@@ -38,6 +40,9 @@ pub trait Subscriber: Send + Sync + 'static {
 /// Told when this node gains its first local subscriber to a channel, or
 /// loses its last. A multi-node engine subscribes to and unsubscribes from
 /// the channel upstream; the memory engine ignores both.
+///
+/// Called with a registry shard lock held: record the change and return,
+/// without blocking and without touching the hub.
 pub trait ChannelWatcher: Send + Sync + 'static {
     fn channel_active(&self, channel: &ChannelName);
     fn channel_idle(&self, channel: &ChannelName);
@@ -99,19 +104,20 @@ impl Hub {
         subscriber: Arc<dyn Subscriber>,
         slot: u32,
     ) -> Subscription {
-        let (first, key) = {
+        let key = {
             let mut shard = self.shard(channel.as_str()).lock();
             let entries = shard.entry(channel.clone()).or_default();
-            (
-                entries.is_empty(),
-                entries.insert(Entry { subscriber, slot }),
-            )
+            let first = entries.is_empty();
+            let key = entries.insert(Entry { subscriber, slot });
+            if first {
+                self.shared.metrics.active_channels.inc();
+                // Told under the shard lock, so that "active" and "idle" for
+                // one channel reach the watcher in the order they happened.
+                self.notify(|w| w.channel_active(&channel));
+            }
+            key
         };
         self.shared.metrics.subscriptions.inc();
-        if first {
-            self.shared.metrics.active_channels.inc();
-            self.notify(|w| w.channel_active(&channel));
-        }
         Subscription {
             hub: self.clone(),
             channel,
@@ -148,27 +154,24 @@ impl Hub {
     }
 
     fn remove(&self, channel: &ChannelName, key: usize) {
-        let last = {
+        {
             let mut shard = self.shard(channel.as_str()).lock();
             let Some(entries) = shard.get_mut(channel.as_str()) else {
                 return;
             };
             entries.try_remove(key);
-            let last = entries.is_empty();
-            if last {
+            if entries.is_empty() {
                 shard.remove(channel.as_str());
+                self.shared.metrics.active_channels.dec();
+                // Under the shard lock, like "active": see `subscribe`.
+                self.notify(|w| w.channel_idle(channel));
             } else if entries.capacity() > 64 && entries.len() < entries.capacity() / 4 {
                 // A slab never gives memory back by itself; after a big channel
                 // empties out, compact it so the capacity follows the audience.
                 entries.shrink_to_fit();
             }
-            last
-        };
-        self.shared.metrics.subscriptions.dec();
-        if last {
-            self.shared.metrics.active_channels.dec();
-            self.notify(|w| w.channel_idle(channel));
         }
+        self.shared.metrics.subscriptions.dec();
     }
 
     fn notify(&self, f: impl FnOnce(&dyn ChannelWatcher)) {

@@ -191,15 +191,20 @@ impl ChannelTable {
 
     pub fn mark_active(&self, channels: &[ChannelName]) {
         for channel in channels {
-            if let Some(state) = self
-                .shard(channel.as_str())
-                .lock()
-                .get_mut(channel.as_str())
-            {
-                state.active = true;
-            }
+            let mut shard = self.shard(channel.as_str()).lock();
+            // A channel forgotten while its subscribe was on the way is
+            // subscribed all the same: record it, so that it is let go of
+            // after the linger instead of staying subscribed for ever.
+            let state = shard.entry(channel.clone()).or_insert(ChannelState {
+                local: false,
+                idle_since: Some(Instant::now()),
+                active: false,
+                last: None,
+            });
+            state.active = true;
         }
         self.activated.notify_waiters();
+        self.changed.notify_one();
     }
 
     /// After an upstream unsubscribe: forget the channels still unwanted;
