@@ -17,6 +17,7 @@
 //!   The router tracks the last offset it delivered per channel and fills
 //!   any hole from the stream before delivering past it.
 
+mod health;
 mod keys;
 mod metrics;
 mod router;
@@ -29,7 +30,7 @@ use std::{sync::Arc, time::Duration, time::Instant};
 use bytes::Bytes;
 use fred::{
     clients::{Client, SubscriberClient},
-    interfaces::{ClientLike, LuaInterface},
+    interfaces::{ClientLike, HashesInterface, LuaInterface},
     prelude::{Builder, Config, Options, ReconnectPolicy},
     types::Value,
 };
@@ -75,6 +76,8 @@ pub struct RedisEngine {
     sharded: bool,
     /// Channels with local subscribers, and what the router knows of them.
     channels: ChannelTable,
+    /// Whether Redis answers right now; publishes fail at once when not.
+    health: health::Health,
     /// Options for every command: fail at once while disconnected, never
     /// retry a script that may have run, give up after the timeout.
     options: Options,
@@ -127,6 +130,7 @@ impl RedisEngine {
             subscriber,
             sharded,
             channels: ChannelTable::default(),
+            health: health::Health::default(),
             options,
             publish_sha: fred::util::sha1_hash(scripts::PUBLISH),
             read_sha: fred::util::sha1_hash(scripts::READ),
@@ -139,6 +143,7 @@ impl RedisEngine {
         hub.set_watcher(Arc::downgrade(&watcher));
         tokio::spawn(subscriptions::run(engine.clone()));
         tokio::spawn(router::run(engine.clone()));
+        tokio::spawn(health::run(engine.clone()));
         Ok(engine)
     }
 
@@ -165,6 +170,11 @@ impl RedisEngine {
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<Value, Error> {
+        // fred would hold the command until its timeout when the connection
+        // died under it; every publisher would stall that long.
+        if !self.health.reachable() {
+            return Err(Error::Unavailable("Redis is unreachable".into()));
+        }
         let started = Instant::now();
         let client = self.client.with_options(&self.options);
         let mut result: Result<Value, _> = client.evalsha(sha, keys.clone(), args.clone()).await;
@@ -259,6 +269,37 @@ impl RedisEngine {
             aged,
             truncated,
         })
+    }
+
+    /// The channels' current positions (`None` for one nothing was
+    /// published to yet), read together in one pipelined round.
+    async fn positions(&self, channels: &[ChannelName]) -> Result<Vec<Option<Position>>, Error> {
+        let client = self.client.with_options(&self.options);
+        let reads = channels.iter().map(|channel| {
+            let meta = self.keyspace.keys(channel).meta;
+            let client = &client;
+            async move {
+                let fields: Vec<Option<String>> = client
+                    .hmget(meta, vec!["e", "o"])
+                    .await
+                    .map_err(|e| Error::Unavailable(e.to_string()))?;
+                let epoch = fields
+                    .first()
+                    .cloned()
+                    .flatten()
+                    .and_then(|e| e.parse::<Epoch>().ok());
+                let offset = fields
+                    .get(1)
+                    .cloned()
+                    .flatten()
+                    .and_then(|o| o.parse::<u64>().ok());
+                Ok(epoch.map(|epoch| Position {
+                    epoch,
+                    offset: offset.unwrap_or(0),
+                }))
+            }
+        });
+        try_join_all(reads).await
     }
 
     fn deliver(&self, message: Message) {
@@ -362,7 +403,6 @@ impl Engine for RedisEngine {
                     since.map(|s| s.offset),
                 )
                 .await?;
-            self.channels.seen(channel, read.position);
             Ok(match since {
                 None => History {
                     position: read.position,
@@ -384,7 +424,7 @@ impl Engine for RedisEngine {
     }
 
     fn is_ready(&self) -> bool {
-        self.client.is_connected() && self.subscriber.is_connected()
+        self.health.reachable() && self.client.is_connected() && self.subscriber.is_connected()
     }
 }
 

@@ -31,8 +31,11 @@ struct ChannelState {
     local: bool,
     /// When the last local subscriber left.
     idle_since: Option<Instant>,
-    /// Whether the node is subscribed to the channel upstream.
+    /// Whether the node is subscribed to the channel upstream (and history
+    /// reads may go ahead).
     active: bool,
+    /// Whether an upstream unsubscribe is on its way.
+    leaving: bool,
     /// The last position delivered to local subscribers (or read by one).
     last: Option<Position>,
 }
@@ -71,6 +74,7 @@ impl ChannelTable {
                 local,
                 idle_since: None,
                 active: false,
+                leaving: false,
                 last: None,
             });
             state.local = local;
@@ -99,21 +103,6 @@ impl ChannelTable {
         tokio::time::timeout(timeout, wait).await.map_err(|_| {
             Error::Unavailable(format!("could not subscribe to {channel} in Redis in time"))
         })
-    }
-
-    /// Records a position a local subscriber was given, so that the router
-    /// can tell a gap from the very first live message on.
-    pub fn seen(&self, channel: &ChannelName, position: Position) {
-        let mut shard = self.shard(channel.as_str()).lock();
-        if let Some(state) = shard.get_mut(channel.as_str()) {
-            let newer = match state.last {
-                None => true,
-                Some(last) => last.epoch != position.epoch || last.offset < position.offset,
-            };
-            if newer && state.active {
-                state.last = Some(position);
-            }
-        }
     }
 
     /// Classifies a live message and, when it is to be delivered, records it.
@@ -166,31 +155,44 @@ impl ChannelTable {
         out
     }
 
-    /// Works out what to subscribe and unsubscribe upstream, and forgets
-    /// channels that are neither wanted nor subscribed.
+    /// Works out what to subscribe and unsubscribe upstream (marking the
+    /// latter inactive at once), and forgets channels that are neither
+    /// wanted nor subscribed nor on their way out.
     pub fn plan(&self, linger: Duration) -> Plan {
         let now = Instant::now();
         let mut plan = Plan::default();
         for shard in &self.shards {
             shard.lock().retain(|channel, state| {
-                if state.local && !state.active {
+                if state.local && !state.active && !state.leaving {
                     plan.subscribe.push(channel.clone());
                 } else if !state.local && state.active {
                     let due = state.idle_since.unwrap_or(now) + linger;
                     if due <= now {
+                        // No longer active from now on: a subscriber arriving
+                        // while the unsubscribe is on its way must wait for
+                        // the next subscribe, not read history and then miss
+                        // what is published before the node subscribes again.
+                        state.active = false;
+                        state.leaving = true;
+                        state.last = None;
                         plan.unsubscribe.push(channel.clone());
                     } else {
                         plan.next_deadline = Some(plan.next_deadline.map_or(due, |d| d.min(due)));
                     }
                 }
-                state.local || state.active
+                state.local || state.active || state.leaving
             });
         }
         plan
     }
 
-    pub fn mark_active(&self, channels: &[ChannelName]) {
-        for channel in channels {
+    /// Records channels as subscribed upstream, each with its position
+    /// read right after the subscription took effect: everything after it
+    /// arrives live, so the router can tell a gap from the first message on.
+    /// History reads wait for this, so no subscriber reads history from
+    /// before the position the router starts from.
+    pub fn mark_active(&self, channels: &[(ChannelName, Option<Position>)]) {
+        for (channel, position) in channels {
             let mut shard = self.shard(channel.as_str()).lock();
             // A channel forgotten while its subscribe was on the way is
             // subscribed all the same: record it, so that it is let go of
@@ -199,12 +201,27 @@ impl ChannelTable {
                 local: false,
                 idle_since: Some(Instant::now()),
                 active: false,
+                leaving: false,
                 last: None,
             });
             state.active = true;
+            state.leaving = false;
+            state.last = *position;
         }
         self.activated.notify_waiters();
         self.changed.notify_one();
+    }
+
+    /// An unsubscribe that failed: the channels are still subscribed upstream.
+    pub fn restore_active(&self, channels: &[ChannelName]) {
+        for channel in channels {
+            let mut shard = self.shard(channel.as_str()).lock();
+            if let Some(state) = shard.get_mut(channel.as_str()) {
+                state.active = true;
+                state.leaving = false;
+            }
+        }
+        self.activated.notify_waiters();
     }
 
     /// After an upstream unsubscribe: forget the channels still unwanted;
@@ -213,9 +230,8 @@ impl ChannelTable {
         for channel in channels {
             let mut shard = self.shard(channel.as_str()).lock();
             if let Some(state) = shard.get_mut(channel.as_str()) {
-                state.active = false;
-                state.last = None;
-                if !state.local {
+                state.leaving = false;
+                if !state.local && !state.active {
                     shard.remove(channel.as_str());
                 }
             }
@@ -239,7 +255,7 @@ mod tests {
         table.set_local(&channel("a"), true);
         let plan = table.plan(Duration::from_secs(60));
         assert_eq!(plan.subscribe, vec![channel("a")]);
-        table.mark_active(&plan.subscribe);
+        table.mark_active(&[(channel("a"), None)]);
         table.set_local(&channel("a"), false);
         let plan = table.plan(Duration::from_secs(60));
         assert!(plan.unsubscribe.is_empty(), "lingers");
@@ -258,8 +274,7 @@ mod tests {
         let at = |offset| Position { epoch: e, offset };
         assert_eq!(table.live(&a, at(1)), Live::NotWatched);
         table.set_local(&a, true);
-        table.mark_active(std::slice::from_ref(&a));
-        table.seen(&a, at(3));
+        table.mark_active(&[(a.clone(), Some(at(3)))]);
         assert_eq!(table.live(&a, at(3)), Live::Duplicate);
         assert_eq!(table.live(&a, at(4)), Live::Deliver);
         assert_eq!(table.live(&a, at(7)), Live::Gap { last: at(4) });

@@ -21,8 +21,17 @@ pub(super) async fn run(engine: Arc<RedisEngine>) {
         let plan = engine.channels.plan(engine.config.linger);
         let mut failed = false;
         for batch in engine.batches(plan.subscribe) {
-            match engine.upstream(&batch, true).await {
-                Ok(()) => engine.channels.mark_active(&batch),
+            // Subscribed first, position read second: whatever is published
+            // after the position arrives live.
+            let subscribed = match engine.upstream(&batch, true).await {
+                Ok(()) => engine.positions(&batch).await,
+                Err(error) => Err(crate::Error::Unavailable(error.to_string())),
+            };
+            match subscribed {
+                Ok(positions) => {
+                    let batch: Vec<_> = batch.into_iter().zip(positions).collect();
+                    engine.channels.mark_active(&batch);
+                }
                 Err(error) => {
                     tracing::warn!(%error, channels = batch.len(), "Redis subscribe failed; retrying");
                     failed = true;
@@ -34,6 +43,7 @@ pub(super) async fn run(engine: Arc<RedisEngine>) {
                 Ok(()) => engine.channels.mark_inactive(&batch),
                 Err(error) => {
                     tracing::warn!(%error, channels = batch.len(), "Redis unsubscribe failed; retrying");
+                    engine.channels.restore_active(&batch);
                     failed = true;
                 }
             }

@@ -1,0 +1,76 @@
+//! Whether Redis is reachable right now, so that publishes fail at once
+//! while it is not (fred keeps a command waiting until its timeout when the
+//! connection died under it, which would stall every publisher).
+//!
+//! A connection error marks Redis unreachable at once; a PING every
+//! [`PERIOD`] marks it reachable again (or unreachable, when Redis hangs
+//! without closing the connection).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use fred::interfaces::{ClientLike, EventInterface};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::RedisEngine;
+
+const PERIOD: Duration = Duration::from_millis(250);
+
+#[derive(Debug)]
+pub(crate) struct Health {
+    reachable: AtomicBool,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            reachable: AtomicBool::new(true),
+        }
+    }
+}
+
+impl Health {
+    pub fn reachable(&self) -> bool {
+        self.reachable.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, reachable: bool) {
+        let was = self.reachable.swap(reachable, Ordering::Relaxed);
+        if was != reachable {
+            if reachable {
+                tracing::info!("Redis is reachable again");
+            } else {
+                tracing::warn!("Redis is unreachable: publishes answer 503 until it is back");
+            }
+        }
+    }
+}
+
+pub(super) async fn run(engine: Arc<RedisEngine>) {
+    let mut errors = engine.client.error_rx();
+    let mut ticks = tokio::time::interval(PERIOD);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let options = fred::prelude::Options {
+        fail_fast: true,
+        max_attempts: Some(1),
+        timeout: Some(PERIOD),
+        ..fred::prelude::Options::default()
+    };
+    loop {
+        tokio::select! {
+            error = errors.recv() => match error {
+                Ok(_) | Err(RecvError::Lagged(_)) => engine.health.set(false),
+                Err(RecvError::Closed) => return,
+            },
+            _ = ticks.tick() => {
+                let pong: Result<String, _> = engine.client.with_options(&options).ping(None).await;
+                engine.health.set(pong.is_ok());
+            }
+        }
+    }
+}

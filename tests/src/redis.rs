@@ -1,0 +1,410 @@
+//! Real `redis-server` processes for the Redis engine's tests: a standalone server that can be
+//! SIGKILLed and restarted on the same port and data, and a cluster of three masters.
+//!
+//! Every server runs on a free port with a temporary directory of its own, logs to a file there,
+//! and is killed (SIGKILL, by the child's pid) when its owner is dropped. The system Redis on 6379
+//! is never touched. `redis-server` and `redis-cli` come from `scripts/install-test-deps.sh`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::herald::free_port;
+
+/// How long a starting server may take to answer `PING`.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long a new cluster may take to report `cluster_state:ok` on every node.
+const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often the start-up waits look again.
+const POLL: Duration = Duration::from_millis(10);
+
+/// How many fresh ports a start tries before giving up (another process may take a port between
+/// the moment it was found free and the moment Redis binds it).
+const START_ATTEMPTS: usize = 5;
+
+/// Lines of a server's log printed when a test fails.
+const LOG_TAIL_LINES: usize = 30;
+
+/// A standalone `redis-server` with an append-only file synced on every write, so that whatever
+/// it acknowledged survives a SIGKILL and comes back after [`Redis::restart`].
+pub struct Redis {
+    /// The port, kept across restarts so that clients reconnect to the same address.
+    port: u16,
+    /// The data directory (the append-only file and the log), kept across restarts.
+    dir: TempDir,
+    /// The running server; `None` between [`Redis::kill`] and [`Redis::restart`].
+    server: Option<Child>,
+}
+
+/// Three `redis-server` masters joined into one Redis Cluster (no replicas).
+pub struct RedisCluster {
+    /// One entry per master, in the order the cluster was created with.
+    nodes: Vec<ClusterNode>,
+}
+
+/// One master of a [`RedisCluster`].
+struct ClusterNode {
+    /// The client port; the cluster bus listens on `port + 10000`.
+    port: u16,
+    /// The node's directory (`nodes.conf` and the log).
+    dir: TempDir,
+    /// The running server.
+    server: Child,
+}
+
+impl Redis {
+    /// Starts a server on a free port and waits until it answers `PING`.
+    pub fn start() -> Redis {
+        let dir = TempDir::new("redis");
+        let mut failures = Vec::new();
+        for _ in 0..START_ATTEMPTS {
+            let port = free_port();
+            match spawn_server(port, dir.path(), &standalone_args()) {
+                Ok(server) => {
+                    return Redis {
+                        port,
+                        dir,
+                        server: Some(server),
+                    };
+                }
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!("redis-server did not start: {failures:#?}");
+    }
+
+    /// The port it listens on (on 127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILLs the server and waits until it is gone; its port is closed once this returns.
+    pub fn kill(&mut self) {
+        let mut server = self.server.take().expect("kill: the server is not running");
+        kill_and_reap(&mut server);
+    }
+
+    /// Starts the server again on the same port with the same data directory, and waits until it
+    /// has loaded its append-only file and answers `PING`.
+    pub fn restart(&mut self) {
+        assert!(self.server.is_none(), "restart: kill the server first");
+        let server = spawn_server(self.port, self.dir.path(), &standalone_args())
+            .unwrap_or_else(|failure| panic!("redis-server did not restart: {failure}"));
+        self.server = Some(server);
+    }
+
+    /// Runs `redis-cli -p PORT ARGS…` and returns its standard output, trimmed.
+    pub fn cli(&self, args: &[&str]) -> String {
+        redis_cli(self.port, args)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(server) = &mut self.server {
+            kill_and_reap(server);
+        }
+        if std::thread::panicking() {
+            print_log_tail(self.port, self.dir.path());
+        }
+    }
+}
+
+// === impl RedisCluster ===
+
+impl RedisCluster {
+    /// Starts three masters on free ports (whose bus ports are free too), joins them with
+    /// `redis-cli --cluster create`, and waits until every node reports `cluster_state:ok`.
+    pub fn start() -> RedisCluster {
+        let mut failures = Vec::new();
+        for _ in 0..START_ATTEMPTS {
+            match RedisCluster::try_start() {
+                Ok(cluster) => return cluster,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!("the Redis cluster did not start: {failures:#?}");
+    }
+
+    fn try_start() -> Result<RedisCluster, String> {
+        let ports = cluster_ports(3)?;
+        let mut nodes = Vec::new();
+        for port in ports {
+            let dir = TempDir::new("redis-cluster");
+            // Dropping `nodes` on an error kills the masters already started.
+            let server = spawn_server(port, dir.path(), &cluster_args())?;
+            nodes.push(ClusterNode { port, dir, server });
+        }
+        let cluster = RedisCluster { nodes };
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for port in cluster.ports() {
+            create.arg(format!("127.0.0.1:{port}"));
+        }
+        let output = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("run redis-cli --cluster create: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "redis-cli --cluster create: {}\n{}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        for port in cluster.ports() {
+            loop {
+                let info = redis_cli(port, &["CLUSTER", "INFO"]);
+                if info.lines().any(|line| line.trim() == "cluster_state:ok") {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "node {port}: no cluster_state:ok within {CLUSTER_TIMEOUT:?}:\n{info}"
+                    ));
+                }
+                std::thread::sleep(POLL);
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// The masters' client ports, in creation order.
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(|node| node.port).collect()
+    }
+
+    /// `redis-cluster://127.0.0.1:P1?node=127.0.0.1:P2&node=127.0.0.1:P3`.
+    pub fn url(&self) -> String {
+        let ports = self.ports();
+        let mut url = format!("redis-cluster://127.0.0.1:{}", ports[0]);
+        for (i, port) in ports[1..].iter().enumerate() {
+            url.push(if i == 0 { '?' } else { '&' });
+            url.push_str(&format!("node=127.0.0.1:{port}"));
+        }
+        url
+    }
+
+    /// Runs `redis-cli -p PORT ARGS…` against every master, in creation order.
+    pub fn cli_each(&self, args: &[&str]) -> Vec<String> {
+        self.ports()
+            .into_iter()
+            .map(|port| redis_cli(port, args))
+            .collect()
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            kill_and_reap(&mut node.server);
+        }
+        if std::thread::panicking() {
+            for node in &self.nodes {
+                print_log_tail(node.port, node.dir.path());
+            }
+        }
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        // A node dropped while the cluster is being built (a failed attempt) is killed here;
+        // killing a reaped child again is harmless.
+        kill_and_reap(&mut self.server);
+    }
+}
+
+/// Runs `redis-cli -p PORT ARGS…` and returns its standard output, trimmed; panics if
+/// `redis-cli` cannot run. Redis errors come back as text (`ERR …`) for the caller to check.
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    let output = Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("run redis-cli: {e} (install it: scripts/install-test-deps.sh)")
+        });
+    let mut text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !stderr.trim().is_empty() {
+        text.push_str(&format!("\n{}", stderr.trim()));
+    }
+    text
+}
+
+/// Arguments shared by every server: loopback only, logs in the data directory, no RDB dumps.
+fn base_args(port: u16) -> Vec<String> {
+    [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--daemonize",
+        "no",
+        "--logfile",
+        "redis.log",
+        "--save",
+        "",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect()
+}
+
+/// A standalone server writes every command to its append-only file and syncs it before
+/// answering, so an acknowledged publish survives a SIGKILL.
+fn standalone_args() -> Vec<&'static str> {
+    vec!["--appendonly", "yes", "--appendfsync", "always"]
+}
+
+/// A cluster master; its data does not need to survive anything in these tests.
+fn cluster_args() -> Vec<&'static str> {
+    vec![
+        "--appendonly",
+        "no",
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        "5000",
+    ]
+}
+
+/// Starts `redis-server` in `dir` on `port` and waits until it answers `PING` (which it does only
+/// once the append-only file is loaded). On failure the server is killed and its log returned.
+fn spawn_server(port: u16, dir: &Path, extra: &[&str]) -> Result<Child, String> {
+    let mut server = Command::new("redis-server")
+        .args(base_args(port))
+        .args(extra)
+        .arg("--dir")
+        .arg(dir)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("spawn redis-server: {e} (install it: scripts/install-test-deps.sh)")
+        });
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if ping(port) {
+            return Ok(server);
+        }
+        let exited = server.try_wait().ok().flatten();
+        if exited.is_some() || Instant::now() > deadline {
+            kill_and_reap(&mut server);
+            return Err(format!(
+                "redis-server on port {port} {}; its log:\n{}",
+                match exited {
+                    Some(status) => format!("exited with {status}"),
+                    None => format!("did not answer PING within {START_TIMEOUT:?}"),
+                },
+                log_tail(dir)
+            ));
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Whether a server on `port` answers `PING` with `PONG` (not `-LOADING`, not a refusal).
+fn ping(port: u16) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut answer = [0u8; 7];
+    stream.read_exact(&mut answer).is_ok() && &answer == b"+PONG\r\n"
+}
+
+/// SIGKILLs the child (std's `Child::kill` sends SIGKILL on Unix) and reaps it. The pid cannot
+/// name another process meanwhile: the child stays unreaped until `wait` returns.
+fn kill_and_reap(server: &mut Child) {
+    if server.try_wait().ok().flatten().is_none() {
+        let _ = server.kill();
+    }
+    let _ = server.wait();
+}
+
+/// `count` distinct free ports whose cluster bus ports (`port + 10000`) are free as well.
+fn cluster_ports(count: usize) -> Result<Vec<u16>, String> {
+    let mut ports: Vec<u16> = Vec::new();
+    for _ in 0..1000 {
+        if ports.len() == count {
+            return Ok(ports);
+        }
+        let port = free_port();
+        let Some(bus) = port.checked_add(10000) else {
+            continue;
+        };
+        let taken = |p: u16| ports.iter().any(|&q| q == p || q + 10000 == p);
+        if !taken(port) && !taken(bus) && TcpListener::bind(("127.0.0.1", bus)).is_ok() {
+            ports.push(port);
+        }
+    }
+    Err(format!(
+        "found only {} ports with a free bus port",
+        ports.len()
+    ))
+}
+
+fn log_tail(dir: &Path) -> String {
+    let log = std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+}
+
+fn print_log_tail(port: u16, dir: &Path) {
+    eprintln!(
+        "----- redis-server log (port {port}, last {LOG_TAIL_LINES} lines) -----\n{}",
+        log_tail(dir)
+    );
+}
+
+/// A directory under the system temp dir, removed with everything in it on drop.
+struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    fn new(kind: &str) -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("herald-test-{kind}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        TempDir { path }
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
