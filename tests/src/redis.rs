@@ -1,5 +1,6 @@
 //! Real `redis-server` processes for the Redis engine's tests: a standalone server that can be
-//! SIGKILLed and restarted on the same port and data, and a cluster of three masters.
+//! SIGKILLed and restarted on the same port and data, a cluster of three masters, and a master
+//! watched by a Sentinel.
 //!
 //! Every server runs on a free port with a temporary directory of its own, logs to a file there,
 //! and is killed (SIGKILL, by the child's pid) when its owner is dropped. The system Redis on 6379
@@ -45,6 +46,18 @@ pub struct Redis {
 pub struct RedisCluster {
     /// One entry per master, in the order the cluster was created with.
     nodes: Vec<ClusterNode>,
+}
+
+/// A standalone master and one Sentinel monitoring it under the service name `herald`.
+pub struct RedisSentinel {
+    /// The master the Sentinel points clients to.
+    master: Redis,
+    /// The Sentinel's port.
+    port: u16,
+    /// The Sentinel's directory (its config file, which it rewrites, and its log).
+    dir: TempDir,
+    /// The running Sentinel.
+    sentinel: Child,
 }
 
 /// One master of a [`RedisCluster`].
@@ -114,6 +127,83 @@ impl Drop for Redis {
         if let Some(server) = &mut self.server {
             kill_and_reap(server);
         }
+        if std::thread::panicking() {
+            print_log_tail(self.port, self.dir.path());
+        }
+    }
+}
+
+// === impl RedisSentinel ===
+
+impl RedisSentinel {
+    /// Starts a master, then a Sentinel monitoring it, and waits until the Sentinel names it.
+    pub fn start() -> RedisSentinel {
+        let master = Redis::start();
+        let dir = TempDir::new("sentinel");
+        let mut failures = Vec::new();
+        for _ in 0..START_ATTEMPTS {
+            let port = free_port();
+            let config = format!(
+                "port {port}\nbind 127.0.0.1\nlogfile redis.log\ndir {}\n\
+                 sentinel monitor herald 127.0.0.1 {} 1\n\
+                 sentinel down-after-milliseconds herald 5000\n",
+                dir.path().display(),
+                master.port()
+            );
+            let conf = dir.path().join("sentinel.conf");
+            std::fs::write(&conf, config).unwrap_or_else(|e| panic!("write sentinel.conf: {e}"));
+            let mut sentinel = Command::new("redis-server")
+                .arg(&conf)
+                .arg("--sentinel")
+                .current_dir(dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn redis-server --sentinel: {e}"));
+            let deadline = Instant::now() + START_TIMEOUT;
+            loop {
+                let answer = redis_cli(port, &["SENTINEL", "get-master-addr-by-name", "herald"]);
+                if answer.contains(&master.port().to_string()) {
+                    return RedisSentinel {
+                        master,
+                        port,
+                        dir,
+                        sentinel,
+                    };
+                }
+                let exited = sentinel.try_wait().ok().flatten();
+                if exited.is_some() || Instant::now() > deadline {
+                    kill_and_reap(&mut sentinel);
+                    failures.push(format!(
+                        "sentinel on {port}: {answer}\n{}",
+                        log_tail(dir.path())
+                    ));
+                    break;
+                }
+                std::thread::sleep(POLL);
+            }
+        }
+        panic!("the Sentinel did not start: {failures:#?}");
+    }
+
+    /// `redis-sentinel://127.0.0.1:PORT?sentinelServiceName=herald`.
+    pub fn url(&self) -> String {
+        format!(
+            "redis-sentinel://127.0.0.1:{}?sentinelServiceName=herald",
+            self.port
+        )
+    }
+
+    /// The master behind the Sentinel.
+    pub fn master(&self) -> &Redis {
+        &self.master
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        kill_and_reap(&mut self.sentinel);
         if std::thread::panicking() {
             print_log_tail(self.port, self.dir.path());
         }
