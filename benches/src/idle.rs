@@ -1,142 +1,137 @@
-//! The `idle` scenario: what one idle connection costs the server.
+//! The `idle` scenario: what an idle connection costs the server.
 //!
-//! RSS is sampled after a warm-up connection (so that one-off allocations
-//! such as thread stacks and the first TLS-less handshake do not count),
-//! then again once all N connections are open and have settled for a few
-//! seconds. Bytes per connection = (after - before) / N.
+//! Memory: RSS is sampled after a warm-up connection (so that one-off
+//! allocations such as thread stacks do not count), then while the N
+//! connections open (the RSS-against-connections curve), and again once they
+//! have settled. Bytes per connection = (after − before) / N.
+//! CPU: user and system time over a window with every connection idle,
+//! per connection per second. Herald pings every connection each 25 s, so
+//! the default window is one ping interval.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
-use futures_util::{StreamExt, stream};
+use crate::{
+    client::Transport,
+    process,
+    result::RunResult,
+    scenario::{Common, Session, describe},
+    stats::bytes_per_connection,
+};
 
-use crate::{Transport, client, server::Server};
-
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Clone, Debug)]
 pub struct Args {
-    /// Number of idle connections to open.
+    #[command(flatten)]
+    pub common: Common,
+    /// Idle connections to open.
     #[arg(long, default_value_t = 1000)]
-    connections: usize,
-    #[arg(long, value_enum, default_value_t = Transport::Ws)]
-    transport: Transport,
-    /// Subscribe each WebSocket to a channel (SSE streams always have one).
+    pub connections: usize,
+    /// Subscribe each Herald WebSocket to a channel (SSE streams and Nchan
+    /// subscribers always have one).
     #[arg(long)]
-    subscribe: bool,
-    /// Put every connection on this one channel instead of a channel of its own
-    /// (`user:<n>`), which leaves out the per-channel state of the hub and history.
+    pub subscribe: bool,
+    /// Put every connection on this one channel instead of one of its own
+    /// (`user:<n>`), leaving out the per-channel state.
     #[arg(long)]
-    channel: Option<String>,
-    /// The herald binary to measure.
-    #[arg(long)]
-    herald: Option<PathBuf>,
-    /// Handshakes in flight at once.
-    #[arg(long, default_value_t = 200)]
-    concurrency: usize,
-    /// Seconds to let the server settle before the second sample.
+    pub channel: Option<String>,
+    /// Seconds to let the server settle before the memory sample.
     #[arg(long, default_value_t = 5)]
-    settle: u64,
+    pub settle: u64,
+    /// Seconds over which idle CPU is measured.
+    #[arg(long, default_value_t = 25)]
+    pub cpu_window: u64,
 }
 
-/// An open connection, held only so that it stays open.
-#[allow(dead_code)]
-enum Held {
-    Ws(Box<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>>),
-    Sse(tokio::net::TcpStream),
-}
-
-pub async fn run(args: Args) -> anyhow::Result<()> {
-    let herald = args.herald.clone().unwrap_or_else(crate::default_herald);
-    let server = Server::start(&herald, &[]).await?;
-    let sources = args.connections.div_ceil(20_000).max(1) + 1;
-
-    // Warm-up: one connection opened and closed, so the runtime's lazily
-    // created parts exist before the first sample.
-    let warm_up = channel_for(args.channel.as_deref(), 0);
-    drop(
-        open(
-            &server.addr,
-            args.transport,
-            args.subscribe,
-            &warm_up,
-            0,
-            sources,
-        )
-        .await?,
-    );
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = server.rss()?;
-
-    let started = std::time::Instant::now();
-    let addr = server.addr.clone();
-    let held: Vec<Held> = stream::iter(0..args.connections)
-        .map(|i| {
-            let addr = addr.clone();
-            let channel = channel_for(args.channel.as_deref(), i + 1);
-            async move {
-                open(
-                    &addr,
-                    args.transport,
-                    args.subscribe,
-                    &channel,
-                    i + 1,
-                    sources,
-                )
-                .await
-            }
-        })
-        .buffer_unordered(args.concurrency)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<anyhow::Result<_>>()?;
-    let open_secs = started.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_secs(args.settle)).await;
-    let after = server.rss()?;
-    let per_connection = (after.saturating_sub(before)) as f64 / held.len() as f64;
-    let channels = if args.channel.is_some() {
-        "one shared channel"
+pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
+    let common = &args.common;
+    let mut setup = describe(args.connections, common.transport, "idle connections");
+    let channel = if common.transport == Transport::Ws
+        && !args.subscribe
+        && common.target.templates().ws_subscribe.is_some()
+    {
+        setup.push_str(", not subscribed");
+        // Herald's WebSocket without a subscribe frame: the channel is unused.
+        Some(String::new())
     } else {
-        "a channel each"
-    };
-    let transport = match args.transport {
-        Transport::Ws if args.subscribe => format!("ws, subscribed to {channels}"),
-        Transport::Ws => "ws, no subscription".to_string(),
-        Transport::Sse => format!("sse, subscribed to {channels}"),
-    };
-    println!(
-        "{}",
-        serde_json::json!({
-            "scenario": "idle",
-            "transport": transport,
-            "connections": held.len(),
-            "rss_before_bytes": before,
-            "rss_after_bytes": after,
-            "bytes_per_connection": per_connection.round(),
-            "open_seconds": (open_secs * 100.0).round() / 100.0,
-        })
-    );
-    drop(held);
-    server.stop().await;
-    Ok(())
-}
-
-fn channel_for(shared: Option<&str>, index: usize) -> String {
-    shared.map_or_else(|| format!("user:{index}"), str::to_string)
-}
-
-async fn open(
-    addr: &str,
-    transport: Transport,
-    subscribe: bool,
-    channel: &str,
-    index: usize,
-    sources: usize,
-) -> anyhow::Result<Held> {
-    let source = client::source_for(index, sources);
-    Ok(match transport {
-        Transport::Ws => {
-            let channel = subscribe.then_some(channel);
-            Held::Ws(Box::new(client::websocket(addr, source, channel).await?))
+        match &args.channel {
+            Some(name) => {
+                setup.push_str(&format!(", all on channel {name}"));
+                Some(name.clone())
+            }
+            None => {
+                setup.push_str(", a channel each");
+                None
+            }
         }
-        Transport::Sse => Held::Sse(client::sse(addr, source, channel).await?),
-    })
+    };
+    let subscribe = common.transport == Transport::Sse || args.subscribe;
+    let mut common = common.clone();
+    if !subscribe {
+        // Herald: no subscribe frame at all.
+        common.target.ws_subscribe = Some(String::new());
+    }
+    let mut session = Session::open(&common, "idle", args.connections, channel, false).await?;
+    let mut result = RunResult::new("idle", session.running.preset.name(), setup);
+
+    session.ui.phase("settling");
+    tokio::time::sleep(Duration::from_secs(args.settle)).await;
+    let settled = process::sample(&session.running.pids)?;
+    session.ui.phase("measuring idle CPU");
+    tokio::time::sleep(Duration::from_secs(args.cpu_window)).await;
+    let end = process::sample(&session.running.pids)?;
+    let report = session.fleet.finish(None).await?;
+
+    session.add_connection_figures(&mut result, args.connections);
+    let n = session.connected;
+    result.add(
+        "bytes_per_conn",
+        "server RSS per connection",
+        "B",
+        bytes_per_connection(session.before.rss, settled.rss, n),
+    );
+    result.add(
+        "rss_before",
+        "server RSS before",
+        "MB",
+        session.before.rss as f64 / 1e6,
+    );
+    result.add(
+        "rss_after",
+        "server RSS with all open",
+        "MB",
+        settled.rss as f64 / 1e6,
+    );
+    let usage = end.since(&settled);
+    let per_conn = |seconds: f64| (n > 0).then(|| seconds * 1e6 / usage.wall_s / n as f64);
+    result.add(
+        "cpu_us_per_conn_s",
+        "server CPU per connection per second",
+        "µs",
+        per_conn(usage.cpu_s()),
+    );
+    result.add(
+        "user_us_per_conn_s",
+        "… of it user",
+        "µs",
+        per_conn(usage.user_s),
+    );
+    result.add(
+        "sys_us_per_conn_s",
+        "… of it system",
+        "µs",
+        per_conn(usage.sys_s),
+    );
+    result.add(
+        "closed",
+        "connections closed by the server",
+        "",
+        report.closed as f64,
+    );
+    if report.closed > 0 {
+        result.ok = false;
+    }
+    result.errors = report.errors;
+    result.rss_curve = session.rss_curve.clone();
+    result.rss_curve.push((n, settled.rss));
+    session.close().await;
+    Ok(result)
 }

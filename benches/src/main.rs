@@ -1,50 +1,213 @@
 //! `herald-bench`: measures what Herald costs, over the real network path on
-//! loopback, against a `herald` process it starts itself.
+//! loopback, against servers it starts itself: Herald, and Nchan as the peer
+//! to compare with (`compare`).
 //!
-//! Scenarios so far:
-//! - `idle`: RSS per idle WebSocket or SSE connection.
+//! Scenarios:
+//! - `idle`: server RSS and CPU per idle WebSocket or SSE connection;
+//! - `broadcast`: N subscribers on one channel; deliveries/s, CPU per
+//!   delivery, latency, publish-call time, deliveries per write;
+//! - `channels`: N users on a channel each, the same figures;
+//! - `reconnect`: everyone drops and resumes; accept rate, recovery time, loss;
+//! - `fanout`: timeline fan-out, not yet (waits for that feature).
+//!
+//! `report` runs the set behind `docs/benchmarks.md` and rewrites it.
+//! Connections are held by worker processes (this binary re-executed as
+//! `herald-bench worker`), so that a run can pass one process' open-files limit.
 
+mod broadcast;
 mod client;
+mod fleet;
+mod http;
 mod idle;
+mod nchan;
+mod plot;
+mod process;
+mod publisher;
+mod reconnect;
+mod report;
+mod result;
+mod scenario;
 mod server;
+mod stats;
+mod target;
+mod ui;
+mod worker;
 
-use std::path::PathBuf;
+use std::{process::ExitCode, time::Duration};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+pub use scenario::default_herald;
+
+use crate::{
+    result::{RunResult, comparison},
+    scenario::Common,
+    target::Preset,
+};
 
 #[derive(Parser, Debug)]
 #[command(name = "herald-bench", version, about)]
 struct Cli {
     #[command(subcommand)]
-    scenario: Scenario,
+    command: Cmd,
 }
 
 #[derive(Subcommand, Debug)]
-enum Scenario {
-    /// Opens N idle connections and reports the server's RSS per connection.
+enum Cmd {
+    #[command(flatten)]
+    Scenario(Scenario),
+    /// Runs a scenario against Herald, then against Nchan, and prints the ratios.
+    Compare {
+        #[command(subcommand)]
+        scenario: Scenario,
+    },
+    /// Runs the whole set behind docs/benchmarks.md and rewrites it with its plots.
+    Report(report::Args),
+    /// (internal) Holds a share of a run's connections for the coordinator.
+    #[command(hide = true)]
+    Worker {
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum Scenario {
+    /// Opens N idle connections; server RSS and CPU per connection.
     Idle(idle::Args),
+    /// N subscribers on one channel; throughput, CPU per delivery, latency.
+    Broadcast(broadcast::Args),
+    /// N users, each on a channel of their own; the same figures.
+    Channels(broadcast::ChannelsArgs),
+    /// N clients drop and reconnect with recovery; accept rate, recovery time, loss.
+    Reconnect(reconnect::Args),
+    /// Timeline fan-out to followers' channels (not yet).
+    Fanout,
 }
 
-/// The transport a scenario's clients use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Transport {
-    Ws,
-    Sse,
+impl Scenario {
+    fn common_mut(&mut self) -> Option<&mut Common> {
+        match self {
+            Scenario::Idle(a) => Some(&mut a.common),
+            Scenario::Broadcast(a) => Some(&mut a.common),
+            Scenario::Channels(a) => Some(&mut a.common),
+            Scenario::Reconnect(a) => Some(&mut a.common),
+            Scenario::Fanout => None,
+        }
+    }
+
+    fn common(&self) -> Option<&Common> {
+        match self {
+            Scenario::Idle(a) => Some(&a.common),
+            Scenario::Broadcast(a) => Some(&a.common),
+            Scenario::Channels(a) => Some(&a.common),
+            Scenario::Reconnect(a) => Some(&a.common),
+            Scenario::Fanout => None,
+        }
+    }
+
+    /// Runs the scenario once, against `preset` if given, within its time limit.
+    pub async fn run(&self, preset: Option<Preset>) -> anyhow::Result<RunResult> {
+        let mut scenario = self.clone();
+        let Some(common) = scenario.common_mut() else {
+            anyhow::bail!(
+                "the fanout scenario is not there yet: it waits for the timeline fan-out \
+                 issue (delivery to many users' channels in one publish)"
+            );
+        };
+        if let Some(preset) = preset {
+            common.target = common.target.for_preset(preset);
+        }
+        let limit = Duration::from_secs(common.time_limit);
+        let run = async {
+            match &scenario {
+                Scenario::Idle(a) => idle::run(a).await,
+                Scenario::Broadcast(a) => broadcast::run(a).await,
+                Scenario::Channels(a) => broadcast::run_channels(a).await,
+                Scenario::Reconnect(a) => reconnect::run(a).await,
+                Scenario::Fanout => unreachable!("handled above"),
+            }
+        };
+        tokio::time::timeout(limit, run)
+            .await
+            .with_context(|| format!("the run passed its time limit of {limit:?}"))?
+    }
 }
 
-/// Where the `herald` binary to measure is; the release build by default.
-pub fn default_herald() -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_default();
-    exe.parent()
-        .map(|dir| dir.join("herald"))
-        .unwrap_or_else(|| PathBuf::from("target/release/herald"))
+/// Microseconds since the Unix epoch: the clock every process of a run shares.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     // Every client connection is a file descriptor.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    match Cli::parse().scenario {
-        Scenario::Idle(args) => idle::run(args).await,
+    let cli = Cli::parse();
+    let threads = match &cli.command {
+        Cmd::Worker { threads } => *threads,
+        _ => 2,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("herald-bench: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Cmd::Worker { .. } => worker::run().await.map(|()| true),
+            Cmd::Scenario(scenario) => single(&scenario).await,
+            Cmd::Compare { scenario } => compare(&scenario).await,
+            Cmd::Report(args) => report::run(&args).await.map(|()| true),
+        }
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(error) => {
+            eprintln!("herald-bench: {error:#}");
+            ExitCode::from(2)
+        }
     }
+}
+
+/// One scenario against one target: the table, and JSON/plots if asked.
+/// Returns false when `--check` is given and the run failed its checks.
+async fn single(scenario: &Scenario) -> anyhow::Result<bool> {
+    let result = scenario.run(None).await?;
+    println!("{}", result.markdown());
+    let common = scenario.common().context("no options")?;
+    if let Some(path) = &common.json {
+        result.write_json(path)?;
+    }
+    if let Some(dir) = &common.plot {
+        report::plot_runs(dir, &result.scenario, &[&result])?;
+    }
+    Ok(!common.check || result.ok)
+}
+
+/// The same scenario against Herald and then Nchan, with ratios.
+async fn compare(scenario: &Scenario) -> anyhow::Result<bool> {
+    let herald = scenario.run(Some(Preset::Herald)).await?;
+    println!("{}", herald.markdown());
+    let nchan = scenario.run(Some(Preset::Nchan)).await?;
+    println!("{}", nchan.markdown());
+    println!("{}", comparison(&herald, &nchan));
+    let common = scenario.common().context("no options")?;
+    if let Some(path) = &common.json {
+        result::write_json(path, &[&herald, &nchan])?;
+    }
+    if let Some(dir) = &common.plot {
+        report::plot_runs(dir, &herald.scenario, &[&herald, &nchan])?;
+    }
+    Ok(!common.check || (herald.ok && nchan.ok))
 }

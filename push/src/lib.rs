@@ -24,3 +24,21 @@ pub use context::Context;
 pub use error::{CloseReason, ErrorCode};
 pub use metrics::Metrics;
 pub use tracker::Tracker;
+
+/// The wire encoders, for `herald-bench`'s criterion micro-benchmarks only.
+/// Not an API: nothing outside the benches may depend on it.
+#[doc(hidden)]
+pub mod bench {
+    use bytes::Bytes;
+    use fanout::Message;
+
+    /// The WebSocket `message` frame of `message` (cached in the message once built).
+    pub fn ws_message(message: &Message) -> Bytes {
+        crate::wire::ws_message(message)
+    }
+
+    /// The shared part of the SSE event of `message` (cached likewise).
+    pub fn sse_message(message: &Message) -> Bytes {
+        crate::wire::sse_message(message)
+    }
+}

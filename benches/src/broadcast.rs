@@ -1,0 +1,314 @@
+//! The `broadcast` scenario (N subscribers on one channel) and the
+//! `channels` scenario (N users, each on a channel of their own): publish at
+//! a fixed rate or closed loop, and measure deliveries per second, server
+//! CPU per delivery (user and system apart), deliveries per write system
+//! call, delivery latency from the timestamp in each payload, and how long
+//! each publish call took.
+//!
+//! Phases: connect; warm up (publishing, not measured) and drain; reset the
+//! workers' counters; publish for the measured duration; drain (until every
+//! subscriber has every message, or 10 s). CPU and deliveries count from the
+//! reset to the end of the drain.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::{
+    process,
+    publisher::{Channels, Pace, Publisher},
+    result::RunResult,
+    scenario::{Common, Session, describe},
+    stats::{cpu_per_million, ratio},
+    worker::Command,
+};
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: Common,
+    /// Subscribers, all on one channel.
+    #[arg(long, default_value_t = 1000)]
+    pub subscribers: usize,
+    #[command(flatten)]
+    pub load: Load,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct ChannelsArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Users, each subscribed to a channel of their own.
+    #[arg(long, default_value_t = 1000)]
+    pub users: usize,
+    #[command(flatten)]
+    pub load: Load,
+}
+
+/// How messages are published.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Load {
+    /// Messages per second (open loop); without it, closed loop at saturation.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Closed loop: messages allowed on their way to some subscriber at once
+    /// (default: 4 for broadcast, 256 for channels, where each message has one receiver).
+    #[arg(long)]
+    pub window: Option<u64>,
+    /// Seconds of measured publishing.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Seconds of publishing before the measurement.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u64,
+    /// Payload size in bytes (JSON with a timestamp, a sequence number and padding).
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// Concurrent publish connections.
+    #[arg(long, default_value_t = 4)]
+    pub publishers: usize,
+    /// Most messages per phase, whatever the rate.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub max_messages: u64,
+}
+
+impl Load {
+    fn pace(&self, shared: bool) -> Pace {
+        match self.rate {
+            Some(rate) if rate > 0.0 => Pace::Rate(rate),
+            _ => Pace::Window(self.window(shared)),
+        }
+    }
+
+    fn window(&self, shared: bool) -> u64 {
+        self.window.unwrap_or(if shared { 4 } else { 256 }).max(1)
+    }
+
+    fn describe(&self, shared: bool) -> String {
+        match self.rate {
+            Some(rate) if rate > 0.0 => format!("{rate} msg/s"),
+            _ => format!("closed loop (window {})", self.window(shared)),
+        }
+    }
+}
+
+pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
+    let setup = format!(
+        "{}, {}",
+        describe(
+            args.subscribers,
+            args.common.transport,
+            "subscribers on one channel"
+        ),
+        args.load.describe(true)
+    );
+    deliver(
+        &args.common,
+        &args.load,
+        "broadcast",
+        setup,
+        args.subscribers,
+        true,
+    )
+    .await
+}
+
+pub async fn run_channels(args: &ChannelsArgs) -> anyhow::Result<RunResult> {
+    let setup = format!(
+        "{}, {}",
+        describe(args.users, args.common.transport, "users on a channel each"),
+        args.load.describe(false)
+    );
+    deliver(
+        &args.common,
+        &args.load,
+        "channels",
+        setup,
+        args.users,
+        false,
+    )
+    .await
+}
+
+async fn deliver(
+    common: &Common,
+    load: &Load,
+    scenario: &str,
+    setup: String,
+    count: usize,
+    shared: bool,
+) -> anyhow::Result<RunResult> {
+    if !common.target.shared_delivery() {
+        anyhow::bail!(
+            "{} nodes on the memory engine do not share messages; pass --herald-env HERALD_ENGINE=redis",
+            common.target.nodes
+        );
+    }
+    let channel = shared.then(String::new);
+    let mut session = Session::open(common, scenario, count, channel, false).await?;
+    let mut result = RunResult::new(scenario, session.running.preset.name(), setup);
+    let templates = session.running.templates.clone();
+    let channels = if shared {
+        Channels::Shared(templates.shared_channel.clone())
+    } else {
+        Channels::Users(count)
+    };
+    let publisher = Publisher::new(
+        templates,
+        session.running.addrs[0].clone(),
+        channels,
+        load.size,
+        load.publishers,
+    );
+    // Closed loop waits on "every subscriber has it" for a shared channel,
+    // and on "its one subscriber has it" for a channel each.
+    let done = if shared {
+        session.fleet.frontier()
+    } else {
+        session.fleet.received_total()
+    };
+    let pace = load.pace(shared);
+
+    session.ui.phase("warming up");
+    publisher
+        .run(
+            pace,
+            Duration::from_secs(load.warmup),
+            load.max_messages,
+            done.clone(),
+        )
+        .await;
+    drain(&done, publisher.last_seq(), Duration::from_secs(5)).await;
+
+    session.fleet.send(&Command::Reset).await?;
+    let counters_before = session.herald_counters().await;
+    let before = process::sample(&session.running.pids)?;
+    session.ui.phase("measuring");
+    let published = publisher
+        .run(
+            pace,
+            Duration::from_secs(load.duration),
+            load.max_messages,
+            done.clone(),
+        )
+        .await;
+    let publish_end = process::sample(&session.running.pids)?;
+    session.ui.phase("draining");
+    let drained = drain(&done, publisher.last_seq(), Duration::from_secs(10)).await;
+    let after = process::sample(&session.running.pids)?;
+    let counters_after = session.herald_counters().await;
+    let report = session.fleet.finish(None).await?;
+
+    let usage = after.since(&before);
+    let received = report.received;
+    let alive = session.connected.saturating_sub(report.closed);
+    let expected = if shared {
+        published.accepted * alive
+    } else {
+        published.accepted
+    };
+    session.add_connection_figures(&mut result, count);
+    result.add(
+        "closed",
+        "connections closed by the server",
+        "",
+        report.closed as f64,
+    );
+    result.add(
+        "published",
+        "messages published",
+        "",
+        published.accepted as f64,
+    );
+    result.add(
+        "publish_rate",
+        "publish rate achieved",
+        "msg/s",
+        published.accepted as f64 / publish_end.since(&before).wall_s.max(1e-3),
+    );
+    result.add(
+        "publish_failed",
+        "publish calls failed",
+        "",
+        published.failed as f64,
+    );
+    result.add("deliveries", "deliveries", "", received as f64);
+    result.add(
+        "missing",
+        "deliveries missing at the end",
+        "",
+        expected.saturating_sub(received) as f64,
+    );
+    result.add(
+        "deliveries_per_s",
+        "deliveries per second",
+        "/s",
+        received as f64 / usage.wall_s.max(1e-3),
+    );
+    result.add(
+        "cpu_per_million",
+        "server CPU-s per 1M deliveries",
+        "s",
+        cpu_per_million(usage.cpu_s(), received),
+    );
+    result.add(
+        "user_per_million",
+        "… of it user",
+        "s",
+        cpu_per_million(usage.user_s, received),
+    );
+    result.add(
+        "sys_per_million",
+        "… of it system",
+        "s",
+        cpu_per_million(usage.sys_s, received),
+    );
+    result.add(
+        "server_cpu_share",
+        "server CPU busy",
+        "%",
+        usage.cpu_s() / usage.wall_s.max(1e-3) * 100.0,
+    );
+    result.add_percentiles("latency", "latency", &report.latency.percentiles());
+    result.add_percentiles("publish", "publish call", &published.calls.percentiles());
+    result.add(
+        "per_write_syscall",
+        "deliveries per write syscall (/proc io syscw)",
+        "",
+        ratio(Some(received as f64), Some(usage.write_calls as f64)),
+    );
+    let metric = counters_before
+        .zip(counters_after)
+        .map(|(b, a)| (a.0 - b.0, a.1 - b.1));
+    result.add(
+        "per_write_metric",
+        "deliveries per socket write (Herald metrics)",
+        "",
+        metric.and_then(|(delivered, writes)| ratio(Some(delivered), Some(writes))),
+    );
+    result.add("rss_after", "server RSS", "MB", after.rss as f64 / 1e6);
+    result.latency_curve = report.latency.curve();
+    result.rss_curve = session.rss_curve.clone();
+    result.errors = report.errors;
+    if let Some(error) = published.first_error {
+        result.errors.push(format!("publish: {error}"));
+    }
+    if report.failed > 0 || report.closed > 0 || published.failed > 0 || !drained {
+        result.ok = false;
+    }
+    if !drained {
+        result
+            .errors
+            .push("not every subscriber had every message 10 s after publishing stopped".into());
+    }
+    session.close().await;
+    Ok(result)
+}
+
+/// Waits until `done` reaches `target` or `timeout` passes; true if reached.
+async fn drain(done: &watch::Receiver<u64>, target: u64, timeout: Duration) -> bool {
+    let mut done = done.clone();
+    tokio::time::timeout(timeout, done.wait_for(|&d| d >= target))
+        .await
+        .is_ok_and(|r| r.is_ok())
+}

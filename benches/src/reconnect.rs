@@ -1,0 +1,178 @@
+//! The `reconnect` scenario: N clients on one channel, a publisher at a
+//! steady rate; then every client drops its connection at once and
+//! reconnects, resuming where it was (`since` on Herald's WebSocket,
+//! `Last-Event-ID` on SSE). Reports the accept rate, the time until every
+//! client had what it missed, and messages lost, which must be 0.
+//!
+//! Publishing uses one connection, so sequence numbers follow the channel's
+//! order and a gap in a client's sequence is a lost message.
+
+use std::time::Duration;
+
+use anyhow::bail;
+
+use crate::{
+    client::Transport,
+    publisher::{Channels, Pace, Publisher},
+    result::RunResult,
+    scenario::{Common, Session, describe},
+    target::Protocol,
+    worker::Command,
+};
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: Common,
+    /// Clients, all on one channel.
+    #[arg(long, default_value_t = 1000)]
+    pub clients: usize,
+    /// Messages per second published throughout.
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// Seconds of publishing before the drop.
+    #[arg(long, default_value_t = 3)]
+    pub before: u64,
+    /// Seconds of publishing after the drop (recovery must finish within it).
+    #[arg(long, default_value_t = 10)]
+    pub after: u64,
+    /// Spread the reconnects evenly over this many milliseconds (0: all at once).
+    #[arg(long, default_value_t = 0)]
+    pub spread_ms: u64,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+}
+
+pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
+    let common = &args.common;
+    let templates = common.target.templates();
+    if common.transport == Transport::Ws && templates.protocol == Protocol::Plain {
+        bail!(
+            "{} WebSocket subscribers carry no message ids here, so they cannot resume; use --transport sse",
+            common.target.target.name()
+        );
+    }
+    let setup = format!(
+        "{}, {} msg/s, all drop at once{}",
+        describe(args.clients, common.transport, "clients on one channel"),
+        args.rate,
+        if args.spread_ms > 0 {
+            format!(" and reconnect over {} ms", args.spread_ms)
+        } else {
+            String::new()
+        }
+    );
+    let mut session =
+        Session::open(common, "reconnect", args.clients, Some(String::new()), true).await?;
+    let mut result = RunResult::new("reconnect", session.running.preset.name(), setup);
+    let publisher = Publisher::new(
+        session.running.templates.clone(),
+        session.running.addrs[0].clone(),
+        Channels::Shared(session.running.templates.shared_channel.clone()),
+        args.size,
+        1,
+    );
+    let frontier = session.fleet.frontier();
+    let total = Duration::from_secs(args.before + args.after);
+    session.ui.phase("publishing");
+    let (published, drop_at) = {
+        let publishing = publisher.run(Pace::Rate(args.rate), total, u64::MAX, frontier.clone());
+        let dropping = async {
+            tokio::time::sleep(Duration::from_secs(args.before)).await;
+            session.ui.phase("dropping every connection");
+            let at = crate::now_us();
+            session
+                .fleet
+                .send(&Command::Drop {
+                    spread_ms: args.spread_ms,
+                })
+                .await
+                .map(|()| at)
+        };
+        let (published, dropped) = tokio::join!(publishing, dropping);
+        (published, dropped?)
+    };
+    session.ui.phase("draining");
+    let last = publisher.last_seq();
+    let mut done = frontier.clone();
+    let drained = tokio::time::timeout(Duration::from_secs(10), done.wait_for(|&d| d >= last))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    let report = session.fleet.finish(Some(last)).await?;
+
+    session.add_connection_figures(&mut result, args.clients);
+    result.add(
+        "published",
+        "messages published",
+        "",
+        published.accepted as f64,
+    );
+    result.add(
+        "reconnected",
+        "clients reconnected",
+        "",
+        report.reconnected as f64,
+    );
+    result.add(
+        "recovered",
+        "clients recovered with no gap",
+        "",
+        report.recovered as f64,
+    );
+    let span = report
+        .last_reconnect_us
+        .map(|last| last.saturating_sub(drop_at) as f64 / 1e6);
+    result.add(
+        "accept_rate",
+        "reconnects accepted per second",
+        "/s",
+        span.filter(|&s| s > 0.0)
+            .map(|s| report.reconnected as f64 / s),
+    );
+    result.add_percentiles(
+        "reconnect",
+        "time to reconnect",
+        &report.reconnect_time.percentiles(),
+    );
+    let recover = report.recover_time.percentiles();
+    result.add(
+        "all_recovered_ms",
+        "time until all recovered",
+        "ms",
+        (recover.count > 0).then_some(recover.max),
+    );
+    result.add(
+        "recover_p50",
+        "time to recover p50",
+        "ms",
+        (recover.count > 0).then_some(recover.p50),
+    );
+    result.add("lost", "messages lost", "", report.lost as f64);
+    result.add(
+        "duplicates",
+        "messages received twice",
+        "",
+        report.duplicates as f64,
+    );
+    result.add(
+        "closed",
+        "connections closed by the server",
+        "",
+        report.closed as f64,
+    );
+    result.errors = report.errors;
+    if let Some(error) = published.first_error {
+        result.errors.push(format!("publish: {error}"));
+    }
+    if report.lost > 0
+        || report.duplicates > 0
+        || report.recovered < session.connected
+        || report.failed > 0
+        || !drained
+    {
+        result.ok = false;
+    }
+    session.close().await;
+    Ok(result)
+}

@@ -1,0 +1,550 @@
+//! `herald-bench report`: runs the set of measurements behind
+//! `docs/benchmarks.md` against Herald and Nchan, then rewrites that page
+//! (tables with ratios, how it was measured, on what machine, what limits
+//! it) and its plots under `docs/img/`.
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context;
+
+use crate::{
+    Scenario,
+    plot::{self, Series},
+    result::{RunResult, format_number, format_ratio, with_unit, write_json},
+    stats::ratio,
+    target::Preset,
+};
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct Args {
+    /// The docs folder: writes `benchmarks.md` there and plots under `img/`.
+    #[arg(long, default_value = "docs")]
+    pub docs: PathBuf,
+    /// The herald binary (default: `herald` next to this binary).
+    #[arg(long)]
+    pub herald: Option<PathBuf>,
+    /// A quick pass with a tenth of the connections and short phases, to
+    /// check the pipeline; its figures mean little.
+    #[arg(long)]
+    pub quick: bool,
+}
+
+/// One measurement of the report: a scenario command line, run on both targets.
+struct Row {
+    /// The command's arguments after `herald-bench` (and `--target`).
+    argv: Vec<String>,
+    herald: RunResult,
+    nchan: RunResult,
+}
+
+/// Parses a scenario from command-line words, exactly as a person would type them.
+fn scenario(words: &[String]) -> anyhow::Result<Scenario> {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct One {
+        #[command(subcommand)]
+        scenario: Scenario,
+    }
+    let argv = std::iter::once("herald-bench".to_string()).chain(words.iter().cloned());
+    Ok(One::try_parse_from(argv)?.scenario)
+}
+
+async fn measure(args: &Args, words: Vec<String>) -> anyhow::Result<Row> {
+    let mut full = words.clone();
+    if let Some(herald) = &args.herald {
+        full.push("--herald".into());
+        full.push(herald.display().to_string());
+    }
+    let scenario = scenario(&full)?;
+    eprintln!("herald-bench report: {}", words.join(" "));
+    let herald = scenario.run(Some(Preset::Herald)).await?;
+    let nchan = scenario.run(Some(Preset::Nchan)).await?;
+    Ok(Row {
+        argv: words,
+        herald,
+        nchan,
+    })
+}
+
+fn words(text: &str) -> Vec<String> {
+    text.split_whitespace().map(str::to_string).collect()
+}
+
+pub async fn run(args: &Args) -> anyhow::Result<()> {
+    let scale = |n: usize| if args.quick { (n / 10).max(50) } else { n };
+    let (settle, window, duration, warmup) = if args.quick {
+        (1, 2, 3, 1)
+    } else {
+        (5, 25, 10, 2)
+    };
+    let mut idle = Vec::new();
+    for (transport, n) in [
+        ("ws", 1_000),
+        ("ws", 10_000),
+        ("ws", 18_000),
+        ("sse", 10_000),
+    ] {
+        let command = format!(
+            "idle --transport {transport} --subscribe --channel bench --connections {} \
+             --settle {settle} --cpu-window {window}",
+            scale(n)
+        );
+        idle.push(measure(args, words(&command)).await?);
+    }
+    // Herald alone: what subscribing, and a channel per connection, add.
+    let mut variants = Vec::new();
+    for (what, flags) in [
+        ("WebSocket, no subscription", "--transport ws"),
+        (
+            "WebSocket, subscribed to one shared channel",
+            "--transport ws --subscribe --channel bench",
+        ),
+        (
+            "WebSocket, subscribed to a channel of its own (`user:<n>`)",
+            "--transport ws --subscribe",
+        ),
+        (
+            "SSE, on one shared channel",
+            "--transport sse --channel bench",
+        ),
+        (
+            "SSE, on a channel of its own (`user:<n>`)",
+            "--transport sse",
+        ),
+    ] {
+        let command = format!(
+            "idle {flags} --connections {} --settle {settle} --cpu-window {}",
+            scale(10_000),
+            window.min(5)
+        );
+        let mut full = words(&command);
+        if let Some(herald) = &args.herald {
+            full.push("--herald".into());
+            full.push(herald.display().to_string());
+        }
+        eprintln!("herald-bench report: {command}");
+        let result = scenario(&full)?.run(Some(Preset::Herald)).await?;
+        variants.push((what, command, result));
+    }
+    let mut broadcast = Vec::new();
+    for (subscribers, rates) in [(1_000, ["10", "100", ""]), (10_000, ["1", "10", ""])] {
+        for rate in rates {
+            let rate = if rate.is_empty() {
+                String::new()
+            } else {
+                format!(" --rate {rate}")
+            };
+            let command = format!(
+                "broadcast --subscribers {}{rate} --duration {duration} --warmup {warmup}",
+                scale(subscribers)
+            );
+            broadcast.push(measure(args, words(&command)).await?);
+        }
+    }
+
+    let img = args.docs.join("img");
+    std::fs::create_dir_all(&img)?;
+    let largest = idle
+        .iter()
+        .filter(|r| r.argv.contains(&"ws".to_string()))
+        .max_by_key(|r| r.herald.get("connections").unwrap_or(0.0) as u64)
+        .context("no idle runs")?;
+    plot_pair(
+        &img.join("idle-rss.svg"),
+        "Server RSS while WebSocket connections open",
+        largest,
+        Plot::Rss,
+    )?;
+    let light = &broadcast[3];
+    let saturated = &broadcast[5];
+    plot_pair(
+        &img.join("broadcast-latency-light.svg"),
+        &format!("Latency, {}", light.herald.setup),
+        light,
+        Plot::Latency,
+    )?;
+    plot_pair(
+        &img.join("broadcast-latency-saturated.svg"),
+        &format!("Latency, {}", saturated.herald.setup),
+        saturated,
+        Plot::Latency,
+    )?;
+    let all: Vec<[&RunResult; 2]> = idle
+        .iter()
+        .chain(&broadcast)
+        .map(|r| [&r.herald, &r.nchan])
+        .collect();
+    write_json(&img.join("results.json"), &all)?;
+    let page = page(args, &idle, &variants, &broadcast).await;
+    let path = args.docs.join("benchmarks.md");
+    std::fs::write(&path, page)?;
+    eprintln!(
+        "herald-bench report: wrote {} and {}",
+        path.display(),
+        img.display()
+    );
+    Ok(())
+}
+
+enum Plot {
+    Rss,
+    Latency,
+}
+
+fn plot_pair(path: &Path, title: &str, row: &Row, kind: Plot) -> anyhow::Result<()> {
+    let curve = |r: &RunResult| -> Vec<(f64, f64)> {
+        match kind {
+            Plot::Rss => r
+                .rss_curve
+                .iter()
+                .map(|&(n, b)| (n as f64, b as f64))
+                .collect(),
+            Plot::Latency => r.latency_curve.clone(),
+        }
+    };
+    let (h, n) = (curve(&row.herald), curve(&row.nchan));
+    let series = [
+        Series {
+            name: "herald",
+            points: &h,
+        },
+        Series {
+            name: "nchan",
+            points: &n,
+        },
+    ];
+    match kind {
+        Plot::Rss => plot::rss(path, title, &series),
+        Plot::Latency => plot::latency(path, title, &series),
+    }
+}
+
+/// Plots of a scenario's runs into `dir`: latency and RSS, where present.
+pub fn plot_runs(dir: &Path, scenario: &str, runs: &[&RunResult]) -> anyhow::Result<()> {
+    let rss: Vec<(String, Vec<(f64, f64)>)> = runs
+        .iter()
+        .map(|r| {
+            let points = r
+                .rss_curve
+                .iter()
+                .map(|&(n, b)| (n as f64, b as f64))
+                .collect();
+            (r.target.clone(), points)
+        })
+        .collect();
+    let series: Vec<Series> = rss
+        .iter()
+        .filter(|(_, p)| !p.is_empty())
+        .map(|(name, points)| Series { name, points })
+        .collect();
+    if !series.is_empty() {
+        let title = format!("Server RSS, {}", runs[0].setup);
+        plot::rss(&dir.join(format!("{scenario}-rss.svg")), &title, &series)?;
+    }
+    let series: Vec<Series> = runs
+        .iter()
+        .filter(|r| !r.latency_curve.is_empty())
+        .map(|r| Series {
+            name: &r.target,
+            points: &r.latency_curve,
+        })
+        .collect();
+    if !series.is_empty() {
+        let title = format!("Latency, {}", runs[0].setup);
+        plot::latency(
+            &dir.join(format!("{scenario}-latency.svg")),
+            &title,
+            &series,
+        )?;
+    }
+    Ok(())
+}
+
+/// A cell "herald / nchan (ratio)" is too dense to read; rows per target are used instead.
+fn cells(row: &Row, keys: &[(&str, &str)]) -> [String; 3] {
+    let line = |r: &RunResult| {
+        keys.iter()
+            .map(|(key, unit)| with_unit(r.get(key), unit))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
+    let ratios = keys
+        .iter()
+        .map(|(key, _)| format_ratio(ratio(row.herald.get(key), row.nchan.get(key))))
+        .collect::<Vec<_>>()
+        .join(" | ");
+    [line(&row.herald), line(&row.nchan), ratios]
+}
+
+/// A Herald-only idle run: what it measured, its command, its result.
+type Variant = (&'static str, String, RunResult);
+
+async fn page(args: &Args, idle: &[Row], variants: &[Variant], broadcast: &[Row]) -> String {
+    let machine = machine().await;
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "# Benchmarks\n\n\
+         What Herald costs per connection and per delivery, measured against [Nchan](https://nchan.io) \
+         (nginx with `libnginx-mod-nchan`) in the same run, on the same machine, by the same load \
+         generator. Every table gives Herald, Nchan, and the ratio Herald / Nchan: below 1 means \
+         Herald needs less (memory, CPU, latency) or, for deliveries per second, delivers less.\n\n\
+         This page is generated: after the README set-up (`scripts/install-test-deps.sh` installs \
+         nginx and Nchan), run\n\n\
+         ```sh\nbenches/run-all.sh        # cargo build --release -p api -p herald-bench && target/release/herald-bench report\n```\n\n\
+         It takes about 13 minutes and rewrites this page, its plots in `docs/img/` and the raw \
+         results in `docs/img/results.json`.{}\n\n",
+        if args.quick {
+            "\n\n**This copy came from `--quick`: a tenth of the connections and short phases. \
+             Its figures only show that the pipeline works.**"
+        } else {
+            ""
+        }
+    );
+    let _ = write!(
+        out,
+        "## Machine\n\n{machine}\n\
+         The machine is **shared**: the 2 cores run the server, the load generator (its worker \
+         processes parse every message they receive) and, during this run, other work on the \
+         same machine. Absolute figures are therefore pessimistic and vary by some 10–20 % from \
+         run to run; the ratios between Herald and Nchan, measured back to back, are the more \
+         stable result.\n\n"
+    );
+
+    out.push_str("## Idle connections\n\n");
+    out.push_str(
+        "Every connection subscribed to one shared channel (`bench`): a WebSocket with a \
+         `subscribe` frame on Herald, the channel in the URL on Nchan; SSE likewise. Memory is the \
+         growth of the server's RSS per connection; CPU is the server's user + system time per \
+         connection per second while every connection sits idle (Herald pings each one every \
+         25 s, Nchan sends nothing by default).\n\n\
+         | connections | target | RSS per connection | CPU per connection per second | server RSS |\n\
+         |---|---|---|---|---|\n",
+    );
+    for row in idle {
+        let transport = if row.argv.contains(&"sse".to_string()) {
+            "SSE"
+        } else {
+            "WebSocket"
+        };
+        let n = row.herald.get("connections").unwrap_or(0.0);
+        let [h, c, r] = cells(
+            row,
+            &[
+                ("bytes_per_conn", "B"),
+                ("cpu_us_per_conn_s", "µs"),
+                ("rss_after", "MB"),
+            ],
+        );
+        let _ = writeln!(out, "| {} {transport} | herald | {h} |", format_number(n));
+        let _ = writeln!(out, "| | nchan | {c} |");
+        let _ = writeln!(out, "| | **herald / nchan** | {r} |");
+    }
+    out.push_str(
+        "\n![Server RSS against open connections](img/idle-rss.svg)\n\n\
+         Commands (each run against both targets; add `--target nchan` for Nchan alone, or run \
+         `herald-bench compare idle …` for both with ratios):\n\n```sh\n",
+    );
+    for row in idle {
+        let _ = writeln!(out, "target/release/herald-bench {}", row.argv.join(" "));
+    }
+    out.push_str("```\n\n");
+    let _ = write!(
+        out,
+        "### Herald alone: what a subscription and a channel add\n\n\
+         {} connections each, bytes of server RSS per connection:\n\n\
+         | connection | RSS per connection |\n|---|---|\n",
+        variants
+            .first()
+            .and_then(|(_, _, r)| r.get("connections"))
+            .map_or("–".into(), format_number)
+    );
+    for (what, _, result) in variants {
+        let _ = writeln!(
+            out,
+            "| {what} | {} |",
+            with_unit(result.get("bytes_per_conn"), "B")
+        );
+    }
+    out.push_str("\n```sh\n");
+    for (_, command, _) in variants {
+        let _ = writeln!(out, "target/release/herald-bench {command}");
+    }
+    out.push_str("```\n\n");
+    out.push_str(IDLE_CONTENTS);
+
+    out.push_str("\n## Broadcast\n\n");
+    out.push_str(
+        "N WebSocket subscribers on one channel; a publisher sends 100-byte JSON messages at a \
+         fixed rate (open loop), or closed loop at saturation (at most 4 messages on their way to \
+         some subscriber). Two seconds of warm-up, then 10 s measured, then the drain until every \
+         subscriber has every message. Latency is from the timestamp in the payload (taken just \
+         before the publish request is written) to its arrival at the subscriber, over every \
+         delivery, in an HDR histogram. CPU-s per 1M deliveries counts the server's user and \
+         system time from the start of the measured phase to the end of the drain.\n\n\
+         | subscribers, rate | target | deliveries/s | CPU-s per 1M | … user | … system | p50 | p99 | publish call p99 | deliveries per write |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for row in broadcast {
+        let n = row.herald.get("connections").unwrap_or(0.0);
+        let rate = row
+            .argv
+            .iter()
+            .position(|w| w == "--rate")
+            .and_then(|i| row.argv.get(i + 1))
+            .map_or("saturation".to_string(), |r| format!("{r} msg/s"));
+        let [h, c, r] = cells(
+            row,
+            &[
+                ("deliveries_per_s", "/s"),
+                ("cpu_per_million", "s"),
+                ("user_per_million", "s"),
+                ("sys_per_million", "s"),
+                ("latency_p50", "ms"),
+                ("latency_p99", "ms"),
+                ("publish_p99", "ms"),
+                ("per_write_syscall", ""),
+            ],
+        );
+        let _ = writeln!(out, "| {}, {rate} | herald | {h} |", format_number(n));
+        let _ = writeln!(out, "| | nchan | {c} |");
+        let _ = writeln!(out, "| | **herald / nchan** | {r} |");
+    }
+    let _ = write!(
+        out,
+        "\n![Latency by percentile, light load](img/broadcast-latency-light.svg)\n\n\
+         ![Latency by percentile, at saturation](img/broadcast-latency-saturated.svg)\n\n\
+         Deliveries per write is deliveries divided by the server's write system calls \
+         (`syscw` in `/proc/PID/io`: write and writev). Herald also counts it itself: \
+         `herald_messages_delivered_total` / `herald_socket_writes_total` on `/metrics`, which \
+         `herald-bench` reports as \"deliveries per socket write (Herald metrics)\".\n\n```sh\n"
+    );
+    for row in broadcast {
+        let _ = writeln!(out, "target/release/herald-bench {}", row.argv.join(" "));
+    }
+    out.push_str("```\n\nMore figures of each run (p90, p99.9, publish-call percentiles, messages missing, server CPU share) are in `docs/img/results.json`.\n");
+    out.push_str(METHOD);
+    out
+}
+
+/// What an idle connection contains (kept with the page, not generated).
+const IDLE_CONTENTS: &str = "What Herald's figures contain:
+- WebSocket: the session future (464 B) in its tokio task, tungstenite's 512-byte read buffer, its
+  two waker proxies, the outbox (96 B) and the connection's slot in the tracker.
+- SSE: the session future (160 B) in its task, the outbox, the tracker slot and one subscription.
+- \"A channel of its own\" (`idle` without `--channel`) adds the channel's state: its registry entry
+  in the hub and its (empty) history log in the memory engine, about 340 B. A channel shared by many
+  connections costs that once.
+- Kernel socket buffers are not in RSS and are not counted (for either server).
+
+For comparison (`../shared/reference/memory.md`, same machine): Node `ws` 5.9–7.0 KB per WebSocket;
+the floor measured with this exact stack (hyper 1, tokio, tokio-tungstenite, jemalloc) is
+1.71–1.78 KB per WebSocket and 0.98–1.2 KB per SSE stream.
+";
+
+const METHOD: &str = "
+## How the figures are measured
+
+- **Load generator.** `herald-bench` starts the server itself (a release `herald` on a free
+  loopback port, memory engine; or nginx with Nchan from `benches/nchan/setup.sh`: one worker
+  process, its own prefix and pid file, `nginx -g 'daemon off;'` as a child of the bench), then
+  re-executes itself as worker processes that hold the connections (one per 15,000, each on its own
+  127.0.0.x source addresses with `IP_BIND_ADDRESS_NO_PORT`), and merges what they report.
+  Everything goes over the real network path on loopback: TCP, HTTP upgrade, WebSocket or SSE
+  framing. Clients are tokio-tungstenite (WebSocket) and a small SSE parser.
+- **Memory.** `VmRSS` of the server's processes (Herald: the one process; Nchan: the nginx master
+  and its worker), after one warm-up connection and again 5 s after the last connection opened.
+  Bytes per connection = (after − before) / N. The connections open in ten steps; the plot
+  samples RSS after each.
+- **CPU.** `utime` and `stime` from `/proc/PID/stat` of the same processes, user and system apart.
+- **Latency.** Each payload carries the publisher's clock in µs; the receiving worker records
+  `now − sent` in an HDR histogram (3 significant digits); workers' histograms are merged exactly.
+- **Publish call.** The time from writing the publish request to reading the whole answer, on
+  keep-alive connections (4 at once). Herald answers once the message is in history and queued;
+  Nchan answers once it has fanned the message out.
+- **Bounds.** Every run stops by itself: phases are bounded in time and message count, each
+  scenario has a hard limit (`--time-limit`, 150 s), and all traffic goes to 127.0.0.0/8.
+
+## What limits these figures
+
+- **Two shared cores.** Server and load generator compete for the same 2 vCPUs; the clients'
+  parsing of every message takes a large share. Saturation figures are the saturation of
+  this whole box, not of the server alone; latency includes the time a client waited for a core.
+- **Open files.** The hard limit is 20,000 descriptors per process here, so one server process
+  holds at most about 19,000 connections; 18k is the largest single-server figure. The bench
+  passes the limit on its side with worker processes.
+- **Loopback.** No NIC, no real RTT; about 70–90 % of a server's CPU at saturation is kernel time
+  spent sending, which is why deliveries per write matters.
+- **One run per figure.** Single runs vary by about ±100 B per idle connection and 10–20 % in
+  throughput on this shared machine.
+
+## Other scenarios
+
+```sh
+target/release/herald-bench channels --users 10000 --rate 2000     # one channel per user
+target/release/herald-bench reconnect --clients 5000               # drop, resume with since, count losses
+target/release/herald-bench reconnect --clients 5000 --transport sse   # Last-Event-ID
+target/release/herald-bench compare broadcast --subscribers 1000   # Herald, then Nchan, with ratios
+target/release/herald-bench broadcast --subscribers 1000 --json out.json --plot out/
+cargo bench -p herald-bench                                        # criterion: hub delivery, frame encoding
+```
+
+Every scenario takes `--target herald|nchan`, `--transport ws|sse`, `--workers N`, URL templates
+(`--ws-url`, `--sse-url`, `--publish-url`, `--publish-body`, …) to measure another server, and
+`--check` to fail when a connection failed or a message was lost. `fanout` (timeline delivery)
+waits for the timeline fan-out feature.
+";
+
+/// The machine, in Markdown list items.
+async fn machine() -> String {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name")?.split(':').nth(1))
+        .unwrap_or("unknown")
+        .trim()
+        .to_string();
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let mem_kib: u64 = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("MemTotal:")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0);
+    let os = read("/etc/os-release")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("PRETTY_NAME=")
+                .map(|v| v.trim_matches('"').to_string())
+        })
+        .unwrap_or_default();
+    let kernel = read("/proc/sys/kernel/osrelease").trim().to_string();
+    let output = |program: &str, args: &[&str]| {
+        std::process::Command::new(program)
+            .args(args)
+            .output()
+            .map(|o| {
+                let text = [o.stdout, o.stderr].concat();
+                String::from_utf8_lossy(&text).trim().to_string()
+            })
+            .unwrap_or_default()
+    };
+    let date = output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+    let nginx = output("nginx", &["-v"]).replace("nginx version: ", "");
+    let nchan = output("dpkg-query", &["-W", "-f=${Version}", "libnginx-mod-nchan"]);
+    let herald = env!("CARGO_PKG_VERSION");
+    format!(
+        "- measured {date} with Herald {herald} (release build, memory engine, defaults) and Nchan {nchan} on {nginx}, one worker process;\n\
+         - {cores} vCPU ({cpu}), {:.0} GiB memory, {os}, Linux {kernel};\n\
+         - loopback only; 100-byte JSON payloads.\n",
+        mem_kib as f64 / 1024.0 / 1024.0
+    )
+}

@@ -1,0 +1,202 @@
+//! What every scenario shares: the common options, starting the target and
+//! the worker fleet, opening the connections while sampling the server's
+//! memory, and reading Herald's own counters.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::bail;
+
+use crate::{
+    client::{self, Resume, Transport},
+    fleet::Fleet,
+    http::{HttpConn, metric_sum},
+    process::{self, Sample},
+    result::RunResult,
+    target::{Preset, Running, TargetArgs},
+    ui::Ui,
+    worker::Spec,
+};
+
+/// Options every scenario takes.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Common {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// WebSocket or Server-Sent Events.
+    #[arg(long, value_enum, default_value_t = Transport::Ws)]
+    pub transport: Transport,
+    /// Worker processes holding the connections (default: one per 15000).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Handshakes in flight at once, per worker.
+    #[arg(long, default_value_t = 200)]
+    pub concurrency: usize,
+    /// Runtime threads per worker process.
+    #[arg(long, default_value_t = 2)]
+    pub client_threads: usize,
+    /// Write the result as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the plots (SVG) into this folder.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Exit with status 1 unless every connection opened and nothing was lost.
+    #[arg(long)]
+    pub check: bool,
+    /// Open the connections in this many steps, sampling the server's RSS after each.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Hard limit for the whole run, in seconds.
+    #[arg(long, default_value_t = 150)]
+    pub time_limit: u64,
+}
+
+/// A target with its connections open.
+pub struct Session {
+    pub running: Running,
+    pub fleet: Fleet,
+    pub ui: Ui,
+    /// The server before any connection (after one warm-up connection).
+    pub before: Sample,
+    /// `(open connections, server RSS)` sampled while connecting.
+    pub rss_curve: Vec<(u64, u64)>,
+    /// Connections that opened.
+    pub connected: u64,
+    pub connect_seconds: f64,
+}
+
+/// Where the `herald` binary to measure is: next to this binary.
+pub fn default_herald() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.parent()
+        .map(|dir| dir.join("herald"))
+        .unwrap_or_else(|| PathBuf::from("target/release/herald"))
+}
+
+impl Session {
+    /// Starts the target and `count` connections on `channel` (or each on its own).
+    pub async fn open(
+        common: &Common,
+        scenario: &str,
+        count: usize,
+        channel: Option<String>,
+        track: bool,
+    ) -> anyhow::Result<Session> {
+        if count == 0 {
+            bail!("a scenario needs at least one connection");
+        }
+        let running = Running::start(&common.target).await?;
+        let title = format!("{scenario} {}", running.preset.name());
+        let mut ui = Ui::new(&title, count as u64);
+        let templates = running.templates.clone();
+        let channel = channel.map(|c| {
+            if c.is_empty() {
+                templates.shared_channel.clone()
+            } else {
+                c
+            }
+        });
+
+        // Warm-up: one connection opened and closed, so the server's lazily
+        // created parts exist before the first sample.
+        let warm_channel = channel.clone().unwrap_or_else(|| templates.user_channel(0));
+        let warm = client::open(
+            &templates,
+            common.transport,
+            &running.addrs[0],
+            &warm_channel,
+            std::net::Ipv4Addr::new(127, 0, 0, 2),
+            &Resume::Live,
+        )
+        .await?;
+        drop(warm);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let before = process::sample(&running.pids)?;
+
+        let spec = Spec {
+            worker: 0,
+            templates,
+            addrs: running.addrs.clone(),
+            transport: common.transport,
+            first: 0,
+            count,
+            channel,
+            source_first: 10,
+            source_count: 4,
+            concurrency: common.concurrency,
+            track,
+            threads: common.client_threads,
+            total: count,
+        };
+        let mut fleet = Fleet::spawn(&spec, common.workers).await?;
+        ui.phase("connecting");
+        let started = std::time::Instant::now();
+        let mut rss_curve = vec![(0, before.rss)];
+        let pids = running.pids.clone();
+        let progress = fleet
+            .connect(common.steps, Duration::from_secs(120), async |p| {
+                ui.set_connected(p.connected);
+                // A moment for the server to finish what the step started.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if let Ok(sample) = process::sample(&pids) {
+                    rss_curve.push((p.connected, sample.rss));
+                }
+            })
+            .await?;
+        let connect_seconds = started.elapsed().as_secs_f64();
+        ui.watch(fleet.monitor(), running.pids.clone());
+        Ok(Session {
+            running,
+            fleet,
+            ui,
+            before,
+            rss_curve,
+            connected: progress.connected,
+            connect_seconds,
+        })
+    }
+
+    /// Herald's delivery and socket-write counters, summed over its nodes.
+    pub async fn herald_counters(&self) -> Option<(f64, f64)> {
+        if self.running.preset != Preset::Herald {
+            return None;
+        }
+        let mut delivered = 0.0;
+        let mut writes = 0.0;
+        for addr in &self.running.addrs {
+            let mut conn = HttpConn::new(addr);
+            let (_, body) = conn.request("GET", "/metrics", b"").await.ok()?;
+            let page = String::from_utf8_lossy(&body);
+            delivered += metric_sum(&page, "herald_messages_delivered_total")?;
+            writes += metric_sum(&page, "herald_socket_writes_total")?;
+        }
+        Some((delivered, writes))
+    }
+
+    /// Adds the connection figures every scenario reports.
+    pub fn add_connection_figures(&self, result: &mut RunResult, wanted: usize) {
+        let failed = wanted as u64 - self.connected.min(wanted as u64);
+        result.add("connections", "connections open", "", self.connected as f64);
+        result.add("failed", "connections failed", "", failed as f64);
+        result.add(
+            "connect_rate",
+            "connections opened per second",
+            "/s",
+            self.connected as f64 / self.connect_seconds.max(1e-3),
+        );
+        if failed > 0 {
+            result.ok = false;
+        }
+    }
+
+    /// Stops the workers' display and the target.
+    pub async fn close(self) {
+        self.ui.finish();
+        self.running.stop().await;
+    }
+}
+
+/// `setup` text: "1000 ws connections on herald".
+pub fn describe(count: usize, transport: Transport, what: &str) -> String {
+    format!("{count} {} {what}", transport.name())
+}

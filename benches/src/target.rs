@@ -1,0 +1,282 @@
+//! What is measured: Herald or Nchan (presets), or any server described by
+//! URL templates, and the processes whose CPU and memory are sampled.
+//!
+//! Templates use `{addr}` (a node's `host:port`), `{channel}` and, in the
+//! publish body, `{payload}` (the JSON payload with its timestamp).
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use serde::{Deserialize, Serialize};
+
+use crate::{nchan::Nchan, server::Server};
+
+/// A known server with its URL scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    Herald,
+    Nchan,
+}
+
+impl Preset {
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Herald => "herald",
+            Preset::Nchan => "nchan",
+        }
+    }
+}
+
+/// How a subscriber learns that its subscription is live, and how it resumes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Protocol {
+    /// Herald's native protocol: `welcome`, then `subscribed` after the
+    /// subscribe frame (WebSocket) or as the first event (SSE); resume with
+    /// `since` (WebSocket) or `Last-Event-ID` (SSE).
+    Herald,
+    /// The URL names the channel and the subscription is live once the
+    /// response head has arrived (Nchan); resume with `Last-Event-ID` (SSE).
+    Plain,
+}
+
+/// The requests a benchmark makes, as templates.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Templates {
+    pub protocol: Protocol,
+    pub ws_url: String,
+    /// A text frame sent after the WebSocket handshake, if the protocol subscribes by frame.
+    pub ws_subscribe: Option<String>,
+    pub sse_url: String,
+    pub publish_method: String,
+    pub publish_url: String,
+    pub publish_body: String,
+    /// Channel names: one shared channel, and the per-user channel pattern (`{i}` = user number).
+    pub shared_channel: String,
+    pub user_channel: String,
+}
+
+impl Templates {
+    pub fn preset(preset: Preset) -> Templates {
+        match preset {
+            Preset::Herald => Templates {
+                protocol: Protocol::Herald,
+                ws_url: "ws://{addr}/ws".into(),
+                ws_subscribe: Some(r#"{"type":"subscribe","channel":"{channel}"}"#.into()),
+                sse_url: "http://{addr}/sse?channel={channel}".into(),
+                publish_method: "POST".into(),
+                publish_url: "http://{addr}/api/publish".into(),
+                publish_body: r#"{"channel":"{channel}","data":{payload}}"#.into(),
+                shared_channel: "bench".into(),
+                user_channel: "user:{i}".into(),
+            },
+            Preset::Nchan => Templates {
+                protocol: Protocol::Plain,
+                ws_url: "ws://{addr}/sub/{channel}".into(),
+                ws_subscribe: None,
+                sse_url: "http://{addr}/sub/{channel}".into(),
+                publish_method: "POST".into(),
+                publish_url: "http://{addr}/pub/{channel}".into(),
+                publish_body: "{payload}".into(),
+                shared_channel: "bench".into(),
+                user_channel: "user:{i}".into(),
+            },
+        }
+    }
+
+    pub fn user_channel(&self, user: usize) -> String {
+        self.user_channel.replace("{i}", &user.to_string())
+    }
+}
+
+/// Fills `{addr}` and `{channel}` in a template.
+pub fn fill(template: &str, addr: &str, channel: &str) -> String {
+    template
+        .replace("{addr}", addr)
+        .replace("{channel}", channel)
+}
+
+/// Command-line options that choose and describe the target.
+#[derive(clap::Args, Clone, Debug)]
+pub struct TargetArgs {
+    /// The server to measure (the bench starts it itself).
+    #[arg(long, value_enum, default_value_t = Preset::Herald)]
+    pub target: Preset,
+    /// Measure an already running server at this `host:port` (on 127.0.0.0/8)
+    /// instead of starting one; give its PIDs with --server-pid.
+    #[arg(long)]
+    pub addr: Option<String>,
+    /// PIDs to sample when --addr is given (repeat for nginx master and workers).
+    #[arg(long)]
+    pub server_pid: Vec<u32>,
+    /// The herald binary (default: `herald` next to this binary).
+    #[arg(long)]
+    pub herald: Option<PathBuf>,
+    /// Herald nodes to start; more than one needs a shared engine (Redis).
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
+    /// Extra environment for herald, `KEY=VALUE` (repeatable), e.g. HERALD_ENGINE=redis.
+    #[arg(long)]
+    pub herald_env: Vec<String>,
+    /// Where Nchan's private nginx prefix folders go.
+    #[arg(long, default_value = "/tmp/herald-bench")]
+    pub work_dir: PathBuf,
+    /// Override the WebSocket subscribe URL template.
+    #[arg(long)]
+    pub ws_url: Option<String>,
+    /// Override the frame sent after the WebSocket handshake ("" for none).
+    #[arg(long)]
+    pub ws_subscribe: Option<String>,
+    /// Override the SSE subscribe URL template.
+    #[arg(long)]
+    pub sse_url: Option<String>,
+    /// Override the publish method.
+    #[arg(long)]
+    pub publish_method: Option<String>,
+    /// Override the publish URL template.
+    #[arg(long)]
+    pub publish_url: Option<String>,
+    /// Override the publish body template (`{payload}` is the JSON payload).
+    #[arg(long)]
+    pub publish_body: Option<String>,
+}
+
+impl TargetArgs {
+    pub fn for_preset(&self, preset: Preset) -> TargetArgs {
+        TargetArgs {
+            target: preset,
+            ..self.clone()
+        }
+    }
+
+    pub fn templates(&self) -> Templates {
+        let mut t = Templates::preset(self.target);
+        if let Some(v) = &self.ws_url {
+            t.ws_url = v.clone();
+        }
+        if let Some(v) = &self.ws_subscribe {
+            t.ws_subscribe = (!v.is_empty()).then(|| v.clone());
+        }
+        if let Some(v) = &self.sse_url {
+            t.sse_url = v.clone();
+        }
+        if let Some(v) = &self.publish_method {
+            t.publish_method = v.clone();
+        }
+        if let Some(v) = &self.publish_url {
+            t.publish_url = v.clone();
+        }
+        if let Some(v) = &self.publish_body {
+            t.publish_body = v.clone();
+        }
+        t
+    }
+
+    /// Whether every node sees every message (one node, or a shared engine).
+    pub fn shared_delivery(&self) -> bool {
+        self.nodes <= 1
+            || self.addr.is_some()
+            || self
+                .herald_env
+                .iter()
+                .any(|kv| kv.starts_with("HERALD_ENGINE=") && !kv.ends_with("=memory"))
+    }
+}
+
+/// The running server(s) of one measurement.
+pub struct Running {
+    pub preset: Preset,
+    pub templates: Templates,
+    /// One `host:port` per node; clients are spread over them.
+    pub addrs: Vec<String>,
+    /// The processes whose RSS and CPU are sampled.
+    pub pids: Vec<u32>,
+    handle: Handle,
+}
+
+enum Handle {
+    Herald(Vec<Server>),
+    Nchan(Box<Nchan>),
+    External,
+}
+
+impl Running {
+    pub async fn start(args: &TargetArgs) -> anyhow::Result<Running> {
+        let templates = args.templates();
+        if let Some(addr) = &args.addr {
+            if !addr.starts_with("127.") && !addr.starts_with("localhost") {
+                bail!("--addr must be on 127.0.0.0/8: benchmarks send traffic to loopback only");
+            }
+            return Ok(Running {
+                preset: args.target,
+                templates,
+                addrs: vec![addr.clone()],
+                pids: args.server_pid.clone(),
+                handle: Handle::External,
+            });
+        }
+        match args.target {
+            Preset::Herald => {
+                let herald = args.herald.clone().unwrap_or_else(crate::default_herald);
+                let env: Vec<(String, String)> = args
+                    .herald_env
+                    .iter()
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                let mut servers = Vec::new();
+                for _ in 0..args.nodes.max(1) {
+                    servers.push(Server::start(&herald, &env).await?);
+                }
+                Ok(Running {
+                    preset: Preset::Herald,
+                    templates,
+                    addrs: servers.iter().map(|s| s.addr.clone()).collect(),
+                    pids: servers.iter().map(|s| s.pid).collect(),
+                    handle: Handle::Herald(servers),
+                })
+            }
+            Preset::Nchan => {
+                let nchan = Nchan::start(&args.work_dir).await?;
+                Ok(Running {
+                    preset: Preset::Nchan,
+                    templates,
+                    addrs: vec![nchan.addr.clone()],
+                    pids: nchan.pids(),
+                    handle: Handle::Nchan(Box::new(nchan)),
+                })
+            }
+        }
+    }
+
+    pub async fn stop(self) {
+        match self.handle {
+            Handle::Herald(servers) => {
+                for server in servers {
+                    server.stop().await;
+                }
+            }
+            Handle::Nchan(nchan) => nchan.stop().await,
+            Handle::External => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_fill_in() {
+        let herald = Templates::preset(Preset::Herald);
+        assert_eq!(
+            fill(&herald.sse_url, "127.0.0.1:1", "bench"),
+            "http://127.0.0.1:1/sse?channel=bench"
+        );
+        let nchan = Templates::preset(Preset::Nchan);
+        assert_eq!(
+            fill(&nchan.ws_url, "127.0.0.1:2", &nchan.user_channel(7)),
+            "ws://127.0.0.1:2/sub/user:7"
+        );
+    }
+}
