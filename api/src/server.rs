@@ -38,6 +38,8 @@ use crate::{
     metrics::Metrics,
 };
 
+/// Pending connections the kernel may queue (it caps this at `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 4096;
 /// How long a new connection may take to send the start of its request.
 const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(30);
 /// hyper's limit for a complete request head.
@@ -95,9 +97,8 @@ impl Server {
             tracker,
         );
 
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let listener =
+            listen(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
         log_start(&config, listener.local_addr()?);
         let app = App::new(config, fanout, sessions, registry, metrics);
         Ok(Server { listener, app })
@@ -168,6 +169,21 @@ impl Server {
             ),
         }
     }
+}
+
+/// Binds the listening socket with a backlog that absorbs reconnect storms:
+/// the usual 128 overflows when a few hundred clients come back at once, and
+/// each overflowed client waits a whole second for its SYN to be retried.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // A restarted Herald must bind its port while the old connections linger in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Sends a new connection to the SSE code or to hyper, by its first bytes.
