@@ -15,9 +15,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::{
+    outcome::RunResult,
     process,
     publisher::{Channels, Pace, Publisher},
-    result::RunResult,
     scenario::{Common, Session, describe},
     stats::{cpu_per_million, ratio},
     worker::Command,

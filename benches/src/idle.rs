@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use crate::{
     client::Transport,
+    outcome::RunResult,
     process,
-    result::RunResult,
     scenario::{Common, Session, describe},
     stats::bytes_per_connection,
 };

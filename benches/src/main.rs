@@ -20,12 +20,12 @@ mod fleet;
 mod http;
 mod idle;
 mod nchan;
+mod outcome;
 mod plot;
 mod process;
 mod publisher;
 mod reconnect;
 mod report;
-mod result;
 mod scenario;
 mod server;
 mod stats;
@@ -41,7 +41,7 @@ use clap::{Parser, Subcommand};
 pub use scenario::default_herald;
 
 use crate::{
-    result::{RunResult, comparison},
+    outcome::{RunResult, comparison},
     scenario::Common,
     target::Preset,
 };
@@ -204,7 +204,7 @@ async fn compare(scenario: &Scenario) -> anyhow::Result<bool> {
     println!("{}", comparison(&herald, &nchan));
     let common = scenario.common().context("no options")?;
     if let Some(path) = &common.json {
-        result::write_json(path, &[&herald, &nchan])?;
+        outcome::write_json(path, &[&herald, &nchan])?;
     }
     if let Some(dir) = &common.plot {
         report::plot_runs(dir, &herald.scenario, &[&herald, &nchan])?;

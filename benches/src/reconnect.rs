@@ -13,8 +13,8 @@ use anyhow::bail;
 
 use crate::{
     client::Transport,
+    outcome::RunResult,
     publisher::{Channels, Pace, Publisher},
-    result::RunResult,
     scenario::{Common, Session, describe},
     target::Protocol,
     worker::Command,

@@ -12,8 +12,8 @@ use anyhow::Context;
 
 use crate::{
     Scenario,
+    outcome::{RunResult, format_number, format_ratio, with_unit, write_json},
     plot::{self, Series},
-    result::{RunResult, format_number, format_ratio, with_unit, write_json},
     stats::ratio,
     target::Preset,
 };
