@@ -25,6 +25,7 @@ mod plot;
 mod process;
 mod publisher;
 mod reconnect;
+mod redis;
 mod report;
 mod scenario;
 mod server;

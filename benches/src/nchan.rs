@@ -134,7 +134,7 @@ async fn run_script(script: &std::path::Path, args: &[&str]) -> anyhow::Result<(
 }
 
 /// A loopback port that was free a moment ago.
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }

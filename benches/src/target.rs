@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
-use crate::{nchan::Nchan, server::Server};
+use crate::{nchan::Nchan, redis::RedisServer, server::Server};
 
 /// A known server with its URL scheme.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -118,6 +118,10 @@ pub struct TargetArgs {
     /// Extra environment for herald, `KEY=VALUE` (repeatable), e.g. HERALD_ENGINE=redis.
     #[arg(long)]
     pub herald_env: Vec<String>,
+    /// Start a Redis of the bench's own and run every Herald node on the Redis
+    /// engine (with --nodes: a cluster run). Redis' RSS and CPU count as the server's.
+    #[arg(long)]
+    pub redis: bool,
     /// Where Nchan's private nginx prefix folders go.
     #[arg(long, default_value = "/tmp/herald-bench")]
     pub work_dir: PathBuf,
@@ -175,6 +179,7 @@ impl TargetArgs {
     /// Whether every node sees every message (one node, or a shared engine).
     pub fn shared_delivery(&self) -> bool {
         self.nodes <= 1
+            || self.redis
             || self.addr.is_some()
             || self
                 .herald_env
@@ -195,7 +200,7 @@ pub struct Running {
 }
 
 enum Handle {
-    Herald(Vec<Server>),
+    Herald(Vec<Server>, Option<Box<RedisServer>>),
     Nchan(Box<Nchan>),
     External,
 }
@@ -218,22 +223,32 @@ impl Running {
         match args.target {
             Preset::Herald => {
                 let herald = args.herald.clone().unwrap_or_else(crate::default_herald);
-                let env: Vec<(String, String)> = args
+                let mut env: Vec<(String, String)> = args
                     .herald_env
                     .iter()
                     .filter_map(|kv| kv.split_once('='))
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect();
+                let redis = if args.redis {
+                    let redis = RedisServer::start().await?;
+                    env.push(("HERALD_ENGINE".into(), "redis".into()));
+                    env.push(("HERALD_REDIS_URL".into(), redis.url()));
+                    Some(Box::new(redis))
+                } else {
+                    None
+                };
                 let mut servers = Vec::new();
                 for _ in 0..args.nodes.max(1) {
                     servers.push(Server::start(&herald, &env).await?);
                 }
+                let mut pids: Vec<u32> = servers.iter().map(|s| s.pid).collect();
+                pids.extend(redis.as_ref().map(|r| r.pid));
                 Ok(Running {
                     preset: Preset::Herald,
                     templates,
                     addrs: servers.iter().map(|s| s.addr.clone()).collect(),
-                    pids: servers.iter().map(|s| s.pid).collect(),
-                    handle: Handle::Herald(servers),
+                    pids,
+                    handle: Handle::Herald(servers, redis),
                 })
             }
             Preset::Nchan => {
@@ -251,9 +266,12 @@ impl Running {
 
     pub async fn stop(self) {
         match self.handle {
-            Handle::Herald(servers) => {
+            Handle::Herald(servers, redis) => {
                 for server in servers {
                     server.stop().await;
+                }
+                if let Some(redis) = redis {
+                    redis.stop().await;
                 }
             }
             Handle::Nchan(nchan) => nchan.stop().await,
