@@ -2,9 +2,9 @@
 //! while it is not (fred keeps a command waiting until its timeout when the
 //! connection died under it, which would stall every publisher).
 //!
-//! A connection error marks Redis unreachable at once; a PING every
-//! [`PERIOD`] marks it reachable again (or unreachable, when Redis hangs
-//! without closing the connection).
+//! A connection error marks Redis unreachable at once; a reconnect, or a
+//! PING every [`PERIOD`], marks it reachable again (a failed PING marks it
+//! unreachable, when Redis hangs without closing the connection).
 
 use std::{
     sync::{
@@ -53,6 +53,7 @@ impl Health {
 
 pub(super) async fn run(engine: Arc<RedisEngine>) {
     let mut errors = engine.client.error_rx();
+    let mut reconnects = engine.client.reconnect_rx();
     let mut ticks = tokio::time::interval(PERIOD);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let options = fred::prelude::Options {
@@ -65,6 +66,12 @@ pub(super) async fn run(engine: Arc<RedisEngine>) {
         tokio::select! {
             error = errors.recv() => match error {
                 Ok(_) | Err(RecvError::Lagged(_)) => engine.health.set(false),
+                Err(RecvError::Closed) => return,
+            },
+            // Back at once after a reconnect: the router's catch-up reads
+            // history right then, and must not be refused for a stale flag.
+            reconnect = reconnects.recv() => match reconnect {
+                Ok(_) | Err(RecvError::Lagged(_)) => engine.health.set(true),
                 Err(RecvError::Closed) => return,
             },
             _ = ticks.tick() => {

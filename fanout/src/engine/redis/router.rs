@@ -10,6 +10,11 @@ use tokio::sync::broadcast::error::RecvError;
 use super::{RedisEngine, parse_payload, state::Live};
 use crate::{ChannelName, Message, Position};
 
+/// Tries of a history read that fills a gap, and the pause between them
+/// (together longer than a Redis restart takes to load a modest AOF).
+const FILL_ATTEMPTS: u32 = 50;
+const FILL_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
 pub(super) async fn run(engine: Arc<RedisEngine>) {
     let mut messages = engine.subscriber.message_rx();
     let mut reconnects = engine.subscriber.reconnect_rx();
@@ -69,14 +74,24 @@ impl RedisEngine {
 
     /// Delivers what history holds after `last`, below `until` if given.
     async fn fill(&self, channel: &ChannelName, last: Position, until: Option<u64>) {
-        let read = match self
-            .read(channel, self.keyspace.keys(channel), Some(last.offset))
-            .await
-        {
-            Ok(read) => read,
-            Err(error) => {
-                tracing::warn!(channel = %channel, %error, "cannot read history to fill a gap");
-                return;
+        // Connected clients must not see a hole, so a failed read is tried
+        // again (Redis may just be coming back) before the gap is given up.
+        let mut attempt = 0;
+        let read = loop {
+            match self
+                .read(channel, self.keyspace.keys(channel), Some(last.offset))
+                .await
+            {
+                Ok(read) => break read,
+                Err(error) if attempt < FILL_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::debug!(channel = %channel, %error, attempt, "history read for a gap failed; retrying");
+                    tokio::time::sleep(FILL_RETRY).await;
+                }
+                Err(error) => {
+                    tracing::error!(channel = %channel, %error, "cannot read history to fill a gap; clients miss messages");
+                    return;
+                }
             }
         };
         let same_epoch = read.position.epoch == last.epoch;
