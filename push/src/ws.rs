@@ -5,14 +5,12 @@
 //! every handshake buffer, so nothing from the handshake stays alive.
 
 mod session;
+mod socket;
 
 use std::{net::SocketAddr, sync::Arc};
 
 use tokio::net::TcpStream;
-use tokio_tungstenite::{
-    WebSocketStream,
-    tungstenite::protocol::{Role, WebSocketConfig},
-};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 pub use session::WsSession;
 
@@ -23,7 +21,7 @@ use crate::{Context, outbox::Outbox};
 /// `read_ahead` holds bytes the HTTP server read past the handshake (a
 /// client may send its first frame right behind the request); they are
 /// replayed before anything is read from the socket.
-pub async fn start(
+pub fn start(
     context: Context,
     stream: TcpStream,
     read_ahead: Vec<u8>,
@@ -40,9 +38,7 @@ pub async fn start(
         // pre-encoded bytes); tungstenite only writes control frames.
         .write_buffer_size(0);
     let _ = stream.set_nodelay(true);
-    let ws =
-        WebSocketStream::from_partially_read(stream, read_ahead, Role::Server, Some(ws_config))
-            .await;
+    let ws = socket::WsSocket::new(stream, read_ahead, ws_config);
     let outbox = Arc::new(Outbox::new(config.outbox_max_bytes));
     WsSession::new(context, ws, outbox, peer)
 }

@@ -77,7 +77,7 @@ pub(crate) fn handle(
         };
         let read_ahead = parts.read_buf.to_vec();
         let stream = parts.io.into_inner();
-        let session = push::ws::start(sessions, stream, read_ahead, peer).await;
+        let session = push::ws::start(sessions, stream, read_ahead, peer);
         // A task of its own: this one's state (the upgrade) is freed now.
         tokio::spawn(session);
     });

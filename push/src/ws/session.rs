@@ -24,16 +24,14 @@ use std::{
 
 use bytes::{Buf, Bytes};
 use fanout::Error;
-use futures_util::{Sink, Stream};
-use tokio::{io::AsyncWrite, net::TcpStream, time::Sleep};
-use tokio_tungstenite::{
-    WebSocketStream,
-    tungstenite::{
-        self, Message as WsMessage,
-        error::CapacityError,
-        protocol::{CloseFrame, frame::coding::CloseCode},
-    },
+use tokio::time::Sleep;
+use tokio_tungstenite::tungstenite::{
+    self, Message as WsMessage,
+    error::CapacityError,
+    protocol::{CloseFrame, frame::coding::CloseCode},
 };
+
+use super::socket::WsSocket;
 
 use crate::{
     CloseReason, Context, ErrorCode,
@@ -55,8 +53,8 @@ type PendingOpen = Pin<Box<dyn Future<Output = Result<Opened, Error>> + Send>>;
 
 /// A WebSocket connection; spawn it and it runs until the connection ends.
 pub struct WsSession {
-    /// tungstenite's view of the socket: reading, Pongs, the close handshake.
-    ws: WebSocketStream<TcpStream>,
+    /// The socket, with tungstenite's protocol state: reading, Pongs, the close handshake.
+    ws: WsSocket,
     context: Context,
     /// Where the hub leaves messages for this connection.
     outbox: Arc<Outbox>,
@@ -89,7 +87,7 @@ struct Closing {
 impl WsSession {
     pub(crate) fn new(
         context: Context,
-        ws: WebSocketStream<TcpStream>,
+        ws: WsSocket,
         outbox: Arc<Outbox>,
         peer: SocketAddr,
     ) -> Self {
@@ -318,7 +316,7 @@ impl WsSession {
     fn poll_write(&mut self, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
         if !self.partial {
             // tungstenite's own frames (Pongs, close replies) go first.
-            ready!(Pin::new(&mut self.ws).poll_flush(cx)).map_err(io::Error::other)?;
+            ready!(self.ws.poll_flush(cx)).map_err(io::Error::other)?;
         }
         while !self.writing.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
@@ -326,8 +324,7 @@ impl WsSession {
             for (slice, frame) in slices.iter_mut().zip(self.writing.iter()) {
                 *slice = IoSlice::new(frame);
             }
-            let socket = Pin::new(self.ws.get_mut());
-            let written = ready!(socket.poll_write_vectored(cx, &slices[..count]))?;
+            let written = ready!(self.ws.poll_write_vectored(cx, &slices[..count]))?;
             self.context.metrics().transport(Transport::Ws).writes.inc();
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
@@ -378,29 +375,19 @@ impl WsSession {
                 code: CloseCode::from(reason.ws_code()),
                 reason: reason.as_str().into(),
             };
-            let mut ws = Pin::new(&mut self.ws);
-            match ws.as_mut().poll_ready(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(_)) => return Poll::Ready(reason),
-                Poll::Pending => return Poll::Pending,
-            }
-            if ws
-                .as_mut()
-                .start_send(WsMessage::Close(Some(frame)))
-                .is_err()
-            {
+            if self.ws.start_close(cx, frame).is_err() {
                 return Poll::Ready(reason);
             }
             if let Some(closing) = &mut self.closing {
                 closing.close_sent = true;
             }
         }
-        if let Poll::Ready(Err(_)) = Pin::new(&mut self.ws).poll_flush(cx) {
+        if let Poll::Ready(Err(_)) = self.ws.poll_flush(cx) {
             return Poll::Ready(reason);
         }
         // Read until the client's close arrives (tungstenite then ends the stream).
         loop {
-            match Pin::new(&mut self.ws).poll_next(cx) {
+            match self.ws.poll_next(cx) {
                 Poll::Ready(None) | Poll::Ready(Some(Err(_))) => return Poll::Ready(reason),
                 Poll::Ready(Some(Ok(_))) => continue,
                 Poll::Pending => return Poll::Pending,
@@ -469,7 +456,7 @@ impl Future for WsSession {
                 && this.pending.is_none()
                 && this.writing.len() < MAX_UNWRITTEN_FRAMES;
             if readable {
-                match Pin::new(&mut this.ws).poll_next(cx) {
+                match this.ws.poll_next(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
                         this.on_frame(frame);
                         progressed = true;
