@@ -120,14 +120,32 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
             scale(10_000),
             window.min(5)
         );
-        let mut full = words(&command);
-        if let Some(herald) = &args.herald {
-            full.push("--herald".into());
-            full.push(herald.display().to_string());
-        }
-        eprintln!("herald-bench report: {command}");
-        let result = scenario(&full)?.run(Some(Preset::Herald)).await?;
+        let result = herald_alone(args, &command).await?;
         variants.push((what, command, result));
+    }
+    // Herald alone on the Redis engine: the publish call against the memory
+    // engine, and several nodes sharing one Redis.
+    let mut redis = Vec::new();
+    for (what, flags) in [
+        (
+            "memory engine, 1 node, 10 subscribers, 200 msg/s",
+            format!("--subscribers {} --rate 200", scale(10).max(10)),
+        ),
+        (
+            "Redis engine, 1 node, 10 subscribers, 200 msg/s",
+            format!("--subscribers {} --rate 200 --redis", scale(10).max(10)),
+        ),
+        (
+            "Redis engine, 3 nodes, 3000 subscribers, 20 msg/s",
+            format!("--subscribers {} --nodes 3 --redis --rate 20", scale(3_000)),
+        ),
+    ] {
+        let command = format!(
+            "broadcast {flags} --duration {} --warmup {warmup} --check",
+            duration.min(5)
+        );
+        let result = herald_alone(args, &command).await?;
+        redis.push((what, command, result));
     }
     let mut broadcast = Vec::new();
     for (subscribers, rates) in [(1_000, ["10", "100", ""]), (10_000, ["1", "10", ""])] {
@@ -178,7 +196,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         .map(|r| [&r.herald, &r.nchan])
         .collect();
     write_json(&img.join("results.json"), &all)?;
-    let page = page(args, &idle, &variants, &broadcast).await;
+    let page = page(args, &idle, &variants, &broadcast, &redis).await;
     let path = args.docs.join("benchmarks.md");
     std::fs::write(&path, page)?;
     eprintln!(
@@ -282,7 +300,24 @@ fn cells(row: &Row, keys: &[(&str, &str)]) -> [String; 3] {
 /// A Herald-only idle run: what it measured, its command, its result.
 type Variant = (&'static str, String, RunResult);
 
-async fn page(args: &Args, idle: &[Row], variants: &[Variant], broadcast: &[Row]) -> String {
+/// Runs one scenario against Herald only.
+async fn herald_alone(args: &Args, command: &str) -> anyhow::Result<RunResult> {
+    let mut full = words(command);
+    if let Some(herald) = &args.herald {
+        full.push("--herald".into());
+        full.push(herald.display().to_string());
+    }
+    eprintln!("herald-bench report: {command}");
+    scenario(&full)?.run(Some(Preset::Herald)).await
+}
+
+async fn page(
+    args: &Args,
+    idle: &[Row],
+    variants: &[Variant],
+    broadcast: &[Row],
+    redis: &[Variant],
+) -> String {
     let machine = machine().await;
     let mut out = String::new();
     let _ = write!(
@@ -426,14 +461,43 @@ async fn page(args: &Args, idle: &[Row], variants: &[Variant], broadcast: &[Row]
         let _ = writeln!(out, "target/release/herald-bench {}", row.argv.join(" "));
     }
     out.push_str("```\n\nMore figures of each run (p90, p99.9, publish-call percentiles, messages missing, server CPU share) are in `docs/img/results.json`.\n");
+    out.push_str(
+        "\n## Herald on Redis\n\n\
+         Herald alone (Nchan has no counterpart): `--redis` makes the bench start a Redis of its \
+         own (no persistence) and run every Herald node on the Redis engine; `--nodes N` spreads \
+         the subscribers over N nodes, and the publisher goes to the first. Redis' RSS and CPU \
+         count as the server's. On this machine the nodes, Redis, the bench's workers and its \
+         publisher all share the 2 cores.\n\n\
+         | run | deliveries/s | CPU-s per 1M | p50 | p99 | publish call p50 | publish call p99 | missing |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for (what, _, result) in redis {
+        let _ = writeln!(
+            out,
+            "| {what} | {} | {} | {} | {} | {} | {} | {} |",
+            with_unit(result.get("deliveries_per_s"), "/s"),
+            with_unit(result.get("cpu_per_million"), "s"),
+            with_unit(result.get("latency_p50"), "ms"),
+            with_unit(result.get("latency_p99"), "ms"),
+            with_unit(result.get("publish_p50"), "ms"),
+            with_unit(result.get("publish_p99"), "ms"),
+            with_unit(result.get("missing"), ""),
+        );
+    }
+    out.push_str("\n```sh\n");
+    for (_, command, _) in redis {
+        let _ = writeln!(out, "target/release/herald-bench {command}");
+    }
+    out.push_str("```\n");
     out.push_str(METHOD);
     out
 }
 
 /// What an idle connection contains (kept with the page, not generated).
 const IDLE_CONTENTS: &str = "What Herald's figures contain:
-- WebSocket: the session future (464 B) in its tokio task, tungstenite's 512-byte read buffer, its
-  two waker proxies, the outbox (96 B) and the connection's slot in the tracker.
+- WebSocket: the session future in its tokio task (the socket and tungstenite's protocol state,
+  driven directly, without tokio-tungstenite's waker proxies), tungstenite's 512-byte read buffer,
+  the outbox (96 B) and the connection's slot in the tracker.
 - SSE: the session future (160 B) in its task, the outbox, the tracker slot and one subscription.
 - \"A channel of its own\" (`idle` without `--channel`) adds the channel's state: its registry entry
   in the hub and its (empty) history log in the memory engine, about 340 B. A channel shared by many
@@ -492,7 +556,8 @@ target/release/herald-bench broadcast --subscribers 1000 --json out.json --plot 
 cargo bench -p herald-bench                                        # criterion: hub delivery, frame encoding
 ```
 
-Every scenario takes `--target herald|nchan`, `--transport ws|sse`, `--workers N`, URL templates
+Every scenario takes `--target herald|nchan`, `--transport ws|sse`, `--workers N`, `--nodes N`
+with `--redis` (several Herald nodes on a Redis the bench starts), URL templates
 (`--ws-url`, `--sse-url`, `--publish-url`, `--publish-body`, …) to measure another server, and
 `--check` to fail when a connection failed or a message was lost. `fanout` (timeline delivery)
 waits for the timeline fan-out feature.
