@@ -149,9 +149,8 @@ pub async fn open(
     for (slot, subscription) in opened.iter().enumerate() {
         for message in subscription.replay() {
             positions[slot] = message.position;
-            let id = cursor::format(positions.iter().copied());
             prelude.push(Chunk {
-                bytes: cursor::id_line(&id),
+                bytes: cursor::id_line(positions.iter().copied()),
                 ends_event: false,
             });
             prelude.push(Chunk::whole(wire::sse_message(message)));

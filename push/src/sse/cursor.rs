@@ -9,23 +9,28 @@ use fanout::{Epoch, Position};
 /// Writes the cursor for `positions`.
 pub(crate) fn format(positions: impl Iterator<Item = Position>) -> String {
     let mut cursor = String::with_capacity(24);
-    for (i, position) in positions.enumerate() {
-        if i > 0 {
-            cursor.push(',');
-        }
-        cursor.push_str(&position.epoch.to_string());
-        cursor.push(':');
-        cursor.push_str(&position.offset.to_string());
-    }
+    write_positions(&mut cursor, positions);
     cursor
 }
 
-/// `id: <cursor>\n`, the per-stream line in front of a shared message event.
-pub(crate) fn id_line(cursor: &str) -> Bytes {
-    let mut line = Vec::with_capacity(cursor.len() + 5);
-    line.extend_from_slice(b"id: ");
-    line.extend_from_slice(cursor.as_bytes());
-    line.push(b'\n');
+fn write_positions(out: &mut String, positions: impl Iterator<Item = Position>) {
+    use std::fmt::Write as _;
+    for (i, position) in positions.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        // Writing into the string directly: this runs per event per stream.
+        let _ = write!(out, "{}:{}", position.epoch, position.offset);
+    }
+}
+
+/// `id: <cursor>\n`, the per-stream line in front of a shared message
+/// event, built in one allocation.
+pub(crate) fn id_line(positions: impl Iterator<Item = Position>) -> Bytes {
+    let mut line = String::with_capacity(32);
+    line.push_str("id: ");
+    write_positions(&mut line, positions);
+    line.push('\n');
     Bytes::from(line)
 }
 

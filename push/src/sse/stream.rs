@@ -212,16 +212,13 @@ impl SseStream {
                     let event = wire::sse_event(Some(&id), Some("subscribed"), &data);
                     self.writing.push_back(Chunk::whole(event));
                 }
-                {
-                    let id = cursor::format(self.subscriptions.positions());
-                    self.writing.push_back(Chunk {
-                        bytes: cursor::id_line(&id),
-                        ends_event: false,
-                    });
-                    self.writing
-                        .push_back(Chunk::whole(wire::sse_message(&message)));
-                    sent += 1;
-                }
+                self.writing.push_back(Chunk {
+                    bytes: cursor::id_line(self.subscriptions.positions()),
+                    ends_event: false,
+                });
+                self.writing
+                    .push_back(Chunk::whole(wire::sse_message(&message)));
+                sent += 1;
             }
             self.context
                 .metrics()
