@@ -9,6 +9,7 @@
 //!
 //! [`Hub`]: crate::Hub
 
+mod delivery;
 pub mod memory;
 pub mod redis;
 

@@ -1,9 +1,10 @@
 //! The embedded single-process engine: offsets and history in memory.
 //!
 //! Invariants:
-//! - A channel's offsets are assigned, appended and delivered under that
-//!   channel's own lock, so subscribers see each channel in offset order and
-//!   a subscriber that registers before reading history misses nothing.
+//! - A channel's offsets are assigned and appended, and the message handed
+//!   to delivery, under that channel's own lock, so subscribers see each
+//!   channel in offset order and a subscriber that registers before reading
+//!   history misses nothing (see `engine/delivery.rs`).
 //! - Logs are found through [`SHARDS`] small maps; a shard lock is only held
 //!   to find or insert a log, never while delivering.
 //! - One sweeper task for the whole engine frees logs whose history has
@@ -21,7 +22,10 @@ use parking_lot::Mutex;
 
 use crate::{
     ChannelName, Error, Hub, Metrics, Position,
-    engine::{Engine, History, PublishRequest},
+    engine::{
+        Engine, History, PublishRequest,
+        delivery::{Delivery, Queue},
+    },
     history::{ChannelLog, HistoryConfig},
 };
 
@@ -33,6 +37,9 @@ type Shard = Mutex<HashMap<ChannelName, Arc<Mutex<ChannelLog>>>>;
 pub struct MemoryEngine {
     /// Where published messages are delivered.
     hub: Hub,
+    /// Delivery workers, when started on a runtime; without them (tests,
+    /// micro-benchmarks) messages are delivered inline.
+    delivery: Option<Delivery>,
     /// channel → log, split so that unrelated channels never contend.
     shards: Box<[Shard]>,
     hasher: RandomState,
@@ -44,7 +51,9 @@ impl MemoryEngine {
     /// Creates the engine and spawns its sweeper on the current tokio runtime.
     /// The sweeper stops by itself once the engine is dropped.
     pub fn start(hub: Hub, config: HistoryConfig, metrics: Metrics) -> Arc<Self> {
-        let engine = Arc::new(Self::new(hub, config, metrics));
+        let mut engine = Self::new(hub.clone(), config, metrics);
+        engine.delivery = Some(Delivery::start(hub));
+        let engine = Arc::new(engine);
         let period = (config.ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
         tokio::spawn(sweep_forever(Arc::downgrade(&engine), period));
         engine
@@ -54,6 +63,7 @@ impl MemoryEngine {
     pub fn new(hub: Hub, config: HistoryConfig, metrics: Metrics) -> Self {
         Self {
             hub,
+            delivery: None,
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             config,
@@ -76,7 +86,9 @@ impl MemoryEngine {
             .clone()
     }
 
-    fn publish_one(&self, request: PublishRequest) -> Position {
+    /// Appends and hands over for delivery; returns the position and, with
+    /// delivery workers, the queue the message went to.
+    fn publish_one(&self, request: PublishRequest) -> (Position, Option<&Arc<Queue>>) {
         loop {
             let log = self.log(&request.channel);
             let mut log = log.lock();
@@ -92,11 +104,17 @@ impl MemoryEngine {
             );
             self.metrics.history_messages.add(grown as i64);
             self.metrics.published.inc();
-            // Delivered with the log locked: this is what keeps each channel in
-            // offset order and lets a subscriber register, then read history,
-            // without a gap.
-            self.hub.deliver(&message);
-            return message.position;
+            // Handed over with the log locked: this is what keeps each channel
+            // in offset order and lets a subscriber register, then read
+            // history, without a gap.
+            let position = message.position;
+            return match &self.delivery {
+                Some(delivery) => (position, Some(delivery.queue(message))),
+                None => {
+                    self.hub.deliver(&message);
+                    (position, None)
+                }
+            };
         }
     }
 
@@ -142,8 +160,19 @@ impl MemoryEngine {
 
 impl Engine for MemoryEngine {
     fn publish(&self, batch: Vec<PublishRequest>) -> BoxFuture<'_, Result<Vec<Position>, Error>> {
-        let positions = batch.into_iter().map(|r| self.publish_one(r)).collect();
-        Box::pin(future::ready(Ok(positions)))
+        Box::pin(async move {
+            let mut positions = Vec::with_capacity(batch.len());
+            for request in batch {
+                let (position, queue) = self.publish_one(request);
+                positions.push(position);
+                if let Some(queue) = queue {
+                    // Backpressure, with no lock held: a publisher outrunning
+                    // delivery waits instead of growing the queue.
+                    queue.room().await;
+                }
+            }
+            Ok(positions)
+        })
     }
 
     fn history<'a>(

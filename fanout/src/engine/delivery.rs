@@ -1,0 +1,106 @@
+//! Delivery off the publisher's path: the memory engine hands each message
+//! to a worker task that fans it out to the hub, so a publish call answers
+//! as soon as the message is in history, however many subscribers wait.
+//!
+//! Invariants:
+//! - A channel always maps to the same queue, and messages are queued
+//!   under the channel's log lock, so each channel is delivered in offset
+//!   order.
+//! - A message is in history before it is queued, so a subscriber that
+//!   registers and then reads history misses nothing: whatever the worker
+//!   has not delivered yet is in what it reads, and is deduplicated by offset.
+//! - Each queue is bounded: past [`QUEUE_LIMIT`] messages, publishers wait
+//!   (after releasing every lock) until the worker catches up.
+
+use std::{
+    collections::VecDeque,
+    hash::{BuildHasher, RandomState},
+    sync::Arc,
+};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::{Hub, Message};
+
+/// Worker tasks, each with its queue. Channels are spread over them.
+const WORKERS: usize = 4;
+/// Messages a queue may hold before publishers wait.
+pub(crate) const QUEUE_LIMIT: usize = 4096;
+
+pub(crate) struct Delivery {
+    queues: Box<[Arc<Queue>]>,
+    hasher: RandomState,
+}
+
+pub(crate) struct Queue {
+    items: Mutex<VecDeque<Arc<Message>>>,
+    /// Wakes the worker.
+    work: Notify,
+    /// Wakes publishers waiting for room.
+    room: Notify,
+}
+
+impl Delivery {
+    /// Spawns the workers on the current tokio runtime.
+    pub fn start(hub: Hub) -> Self {
+        let queues: Box<[Arc<Queue>]> = (0..WORKERS)
+            .map(|_| {
+                Arc::new(Queue {
+                    items: Mutex::new(VecDeque::new()),
+                    work: Notify::new(),
+                    room: Notify::new(),
+                })
+            })
+            .collect();
+        for queue in &*queues {
+            tokio::spawn(run(queue.clone(), hub.clone()));
+        }
+        Self {
+            queues,
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// Queues `message` (call with its channel's log locked) and returns its queue.
+    pub fn queue(&self, message: Arc<Message>) -> &Arc<Queue> {
+        let queue = &self.queues[self.hasher.hash_one(message.channel.as_str()) as usize % WORKERS];
+        queue.items.lock().push_back(message);
+        queue.work.notify_one();
+        queue
+    }
+}
+
+impl Queue {
+    /// Waits while the queue is over its limit (call with no lock held).
+    pub async fn room(&self) {
+        loop {
+            let room = self.room.notified();
+            if self.items.lock().len() <= QUEUE_LIMIT {
+                return;
+            }
+            room.await;
+        }
+    }
+}
+
+async fn run(queue: Arc<Queue>, hub: Hub) {
+    let mut batch = VecDeque::new();
+    loop {
+        let work = queue.work.notified();
+        std::mem::swap(&mut batch, &mut *queue.items.lock());
+        if batch.is_empty() {
+            work.await;
+            continue;
+        }
+        queue.room.notify_waiters();
+        for message in batch.drain(..) {
+            hub.deliver(&message);
+        }
+        if batch.capacity() > 1024 {
+            batch = VecDeque::new();
+        }
+        // A long batch should not keep other tasks from the core.
+        tokio::task::yield_now().await;
+    }
+}
