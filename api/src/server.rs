@@ -255,12 +255,31 @@ async fn peek_is_sse(stream: &TcpStream) -> Option<bool> {
         .flatten()
 }
 
-/// A Redis URL without its credentials, for logs and error messages.
+/// A Redis URL without its credentials (user info, and Sentinel passwords
+/// in the query), for logs and error messages.
 fn redacted(url: &str) -> String {
-    match (url.split_once("://"), url.rfind('@')) {
-        (Some((scheme, _)), Some(at)) => format!("{scheme}://***{}", &url[at..]),
-        _ => url.to_string(),
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = match (base.split_once("://"), base.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://***{}", &base[at..]),
+        _ => base.to_string(),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((key, _)) if key.to_ascii_lowercase().contains("password") => {
+                    format!("{key}=***")
+                }
+                _ => param.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
 fn log_start(config: &Config, addr: SocketAddr) {
@@ -313,6 +332,12 @@ mod tests {
         assert_eq!(
             super::redacted("redis-sentinel://u:p@h:26379?sentinelServiceName=m"),
             "redis-sentinel://***@h:26379?sentinelServiceName=m"
+        );
+        assert_eq!(
+            super::redacted(
+                "redis-sentinel://h:26379?sentinelServiceName=m&sentinelPassword=s3&node=h2:26379"
+            ),
+            "redis-sentinel://h:26379?sentinelServiceName=m&sentinelPassword=***&node=h2:26379"
         );
     }
 }

@@ -267,6 +267,25 @@ mod tests {
     }
 
     #[test]
+    fn a_channel_wanted_again_while_leaving_waits_for_the_unsubscribe() {
+        let table = ChannelTable::default();
+        let a = channel("a");
+        table.set_local(&a, true);
+        table.mark_active(&[(a.clone(), None)]);
+        table.set_local(&a, false);
+        let plan = table.plan(Duration::ZERO);
+        assert_eq!(plan.unsubscribe, vec![a.clone()]);
+        // Wanted again while the unsubscribe is on its way: no history read
+        // may go ahead (inactive), and no second subscribe is planned yet.
+        table.set_local(&a, true);
+        assert!(table.active().is_empty());
+        assert!(table.plan(Duration::ZERO).subscribe.is_empty());
+        // Once the unsubscribe is done, the next round subscribes again.
+        table.mark_inactive(std::slice::from_ref(&a));
+        assert_eq!(table.plan(Duration::ZERO).subscribe, vec![a]);
+    }
+
+    #[test]
     fn live_messages_are_classified() {
         let table = ChannelTable::default();
         let a = channel("a");
