@@ -191,16 +191,7 @@ fn parse_response(raw: &[u8]) -> Response {
         ),
     };
     let status = response.code.expect("status code");
-    let headers: Vec<(String, String)> = response
-        .headers
-        .iter()
-        .map(|h| {
-            (
-                h.name.to_ascii_lowercase(),
-                String::from_utf8_lossy(h.value).into_owned(),
-            )
-        })
-        .collect();
+    let headers = header_list(response.headers);
     let rest = &raw[head_len..];
     let chunked = headers
         .iter()
@@ -249,4 +240,17 @@ fn dechunk(mut rest: &[u8]) -> Vec<u8> {
         body.extend_from_slice(&rest[..size]);
         rest = &rest[size + 2..];
     }
+}
+
+/// A parsed response's headers as (lower-case name, value) pairs.
+pub(crate) fn header_list(headers: &[httparse::Header<'_>]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_ascii_lowercase(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect()
 }

@@ -161,16 +161,7 @@ impl SseClient {
             .parse(&raw[..head_len])
             .expect("parse SSE response head");
         let status = response.code.expect("status code");
-        let headers: Vec<(String, String)> = response
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_ascii_lowercase(),
-                    String::from_utf8_lossy(h.value).into_owned(),
-                )
-            })
-            .collect();
+        let headers = crate::http::header_list(response.headers);
         let header = |name: &str| {
             headers
                 .iter()
