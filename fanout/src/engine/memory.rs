@@ -77,6 +77,11 @@ impl MemoryEngine {
 
     fn log(&self, channel: &ChannelName) -> Arc<Mutex<ChannelLog>> {
         let mut shard = self.shard(channel.as_str()).lock();
+        // Most publishes find their log: look it up by `&str` first, so only
+        // a new channel pays for the owned key `entry` needs.
+        if let Some(log) = shard.get(channel.as_str()) {
+            return log.clone();
+        }
         shard
             .entry(channel.clone())
             .or_insert_with(|| {
