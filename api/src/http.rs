@@ -68,6 +68,8 @@ fn readyz(app: &App) -> Response<Body> {
 }
 
 fn metrics(app: &App) -> Response<Body> {
+    let alive = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    app.metrics().alive_tasks.set(alive as i64);
     let encoder = TextEncoder::new();
     let mut text = Vec::with_capacity(8 * 1024);
     if let Err(error) = encoder.encode(&app.registry().gather(), &mut text) {

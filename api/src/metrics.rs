@@ -1,12 +1,15 @@
 //! Prometheus metrics of the HTTP front.
 
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 
 /// HTTP front metrics; cloning shares the counters.
 #[derive(Clone)]
 pub(crate) struct Metrics {
     /// Requests served by hyper, by route and status.
     pub requests: IntCounterVec,
+    /// Tokio tasks alive, read at each scrape: an idle site or an idle
+    /// connection must not add any beyond its own one.
+    pub alive_tasks: IntGauge,
 }
 
 impl Metrics {
@@ -19,6 +22,14 @@ impl Metrics {
             &["route", "status"],
         )?;
         registry.register(Box::new(requests.clone()))?;
-        Ok(Self { requests })
+        let alive_tasks = IntGauge::new(
+            "herald_runtime_alive_tasks",
+            "Tokio tasks alive in the process (one per connection, plus a fixed few).",
+        )?;
+        registry.register(Box::new(alive_tasks.clone()))?;
+        Ok(Self {
+            requests,
+            alive_tasks,
+        })
     }
 }
