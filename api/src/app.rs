@@ -8,7 +8,10 @@ use std::sync::{
 use fanout::Fanout;
 use prometheus::Registry;
 
-use crate::{config::Config, metrics::Metrics};
+use crate::{
+    config::{Config, ConfigError},
+    metrics::Metrics,
+};
 
 /// A cheap, cloneable handle on the server's shared state.
 #[derive(Clone)]
@@ -74,5 +77,64 @@ impl App {
 
     pub(crate) fn begin_shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    /// Applies a reloaded configuration: its sites (with their limits) take
+    /// effect now; any other changed key needs a restart and is only logged.
+    /// Connections of removed sites are told to check, and close.
+    pub fn reload(&self, new: Result<Config, ConfigError>) {
+        let new = match new {
+            Ok(new) => new,
+            Err(error) => {
+                self.metrics().reloads.with_label_values(&["error"]).inc();
+                tracing::error!(%error, "reload refused; the running configuration stays");
+                return;
+            }
+        };
+        let old = self.config();
+        // Debug text compares the settings without every type deriving
+        // PartialEq; a difference only decides what gets logged.
+        let restart_needed: Vec<&str> = [
+            (
+                "listen",
+                format!("{:?}", old.listen) != format!("{:?}", new.listen),
+            ),
+            (
+                "engine",
+                format!("{:?}", old.engine) != format!("{:?}", new.engine),
+            ),
+            ("log", format!("{:?}", old.log) != format!("{:?}", new.log)),
+            (
+                "publish",
+                format!("{:?}", old.publish) != format!("{:?}", new.publish),
+            ),
+            (
+                "history",
+                format!("{:?}", old.history) != format!("{:?}", new.history),
+            ),
+            ("connection", old.connection != new.connection),
+            (
+                "shutdown",
+                format!("{:?}", old.shutdown) != format!("{:?}", new.shutdown),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect();
+        if !restart_needed.is_empty() {
+            tracing::warn!(
+                keys = restart_needed.join(","),
+                "changed settings that take effect only after a restart; ignored"
+            );
+        }
+        let reloaded = self.sessions().sites().apply(new.sites);
+        self.sessions().tracker().recheck_all();
+        self.metrics().reloads.with_label_values(&["ok"]).inc();
+        tracing::info!(
+            added = reloaded.added.join(","),
+            changed = reloaded.changed.join(","),
+            removed = reloaded.removed.join(","),
+            "configuration reloaded"
+        );
     }
 }

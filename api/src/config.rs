@@ -10,7 +10,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use fanout::HistoryConfig;
 use ipnet::IpNet;
-use push::SessionConfig;
+use push::{SessionConfig, sites::SiteSettings};
 
 pub use sources::{Overrides, load};
 
@@ -41,6 +41,16 @@ pub struct Config {
     pub history: HistoryConfig,
     pub connection: SessionConfig,
     pub shutdown: ShutdownConfig,
+    /// Every site served; without `[[sites]]`, the one implicit site
+    /// (`default`), which is the dev site when it has no secret.
+    pub sites: Vec<SiteSettings>,
+}
+
+impl Config {
+    /// Whether this is the zero-config dev site: one site without a secret.
+    pub fn is_dev_site(&self) -> bool {
+        matches!(&self.sites[..], [site] if site.is_dev())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,13 +78,13 @@ pub struct LogConfig {
 
 #[derive(Debug, Clone)]
 pub struct PublishConfig {
-    /// The bearer secret; `None` is the dev site.
-    pub secret: Option<String>,
     /// Who may publish without a secret on the dev site.
     pub trusted_networks: Vec<IpNet>,
     pub max_body_bytes: usize,
-    pub max_message_bytes: usize,
     pub max_channels: usize,
+    /// How far a signed request's timestamp may be from now, either way;
+    /// also how long its signature is remembered against replays.
+    pub signature_window: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -1,5 +1,6 @@
 //! Routing of the requests hyper serves, and the answers that need no engine.
 
+mod credentials;
 mod history;
 mod publish;
 mod reply;
@@ -35,7 +36,7 @@ pub(crate) async fn handle(
         "/ws" => ("ws", upgrade::handle(&app, peer, request)),
         "/sse" => ("sse", sse::handle(&app, peer, &request).await),
         "/api/publish" => ("publish", publish::handle(&app, peer, request).await),
-        "/api/history" => ("history", history::handle(&app, &request).await),
+        "/api/history" => ("history", history::handle(&app, peer, &request).await),
         "/healthz" => ("healthz", reply::text(StatusCode::OK, "ok")),
         "/readyz" => ("readyz", readyz(&app)),
         "/metrics" => ("metrics", metrics(&app)),
@@ -68,7 +69,9 @@ fn readyz(app: &App) -> Response<Body> {
 }
 
 fn metrics(app: &App) -> Response<Body> {
-    let alive = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let alive = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
     app.metrics().alive_tasks.set(alive as i64);
     let encoder = TextEncoder::new();
     let mut text = Vec::with_capacity(8 * 1024);

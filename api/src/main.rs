@@ -48,9 +48,7 @@ fn main() -> ExitCode {
         engine: cli.engine,
         redis_url: cli.redis_url,
     };
-    let env = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
-    let config = match config::load(&overrides, env) {
+    let config = match config::load(&overrides, env()) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("herald: invalid configuration: {error}");
@@ -77,6 +75,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let server = Server::bind(config).await?;
         let shutdown = shutdown_signal()?;
+        tokio::spawn(reload_on_hangup(server.app().clone(), overrides)?);
         // Scripts and tests wait for this exact line.
         println!("herald listening on http://{}", server.local_addr());
         server.run(shutdown).await;
@@ -92,6 +91,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The `HERALD_*` environment, as the configuration reads it.
+fn env() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+}
+
+/// Reloads the configuration on every SIGHUP: the same file, variables and
+/// flags as at start, checked whole; see `App::reload` for what applies.
+fn reload_on_hangup(
+    app: api::App,
+    overrides: config::Overrides,
+) -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup())?;
+    Ok(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the configuration");
+            app.reload(config::load(&overrides, env()));
+        }
+    })
 }
 
 /// Every connection is a file descriptor, and many systems start processes

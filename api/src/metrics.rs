@@ -10,6 +10,8 @@ pub(crate) struct Metrics {
     /// Tokio tasks alive, read at each scrape: an idle site or an idle
     /// connection must not add any beyond its own one.
     pub alive_tasks: IntGauge,
+    /// SIGHUP reloads, by result.
+    pub reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -27,9 +29,18 @@ impl Metrics {
             "Tokio tasks alive in the process (one per connection, plus a fixed few).",
         )?;
         registry.register(Box::new(alive_tasks.clone()))?;
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "herald_config_reloads_total",
+                "Configuration reloads (SIGHUP), by result: ok, or error when the new file was refused.",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(reloads.clone()))?;
         Ok(Self {
             requests,
             alive_tasks,
+            reloads,
         })
     }
 }

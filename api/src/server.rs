@@ -90,11 +90,13 @@ impl Server {
         let fanout = Fanout::new(hub, engine);
         let tracker = push::Tracker::default();
         tokio::spawn(tracker.clone().run_ticker(config.connection.ping_interval));
+        let sites = push::sites::Sites::new(config.sites.clone());
         let sessions = push::Context::new(
             fanout.clone(),
             config.connection.clone(),
             push_metrics,
             tracker,
+            sites,
         );
 
         let listener =
@@ -292,9 +294,10 @@ fn log_start(config: &Config, addr: SocketAddr) {
         engine,
         history.size = config.history.size,
         history.ttl_secs = config.history.ttl.as_secs(),
+        sites = config.sites.len(),
         "herald started"
     );
-    if config.publish.secret.is_none() {
+    if config.is_dev_site() {
         let networks: Vec<String> = config
             .publish
             .trusted_networks
@@ -304,8 +307,10 @@ fn log_start(config: &Config, addr: SocketAddr) {
         tracing::warn!(
             trusted_networks = networks.join(","),
             "DEV SITE: no publish secret is set. Anyone connecting from the trusted networks can \
-             publish without credentials, and everyone else is refused. Set publish.secret \
-             (HERALD_PUBLISH_SECRET) before letting anything but this machine publish."
+             publish without credentials, and everyone else is refused; with no secret there are \
+             no tokens, so no channel rules either (user:, replies: and private- channels are \
+             open). Configure [[sites]] or set publish.secret (HERALD_PUBLISH_SECRET) before \
+             letting anything but this machine connect."
         );
         if !addr.ip().is_loopback() {
             tracing::warn!(

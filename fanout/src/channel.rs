@@ -7,11 +7,20 @@ use crate::Error;
 /// The longest channel name accepted, in bytes.
 pub const MAX_CHANNEL_LEN: usize = 128;
 
-/// A validated channel name such as `public`, `tag:rust` or `user:42`.
+/// The longest site id, in bytes.
+pub const MAX_SITE_LEN: usize = 32;
+
+/// A validated channel name such as `public`, `tag:rust` or `user:42`,
+/// usually scoped to a site: `social/public`.
 ///
-/// Names are 1 to [`MAX_CHANNEL_LEN`] bytes of ASCII letters, digits and
-/// `_ - : . @ =`. The small alphabet means a name never needs escaping in
-/// JSON, in an SSE cursor or in a URL path, so encoders can copy it verbatim.
+/// The name a client sees (the *local* name, what `Display` prints) is 1 to
+/// [`MAX_CHANNEL_LEN`] bytes of ASCII letters, digits and `_ - : . @ =`. The
+/// small alphabet means a name never needs escaping in JSON, in an SSE
+/// cursor or in a URL path, so encoders can copy it verbatim.
+///
+/// Inside Herald a channel carries its site as a prefix, `site/local`, so
+/// that the same name on two sites is two channels everywhere: in the hub,
+/// in history and in the engine's keys. `as_str` is that full key.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChannelName(Arc<str>);
 
@@ -35,18 +44,64 @@ impl ChannelName {
         Ok(Self(Arc::from(name)))
     }
 
+    /// `local` inside `site`. Site ids are checked by whoever defines the
+    /// site (see [`is_site_id`]).
+    pub fn scoped(site: &str, local: &ChannelName) -> Self {
+        debug_assert!(is_site_id(site), "{site:?}");
+        let local = local.local();
+        let mut full = String::with_capacity(site.len() + 1 + local.len());
+        full.push_str(site);
+        full.push('/');
+        full.push_str(local);
+        Self(Arc::from(full))
+    }
+
+    /// Checks a full key, `site/local` or a bare local name, as it comes
+    /// back from an engine.
+    pub fn from_key(key: &str) -> Result<Self, Error> {
+        match key.split_once('/') {
+            Some((site, local)) if is_site_id(site) => {
+                Self::new(local)?;
+                Ok(Self(Arc::from(key)))
+            }
+            Some(_) => Err(Error::InvalidChannel(format!("{key:?} has a bad site id"))),
+            None => Self::new(key),
+        }
+    }
+
+    /// The full key: `site/local`.
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The name clients use, without the site.
+    pub fn local(&self) -> &str {
+        self.0.split_once('/').map_or(&self.0, |(_, local)| local)
+    }
+
+    /// The site's id; empty for a channel outside any site.
+    pub fn site(&self) -> &str {
+        self.0.split_once('/').map_or("", |(site, _)| site)
+    }
+}
+
+/// Whether `id` is a valid site id: 1 to [`MAX_SITE_LEN`] bytes of `a-z 0-9 _ -`.
+pub fn is_site_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_SITE_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 fn is_channel_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':' | '.' | '@' | '=')
 }
 
+/// Prints the local name: what clients see, and what wire encoders copy.
 impl fmt::Display for ChannelName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.local())
     }
 }
 
@@ -87,5 +142,27 @@ mod tests {
         }
         assert!(ChannelName::new(&"x".repeat(MAX_CHANNEL_LEN)).is_ok());
         assert!(ChannelName::new(&"x".repeat(MAX_CHANNEL_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn scoped_names_keep_sites_apart() {
+        let public = ChannelName::new("public").unwrap();
+        let a = ChannelName::scoped("site-a", &public);
+        let b = ChannelName::scoped("site-b", &public);
+        assert_ne!(a, b);
+        assert_eq!(a.as_str(), "site-a/public");
+        assert_eq!((a.site(), a.local()), ("site-a", "public"));
+        assert_eq!(a.to_string(), "public");
+        assert_eq!(
+            ChannelName::scoped("site-b", &a),
+            b,
+            "rescoping keeps the local name"
+        );
+        assert_eq!(ChannelName::from_key("site-a/public").unwrap(), a);
+        assert_eq!(ChannelName::from_key("public").unwrap(), public);
+        for bad in ["Site/public", "a/b/c", "/public", "a/", "a/bad name"] {
+            assert!(ChannelName::from_key(bad).is_err(), "{bad}");
+        }
+        assert!(is_site_id("a_b-9") && !is_site_id("") && !is_site_id(&"a".repeat(33)));
     }
 }

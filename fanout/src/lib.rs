@@ -15,7 +15,7 @@ mod message;
 mod metrics;
 mod registry;
 
-pub use channel::{ChannelName, MAX_CHANNEL_LEN};
+pub use channel::{ChannelName, MAX_CHANNEL_LEN, MAX_SITE_LEN, is_site_id};
 pub use engine::{
     Engine, History, PublishRequest,
     memory::MemoryEngine,

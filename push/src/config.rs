@@ -6,11 +6,13 @@ use std::time::Duration;
 /// (`connection.*`) for what each one means to an operator.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionConfig {
-    /// Channels per WebSocket connection, and per SSE stream.
+    /// Channels per WebSocket connection, and per SSE stream; the default
+    /// of each site's `max_subscriptions`.
     pub max_subscriptions: usize,
     /// Bytes queued for one connection before it is closed as a slow consumer.
     pub outbox_max_bytes: usize,
-    /// Largest frame or message a client may send.
+    /// Largest frame or message a client may send; the default of each
+    /// site's `max_frame_bytes`.
     pub max_frame_bytes: usize,
     /// tungstenite's read buffer per WebSocket; allocated up front, so keep it small.
     pub read_buffer_bytes: usize,

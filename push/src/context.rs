@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use fanout::Fanout;
 
-use crate::{Metrics, SessionConfig, Tracker};
+use crate::{Metrics, SessionConfig, Tracker, sites::Sites};
 
 /// A cheap, cloneable handle that each connection keeps (one pointer).
 #[derive(Clone)]
@@ -17,16 +17,24 @@ struct Inner {
     config: SessionConfig,
     metrics: Metrics,
     tracker: Tracker,
+    sites: Sites,
 }
 
 impl Context {
-    pub fn new(fanout: Fanout, config: SessionConfig, metrics: Metrics, tracker: Tracker) -> Self {
+    pub fn new(
+        fanout: Fanout,
+        config: SessionConfig,
+        metrics: Metrics,
+        tracker: Tracker,
+        sites: Sites,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 fanout,
                 config,
                 metrics,
                 tracker,
+                sites,
             }),
         }
     }
@@ -45,5 +53,9 @@ impl Context {
 
     pub fn tracker(&self) -> &Tracker {
         &self.inner.tracker
+    }
+
+    pub fn sites(&self) -> &Sites {
+        &self.inner.sites
     }
 }

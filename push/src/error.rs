@@ -36,6 +36,30 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// SSE: a request head over the size limit.
     HeadersTooLarge,
+    /// No site has the key the client named (or several sites, and it named none).
+    SiteUnknown,
+    /// A reload removed the client's site.
+    SiteRemoved,
+    /// The token is malformed, not HS256, or not signed by the site.
+    TokenInvalid,
+    /// The site is private and the client brought no token.
+    TokenRequired,
+    /// The token is past its `exp` (or before its `nbf`).
+    TokenExpired,
+    /// A browser page from an origin the site does not allow.
+    OriginNotAllowed,
+    /// The site has as many connections as it may.
+    SiteConnectionLimit,
+    /// The client's IP has as many connections to the site as it may.
+    IpConnectionLimit,
+    /// The client's IP opens connections faster than the site allows.
+    ConnectionRateLimit,
+    /// The channel is not the client's to read.
+    Forbidden,
+    /// A `private-` channel without a signature or grant.
+    SignatureRequired,
+    /// A `private-` channel signature that the site's secrets did not make.
+    SignatureInvalid,
 }
 
 impl ErrorCode {
@@ -56,6 +80,18 @@ impl ErrorCode {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::HeadersTooLarge => "headers_too_large",
+            ErrorCode::SiteUnknown => "site_unknown",
+            ErrorCode::SiteRemoved => "site_removed",
+            ErrorCode::TokenInvalid => "token_invalid",
+            ErrorCode::TokenRequired => "token_required",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::OriginNotAllowed => "origin_not_allowed",
+            ErrorCode::SiteConnectionLimit => "site_connection_limit",
+            ErrorCode::IpConnectionLimit => "ip_connection_limit",
+            ErrorCode::ConnectionRateLimit => "connection_rate_limit",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::SignatureRequired => "signature_required",
+            ErrorCode::SignatureInvalid => "signature_invalid",
         }
     }
 
@@ -65,8 +101,30 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::HeadersTooLarge => 431,
             ErrorCode::Unavailable => 503,
+            ErrorCode::SiteUnknown => 404,
+            ErrorCode::SiteRemoved => 410,
+            ErrorCode::TokenInvalid | ErrorCode::TokenRequired | ErrorCode::TokenExpired => 401,
+            ErrorCode::OriginNotAllowed
+            | ErrorCode::Forbidden
+            | ErrorCode::SignatureRequired
+            | ErrorCode::SignatureInvalid => 403,
+            ErrorCode::SiteConnectionLimit
+            | ErrorCode::IpConnectionLimit
+            | ErrorCode::ConnectionRateLimit => 429,
             _ => 400,
         }
+    }
+
+    /// Whether the refusal is temporary: the client should come back after
+    /// a while, with the same credentials. SSE answers these with `retry`.
+    pub fn is_temporary(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::Unavailable
+                | ErrorCode::SiteConnectionLimit
+                | ErrorCode::IpConnectionLimit
+                | ErrorCode::ConnectionRateLimit
+        )
     }
 }
 
@@ -91,6 +149,9 @@ pub enum CloseReason {
     MessageTooBig,
     /// The socket failed.
     IoError,
+    /// The connection was refused, or its site or token stopped admitting
+    /// it; the code says why.
+    Refused(ErrorCode),
 }
 
 impl CloseReason {
@@ -104,6 +165,7 @@ impl CloseReason {
             CloseReason::InvalidPayload => "invalid_payload",
             CloseReason::MessageTooBig => "message_too_big",
             CloseReason::IoError => "io_error",
+            CloseReason::Refused(code) => code.as_str(),
         }
     }
 
@@ -117,10 +179,22 @@ impl CloseReason {
             CloseReason::SlowConsumer => 4100,
             CloseReason::IdleTimeout => 4101,
             CloseReason::Shutdown => 4200,
+            CloseReason::Refused(code) => match code {
+                ErrorCode::TokenInvalid => 4001,
+                ErrorCode::TokenRequired => 4002,
+                ErrorCode::TokenExpired => 4003,
+                ErrorCode::SiteUnknown => 4004,
+                ErrorCode::SiteRemoved => 4010,
+                ErrorCode::SiteConnectionLimit => 4102,
+                ErrorCode::IpConnectionLimit => 4103,
+                ErrorCode::ConnectionRateLimit => 4104,
+                // Not a connection-level refusal; "policy violation".
+                _ => 1008,
+            },
         }
     }
 
-    pub(crate) const ALL: [CloseReason; 8] = [
+    pub(crate) const ALL: [CloseReason; 16] = [
         CloseReason::ClientClosed,
         CloseReason::SlowConsumer,
         CloseReason::IdleTimeout,
@@ -129,5 +203,13 @@ impl CloseReason {
         CloseReason::InvalidPayload,
         CloseReason::MessageTooBig,
         CloseReason::IoError,
+        CloseReason::Refused(ErrorCode::TokenInvalid),
+        CloseReason::Refused(ErrorCode::TokenRequired),
+        CloseReason::Refused(ErrorCode::TokenExpired),
+        CloseReason::Refused(ErrorCode::SiteUnknown),
+        CloseReason::Refused(ErrorCode::SiteRemoved),
+        CloseReason::Refused(ErrorCode::SiteConnectionLimit),
+        CloseReason::Refused(ErrorCode::IpConnectionLimit),
+        CloseReason::Refused(ErrorCode::ConnectionRateLimit),
     ];
 }

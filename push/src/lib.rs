@@ -8,17 +8,22 @@
 //! allocated while it is idle: no timer, no channel, no buffer beyond
 //! tungstenite's 512-byte read buffer.
 
+mod admission;
+mod client;
 pub mod config;
 mod context;
 mod error;
 mod metrics;
 mod outbox;
+pub mod sites;
 pub mod sse;
 mod subscriptions;
 mod tracker;
 mod wire;
 pub mod ws;
 
+pub use admission::{ConnectRequest, admit};
+pub use client::{Client, Refused};
 pub use config::SessionConfig;
 pub use context::Context;
 pub use error::{CloseReason, ErrorCode};

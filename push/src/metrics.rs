@@ -35,6 +35,7 @@ struct Inner {
     ws: PerTransport,
     sse: PerTransport,
     client_errors: IntCounterVec,
+    rejections: IntCounterVec,
     families: Families,
 }
 
@@ -78,6 +79,7 @@ impl Metrics {
         registry.register(Box::new(f.writes.clone()))?;
         registry.register(Box::new(f.disconnects.clone()))?;
         registry.register(Box::new(metrics.inner.client_errors.clone()))?;
+        registry.register(Box::new(metrics.inner.rejections.clone()))?;
         Ok(metrics)
     }
 
@@ -92,6 +94,17 @@ impl Metrics {
         self.inner
             .client_errors
             .with_label_values(&[code.as_str()])
+            .inc();
+    }
+
+    /// Counts a refusal of site `site` ("-" when no site was found) with
+    /// its stable code: credentials, channel rules and limits, on every
+    /// route. Series exist only for sites that were refused something, so
+    /// idle sites add none.
+    pub fn reject(&self, site: &str, reason: &str) {
+        self.inner
+            .rejections
+            .with_label_values(&[site, reason])
             .inc();
     }
 }
@@ -139,6 +152,14 @@ impl Default for Metrics {
             &["code"],
         )
         .unwrap();
+        let rejections = IntCounterVec::new(
+            Opts::new(
+                "herald_rejections_total",
+                "Connections, subscriptions and publishes refused by site rules and limits, by site and reason.",
+            ),
+            &["site", "reason"],
+        )
+        .unwrap();
         let per = |t: Transport| PerTransport {
             connections: families.connections.with_label_values(&[t.as_str()]),
             delivered: families.delivered.with_label_values(&[t.as_str()]),
@@ -157,6 +178,7 @@ impl Default for Metrics {
                 ws: per(Transport::Ws),
                 sse: per(Transport::Sse),
                 client_errors,
+                rejections,
                 families,
             }),
         }

@@ -41,6 +41,9 @@ struct State {
     tick: bool,
     /// Set on shutdown: reconnect after this delay, then close.
     shutdown: Option<Duration>,
+    /// Set when the connection's site may have changed (a reload): the
+    /// connection checks whether it may stay.
+    recheck: bool,
 }
 
 /// What the connection task picks up from its outbox in one go.
@@ -50,6 +53,7 @@ pub(crate) struct Drained {
     pub overflowed: bool,
     pub tick: bool,
     pub shutdown: Option<Duration>,
+    pub recheck: bool,
 }
 
 impl Outbox {
@@ -79,12 +83,18 @@ impl Outbox {
             overflowed: state.overflowed,
             tick: std::mem::take(&mut state.tick),
             shutdown: state.shutdown,
+            recheck: std::mem::take(&mut state.recheck),
         }
     }
 
     /// Called by the shared ticker.
     pub fn tick(&self) {
         self.signal(|state| state.tick = true);
+    }
+
+    /// Called after a reload: the connection checks that its site stays.
+    pub fn recheck(&self) {
+        self.signal(|state| state.recheck = true);
     }
 
     /// Called on shutdown with this connection's jittered reconnect delay.

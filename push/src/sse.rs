@@ -23,12 +23,12 @@ use std::{net::SocketAddr, sync::Arc};
 use bytes::Bytes;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
-pub use request::{Refusal, SseRequest, check};
+pub use request::{MAX_REQUEST_CHANNELS, Refusal, SseHeaders, SseRequest, check};
 pub use session::SseSession;
 pub use stream::SseStream;
 
 use crate::{
-    Context, ErrorCode,
+    Client, ConnectRequest, Context, ErrorCode, admit,
     outbox::Outbox,
     subscriptions::{self, Subscriptions},
     wire,
@@ -57,7 +57,7 @@ pub async fn accept(
     mut socket: TcpStream,
     peer: SocketAddr,
 ) -> Option<SseSession> {
-    let request = match request::read(&mut socket, &context).await {
+    let request = match request::read(&mut socket).await {
         Ok(request) => request,
         Err(refusal) => {
             refuse(&context, socket, &refusal).await;
@@ -70,15 +70,28 @@ pub async fn accept(
     }
     // No length and no chunking: the body ends when the connection does.
     head.push_str("Connection: close\r\n\r\n");
-    match open(&context, request, Some(Bytes::from(head.clone())), peer).await {
+    let opened = match admit_stream(&context, &request, peer) {
+        Ok(client) => {
+            open(
+                &context,
+                request,
+                client,
+                Some(Bytes::from(head.clone())),
+                peer,
+            )
+            .await
+        }
+        Err(refusal) => Err(refusal),
+    };
+    match opened {
         Ok(stream) => Some(SseSession::new(socket, stream)),
-        Err(refusal) if refusal.code == ErrorCode::Unavailable => {
-            // A 503 would make EventSource give up for good; a stream that
-            // says "retry" and ends makes it come back by itself.
+        Err(refusal) if refusal.code.is_temporary() => {
+            // A 503 or 429 would make EventSource give up for good; a
+            // stream that says "retry" and ends makes it come back by itself.
             count_refusal(&context, &refusal);
             let answer = async {
                 socket.write_all(head.as_bytes()).await?;
-                socket.write_all(&retry_later(&refusal.message)).await?;
+                socket.write_all(&retry_later(&refusal)).await?;
                 socket.shutdown().await
             };
             let _ = tokio::time::timeout(context.config().close_timeout, answer).await;
@@ -91,11 +104,54 @@ pub async fn accept(
     }
 }
 
+/// Admits a stream's client, and checks that it may read every channel it
+/// asks for and no more of them than its site allows.
+pub fn admit_stream(
+    context: &Context,
+    request: &SseRequest,
+    peer: SocketAddr,
+) -> Result<Client, Refusal> {
+    let client = admit(
+        context,
+        &ConnectRequest {
+            key: request.key.as_deref(),
+            token: request.token.as_deref(),
+            origin: request.origin.as_deref(),
+            ip: Some(peer.ip().to_canonical()),
+        },
+    )?;
+    let site = client.site().clone();
+    let refuse = |refusal: Refusal| {
+        context.metrics().reject(site.id(), refusal.code.as_str());
+        refusal
+    };
+    let max = site.settings().limits.max_subscriptions;
+    if request.channels.len() > max {
+        return Err(refuse(Refusal::new(
+            ErrorCode::TooManyChannels,
+            format!("a stream may have at most {max} channels"),
+        )));
+    }
+    for channel in &request.channels {
+        client.may_read(channel, None).map_err(|mut refusal| {
+            refusal.message = format!("{channel}: {}", refusal.message);
+            refuse(refusal)
+        })?;
+    }
+    Ok(client)
+}
+
 /// The whole body of a stream that cannot start now: a `retry` hint and an
-/// `error` event with code `unavailable`. EventSource reconnects after it.
-pub fn retry_later(message: &str) -> Bytes {
-    let data = serde_json::json!({"code": ErrorCode::Unavailable.as_str(), "message": message});
-    let mut body = b"retry: 2000\n\n".to_vec();
+/// `error` event with the refusal's code. EventSource reconnects after it.
+pub fn retry_later(refusal: &Refusal) -> Bytes {
+    let data = serde_json::json!({"code": refusal.code.as_str(), "message": refusal.message});
+    // The engine comes back soon; a limit takes longer to leave room.
+    let retry: &[u8] = if refusal.code == ErrorCode::Unavailable {
+        b"retry: 2000\n\n"
+    } else {
+        b"retry: 5000\n\n"
+    };
+    let mut body = retry.to_vec();
     body.extend_from_slice(&wire::sse_event(None, Some("error"), &data.to_string()));
     Bytes::from(body)
 }
@@ -107,6 +163,7 @@ pub fn retry_later(message: &str) -> Bytes {
 pub async fn open(
     context: &Context,
     request: SseRequest,
+    client: Client,
     head: Option<Bytes>,
     peer: SocketAddr,
 ) -> Result<SseStream, Refusal> {
@@ -114,15 +171,13 @@ pub async fn open(
     let mut opened = Vec::with_capacity(request.channels.len());
     for (slot, channel) in request.channels.into_iter().enumerate() {
         let since = request.cursor.as_ref().map(|c| c[slot]);
+        let channel = client.scope(&channel);
         let open = subscriptions::open(context, &outbox, slot as u32, channel, since);
         match open.await {
             Ok(subscription) => opened.push(subscription),
             Err(error) => {
                 tracing::warn!(client.addr = %peer, %error, "SSE subscribe failed");
-                return Err(Refusal {
-                    code: ErrorCode::Unavailable,
-                    message: error.to_string(),
-                });
+                return Err(Refusal::new(ErrorCode::Unavailable, error.to_string()));
             }
         }
     }
@@ -168,6 +223,7 @@ pub async fn open(
         prelude,
         replayed,
         peer,
+        client,
     ))
 }
 
@@ -184,7 +240,12 @@ async fn refuse(context: &Context, mut socket: TcpStream, refusal: &Refusal) {
         .to_string();
     let status = code.http_status();
     let reason = match status {
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
         405 => "Method Not Allowed",
+        410 => "Gone",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Bad Request",

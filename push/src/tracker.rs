@@ -73,6 +73,12 @@ impl Tracker {
         self.for_each(Outbox::tick);
     }
 
+    /// Has every connection check whether it may stay (after a reload
+    /// removed sites).
+    pub fn recheck_all(&self) {
+        self.for_each(Outbox::recheck);
+    }
+
     /// Runs the shared ticker until the process ends: one task for all connections.
     pub async fn run_ticker(self, period: Duration) {
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);

@@ -18,8 +18,14 @@ const SSE_MESSAGE_SLOT: usize = 1;
 #[derive(Debug, PartialEq)]
 pub(crate) enum ClientFrame {
     Subscribe {
+        /// The local name, as the client wrote it.
         channel: ChannelName,
         since: Option<Position>,
+        /// The site's signature for a `private-` channel.
+        signature: Option<String>,
+    },
+    Refresh {
+        token: String,
     },
     Unsubscribe {
         channel: ChannelName,
@@ -92,12 +98,36 @@ pub(crate) fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> 
                     )
                 }
             };
-            Ok(ClientFrame::Subscribe { channel, since })
+            let signature = match frame.get("signature") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(signature)) => Some(signature.clone()),
+                Some(_) => {
+                    return Err(FrameError {
+                        code: ErrorCode::BadFrame,
+                        message: "\"signature\" must be a string".into(),
+                        channel: Some(channel.to_string()),
+                    });
+                }
+            };
+            Ok(ClientFrame::Subscribe {
+                channel,
+                since,
+                signature,
+            })
         }
         "unsubscribe" => Ok(ClientFrame::Unsubscribe {
             channel: channel()?,
         }),
         "ping" => Ok(ClientFrame::Ping),
+        "refresh" => match frame.get("token") {
+            Some(Value::String(token)) => Ok(ClientFrame::Refresh {
+                token: token.clone(),
+            }),
+            _ => Err(FrameError::new(
+                ErrorCode::BadFrame,
+                "refresh needs a string \"token\"",
+            )),
+        },
         other => Err(FrameError::new(
             ErrorCode::UnknownType,
             format!("unknown frame type {other:?}"),
@@ -115,10 +145,18 @@ fn parse_since(since: &Value) -> Option<Position> {
 pub(crate) mod json {
     use super::*;
 
-    pub fn welcome(connection_id: &str, ping_interval_ms: u128) -> String {
+    pub fn welcome(connection_id: &str, ping_interval_ms: u128, expires_at: Option<u64>) -> String {
+        let expires = match expires_at {
+            Some(exp) => format!(r#","expires_at":{exp}"#),
+            None => String::new(),
+        };
         format!(
-            r#"{{"type":"welcome","connection_id":"{connection_id}","ping_interval_ms":{ping_interval_ms}}}"#
+            r#"{{"type":"welcome","connection_id":"{connection_id}","ping_interval_ms":{ping_interval_ms}{expires}}}"#
         )
+    }
+
+    pub fn refreshed(expires_at: u64) -> String {
+        format!(r#"{{"type":"refreshed","expires_at":{expires_at}}}"#)
     }
 
     /// `subscribed`: a WebSocket frame with `typed`, the data of an SSE
@@ -290,6 +328,7 @@ mod tests {
                 Ok(ClientFrame::Subscribe {
                     channel: channel("public"),
                     since: None,
+                    signature: None,
                 }),
             ),
             (
@@ -297,6 +336,7 @@ mod tests {
                 Ok(ClientFrame::Subscribe {
                     channel: channel("user:1"),
                     since: Some(Position { epoch, offset: 7 }),
+                    signature: None,
                 }),
             ),
             (
@@ -304,6 +344,7 @@ mod tests {
                 Ok(ClientFrame::Subscribe {
                     channel: channel("a"),
                     since: None,
+                    signature: None,
                 }),
             ),
             (
@@ -313,6 +354,23 @@ mod tests {
                 }),
             ),
             (r#"{"type":"ping"}"#, Ok(ClientFrame::Ping)),
+            (
+                r#"{"type":"subscribe","channel":"private-a","signature":"00ff"}"#,
+                Ok(ClientFrame::Subscribe {
+                    channel: channel("private-a"),
+                    since: None,
+                    signature: Some("00ff".into()),
+                }),
+            ),
+            (
+                r#"{"type":"refresh","token":"t"}"#,
+                Ok(ClientFrame::Refresh { token: "t".into() }),
+            ),
+            (r#"{"type":"refresh"}"#, Err(ErrorCode::BadFrame)),
+            (
+                r#"{"type":"subscribe","channel":"a","signature":1}"#,
+                Err(ErrorCode::BadFrame),
+            ),
             ("not json", Err(ErrorCode::BadJson)),
             ("[1,2]", Err(ErrorCode::BadJson)),
             (r#"{"type":"subscribe""#, Err(ErrorCode::BadJson)),

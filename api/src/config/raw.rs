@@ -14,6 +14,55 @@ pub(crate) struct RawConfig {
     pub history: RawHistory,
     pub connection: RawConnection,
     pub shutdown: RawShutdown,
+    pub limits: RawLimits,
+    /// `[[sites]]`; file only (no environment variables).
+    pub sites: Vec<RawSite>,
+}
+
+/// Defaults for every site's limits.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawLimits {
+    pub connections: u64,
+    pub connections_per_ip: u64,
+    pub connection_rate_per_ip: u64,
+    pub connection_burst_per_ip: u64,
+    pub publish_rate: u64,
+    pub publish_burst: u64,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSite {
+    pub id: String,
+    pub key: String,
+    pub secrets: Vec<String>,
+    #[serde(default = "public_mode")]
+    pub mode: String,
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    #[serde(default)]
+    pub limits: RawSiteLimits,
+}
+
+fn public_mode() -> String {
+    "public".into()
+}
+
+/// One site's own limits; what it leaves out comes from `[limits]`,
+/// `connection.*` and `publish.*`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawSiteLimits {
+    pub connections: Option<u64>,
+    pub connections_per_ip: Option<u64>,
+    pub connection_rate_per_ip: Option<u64>,
+    pub connection_burst_per_ip: Option<u64>,
+    pub publish_rate: Option<u64>,
+    pub publish_burst: Option<u64>,
+    pub max_subscriptions: Option<u64>,
+    pub max_frame_bytes: Option<u64>,
+    pub max_message_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -40,6 +89,7 @@ pub(crate) struct RawPublish {
     pub max_body_bytes: u64,
     pub max_message_bytes: u64,
     pub max_channels: u64,
+    pub signature_window_secs: u64,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -80,6 +130,8 @@ impl Default for RawConfig {
             history: RawHistory::default(),
             connection: RawConnection::default(),
             shutdown: RawShutdown::default(),
+            limits: RawLimits::default(),
+            sites: Vec::new(),
         }
     }
 }
@@ -112,6 +164,7 @@ impl Default for RawPublish {
             max_body_bytes: 1024 * 1024,
             max_message_bytes: 64 * 1024,
             max_channels: 1000,
+            signature_window_secs: 300,
         }
     }
 }
@@ -143,6 +196,20 @@ impl Default for RawConnection {
     }
 }
 
+impl Default for RawLimits {
+    fn default() -> Self {
+        let limits = push::sites::SiteLimits::default();
+        Self {
+            connections: limits.connections.into(),
+            connections_per_ip: limits.connections_per_ip.into(),
+            connection_rate_per_ip: limits.connection_rate_per_ip.into(),
+            connection_burst_per_ip: limits.connection_burst_per_ip.into(),
+            publish_rate: limits.publish_rate.into(),
+            publish_burst: limits.publish_burst.into(),
+        }
+    }
+}
+
 impl Default for RawShutdown {
     fn default() -> Self {
         Self {
@@ -169,6 +236,7 @@ pub(crate) const KEYS: &[(&str, Kind)] = &[
     ("publish.max_body_bytes", Kind::Int),
     ("publish.max_message_bytes", Kind::Int),
     ("publish.max_channels", Kind::Int),
+    ("publish.signature_window_secs", Kind::Int),
     ("history.size", Kind::Int),
     ("history.ttl_secs", Kind::Int),
     ("connection.max_subscriptions", Kind::Int),
@@ -180,6 +248,12 @@ pub(crate) const KEYS: &[(&str, Kind)] = &[
     ("connection.close_timeout_secs", Kind::Int),
     ("shutdown.grace_secs", Kind::Int),
     ("shutdown.reconnect_jitter_ms", Kind::Int),
+    ("limits.connections", Kind::Int),
+    ("limits.connections_per_ip", Kind::Int),
+    ("limits.connection_rate_per_ip", Kind::Int),
+    ("limits.connection_burst_per_ip", Kind::Int),
+    ("limits.publish_rate", Kind::Int),
+    ("limits.publish_burst", Kind::Int),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,12 +4,15 @@ use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
 use fanout::HistoryConfig;
 use ipnet::IpNet;
-use push::SessionConfig;
+use push::{
+    SessionConfig,
+    sites::{Mode, SiteLimits, SiteSettings},
+};
 use toml::{Table, Value};
 
 use super::{
     Config, ConfigError, EngineKind, LogConfig, PublishConfig, RedisSettings, ShutdownConfig,
-    raw::{KEYS, Kind, RawConfig, env_name},
+    raw::{KEYS, Kind, RawConfig, RawSite, RawSiteLimits, env_name},
 };
 
 /// What the command line says; each field wins over every other source.
@@ -178,15 +181,14 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let publish = PublishConfig {
-        secret: Some(raw.publish.secret).filter(|s| !s.is_empty()),
         trusted_networks,
         max_body_bytes: at_least("publish.max_body_bytes", raw.publish.max_body_bytes, 64)?,
-        max_message_bytes: at_least(
-            "publish.max_message_bytes",
-            raw.publish.max_message_bytes,
-            1,
-        )?,
         max_channels: at_least("publish.max_channels", raw.publish.max_channels, 1)?,
+        signature_window: Duration::from_secs(at_least(
+            "publish.signature_window_secs",
+            raw.publish.signature_window_secs,
+            1,
+        )? as u64),
     };
     let history = HistoryConfig {
         size: raw.history.size as usize,
@@ -214,6 +216,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             1,
         )? as u64),
     };
+    let sites = sites(&raw, &connection)?;
     let shutdown = ShutdownConfig {
         grace: Duration::from_secs(raw.shutdown.grace_secs),
         reconnect_jitter: Duration::from_millis(raw.shutdown.reconnect_jitter_ms),
@@ -229,7 +232,222 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         history,
         connection,
         shutdown,
+        sites,
     })
+}
+
+/// The sites: `[[sites]]`, or the one implicit site.
+fn sites(raw: &RawConfig, connection: &SessionConfig) -> Result<Vec<SiteSettings>, ConfigError> {
+    let l = &raw.limits;
+    let defaults = SiteLimits {
+        connections: count("limits.connections", l.connections, 0)?,
+        connections_per_ip: count("limits.connections_per_ip", l.connections_per_ip, 0)?,
+        connection_rate_per_ip: count(
+            "limits.connection_rate_per_ip",
+            l.connection_rate_per_ip,
+            0,
+        )?,
+        connection_burst_per_ip: count(
+            "limits.connection_burst_per_ip",
+            l.connection_burst_per_ip,
+            1,
+        )?,
+        publish_rate: count("limits.publish_rate", l.publish_rate, 0)?,
+        publish_burst: count("limits.publish_burst", l.publish_burst, 1)?,
+        max_subscriptions: connection.max_subscriptions,
+        max_frame_bytes: connection.max_frame_bytes,
+        max_message_bytes: at_least(
+            "publish.max_message_bytes",
+            raw.publish.max_message_bytes,
+            1,
+        )?,
+    };
+    let secret = &raw.publish.secret;
+    if raw.sites.is_empty() {
+        let mut site = SiteSettings::dev(defaults);
+        if !secret.is_empty() {
+            site.secrets.push(secret.clone());
+        }
+        return Ok(vec![site]);
+    }
+    if !secret.is_empty() {
+        return Err(ConfigError::new(
+            "publish.secret",
+            "with [[sites]], each site has its own secrets; remove publish.secret",
+        ));
+    }
+    let mut checked: Vec<SiteSettings> = Vec::with_capacity(raw.sites.len());
+    for (index, site) in raw.sites.iter().enumerate() {
+        let settings = site_settings(index, site, &defaults)?;
+        let key = |field: &str| format!("sites[{index}].{field}");
+        for other in &checked {
+            if other.id == settings.id {
+                return Err(ConfigError::new(
+                    key("id"),
+                    format!("{:?} is used twice", settings.id),
+                ));
+            }
+            if other.key == settings.key {
+                return Err(ConfigError::new(
+                    key("key"),
+                    format!("{:?} is used twice", settings.key),
+                ));
+            }
+            if other.secrets.iter().any(|s| settings.secrets.contains(s)) {
+                return Err(ConfigError::new(
+                    key("secrets"),
+                    format!(
+                        "a secret of site {:?} is also one of site {:?}'s",
+                        settings.id, other.id
+                    ),
+                ));
+            }
+        }
+        checked.push(settings);
+    }
+    Ok(checked)
+}
+
+fn site_settings(
+    index: usize,
+    raw: &RawSite,
+    defaults: &SiteLimits,
+) -> Result<SiteSettings, ConfigError> {
+    let key = |field: &str| format!("sites[{index}].{field}");
+    if !fanout::is_site_id(&raw.id) {
+        return Err(ConfigError::new(
+            key("id"),
+            format!("{:?} is not 1-32 of a-z 0-9 _ -", raw.id),
+        ));
+    }
+    let key_ok = !raw.key.is_empty()
+        && raw.key.len() <= 64
+        && raw
+            .key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !key_ok {
+        return Err(ConfigError::new(
+            key("key"),
+            format!("{:?} is not 1-64 of A-Z a-z 0-9 _ - .", raw.key),
+        ));
+    }
+    if raw.secrets.is_empty() || raw.secrets.len() > 2 {
+        return Err(ConfigError::new(
+            key("secrets"),
+            "give one secret, or two while rotating",
+        ));
+    }
+    if raw.secrets.iter().any(|s| s.len() < 16) {
+        return Err(ConfigError::new(
+            key("secrets"),
+            "each secret needs at least 16 bytes",
+        ));
+    }
+    let mode = match raw.mode.as_str() {
+        "public" => Mode::Public,
+        "private" => Mode::Private,
+        other => {
+            return Err(ConfigError::new(
+                key("mode"),
+                format!("{other:?} is not a mode; use \"public\" or \"private\""),
+            ));
+        }
+    };
+    for origin in &raw.allowed_origins {
+        let rest = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        if !rest.is_some_and(|host| !host.is_empty() && !host.contains('/')) {
+            return Err(ConfigError::new(
+                key("allowed_origins"),
+                format!("{origin:?} is not an origin such as https://social.example"),
+            ));
+        }
+    }
+    let limits = site_limits(index, &raw.limits, defaults)?;
+    Ok(SiteSettings {
+        id: raw.id.clone(),
+        key: raw.key.clone(),
+        secrets: raw.secrets.clone(),
+        mode,
+        allowed_origins: raw
+            .allowed_origins
+            .iter()
+            .map(|o| o.trim_end_matches('/').to_string())
+            .collect(),
+        limits,
+    })
+}
+
+fn site_limits(
+    index: usize,
+    raw: &RawSiteLimits,
+    defaults: &SiteLimits,
+) -> Result<SiteLimits, ConfigError> {
+    let key = |field: &str| format!("sites[{index}].limits.{field}");
+    let count_or = |field: &str, value: Option<u64>, default: u32, min: u64| match value {
+        Some(value) => count(&key(field), value, min),
+        None => Ok(default),
+    };
+    let size_or = |field: &str, value: Option<u64>, default: usize, min: u64| match value {
+        Some(value) => at_least(&key(field), value, min),
+        None => Ok(default),
+    };
+    Ok(SiteLimits {
+        connections: count_or("connections", raw.connections, defaults.connections, 0)?,
+        connections_per_ip: count_or(
+            "connections_per_ip",
+            raw.connections_per_ip,
+            defaults.connections_per_ip,
+            0,
+        )?,
+        connection_rate_per_ip: count_or(
+            "connection_rate_per_ip",
+            raw.connection_rate_per_ip,
+            defaults.connection_rate_per_ip,
+            0,
+        )?,
+        connection_burst_per_ip: count_or(
+            "connection_burst_per_ip",
+            raw.connection_burst_per_ip,
+            defaults.connection_burst_per_ip,
+            1,
+        )?,
+        publish_rate: count_or("publish_rate", raw.publish_rate, defaults.publish_rate, 0)?,
+        publish_burst: count_or(
+            "publish_burst",
+            raw.publish_burst,
+            defaults.publish_burst,
+            1,
+        )?,
+        max_subscriptions: size_or(
+            "max_subscriptions",
+            raw.max_subscriptions,
+            defaults.max_subscriptions,
+            1,
+        )?,
+        max_frame_bytes: size_or(
+            "max_frame_bytes",
+            raw.max_frame_bytes,
+            defaults.max_frame_bytes,
+            128,
+        )?,
+        max_message_bytes: size_or(
+            "max_message_bytes",
+            raw.max_message_bytes,
+            defaults.max_message_bytes,
+            1,
+        )?,
+    })
+}
+
+/// A count or rate that fits in 32 bits.
+fn count(key: &str, value: u64, min: u64) -> Result<u32, ConfigError> {
+    if value < min {
+        return Err(ConfigError::new(key, format!("must be at least {min}")));
+    }
+    u32::try_from(value).map_err(|_| ConfigError::new(key, "too large"))
 }
 
 fn redis_settings(raw: &RawConfig) -> Result<RedisSettings, ConfigError> {
@@ -302,7 +520,7 @@ mod tests {
         let config = load(&Overrides::default(), env(&[])).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.engine, EngineKind::Memory);
-        assert!(config.publish.secret.is_none());
+        assert!(config.is_dev_site());
         assert_eq!(config.history.size, 100);
         assert_eq!(config.connection, SessionConfig::default());
     }
@@ -393,7 +611,8 @@ mod tests {
         .unwrap();
         let config = load(&overrides, env(&[])).unwrap();
         assert_eq!(config.listen.port(), 7);
-        assert_eq!(config.publish.secret.as_deref(), Some("s"));
+        assert_eq!(config.sites[0].secrets, ["s"]);
+        assert!(!config.is_dev_site());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,17 +1,39 @@
 //! `GET /api/history`: what an app needs to re-sync a timeline.
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, net::SocketAddr};
 
 use fanout::{ChannelName, Epoch, Position};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming};
 
-use super::{Body, reply};
+use super::{
+    Body,
+    credentials::{self, Signed},
+    reply,
+};
 use crate::App;
 
-pub(crate) async fn handle(app: &App, request: &Request<Incoming>) -> Response<Body> {
+pub(crate) async fn handle(
+    app: &App,
+    peer: SocketAddr,
+    request: &Request<Incoming>,
+) -> Response<Body> {
     if request.method() != Method::GET {
         return reply::method_not_allowed("GET");
     }
+    // History is the site's own: the same credential as publishing.
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map_or("/api/history", |p| p.as_str());
+    let signed = Signed {
+        method: "GET",
+        path_and_query,
+        body: b"",
+    };
+    let site = match credentials::authenticate(app, peer, request.headers(), signed) {
+        Ok(site) => site,
+        Err(refusal) => return refusal.into_response(),
+    };
     let query = request.uri().query().unwrap_or("");
     let mut channel = None;
     let mut since = None;
@@ -50,7 +72,8 @@ pub(crate) async fn handle(app: &App, request: &Request<Incoming>) -> Response<B
             );
         }
     };
-    let history = match app.fanout().history(&channel, since).await {
+    let scoped = ChannelName::scoped(site.id(), &channel);
+    let history = match app.fanout().history(&scoped, since).await {
         Ok(history) => history,
         Err(error) => {
             return reply::error(

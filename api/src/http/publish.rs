@@ -1,15 +1,22 @@
 //! `POST /api/publish`: authenticate, check, hand to the engine, answer positions.
+//! The channels named in the body are the site's: `public` here is
+//! `<site>/public` in the engine.
 
 use std::net::SocketAddr;
 
 use bytes::Bytes;
 use fanout::{ChannelName, PublishRequest};
 use http_body_util::{BodyExt, Limited};
-use hyper::{HeaderMap, Method, Request, Response, StatusCode, body::Incoming, header};
+use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{Body, reply, reply::Refusal};
+use super::{
+    Body,
+    credentials::{self, Signed},
+    reply,
+    reply::Refusal,
+};
 use crate::App;
 
 #[derive(Deserialize)]
@@ -29,9 +36,11 @@ pub(crate) async fn handle(
     if request.method() != Method::POST {
         return reply::method_not_allowed("POST");
     }
-    if let Err(refusal) = authorize(app, peer, request.headers()) {
-        return refusal.into_response();
-    }
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map_or("/api/publish", |p| p.as_str())
+        .to_string();
     let limits = &app.config().publish;
     let declared = request
         .headers()
@@ -41,10 +50,8 @@ pub(crate) async fn handle(
     if declared.is_some_and(|len| len > limits.max_body_bytes as u64) {
         return too_large(limits.max_body_bytes);
     }
-    let body = match Limited::new(request.into_body(), limits.max_body_bytes)
-        .collect()
-        .await
-    {
+    let (parts, body) = request.into_parts();
+    let body = match Limited::new(body, limits.max_body_bytes).collect().await {
         Ok(body) => body.to_bytes(),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => {
             return too_large(limits.max_body_bytes);
@@ -53,10 +60,45 @@ pub(crate) async fn handle(
             return reply::error(StatusCode::BAD_REQUEST, "bad_request", &error.to_string());
         }
     };
-    let batch = match parse(&body, limits.max_channels, limits.max_message_bytes) {
-        Ok(batch) => batch,
+    let signed = Signed {
+        method: "POST",
+        path_and_query: &path_and_query,
+        body: &body,
+    };
+    let site = match credentials::authenticate(app, peer, &parts.headers, signed) {
+        Ok(site) => site,
         Err(refusal) => return refusal.into_response(),
     };
+    let max_message_bytes = site.settings().limits.max_message_bytes;
+    let batch = match parse(&body, limits.max_channels, max_message_bytes) {
+        Ok(batch) => batch,
+        Err(refusal) => {
+            if refusal.status == StatusCode::PAYLOAD_TOO_LARGE {
+                app.sessions().metrics().reject(site.id(), refusal.code);
+            }
+            return refusal.into_response();
+        }
+    };
+    if let Err(wait) = site.take_publish(batch.len() as u32) {
+        app.sessions().metrics().reject(site.id(), "rate_limited");
+        let retry_after = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let mut response = reply::error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            &format!("the site publishes faster than its publish_rate; retry in {retry_after} s"),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after));
+        return response;
+    }
+    let batch: Vec<PublishRequest> = batch
+        .into_iter()
+        .map(|request| PublishRequest {
+            channel: ChannelName::scoped(site.id(), &request.channel),
+            data: request.data,
+        })
+        .collect();
     match app.fanout().publish(batch.clone()).await {
         Ok(positions) => {
             let results: Vec<_> = batch
@@ -64,7 +106,7 @@ pub(crate) async fn handle(
                 .zip(positions)
                 .map(|(request, position)| {
                     serde_json::json!({
-                        "channel": request.channel.as_str(),
+                        "channel": request.channel.local(),
                         "epoch": position.epoch.to_string(),
                         "offset": position.offset,
                     })
@@ -76,7 +118,7 @@ pub(crate) async fn handle(
             )
         }
         Err(error) => {
-            tracing::warn!(%error, "publish failed");
+            tracing::warn!(site = site.id(), %error, "publish failed");
             reply::error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 error.reason(),
@@ -84,48 +126,6 @@ pub(crate) async fn handle(
             )
         }
     }
-}
-
-/// With a secret configured, the request must carry it as a bearer token.
-/// Without one (the dev site), only the trusted networks may publish.
-fn authorize(app: &App, peer: SocketAddr, headers: &HeaderMap) -> Result<(), Refusal> {
-    let config = &app.config().publish;
-    match &config.secret {
-        Some(secret) => {
-            let given = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
-            if constant_time_eq(given.as_bytes(), secret.as_bytes()) {
-                Ok(())
-            } else {
-                Err(Refusal::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "publishing needs the site's secret as `Authorization: Bearer <secret>`",
-                ))
-            }
-        }
-        None => {
-            let ip = peer.ip().to_canonical();
-            if config.trusted_networks.iter().any(|net| net.contains(&ip)) {
-                Ok(())
-            } else {
-                Err(Refusal::new(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    "this is the dev site: without a publish secret configured, only trusted networks may publish",
-                ))
-            }
-        }
-    }
-}
-
-/// Compares without stopping at the first difference, so response timing
-/// does not reveal how much of a guessed secret was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn too_large(limit: usize) -> Response<Body> {
@@ -237,8 +237,5 @@ mod tests {
         for (body, status) in cases {
             assert_eq!(code(body).as_deref(), Some(status), "{body}");
         }
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
     }
 }

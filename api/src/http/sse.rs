@@ -12,7 +12,7 @@ use std::{
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame};
 use hyper::{Request, Response, StatusCode, body::Incoming, header, header::HeaderValue};
-use push::sse::SseStream;
+use push::sse::{SseHeaders, SseStream};
 
 use super::{Body, reply};
 use crate::App;
@@ -44,13 +44,18 @@ pub(crate) async fn handle(
         .uri()
         .path_and_query()
         .map_or("/sse", |p| p.as_str());
-    let last_event_id = request
-        .headers()
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok());
-    let max = sessions.config().max_subscriptions;
-    let opened = match push::sse::check(request.method().as_str(), target, last_event_id, max) {
-        Ok(checked) => push::sse::open(sessions, checked, None, peer).await,
+    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+    let headers = SseHeaders {
+        last_event_id: header("last-event-id"),
+        authorization: header("authorization"),
+        origin: header("origin"),
+    };
+    let max = push::sse::MAX_REQUEST_CHANNELS;
+    let opened = match push::sse::check(request.method().as_str(), target, headers, max) {
+        Ok(checked) => match push::sse::admit_stream(sessions, &checked, peer) {
+            Ok(client) => push::sse::open(sessions, checked, client, None, peer).await,
+            Err(refusal) => Err(refusal),
+        },
         Err(refusal) => Err(refusal),
     };
     match opened {
@@ -63,10 +68,11 @@ pub(crate) async fn handle(
             }
             response
         }
-        Err(refusal) if refusal.code == push::ErrorCode::Unavailable => {
-            // As on the listener's path: "retry" instead of a 503 EventSource would give up on.
+        Err(refusal) if refusal.code.is_temporary() => {
+            // As on the listener's path: "retry" instead of a 503 or 429
+            // that EventSource would give up on.
             push::sse::count_refusal(sessions, &refusal);
-            let mut response = Response::new(super::full(push::sse::retry_later(&refusal.message)));
+            let mut response = Response::new(super::full(push::sse::retry_later(&refusal)));
             for (name, value) in push::sse::RESPONSE_HEADERS {
                 response
                     .headers_mut()

@@ -9,6 +9,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use push::{Client, ConnectRequest, Refused};
+
 use super::{Body, reply};
 use crate::App;
 
@@ -59,6 +61,20 @@ pub(crate) fn handle(
     };
     let accept = derive_accept_key(key.as_bytes());
 
+    // Admission before the upgrade, so that its refusal can be a close code
+    // (what a browser script sees), except for a foreign origin: a page on
+    // another site never gets an upgraded socket at all.
+    let admitted = admit(app, peer, &request);
+    if let Err(refused) = &admitted
+        && refused.code == push::ErrorCode::OriginNotAllowed
+    {
+        return reply::error(
+            StatusCode::FORBIDDEN,
+            refused.code.as_str(),
+            &refused.message,
+        );
+    }
+
     let on_upgrade = hyper::upgrade::on(&mut request);
     let sessions = app.sessions().clone();
     tokio::spawn(async move {
@@ -77,9 +93,14 @@ pub(crate) fn handle(
         };
         let read_ahead = parts.read_buf.to_vec();
         let stream = parts.io.into_inner();
-        let session = push::ws::start(sessions, stream, read_ahead, peer);
-        // A task of its own: this one's state (the upgrade) is freed now.
-        tokio::spawn(session);
+        match admitted {
+            Ok(client) => {
+                let session = push::ws::start(sessions, stream, read_ahead, peer, client);
+                // A task of its own: this one's state (the upgrade) is freed now.
+                tokio::spawn(session);
+            }
+            Err(refused) => push::ws::refuse(sessions, stream, refused).await,
+        }
     });
 
     let mut response = reply::empty(StatusCode::SWITCHING_PROTOCOLS);
@@ -90,6 +111,39 @@ pub(crate) fn handle(
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
     response
+}
+
+/// Admits the connection by its `key` and `token` parameters (or bearer
+/// token) and its `Origin`.
+fn admit(app: &App, peer: SocketAddr, request: &Request<Incoming>) -> Result<Client, Refused> {
+    let mut key = None;
+    let mut token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|v| v.trim().to_string());
+    let query = request.uri().query().unwrap_or("");
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*name {
+            "key" => key = Some(value.into_owned()),
+            "token" => token = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
+    push::admit(
+        app.sessions(),
+        &ConnectRequest {
+            key: key.as_deref(),
+            token: token.as_deref(),
+            origin,
+            ip: Some(peer.ip().to_canonical()),
+        },
+    )
 }
 
 /// Whether a comma-separated header contains `token`, ignoring case.

@@ -6,7 +6,7 @@ use fanout::{ChannelName, Position};
 use tokio::{io::AsyncReadExt, net::TcpStream};
 
 use super::cursor;
-use crate::{Context, ErrorCode};
+use crate::ErrorCode;
 
 /// The largest request head accepted.
 const MAX_HEAD: usize = 8 * 1024;
@@ -14,27 +14,40 @@ const MAX_HEAD: usize = 8 * 1024;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HEADERS: usize = 48;
 
+/// The most channels one stream's request may name, whatever its site's
+/// limit (which admission checks afterwards): it bounds parsing work.
+pub const MAX_REQUEST_CHANNELS: usize = 1024;
+
 /// A checked SSE request.
 #[derive(Debug)]
 pub struct SseRequest {
+    /// Local names, as the client wrote them.
     pub(crate) channels: Vec<ChannelName>,
     /// The position per channel to resume from, from `Last-Event-ID` or `last_event_id`.
     pub(crate) cursor: Option<Vec<Position>>,
+    /// The `key` parameter.
+    pub(crate) key: Option<String>,
+    /// The `token` parameter, or the bearer of `Authorization`.
+    pub(crate) token: Option<String>,
+    /// The `Origin` header.
+    pub(crate) origin: Option<String>,
+}
+
+/// The request headers an SSE stream looks at.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SseHeaders<'a> {
+    pub last_event_id: Option<&'a str>,
+    pub authorization: Option<&'a str>,
+    pub origin: Option<&'a str>,
 }
 
 /// Why an SSE request is refused: answered with `code.http_status()` and
-/// the JSON error body of `docs/protocol.md`.
-#[derive(Debug)]
-pub struct Refusal {
-    pub code: ErrorCode,
-    pub message: String,
-}
+/// the JSON error body of `docs/protocol.md`, or with `retry` when the
+/// refusal is temporary.
+pub use crate::client::Refused as Refusal;
 
 fn refusal(code: ErrorCode, message: impl Into<String>) -> Refusal {
-    Refusal {
-        code,
-        message: message.into(),
-    }
+    Refusal::new(code, message)
 }
 
 /// Whether `head` starts with a request for `/sse` (any method: a wrong one
@@ -48,11 +61,11 @@ pub(crate) fn is_sse_route(head: &[u8]) -> bool {
 }
 
 /// Reads the request head from `stream` and checks it.
-pub(crate) async fn read(stream: &mut TcpStream, context: &Context) -> Result<SseRequest, Refusal> {
+pub(crate) async fn read(stream: &mut TcpStream) -> Result<SseRequest, Refusal> {
     let head = tokio::time::timeout(HEAD_TIMEOUT, read_head(stream))
         .await
         .map_err(|_| refusal(ErrorCode::BadRequest, "request head not received in time"))??;
-    parse(&head, context.config().max_subscriptions)
+    parse(&head, MAX_REQUEST_CHANNELS)
 }
 
 async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, Refusal> {
@@ -99,15 +112,22 @@ pub(crate) fn parse(head: &[u8], max_channels: usize) -> Result<SseRequest, Refu
         }
         Err(error) => return Err(refusal(ErrorCode::BadRequest, error.to_string())),
     }
-    let last_event_id = request
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("last-event-id"))
-        .map(|h| String::from_utf8_lossy(h.value).into_owned());
+    let header = |name: &str| {
+        request
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+    };
+    let headers = SseHeaders {
+        last_event_id: header("last-event-id"),
+        authorization: header("authorization"),
+        origin: header("origin"),
+    };
     check(
         request.method.unwrap_or_default(),
         request.path.unwrap_or_default(),
-        last_event_id.as_deref(),
+        headers,
         max_channels,
     )
 }
@@ -117,7 +137,7 @@ pub(crate) fn parse(head: &[u8], max_channels: usize) -> Result<SseRequest, Refu
 pub fn check(
     method: &str,
     target: &str,
-    last_event_id: Option<&str>,
+    headers: SseHeaders<'_>,
     max_channels: usize,
 ) -> Result<SseRequest, Refusal> {
     if method != "GET" {
@@ -130,8 +150,15 @@ pub fn check(
 
     let mut channels: Vec<ChannelName> = Vec::new();
     let mut query_cursor = None;
+    let mut site_key = None;
+    let mut token = headers
+        .authorization
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|v| v.trim().to_string());
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         match &*key {
+            "key" => site_key = Some(value.into_owned()),
+            "token" => token = Some(value.into_owned()),
             "channel" => {
                 let channel = ChannelName::new(&value)
                     .map_err(|e| refusal(ErrorCode::InvalidChannel, e.to_string()))?;
@@ -162,7 +189,10 @@ pub fn check(
 
     // The header wins: EventSource sends it on every reconnect, while the
     // query parameter stays what the page first asked for.
-    let header_cursor = last_event_id.map(str::trim).filter(|v| !v.is_empty());
+    let header_cursor = headers
+        .last_event_id
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
     let query_cursor = query_cursor.as_deref().filter(|v| !v.is_empty());
     let cursor = match header_cursor.or(query_cursor) {
         None => None,
@@ -176,7 +206,13 @@ pub fn check(
             )
         })?),
     };
-    Ok(SseRequest { channels, cursor })
+    Ok(SseRequest {
+        channels,
+        cursor,
+        key: site_key,
+        token,
+        origin: headers.origin.map(str::to_string),
+    })
 }
 
 #[cfg(test)]

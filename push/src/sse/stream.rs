@@ -24,7 +24,8 @@ use tokio::time::Sleep;
 
 use super::cursor;
 use crate::{
-    CloseReason, Context,
+    Client, CloseReason, Context, ErrorCode,
+    client::unix_now,
     metrics::Transport,
     outbox::Outbox,
     subscriptions::{Accept, Subscriptions},
@@ -68,6 +69,8 @@ pub struct SseStream {
     finished: bool,
     /// For logs.
     id: u64,
+    /// The site, token and address this stream was admitted with.
+    client: Client,
 }
 
 impl SseStream {
@@ -78,13 +81,21 @@ impl SseStream {
         prelude: Vec<Chunk>,
         replayed: u64,
         peer: SocketAddr,
+        client: Client,
     ) -> Self {
         let tracked = context.tracker().register(outbox.clone());
         let id = rand::random::<u64>() >> 11;
         let metrics = context.metrics().transport(Transport::Sse);
         metrics.connections.inc();
         metrics.delivered.inc_by(replayed);
-        tracing::debug!(conn.id = id, client.addr = %peer, transport = "sse", "stream opened");
+        tracing::debug!(
+            conn.id = id,
+            client.addr = %peer,
+            site = client.site().id(),
+            user = client.user(),
+            transport = "sse",
+            "stream opened"
+        );
         Self {
             context,
             outbox,
@@ -95,6 +106,7 @@ impl SseStream {
             closing: None,
             finished: false,
             id,
+            client,
         }
     }
 
@@ -191,6 +203,22 @@ impl SseStream {
             let data = r#"{"code":"slow_consumer","message":"the stream fell too far behind; reconnect to resume"}"#;
             let event = wire::sse_event(None, Some("error"), data);
             self.begin_close(CloseReason::SlowConsumer, event);
+            return true;
+        }
+        if (drained.tick || drained.recheck)
+            && let Some(code) = self.client.check(unix_now())
+        {
+            // The site was removed, or the token expired: EventSource will
+            // reconnect, and the same request is then refused for good.
+            let site = self.client.site().id();
+            self.context.metrics().reject(site, code.as_str());
+            let message = match code {
+                ErrorCode::SiteRemoved => "this site is no longer served here",
+                _ => "the token expired; reconnect with a fresh one and last_event_id",
+            };
+            let data = serde_json::json!({"code": code.as_str(), "message": message});
+            let event = wire::sse_event(None, Some("error"), &data.to_string());
+            self.begin_close(CloseReason::Refused(code), event);
             return true;
         }
         let mut progressed = false;

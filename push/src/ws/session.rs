@@ -35,6 +35,7 @@ use super::socket::WsSocket;
 
 use crate::{
     CloseReason, Context, ErrorCode,
+    client::{ChannelProof, Client, unix_now},
     metrics::Transport,
     outbox::Outbox,
     subscriptions::{self, Accept, Opened, Subscriptions},
@@ -73,6 +74,8 @@ pub struct WsSession {
     closing: Option<Closing>,
     /// For logs; also the `connection_id` the client sees.
     id: u64,
+    /// The site, token and address this connection was admitted with.
+    client: Client,
 }
 
 struct Closing {
@@ -90,14 +93,23 @@ impl WsSession {
         ws: WsSocket,
         outbox: Arc<Outbox>,
         peer: SocketAddr,
+        client: Client,
     ) -> Self {
         let tracked = context.tracker().register(outbox.clone());
         let id = rand::random::<u64>() >> 11;
         context.metrics().transport(Transport::Ws).connections.inc();
-        tracing::debug!(conn.id = id, client.addr = %peer, transport = "ws", "connection opened");
+        tracing::debug!(
+            conn.id = id,
+            client.addr = %peer,
+            site = client.site().id(),
+            user = client.user(),
+            transport = "ws",
+            "connection opened"
+        );
         let welcome = wire::json::welcome(
             &format!("{id:x}"),
             context.config().ping_interval.as_millis(),
+            client.expires_at(),
         );
         let heard_at = context.tracker().now();
         let mut writing = VecDeque::new();
@@ -114,7 +126,14 @@ impl WsSession {
             heard_at,
             closing: None,
             id,
+            client,
         }
+    }
+
+    /// Counts a refusal of this site's rules or limits.
+    fn count_rejection(&self, code: ErrorCode) {
+        let site = self.client.site().id();
+        self.context.metrics().reject(site, code.as_str());
     }
 
     fn queue_json(&mut self, json: String) {
@@ -177,29 +196,45 @@ impl WsSession {
 
     fn on_client_frame(&mut self, frame: ClientFrame) {
         match frame {
-            ClientFrame::Subscribe { channel, since } => {
+            ClientFrame::Subscribe {
+                channel,
+                since,
+                signature,
+            } => {
                 let refuse = |code, message: &str| FrameError {
                     code,
                     message: message.into(),
                     channel: Some(channel.to_string()),
                 };
-                if self.subscriptions.find(&channel).is_some() {
+                let scoped = self.client.scope(&channel);
+                if self.subscriptions.find(&scoped).is_some() {
                     let error = refuse(ErrorCode::AlreadySubscribed, "already subscribed");
                     return self.queue_error(error);
                 }
-                if self.subscriptions.len() >= self.context.config().max_subscriptions {
+                let max = self.client.site().settings().limits.max_subscriptions;
+                if self.subscriptions.len() >= max {
                     let error = refuse(
                         ErrorCode::TooManySubscriptions,
                         "this connection has as many channels as it may",
                     );
+                    self.count_rejection(error.code);
                     return self.queue_error(error);
                 }
+                let connection_id = format!("{:x}", self.id);
+                let proof = ChannelProof {
+                    connection_id: &connection_id,
+                    signature: signature.as_deref(),
+                };
+                if let Err(refused) = self.client.may_read(&channel, Some(proof)) {
+                    self.count_rejection(refused.code);
+                    return self.queue_error(refuse(refused.code, &refused.message));
+                }
                 let slot = self.subscriptions.free_slot();
-                let open = subscriptions::open(&self.context, &self.outbox, slot, channel, since);
+                let open = subscriptions::open(&self.context, &self.outbox, slot, scoped, since);
                 self.pending = Some(Box::pin(open));
             }
             ClientFrame::Unsubscribe { channel } => {
-                if self.subscriptions.remove(&channel) {
+                if self.subscriptions.remove(&self.client.scope(&channel)) {
                     self.queue_json(wire::json::unsubscribed(&channel));
                 } else {
                     self.queue_error(FrameError {
@@ -210,6 +245,17 @@ impl WsSession {
                 }
             }
             ClientFrame::Ping => self.queue_json(wire::json::pong()),
+            ClientFrame::Refresh { token } => match self.client.refresh(&token) {
+                Ok(expires_at) => self.queue_json(wire::json::refreshed(expires_at)),
+                Err(refused) => {
+                    self.count_rejection(refused.code);
+                    self.queue_error(FrameError {
+                        code: refused.code,
+                        message: refused.message,
+                        channel: None,
+                    });
+                }
+            },
         }
     }
 
@@ -244,7 +290,11 @@ impl WsSession {
     fn on_error(&mut self, error: tungstenite::Error) -> Option<CloseReason> {
         use tungstenite::Error as E;
         let reason = match error {
-            E::Capacity(CapacityError::MessageTooLong { .. }) => CloseReason::MessageTooBig,
+            E::Capacity(CapacityError::MessageTooLong { .. }) => {
+                let site = self.client.site().id();
+                self.context.metrics().reject(site, "message_too_big");
+                CloseReason::MessageTooBig
+            }
             E::Capacity(_) | E::Protocol(_) | E::AttackAttempt => CloseReason::ProtocolError,
             E::Utf8(_) => CloseReason::InvalidPayload,
             _ => return Some(CloseReason::IoError),
@@ -274,6 +324,25 @@ impl WsSession {
             }
             if drained.overflowed {
                 self.begin_close(CloseReason::SlowConsumer, None);
+                return true;
+            }
+            if (drained.tick || drained.recheck)
+                && let Some(code) = self.client.check(unix_now())
+            {
+                // The site was removed, or the token expired unrefreshed.
+                self.count_rejection(code);
+                let message = match code {
+                    ErrorCode::SiteRemoved => "this site is no longer served here",
+                    _ => "the token expired; reconnect with a fresh one",
+                };
+                let error = FrameError {
+                    code,
+                    message: message.into(),
+                    channel: None,
+                };
+                self.context.metrics().client_error(code);
+                let last = wire::ws_text(wire::json::error(&error).as_bytes());
+                self.begin_close(CloseReason::Refused(code), Some(last));
                 return true;
             }
             if drained.tick {

@@ -236,12 +236,12 @@ pub(crate) async fn scenario_upstream_follows_interest(url: &str, upstream: &dyn
     let mut ws_b = WsClient::connect(&b.ws_url("/ws")).await;
     ws_b.subscribe(channel).await;
 
-    let names = upstream.channels(&format!("herald:*:c:{channel}"));
+    let names = upstream.channels(&format!("herald:*:c:default/{channel}"));
     assert_eq!(names.len(), 1, "one Redis channel for {channel}: {names:?}");
     let name = &names[0];
     assert!(
-        name.starts_with("herald:{") && name.ends_with(&format!("}}:c:{channel}")),
-        "herald:{{P}}:c:<channel>: {name}"
+        name.starts_with("herald:{") && name.ends_with(&format!("}}:c:default/{channel}")),
+        "herald:{{P}}:c:<site>/<channel>: {name}"
     );
     // `subscribed` comes only once the node hears the channel, so this holds at once.
     assert_eq!(

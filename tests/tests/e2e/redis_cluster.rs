@@ -41,7 +41,7 @@ async fn fan_out_reaches_every_node_once_in_order() {
     let masters: BTreeSet<u16> = CHANNELS
         .iter()
         .map(|channel| {
-            let pattern = format!("herald:*:m:{channel}");
+            let pattern = format!("herald:*:m:default/{channel}");
             let holders: Vec<u16> = cluster
                 .ports()
                 .into_iter()

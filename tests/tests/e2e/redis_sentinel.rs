@@ -10,7 +10,9 @@ async fn fan_out_through_a_sentinel_reaches_every_node_once_in_order() {
     let sentinel = RedisSentinel::start();
     scenario_fan_out(&sentinel.url(), &["tag:rust"]).await;
     // The traffic went to the master the Sentinel named.
-    let keys = sentinel.master().cli(&["KEYS", "herald:*:s:tag:rust"]);
+    let keys = sentinel
+        .master()
+        .cli(&["KEYS", "herald:*:s:default/tag:rust"]);
     assert!(keys.contains("tag:rust"), "stream on the master: {keys}");
 }
 

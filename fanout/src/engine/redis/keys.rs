@@ -49,9 +49,9 @@ impl Keyspace {
         let base = format!("{}:{{{partition}}}", self.prefix);
         ChannelKeys {
             partition,
-            meta: format!("{base}:m:{channel}"),
-            stream: format!("{base}:s:{channel}"),
-            pubsub: format!("{base}:c:{channel}"),
+            meta: format!("{base}:m:{}", channel.as_str()),
+            stream: format!("{base}:s:{}", channel.as_str()),
+            pubsub: format!("{base}:c:{}", channel.as_str()),
         }
     }
 

@@ -49,7 +49,7 @@ impl RedisEngine {
         let Some(name) = self.keyspace.channel_of(&message.channel) else {
             return;
         };
-        let Ok(channel) = ChannelName::new(name) else {
+        let Ok(channel) = ChannelName::from_key(name) else {
             return;
         };
         let Some((position, data)) = message.value.into_bytes().and_then(parse_payload) else {

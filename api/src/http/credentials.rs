@@ -1,0 +1,162 @@
+//! Who is publishing (or reading history): the site a request's credential
+//! belongs to. `docs/security.md` is the contract: a bearer secret, or a
+//! request signed with HMAC-SHA256 with a timestamp and a replay window;
+//! without either, only the dev site's trusted networks.
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use hyper::{HeaderMap, StatusCode, header};
+use push::sites::{ReplayError, Site, signature};
+
+use super::reply::Refusal;
+use crate::App;
+
+/// The parts of a request a signature covers, besides the headers.
+pub(crate) struct Signed<'a> {
+    pub method: &'a str,
+    pub path_and_query: &'a str,
+    pub body: &'a [u8],
+}
+
+/// Finds the site of the request's credential and checks the credential.
+/// Every refusal is counted in `herald_rejections_total`.
+pub(crate) fn authenticate(
+    app: &App,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    signed: Signed<'_>,
+) -> Result<Arc<Site>, Refusal> {
+    let result = check(app, peer, headers, signed);
+    if let Err((site, refusal)) = &result {
+        app.sessions().metrics().reject(site, refusal.code);
+    }
+    result.map_err(|(_, refusal)| refusal)
+}
+
+type Refused = (String, Refusal);
+
+fn unauthorized(code: &'static str, message: &str) -> Refusal {
+    Refusal::new(StatusCode::UNAUTHORIZED, code, message)
+}
+
+fn check(
+    app: &App,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    signed: Signed<'_>,
+) -> Result<Arc<Site>, Refused> {
+    let sites = app.sessions().sites();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(key) = header("x-herald-key") {
+        let Some(site) = sites.by_key(key).filter(|site| !site.settings().is_dev()) else {
+            return Err((
+                "-".into(),
+                unauthorized("unauthorized", "no site has this key"),
+            ));
+        };
+        verify_signature(
+            &site,
+            headers,
+            signed,
+            app.config().publish.signature_window.as_secs(),
+        )
+        .map_err(|refusal| (site.id().to_string(), refusal))?;
+        return Ok(site);
+    }
+    if let Some(bearer) = header(header::AUTHORIZATION.as_str()) {
+        let secret = bearer.strip_prefix("Bearer ").unwrap_or("").trim();
+        return match sites.by_secret(secret) {
+            Some(site) => Ok(site),
+            None => Err((
+                "-".into(),
+                unauthorized("unauthorized", "this secret belongs to no site"),
+            )),
+        };
+    }
+    // No credential: only the dev site, and only from its trusted networks.
+    let dev = sites.only().filter(|site| site.settings().is_dev());
+    let Some(dev) = dev else {
+        return Err((
+            "-".into(),
+            unauthorized(
+                "unauthorized",
+                "send the site's secret as `Authorization: Bearer <secret>`, or sign the request \
+                 (X-Herald-Key, X-Herald-Timestamp, X-Herald-Signature)",
+            ),
+        ));
+    };
+    let ip = peer.ip().to_canonical();
+    if app
+        .config()
+        .publish
+        .trusted_networks
+        .iter()
+        .any(|net| net.contains(&ip))
+    {
+        Ok(dev)
+    } else {
+        Err((
+            dev.id().to_string(),
+            Refusal::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this is the dev site: without a publish secret configured, only trusted networks may publish",
+            ),
+        ))
+    }
+}
+
+fn verify_signature(
+    site: &Site,
+    headers: &HeaderMap,
+    signed: Signed<'_>,
+    window: u64,
+) -> Result<(), Refusal> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let timestamp_text = header("x-herald-timestamp").unwrap_or("");
+    let timestamp = timestamp_text
+        .parse::<u64>()
+        .ok()
+        .filter(|ts| ts.abs_diff(now) <= window)
+        .ok_or_else(|| {
+            unauthorized(
+                "signature_expired",
+                &format!("X-Herald-Timestamp must be the Unix time within {window} s of now"),
+            )
+        })?;
+    let given = header("x-herald-signature").unwrap_or("");
+    let parts = signature::request_parts(
+        signed.method,
+        signed.path_and_query,
+        timestamp_text,
+        signed.body,
+    );
+    if !signature::verify(&site.settings().secrets, &parts, given) {
+        return Err(unauthorized(
+            "signature_invalid",
+            "X-Herald-Signature is not this site's HMAC-SHA256 of the request",
+        ));
+    }
+    let mut remembered = [0u8; 32];
+    // A verified signature is 32 bytes of hex.
+    let _ = hex::decode_to_slice(given.trim(), &mut remembered);
+    match site.remember_signature(remembered, timestamp, now, window) {
+        Ok(()) => Ok(()),
+        Err(ReplayError::Replayed) => Err(unauthorized(
+            "signature_replayed",
+            "this signed request was already accepted; sign each request anew",
+        )),
+        Err(ReplayError::Full) => Err(Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many signed requests inside the replay window",
+        )),
+    }
+}

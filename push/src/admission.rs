@@ -1,0 +1,85 @@
+//! Admission: which site a new connection belongs to, whether its origin
+//! and token are good, and whether the site's limits leave room for it.
+//! Both transports, and both ways of serving SSE, come through here.
+
+use std::net::IpAddr;
+
+use crate::{
+    Context, ErrorCode,
+    client::{Client, Refused, refusal},
+    sites::{Mode, token},
+};
+
+/// What a connection request says about itself.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ConnectRequest<'a> {
+    /// The `key` query parameter.
+    pub key: Option<&'a str>,
+    /// The `token` query parameter or the bearer of `Authorization`.
+    pub token: Option<&'a str>,
+    /// The `Origin` header, which browsers send.
+    pub origin: Option<&'a str>,
+    pub ip: Option<IpAddr>,
+}
+
+/// Admits a connection, or refuses it with the code of `docs/security.md`.
+/// Every refusal is counted in `herald_rejections_total`.
+pub fn admit(context: &Context, request: &ConnectRequest<'_>) -> Result<Client, Refused> {
+    let result = decide(context, request);
+    if let Err((site, refused)) = &result {
+        context.metrics().reject(site, refused.code.as_str());
+    }
+    result.map_err(|(_, refused)| refused)
+}
+
+fn decide(context: &Context, request: &ConnectRequest<'_>) -> Result<Client, (String, Refused)> {
+    let sites = context.sites();
+    let named = request
+        .key
+        .map(str::to_string)
+        .or_else(|| request.token.and_then(token::key_id));
+    let site = match &named {
+        Some(key) => sites.by_key(key),
+        None => sites.only(),
+    };
+    let Some(site) = site else {
+        let message = match named {
+            Some(_) => "no site has this key",
+            None => "name the site with the key parameter, or a token whose kid is its key",
+        };
+        return Err(("-".into(), Refused::new(ErrorCode::SiteUnknown, message)));
+    };
+    let refuse = |refused: Refused| (site.id().to_string(), refused);
+    let settings = site.settings();
+    if let Some(origin) = request.origin
+        && !settings.allows_origin(origin)
+    {
+        return Err(refuse(Refused::new(
+            ErrorCode::OriginNotAllowed,
+            format!("origin {origin} is not allowed on this site"),
+        )));
+    }
+    let claims = match request.token {
+        Some(_) if settings.is_dev() => None,
+        Some(token) => {
+            Some(token::verify(&settings.secrets, token).map_err(|e| refuse(refusal(e)))?)
+        }
+        None if settings.mode == Mode::Private => {
+            return Err(refuse(Refused::new(
+                ErrorCode::TokenRequired,
+                "this site is private: connect with a token",
+            )));
+        }
+        None => None,
+    };
+    let ip = request.ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let counted = site.open_connection(ip).map_err(|code| {
+        let message = match code {
+            ErrorCode::SiteConnectionLimit => "the site has as many connections as it may",
+            ErrorCode::IpConnectionLimit => "this address has as many connections as it may",
+            _ => "this address opens connections too fast",
+        };
+        refuse(Refused::new(code, message))
+    })?;
+    Ok(Client::new(site, ip, counted, claims))
+}

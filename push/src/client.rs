@@ -1,0 +1,204 @@
+//! An admitted client: its site, its address and what its token says.
+//! Every session holds one; dropping it gives back the connection's place
+//! in the site's limits. The channel rules of `docs/security.md` live here.
+
+use std::{
+    net::IpAddr,
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use fanout::ChannelName;
+
+use crate::{
+    ErrorCode,
+    sites::{
+        Counted, Mode, Site, signature,
+        token::{self, Claims, TokenError},
+    },
+};
+
+pub struct Client {
+    site: Arc<Site>,
+    ip: IpAddr,
+    counted: Counted,
+    /// Boxed: most connections are anonymous, and then this is one word.
+    token: Option<Box<Claims>>,
+}
+
+/// How a subscribe proves it may read a `private-` channel (WebSocket only).
+pub(crate) struct ChannelProof<'a> {
+    pub connection_id: &'a str,
+    pub signature: Option<&'a str>,
+}
+
+/// A refusal with the stable code and a message for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Refused {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Now, in Unix seconds: token times are Unix seconds.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Client {
+    pub(crate) fn new(
+        site: Arc<Site>,
+        ip: IpAddr,
+        counted: Counted,
+        token: Option<Claims>,
+    ) -> Self {
+        Self {
+            site,
+            ip,
+            counted,
+            token: token.map(Box::new),
+        }
+    }
+
+    pub fn site(&self) -> &Arc<Site> {
+        &self.site
+    }
+
+    /// The token's user, if the client has a token.
+    pub fn user(&self) -> Option<&str> {
+        self.token.as_deref().map(|claims| &*claims.sub)
+    }
+
+    /// When the token expires (Unix seconds), if the client has one.
+    pub fn expires_at(&self) -> Option<u64> {
+        self.token.as_deref().map(|claims| claims.exp)
+    }
+
+    /// `local` as a channel of this client's site.
+    pub(crate) fn scope(&self, local: &ChannelName) -> ChannelName {
+        ChannelName::scoped(self.site.id(), local)
+    }
+
+    /// Why the connection must end now, if it must: its site was removed,
+    /// or its token expired without a refresh.
+    pub(crate) fn check(&self, now: u64) -> Option<ErrorCode> {
+        if self.site.is_removed() {
+            return Some(ErrorCode::SiteRemoved);
+        }
+        match self.expires_at() {
+            Some(exp) if now >= exp => Some(ErrorCode::TokenExpired),
+            _ => None,
+        }
+    }
+
+    /// Replaces the token with a fresher one for the same user; answers the
+    /// new expiry. On refusal the old token stays in force.
+    pub(crate) fn refresh(&mut self, token: &str) -> Result<u64, Refused> {
+        let settings = self.site.settings();
+        let claims = token::verify(&settings.secrets, token).map_err(refusal)?;
+        if self.user() != Some(&*claims.sub) {
+            return Err(Refused::new(
+                ErrorCode::TokenInvalid,
+                "a refreshed token must be for the same user (sub)",
+            ));
+        }
+        let exp = claims.exp;
+        self.token = Some(Box::new(claims));
+        Ok(exp)
+    }
+
+    /// Whether this client may read `channel` (a local name), by the rules
+    /// of `docs/security.md`.
+    pub(crate) fn may_read(
+        &self,
+        channel: &ChannelName,
+        proof: Option<ChannelProof<'_>>,
+    ) -> Result<(), Refused> {
+        let settings = self.site.settings();
+        if settings.is_dev() {
+            return Ok(());
+        }
+        let local = channel.local();
+        let token = self.token.as_deref();
+        if token.is_some_and(|claims| claims.grants(local)) {
+            return Ok(());
+        }
+        let owner = local
+            .strip_prefix("user:")
+            .or_else(|| local.strip_prefix("replies:"));
+        if let Some(owner) = owner {
+            return match token {
+                Some(claims) if *claims.sub == *owner => Ok(()),
+                Some(_) => Err(Refused::new(
+                    ErrorCode::Forbidden,
+                    "this channel belongs to another user",
+                )),
+                None => Err(Refused::new(
+                    ErrorCode::Forbidden,
+                    "this channel needs a token for its user",
+                )),
+            };
+        }
+        if local.starts_with("private-") {
+            let Some(ChannelProof {
+                connection_id,
+                signature: Some(given),
+            }) = proof
+            else {
+                return Err(Refused::new(
+                    ErrorCode::SignatureRequired,
+                    "a private- channel needs a signature from the site, or a token grant",
+                ));
+            };
+            let parts = signature::channel_parts(connection_id, local);
+            return if signature::verify(&settings.secrets, &parts, given) {
+                Ok(())
+            } else {
+                Err(Refused::new(
+                    ErrorCode::SignatureInvalid,
+                    "the signature is not the site's for this connection and channel",
+                ))
+            };
+        }
+        if settings.mode == Mode::Private && token.is_none() {
+            return Err(Refused::new(
+                ErrorCode::Forbidden,
+                "this site is private: every channel needs a token",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The refusal for a token that did not verify.
+pub(crate) fn refusal(error: TokenError) -> Refused {
+    match error {
+        TokenError::Expired => Refused::new(ErrorCode::TokenExpired, "the token has expired"),
+        TokenError::Invalid(why) => Refused::new(ErrorCode::TokenInvalid, why),
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.site.close_connection(self.ip, self.counted);
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("site", &self.site.id())
+            .field("user", &self.user())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,95 @@
+//! A site as configured: plain data that the binary's config builds and
+//! validates, and that a reload replaces whole.
+
+/// Who may read a site's ordinary channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Anyone may read public channels; a token is needed only for the
+    /// channels of one user and for granted ones.
+    Public,
+    /// Every connection needs a token.
+    Private,
+}
+
+/// The limits of one site. Zero means "no limit" for the counts and rates.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SiteLimits {
+    /// Open connections of the site.
+    pub connections: u32,
+    /// Open connections of the site from one client IP.
+    pub connections_per_ip: u32,
+    /// New connections per second from one client IP.
+    pub connection_rate_per_ip: u32,
+    /// New connections one client IP may open at once before the rate applies.
+    pub connection_burst_per_ip: u32,
+    /// Messages per second the site may publish (a token bucket).
+    pub publish_rate: u32,
+    /// Messages the site may publish at once before the rate applies.
+    pub publish_burst: u32,
+    /// Channels per WebSocket connection, and per SSE stream.
+    pub max_subscriptions: usize,
+    /// Largest frame a client may send.
+    pub max_frame_bytes: usize,
+    /// Largest `data` of one published message.
+    pub max_message_bytes: usize,
+}
+
+impl Default for SiteLimits {
+    fn default() -> Self {
+        Self {
+            connections: 0,
+            connections_per_ip: 0,
+            connection_rate_per_ip: 0,
+            connection_burst_per_ip: 20,
+            publish_rate: 0,
+            publish_burst: 100,
+            max_subscriptions: 128,
+            max_frame_bytes: 4096,
+            max_message_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// One site's configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SiteSettings {
+    /// Unique; scopes the site's channels and labels its metrics (see
+    /// [`fanout::is_site_id`]).
+    pub id: String,
+    /// Unique and public: clients and signed requests name the site with it.
+    pub key: String,
+    /// One or two active secrets; none for the dev site.
+    pub secrets: Vec<String>,
+    pub mode: Mode,
+    /// Origins a browser may connect from; empty allows any.
+    pub allowed_origins: Vec<String>,
+    pub limits: SiteLimits,
+}
+
+impl SiteSettings {
+    /// The zero-config dev site: no secret, so no tokens and no channel rules.
+    pub fn dev(limits: SiteLimits) -> Self {
+        Self {
+            id: "default".into(),
+            key: "default".into(),
+            secrets: Vec::new(),
+            mode: Mode::Public,
+            allowed_origins: Vec::new(),
+            limits,
+        }
+    }
+
+    /// Whether this is a site without secrets, which nobody can mint tokens for.
+    pub fn is_dev(&self) -> bool {
+        self.secrets.is_empty()
+    }
+
+    /// Whether a browser page from `origin` may connect.
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.allowed_origins.is_empty()
+            || self
+                .allowed_origins
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(origin.trim_end_matches('/')))
+    }
+}
