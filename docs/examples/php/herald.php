@@ -1,0 +1,35 @@
+<?php
+// Herald's client tokens, private-channel signatures and signed publishes, with nothing beyond
+// PHP's standard library. These are the functions of docs/security.md, verbatim; the test suite
+// (tests/tests/e2e/sites/php.rs) runs them against a live Herald through cli.php.
+
+function herald_b64url(string $bytes): string {
+    return rtrim(strtr(base64_encode($bytes), '+/', '-_'), '=');
+}
+
+// A client token for $userId, valid for $ttl seconds.
+function herald_token(string $siteKey, string $secret, string $userId, int $ttl = 3600, array $channels = []): string {
+    $header = ['alg' => 'HS256', 'typ' => 'JWT', 'kid' => $siteKey];
+    $claims = ['sub' => $userId, 'exp' => time() + $ttl];
+    if ($channels) { $claims['channels'] = $channels; }
+    $signing = herald_b64url(json_encode($header)) . '.' . herald_b64url(json_encode($claims));
+    return $signing . '.' . herald_b64url(hash_hmac('sha256', $signing, $secret, true));
+}
+
+// The signature a client sends to subscribe to a private- channel.
+function herald_channel_signature(string $secret, string $connectionId, string $channel): string {
+    return hash_hmac('sha256', $connectionId . ':' . $channel, $secret);
+}
+
+// Publishes $data (any JSON value) to $channel with a signed request.
+function herald_publish(string $baseUrl, string $siteKey, string $secret, string $channel, $data): array {
+    $body = json_encode(['channel' => $channel, 'data' => $data]);
+    $ts = (string) time();
+    $sig = hash_hmac('sha256', "POST\n/api/publish\n$ts\n$body", $secret);
+    $ctx = stream_context_create(['http' => [
+        'method' => 'POST', 'ignore_errors' => true, 'content' => $body,
+        'header' => "Content-Type: application/json\r\nX-Herald-Key: $siteKey\r\n"
+                  . "X-Herald-Timestamp: $ts\r\nX-Herald-Signature: $sig\r\n",
+    ]]);
+    return json_decode(file_get_contents("$baseUrl/api/publish", false, $ctx), true);
+}
