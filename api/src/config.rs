@@ -42,7 +42,9 @@ pub struct Config {
     pub connection: SessionConfig,
     pub shutdown: ShutdownConfig,
     /// Every site served; without `[[sites]]`, the one implicit site
-    /// (`default`), which is the dev site when it has no secret.
+    /// (`default`), which is the dev site when it has no secret. The
+    /// server moves them into its site table at start (`push::sites`), so
+    /// this is empty in a running server's configuration.
     pub sites: Vec<SiteSettings>,
 }
 

@@ -63,7 +63,7 @@ struct HttpConnections {
 
 impl Server {
     /// Builds the engine, hub and sessions from `config` and binds the listener.
-    pub async fn bind(config: Config) -> anyhow::Result<Server> {
+    pub async fn bind(mut config: Config) -> anyhow::Result<Server> {
         let registry = Registry::new();
         let fanout_metrics = fanout::Metrics::register(&registry)?;
         let push_metrics = push::Metrics::register(&registry)?;
@@ -90,7 +90,11 @@ impl Server {
         let fanout = Fanout::new(hub, engine);
         let tracker = push::Tracker::default();
         tokio::spawn(tracker.clone().run_ticker(config.connection.ping_interval));
-        let sites = push::sites::Sites::new(config.sites.clone());
+        let dev_site = config.is_dev_site();
+        let site_count = config.sites.len();
+        // The site table owns the sites from now on; one copy, not two, of
+        // what can be ten thousand sites' settings.
+        let sites = push::sites::Sites::new(std::mem::take(&mut config.sites));
         let sessions = push::Context::new(
             fanout.clone(),
             config.connection.clone(),
@@ -101,7 +105,7 @@ impl Server {
 
         let listener =
             listen(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
-        log_start(&config, listener.local_addr()?);
+        log_start(&config, listener.local_addr()?, dev_site, site_count);
         let app = App::new(config, fanout, sessions, registry, metrics);
         Ok(Server { listener, app })
     }
@@ -284,7 +288,7 @@ fn redacted(url: &str) -> String {
     out
 }
 
-fn log_start(config: &Config, addr: SocketAddr) {
+fn log_start(config: &Config, addr: SocketAddr, dev_site: bool, sites: usize) {
     let engine = match &config.engine {
         EngineKind::Memory => "memory".to_string(),
         EngineKind::Redis(redis) => format!("redis {}", redacted(&redis.url)),
@@ -294,10 +298,10 @@ fn log_start(config: &Config, addr: SocketAddr) {
         engine,
         history.size = config.history.size,
         history.ttl_secs = config.history.ttl.as_secs(),
-        sites = config.sites.len(),
+        sites,
         "herald started"
     );
-    if config.is_dev_site() {
+    if dev_site {
         let networks: Vec<String> = config
             .publish
             .trusted_networks

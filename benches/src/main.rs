@@ -8,6 +8,8 @@
 //!   delivery, latency, publish-call time, deliveries per write;
 //! - `channels`: N users on a channel each, the same figures;
 //! - `reconnect`: everyone drops and resumes; accept rate, recovery time, loss;
+//! - `sites`: Herald alone, N configured idle sites against one; RSS, tokio
+//!   tasks, threads, start-up time;
 //! - `fanout`: timeline fan-out, not yet (waits for that feature).
 //!
 //! `report` runs the set behind `docs/benchmarks.md` and rewrites it.
@@ -29,6 +31,7 @@ mod redis;
 mod report;
 mod scenario;
 mod server;
+mod sites;
 mod stats;
 mod target;
 mod ui;
@@ -83,6 +86,8 @@ pub enum Scenario {
     Channels(broadcast::ChannelsArgs),
     /// N clients drop and reconnect with recovery; accept rate, recovery time, loss.
     Reconnect(reconnect::Args),
+    /// Herald alone: N configured idle sites against one; RSS, tasks, threads, start-up.
+    Sites(sites::Args),
     /// Timeline fan-out to followers' channels (not yet).
     Fanout,
 }
@@ -94,7 +99,7 @@ impl Scenario {
             Scenario::Broadcast(a) => Some(&mut a.common),
             Scenario::Channels(a) => Some(&mut a.common),
             Scenario::Reconnect(a) => Some(&mut a.common),
-            Scenario::Fanout => None,
+            Scenario::Sites(_) | Scenario::Fanout => None,
         }
     }
 
@@ -104,12 +109,21 @@ impl Scenario {
             Scenario::Broadcast(a) => Some(&a.common),
             Scenario::Channels(a) => Some(&a.common),
             Scenario::Reconnect(a) => Some(&a.common),
-            Scenario::Fanout => None,
+            Scenario::Sites(_) | Scenario::Fanout => None,
         }
     }
 
     /// Runs the scenario once, against `preset` if given, within its time limit.
     pub async fn run(&self, preset: Option<Preset>) -> anyhow::Result<RunResult> {
+        if let Scenario::Sites(args) = self {
+            if preset == Some(Preset::Nchan) {
+                anyhow::bail!("the sites scenario measures Herald alone: Nchan has no sites");
+            }
+            let limit = Duration::from_secs(args.time_limit);
+            return tokio::time::timeout(limit, sites::run(args))
+                .await
+                .with_context(|| format!("the run passed its time limit of {limit:?}"))?;
+        }
         let mut scenario = self.clone();
         let Some(common) = scenario.common_mut() else {
             anyhow::bail!(
@@ -127,7 +141,7 @@ impl Scenario {
                 Scenario::Broadcast(a) => broadcast::run(a).await,
                 Scenario::Channels(a) => broadcast::run_channels(a).await,
                 Scenario::Reconnect(a) => reconnect::run(a).await,
-                Scenario::Fanout => unreachable!("handled above"),
+                Scenario::Sites(_) | Scenario::Fanout => unreachable!("handled above"),
             }
         };
         tokio::time::timeout(limit, run)
@@ -186,6 +200,13 @@ fn main() -> ExitCode {
 async fn single(scenario: &Scenario) -> anyhow::Result<bool> {
     let result = scenario.run(None).await?;
     println!("{}", result.markdown());
+    if let Scenario::Sites(args) = scenario {
+        println!("{}", sites::table(&result));
+        if let Some(path) = &args.json {
+            result.write_json(path)?;
+        }
+        return Ok(!args.check || result.ok);
+    }
     let common = scenario.common().context("no options")?;
     if let Some(path) = &common.json {
         result.write_json(path)?;
@@ -198,6 +219,11 @@ async fn single(scenario: &Scenario) -> anyhow::Result<bool> {
 
 /// The same scenario against Herald and then Nchan, with ratios.
 async fn compare(scenario: &Scenario) -> anyhow::Result<bool> {
+    if let Scenario::Sites(_) = scenario {
+        anyhow::bail!(
+            "the sites scenario measures Herald alone (Nchan has no sites): run `herald-bench sites`"
+        );
+    }
     let herald = scenario.run(Some(Preset::Herald)).await?;
     println!("{}", herald.markdown());
     let nchan = scenario.run(Some(Preset::Nchan)).await?;

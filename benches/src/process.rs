@@ -83,6 +83,13 @@ impl Sample {
     }
 }
 
+/// The number of threads of process `pid` (`Threads` in `/proc/PID/status`).
+pub fn threads(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("process {pid} is gone"))?;
+    parse_status_number(&status, "Threads:").context("no Threads line")
+}
+
 /// The children of `parent` (for nginx: its worker processes).
 pub fn children_of(parent: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -100,9 +107,13 @@ pub fn children_of(parent: u32) -> Vec<u32> {
 }
 
 fn parse_vm_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    Some(parse_status_number(status, "VmRSS:")? * 1024)
+}
+
+/// The number after `key` in `/proc/PID/status` (in kB for the `Vm…` lines).
+fn parse_status_number(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The fields after the command name, which may itself contain spaces and
@@ -141,6 +152,7 @@ mod tests {
         let status = "Name:\therald\nVmPeak:\t  9000 kB\nVmRSS:\t    1234 kB\nThreads:\t3\n";
         assert_eq!(parse_vm_rss(status), Some(1234 * 1024));
         assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+        assert_eq!(parse_status_number(status, "Threads:"), Some(3));
     }
 
     #[test]
@@ -188,5 +200,6 @@ mod tests {
     fn samples_this_process() {
         let me = sample(&[std::process::id()]).unwrap();
         assert!(me.rss > 0);
+        assert!(threads(std::process::id()).unwrap() >= 1);
     }
 }

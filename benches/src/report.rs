@@ -30,7 +30,23 @@ pub struct Args {
     /// check the pipeline; its figures mean little.
     #[arg(long)]
     pub quick: bool,
+    /// Measure only this section and rewrite it in the existing page,
+    /// leaving the rest of the page (and the plots) as they are.
+    #[arg(long, value_enum)]
+    pub only: Option<Section>,
 }
+
+/// A section of the page that can be regenerated alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Section {
+    /// "Idle sites": `herald-bench sites`, Herald alone, about 10 s.
+    Sites,
+}
+
+/// The heading of the idle-sites section, which `--only sites` looks for.
+const SITES_HEADING: &str = "## Idle sites\n";
+/// The heading the idle-sites section goes before when the page has none yet.
+const METHOD_HEADING: &str = "## How the figures are measured\n";
 
 /// One measurement of the report: a scenario command line, run on both targets.
 struct Row {
@@ -74,6 +90,9 @@ fn words(text: &str) -> Vec<String> {
 }
 
 pub async fn run(args: &Args) -> anyhow::Result<()> {
+    if args.only == Some(Section::Sites) {
+        return only_sites(args).await;
+    }
     let scale = |n: usize| if args.quick { (n / 10).max(50) } else { n };
     let (settle, window, duration, warmup) = if args.quick {
         (1, 2, 3, 1)
@@ -147,6 +166,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         let result = herald_alone(args, &command).await?;
         redis.push((what, command, result));
     }
+    let sites = measure_sites(args).await?;
     let mut broadcast = Vec::new();
     for (subscribers, rates) in [(1_000, ["10", "100", ""]), (10_000, ["1", "10", ""])] {
         for rate in rates {
@@ -196,7 +216,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         .map(|r| [&r.herald, &r.nchan])
         .collect();
     write_json(&img.join("results.json"), &all)?;
-    let page = page(args, &idle, &variants, &broadcast, &redis).await;
+    let page = page(args, &idle, &variants, &broadcast, &redis, &sites).await;
     let path = args.docs.join("benchmarks.md");
     std::fs::write(&path, page)?;
     eprintln!(
@@ -317,6 +337,7 @@ async fn page(
     variants: &[Variant],
     broadcast: &[Row],
     redis: &[Variant],
+    sites: &Variant,
 ) -> String {
     let machine = machine().await;
     let mut out = String::new();
@@ -488,9 +509,130 @@ async fn page(
     for (_, command, _) in redis {
         let _ = writeln!(out, "target/release/herald-bench {command}");
     }
-    out.push_str("```\n");
+    out.push_str("```\n\n");
+    out.push_str(&sites_section(sites));
     out.push_str(METHOD);
     out
+}
+
+/// The idle-sites measurement: `herald-bench sites`, Herald alone.
+async fn measure_sites(args: &Args) -> anyhow::Result<Variant> {
+    let sites = if args.quick { 1_000 } else { 10_000 };
+    let command = format!("sites --sites {sites} --connections 100 --settle 2");
+    let result = herald_alone(args, &command).await?;
+    Ok(("idle sites", command, result))
+}
+
+/// `--only sites`: measures the idle sites and rewrites that one section of
+/// the existing page.
+async fn only_sites(args: &Args) -> anyhow::Result<()> {
+    let path = args.docs.join("benchmarks.md");
+    let page = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read {} (run the whole report first)",
+            path.display()
+        )
+    })?;
+    let sites = measure_sites(args).await?;
+    let page = splice(&page, SITES_HEADING, &sites_section(&sites), METHOD_HEADING);
+    std::fs::write(&path, page)?;
+    eprintln!(
+        "herald-bench report: rewrote the idle sites section of {}",
+        path.display()
+    );
+    Ok(())
+}
+
+/// The "Idle sites" section, from its `## ` heading to the blank line before the next.
+fn sites_section((_, command, result): &Variant) -> String {
+    let n = result.get("sites").map_or("–".into(), format_number);
+    let mut out = String::from(SITES_HEADING);
+    let _ = write!(
+        out,
+        "\nHerald alone (Nchan has no sites): one process started with a configuration of {n} \
+         sites (`[[sites]]` tables: id, key, one 32-byte secret, public, one allowed origin), \
+         against the same process with one site. Nobody connects until the figures are taken: \
+         2 s after the listening line, RSS (`VmRSS`), threads (`/proc/PID/status`) and the tokio \
+         tasks alive (Herald's own `herald_runtime_alive_tasks` on `/metrics`, which counts the \
+         scrape's own connection too). Start-up is from spawn to the listening line, so it \
+         includes reading and validating the file. Then WebSocket clients connect to the first \
+         site (no subscription), to show that tasks follow connections and not sites. Measured \
+         {}.\n\n\
+         The second RSS row starts both servers again with jemalloc returning freed pages at once \
+         (`_RJEM_MALLOC_CONF=dirty_decay_ms:0,muzzy_decay_ms:0`): by default jemalloc returns them \
+         only on later allocator activity, which an idle process has none of, so the first row \
+         still holds what start-up parsed and dropped (the TOML document, the raw \
+         configuration). The second row is what the sites themselves hold.\n\n",
+        stamp()
+    );
+    out.push_str(&crate::sites::table(result));
+    if let Some(per_client) = result.get("tasks_per_client") {
+        let _ = writeln!(
+            out,
+            "\nTokio tasks per WebSocket client: {}.",
+            format_number(per_client)
+        );
+    }
+    for error in &result.errors {
+        let _ = writeln!(out, "\n**Check failed:** {error}.");
+    }
+    let _ = write!(
+        out,
+        "\n```sh\ntarget/release/herald-bench {command}\n```\n\n\
+         Regenerate this section alone (about 10 s, no Nchan needed): \
+         `cargo build --release -p api -p herald-bench && target/release/herald-bench report --only sites`.\n\n"
+    );
+    out
+}
+
+/// Replaces the section of `page` that starts at the line `heading` (up to
+/// the next `## ` heading) with `section`; without one, inserts `section`
+/// before the line `before`, or at the end.
+fn splice(page: &str, heading: &str, section: &str, before: &str) -> String {
+    let at_line = |text: &str, line: &str| {
+        text.match_indices(line)
+            .map(|(at, _)| at)
+            .find(|&at| at == 0 || text[..at].ends_with('\n'))
+    };
+    let (start, end) = match at_line(page, heading) {
+        Some(start) => {
+            let rest = &page[start + heading.len()..];
+            let end = at_line(rest, "## ").map_or(page.len(), |at| start + heading.len() + at);
+            (start, end)
+        }
+        None => {
+            let at = at_line(page, before).unwrap_or(page.len());
+            (at, at)
+        }
+    };
+    format!("{}{section}{}", &page[..start], &page[end..])
+}
+
+/// When and on what a section alone was measured: "2026-11-28 16:11 UTC, 2 vCPU (AMD EPYC)".
+fn stamp() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            Some(
+                l.strip_prefix("model name")?
+                    .split(':')
+                    .nth(1)?
+                    .trim()
+                    .to_string(),
+            )
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let date = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    format!(
+        "{date} with Herald {}, release build, on {cores} vCPU ({cpu})",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 /// What an idle connection contains (kept with the page, not generated).
@@ -612,4 +754,35 @@ async fn machine() -> String {
          - loopback only; 100-byte JSON payloads.\n",
         mem_kib as f64 / 1024.0 / 1024.0
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splice_replaces_or_inserts_a_section() {
+        let section = "## Idle sites\n\nnew\n\n";
+        let with = "# B\n\n## Redis\n\nr\n\n## Idle sites\n\nold\n\n## How the figures are measured\n\nm\n";
+        assert_eq!(
+            splice(with, SITES_HEADING, section, METHOD_HEADING),
+            "# B\n\n## Redis\n\nr\n\n## Idle sites\n\nnew\n\n## How the figures are measured\n\nm\n"
+        );
+        let without = "# B\n\n## Redis\n\nr\n\n## How the figures are measured\n\nm\n";
+        assert_eq!(
+            splice(without, SITES_HEADING, section, METHOD_HEADING),
+            "# B\n\n## Redis\n\nr\n\n## Idle sites\n\nnew\n\n## How the figures are measured\n\nm\n"
+        );
+        // Last on the page, and a `### ` subsection inside it, are both replaced.
+        let last = "# B\n\n## Idle sites\n\nold\n\n### more\n\nold\n";
+        assert_eq!(
+            splice(last, SITES_HEADING, section, METHOD_HEADING),
+            "# B\n\n## Idle sites\n\nnew\n\n"
+        );
+        // Neither heading: at the end.
+        assert_eq!(
+            splice("# B\n", SITES_HEADING, section, METHOD_HEADING),
+            format!("# B\n{section}")
+        );
+    }
 }

@@ -17,9 +17,17 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `herald` on a free loopback port with `env` set and waits for its listening line.
-    pub async fn start(herald: &Path, env: &[(String, String)]) -> anyhow::Result<Server> {
+    /// Starts `herald` on a free loopback port with `env` set (and `config`
+    /// as its configuration file, if given) and waits for its listening line.
+    pub async fn start(
+        herald: &Path,
+        config: Option<&Path>,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Server> {
         let mut command = Command::new(herald);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
         command
             .args(["--listen", "127.0.0.1:0"])
             .env("HERALD_LOG_LEVEL", "error")
@@ -41,8 +49,15 @@ impl Server {
         let mut lines = BufReader::new(stdout).lines();
         let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
             .await
-            .context("herald did not start within 20 s")??
-            .context("herald exited before listening")?;
+            .context("herald did not start within 20 s")??;
+        let Some(line) = line else {
+            // Its stdout closed: it exited, and its stderr (inherited) said why.
+            let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+            match status {
+                Ok(Ok(status)) => bail!("herald exited before listening ({status})"),
+                _ => bail!("herald closed its stdout before listening"),
+            }
+        };
         let Some(url) = line.strip_prefix("herald listening on http://") else {
             bail!("unexpected first line from herald: {line}");
         };

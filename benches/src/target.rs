@@ -239,7 +239,7 @@ impl Running {
                 };
                 let mut servers = Vec::new();
                 for _ in 0..args.nodes.max(1) {
-                    servers.push(Server::start(&herald, &env).await?);
+                    servers.push(Server::start(&herald, None, &env).await?);
                 }
                 let mut pids: Vec<u32> = servers.iter().map(|s| s.pid).collect();
                 pids.extend(redis.as_ref().map(|r| r.pid));

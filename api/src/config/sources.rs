@@ -1,6 +1,12 @@
 //! Merging the configuration sources and checking the result.
 
-use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    path::PathBuf,
+    str::FromStr,
+    time::Duration,
+};
 
 use fanout::HistoryConfig;
 use ipnet::IpNet;
@@ -276,29 +282,36 @@ fn sites(raw: &RawConfig, connection: &SessionConfig) -> Result<Vec<SiteSettings
             "with [[sites]], each site has its own secrets; remove publish.secret",
         ));
     }
+    // Sets, not pairwise comparisons: ten thousand sites must load in
+    // milliseconds, not in quadratic time.
+    let mut ids = HashSet::with_capacity(raw.sites.len());
+    let mut keys = HashSet::with_capacity(raw.sites.len());
+    let mut secrets = HashMap::with_capacity(raw.sites.len());
     let mut checked: Vec<SiteSettings> = Vec::with_capacity(raw.sites.len());
     for (index, site) in raw.sites.iter().enumerate() {
         let settings = site_settings(index, site, &defaults)?;
         let key = |field: &str| format!("sites[{index}].{field}");
-        for other in &checked {
-            if other.id == settings.id {
-                return Err(ConfigError::new(
-                    key("id"),
-                    format!("{:?} is used twice", settings.id),
-                ));
-            }
-            if other.key == settings.key {
-                return Err(ConfigError::new(
-                    key("key"),
-                    format!("{:?} is used twice", settings.key),
-                ));
-            }
-            if other.secrets.iter().any(|s| settings.secrets.contains(s)) {
+        if !ids.insert(site.id.as_str()) {
+            return Err(ConfigError::new(
+                key("id"),
+                format!("{:?} is used twice", site.id),
+            ));
+        }
+        if !keys.insert(site.key.as_str()) {
+            return Err(ConfigError::new(
+                key("key"),
+                format!("{:?} is used twice", site.key),
+            ));
+        }
+        for secret in &site.secrets {
+            if let Some(other) = secrets.insert(secret.as_str(), site.id.as_str())
+                && other != site.id
+            {
                 return Err(ConfigError::new(
                     key("secrets"),
                     format!(
-                        "a secret of site {:?} is also one of site {:?}'s",
-                        settings.id, other.id
+                        "a secret of site {:?} is also one of site {other:?}'s",
+                        site.id
                     ),
                 ));
             }
@@ -588,6 +601,78 @@ mod tests {
             let error = load(&Overrides::default(), env(vars)).unwrap_err();
             assert_eq!(error.key, *key, "{vars:?}: {error}");
         }
+    }
+
+    #[test]
+    fn sites_are_checked() {
+        let dir = std::env::temp_dir().join(format!("herald-sites-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sites.toml");
+        let overrides = Overrides {
+            config_file: Some(path.clone()),
+            ..Overrides::default()
+        };
+        let site = |id: &str, key: &str, secret: &str| {
+            format!("[[sites]]\nid = \"{id}\"\nkey = \"{key}\"\nsecrets = [\"{secret}\"]\n")
+        };
+        let cases = [
+            (
+                site("a", "ka", "secret-a-0123456") + &site("a", "kb", "secret-b-0123456"),
+                "sites[1].id",
+            ),
+            (
+                site("a", "ka", "secret-a-0123456") + &site("b", "ka", "secret-b-0123456"),
+                "sites[1].key",
+            ),
+            (
+                site("a", "ka", "secret-a-0123456") + &site("b", "kb", "secret-a-0123456"),
+                "sites[1].secrets",
+            ),
+            (site("A", "ka", "secret-a-0123456"), "sites[0].id"),
+            (site("a", "k a", "secret-a-0123456"), "sites[0].key"),
+            (site("a", "ka", "short"), "sites[0].secrets"),
+            (
+                site("a", "ka", "secret-a-0123456") + "mode = \"secret\"\n",
+                "sites[0].mode",
+            ),
+            (
+                site("a", "ka", "secret-a-0123456") + "allowed_origins = [\"x.org\"]\n",
+                "sites[0].allowed_origins",
+            ),
+            (
+                site("a", "ka", "secret-a-0123456") + "[sites.limits]\nmax_frame_bytes = 1\n",
+                "sites[0].limits.max_frame_bytes",
+            ),
+            (
+                "[publish]\nsecret = \"x\"\n".to_string() + &site("a", "ka", "secret-a-0123456"),
+                "publish.secret",
+            ),
+        ];
+        for (text, key) in cases {
+            std::fs::write(&path, &text).unwrap();
+            let error = load(&overrides, env(&[])).unwrap_err();
+            assert_eq!(error.key, key, "{text}: {error}");
+        }
+        let two = site("a", "ka", "secret-a-0123456")
+            + "[sites.limits]\nconnections = 7\n"
+            + &site("b", "kb", "secret-b-0123456");
+        std::fs::write(&path, two + "[limits]\nconnections = 3\n").unwrap();
+        let config = load(&overrides, env(&[("HERALD_LIMITS_PUBLISH_RATE", "9")])).unwrap();
+        assert_eq!(config.sites.len(), 2);
+        assert_eq!(
+            config.sites[0].limits.connections, 7,
+            "the site's own limit"
+        );
+        assert_eq!(
+            config.sites[1].limits.connections, 3,
+            "[limits] as the default"
+        );
+        assert_eq!(
+            config.sites[1].limits.publish_rate, 9,
+            "HERALD_LIMITS_* too"
+        );
+        assert!(!config.is_dev_site());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
