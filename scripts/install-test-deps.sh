@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what Herald's integration tests need on a Debian machine: Chromium, curl and Redis from
-# Debian, and playwright-core (from tests/browser/package-lock.json) for the browser test; and nginx
-# with the Nchan module, the peer that `herald-bench compare` measures Herald against.
+# Installs what Herald's integration tests need on a Debian machine: Chromium, curl, Redis and the
+# PHP command line (for the PHP example's test) from Debian, and playwright-core (from
+# tests/browser/package-lock.json) for the browser test; and nginx with the Nchan module, the peer
+# that `herald-bench compare` measures Herald against.
 #
 # Run as root (apt-get). Idempotent: it installs only what is missing, runs `apt-get update` only
 # when a package is missing, and reruns `npm ci` only when the lock file changed.
@@ -10,7 +11,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 browser_dir="$root/tests/browser"
-packages=(chromium curl redis-server nginx libnginx-mod-nchan)
+packages=(chromium curl redis-server php-cli nginx libnginx-mod-nchan)
 
 fail() {
   echo "install-test-deps: $*" >&2
@@ -55,4 +56,4 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$wanted" ]]; then
   echo "$wanted" >"$stamp"
 fi
 
-echo "install-test-deps: ready (chromium, curl, redis-server, nginx + nchan, playwright-core)"
+echo "install-test-deps: ready (chromium, curl, redis-server, php-cli, nginx + nchan, playwright-core)"

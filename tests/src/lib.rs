@@ -6,6 +6,7 @@
 //! next to the test: run `cargo build --workspace` before `cargo test`.
 
 mod api;
+mod auth;
 mod herald;
 mod http;
 mod message;
@@ -15,6 +16,10 @@ mod sse;
 mod ws;
 
 pub use api::publish_results;
+pub use auth::{
+    ConfigFile, Site, Token, b64url, channel_signature, forge_claims, hmac_hex, hmac_sha256,
+    publish_body, request_signature, signed_request, sites_toml, unix_now, unix_now_f64,
+};
 pub use herald::{Finished, Herald, HeraldBuilder, free_port, herald_bin};
 pub use http::{HTTP_TIMEOUT, Request, Response};
 pub use message::{Delivered, Position};

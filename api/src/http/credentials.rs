@@ -22,6 +22,35 @@ pub(crate) struct Signed<'a> {
     pub body: &'a [u8],
 }
 
+/// A checked credential: the site, and for a signed request the signature
+/// to remember once the request is accepted.
+pub(crate) struct Authenticated {
+    pub site: Arc<Site>,
+    signature: Option<([u8; 32], u64)>,
+}
+
+impl Authenticated {
+    /// Marks a signed request as accepted, so that sending it again is a
+    /// replay. Called only once the request passed every other check: a
+    /// request refused for its body or a limit may be sent again as it is.
+    pub fn accept(&self, app: &App) -> Result<(), Refusal> {
+        let Some((signature, timestamp)) = self.signature else {
+            return Ok(());
+        };
+        let window = app.config().publish.signature_window.as_secs();
+        let result = self
+            .site
+            .remember_signature(signature, timestamp, unix_now(), window)
+            .map_err(replay_refusal);
+        if let Err(refusal) = &result {
+            app.sessions()
+                .metrics()
+                .reject(self.site.id(), refusal.code);
+        }
+        result
+    }
+}
+
 /// Finds the site of the request's credential and checks the credential.
 /// Every refusal is counted in `herald_rejections_total`.
 pub(crate) fn authenticate(
@@ -29,12 +58,32 @@ pub(crate) fn authenticate(
     peer: SocketAddr,
     headers: &HeaderMap,
     signed: Signed<'_>,
-) -> Result<Arc<Site>, Refusal> {
+) -> Result<Authenticated, Refusal> {
     let result = check(app, peer, headers, signed);
     if let Err((site, refusal)) = &result {
         app.sessions().metrics().reject(site, refusal.code);
     }
     result.map_err(|(_, refusal)| refusal)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn replay_refusal(error: ReplayError) -> Refusal {
+    match error {
+        ReplayError::Replayed => unauthorized(
+            "signature_replayed",
+            "this signed request was already accepted; sign each request anew",
+        ),
+        ReplayError::Full => Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many signed requests inside the replay window",
+        ),
+    }
 }
 
 type Refused = (String, Refusal);
@@ -48,7 +97,7 @@ fn check(
     peer: SocketAddr,
     headers: &HeaderMap,
     signed: Signed<'_>,
-) -> Result<Arc<Site>, Refused> {
+) -> Result<Authenticated, Refused> {
     let sites = app.sessions().sites();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(key) = header("x-herald-key") {
@@ -58,19 +107,21 @@ fn check(
                 unauthorized("unauthorized", "no site has this key"),
             ));
         };
-        verify_signature(
-            &site,
-            headers,
-            signed,
-            app.config().publish.signature_window.as_secs(),
-        )
-        .map_err(|refusal| (site.id().to_string(), refusal))?;
-        return Ok(site);
+        let window = app.config().publish.signature_window.as_secs();
+        let signature = verify_signature(&site, headers, signed, window)
+            .map_err(|refusal| (site.id().to_string(), refusal))?;
+        return Ok(Authenticated {
+            site,
+            signature: Some(signature),
+        });
     }
     if let Some(bearer) = header(header::AUTHORIZATION.as_str()) {
         let secret = bearer.strip_prefix("Bearer ").unwrap_or("").trim();
         return match sites.by_secret(secret) {
-            Some(site) => Ok(site),
+            Some(site) => Ok(Authenticated {
+                site,
+                signature: None,
+            }),
             None => Err((
                 "-".into(),
                 unauthorized("unauthorized", "this secret belongs to no site"),
@@ -97,7 +148,10 @@ fn check(
         .iter()
         .any(|net| net.contains(&ip))
     {
-        Ok(dev)
+        Ok(Authenticated {
+            site: dev,
+            signature: None,
+        })
     } else {
         Err((
             dev.id().to_string(),
@@ -110,16 +164,16 @@ fn check(
     }
 }
 
+/// Checks a signed request; answers the signature and timestamp to
+/// remember once the request is accepted.
 fn verify_signature(
     site: &Site,
     headers: &HeaderMap,
     signed: Signed<'_>,
     window: u64,
-) -> Result<(), Refusal> {
+) -> Result<([u8; 32], u64), Refusal> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = unix_now();
     let timestamp_text = header("x-herald-timestamp").unwrap_or("");
     let timestamp = timestamp_text
         .parse::<u64>()
@@ -144,19 +198,12 @@ fn verify_signature(
             "X-Herald-Signature is not this site's HMAC-SHA256 of the request",
         ));
     }
-    let mut remembered = [0u8; 32];
+    let mut signature = [0u8; 32];
     // A verified signature is 32 bytes of hex.
-    let _ = hex::decode_to_slice(given.trim(), &mut remembered);
-    match site.remember_signature(remembered, timestamp, now, window) {
-        Ok(()) => Ok(()),
-        Err(ReplayError::Replayed) => Err(unauthorized(
-            "signature_replayed",
-            "this signed request was already accepted; sign each request anew",
-        )),
-        Err(ReplayError::Full) => Err(Refusal::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many signed requests inside the replay window",
-        )),
+    let _ = hex::decode_to_slice(given.trim(), &mut signature);
+    // Refused early when already seen; remembered only once accepted.
+    if site.signature_seen(&signature) {
+        return Err(replay_refusal(ReplayError::Replayed));
     }
+    Ok((signature, timestamp))
 }

@@ -30,7 +30,9 @@ pub(crate) async fn handle(
         path_and_query,
         body: b"",
     };
-    let site = match credentials::authenticate(app, peer, request.headers(), signed) {
+    let site = match credentials::authenticate(app, peer, request.headers(), signed)
+        .and_then(|authenticated| authenticated.accept(app).map(|()| authenticated.site))
+    {
         Ok(site) => site,
         Err(refusal) => return refusal.into_response(),
     };

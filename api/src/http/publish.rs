@@ -48,13 +48,13 @@ pub(crate) async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limits.max_body_bytes as u64) {
-        return too_large(limits.max_body_bytes);
+        return too_large(app, limits.max_body_bytes);
     }
     let (parts, body) = request.into_parts();
     let body = match Limited::new(body, limits.max_body_bytes).collect().await {
         Ok(body) => body.to_bytes(),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            return too_large(limits.max_body_bytes);
+            return too_large(app, limits.max_body_bytes);
         }
         Err(error) => {
             return reply::error(StatusCode::BAD_REQUEST, "bad_request", &error.to_string());
@@ -65,10 +65,11 @@ pub(crate) async fn handle(
         path_and_query: &path_and_query,
         body: &body,
     };
-    let site = match credentials::authenticate(app, peer, &parts.headers, signed) {
-        Ok(site) => site,
+    let authenticated = match credentials::authenticate(app, peer, &parts.headers, signed) {
+        Ok(authenticated) => authenticated,
         Err(refusal) => return refusal.into_response(),
     };
+    let site = authenticated.site.clone();
     let max_message_bytes = site.settings().limits.max_message_bytes;
     let batch = match parse(&body, limits.max_channels, max_message_bytes) {
         Ok(batch) => batch,
@@ -91,6 +92,9 @@ pub(crate) async fn handle(
             .headers_mut()
             .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after));
         return response;
+    }
+    if let Err(refusal) = authenticated.accept(app) {
+        return refusal.into_response();
     }
     let batch: Vec<PublishRequest> = batch
         .into_iter()
@@ -128,7 +132,10 @@ pub(crate) async fn handle(
     }
 }
 
-fn too_large(limit: usize) -> Response<Body> {
+/// A body over `publish.max_body_bytes`, refused before it is read, so
+/// before anyone knows the site: counted under site "-".
+fn too_large(app: &App, limit: usize) -> Response<Body> {
+    app.sessions().metrics().reject("-", "payload_too_large");
     reply::error(
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",

@@ -25,6 +25,10 @@ pub(crate) struct ReplayCache {
 }
 
 impl ReplayCache {
+    pub fn contains(&self, signature: &[u8; 32]) -> bool {
+        self.seen.contains_key(signature)
+    }
+
     /// Remembers `signature` (of a request stamped `timestamp`), unless it
     /// was seen before. Entries older than `window` are forgotten.
     pub fn remember(

@@ -129,6 +129,11 @@ impl Site {
             .map_err(Duration::from_secs_f64)
     }
 
+    /// Whether a signed request's signature was accepted before.
+    pub fn signature_seen(&self, signature: &[u8; 32]) -> bool {
+        self.replays.lock().contains(signature)
+    }
+
     /// Remembers a signed request's signature; refuses one seen before.
     pub fn remember_signature(
         &self,

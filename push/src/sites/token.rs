@@ -65,6 +65,10 @@ pub fn verify(secrets: &[String], token: &str) -> Result<Claims, TokenError> {
             continue;
         };
         match jsonwebtoken::decode::<RawClaims>(token, &key, &validation) {
+            // The library accepts `exp == now`; a token expires at `exp`.
+            Ok(data) if data.claims.exp <= jsonwebtoken::get_current_timestamp() => {
+                return Err(TokenError::Expired);
+            }
             Ok(data) => return claims(data.claims),
             Err(error) => match error.kind() {
                 // The signature was good; only the time is wrong.

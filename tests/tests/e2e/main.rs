@@ -15,6 +15,7 @@
 //! - `redis`         — the Redis engine across nodes (own `redis-server` each): fan-out once and in order, resume on another node, upstream subscriptions follow local interest, history overflow and lost history; `redis::failure`: Redis SIGKILLed and restarted (503 while down, nothing acknowledged lost), a node SIGKILLed; `redis::churn`: subscribers joining and leaving busy channels
 //! - `redis_cluster` — the fan-out, resume and interest cases on a three-master Redis Cluster (sharded pub/sub)
 //! - `redis_sentinel` — the fan-out and resume cases with the master found through a Sentinel
+//! - `sites`         — sites and security: publish credentials (bearer, HMAC, replay), tokens and refresh, channel rules, origins, per-site limits, SIGHUP reloads and secret rotation, isolation between sites (memory and Redis), the PHP example
 //! - `browser`       — the demo page in Debian's Chromium via playwright-core: a curl notice in both panels, and reconnect after a restart
 //!
 //! Set-up: `scripts/test` installs what these need and builds the binary first.
@@ -31,4 +32,5 @@ mod redis_cluster;
 mod redis_sentinel;
 mod rejections;
 mod shutdown;
+mod sites;
 mod slow_consumer;
