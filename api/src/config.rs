@@ -41,6 +41,7 @@ pub struct Config {
     pub history: HistoryConfig,
     pub connection: SessionConfig,
     pub shutdown: ShutdownConfig,
+    pub timeline: TimelineConfig,
     /// Every site served; without `[[sites]]`, the one implicit site
     /// (`default`), which is the dev site when it has no secret. The
     /// server moves them into its site table at start (`push::sites`), so
@@ -87,6 +88,14 @@ pub struct PublishConfig {
     /// How far a signed request's timestamp may be from now, either way;
     /// also how long its signature is remembered against replays.
     pub signature_window: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TimelineConfig {
+    /// Timeline shards (`S`); the same on every node.
+    pub shards: u32,
+    /// Largest `POST /api/deliver` body.
+    pub max_body_bytes: usize,
 }
 
 #[derive(Debug, Clone)]

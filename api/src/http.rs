@@ -1,7 +1,9 @@
 //! Routing of the requests hyper serves, and the answers that need no engine.
 
 mod credentials;
+mod deliver;
 mod history;
+mod idempotency;
 mod publish;
 mod reply;
 mod sse;
@@ -36,6 +38,7 @@ pub(crate) async fn handle(
         "/ws" => ("ws", upgrade::handle(&app, peer, request)),
         "/sse" => ("sse", sse::handle(&app, peer, &request).await),
         "/api/publish" => ("publish", publish::handle(&app, peer, request).await),
+        "/api/deliver" => ("deliver", deliver::handle(&app, peer, request).await),
         "/api/history" => ("history", history::handle(&app, peer, &request).await),
         "/healthz" => ("healthz", reply::text(StatusCode::OK, "ok")),
         "/readyz" => ("readyz", readyz(&app)),

@@ -71,7 +71,9 @@ impl Server {
 
         let hub = Hub::new(fanout_metrics.clone());
         let engine: Arc<dyn Engine> = match &config.engine {
-            EngineKind::Memory => MemoryEngine::start(hub.clone(), config.history, fanout_metrics),
+            EngineKind::Memory => {
+                MemoryEngine::start(hub.clone(), config.history, fanout_metrics.clone())
+            }
             EngineKind::Redis(redis) => {
                 let settings = RedisConfig {
                     url: redis.url.clone(),
@@ -82,12 +84,12 @@ impl Server {
                     history: config.history,
                 };
                 let redis_metrics = RedisMetrics::register(&registry)?;
-                RedisEngine::connect(hub.clone(), settings, fanout_metrics, redis_metrics)
+                RedisEngine::connect(hub.clone(), settings, fanout_metrics.clone(), redis_metrics)
                     .await
                     .with_context(|| format!("cannot use Redis at {}", redacted(&redis.url)))?
             }
         };
-        let fanout = Fanout::new(hub, engine);
+        let fanout = Fanout::start(hub, engine, config.timeline.shards, fanout_metrics);
         let tracker = push::Tracker::default();
         tokio::spawn(tracker.clone().run_ticker(config.connection.ping_interval));
         let dev_site = config.is_dev_site();

@@ -56,12 +56,26 @@ impl ChannelName {
         Self(Arc::from(full))
     }
 
+    /// A channel of Herald's own inside `site`: its local name starts with
+    /// `~`, which no client or publisher can write, so it is unreachable
+    /// from outside (timeline shards are such channels).
+    pub(crate) fn internal(site: &str, name: &str) -> Self {
+        debug_assert!(is_site_id(site) && name.starts_with(INTERNAL));
+        Self(Arc::from(format!("{site}/{name}")))
+    }
+
+    /// A channel built from parts already checked (a site's timeline of a
+    /// user whose id passed [`ChannelName::new`] as part of a name).
+    pub(crate) fn trusted(full: String) -> Self {
+        Self(Arc::from(full))
+    }
+
     /// Checks a full key, `site/local` or a bare local name, as it comes
     /// back from an engine.
     pub fn from_key(key: &str) -> Result<Self, Error> {
         match key.split_once('/') {
             Some((site, local)) if is_site_id(site) => {
-                Self::new(local)?;
+                Self::new(local.strip_prefix(INTERNAL).unwrap_or(local))?;
                 Ok(Self(Arc::from(key)))
             }
             Some(_) => Err(Error::InvalidChannel(format!("{key:?} has a bad site id"))),
@@ -83,6 +97,48 @@ impl ChannelName {
     pub fn site(&self) -> &str {
         self.0.split_once('/').map_or("", |(site, _)| site)
     }
+
+    /// For a timeline channel (`user:<id>` or `replies:<id>`), its kind and
+    /// user id. Such channels are fed by their user's timeline shard.
+    pub fn timeline(&self) -> Option<(TimelineKind, &str)> {
+        let local = self.local();
+        if let Some(user) = local.strip_prefix("user:") {
+            Some((TimelineKind::User, user))
+        } else {
+            local
+                .strip_prefix("replies:")
+                .map(|user| (TimelineKind::Replies, user))
+        }
+    }
+}
+
+/// The start of an internal channel's local name.
+const INTERNAL: &str = "~";
+
+/// Which of a user's timelines a delivery goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TimelineKind {
+    /// The home timeline, channel `user:<id>`.
+    User,
+    /// Replies and mentions, channel `replies:<id>`.
+    Replies,
+}
+
+impl TimelineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimelineKind::User => "user",
+            TimelineKind::Replies => "replies",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "user" => Some(TimelineKind::User),
+            "replies" => Some(TimelineKind::Replies),
+            _ => None,
+        }
+    }
 }
 
 /// Whether `id` is a valid site id: 1 to [`MAX_SITE_LEN`] bytes of `a-z 0-9 _ -`.
@@ -94,7 +150,7 @@ pub fn is_site_id(id: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
-fn is_channel_char(c: char) -> bool {
+pub(crate) fn is_channel_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':' | '.' | '@' | '=')
 }
 

@@ -13,6 +13,8 @@ mod delivery;
 pub mod memory;
 pub mod redis;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
@@ -26,6 +28,30 @@ pub struct PublishRequest {
     pub channel: ChannelName,
     /// The payload, stored and delivered byte for byte.
     pub data: Bytes,
+    /// An idempotency key: a publish to the same channel with the same key
+    /// within [`crate::HistoryConfig::dedupe_ttl`] is not published again,
+    /// and answers the first one's position. Checked atomically with the
+    /// publish itself.
+    pub dedupe: Option<Arc<str>>,
+}
+
+impl PublishRequest {
+    pub fn new(channel: ChannelName, data: Bytes) -> Self {
+        Self {
+            channel,
+            data,
+            dedupe: None,
+        }
+    }
+}
+
+/// What became of one published message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub position: Position,
+    /// The idempotency key had been used: nothing was published now, and
+    /// `position` is the earlier publish's.
+    pub duplicate: bool,
 }
 
 /// Where messages get their offsets, live in history and travel between nodes.
@@ -34,7 +60,7 @@ pub trait Engine: Send + Sync + 'static {
     /// delivers it to the channel's subscribers on every node. Answers the
     /// positions in request order, and only once the engine has accepted every
     /// message: an `Ok` is a promise that the messages can be recovered.
-    fn publish(&self, batch: Vec<PublishRequest>) -> BoxFuture<'_, Result<Vec<Position>, Error>>;
+    fn publish(&self, batch: Vec<PublishRequest>) -> BoxFuture<'_, Result<Vec<Published>, Error>>;
 
     /// The channel's current position and the messages after `since`.
     fn history<'a>(

@@ -1,10 +1,14 @@
-//! The facade that `push` and `api` use: the local hub plus the engine.
+//! The facade that `push` and `api` use: the local hub, the engine behind
+//! it, and the timeline fan-out on top (`timeline.rs`).
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use crate::{
-    ChannelName, Error, Hub, Position, Subscriber, Subscription,
-    engine::{Engine, History, PublishRequest},
+    ChannelName, Error, Hub, Metrics, Position, Subscriber, Subscription, TimelineKind,
+    engine::{Engine, History, PublishRequest, Published},
+    timeline::{DeliveryReport, Recipients, Timelines},
 };
 
 /// A cheap, cloneable handle on the hub and the engine behind it.
@@ -12,11 +16,21 @@ use crate::{
 pub struct Fanout {
     hub: Hub,
     engine: Arc<dyn Engine>,
+    timelines: Arc<Timelines>,
+    metrics: Metrics,
 }
 
 impl Fanout {
-    pub fn new(hub: Hub, engine: Arc<dyn Engine>) -> Self {
-        Self { hub, engine }
+    /// Builds the facade and starts the timeline expander on the current
+    /// runtime; `shards` is the deployment's timeline shard count.
+    pub fn start(hub: Hub, engine: Arc<dyn Engine>, shards: u32, metrics: Metrics) -> Self {
+        let timelines = Timelines::start(hub.clone(), shards, metrics.timeline_expanded.clone());
+        Self {
+            hub,
+            engine,
+            timelines: Arc::new(timelines),
+            metrics,
+        }
     }
 
     /// Starts delivering `channel` to `subscriber`, tagged with `slot`.
@@ -30,10 +44,20 @@ impl Fanout {
         subscriber: Arc<dyn Subscriber>,
         slot: u32,
     ) -> Subscription {
-        self.hub.subscribe(channel, subscriber, slot)
+        // A timeline's shard is listened to before the timeline itself.
+        let interest = self.timelines.interest(&channel);
+        let mut subscription = self.hub.subscribe(channel, subscriber, slot);
+        subscription.keep(interest);
+        subscription
     }
 
-    pub async fn publish(&self, batch: Vec<PublishRequest>) -> Result<Vec<Position>, Error> {
+    /// Publishes each message; a message to a timeline channel goes to its
+    /// user through the user's shard.
+    pub async fn publish(&self, batch: Vec<PublishRequest>) -> Result<Vec<Published>, Error> {
+        let batch = batch
+            .into_iter()
+            .map(|request| self.timelines.to_shard(request))
+            .collect();
         self.engine.publish(batch).await
     }
 
@@ -42,7 +66,41 @@ impl Fanout {
         channel: &ChannelName,
         since: Option<Position>,
     ) -> Result<History, Error> {
-        self.engine.history(channel, since).await
+        self.timelines.history(&*self.engine, channel, since).await
+    }
+
+    /// Delivers `data` to the `kind` timelines of `recipients` on `site`:
+    /// one engine message per shard touched.
+    pub async fn deliver(
+        &self,
+        site: &str,
+        kind: TimelineKind,
+        recipients: Recipients,
+        data: Bytes,
+        dedupe: Option<Arc<str>>,
+    ) -> Result<DeliveryReport, Error> {
+        let groups = recipients.into_groups();
+        let report = self
+            .timelines
+            .deliver(&*self.engine, site, kind, groups, data, dedupe)
+            .await?;
+        self.metrics.deliveries.inc();
+        self.metrics
+            .delivery_recipients
+            .inc_by(report.recipients as u64);
+        let shard_messages = &self.metrics.shard_messages;
+        shard_messages
+            .with_label_values(&["published"])
+            .inc_by(report.messages as u64);
+        shard_messages
+            .with_label_values(&["duplicate"])
+            .inc_by(report.duplicates as u64);
+        Ok(report)
+    }
+
+    /// The recipients of a delivery on `site`, to be filled one id at a time.
+    pub fn recipients(&self, site: &str) -> Recipients {
+        Recipients::new(site, self.timelines.shards())
     }
 
     pub fn is_ready(&self) -> bool {

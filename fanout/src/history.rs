@@ -1,7 +1,7 @@
 //! One channel's history in the memory engine: a ring bounded by count and age.
 
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, VecDeque},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -17,6 +17,8 @@ pub struct HistoryConfig {
     pub size: usize,
     /// How long a message stays in history.
     pub ttl: Duration,
+    /// How long a publish's idempotency key is remembered per channel.
+    pub dedupe_ttl: Duration,
 }
 
 impl Default for HistoryConfig {
@@ -24,6 +26,7 @@ impl Default for HistoryConfig {
         Self {
             size: 100,
             ttl: Duration::from_secs(600),
+            dedupe_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -41,6 +44,9 @@ pub struct History {
     pub messages: Vec<Arc<Message>>,
 }
 
+/// Idempotency keys → the position they were published at, and when.
+type Remembered = HashMap<Arc<str>, (Position, Instant)>;
+
 /// The log of one channel.
 pub(crate) struct ChannelLog {
     /// The generation of this log; a fresh log gets a fresh epoch.
@@ -56,6 +62,9 @@ pub(crate) struct ChannelLog {
     /// already held it starts over on the new one instead of writing into a
     /// log nobody can read.
     pub(crate) removed: bool,
+    /// Idempotency keys of recent publishes → their position and when they
+    /// were published. Boxed: most channels never see a key.
+    dedupe: Option<Box<Remembered>>,
 }
 
 impl ChannelLog {
@@ -66,7 +75,29 @@ impl ChannelLog {
             entries: VecDeque::new(),
             touched: now,
             removed: false,
+            dedupe: None,
         }
+    }
+
+    /// The position of an earlier publish with idempotency key `key`, if
+    /// it is still remembered.
+    pub(crate) fn published_as(&self, key: &str, now: Instant, ttl: Duration) -> Option<Position> {
+        let (position, at) = self.dedupe.as_ref()?.get(key)?;
+        (now.saturating_duration_since(*at) <= ttl && position.epoch == self.epoch)
+            .then_some(*position)
+    }
+
+    /// Remembers that the publish with idempotency key `key` got `position`.
+    pub(crate) fn remember(&mut self, key: Arc<str>, position: Position, now: Instant) {
+        self.dedupe
+            .get_or_insert_with(Default::default)
+            .insert(key, (position, now));
+    }
+
+    /// Whether idempotency keys are still remembered here, so that the log
+    /// must not be freed yet.
+    pub(crate) fn has_keys(&self) -> bool {
+        self.dedupe.as_ref().is_some_and(|keys| !keys.is_empty())
     }
 
     pub(crate) fn position(&self) -> Position {
@@ -101,6 +132,16 @@ impl ChannelLog {
         }
         self.expire(now, config.ttl);
         (message, self.entries.len() as isize - before)
+    }
+
+    /// Forgets idempotency keys older than `ttl`.
+    pub(crate) fn expire_keys(&mut self, now: Instant, ttl: Duration) {
+        if let Some(keys) = &mut self.dedupe {
+            keys.retain(|_, (_, at)| now.saturating_duration_since(*at) <= ttl);
+            if keys.is_empty() {
+                self.dedupe = None;
+            }
+        }
     }
 
     /// Drops messages older than `ttl`; returns how many went.
@@ -176,6 +217,7 @@ mod tests {
         HistoryConfig {
             size,
             ttl: Duration::from_secs(ttl_secs),
+            ..HistoryConfig::default()
         }
     }
 

@@ -14,10 +14,11 @@ mod history;
 mod message;
 mod metrics;
 mod registry;
+pub mod timeline;
 
-pub use channel::{ChannelName, MAX_CHANNEL_LEN, MAX_SITE_LEN, is_site_id};
+pub use channel::{ChannelName, MAX_CHANNEL_LEN, MAX_SITE_LEN, TimelineKind, is_site_id};
 pub use engine::{
-    Engine, History, PublishRequest,
+    Engine, History, PublishRequest, Published,
     memory::MemoryEngine,
     redis::{RedisConfig, RedisEngine, RedisMetrics},
 };
@@ -27,3 +28,4 @@ pub use history::HistoryConfig;
 pub use message::{ENCODINGS, Epoch, InvalidEpoch, Message, Position};
 pub use metrics::Metrics;
 pub use registry::{ChannelWatcher, Hub, Subscriber, Subscription};
+pub use timeline::{DeliveryReport, Recipients};

@@ -1,6 +1,6 @@
 //! Prometheus metrics of the fan-out core.
 
-use prometheus::{IntCounter, IntGauge, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// The fan-out core's metrics. Cloning shares the same counters.
 #[derive(Clone)]
@@ -15,6 +15,14 @@ pub struct Metrics {
     pub history_channels: IntGauge,
     /// Messages held in the memory engine's history, over all channels.
     pub history_messages: IntGauge,
+    /// Timeline deliveries accepted (`POST /api/deliver`).
+    pub deliveries: IntCounter,
+    /// Distinct recipients of those deliveries.
+    pub delivery_recipients: IntCounter,
+    /// Timeline shard messages, by result: published, or duplicate.
+    pub shard_messages: IntCounterVec,
+    /// Timeline messages the expander handed to local subscribers.
+    pub timeline_expanded: IntCounter,
 }
 
 impl Metrics {
@@ -26,6 +34,10 @@ impl Metrics {
         registry.register(Box::new(metrics.active_channels.clone()))?;
         registry.register(Box::new(metrics.history_channels.clone()))?;
         registry.register(Box::new(metrics.history_messages.clone()))?;
+        registry.register(Box::new(metrics.deliveries.clone()))?;
+        registry.register(Box::new(metrics.delivery_recipients.clone()))?;
+        registry.register(Box::new(metrics.shard_messages.clone()))?;
+        registry.register(Box::new(metrics.timeline_expanded.clone()))?;
         Ok(metrics)
     }
 }
@@ -58,6 +70,29 @@ impl Default for Metrics {
             history_messages: IntGauge::new(
                 "herald_history_messages",
                 "Messages held in the memory engine's history.",
+            )
+            .unwrap(),
+            deliveries: IntCounter::new(
+                "herald_deliveries_total",
+                "Timeline deliveries accepted (POST /api/deliver).",
+            )
+            .unwrap(),
+            delivery_recipients: IntCounter::new(
+                "herald_delivery_recipients_total",
+                "Distinct recipients of timeline deliveries.",
+            )
+            .unwrap(),
+            shard_messages: IntCounterVec::new(
+                Opts::new(
+                    "herald_timeline_shard_messages_total",
+                    "Timeline shard messages: published, or duplicate (skipped by an idempotency key).",
+                ),
+                &["result"],
+            )
+            .unwrap(),
+            timeline_expanded: IntCounter::new(
+                "herald_timeline_expanded_total",
+                "Timeline messages the expander handed to local subscribers.",
             )
             .unwrap(),
         }

@@ -19,7 +19,7 @@ use std::{
 use parking_lot::Mutex;
 use slab::Slab;
 
-use crate::{ChannelName, Message, Metrics};
+use crate::{ChannelName, Message, Metrics, timeline::ShardInterest};
 
 /// Number of registry shards. A power of two well above the core count keeps
 /// contention negligible while the empty maps cost about 3 KB in all.
@@ -76,6 +76,8 @@ pub struct Subscription {
     hub: Hub,
     channel: ChannelName,
     key: usize,
+    /// A timeline's interest in its shard, kept as long as the timeline is.
+    shard: Option<Arc<ShardInterest>>,
 }
 
 impl Hub {
@@ -113,7 +115,11 @@ impl Hub {
                 self.shared.metrics.active_channels.inc();
                 // Told under the shard lock, so that "active" and "idle" for
                 // one channel reach the watcher in the order they happened.
-                self.notify(|w| w.channel_active(&channel));
+                // Timelines are fed through their shard's channel, which the
+                // watcher hears about instead.
+                if channel.timeline().is_none() {
+                    self.notify(|w| w.channel_active(&channel));
+                }
             }
             key
         };
@@ -122,6 +128,7 @@ impl Hub {
             hub: self.clone(),
             channel,
             key,
+            shard: None,
         }
     }
 
@@ -164,7 +171,9 @@ impl Hub {
                 shard.remove(channel.as_str());
                 self.shared.metrics.active_channels.dec();
                 // Under the shard lock, like "active": see `subscribe`.
-                self.notify(|w| w.channel_idle(channel));
+                if channel.timeline().is_none() {
+                    self.notify(|w| w.channel_idle(channel));
+                }
             } else if entries.capacity() > 64 && entries.len() < entries.capacity() / 4 {
                 // A slab never gives memory back by itself; after a big channel
                 // empties out, compact it so the capacity follows the audience.
@@ -184,6 +193,11 @@ impl Hub {
 impl Subscription {
     pub fn channel(&self) -> &ChannelName {
         &self.channel
+    }
+
+    /// Keeps a timeline's shard interest alive as long as this subscription.
+    pub(crate) fn keep(&mut self, shard: Option<Arc<ShardInterest>>) {
+        self.shard = shard;
     }
 }
 

@@ -15,8 +15,38 @@ pub(crate) struct RawConfig {
     pub connection: RawConnection,
     pub shutdown: RawShutdown,
     pub limits: RawLimits,
+    pub timeline: RawTimeline,
+    pub deliver: RawDeliver,
     /// `[[sites]]`; file only (no environment variables).
     pub sites: Vec<RawSite>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawTimeline {
+    pub shards: u64,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawDeliver {
+    pub max_body_bytes: u64,
+    pub idempotency_ttl_secs: u64,
+}
+
+impl Default for RawTimeline {
+    fn default() -> Self {
+        Self { shards: 1024 }
+    }
+}
+
+impl Default for RawDeliver {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 16 * 1024 * 1024,
+            idempotency_ttl_secs: fanout::HistoryConfig::default().dedupe_ttl.as_secs(),
+        }
+    }
 }
 
 /// Defaults for every site's limits.
@@ -131,6 +161,8 @@ impl Default for RawConfig {
             connection: RawConnection::default(),
             shutdown: RawShutdown::default(),
             limits: RawLimits::default(),
+            timeline: RawTimeline::default(),
+            deliver: RawDeliver::default(),
             sites: Vec::new(),
         }
     }
@@ -248,6 +280,9 @@ pub(crate) const KEYS: &[(&str, Kind)] = &[
     ("connection.close_timeout_secs", Kind::Int),
     ("shutdown.grace_secs", Kind::Int),
     ("shutdown.reconnect_jitter_ms", Kind::Int),
+    ("timeline.shards", Kind::Int),
+    ("deliver.max_body_bytes", Kind::Int),
+    ("deliver.idempotency_ttl_secs", Kind::Int),
     ("limits.connections", Kind::Int),
     ("limits.connections_per_ip", Kind::Int),
     ("limits.connection_rate_per_ip", Kind::Int),

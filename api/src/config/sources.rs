@@ -18,6 +18,7 @@ use toml::{Table, Value};
 
 use super::{
     Config, ConfigError, EngineKind, LogConfig, PublishConfig, RedisSettings, ShutdownConfig,
+    TimelineConfig,
     raw::{KEYS, Kind, RawConfig, RawSite, RawSiteLimits, env_name},
 };
 
@@ -197,6 +198,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         )? as u64),
     };
     let history = HistoryConfig {
+        dedupe_ttl: Duration::from_secs(at_least(
+            "deliver.idempotency_ttl_secs",
+            raw.deliver.idempotency_ttl_secs,
+            1,
+        )? as u64),
         size: raw.history.size as usize,
         ttl: Duration::from_secs(at_least("history.ttl_secs", raw.history.ttl_secs, 1)? as u64),
     };
@@ -223,6 +229,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         )? as u64),
     };
     let sites = sites(&raw, &connection)?;
+    let timeline = TimelineConfig {
+        shards: count("timeline.shards", raw.timeline.shards, 1)?,
+        max_body_bytes: at_least("deliver.max_body_bytes", raw.deliver.max_body_bytes, 64)?,
+    };
     let shutdown = ShutdownConfig {
         grace: Duration::from_secs(raw.shutdown.grace_secs),
         reconnect_jitter: Duration::from_millis(raw.shutdown.reconnect_jitter_ms),
@@ -238,6 +248,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         history,
         connection,
         shutdown,
+        timeline,
         sites,
     })
 }

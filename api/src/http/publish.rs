@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use super::{
     Body,
     credentials::{self, Signed},
-    reply,
+    idempotency, reply,
     reply::Refusal,
 };
 use crate::App;
@@ -70,6 +70,10 @@ pub(crate) async fn handle(
         Err(refusal) => return refusal.into_response(),
     };
     let site = authenticated.site.clone();
+    let dedupe = match idempotency::key(&parts.headers) {
+        Ok(key) => key,
+        Err(refusal) => return refusal.into_response(),
+    };
     let max_message_bytes = site.settings().limits.max_message_bytes;
     let batch = match parse(&body, limits.max_channels, max_message_bytes) {
         Ok(batch) => batch,
@@ -101,6 +105,7 @@ pub(crate) async fn handle(
         .map(|request| PublishRequest {
             channel: ChannelName::scoped(site.id(), &request.channel),
             data: request.data,
+            dedupe: dedupe.clone(),
         })
         .collect();
     match app.fanout().publish(batch.clone()).await {
@@ -108,11 +113,11 @@ pub(crate) async fn handle(
             let results: Vec<_> = batch
                 .iter()
                 .zip(positions)
-                .map(|(request, position)| {
+                .map(|(request, published)| {
                     serde_json::json!({
                         "channel": request.channel.local(),
-                        "epoch": position.epoch.to_string(),
-                        "offset": position.offset,
+                        "epoch": published.position.epoch.to_string(),
+                        "offset": published.position.offset,
                     })
                 })
                 .collect();
@@ -198,10 +203,7 @@ fn parse(
     let data = Bytes::copy_from_slice(data.get().as_bytes());
     Ok(channels
         .into_iter()
-        .map(|channel| PublishRequest {
-            channel,
-            data: data.clone(),
-        })
+        .map(|channel| PublishRequest::new(channel, data.clone()))
         .collect())
 }
 

@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use crate::{
     ChannelName, Error, Hub, Metrics, Position,
     engine::{
-        Engine, History, PublishRequest,
+        Engine, History, PublishRequest, Published,
         delivery::{Delivery, Queue},
     },
     history::{ChannelLog, HistoryConfig},
@@ -91,9 +91,9 @@ impl MemoryEngine {
             .clone()
     }
 
-    /// Appends and hands over for delivery; returns the position and, with
-    /// delivery workers, the queue the message went to.
-    fn publish_one(&self, request: PublishRequest) -> (Position, Option<&Arc<Queue>>) {
+    /// Appends and hands over for delivery; returns what was published and,
+    /// with delivery workers, the queue the message went to.
+    fn publish_one(&self, request: PublishRequest) -> (Published, Option<&Arc<Queue>>) {
         loop {
             let log = self.log(&request.channel);
             let mut log = log.lock();
@@ -101,23 +101,41 @@ impl MemoryEngine {
                 // The sweeper unlinked this log between our lookup and lock.
                 continue;
             }
+            let now = Instant::now();
+            // Under the channel's lock: two racing publishes with one key
+            // cannot both get through.
+            if let Some(key) = &request.dedupe
+                && let Some(position) = log.published_as(key, now, self.config.dedupe_ttl)
+            {
+                let published = Published {
+                    position,
+                    duplicate: true,
+                };
+                return (published, None);
+            }
             let (message, grown) = log.append(
                 request.channel.clone(),
                 request.data.clone(),
-                Instant::now(),
+                now,
                 self.config,
             );
+            if let Some(key) = request.dedupe {
+                log.remember(key, message.position, now);
+            }
             self.metrics.history_messages.add(grown as i64);
             self.metrics.published.inc();
             // Handed over with the log locked: this is what keeps each channel
             // in offset order and lets a subscriber register, then read
             // history, without a gap.
-            let position = message.position;
+            let published = Published {
+                position: message.position,
+                duplicate: false,
+            };
             return match &self.delivery {
-                Some(delivery) => (position, Some(delivery.queue(message))),
+                Some(delivery) => (published, Some(delivery.queue(message))),
                 None => {
                     self.hub.deliver(&message);
-                    (position, None)
+                    (published, None)
                 }
             };
         }
@@ -142,9 +160,14 @@ impl MemoryEngine {
                     return true;
                 };
                 let expired = log.expire(now, self.config.ttl);
+                log.expire_keys(now, self.config.dedupe_ttl);
                 self.metrics.history_messages.sub(expired as i64);
                 let quiet = now.saturating_duration_since(log.touched) > self.config.ttl;
-                if log.len() == 0 && quiet && !self.hub.has_subscribers(channel.as_str()) {
+                if log.len() == 0
+                    && quiet
+                    && !log.has_keys()
+                    && !self.hub.has_subscribers(channel.as_str())
+                {
                     log.removed = true;
                     freed += 1;
                     false
@@ -164,12 +187,12 @@ impl MemoryEngine {
 }
 
 impl Engine for MemoryEngine {
-    fn publish(&self, batch: Vec<PublishRequest>) -> BoxFuture<'_, Result<Vec<Position>, Error>> {
+    fn publish(&self, batch: Vec<PublishRequest>) -> BoxFuture<'_, Result<Vec<Published>, Error>> {
         Box::pin(async move {
             let mut positions = Vec::with_capacity(batch.len());
             for request in batch {
-                let (position, queue) = self.publish_one(request);
-                positions.push(position);
+                let (published, queue) = self.publish_one(request);
+                positions.push(published);
                 if let Some(queue) = queue {
                     // Backpressure, with no lock held: a publisher outrunning
                     // delivery waits instead of growing the queue.
@@ -220,10 +243,10 @@ mod tests {
     }
 
     fn request(channel: &str) -> PublishRequest {
-        PublishRequest {
-            channel: ChannelName::new(channel).unwrap(),
-            data: Bytes::from_static(b"{}"),
-        }
+        PublishRequest::new(
+            ChannelName::new(channel).unwrap(),
+            Bytes::from_static(b"{}"),
+        )
     }
 
     #[tokio::test]
@@ -237,9 +260,32 @@ mod tests {
             .publish(vec![request("a"), request("b"), request("a")])
             .await
             .unwrap();
-        let offsets: Vec<u64> = positions.iter().map(|p| p.offset).collect();
+        let offsets: Vec<u64> = positions.iter().map(|p| p.position.offset).collect();
         assert_eq!(offsets, [1, 1, 2]);
-        assert_eq!(positions[0].epoch, positions[2].epoch);
+        assert_eq!(positions[0].position.epoch, positions[2].position.epoch);
+    }
+
+    #[tokio::test]
+    async fn an_idempotency_key_publishes_once_per_channel() {
+        let hub = Hub::new(Metrics::default());
+        let engine = MemoryEngine::new(hub.clone(), HistoryConfig::default(), Metrics::default());
+        let recorder = Arc::new(Recorder::default());
+        let _sub = hub.subscribe(ChannelName::new("a").unwrap(), recorder.clone(), 0);
+        let keyed = |channel: &str| PublishRequest {
+            dedupe: Some(Arc::from("k1")),
+            ..request(channel)
+        };
+        let first = engine.publish(vec![keyed("a"), keyed("b")]).await.unwrap();
+        let again = engine.publish(vec![keyed("a"), keyed("b")]).await.unwrap();
+        assert!(first.iter().all(|p| !p.duplicate));
+        assert!(again.iter().all(|p| p.duplicate));
+        assert_eq!(
+            first.iter().map(|p| p.position).collect::<Vec<_>>(),
+            again.iter().map(|p| p.position).collect::<Vec<_>>()
+        );
+        assert_eq!(*recorder.0.lock(), [1], "delivered once");
+        let other = engine.publish(vec![request("a")]).await.unwrap();
+        assert_eq!(other[0].position.offset, 2, "no key: published");
     }
 
     #[tokio::test]
@@ -248,6 +294,7 @@ mod tests {
         let config = HistoryConfig {
             size: 10,
             ttl: Duration::ZERO,
+            dedupe_ttl: Duration::ZERO,
         };
         let engine = MemoryEngine::new(hub.clone(), config, Metrics::default());
         let recorder = Arc::new(Recorder::default());
@@ -261,7 +308,7 @@ mod tests {
         assert_eq!(engine.channel_count(), 1);
         // The watched channel keeps its epoch and counts on.
         let next = engine.publish(vec![request("watched")]).await.unwrap();
-        assert_eq!(next[0].offset, 2);
+        assert_eq!(next[0].position.offset, 2);
         assert_eq!(*recorder.0.lock(), vec![1, 2]);
     }
 }

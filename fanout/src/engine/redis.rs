@@ -40,7 +40,7 @@ pub use metrics::RedisMetrics;
 
 use crate::{
     ChannelName, ChannelWatcher, Epoch, Error, Hub, Message, Metrics, Position,
-    engine::{Engine, History, PublishRequest},
+    engine::{Engine, History, PublishRequest, Published},
     history::HistoryConfig,
 };
 use keys::{ChannelKeys, Keyspace};
@@ -190,9 +190,16 @@ impl RedisEngine {
         result.map_err(|e| Error::Unavailable(e.to_string()))
     }
 
-    async fn publish_one(&self, request: PublishRequest) -> Result<Position, Error> {
+    async fn publish_one(&self, request: PublishRequest) -> Result<Published, Error> {
         let keys = self.keyspace.keys(&request.channel);
         let history = self.config.history;
+        let (dedupe_key, dedupe_ttl) = match &request.dedupe {
+            Some(key) => (
+                self.keyspace.dedupe(&request.channel, key),
+                Value::Integer(history.dedupe_ttl.as_secs().max(1) as i64),
+            ),
+            None => (keys.meta.clone(), Value::from("")),
+        };
         let args: Vec<Value> = vec![
             Value::Bytes(request.data.clone()),
             Value::Integer(history.size as i64),
@@ -200,9 +207,14 @@ impl RedisEngine {
             Value::from(Epoch::random().to_string()),
             Value::from(keys.pubsub.clone()),
             Value::from(if self.sharded { "s" } else { "p" }),
+            dedupe_ttl,
         ];
         let reply = self
-            .run_script(&self.publish_sha, vec![keys.meta, keys.stream], args)
+            .run_script(
+                &self.publish_sha,
+                vec![keys.meta, keys.stream, dedupe_key],
+                args,
+            )
             .await
             .inspect_err(|_| self.redis_metrics.publish_failures.inc())?;
         let mut parts = reply.into_array().into_iter();
@@ -211,10 +223,16 @@ impl RedisEngine {
             .next()
             .and_then(|v| v.as_i64())
             .ok_or_else(|| malformed("publish reply without an offset"))?;
-        self.metrics.published.inc();
-        Ok(Position {
-            epoch,
-            offset: offset as u64,
+        let duplicate = parts.next().and_then(|v| v.as_i64()) == Some(1);
+        if !duplicate {
+            self.metrics.published.inc();
+        }
+        Ok(Published {
+            position: Position {
+                epoch,
+                offset: offset as u64,
+            },
+            duplicate,
         })
     }
 
@@ -380,7 +398,7 @@ fn parse_payload(payload: Bytes) -> Option<(Position, Bytes)> {
 }
 
 impl Engine for RedisEngine {
-    fn publish(&self, batch: Vec<PublishRequest>) -> BoxFuture<'_, Result<Vec<Position>, Error>> {
+    fn publish(&self, batch: Vec<PublishRequest>) -> BoxFuture<'_, Result<Vec<Published>, Error>> {
         // Issued together, so fred pipelines them on one connection.
         Box::pin(try_join_all(batch.into_iter().map(|r| self.publish_one(r))))
     }

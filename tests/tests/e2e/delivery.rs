@@ -134,7 +134,7 @@ async fn a_payload_with_carriage_returns_stays_intact() {
 #[tokio::test]
 async fn batch_publish_reaches_100_channels() {
     let herald = Herald::start();
-    let channels: Vec<String> = (0..100).map(|i| format!("user:{i}")).collect();
+    let channels: Vec<String> = (0..100).map(|i| format!("room:{i}")).collect();
     let names: Vec<&str> = channels.iter().map(String::as_str).collect();
 
     // One connection subscribed to all 100 channels ...
@@ -152,9 +152,9 @@ async fn batch_publish_reaches_100_channels() {
     // ... and a few SSE streams, one of them carrying three channels.
     let mut sse_streams = Vec::new();
     for group in [
-        &["user:0", "user:1", "user:2"][..],
-        &["user:50"],
-        &["user:99", "user:98"],
+        &["room:0", "room:1", "room:2"][..],
+        &["room:50"],
+        &["room:99", "room:98"],
     ] {
         let query: Vec<String> = group.iter().map(|c| format!("channel={c}")).collect();
         let mut sse =
@@ -214,8 +214,8 @@ async fn batch_publish_reaches_100_channels() {
         );
     }
 
-    // Nothing was delivered twice: the next message on user:0 is offset 2 everywhere.
-    herald.publish("user:0", "2").await;
+    // Nothing was delivered twice: the next message on room:0 is offset 2 everywhere.
+    herald.publish("room:0", "2").await;
     assert_eq!(many.next_message(WS_TIMEOUT).await.position.offset, 2);
     assert_eq!(single[0].next_message(WS_TIMEOUT).await.position.offset, 2);
     assert_eq!(

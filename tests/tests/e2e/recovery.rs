@@ -269,26 +269,29 @@ async fn sse_stream_with_two_channels_resumes_both() {
     sse.expect_subscribed("user:42").await;
     sse.expect_subscribed("replies:42").await;
 
+    // Both timelines of user 42 live in the user's timeline shard, so their
+    // offsets are the shard's: one sequence over both channels, in order.
     herald.publish("user:42", r#""u1""#).await;
     herald.publish("replies:42", r#""r1""#).await;
     herald.publish("user:42", r#""u2""#).await;
-    // Order holds per channel; the two channels may interleave either way.
     let mut got = Vec::new();
     for _ in 0..3 {
-        got.push(sse.next_message(SSE_TIMEOUT).await.data);
+        let message = sse.next_message(SSE_TIMEOUT).await;
+        got.push((message.position.offset, message.data));
     }
-    let user: Vec<&str> = got
-        .iter()
-        .map(String::as_str)
-        .filter(|d| d.starts_with("\"u"))
-        .collect();
-    assert_eq!(user, [r#""u1""#, r#""u2""#], "{got:?}");
-    assert!(got.iter().any(|d| d == r#""r1""#), "{got:?}");
+    assert_eq!(
+        got,
+        [
+            (1, r#""u1""#.to_owned()),
+            (2, r#""r1""#.to_owned()),
+            (3, r#""u2""#.to_owned())
+        ]
+    );
     let cursor = sse.last_event_id().to_owned();
     let positions: Vec<&str> = cursor.split(',').collect();
     assert_eq!(positions.len(), 2, "one position per channel in {cursor}");
     assert!(
-        positions[0].ends_with(":2") && positions[1].ends_with(":1"),
+        positions[0].ends_with(":3") && positions[1].ends_with(":2"),
         "{cursor}"
     );
     drop(sse);
@@ -303,12 +306,12 @@ async fn sse_stream_with_two_channels_resumes_both() {
     let (_, replies) = sse.expect_subscribed("replies:42").await;
     assert_eq!(
         (&user["recovered"], &user["offset"]),
-        (&true.into(), &2.into()),
+        (&true.into(), &3.into()),
         "{user}"
     );
     assert_eq!(
         (&replies["recovered"], &replies["offset"]),
-        (&true.into(), &1.into()),
+        (&true.into(), &2.into()),
         "{replies}"
     );
     let mut missed = Vec::new();
@@ -320,14 +323,14 @@ async fn sse_stream_with_two_channels_resumes_both() {
     assert_eq!(
         missed,
         [
-            ("replies:42".to_owned(), 2, r#""r2""#.to_owned()),
-            ("replies:42".to_owned(), 3, r#""r3""#.to_owned()),
-            ("user:42".to_owned(), 3, r#""u3""#.to_owned()),
+            ("replies:42".to_owned(), 4, r#""r2""#.to_owned()),
+            ("replies:42".to_owned(), 6, r#""r3""#.to_owned()),
+            ("user:42".to_owned(), 5, r#""u3""#.to_owned()),
         ]
     );
     let positions: Vec<String> = sse.last_event_id().split(',').map(str::to_owned).collect();
     assert!(
-        positions[0].ends_with(":3") && positions[1].ends_with(":3"),
+        positions[0].ends_with(":5") && positions[1].ends_with(":6"),
         "{positions:?}"
     );
 }

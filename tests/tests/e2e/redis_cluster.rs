@@ -12,7 +12,7 @@ use super::redis::{
 
 /// Channels whose hash-tag partitions fall on different masters of a fresh cluster (slots split
 /// in thirds by `redis-cli --cluster create`); the fan-out test checks that they do.
-const CHANNELS: [&str; 3] = ["tag:rust", "user:42", "public"];
+const CHANNELS: [&str; 3] = ["tag:rust", "group:devs", "public"];
 
 /// On a cluster a channel lives on one master: sharded pub/sub is counted on each master and summed.
 impl Upstream for RedisCluster {

@@ -55,6 +55,17 @@ impl Keyspace {
         }
     }
 
+    /// The key that records a publish's idempotency key on `channel`; in the
+    /// channel's partition, so a Cluster runs the publish script on it.
+    pub fn dedupe(&self, channel: &ChannelName, key: &str) -> String {
+        let partition = self.partition(channel.as_str());
+        format!(
+            "{}:{{{partition}}}:d:{}:{key}",
+            self.prefix,
+            channel.as_str()
+        )
+    }
+
     /// The channel name inside a pub/sub channel name, if it is one of ours.
     pub fn channel_of<'a>(&self, pubsub: &'a str) -> Option<&'a str> {
         let rest = pubsub.strip_prefix(&self.prefix)?.strip_prefix(":{")?;

@@ -2,13 +2,24 @@
 
 /// Appends a message and publishes it.
 ///
-/// KEYS: meta, stream. ARGV: data, max history length (0 keeps none), TTL in
+/// KEYS: meta, stream, the idempotency key's key (the meta key again when
+/// there is none). ARGV: data, max history length (0 keeps none), TTL in
 /// seconds, the epoch to start with if the channel has none, the pub/sub
-/// channel, `s` for sharded pub/sub. Returns `{epoch, offset}`.
+/// channel, `s` for sharded pub/sub, the idempotency TTL in seconds (empty:
+/// no key). Returns `{epoch, offset, 1 if a duplicate else 0}`.
 ///
 /// Assigning the offset, appending and publishing in one script means a
-/// message is either in history and on its way to subscribers, or nowhere.
+/// message is either in history and on its way to subscribers, or nowhere;
+/// checking and recording the idempotency key in it means two retries
+/// cannot both publish.
 pub(crate) const PUBLISH: &str = r#"
+if ARGV[7] ~= '' then
+  local earlier = redis.call('GET', KEYS[3])
+  if earlier then
+    local space = string.find(earlier, ' ')
+    return {string.sub(earlier, 1, space - 1), tonumber(string.sub(earlier, space + 1)), 1}
+  end
+end
 local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then
   epoch = ARGV[4]
@@ -25,7 +36,10 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 local command = 'PUBLISH'
 if ARGV[6] == 's' then command = 'SPUBLISH' end
 redis.call(command, ARGV[5], epoch .. ' ' .. offset .. ' ' .. ARGV[1])
-return {epoch, offset}
+if ARGV[7] ~= '' then
+  redis.call('SET', KEYS[3], epoch .. ' ' .. offset, 'EX', ARGV[7])
+end
+return {epoch, offset, 0}
 "#;
 
 /// Reads a channel's position and the history after an offset.

@@ -1,0 +1,423 @@
+//! `POST /api/deliver`: one notice to many users' timelines
+//! (`docs/timelines.md`). The recipient list can be a million ids: it is
+//! parsed on a blocking thread straight into per-shard buffers, without a
+//! string per recipient, and published as one engine message per shard.
+
+use std::{fmt, net::SocketAddr};
+
+use bytes::Bytes;
+use fanout::{Recipients, TimelineKind, timeline::is_user_id};
+use http_body_util::{BodyExt, Limited};
+use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+use super::{
+    Body,
+    credentials::{self, Signed},
+    idempotency, reply,
+    reply::Refusal,
+};
+use crate::App;
+
+pub(crate) async fn handle(
+    app: &App,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    if request.method() != Method::POST {
+        return reply::method_not_allowed("POST");
+    }
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map_or("/api/deliver", |p| p.as_str())
+        .to_string();
+    let max_body = app.config().timeline.max_body_bytes;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max_body as u64) {
+        return too_large(app, max_body);
+    }
+    let (parts, body) = request.into_parts();
+    let body = match Limited::new(body, max_body).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            return too_large(app, max_body);
+        }
+        Err(error) => {
+            return reply::error(StatusCode::BAD_REQUEST, "bad_request", &error.to_string());
+        }
+    };
+    let signed = Signed {
+        method: "POST",
+        path_and_query: &path_and_query,
+        body: &body,
+    };
+    let authenticated = match credentials::authenticate(app, peer, &parts.headers, signed) {
+        Ok(authenticated) => authenticated,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let site = authenticated.site.clone();
+    let dedupe = match idempotency::key(&parts.headers) {
+        Ok(key) => key,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let recipients = app.fanout().recipients(site.id());
+    let max_message_bytes = site.settings().limits.max_message_bytes;
+    // A million ids take a good fraction of a second to parse and group:
+    // off the runtime's threads, so other requests go on meanwhile.
+    let parsed =
+        tokio::task::spawn_blocking(move || parse(&body, recipients, max_message_bytes)).await;
+    let delivery = match parsed {
+        Ok(Ok(delivery)) => delivery,
+        Ok(Err(refusal)) => {
+            if refusal.status == StatusCode::PAYLOAD_TOO_LARGE {
+                app.sessions().metrics().reject(site.id(), refusal.code);
+            }
+            return refusal.into_response();
+        }
+        Err(error) => {
+            tracing::error!(%error, "delivery parsing failed");
+            return reply::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the delivery could not be parsed",
+            );
+        }
+    };
+    let shards = delivery.recipients.shards() as u32;
+    if let Err(wait) = site.take_publish(shards) {
+        app.sessions().metrics().reject(site.id(), "rate_limited");
+        let retry_after = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let mut response = reply::error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            &format!(
+                "a delivery to {shards} shards is over the site's publish_rate; retry in {retry_after} s"
+            ),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after));
+        return response;
+    }
+    if let Err(refusal) = authenticated.accept(app) {
+        return refusal.into_response();
+    }
+    let result = app
+        .fanout()
+        .deliver(
+            site.id(),
+            delivery.kind,
+            delivery.recipients,
+            delivery.data,
+            dedupe,
+        )
+        .await;
+    match result {
+        Ok(report) => reply::json(
+            StatusCode::OK,
+            serde_json::json!({
+                "recipients": report.recipients,
+                "shards": report.shards,
+                "messages": report.messages,
+                "duplicates": report.duplicates,
+            })
+            .to_string(),
+        ),
+        Err(error) => {
+            tracing::warn!(site = site.id(), %error, "delivery failed");
+            reply::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                error.reason(),
+                &error.to_string(),
+            )
+        }
+    }
+}
+
+/// A body over `deliver.max_body_bytes`, refused before anyone knows the site.
+fn too_large(app: &App, limit: usize) -> Response<Body> {
+    app.sessions().metrics().reject("-", "payload_too_large");
+    reply::error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        &format!(
+            "the request body may be at most {limit} bytes (deliver.max_body_bytes); send the recipients in parts"
+        ),
+    )
+}
+
+/// A parsed delivery.
+struct Delivery {
+    kind: TimelineKind,
+    recipients: Recipients,
+    data: Bytes,
+}
+
+/// The start of the serde error message for a bad recipient id, so that
+/// it can be told apart from other errors (it answers `invalid_channel`).
+const BAD_RECIPIENT: &str = "bad recipient id";
+
+fn parse(
+    body: &Bytes,
+    recipients: Recipients,
+    max_message_bytes: usize,
+) -> Result<Delivery, Refusal> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let mut visitor = BodyVisitor {
+        recipients,
+        kind: None,
+        data: None,
+        seen_recipients: false,
+    };
+    let result = de::Deserializer::deserialize_map(&mut deserializer, &mut visitor)
+        .and_then(|()| deserializer.end());
+    if let Err(error) = result {
+        let message = error.to_string();
+        let code = if message.starts_with(BAD_RECIPIENT) {
+            "invalid_channel"
+        } else if error.classify() == serde_json::error::Category::Data {
+            "bad_request"
+        } else {
+            "bad_json"
+        };
+        return Err(Refusal::bad_request(code, message));
+    }
+    let BodyVisitor {
+        recipients,
+        kind,
+        data,
+        seen_recipients,
+    } = visitor;
+    let Some(kind) = kind else {
+        return Err(Refusal::bad_request(
+            "bad_request",
+            "give \"timeline\": \"user\" or \"replies\"",
+        ));
+    };
+    if !seen_recipients || recipients.added() == 0 {
+        return Err(Refusal::bad_request(
+            "bad_request",
+            "give a non-empty \"recipients\" list of user ids",
+        ));
+    }
+    let Some((at, len)) = data else {
+        return Err(Refusal::bad_request("bad_request", "missing \"data\""));
+    };
+    if len > max_message_bytes {
+        return Err(Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("\"data\" may be at most {max_message_bytes} bytes"),
+        ));
+    }
+    // The raw value borrows from the body: its address is inside it.
+    let start = at - body.as_ptr() as usize;
+    Ok(Delivery {
+        kind,
+        recipients,
+        data: body.slice(start..start + len),
+    })
+}
+
+/// Reads the body's object, feeding recipients to the grouper as they come.
+struct BodyVisitor {
+    recipients: Recipients,
+    kind: Option<TimelineKind>,
+    /// Where `data` is: its address (inside the body) and length.
+    data: Option<(usize, usize)>,
+    seen_recipients: bool,
+}
+
+impl<'de> Visitor<'de> for &mut BodyVisitor {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object with \"timeline\", \"recipients\" and \"data\"")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match &*key {
+                "timeline" => {
+                    let text: std::borrow::Cow<'de, str> = map.next_value()?;
+                    self.kind = Some(TimelineKind::parse(&text).ok_or_else(|| {
+                        de::Error::custom(format!(
+                            "\"timeline\" must be \"user\" or \"replies\", not {text:?}"
+                        ))
+                    })?);
+                }
+                "recipients" => {
+                    map.next_value_seed(RecipientList(&mut self.recipients))?;
+                    self.seen_recipients = true;
+                }
+                "data" => {
+                    let raw: &'de RawValue = map.next_value()?;
+                    self.data = Some((raw.get().as_ptr() as usize, raw.get().len()));
+                }
+                other => {
+                    return Err(de::Error::custom(format!("unknown field {other:?}")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `recipients` array, each element added as it is read.
+struct RecipientList<'a>(&'a mut Recipients);
+
+impl<'de> DeserializeSeed<'de> for RecipientList<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RecipientList<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of user ids")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut number = String::with_capacity(20);
+        while seq
+            .next_element_seed(Recipient {
+                recipients: self.0,
+                number: &mut number,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+}
+
+/// One recipient id, a string or an integer.
+struct Recipient<'a> {
+    recipients: &'a mut Recipients,
+    /// Scratch space for an integer's decimal text.
+    number: &'a mut String,
+}
+
+impl<'de> DeserializeSeed<'de> for Recipient<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Recipient<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a user id (string or integer)")
+    }
+
+    fn visit_str<E: de::Error>(self, id: &str) -> Result<(), E> {
+        if !is_user_id(id) {
+            return Err(E::custom(format!(
+                "{BAD_RECIPIENT} {id:?}: 1-100 of A-Z a-z 0-9 _ - : . @ ="
+            )));
+        }
+        self.recipients.add(id);
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, id: u64) -> Result<(), E> {
+        use std::fmt::Write as _;
+        self.number.clear();
+        let _ = write!(self.number, "{id}");
+        self.recipients.add(self.number);
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, id: i64) -> Result<(), E> {
+        Err(E::custom(format!("{BAD_RECIPIENT} {id}: not a user id")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(body: &str) -> Result<(usize, usize, String), (u16, String)> {
+        let body = Bytes::copy_from_slice(body.as_bytes());
+        parse(&body, Recipients::new("s", 16), 100)
+            .map(|d| {
+                let added = d.recipients.added();
+                let groups = d.recipients.into_groups();
+                let distinct = groups.iter().map(|g| g.count).sum();
+                (added, distinct, String::from_utf8(d.data.to_vec()).unwrap())
+            })
+            .map_err(|r| (r.status.as_u16(), r.code.to_string()))
+    }
+
+    #[test]
+    fn parses_recipients_as_they_come() {
+        let ok = run(r#"{"recipients":[1,"2",1,"alice"],"data":{"a" : [1]},"timeline":"user"}"#);
+        assert_eq!(ok, Ok((4, 3, r#"{"a" : [1]}"#.to_string())));
+        let cases = [
+            ("not json", (400, "bad_json")),
+            (
+                r#"{"timeline":"user","recipients":[1]}"#,
+                (400, "bad_request"),
+            ),
+            (
+                r#"{"timeline":"home","recipients":[1],"data":1}"#,
+                (400, "bad_request"),
+            ),
+            (
+                r#"{"timeline":"user","recipients":[],"data":1}"#,
+                (400, "bad_request"),
+            ),
+            (r#"{"timeline":"user","data":1}"#, (400, "bad_request")),
+            (r#"{"recipients":[1],"data":1}"#, (400, "bad_request")),
+            (
+                r#"{"timeline":"user","recipients":["a b"],"data":1}"#,
+                (400, "invalid_channel"),
+            ),
+            (
+                r#"{"timeline":"user","recipients":["a/b"],"data":1}"#,
+                (400, "invalid_channel"),
+            ),
+            (
+                r#"{"timeline":"user","recipients":[-1],"data":1}"#,
+                (400, "invalid_channel"),
+            ),
+            (
+                r#"{"timeline":"user","recipients":[1.5],"data":1}"#,
+                (400, "bad_request"),
+            ),
+            (
+                r#"{"timeline":"user","recipients":[1],"data":1,"x":2}"#,
+                (400, "bad_request"),
+            ),
+            (
+                r#"{"timeline":"user","recipients":[1],"data":1} trailing"#,
+                (400, "bad_json"),
+            ),
+        ];
+        for (body, expected) in cases {
+            let got = run(body).err();
+            assert_eq!(
+                got.as_ref().map(|(s, c)| (*s, c.as_str())),
+                Some(expected),
+                "{body}"
+            );
+        }
+        let big = format!(
+            r#"{{"timeline":"user","recipients":[1],"data":"{}"}}"#,
+            "x".repeat(200)
+        );
+        assert_eq!(run(&big).err().map(|e| e.0), Some(413));
+    }
+}
