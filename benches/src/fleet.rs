@@ -105,13 +105,24 @@ impl Fleet {
         let (frontier_tx, frontier) = watch::channel(0u64);
         let (total_tx, received_total) = watch::channel(0u64);
         let counters = Arc::new((frontier_tx, total_tx));
+        // Each worker has source addresses of its own, from the template's first.
+        let last_source =
+            usize::from(template.source_first) + shares.len() * usize::from(SOURCES_PER_WORKER);
+        if last_source > 255 {
+            bail!(
+                "{} workers from source address 127.0.0.{} would pass 127.0.0.254",
+                shares.len(),
+                template.source_first
+            );
+        }
         let mut fleet = Vec::new();
         for (w, (first, count)) in shares.into_iter().enumerate() {
             let spec = Spec {
                 worker: w,
                 first,
                 count,
-                source_first: 10 + w as u8 * SOURCES_PER_WORKER,
+                // No overflow: checked above.
+                source_first: template.source_first + w as u8 * SOURCES_PER_WORKER,
                 source_count: SOURCES_PER_WORKER,
                 total: template.count,
                 ..template.clone()

@@ -63,13 +63,24 @@ impl HttpConn {
         path: &str,
         body: &[u8],
     ) -> anyhow::Result<(u16, Vec<u8>)> {
+        self.request_with(method, path, &[], body).await
+    }
+
+    /// [`HttpConn::request`] with extra header lines (`("Idempotency-Key", "k")`).
+    pub async fn request_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
         // A keep-alive connection the server closed in the meantime fails on
         // first use; one retry on a fresh connection covers that.
         let reused = self.stream.is_some();
-        match self.try_request(method, path, body).await {
+        match self.try_request(method, path, headers, body).await {
             Err(_) if reused => {
                 self.stream = None;
-                self.try_request(method, path, body).await
+                self.try_request(method, path, headers, body).await
             }
             result => result,
         }
@@ -79,6 +90,7 @@ impl HttpConn {
         &mut self,
         method: &str,
         path: &str,
+        headers: &[(&str, &str)],
         body: &[u8],
     ) -> anyhow::Result<(u16, Vec<u8>)> {
         if self.stream.is_none() {
@@ -89,13 +101,17 @@ impl HttpConn {
             self.stream = Some(stream);
             self.buffer.clear();
         }
-        let mut request = format!(
+        let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n",
+             Content-Length: {}\r\n",
             self.authority,
             body.len()
-        )
-        .into_bytes();
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut request = head.into_bytes();
         request.extend_from_slice(body);
         let result = self.exchange(&request).await;
         if result.is_err() {
@@ -197,6 +213,12 @@ async fn read_chunked(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> anyhow::R
 
 /// The sum of every sample of `family` (all label sets) in a Prometheus text page.
 pub fn metric_sum(page: &str, family: &str) -> Option<f64> {
+    metric_sum_with(page, family, "")
+}
+
+/// The sum of the samples of `family` whose label set contains `label`
+/// (`result="published"`; empty: every sample).
+pub fn metric_sum_with(page: &str, family: &str, label: &str) -> Option<f64> {
     let mut found = false;
     let mut sum = 0.0;
     for line in page.lines() {
@@ -205,6 +227,15 @@ pub fn metric_sum(page: &str, family: &str) -> Option<f64> {
         };
         if !(rest.starts_with('{') || rest.starts_with(' ')) {
             continue;
+        }
+        if !label.is_empty() {
+            let labels = rest
+                .strip_prefix('{')
+                .and_then(|r| r.split_once('}'))
+                .map_or("", |(labels, _)| labels);
+            if !labels.split(',').any(|l| l == label) {
+                continue;
+            }
         }
         if let Some(value) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
             sum += value;
@@ -241,5 +272,19 @@ mod tests {
         assert_eq!(metric_sum(page, "herald_socket_writes_total"), Some(15.0));
         assert_eq!(metric_sum(page, "herald_connections"), Some(3.0));
         assert_eq!(metric_sum(page, "missing"), None);
+        let page = "herald_timeline_shard_messages_total{result=\"published\"} 1024\n\
+                    herald_timeline_shard_messages_total{result=\"duplicate\",site=\"a\"} 3\n\
+                    herald_timeline_shard_messages_total{site=\"b\",result=\"duplicate\"} 4\n";
+        let family = "herald_timeline_shard_messages_total";
+        assert_eq!(
+            metric_sum_with(page, family, r#"result="published""#),
+            Some(1024.0)
+        );
+        assert_eq!(
+            metric_sum_with(page, family, r#"result="duplicate""#),
+            Some(7.0)
+        );
+        assert_eq!(metric_sum_with(page, family, r#"result="x""#), None);
+        assert_eq!(metric_sum_with(page, family, ""), Some(1031.0));
     }
 }

@@ -10,7 +10,9 @@
 //! - `reconnect`: everyone drops and resumes; accept rate, recovery time, loss;
 //! - `sites`: Herald alone, N configured idle sites against one; RSS, tokio
 //!   tasks, threads, start-up time;
-//! - `fanout`: timeline fan-out, not yet (waits for that feature).
+//! - `fanout`: one `POST /api/deliver` to a million users' timelines with
+//!   15,000 of them connected; time until the last has it, engine messages,
+//!   and the latency of an unrelated channel during the delivery against idle.
 //!
 //! `report` runs the set behind `docs/benchmarks.md` and rewrites it.
 //! Connections are held by worker processes (this binary re-executed as
@@ -18,6 +20,8 @@
 
 mod broadcast;
 mod client;
+mod delivery;
+mod fanout;
 mod fleet;
 mod http;
 mod idle;
@@ -31,6 +35,7 @@ mod redis;
 mod report;
 mod scenario;
 mod server;
+mod shard;
 mod sites;
 mod stats;
 mod target;
@@ -88,8 +93,8 @@ pub enum Scenario {
     Reconnect(reconnect::Args),
     /// Herald alone: N configured idle sites against one; RSS, tasks, threads, start-up.
     Sites(sites::Args),
-    /// Timeline fan-out to followers' channels (not yet).
-    Fanout,
+    /// One timeline delivery to 1M users, 15k connected; unrelated latency during it.
+    Fanout(fanout::Args),
 }
 
 impl Scenario {
@@ -99,7 +104,8 @@ impl Scenario {
             Scenario::Broadcast(a) => Some(&mut a.common),
             Scenario::Channels(a) => Some(&mut a.common),
             Scenario::Reconnect(a) => Some(&mut a.common),
-            Scenario::Sites(_) | Scenario::Fanout => None,
+            Scenario::Fanout(a) => Some(&mut a.common),
+            Scenario::Sites(_) => None,
         }
     }
 
@@ -109,7 +115,8 @@ impl Scenario {
             Scenario::Broadcast(a) => Some(&a.common),
             Scenario::Channels(a) => Some(&a.common),
             Scenario::Reconnect(a) => Some(&a.common),
-            Scenario::Sites(_) | Scenario::Fanout => None,
+            Scenario::Fanout(a) => Some(&a.common),
+            Scenario::Sites(_) => None,
         }
     }
 
@@ -124,13 +131,15 @@ impl Scenario {
                 .await
                 .with_context(|| format!("the run passed its time limit of {limit:?}"))?;
         }
-        let mut scenario = self.clone();
-        let Some(common) = scenario.common_mut() else {
+        if let (Scenario::Fanout(_), Some(Preset::Nchan)) = (self, preset) {
             anyhow::bail!(
-                "the fanout scenario is not there yet: it waits for the timeline fan-out \
-                 issue (delivery to many users' channels in one publish)"
+                "the fanout scenario measures Herald's POST /api/deliver: Nchan has none"
             );
-        };
+        }
+        let mut scenario = self.clone();
+        let common = scenario
+            .common_mut()
+            .context("every other scenario has the common options")?;
         if let Some(preset) = preset {
             common.target = common.target.for_preset(preset);
         }
@@ -141,7 +150,8 @@ impl Scenario {
                 Scenario::Broadcast(a) => broadcast::run(a).await,
                 Scenario::Channels(a) => broadcast::run_channels(a).await,
                 Scenario::Reconnect(a) => reconnect::run(a).await,
-                Scenario::Sites(_) | Scenario::Fanout => unreachable!("handled above"),
+                Scenario::Fanout(a) => fanout::run(a).await,
+                Scenario::Sites(_) => unreachable!("handled above"),
             }
         };
         tokio::time::timeout(limit, run)
@@ -222,6 +232,12 @@ async fn compare(scenario: &Scenario) -> anyhow::Result<bool> {
     if let Scenario::Sites(_) = scenario {
         anyhow::bail!(
             "the sites scenario measures Herald alone (Nchan has no sites): run `herald-bench sites`"
+        );
+    }
+    if let Scenario::Fanout(_) = scenario {
+        anyhow::bail!(
+            "the fanout scenario measures Herald alone (Nchan has no timeline delivery): \
+             run `herald-bench fanout`"
         );
     }
     let herald = scenario.run(Some(Preset::Herald)).await?;

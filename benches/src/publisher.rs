@@ -100,6 +100,22 @@ impl Publisher {
         max: u64,
         done: watch::Receiver<u64>,
     ) -> Published {
+        // Never set: the sender lives until every task has ended.
+        let (_never, stop) = watch::channel(false);
+        self.run_until(pace, duration, max, done, stop).await
+    }
+
+    /// [`Publisher::run`] that also stops, early, once `stop` turns true:
+    /// for a phase whose end is an event (the fanout scenario's delivery),
+    /// with `duration` as its bound.
+    pub async fn run_until(
+        &self,
+        pace: Pace,
+        duration: Duration,
+        max: u64,
+        done: watch::Receiver<u64>,
+        stop: watch::Receiver<bool>,
+    ) -> Published {
         let start = Instant::now();
         let end = start + duration;
         let claimed = Arc::new(AtomicU64::new(0));
@@ -114,6 +130,7 @@ impl Publisher {
                 let claimed = claimed.clone();
                 let result = result.clone();
                 let mut done = done.clone();
+                let mut stop = stop.clone();
                 tokio::spawn(async move {
                     let url = fill(&templates.publish_url, &addr, "{channel}");
                     let Ok(url) = Url::parse(&url) else {
@@ -128,13 +145,19 @@ impl Publisher {
                                     return;
                                 }
                                 let due = start + Duration::from_secs_f64(k as f64 / rate);
-                                if due >= end {
+                                if due >= end || *stop.borrow() {
                                     return;
                                 }
-                                tokio::time::sleep_until(due).await;
+                                tokio::select! {
+                                    () = tokio::time::sleep_until(due) => {}
+                                    _ = stop.wait_for(|&stop| stop) => return,
+                                }
                             }
                             Pace::Window(window) => loop {
-                                if Instant::now() >= end || claimed.load(Relaxed) >= max {
+                                if Instant::now() >= end
+                                    || claimed.load(Relaxed) >= max
+                                    || *stop.borrow()
+                                {
                                     return;
                                 }
                                 let in_flight = seq.load(Relaxed).saturating_sub(*done.borrow());

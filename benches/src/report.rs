@@ -3,6 +3,8 @@
 //! (tables with ratios, how it was measured, on what machine, what limits
 //! it) and its plots under `docs/img/`.
 
+mod fanout;
+
 use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
@@ -41,6 +43,9 @@ pub struct Args {
 pub enum Section {
     /// "Idle sites": `herald-bench sites`, Herald alone, about 10 s.
     Sites,
+    /// "Timeline fan-out": `herald-bench fanout`, Herald alone (memory
+    /// engine; Redis with 3 nodes, round robin and by shard), about a minute.
+    Fanout,
 }
 
 /// The heading of the idle-sites section, which `--only sites` looks for.
@@ -90,8 +95,8 @@ fn words(text: &str) -> Vec<String> {
 }
 
 pub async fn run(args: &Args) -> anyhow::Result<()> {
-    if args.only == Some(Section::Sites) {
-        return only_sites(args).await;
+    if let Some(section) = args.only {
+        return only(args, section).await;
     }
     let scale = |n: usize| if args.quick { (n / 10).max(50) } else { n };
     let (settle, window, duration, warmup) = if args.quick {
@@ -167,6 +172,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         redis.push((what, command, result));
     }
     let sites = measure_sites(args).await?;
+    let timelines = fanout::measure(args).await?;
     let mut broadcast = Vec::new();
     for (subscribers, rates) in [(1_000, ["10", "100", ""]), (10_000, ["1", "10", ""])] {
         for rate in rates {
@@ -216,7 +222,10 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         .map(|r| [&r.herald, &r.nchan])
         .collect();
     write_json(&img.join("results.json"), &all)?;
-    let page = page(args, &idle, &variants, &broadcast, &redis, &sites).await;
+    let page = page(
+        args, &idle, &variants, &broadcast, &redis, &sites, &timelines,
+    )
+    .await;
     let path = args.docs.join("benchmarks.md");
     std::fs::write(&path, page)?;
     eprintln!(
@@ -338,6 +347,7 @@ async fn page(
     broadcast: &[Row],
     redis: &[Variant],
     sites: &Variant,
+    timelines: &[Variant],
 ) -> String {
     let machine = machine().await;
     let mut out = String::new();
@@ -351,7 +361,7 @@ async fn page(
          This page is generated: after the README set-up (`scripts/install-test-deps.sh` installs \
          nginx and Nchan), run\n\n\
          ```sh\nbenches/run-all.sh        # cargo build --release -p api -p herald-bench && target/release/herald-bench report\n```\n\n\
-         It takes about 13 minutes and rewrites this page, its plots in `docs/img/` and the raw \
+         It takes about 14 minutes and rewrites this page, its plots in `docs/img/` and the raw \
          results in `docs/img/results.json`.{}\n\n",
         if args.quick {
             "\n\n**This copy came from `--quick`: a tenth of the connections and short phases. \
@@ -511,6 +521,7 @@ async fn page(
     }
     out.push_str("```\n\n");
     out.push_str(&sites_section(sites));
+    out.push_str(&fanout::section(timelines));
     out.push_str(METHOD);
     out
 }
@@ -523,9 +534,9 @@ async fn measure_sites(args: &Args) -> anyhow::Result<Variant> {
     Ok(("idle sites", command, result))
 }
 
-/// `--only sites`: measures the idle sites and rewrites that one section of
-/// the existing page.
-async fn only_sites(args: &Args) -> anyhow::Result<()> {
+/// `--only SECTION`: measures that section and rewrites it alone in the
+/// existing page (before "How the figures are measured" if it has none yet).
+async fn only(args: &Args, section: Section) -> anyhow::Result<()> {
     let path = args.docs.join("benchmarks.md");
     let page = std::fs::read_to_string(&path).with_context(|| {
         format!(
@@ -533,11 +544,18 @@ async fn only_sites(args: &Args) -> anyhow::Result<()> {
             path.display()
         )
     })?;
-    let sites = measure_sites(args).await?;
-    let page = splice(&page, SITES_HEADING, &sites_section(&sites), METHOD_HEADING);
+    let (heading, text) = match section {
+        Section::Sites => (SITES_HEADING, sites_section(&measure_sites(args).await?)),
+        Section::Fanout => (
+            fanout::HEADING,
+            fanout::section(&fanout::measure(args).await?),
+        ),
+    };
+    let page = splice(&page, heading, &text, METHOD_HEADING);
     std::fs::write(&path, page)?;
     eprintln!(
-        "herald-bench report: rewrote the idle sites section of {}",
+        "herald-bench report: rewrote the section {:?} of {}",
+        heading.trim_start_matches("## ").trim_end(),
         path.display()
     );
     Ok(())
@@ -701,8 +719,8 @@ cargo bench -p herald-bench                                        # criterion: 
 Every scenario takes `--target herald|nchan`, `--transport ws|sse`, `--workers N`, `--nodes N`
 with `--redis` (several Herald nodes on a Redis the bench starts), URL templates
 (`--ws-url`, `--sse-url`, `--publish-url`, `--publish-body`, …) to measure another server, and
-`--check` to fail when a connection failed or a message was lost. `fanout` (timeline delivery)
-waits for the timeline fan-out feature.
+`--check` to fail when a connection failed or a message was lost. `fanout` (timeline delivery,
+Herald alone) also takes `--shard-affinity` to put each recipient on its shard's node.
 ";
 
 /// The machine, in Markdown list items.

@@ -14,7 +14,7 @@ use crate::{
     process::{self, Sample},
     target::{Preset, Running, TargetArgs},
     ui::Ui,
-    worker::Spec,
+    worker::{Spec, Users},
 };
 
 /// Options every scenario takes.
@@ -82,6 +82,18 @@ impl Session {
         channel: Option<String>,
         track: bool,
     ) -> anyhow::Result<Session> {
+        Session::open_users(common, scenario, count, channel, track, Users::default()).await
+    }
+
+    /// [`Session::open`], with connections (each on its own channel) as `users`.
+    pub async fn open_users(
+        common: &Common,
+        scenario: &str,
+        count: usize,
+        channel: Option<String>,
+        track: bool,
+        users: Users,
+    ) -> anyhow::Result<Session> {
         if count == 0 {
             bail!("a scenario needs at least one connection");
         }
@@ -121,6 +133,7 @@ impl Session {
             first: 0,
             count,
             channel,
+            users,
             source_first: 10,
             source_count: 4,
             concurrency: common.concurrency,

@@ -156,6 +156,11 @@ pub struct WorkerReport {
     pub received: u64,
     /// Publish-to-receive latency of those messages.
     pub latency: Latency,
+    /// Open connections that have received nothing since they opened.
+    pub unreached: u64,
+    /// Open connections that have received more than one message since they
+    /// opened (the fanout scenario's notice must arrive exactly once).
+    pub repeated: u64,
     /// Reconnect scenario: messages a client never got (gaps in its sequence).
     pub lost: u64,
     /// Reconnect scenario: messages a client got twice.
@@ -187,6 +192,8 @@ impl WorkerReport {
             total.failed += report.failed;
             total.closed += report.closed;
             total.received += report.received;
+            total.unreached += report.unreached;
+            total.repeated += report.repeated;
             total.lost += report.lost;
             total.duplicates += report.duplicates;
             total.reconnected += report.reconnected;
@@ -282,6 +289,7 @@ mod tests {
             connected: 3,
             failed: 1,
             received: 2,
+            unreached: 1,
             latency: latency([100, 200]),
             first_reconnect_us: Some(50),
             last_reconnect_us: Some(60),
@@ -292,6 +300,7 @@ mod tests {
             connected: 4,
             closed: 2,
             received: 3,
+            repeated: 2,
             lost: 1,
             latency: latency([300, 400, 500]),
             first_reconnect_us: Some(40),
@@ -302,6 +311,7 @@ mod tests {
         let merged = WorkerReport::merge([a, b]);
         assert_eq!((merged.connected, merged.failed, merged.closed), (7, 1, 2));
         assert_eq!((merged.received, merged.lost), (5, 1));
+        assert_eq!((merged.unreached, merged.repeated), (1, 2));
         assert_eq!(
             merged.latency.percentiles(),
             latency([100, 200, 300, 400, 500]).percentiles()

@@ -24,6 +24,7 @@ use tokio::{
 use crate::{
     client::{self, Conn, Resume, Transport},
     now_us,
+    shard::Affinity,
     stats::{Latency, WorkerReport},
     target::Templates,
 };
@@ -33,14 +34,18 @@ use crate::{
 pub struct Spec {
     pub worker: usize,
     pub templates: Templates,
-    /// Server nodes; connection `i` goes to node `i % addrs.len()`.
+    /// Server nodes; connection `i` goes to node `i % addrs.len()` (or the
+    /// node of its user's shard, [`Users::affinity`]).
     pub addrs: Vec<String>,
     pub transport: Transport,
     /// This worker's connections are numbers `first .. first + count` of the run.
     pub first: usize,
     pub count: usize,
-    /// All connections on this channel, or (`None`) each on the user channel of its number.
+    /// All connections on this channel, or (`None`) each on the user channel
+    /// of its user number ([`Users`]).
     pub channel: Option<String>,
+    /// Which user each connection is, and which node it goes to.
+    pub users: Users,
     /// Source addresses 127.0.0.`source_first` .. + `source_count`.
     pub source_first: u8,
     pub source_count: u8,
@@ -52,6 +57,44 @@ pub struct Spec {
     pub threads: usize,
     /// Total connections of the run (spreads reconnects evenly).
     pub total: usize,
+}
+
+/// Which user each connection of a run is: connection `i` is user
+/// `first + i * stride`. Other scenarios number users as connections
+/// ([`Users::default`]); the fanout scenario spreads them over a delivery's
+/// recipients.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Users {
+    pub first: usize,
+    pub stride: usize,
+    /// Each user to the node of its timeline shard, instead of connection
+    /// `i` to node `i % nodes`.
+    pub affinity: Option<Affinity>,
+}
+
+impl Default for Users {
+    fn default() -> Self {
+        Users {
+            first: 0,
+            stride: 1,
+            affinity: None,
+        }
+    }
+}
+
+impl Users {
+    /// The user number of connection `index` of the run.
+    pub fn user(&self, index: usize) -> usize {
+        self.first + index * self.stride
+    }
+
+    /// The node (of `nodes`) connection `index` goes to.
+    pub fn node(&self, index: usize, nodes: usize) -> usize {
+        match &self.affinity {
+            Some(affinity) => affinity.node(self.user(index), nodes),
+            None => index % nodes.max(1),
+        }
+    }
 }
 
 /// Coordinator → worker.
@@ -264,6 +307,13 @@ fn report(shared: &Shared, published: Option<u64>) -> Event {
         errors: shared.errors.lock().clone(),
         ..Default::default()
     };
+    for count in &shared.counts {
+        match count.load(Relaxed) {
+            0 => report.unreached += 1,
+            u64::MAX | 1 => {}
+            _ => report.repeated += 1,
+        }
+    }
     for track in &shared.tracks {
         let track = track.lock();
         report.lost += track.lost;
@@ -296,11 +346,11 @@ fn note_error(shared: &Shared, error: &anyhow::Error) {
 async fn open(shared: &Shared, local: usize, resume: &Resume) -> anyhow::Result<Conn> {
     let spec = &shared.spec;
     let index = spec.first + local;
-    let addr = &spec.addrs[index % spec.addrs.len()];
+    let addr = &spec.addrs[spec.users.node(index, spec.addrs.len())];
     let channel = spec
         .channel
         .clone()
-        .unwrap_or_else(|| spec.templates.user_channel(index));
+        .unwrap_or_else(|| spec.templates.user_channel(spec.users.user(index)));
     let source = client::source_for(index, spec.source_first, spec.source_count);
     // Unwrap: the semaphore is never closed.
     let _permit = shared.handshakes.acquire().await.unwrap();
@@ -431,5 +481,37 @@ fn on_sequence(shared: &Shared, local: usize, seq: u64, now: u64) {
         if clean {
             r.recovered += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_and_their_nodes() {
+        let each = Users::default();
+        assert_eq!((each.user(0), each.user(7)), (0, 7));
+        assert_eq!((each.node(4, 3), each.node(5, 1)), (1, 0));
+        let sample = Users {
+            first: 1,
+            stride: 66,
+            affinity: None,
+        };
+        assert_eq!(
+            (sample.user(0), sample.user(1), sample.user(14_999)),
+            (1, 67, 989_935)
+        );
+        // By shard: users 1 and 42 are in shards 562 and 318 of 1024.
+        let by_shard = Users {
+            first: 1,
+            stride: 41,
+            affinity: Some(Affinity {
+                site: "default".into(),
+                shards: 1024,
+            }),
+        };
+        assert_eq!(by_shard.node(0, 3), 562 % 3);
+        assert_eq!(by_shard.node(1, 3), 318 % 3);
     }
 }

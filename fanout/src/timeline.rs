@@ -219,6 +219,10 @@ impl Timelines {
                     report.messages += 1;
                 }
             }
+            // The memory engine's publish is often ready at once: give the
+            // runtime back between chunks, or a big delivery holds a worker
+            // thread from its first shard to its last.
+            tokio::task::yield_now().await;
         }
         Ok(report)
     }

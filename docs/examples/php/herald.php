@@ -33,3 +33,11 @@ function herald_publish(string $baseUrl, string $siteKey, string $secret, string
     ]]);
     return json_decode(file_get_contents("$baseUrl/api/publish", false, $ctx), true);
 }
+
+// The timeline shard of $userId (docs/timelines.md): crc32("<site id>:<user id>") % timeline.shards.
+// Put it in the page's Herald URL as `shard` (/ws?key=...&shard=...&token=...) so that
+// deploy/nginx/herald.conf sends every user of a shard to the same node; Herald ignores it.
+// crc32() is unsigned on 64-bit PHP, as the CRC-32 Herald computes.
+function herald_shard(string $siteId, string $userId, int $shards = 1024): int {
+    return crc32("$siteId:$userId") % $shards;
+}
