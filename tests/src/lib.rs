@@ -7,6 +7,7 @@
 
 mod api;
 mod auth;
+mod deliver;
 mod herald;
 mod http;
 mod message;
@@ -19,6 +20,9 @@ pub use api::publish_results;
 pub use auth::{
     ConfigFile, Site, Token, b64url, channel_signature, forge_claims, hmac_hex, hmac_sha256,
     publish_body, request_signature, signed_request, sites_toml, unix_now, unix_now_f64,
+};
+pub use deliver::{
+    DEFAULT_SHARDS, DEFAULT_SITE, Delivery, DeliveryAnswer, shard_of, shards_touched,
 };
 pub use herald::{Finished, Herald, HeraldBuilder, free_port, herald_bin};
 pub use http::{HTTP_TIMEOUT, Request, Response};

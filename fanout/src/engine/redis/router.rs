@@ -61,7 +61,7 @@ impl RedisEngine {
             Live::Deliver => self.deliver(Message::new(channel, position, data)),
             Live::Gap { last } => {
                 self.redis_metrics.gaps_detected.inc();
-                self.fill(&channel, last, Some(position.offset)).await;
+                self.fill(&channel, Some(last), Some(position.offset)).await;
                 if self.channels.live(&channel, position) != Live::Duplicate {
                     // Filled (or history could not fill it: go on from here
                     // rather than hold the channel back for ever).
@@ -72,14 +72,15 @@ impl RedisEngine {
         }
     }
 
-    /// Delivers what history holds after `last`, below `until` if given.
-    async fn fill(&self, channel: &ChannelName, last: Position, until: Option<u64>) {
+    /// Delivers what history holds after `last` (all of it without one),
+    /// below `until` if given.
+    async fn fill(&self, channel: &ChannelName, last: Option<Position>, until: Option<u64>) {
         // Connected clients must not see a hole, so a failed read is tried
         // again (Redis may just be coming back) before the gap is given up.
         let mut attempt = 0;
         let read = loop {
             match self
-                .read(channel, self.keyspace.keys(channel), Some(last.offset))
+                .read(channel, self.keyspace.keys(channel), last.map(|l| l.offset))
                 .await
             {
                 Ok(read) => break read,
@@ -94,8 +95,8 @@ impl RedisEngine {
                 }
             }
         };
-        let same_epoch = read.position.epoch == last.epoch;
-        let messages = if same_epoch {
+        let same_epoch = last.is_some_and(|last| read.position.epoch == last.epoch);
+        let messages = if same_epoch || last.is_none() {
             read.messages
         } else {
             // The epoch changed while we were away: the old history is gone.
@@ -105,7 +106,10 @@ impl RedisEngine {
                 Err(_) => return,
             }
         };
-        let mut after = if same_epoch { last.offset } else { 0 };
+        let mut after = match last {
+            Some(last) if same_epoch => last.offset,
+            _ => 0,
+        };
         for message in messages {
             let offset = message.offset();
             if offset <= after || (same_epoch && until.is_some_and(|until| offset >= until)) {
@@ -129,10 +133,11 @@ impl RedisEngine {
     /// After a lag or a reconnect: every subscribed channel gets what it
     /// missed from history.
     async fn catch_up_all(&self) {
+        // A channel with no position yet had no message when this node
+        // subscribed and none delivered since: all its history is new here
+        // (timeline shards are often such channels).
         for (channel, last) in self.channels.active() {
-            if let Some(last) = last {
-                self.fill(&channel, last, None).await;
-            }
+            self.fill(&channel, last, None).await;
         }
     }
 
