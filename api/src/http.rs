@@ -1,5 +1,6 @@
 //! Routing of the requests hyper serves, and the answers that need no engine.
 
+mod app_request;
 mod credentials;
 mod deliver;
 mod history;

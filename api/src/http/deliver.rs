@@ -7,17 +7,11 @@ use std::{fmt, net::SocketAddr};
 
 use bytes::Bytes;
 use fanout::{Recipients, TimelineKind, timeline::is_user_id};
-use http_body_util::{BodyExt, Limited};
-use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
+use hyper::{Method, Request, Response, StatusCode, body::Incoming};
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::{
-    Body,
-    credentials::{self, Signed},
-    idempotency, reply,
-    reply::Refusal,
-};
+use super::{Body, app_request, reply, reply::Refusal};
 use crate::App;
 
 pub(crate) async fn handle(
@@ -28,48 +22,17 @@ pub(crate) async fn handle(
     if request.method() != Method::POST {
         return reply::method_not_allowed("POST");
     }
-    let path_and_query = request
-        .uri()
-        .path_and_query()
-        .map_or("/api/deliver", |p| p.as_str())
-        .to_string();
     let max_body = app.config().timeline.max_body_bytes;
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max_body as u64) {
-        return too_large(app, max_body);
-    }
-    let (parts, body) = request.into_parts();
-    let body = match Limited::new(body, max_body).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            return too_large(app, max_body);
-        }
-        Err(error) => {
-            return reply::error(StatusCode::BAD_REQUEST, "bad_request", &error.to_string());
-        }
+    let request = match app_request::read(app, peer, request, max_body).await {
+        Ok(request) => request,
+        Err(answer) => return answer,
     };
-    let signed = Signed {
-        method: "POST",
-        path_and_query: &path_and_query,
-        body: &body,
-    };
-    let authenticated = match credentials::authenticate(app, peer, &parts.headers, signed) {
-        Ok(authenticated) => authenticated,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let site = authenticated.site.clone();
-    let dedupe = match idempotency::key(&parts.headers) {
-        Ok(key) => key,
-        Err(refusal) => return refusal.into_response(),
-    };
+    let site = request.site().clone();
     let recipients = app.fanout().recipients(site.id());
     let max_message_bytes = site.settings().limits.max_message_bytes;
     // A million ids take a good fraction of a second to parse and group:
     // off the runtime's threads, so other requests go on meanwhile.
+    let body = request.body.clone();
     let parsed =
         tokio::task::spawn_blocking(move || parse(&body, recipients, max_message_bytes)).await;
     let delivery = match parsed {
@@ -91,21 +54,10 @@ pub(crate) async fn handle(
     };
     let shards = delivery.recipients.shards() as u32;
     if let Err(wait) = site.take_publish(shards) {
-        app.sessions().metrics().reject(site.id(), "rate_limited");
-        let retry_after = wait.as_secs_f64().ceil().max(1.0) as u64;
-        let mut response = reply::error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            &format!(
-                "a delivery to {shards} shards is over the site's publish_rate; retry in {retry_after} s"
-            ),
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after));
-        return response;
+        let what = format!("a delivery to {shards} shards");
+        return app_request::rate_limited(app, &site, wait, &what);
     }
-    if let Err(refusal) = authenticated.accept(app) {
+    if let Err(refusal) = request.authenticated.accept(app) {
         return refusal.into_response();
     }
     let result = app
@@ -115,7 +67,7 @@ pub(crate) async fn handle(
             delivery.kind,
             delivery.recipients,
             delivery.data,
-            dedupe,
+            request.dedupe.clone(),
         )
         .await;
     match result {
@@ -138,18 +90,6 @@ pub(crate) async fn handle(
             )
         }
     }
-}
-
-/// A body over `deliver.max_body_bytes`, refused before anyone knows the site.
-fn too_large(app: &App, limit: usize) -> Response<Body> {
-    app.sessions().metrics().reject("-", "payload_too_large");
-    reply::error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
-        &format!(
-            "the request body may be at most {limit} bytes (deliver.max_body_bytes); send the recipients in parts"
-        ),
-    )
 }
 
 /// A parsed delivery.

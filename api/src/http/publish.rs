@@ -6,17 +6,11 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use fanout::{ChannelName, PublishRequest};
-use http_body_util::{BodyExt, Limited};
-use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
+use hyper::{Method, Request, Response, StatusCode, body::Incoming};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{
-    Body,
-    credentials::{self, Signed},
-    idempotency, reply,
-    reply::Refusal,
-};
+use super::{Body, app_request, reply, reply::Refusal};
 use crate::App;
 
 #[derive(Deserialize)]
@@ -36,46 +30,15 @@ pub(crate) async fn handle(
     if request.method() != Method::POST {
         return reply::method_not_allowed("POST");
     }
-    let path_and_query = request
-        .uri()
-        .path_and_query()
-        .map_or("/api/publish", |p| p.as_str())
-        .to_string();
-    let limits = &app.config().publish;
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limits.max_body_bytes as u64) {
-        return too_large(app, limits.max_body_bytes);
-    }
-    let (parts, body) = request.into_parts();
-    let body = match Limited::new(body, limits.max_body_bytes).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            return too_large(app, limits.max_body_bytes);
-        }
-        Err(error) => {
-            return reply::error(StatusCode::BAD_REQUEST, "bad_request", &error.to_string());
-        }
+    let max_body = app.config().publish.max_body_bytes;
+    let request = match app_request::read(app, peer, request, max_body).await {
+        Ok(request) => request,
+        Err(answer) => return answer,
     };
-    let signed = Signed {
-        method: "POST",
-        path_and_query: &path_and_query,
-        body: &body,
-    };
-    let authenticated = match credentials::authenticate(app, peer, &parts.headers, signed) {
-        Ok(authenticated) => authenticated,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let site = authenticated.site.clone();
-    let dedupe = match idempotency::key(&parts.headers) {
-        Ok(key) => key,
-        Err(refusal) => return refusal.into_response(),
-    };
+    let site = request.site().clone();
     let max_message_bytes = site.settings().limits.max_message_bytes;
-    let batch = match parse(&body, limits.max_channels, max_message_bytes) {
+    let max_channels = app.config().publish.max_channels;
+    let batch = match parse(&request.body, max_channels, max_message_bytes) {
         Ok(batch) => batch,
         Err(refusal) => {
             if refusal.status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -85,27 +48,17 @@ pub(crate) async fn handle(
         }
     };
     if let Err(wait) = site.take_publish(batch.len() as u32) {
-        app.sessions().metrics().reject(site.id(), "rate_limited");
-        let retry_after = wait.as_secs_f64().ceil().max(1.0) as u64;
-        let mut response = reply::error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            &format!("the site publishes faster than its publish_rate; retry in {retry_after} s"),
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after));
-        return response;
+        return app_request::rate_limited(app, &site, wait, "this publish");
     }
-    if let Err(refusal) = authenticated.accept(app) {
+    if let Err(refusal) = request.authenticated.accept(app) {
         return refusal.into_response();
     }
     let batch: Vec<PublishRequest> = batch
         .into_iter()
-        .map(|request| PublishRequest {
-            channel: ChannelName::scoped(site.id(), &request.channel),
-            data: request.data,
-            dedupe: dedupe.clone(),
+        .map(|message| PublishRequest {
+            channel: ChannelName::scoped(site.id(), &message.channel),
+            data: message.data,
+            dedupe: request.dedupe.clone(),
         })
         .collect();
     match app.fanout().publish(batch.clone()).await {
@@ -135,17 +88,6 @@ pub(crate) async fn handle(
             )
         }
     }
-}
-
-/// A body over `publish.max_body_bytes`, refused before it is read, so
-/// before anyone knows the site: counted under site "-".
-fn too_large(app: &App, limit: usize) -> Response<Body> {
-    app.sessions().metrics().reject("-", "payload_too_large");
-    reply::error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
-        &format!("the request body may be at most {limit} bytes"),
-    )
 }
 
 fn bad(code: &'static str, message: &str) -> Refusal {
