@@ -34,8 +34,16 @@ impl<'a> ShardPayload<'a> {
         self.recipients.split(',').filter(|id| !id.is_empty())
     }
 
+    /// Whether `user` is a recipient: a substring search for the id
+    /// between separators, without splitting the list (a resubscribing
+    /// timeline checks every message its shard's history holds).
     pub fn includes(&self, user: &str) -> bool {
-        self.recipients().any(|id| id == user)
+        let list = self.recipients.as_bytes();
+        !user.is_empty()
+            && self.recipients.match_indices(user).any(|(at, _)| {
+                (at == 0 || list[at - 1] == b',')
+                    && list.get(at + user.len()).is_none_or(|&b| b == b',')
+            })
     }
 
     /// The data, sharing `payload`'s memory.
@@ -69,6 +77,8 @@ mod tests {
             ["1", "42", "alice"]
         );
         assert!(decoded.includes("42") && !decoded.includes("4"));
+        assert!(decoded.includes("1") && decoded.includes("alice"));
+        assert!(!decoded.includes("2") && !decoded.includes("lice") && !decoded.includes(""));
         assert_eq!(&decoded.data(&payload)[..], br#"{"a":"\n"}"#);
         assert!(ShardPayload::decode(b"nope\n1\n{}").is_none());
         assert!(ShardPayload::decode(b"user\n1").is_none());
