@@ -24,7 +24,12 @@ impl Fanout {
     /// Builds the facade and starts the timeline expander on the current
     /// runtime; `shards` is the deployment's timeline shard count.
     pub fn start(hub: Hub, engine: Arc<dyn Engine>, shards: u32, metrics: Metrics) -> Self {
-        let timelines = Timelines::start(hub.clone(), shards, metrics.timeline_expanded.clone());
+        let timelines = Timelines::start(
+            hub.clone(),
+            shards,
+            metrics.timeline_expanded.clone(),
+            metrics.timeline_dropped.clone(),
+        );
         Self {
             hub,
             engine,

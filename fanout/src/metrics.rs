@@ -23,6 +23,8 @@ pub struct Metrics {
     pub shard_messages: IntCounterVec,
     /// Timeline messages the expander handed to local subscribers.
     pub timeline_expanded: IntCounter,
+    /// Shard messages the expander dropped because its queue was full.
+    pub timeline_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -38,6 +40,7 @@ impl Metrics {
         registry.register(Box::new(metrics.delivery_recipients.clone()))?;
         registry.register(Box::new(metrics.shard_messages.clone()))?;
         registry.register(Box::new(metrics.timeline_expanded.clone()))?;
+        registry.register(Box::new(metrics.timeline_dropped.clone()))?;
         Ok(metrics)
     }
 }
@@ -93,6 +96,11 @@ impl Default for Metrics {
             timeline_expanded: IntCounter::new(
                 "herald_timeline_expanded_total",
                 "Timeline messages the expander handed to local subscribers.",
+            )
+            .unwrap(),
+            timeline_dropped: IntCounter::new(
+                "herald_timeline_expander_dropped_total",
+                "Timeline shard messages dropped because the node's expander queue was full.",
             )
             .unwrap(),
         }

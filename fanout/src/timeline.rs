@@ -98,8 +98,8 @@ pub struct ShardInterest {
 
 impl Timelines {
     /// Starts the expander on the current runtime.
-    pub fn start(hub: Hub, shards: u32, expanded: IntCounter) -> Self {
-        let expander = Arc::new(Expander::new());
+    pub fn start(hub: Hub, shards: u32, expanded: IntCounter, dropped: IntCounter) -> Self {
+        let expander = Arc::new(Expander::new(dropped));
         tokio::spawn(expander.clone().run(hub.clone(), expanded));
         Self {
             shards: shards.max(1),

@@ -73,7 +73,7 @@ fn decide(context: &Context, request: &ConnectRequest<'_>) -> Result<Client, (St
         None => None,
     };
     let ip = request.ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    let counted = site.open_connection(ip).map_err(|code| {
+    let counted_ip = site.open_connection(ip).map_err(|code| {
         let message = match code {
             ErrorCode::SiteConnectionLimit => "the site has as many connections as it may",
             ErrorCode::IpConnectionLimit => "this address has as many connections as it may",
@@ -81,5 +81,5 @@ fn decide(context: &Context, request: &ConnectRequest<'_>) -> Result<Client, (St
         };
         refuse(Refused::new(code, message))
     })?;
-    Ok(Client::new(site, ip, counted, claims))
+    Ok(Client::new(site, counted_ip, claims))
 }

@@ -13,17 +13,23 @@ use fanout::ChannelName;
 use crate::{
     ErrorCode,
     sites::{
-        Counted, Mode, Site, signature,
+        Mode, Site, signature,
         token::{self, Claims, TokenError},
     },
 };
 
 pub struct Client {
     site: Arc<Site>,
-    ip: IpAddr,
-    counted: Counted,
-    /// Boxed: most connections are anonymous, and then this is one word.
-    token: Option<Box<Claims>>,
+    /// Boxed, and absent for most connections (anonymous, on a site without
+    /// per-IP limits): every idle connection carries a `Client`, and a
+    /// session future a few words bigger lands in a bigger allocation.
+    details: Option<Box<Details>>,
+}
+
+struct Details {
+    /// The address, when it was counted against the site's per-IP limits.
+    counted_ip: Option<IpAddr>,
+    token: Option<Claims>,
 }
 
 /// How a subscribe proves it may read a `private-` channel (WebSocket only).
@@ -56,18 +62,14 @@ pub(crate) fn unix_now() -> u64 {
 }
 
 impl Client {
-    pub(crate) fn new(
-        site: Arc<Site>,
-        ip: IpAddr,
-        counted: Counted,
-        token: Option<Claims>,
-    ) -> Self {
-        Self {
-            site,
-            ip,
-            counted,
-            token: token.map(Box::new),
-        }
+    pub(crate) fn new(site: Arc<Site>, counted_ip: Option<IpAddr>, token: Option<Claims>) -> Self {
+        let details = (counted_ip.is_some() || token.is_some())
+            .then(|| Box::new(Details { counted_ip, token }));
+        Self { site, details }
+    }
+
+    fn token(&self) -> Option<&Claims> {
+        self.details.as_ref()?.token.as_ref()
     }
 
     pub fn site(&self) -> &Arc<Site> {
@@ -76,12 +78,12 @@ impl Client {
 
     /// The token's user, if the client has a token.
     pub fn user(&self) -> Option<&str> {
-        self.token.as_deref().map(|claims| &*claims.sub)
+        self.token().map(|claims| &*claims.sub)
     }
 
     /// When the token expires (Unix seconds), if the client has one.
     pub fn expires_at(&self) -> Option<u64> {
-        self.token.as_deref().map(|claims| claims.exp)
+        self.token().map(|claims| claims.exp)
     }
 
     /// `local` as a channel of this client's site.
@@ -113,7 +115,10 @@ impl Client {
             ));
         }
         let exp = claims.exp;
-        self.token = Some(Box::new(claims));
+        // A refresh only ever follows a token, so the details exist.
+        if let Some(details) = &mut self.details {
+            details.token = Some(claims);
+        }
         Ok(exp)
     }
 
@@ -129,7 +134,7 @@ impl Client {
             return Ok(());
         }
         let local = channel.local();
-        let token = self.token.as_deref();
+        let token = self.token();
         if token.is_some_and(|claims| claims.grants(local)) {
             return Ok(());
         }
@@ -190,7 +195,8 @@ pub(crate) fn refusal(error: TokenError) -> Refused {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        self.site.close_connection(self.ip, self.counted);
+        let counted_ip = self.details.as_ref().and_then(|d| d.counted_ip);
+        self.site.close_connection(counted_ip);
     }
 }
 

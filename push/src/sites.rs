@@ -23,7 +23,6 @@ use parking_lot::RwLock;
 
 pub use replay::ReplayError;
 pub use settings::{Mode, SiteLimits, SiteSettings};
-pub(crate) use site::Counted;
 pub use site::Site;
 
 /// A cheap, cloneable handle on the current site table.

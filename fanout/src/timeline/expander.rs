@@ -8,6 +8,11 @@
 //!   its shard's messages in offset order.
 //! - It yields every [`CHUNK`] recipients: a million-recipient shard message
 //!   never holds the runtime away from other channels.
+//! - Its queue is bounded ([`MAX_QUEUED`] shard messages). Past it the node
+//!   is hopelessly behind, and a new shard message is dropped and counted
+//!   (`herald_timeline_expander_dropped_total`) rather than memory growing
+//!   without end; the message stays in the shard's history, so its users
+//!   get it back when they resume with `since`.
 
 use std::{collections::VecDeque, fmt::Write as _, sync::Arc};
 
@@ -20,17 +25,22 @@ use crate::{ChannelName, Hub, Message, Subscriber};
 
 /// Recipients looked up between two yields.
 const CHUNK: usize = 1024;
+/// Shard messages that may wait for expansion.
+const MAX_QUEUED: usize = 65_536;
 
 pub(crate) struct Expander {
     queue: Mutex<VecDeque<Arc<Message>>>,
     wake: Notify,
+    /// Shard messages dropped because the queue was full.
+    dropped: IntCounter,
 }
 
 impl Expander {
-    pub fn new() -> Self {
+    pub fn new(dropped: IntCounter) -> Self {
         Self {
             queue: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
+            dropped,
         }
     }
 
@@ -74,7 +84,14 @@ async fn expand(hub: &Hub, shard_message: &Message, name: &mut String, expanded:
 
 impl Subscriber for Expander {
     fn deliver(&self, _slot: u32, message: &Arc<Message>) {
-        self.queue.lock().push_back(message.clone());
+        {
+            let mut queue = self.queue.lock();
+            if queue.len() >= MAX_QUEUED {
+                self.dropped.inc();
+                return;
+            }
+            queue.push_back(message.clone());
+        }
         self.wake.notify_one();
     }
 }

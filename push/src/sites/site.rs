@@ -33,13 +33,6 @@ pub struct Site {
     removed: AtomicBool,
 }
 
-/// Whether an admitted connection was counted against the per-IP limits,
-/// so that closing it uncounts exactly what opening counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Counted {
-    pub ip: bool,
-}
-
 impl Site {
     pub(crate) fn new(settings: SiteSettings) -> Self {
         Self {
@@ -80,7 +73,9 @@ impl Site {
     }
 
     /// Counts a new connection from `ip`, or says which limit it hit.
-    pub(crate) fn open_connection(&self, ip: IpAddr) -> Result<Counted, ErrorCode> {
+    /// Answers the address if it was counted against the per-IP limits, so
+    /// that closing uncounts exactly what opening counted.
+    pub(crate) fn open_connection(&self, ip: IpAddr) -> Result<Option<IpAddr>, ErrorCode> {
         let settings = self.settings();
         let limits = &settings.limits;
         let by_ip = limits.connections_per_ip > 0 || limits.connection_rate_per_ip > 0;
@@ -99,12 +94,12 @@ impl Site {
             }
             return Err(ErrorCode::SiteConnectionLimit);
         }
-        Ok(Counted { ip: by_ip })
+        Ok(by_ip.then_some(ip))
     }
 
-    pub(crate) fn close_connection(&self, ip: IpAddr, counted: Counted) {
+    pub(crate) fn close_connection(&self, counted_ip: Option<IpAddr>) {
         self.connections.fetch_sub(1, Ordering::Relaxed);
-        if counted.ip {
+        if let Some(ip) = counted_ip {
             let settings = self.settings();
             self.ips.lock().close(ip, &settings.limits, Instant::now());
         }
