@@ -86,8 +86,16 @@ pub(crate) struct Timelines {
     shards: u32,
     hub: Hub,
     expander: Arc<Expander>,
-    /// Shard channel → the interest local timelines share in it.
-    interests: Mutex<HashMap<ChannelName, Weak<ShardInterest>>>,
+    /// Which shards local timelines need.
+    interests: Mutex<Interests>,
+}
+
+/// Shard channel → the interest local timelines share in it.
+#[derive(Default)]
+struct Interests {
+    by_shard: HashMap<ChannelName, Weak<ShardInterest>>,
+    /// Sweep dead entries when the map reaches this size.
+    sweep_at: usize,
 }
 
 /// Local interest in one shard: while it lives, the expander is subscribed
@@ -105,7 +113,7 @@ impl Timelines {
             shards: shards.max(1),
             hub,
             expander,
-            interests: Mutex::new(HashMap::new()),
+            interests: Mutex::new(Interests::default()),
         }
     }
 
@@ -123,7 +131,7 @@ impl Timelines {
     pub fn interest(&self, channel: &ChannelName) -> Option<Arc<ShardInterest>> {
         let shard = self.shard_channel_of(channel)?;
         let mut interests = self.interests.lock();
-        if let Some(interest) = interests.get(&shard).and_then(Weak::upgrade) {
+        if let Some(interest) = interests.by_shard.get(&shard).and_then(Weak::upgrade) {
             return Some(interest);
         }
         let slot = shard_slot(&shard);
@@ -133,10 +141,14 @@ impl Timelines {
         let interest = Arc::new(ShardInterest {
             _subscription: subscription,
         });
-        interests.insert(shard, Arc::downgrade(&interest));
+        interests.by_shard.insert(shard, Arc::downgrade(&interest));
         // Entries of shards nobody needs any more go now and then.
-        if interests.len() > 2 * self.shards as usize {
-            interests.retain(|_, weak| weak.strong_count() > 0);
+        // Entries whose interest is gone are swept once the map has doubled
+        // since the last sweep: amortised, however many shards of however
+        // many sites are live.
+        if interests.by_shard.len() >= interests.sweep_at.max(2 * self.shards as usize) {
+            interests.by_shard.retain(|_, weak| weak.strong_count() > 0);
+            interests.sweep_at = 2 * interests.by_shard.len();
         }
         Some(interest)
     }

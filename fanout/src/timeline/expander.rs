@@ -66,10 +66,18 @@ async fn expand(hub: &Hub, shard_message: &Message, name: &mut String, expanded:
         return;
     };
     let data = payload.data(&shard_message.data);
-    let site = shard_message.channel.site();
+    // `<site>/<kind>:` once; each recipient only swaps the id after it.
+    name.clear();
+    let _ = write!(
+        name,
+        "{}/{}:",
+        shard_message.channel.site(),
+        payload.kind.as_str()
+    );
+    let prefix = name.len();
     for (i, user) in payload.recipients().enumerate() {
-        name.clear();
-        let _ = write!(name, "{site}/{}:{user}", payload.kind.as_str());
+        name.truncate(prefix);
+        name.push_str(user);
         if hub.has_subscribers(name) {
             let channel = ChannelName::trusted(name.clone());
             let message = Arc::new(Message::new(channel, shard_message.position, data.clone()));
