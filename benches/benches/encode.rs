@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use fanout::{ChannelName, Epoch, Message, Position};
+use fanout::{ChannelKey, ChannelName, Epoch, Message, Position};
 
 fn message(size: usize) -> Message {
     let position = Position {
@@ -18,7 +18,8 @@ fn message(size: usize) -> Message {
         "x".repeat(size.saturating_sub(44))
     ));
     // Unwrap: "public" follows the channel naming rules.
-    Message::new(ChannelName::new("public").unwrap(), position, data)
+    let channel = ChannelKey::new("bench", &ChannelName::new("public").unwrap());
+    Message::new(channel, position, data)
 }
 
 fn encode(c: &mut Criterion) {

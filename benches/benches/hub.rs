@@ -7,7 +7,9 @@ use std::{collections::VecDeque, hint::black_box, sync::Arc};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use fanout::{ChannelName, Epoch, Hub, Message, Metrics, Position, Subscriber, Subscription};
+use fanout::{
+    ChannelKey, ChannelName, Epoch, Hub, Message, Metrics, Position, Subscriber, Subscription,
+};
 use parking_lot::Mutex;
 
 /// A subscriber like a session's outbox: lock, push, unlock. It keeps at
@@ -28,9 +30,9 @@ impl Subscriber for Outbox {
 /// Channels besides the measured one, so the lookup searches a populated registry.
 const OTHER_CHANNELS: usize = 10_000;
 
-fn channel(name: &str) -> ChannelName {
+fn channel(name: &str) -> ChannelKey {
     // Unwrap: the names used here follow the channel naming rules.
-    ChannelName::new(name).unwrap()
+    ChannelKey::new("bench", &ChannelName::new(name).unwrap())
 }
 
 fn message(size: usize) -> Arc<Message> {

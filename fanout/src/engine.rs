@@ -18,14 +18,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
-use crate::{ChannelName, Error, Position};
+use crate::{ChannelKey, Error, Position};
 
 pub use crate::history::History;
 
 /// One message to publish.
 #[derive(Debug, Clone)]
 pub struct PublishRequest {
-    pub channel: ChannelName,
+    pub channel: ChannelKey,
     /// The payload, stored and delivered byte for byte.
     pub data: Bytes,
     /// An idempotency key: a publish to the same channel with the same key
@@ -36,7 +36,7 @@ pub struct PublishRequest {
 }
 
 impl PublishRequest {
-    pub fn new(channel: ChannelName, data: Bytes) -> Self {
+    pub fn new(channel: ChannelKey, data: Bytes) -> Self {
         Self {
             channel,
             data,
@@ -65,7 +65,7 @@ pub trait Engine: Send + Sync + 'static {
     /// The channel's current position and the messages after `since`.
     fn history<'a>(
         &'a self,
-        channel: &'a ChannelName,
+        channel: &'a ChannelKey,
         since: Option<Position>,
     ) -> BoxFuture<'a, Result<History, Error>>;
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::{
-    ChannelName, Error, Hub, Metrics, Position, Subscriber, Subscription, TimelineKind,
+    ChannelKey, Error, Hub, Metrics, Position, Subscriber, Subscription, TimelineKind,
     engine::{Engine, History, PublishRequest, Published},
     timeline::{DeliveryReport, Recipients, Timelines},
 };
@@ -45,7 +45,7 @@ impl Fanout {
     /// that order leaves no gap, and the offsets remove the overlap.
     pub fn subscribe(
         &self,
-        channel: ChannelName,
+        channel: ChannelKey,
         subscriber: Arc<dyn Subscriber>,
         slot: u32,
     ) -> Subscription {
@@ -68,7 +68,7 @@ impl Fanout {
 
     pub async fn history(
         &self,
-        channel: &ChannelName,
+        channel: &ChannelKey,
         since: Option<Position>,
     ) -> Result<History, Error> {
         self.timelines.history(&*self.engine, channel, since).await

@@ -8,7 +8,7 @@ use std::{
 
 use bytes::Bytes;
 
-use crate::{ChannelName, Epoch, Message, Position};
+use crate::{ChannelKey, Epoch, Message, Position};
 
 /// How much history each channel keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,7 +115,7 @@ impl ChannelLog {
     /// change in the number of retained messages.
     pub(crate) fn append(
         &mut self,
-        channel: ChannelName,
+        channel: ChannelKey,
         data: Bytes,
         now: Instant,
         config: HistoryConfig,
@@ -224,7 +224,7 @@ mod tests {
     fn log_with(n: u64, cfg: HistoryConfig, now: Instant) -> ChannelLog {
         let mut log = ChannelLog::new(now);
         for _ in 0..n {
-            log.append(ChannelName::new("c").unwrap(), Bytes::new(), now, cfg);
+            log.append(ChannelKey::parse("s/c").unwrap(), Bytes::new(), now, cfg);
         }
         log
     }

@@ -16,7 +16,9 @@ mod metrics;
 mod registry;
 pub mod timeline;
 
-pub use channel::{ChannelName, MAX_CHANNEL_LEN, MAX_SITE_LEN, TimelineKind, is_site_id};
+pub use channel::{
+    ChannelKey, ChannelName, MAX_CHANNEL_LEN, MAX_SITE_LEN, TimelineKind, is_site_id,
+};
 pub use engine::{
     Engine, History, PublishRequest, Published,
     memory::MemoryEngine,

@@ -4,7 +4,7 @@ use std::{fmt, str::FromStr, sync::OnceLock};
 
 use bytes::Bytes;
 
-use crate::ChannelName;
+use crate::ChannelKey;
 
 /// How many wire encodings a message can cache (see [`Message::encoded`]).
 pub const ENCODINGS: usize = 4;
@@ -76,7 +76,7 @@ pub struct Position {
 /// One published message, shared by every subscriber through an `Arc`.
 pub struct Message {
     /// The channel it was published to.
-    pub channel: ChannelName,
+    pub channel: ChannelKey,
     /// Where it sits in the channel's stream.
     pub position: Position,
     /// The payload exactly as the publisher sent it (for the native protocol, JSON).
@@ -87,7 +87,7 @@ pub struct Message {
 }
 
 impl Message {
-    pub fn new(channel: ChannelName, position: Position, data: Bytes) -> Self {
+    pub fn new(channel: ChannelKey, position: Position, data: Bytes) -> Self {
         Self {
             channel,
             position,
@@ -137,7 +137,7 @@ mod tests {
 
     #[test]
     fn encodes_once_per_slot() {
-        let channel = ChannelName::new("public").unwrap();
+        let channel = ChannelKey::parse("s/public").unwrap();
         let position = Position {
             epoch: Epoch::from_u64(1),
             offset: 1,

@@ -19,14 +19,14 @@ use std::{
 use parking_lot::Mutex;
 use slab::Slab;
 
-use crate::{ChannelName, Message, Metrics, timeline::ShardInterest};
+use crate::{ChannelKey, Message, Metrics, timeline::ShardInterest};
 
 /// Number of registry shards. A power of two well above the core count keeps
 /// contention negligible while the empty maps cost about 3 KB in all.
 const SHARDS: usize = 64;
 
 /// One registry shard: channel → its local subscribers.
-type Shard = Mutex<HashMap<ChannelName, Slab<Entry>>>;
+type Shard = Mutex<HashMap<ChannelKey, Slab<Entry>>>;
 
 /// Something that receives messages: in practice, one client connection.
 pub trait Subscriber: Send + Sync + 'static {
@@ -44,8 +44,8 @@ pub trait Subscriber: Send + Sync + 'static {
 /// Called with a registry shard lock held: record the change and return,
 /// without blocking and without touching the hub.
 pub trait ChannelWatcher: Send + Sync + 'static {
-    fn channel_active(&self, channel: &ChannelName);
-    fn channel_idle(&self, channel: &ChannelName);
+    fn channel_active(&self, channel: &ChannelKey);
+    fn channel_idle(&self, channel: &ChannelKey);
 }
 
 /// A cheap, cloneable handle on the subscriber registry.
@@ -74,7 +74,7 @@ struct Entry {
 /// One subscriber's interest in one channel. Dropping it unsubscribes.
 pub struct Subscription {
     hub: Hub,
-    channel: ChannelName,
+    channel: ChannelKey,
     key: usize,
     /// A timeline's interest in its shard, kept as long as the timeline is.
     shard: Option<Arc<ShardInterest>>,
@@ -102,7 +102,7 @@ impl Hub {
     /// Adds `subscriber` to `channel`; its messages arrive tagged with `slot`.
     pub fn subscribe(
         &self,
-        channel: ChannelName,
+        channel: ChannelKey,
         subscriber: Arc<dyn Subscriber>,
         slot: u32,
     ) -> Subscription {
@@ -160,7 +160,7 @@ impl Hub {
         &self.shared.shards[index]
     }
 
-    fn remove(&self, channel: &ChannelName, key: usize) {
+    fn remove(&self, channel: &ChannelKey, key: usize) {
         {
             let mut shard = self.shard(channel.as_str()).lock();
             let Some(entries) = shard.get_mut(channel.as_str()) else {
@@ -191,7 +191,7 @@ impl Hub {
 }
 
 impl Subscription {
-    pub fn channel(&self) -> &ChannelName {
+    pub fn channel(&self) -> &ChannelKey {
         &self.channel
     }
 
@@ -236,7 +236,7 @@ mod tests {
             offset,
         };
         Arc::new(Message::new(
-            ChannelName::new(channel).unwrap(),
+            ChannelKey::parse(&format!("s/{channel}")).unwrap(),
             position,
             Bytes::new(),
         ))
@@ -247,8 +247,8 @@ mod tests {
         let hub = Hub::new(Metrics::default());
         let a = Arc::new(Recorder::default());
         let b = Arc::new(Recorder::default());
-        let _sa = hub.subscribe(ChannelName::new("a").unwrap(), a.clone(), 1);
-        let sb = hub.subscribe(ChannelName::new("b").unwrap(), b.clone(), 2);
+        let _sa = hub.subscribe(ChannelKey::parse("s/a").unwrap(), a.clone(), 1);
+        let sb = hub.subscribe(ChannelKey::parse("s/b").unwrap(), b.clone(), 2);
         assert_eq!(hub.deliver(&message("a", 1)), 1);
         assert_eq!(hub.deliver(&message("b", 5)), 1);
         assert_eq!(*a.0.lock(), vec![(1, 1)]);
@@ -264,10 +264,10 @@ mod tests {
         #[derive(Default)]
         struct Log(Mutex<Vec<String>>);
         impl ChannelWatcher for Log {
-            fn channel_active(&self, c: &ChannelName) {
+            fn channel_active(&self, c: &ChannelKey) {
                 self.0.lock().push(format!("+{c}"));
             }
-            fn channel_idle(&self, c: &ChannelName) {
+            fn channel_idle(&self, c: &ChannelKey) {
                 self.0.lock().push(format!("-{c}"));
             }
         }
@@ -277,10 +277,10 @@ mod tests {
             Arc::downgrade(&(log.clone() as Arc<dyn ChannelWatcher>));
         hub.set_watcher(weak);
         let sub = Arc::new(Recorder::default());
-        let one = hub.subscribe(ChannelName::new("c").unwrap(), sub.clone(), 0);
-        let two = hub.subscribe(ChannelName::new("c").unwrap(), sub, 1);
+        let one = hub.subscribe(ChannelKey::parse("s/c").unwrap(), sub.clone(), 0);
+        let two = hub.subscribe(ChannelKey::parse("s/c").unwrap(), sub, 1);
         drop(one);
         drop(two);
-        assert_eq!(*log.0.lock(), vec!["+c".to_string(), "-c".to_string()]);
+        assert_eq!(*log.0.lock(), vec!["+s/c".to_string(), "-s/c".to_string()]);
     }
 }

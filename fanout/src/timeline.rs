@@ -35,7 +35,7 @@ use prometheus::IntCounter;
 pub use grouper::{Recipients, ShardGroup};
 
 use crate::{
-    ChannelName, Error, Hub, Message, Subscription, TimelineKind,
+    ChannelKey, Error, Hub, Message, Subscription, TimelineKind,
     engine::{Engine, History, PublishRequest, Published},
 };
 use expander::Expander;
@@ -59,8 +59,8 @@ pub fn is_user_id(id: &str) -> bool {
 }
 
 /// The internal channel of shard `shard` of `site`.
-pub(crate) fn shard_channel(site: &str, shard: u32) -> ChannelName {
-    ChannelName::internal(site, &format!("~t:{shard}"))
+pub(crate) fn shard_channel(site: &str, shard: u32) -> ChannelKey {
+    ChannelKey::internal(site, &format!("~t:{shard}"))
 }
 
 /// What a delivery did.
@@ -93,7 +93,7 @@ pub(crate) struct Timelines {
 /// Shard channel → the interest local timelines share in it.
 #[derive(Default)]
 struct Interests {
-    by_shard: HashMap<ChannelName, Weak<ShardInterest>>,
+    by_shard: HashMap<ChannelKey, Weak<ShardInterest>>,
     /// Sweep dead entries when the map reaches this size.
     sweep_at: usize,
 }
@@ -121,14 +121,14 @@ impl Timelines {
         self.shards
     }
 
-    fn shard_channel_of(&self, channel: &ChannelName) -> Option<ChannelName> {
+    fn shard_channel_of(&self, channel: &ChannelKey) -> Option<ChannelKey> {
         let (_, user) = channel.timeline()?;
         let shard = shard_of(channel.site(), user, self.shards, &mut String::new());
         Some(shard_channel(channel.site(), shard))
     }
 
     /// The interest of timeline `channel` in its shard; `None` for other channels.
-    pub fn interest(&self, channel: &ChannelName) -> Option<Arc<ShardInterest>> {
+    pub fn interest(&self, channel: &ChannelKey) -> Option<Arc<ShardInterest>> {
         let shard = self.shard_channel_of(channel)?;
         let mut interests = self.interests.lock();
         if let Some(interest) = interests.by_shard.get(&shard).and_then(Weak::upgrade) {
@@ -173,7 +173,7 @@ impl Timelines {
     pub async fn history(
         &self,
         engine: &dyn Engine,
-        channel: &ChannelName,
+        channel: &ChannelKey,
         since: Option<crate::Position>,
     ) -> Result<History, Error> {
         let Some(shard) = self.shard_channel_of(channel) else {
@@ -241,9 +241,9 @@ impl Timelines {
 }
 
 /// The expander's slot for a shard channel: its shard number, for logs.
-fn shard_slot(shard: &ChannelName) -> u32 {
+fn shard_slot(shard: &ChannelKey) -> u32 {
     shard
-        .local()
+        .name()
         .rsplit(':')
         .next()
         .and_then(|n| n.parse().ok())

@@ -8,7 +8,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use fanout::ChannelName;
+use fanout::{ChannelKey, ChannelName};
 
 use crate::{
     ErrorCode,
@@ -87,8 +87,8 @@ impl Client {
     }
 
     /// `local` as a channel of this client's site.
-    pub(crate) fn scope(&self, local: &ChannelName) -> ChannelName {
-        ChannelName::scoped(self.site.id(), local)
+    pub(crate) fn scope(&self, name: &ChannelName) -> ChannelKey {
+        ChannelKey::new(self.site.id(), name)
     }
 
     /// Why the connection must end now, if it must: its site was removed,
@@ -133,15 +133,12 @@ impl Client {
         if settings.is_dev() {
             return Ok(());
         }
-        let local = channel.local();
+        let name = channel.as_str();
         let token = self.token();
-        if token.is_some_and(|claims| claims.grants(local)) {
+        if token.is_some_and(|claims| claims.grants(name)) {
             return Ok(());
         }
-        let owner = local
-            .strip_prefix("user:")
-            .or_else(|| local.strip_prefix("replies:"));
-        if let Some(owner) = owner {
+        if let Some((_, owner)) = channel.timeline() {
             return match token {
                 Some(claims) if *claims.sub == *owner => Ok(()),
                 Some(_) => Err(Refused::new(
@@ -154,7 +151,7 @@ impl Client {
                 )),
             };
         }
-        if local.starts_with("private-") {
+        if name.starts_with("private-") {
             let Some(ChannelProof {
                 connection_id,
                 signature: Some(given),
@@ -165,7 +162,7 @@ impl Client {
                     "a private- channel needs a signature from the site, or a token grant",
                 ));
             };
-            let parts = signature::channel_parts(connection_id, local);
+            let parts = signature::channel_parts(connection_id, name);
             return if signature::verify(&settings.secrets, &parts, given) {
                 Ok(())
             } else {

@@ -150,7 +150,7 @@ impl Subscriber for Outbox {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use fanout::{ChannelName, Epoch, Position};
+    use fanout::{ChannelKey, Epoch, Position};
     use std::task::Waker;
 
     fn message(len: usize, offset: u64) -> Arc<Message> {
@@ -159,7 +159,7 @@ mod tests {
             offset,
         };
         Arc::new(Message::new(
-            ChannelName::new("c").unwrap(),
+            ChannelKey::parse("s/c").unwrap(),
             position,
             Bytes::from(vec![b'x'; len]),
         ))

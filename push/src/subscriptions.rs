@@ -7,7 +7,7 @@
 
 use std::{future::Future, sync::Arc};
 
-use fanout::{ChannelName, Error, History, Message, Position, Subscription};
+use fanout::{ChannelKey, Error, History, Message, Position, Subscription};
 
 use crate::{Context, outbox::Outbox};
 
@@ -70,7 +70,7 @@ pub(crate) fn open(
     context: &Context,
     outbox: &Arc<Outbox>,
     slot: u32,
-    channel: ChannelName,
+    channel: ChannelKey,
     since: Option<Position>,
 ) -> impl Future<Output = Result<Opened, Error>> + Send + 'static {
     let fanout = context.fanout().clone();
@@ -92,7 +92,7 @@ impl Subscriptions {
         self.slots.iter().filter(|s| s.is_some()).count()
     }
 
-    pub fn find(&self, channel: &ChannelName) -> Option<u32> {
+    pub fn find(&self, channel: &ChannelKey) -> Option<u32> {
         self.slots
             .iter()
             .position(|s| s.as_ref().is_some_and(|sub| sub.guard.channel() == channel))
@@ -122,7 +122,7 @@ impl Subscriptions {
         });
     }
 
-    pub fn remove(&mut self, channel: &ChannelName) -> bool {
+    pub fn remove(&mut self, channel: &ChannelKey) -> bool {
         match self.find(channel) {
             Some(slot) => {
                 self.slots[slot as usize] = None;

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use fanout::{ChannelName, Epoch, Message, Position};
+use fanout::{ChannelKey, ChannelName, Epoch, Message, Position};
 use serde_json::Value;
 
 use crate::ErrorCode;
@@ -162,15 +162,17 @@ pub(crate) mod json {
     /// `subscribed`: a WebSocket frame with `typed`, the data of an SSE
     /// `subscribed` event without (SSE names the event type itself).
     pub fn subscribed(
-        channel: &ChannelName,
+        channel: &ChannelKey,
         position: Position,
         recovered: bool,
         typed: bool,
     ) -> String {
         let kind = if typed { r#""type":"subscribed","# } else { "" };
         format!(
-            r#"{{{kind}"channel":"{channel}","epoch":"{}","offset":{},"recovered":{recovered}}}"#,
-            position.epoch, position.offset
+            r#"{{{kind}"channel":"{}","epoch":"{}","offset":{},"recovered":{recovered}}}"#,
+            channel.name(),
+            position.epoch,
+            position.offset
         )
     }
 
@@ -213,7 +215,9 @@ fn message_json(message: &Message, with_type: bool, out: &mut BytesMut) {
     let _ = write!(
         head,
         r#""channel":"{}","epoch":"{}","offset":{},"data":"#,
-        message.channel, message.position.epoch, message.position.offset
+        message.channel.name(),
+        message.position.epoch,
+        message.position.offset
     );
     out.put_slice(head.as_bytes());
     out.put_slice(&message.data);
@@ -418,7 +422,7 @@ mod tests {
             offset: 3,
         };
         let data = Bytes::from_static(b"{\"a\" : [1,\n 2]}");
-        let message = Message::new(channel("public"), position, data);
+        let message = Message::new(ChannelKey::parse("s/public").unwrap(), position, data);
         let ws = ws_message(&message);
         assert_eq!(
             &ws[2..],

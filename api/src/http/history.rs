@@ -2,7 +2,7 @@
 
 use std::{fmt::Write as _, net::SocketAddr};
 
-use fanout::{ChannelName, Epoch, Position};
+use fanout::{ChannelKey, ChannelName, Epoch, Position};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming};
 
 use super::{
@@ -74,8 +74,8 @@ pub(crate) async fn handle(
             );
         }
     };
-    let scoped = ChannelName::scoped(site.id(), &channel);
-    let history = match app.fanout().history(&scoped, since).await {
+    let key = ChannelKey::new(site.id(), &channel);
+    let history = match app.fanout().history(&key, since).await {
         Ok(history) => history,
         Err(error) => {
             return reply::error(

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use fanout::{ChannelName, PublishRequest};
+use fanout::{ChannelKey, ChannelName, PublishRequest};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -38,8 +38,8 @@ pub(crate) async fn handle(
     let site = request.site().clone();
     let max_message_bytes = site.settings().limits.max_message_bytes;
     let max_channels = app.config().publish.max_channels;
-    let batch = match parse(&request.body, max_channels, max_message_bytes) {
-        Ok(batch) => batch,
+    let parsed = match parse(&request.body, max_channels, max_message_bytes) {
+        Ok(parsed) => parsed,
         Err(refusal) => {
             if refusal.status == StatusCode::PAYLOAD_TOO_LARGE {
                 app.sessions().metrics().reject(site.id(), refusal.code);
@@ -47,17 +47,18 @@ pub(crate) async fn handle(
             return refusal.into_response();
         }
     };
-    if let Err(wait) = site.take_publish(batch.len() as u32) {
+    if let Err(wait) = site.take_publish(parsed.channels.len() as u32) {
         return app_request::rate_limited(app, &site, wait, "this publish");
     }
     if let Err(refusal) = request.authenticated.accept(app) {
         return refusal.into_response();
     }
-    let batch: Vec<PublishRequest> = batch
-        .into_iter()
-        .map(|message| PublishRequest {
-            channel: ChannelName::scoped(site.id(), &message.channel),
-            data: message.data,
+    let batch: Vec<PublishRequest> = parsed
+        .channels
+        .iter()
+        .map(|name| PublishRequest {
+            channel: ChannelKey::new(site.id(), name),
+            data: parsed.data.clone(),
             dedupe: request.dedupe.clone(),
         })
         .collect();
@@ -68,7 +69,7 @@ pub(crate) async fn handle(
                 .zip(positions)
                 .map(|(request, published)| {
                     serde_json::json!({
-                        "channel": request.channel.local(),
+                        "channel": request.channel.name(),
                         "epoch": published.position.epoch.to_string(),
                         "offset": published.position.offset,
                     })
@@ -94,11 +95,13 @@ fn bad(code: &'static str, message: &str) -> Refusal {
     Refusal::bad_request(code, message)
 }
 
-fn parse(
-    body: &[u8],
-    max_channels: usize,
-    max_message_bytes: usize,
-) -> Result<Vec<PublishRequest>, Refusal> {
+/// A publish body, checked: the site's channels and the payload they all get.
+struct Parsed {
+    channels: Vec<ChannelName>,
+    data: Bytes,
+}
+
+fn parse(body: &[u8], max_channels: usize, max_message_bytes: usize) -> Result<Parsed, Refusal> {
     let parsed: PublishBody =
         serde_json::from_slice(body).map_err(|error| match error.classify() {
             serde_json::error::Category::Data => bad("bad_request", &error.to_string()),
@@ -143,10 +146,7 @@ fn parse(
         channels.push(channel);
     }
     let data = Bytes::copy_from_slice(data.get().as_bytes());
-    Ok(channels
-        .into_iter()
-        .map(|channel| PublishRequest::new(channel, data.clone()))
-        .collect())
+    Ok(Parsed { channels, data })
 }
 
 #[cfg(test)]
@@ -164,12 +164,12 @@ mod tests {
         let ok = parse(br#"{"channel":"a","data":{"x" : 1}}"#, 3, 100)
             .ok()
             .unwrap();
-        assert_eq!(ok.len(), 1);
-        assert_eq!(&ok[0].data[..], br#"{"x" : 1}"#);
+        assert_eq!(ok.channels.len(), 1);
+        assert_eq!(&ok.data[..], br#"{"x" : 1}"#);
         let many = parse(br#"{"channels":["a","b"],"data":[1]}"#, 3, 100)
             .ok()
             .unwrap();
-        assert_eq!(many.len(), 2);
+        assert_eq!(many.channels.len(), 2);
         let cases = [
             ("not json", "400"),
             (r#"{"channel":"a"}"#, "400"),

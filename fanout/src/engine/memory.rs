@@ -21,7 +21,7 @@ use futures_util::future::{self, BoxFuture};
 use parking_lot::Mutex;
 
 use crate::{
-    ChannelName, Error, Hub, Metrics, Position,
+    ChannelKey, Error, Hub, Metrics, Position,
     engine::{
         Engine, History, PublishRequest, Published,
         delivery::{Delivery, Queue},
@@ -31,7 +31,7 @@ use crate::{
 
 const SHARDS: usize = 64;
 
-type Shard = Mutex<HashMap<ChannelName, Arc<Mutex<ChannelLog>>>>;
+type Shard = Mutex<HashMap<ChannelKey, Arc<Mutex<ChannelLog>>>>;
 
 /// The memory engine. Create it with [`MemoryEngine::start`].
 pub struct MemoryEngine {
@@ -75,7 +75,7 @@ impl MemoryEngine {
         &self.shards[self.hasher.hash_one(channel) as usize % SHARDS]
     }
 
-    fn log(&self, channel: &ChannelName) -> Arc<Mutex<ChannelLog>> {
+    fn log(&self, channel: &ChannelKey) -> Arc<Mutex<ChannelLog>> {
         let mut shard = self.shard(channel.as_str()).lock();
         // Most publishes find their log: look it up by `&str` first, so only
         // a new channel pays for the owned key `entry` needs.
@@ -141,7 +141,7 @@ impl MemoryEngine {
         }
     }
 
-    fn read(&self, channel: &ChannelName, since: Option<Position>) -> History {
+    fn read(&self, channel: &ChannelKey, since: Option<Position>) -> History {
         let log = self.log(channel);
         let log = log.lock();
         log.read(since, Instant::now(), self.config.ttl)
@@ -205,7 +205,7 @@ impl Engine for MemoryEngine {
 
     fn history<'a>(
         &'a self,
-        channel: &'a ChannelName,
+        channel: &'a ChannelKey,
         since: Option<Position>,
     ) -> BoxFuture<'a, Result<History, Error>> {
         Box::pin(future::ready(Ok(self.read(channel, since))))
@@ -244,7 +244,7 @@ mod tests {
 
     fn request(channel: &str) -> PublishRequest {
         PublishRequest::new(
-            ChannelName::new(channel).unwrap(),
+            ChannelKey::parse(&format!("s/{channel}")).unwrap(),
             Bytes::from_static(b"{}"),
         )
     }
@@ -270,7 +270,7 @@ mod tests {
         let hub = Hub::new(Metrics::default());
         let engine = MemoryEngine::new(hub.clone(), HistoryConfig::default(), Metrics::default());
         let recorder = Arc::new(Recorder::default());
-        let _sub = hub.subscribe(ChannelName::new("a").unwrap(), recorder.clone(), 0);
+        let _sub = hub.subscribe(ChannelKey::parse("s/a").unwrap(), recorder.clone(), 0);
         let keyed = |channel: &str| PublishRequest {
             dedupe: Some(Arc::from("k1")),
             ..request(channel)
@@ -298,7 +298,7 @@ mod tests {
         };
         let engine = MemoryEngine::new(hub.clone(), config, Metrics::default());
         let recorder = Arc::new(Recorder::default());
-        let _watched = hub.subscribe(ChannelName::new("watched").unwrap(), recorder.clone(), 0);
+        let _watched = hub.subscribe(ChannelKey::parse("s/watched").unwrap(), recorder.clone(), 0);
         engine
             .publish(vec![request("watched"), request("oneoff")])
             .await

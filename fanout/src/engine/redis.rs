@@ -39,7 +39,7 @@ use futures_util::future::{BoxFuture, try_join_all};
 pub use metrics::RedisMetrics;
 
 use crate::{
-    ChannelName, ChannelWatcher, Epoch, Error, Hub, Message, Metrics, Position,
+    ChannelKey, ChannelWatcher, Epoch, Error, Hub, Message, Metrics, Position,
     engine::{Engine, History, PublishRequest, Published},
     history::HistoryConfig,
 };
@@ -239,7 +239,7 @@ impl RedisEngine {
     /// Reads a channel's position and its history after `after` (an offset).
     async fn read(
         &self,
-        channel: &ChannelName,
+        channel: &ChannelKey,
         keys: ChannelKeys,
         after: Option<u64>,
     ) -> Result<Read, Error> {
@@ -291,7 +291,7 @@ impl RedisEngine {
 
     /// The channels' current positions (`None` for one nothing was
     /// published to yet), read together in one pipelined round.
-    async fn positions(&self, channels: &[ChannelName]) -> Result<Vec<Option<Position>>, Error> {
+    async fn positions(&self, channels: &[ChannelKey]) -> Result<Vec<Option<Position>>, Error> {
         let client = self.client.with_options(&self.options);
         let reads = channels.iter().map(|channel| {
             let meta = self.keyspace.keys(channel).meta;
@@ -405,7 +405,7 @@ impl Engine for RedisEngine {
 
     fn history<'a>(
         &'a self,
-        channel: &'a ChannelName,
+        channel: &'a ChannelKey,
         since: Option<Position>,
     ) -> BoxFuture<'a, Result<History, Error>> {
         Box::pin(async move {
@@ -447,11 +447,11 @@ impl Engine for RedisEngine {
 }
 
 impl ChannelWatcher for RedisEngine {
-    fn channel_active(&self, channel: &ChannelName) {
+    fn channel_active(&self, channel: &ChannelKey) {
         self.channels.set_local(channel, true);
     }
 
-    fn channel_idle(&self, channel: &ChannelName) {
+    fn channel_idle(&self, channel: &ChannelKey) {
         self.channels.set_local(channel, false);
     }
 }
@@ -476,7 +476,7 @@ mod tests {
         let epoch = Epoch::from_u64(9);
         let message = |offset| {
             Arc::new(Message::new(
-                ChannelName::new("c").unwrap(),
+                ChannelKey::parse("s/c").unwrap(),
                 Position { epoch, offset },
                 Bytes::new(),
             ))

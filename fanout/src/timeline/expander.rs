@@ -21,7 +21,7 @@ use prometheus::IntCounter;
 use tokio::sync::Notify;
 
 use super::payload::ShardPayload;
-use crate::{ChannelName, Hub, Message, Subscriber};
+use crate::{ChannelKey, Hub, Message, Subscriber};
 
 /// Recipients looked up between two yields.
 const CHUNK: usize = 1024;
@@ -79,7 +79,7 @@ async fn expand(hub: &Hub, shard_message: &Message, name: &mut String, expanded:
         name.truncate(prefix);
         name.push_str(user);
         if hub.has_subscribers(name) {
-            let channel = ChannelName::trusted(name.clone());
+            let channel = ChannelKey::trusted(name.clone());
             let message = Arc::new(Message::new(channel, shard_message.position, data.clone()));
             hub.deliver(&message);
             expanded.inc();

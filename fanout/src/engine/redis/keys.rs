@@ -7,7 +7,7 @@
 //! `herald:{7}:s:public` — its history stream; entry id `<offset>-0`, fields `t` (ms), `d` (data)
 //! `herald:{7}:c:public` — its pub/sub channel; payload `<epoch> <offset> <data>`
 
-use crate::ChannelName;
+use crate::ChannelKey;
 
 /// The names of one channel in Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +44,7 @@ impl Keyspace {
         (hash % u64::from(self.partitions)) as u16
     }
 
-    pub fn keys(&self, channel: &ChannelName) -> ChannelKeys {
+    pub fn keys(&self, channel: &ChannelKey) -> ChannelKeys {
         let partition = self.partition(channel.as_str());
         let base = format!("{}:{{{partition}}}", self.prefix);
         ChannelKeys {
@@ -57,7 +57,7 @@ impl Keyspace {
 
     /// The key that records a publish's idempotency key on `channel`; in the
     /// channel's partition, so a Cluster runs the publish script on it.
-    pub fn dedupe(&self, channel: &ChannelName, key: &str) -> String {
+    pub fn dedupe(&self, channel: &ChannelKey, key: &str) -> String {
         let partition = self.partition(channel.as_str());
         format!(
             "{}:{{{partition}}}:d:{}:{key}",
@@ -81,13 +81,13 @@ mod tests {
     #[test]
     fn names_share_the_hash_tag() {
         let keyspace = Keyspace::new("herald", 16);
-        let channel = ChannelName::new("user:42").unwrap();
+        let channel = ChannelKey::parse("s/user:42").unwrap();
         let keys = keyspace.keys(&channel);
         let tag = format!("{{{}}}", keys.partition);
         for name in [&keys.meta, &keys.stream, &keys.pubsub] {
             assert!(name.contains(&tag), "{name}");
         }
-        assert_eq!(keyspace.channel_of(&keys.pubsub), Some("user:42"));
+        assert_eq!(keyspace.channel_of(&keys.pubsub), Some("s/user:42"));
         assert_eq!(keyspace.channel_of("other:{1}:c:x"), None);
         assert_eq!(keyspace.channel_of(&keys.meta), None);
     }

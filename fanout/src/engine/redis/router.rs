@@ -8,7 +8,7 @@ use fred::{interfaces::EventInterface, types::Message as RedisMessage};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{RedisEngine, parse_payload, state::Live};
-use crate::{ChannelName, Message, Position};
+use crate::{ChannelKey, Message, Position};
 
 /// Tries of a history read that fills a gap, and the pause between them
 /// (together longer than a Redis restart takes to load a modest AOF).
@@ -49,7 +49,7 @@ impl RedisEngine {
         let Some(name) = self.keyspace.channel_of(&message.channel) else {
             return;
         };
-        let Ok(channel) = ChannelName::from_key(name) else {
+        let Ok(channel) = ChannelKey::parse(name) else {
             return;
         };
         let Some((position, data)) = message.value.into_bytes().and_then(parse_payload) else {
@@ -74,7 +74,7 @@ impl RedisEngine {
 
     /// Delivers what history holds after `last` (all of it without one),
     /// below `until` if given.
-    async fn fill(&self, channel: &ChannelName, last: Option<Position>, until: Option<u64>) {
+    async fn fill(&self, channel: &ChannelKey, last: Option<Position>, until: Option<u64>) {
         // Connected clients must not see a hole, so a failed read is tried
         // again (Redis may just be coming back) before the gap is given up.
         let mut attempt = 0;

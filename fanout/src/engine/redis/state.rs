@@ -11,13 +11,13 @@ use std::{
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::{ChannelName, Error, Position};
+use crate::{ChannelKey, Error, Position};
 
 const SHARDS: usize = 16;
 
 #[derive(Default)]
 pub(crate) struct ChannelTable {
-    shards: [Mutex<HashMap<ChannelName, ChannelState>>; SHARDS],
+    shards: [Mutex<HashMap<ChannelKey, ChannelState>>; SHARDS],
     hasher: RandomState,
     /// Wakes the subscription manager: something is wanted or unwanted.
     pub changed: Notify,
@@ -56,18 +56,18 @@ pub(crate) enum Live {
 /// What the subscription manager should do now.
 #[derive(Debug, Default)]
 pub(crate) struct Plan {
-    pub subscribe: Vec<ChannelName>,
-    pub unsubscribe: Vec<ChannelName>,
+    pub subscribe: Vec<ChannelKey>,
+    pub unsubscribe: Vec<ChannelKey>,
     /// When the next lingering channel is due.
     pub next_deadline: Option<Instant>,
 }
 
 impl ChannelTable {
-    fn shard(&self, channel: &str) -> &Mutex<HashMap<ChannelName, ChannelState>> {
+    fn shard(&self, channel: &str) -> &Mutex<HashMap<ChannelKey, ChannelState>> {
         &self.shards[self.hasher.hash_one(channel) as usize % SHARDS]
     }
 
-    pub fn set_local(&self, channel: &ChannelName, local: bool) {
+    pub fn set_local(&self, channel: &ChannelKey, local: bool) {
         {
             let mut shard = self.shard(channel.as_str()).lock();
             let state = shard.entry(channel.clone()).or_insert(ChannelState {
@@ -85,7 +85,7 @@ impl ChannelTable {
 
     /// Waits until a locally watched channel is subscribed upstream.
     /// Channels nobody here watches (an API history read) need not wait.
-    pub async fn wait_active(&self, channel: &ChannelName, timeout: Duration) -> Result<(), Error> {
+    pub async fn wait_active(&self, channel: &ChannelKey, timeout: Duration) -> Result<(), Error> {
         let wait = async {
             loop {
                 let activated = self.activated.notified();
@@ -101,12 +101,15 @@ impl ChannelTable {
             }
         };
         tokio::time::timeout(timeout, wait).await.map_err(|_| {
-            Error::Unavailable(format!("could not subscribe to {channel} in Redis in time"))
+            Error::Unavailable(format!(
+                "could not subscribe to {} in Redis in time",
+                channel.name()
+            ))
         })
     }
 
     /// Classifies a live message and, when it is to be delivered, records it.
-    pub fn live(&self, channel: &ChannelName, position: Position) -> Live {
+    pub fn live(&self, channel: &ChannelKey, position: Position) -> Live {
         let mut shard = self.shard(channel.as_str()).lock();
         let Some(state) = shard.get_mut(channel.as_str()) else {
             return Live::NotWatched;
@@ -132,7 +135,7 @@ impl ChannelTable {
     }
 
     /// Records that everything up to `position` was delivered.
-    pub fn delivered(&self, channel: &ChannelName, position: Position) {
+    pub fn delivered(&self, channel: &ChannelKey, position: Position) {
         if let Some(state) = self
             .shard(channel.as_str())
             .lock()
@@ -143,7 +146,7 @@ impl ChannelTable {
     }
 
     /// Channels subscribed upstream, with their last delivered position.
-    pub fn active(&self) -> Vec<(ChannelName, Option<Position>)> {
+    pub fn active(&self) -> Vec<(ChannelKey, Option<Position>)> {
         let mut out = Vec::new();
         for shard in &self.shards {
             for (channel, state) in shard.lock().iter() {
@@ -191,7 +194,7 @@ impl ChannelTable {
     /// arrives live, so the router can tell a gap from the first message on.
     /// History reads wait for this, so no subscriber reads history from
     /// before the position the router starts from.
-    pub fn mark_active(&self, channels: &[(ChannelName, Option<Position>)]) {
+    pub fn mark_active(&self, channels: &[(ChannelKey, Option<Position>)]) {
         for (channel, position) in channels {
             let mut shard = self.shard(channel.as_str()).lock();
             // A channel forgotten while its subscribe was on the way is
@@ -213,7 +216,7 @@ impl ChannelTable {
     }
 
     /// An unsubscribe that failed: the channels are still subscribed upstream.
-    pub fn restore_active(&self, channels: &[ChannelName]) {
+    pub fn restore_active(&self, channels: &[ChannelKey]) {
         for channel in channels {
             let mut shard = self.shard(channel.as_str()).lock();
             if let Some(state) = shard.get_mut(channel.as_str()) {
@@ -226,7 +229,7 @@ impl ChannelTable {
 
     /// After an upstream unsubscribe: forget the channels still unwanted;
     /// wanted-again ones get subscribed on the next round.
-    pub fn mark_inactive(&self, channels: &[ChannelName]) {
+    pub fn mark_inactive(&self, channels: &[ChannelKey]) {
         for channel in channels {
             let mut shard = self.shard(channel.as_str()).lock();
             if let Some(state) = shard.get_mut(channel.as_str()) {
@@ -245,8 +248,8 @@ mod tests {
     use super::*;
     use crate::Epoch;
 
-    fn channel(name: &str) -> ChannelName {
-        ChannelName::new(name).unwrap()
+    fn channel(name: &str) -> ChannelKey {
+        ChannelKey::parse(&format!("s/{name}")).unwrap()
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use fred::interfaces::PubsubInterface;
 
 use super::RedisEngine;
-use crate::ChannelName;
+use crate::ChannelKey;
 
 /// Channels per SUBSCRIBE / UNSUBSCRIBE command.
 const BATCH: usize = 500;
@@ -67,8 +67,8 @@ impl RedisEngine {
     /// Groups channels into commands: by partition on a cluster (one
     /// `SSUBSCRIBE` may only name channels of one slot), in batches of
     /// [`BATCH`] everywhere.
-    fn batches(&self, channels: Vec<ChannelName>) -> Vec<Vec<ChannelName>> {
-        let mut groups: BTreeMap<u16, Vec<ChannelName>> = BTreeMap::new();
+    fn batches(&self, channels: Vec<ChannelKey>) -> Vec<Vec<ChannelKey>> {
+        let mut groups: BTreeMap<u16, Vec<ChannelKey>> = BTreeMap::new();
         for channel in channels {
             let key = if self.sharded {
                 self.keyspace.partition(channel.as_str())
@@ -82,7 +82,7 @@ impl RedisEngine {
             .flat_map(|group| {
                 group
                     .chunks(BATCH)
-                    .map(<[ChannelName]>::to_vec)
+                    .map(<[ChannelKey]>::to_vec)
                     .collect::<Vec<_>>()
             })
             .collect()
@@ -90,7 +90,7 @@ impl RedisEngine {
 
     async fn upstream(
         &self,
-        channels: &[ChannelName],
+        channels: &[ChannelKey],
         subscribe: bool,
     ) -> Result<(), fred::error::Error> {
         let names: Vec<String> = channels
