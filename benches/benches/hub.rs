@@ -8,7 +8,8 @@ use std::{collections::VecDeque, hint::black_box, sync::Arc};
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use fanout::{
-    ChannelKey, ChannelName, Epoch, Hub, Message, Metrics, Position, Subscriber, Subscription,
+    ChannelKey, ChannelName, Epoch, Hub, Message, Metrics, Position, Registration, Subscriber,
+    Watch,
 };
 use parking_lot::Mutex;
 
@@ -48,16 +49,16 @@ fn message(size: usize) -> Arc<Message> {
 }
 
 /// A hub with `subscribers` on `bench` and one subscriber on each other channel.
-fn hub(subscribers: usize) -> (Hub, Vec<Subscription>) {
+fn hub(subscribers: usize) -> (Hub, Vec<Registration>) {
     let hub = Hub::new(Metrics::default());
     let mut held = Vec::new();
     for i in 0..OTHER_CHANNELS {
         let sink: Arc<dyn Subscriber> = Arc::new(Outbox::default());
-        held.push(hub.subscribe(channel(&format!("user:{i}")), sink, 0));
+        held.push(hub.subscribe(channel(&format!("user:{i}")), sink, 0, Watch::Yes));
     }
     for i in 0..subscribers {
         let sink: Arc<dyn Subscriber> = Arc::new(Outbox::default());
-        held.push(hub.subscribe(channel("bench"), sink, i as u32));
+        held.push(hub.subscribe(channel("bench"), sink, i as u32, Watch::Yes));
     }
     (hub, held)
 }

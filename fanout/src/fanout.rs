@@ -8,6 +8,7 @@ use bytes::Bytes;
 use crate::{
     ChannelKey, Error, Hub, Metrics, Position, Subscriber, Subscription, TimelineKind,
     engine::{Engine, History, PublishRequest, Published},
+    registry::Watch,
     timeline::{DeliveryReport, Recipients, Timelines},
 };
 
@@ -49,11 +50,15 @@ impl Fanout {
         subscriber: Arc<dyn Subscriber>,
         slot: u32,
     ) -> Subscription {
-        // A timeline's shard is listened to before the timeline itself.
+        // A timeline's shard is listened to before the timeline itself, and
+        // the engine hears about the shard's channel, not the timeline's.
         let interest = self.timelines.interest(&channel);
-        let mut subscription = self.hub.subscribe(channel, subscriber, slot);
-        subscription.keep(interest);
-        subscription
+        let watch = match interest {
+            Some(_) => Watch::No,
+            None => Watch::Yes,
+        };
+        let registration = self.hub.subscribe(channel, subscriber, slot, watch);
+        Subscription::new(registration, interest)
     }
 
     /// Publishes each message; a message to a timeline channel goes to its
@@ -110,9 +115,5 @@ impl Fanout {
 
     pub fn is_ready(&self) -> bool {
         self.engine.is_ready()
-    }
-
-    pub fn hub(&self) -> &Hub {
-        &self.hub
     }
 }

@@ -14,6 +14,7 @@ mod history;
 mod message;
 mod metrics;
 mod registry;
+mod subscription;
 pub mod timeline;
 
 pub use channel::{
@@ -29,5 +30,6 @@ pub use fanout::Fanout;
 pub use history::HistoryConfig;
 pub use message::{ENCODINGS, Epoch, InvalidEpoch, Message, Position};
 pub use metrics::Metrics;
-pub use registry::{ChannelWatcher, Hub, Subscriber, Subscription};
+pub use registry::{ChannelWatcher, Hub, Registration, Subscriber, Watch};
+pub use subscription::Subscription;
 pub use timeline::{DeliveryReport, Recipients};

@@ -8,7 +8,9 @@
 //! - A [`Subscription`] removes itself when dropped; a channel with no
 //!   subscribers left is removed from the map at once.
 //! - The [`ChannelWatcher`] hears "active" and "idle" under the shard lock,
-//!   so the two never reach it out of order for one channel.
+//!   so the two never reach it out of order for one channel. It hears only
+//!   about channels registered as [`Watch::Yes`]; which ones those are is
+//!   the caller's business (the fan-out facade leaves timelines out).
 
 use std::{
     collections::HashMap,
@@ -19,7 +21,7 @@ use std::{
 use parking_lot::Mutex;
 use slab::Slab;
 
-use crate::{ChannelKey, Message, Metrics, timeline::ShardInterest};
+use crate::{ChannelKey, Message, Metrics};
 
 /// Number of registry shards. A power of two well above the core count keeps
 /// contention negligible while the empty maps cost about 3 KB in all.
@@ -71,13 +73,24 @@ struct Entry {
     slot: u32,
 }
 
-/// One subscriber's interest in one channel. Dropping it unsubscribes.
-pub struct Subscription {
+/// Whether the [`ChannelWatcher`] hears when a channel gains its first
+/// local subscriber and loses its last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Watch {
+    Yes,
+    /// The channel is fed some other way (a timeline, through its shard).
+    No,
+}
+
+/// One subscriber's place in the registry for one channel. Dropping it
+/// unregisters.
+pub struct Registration {
     hub: Hub,
     channel: ChannelKey,
-    key: usize,
-    /// A timeline's interest in its shard, kept as long as the timeline is.
-    shard: Option<Arc<ShardInterest>>,
+    /// The subscriber's key in the channel's slab (slab keys stay far below 2^32).
+    key: u32,
+    /// Kept so that the last one out tells the watcher what the first one in did.
+    watch: Watch,
 }
 
 impl Hub {
@@ -105,7 +118,8 @@ impl Hub {
         channel: ChannelKey,
         subscriber: Arc<dyn Subscriber>,
         slot: u32,
-    ) -> Subscription {
+        watch: Watch,
+    ) -> Registration {
         let key = {
             let mut shard = self.shard(channel.as_str()).lock();
             let entries = shard.entry(channel.clone()).or_default();
@@ -115,20 +129,18 @@ impl Hub {
                 self.shared.metrics.active_channels.inc();
                 // Told under the shard lock, so that "active" and "idle" for
                 // one channel reach the watcher in the order they happened.
-                // Timelines are fed through their shard's channel, which the
-                // watcher hears about instead.
-                if channel.timeline().is_none() {
+                if watch == Watch::Yes {
                     self.notify(|w| w.channel_active(&channel));
                 }
             }
             key
         };
         self.shared.metrics.subscriptions.inc();
-        Subscription {
+        Registration {
             hub: self.clone(),
             channel,
-            key,
-            shard: None,
+            key: key as u32,
+            watch,
         }
     }
 
@@ -160,7 +172,7 @@ impl Hub {
         &self.shared.shards[index]
     }
 
-    fn remove(&self, channel: &ChannelKey, key: usize) {
+    fn remove(&self, channel: &ChannelKey, key: usize, watch: Watch) {
         {
             let mut shard = self.shard(channel.as_str()).lock();
             let Some(entries) = shard.get_mut(channel.as_str()) else {
@@ -171,7 +183,7 @@ impl Hub {
                 shard.remove(channel.as_str());
                 self.shared.metrics.active_channels.dec();
                 // Under the shard lock, like "active": see `subscribe`.
-                if channel.timeline().is_none() {
+                if watch == Watch::Yes {
                     self.notify(|w| w.channel_idle(channel));
                 }
             } else if entries.capacity() > 64 && entries.len() < entries.capacity() / 4 {
@@ -190,26 +202,22 @@ impl Hub {
     }
 }
 
-impl Subscription {
+impl Registration {
     pub fn channel(&self) -> &ChannelKey {
         &self.channel
     }
-
-    /// Keeps a timeline's shard interest alive as long as this subscription.
-    pub(crate) fn keep(&mut self, shard: Option<Arc<ShardInterest>>) {
-        self.shard = shard;
-    }
 }
 
-impl Drop for Subscription {
+impl Drop for Registration {
     fn drop(&mut self) {
-        self.hub.remove(&self.channel, self.key);
+        self.hub
+            .remove(&self.channel, self.key as usize, self.watch);
     }
 }
 
-impl std::fmt::Debug for Subscription {
+impl std::fmt::Debug for Registration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscription")
+        f.debug_struct("Registration")
             .field("channel", &self.channel)
             .finish()
     }
@@ -247,8 +255,8 @@ mod tests {
         let hub = Hub::new(Metrics::default());
         let a = Arc::new(Recorder::default());
         let b = Arc::new(Recorder::default());
-        let _sa = hub.subscribe(ChannelKey::parse("s/a").unwrap(), a.clone(), 1);
-        let sb = hub.subscribe(ChannelKey::parse("s/b").unwrap(), b.clone(), 2);
+        let _sa = hub.subscribe(ChannelKey::parse("s/a").unwrap(), a.clone(), 1, Watch::Yes);
+        let sb = hub.subscribe(ChannelKey::parse("s/b").unwrap(), b.clone(), 2, Watch::Yes);
         assert_eq!(hub.deliver(&message("a", 1)), 1);
         assert_eq!(hub.deliver(&message("b", 5)), 1);
         assert_eq!(*a.0.lock(), vec![(1, 1)]);
@@ -277,10 +285,22 @@ mod tests {
             Arc::downgrade(&(log.clone() as Arc<dyn ChannelWatcher>));
         hub.set_watcher(weak);
         let sub = Arc::new(Recorder::default());
-        let one = hub.subscribe(ChannelKey::parse("s/c").unwrap(), sub.clone(), 0);
-        let two = hub.subscribe(ChannelKey::parse("s/c").unwrap(), sub, 1);
+        let one = hub.subscribe(
+            ChannelKey::parse("s/c").unwrap(),
+            sub.clone(),
+            0,
+            Watch::Yes,
+        );
+        let two = hub.subscribe(
+            ChannelKey::parse("s/c").unwrap(),
+            sub.clone(),
+            1,
+            Watch::Yes,
+        );
+        let quiet = hub.subscribe(ChannelKey::parse("s/q").unwrap(), sub, 2, Watch::No);
         drop(one);
         drop(two);
+        drop(quiet);
         assert_eq!(*log.0.lock(), vec!["+s/c".to_string(), "-s/c".to_string()]);
     }
 }

@@ -35,8 +35,9 @@ use prometheus::IntCounter;
 pub use grouper::{Recipients, ShardGroup};
 
 use crate::{
-    ChannelKey, Error, Hub, Message, Subscription, TimelineKind,
+    ChannelKey, Error, Hub, Message, TimelineKind,
     engine::{Engine, History, PublishRequest, Published},
+    registry::{Registration, Watch},
 };
 use expander::Expander;
 use payload::ShardPayload;
@@ -100,8 +101,8 @@ struct Interests {
 
 /// Local interest in one shard: while it lives, the expander is subscribed
 /// to the shard's channel (and, on Redis, the node to it upstream).
-pub struct ShardInterest {
-    _subscription: Subscription,
+pub(crate) struct ShardInterest {
+    _registration: Registration,
 }
 
 impl Timelines {
@@ -135,11 +136,13 @@ impl Timelines {
             return Some(interest);
         }
         let slot = shard_slot(&shard);
-        let subscription = self
-            .hub
-            .subscribe(shard.clone(), self.expander.clone(), slot);
+        // The engine hears about the shard's channel: one upstream
+        // subscription per shard per node, however many timelines need it.
+        let registration =
+            self.hub
+                .subscribe(shard.clone(), self.expander.clone(), slot, Watch::Yes);
         let interest = Arc::new(ShardInterest {
-            _subscription: subscription,
+            _registration: registration,
         });
         interests.by_shard.insert(shard, Arc::downgrade(&interest));
         // Entries of shards nobody needs any more go now and then.

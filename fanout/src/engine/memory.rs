@@ -230,7 +230,7 @@ async fn sweep_forever(engine: Weak<MemoryEngine>, period: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Message, Subscriber};
+    use crate::{Message, Subscriber, Watch};
     use bytes::Bytes;
 
     #[derive(Default)]
@@ -270,7 +270,12 @@ mod tests {
         let hub = Hub::new(Metrics::default());
         let engine = MemoryEngine::new(hub.clone(), HistoryConfig::default(), Metrics::default());
         let recorder = Arc::new(Recorder::default());
-        let _sub = hub.subscribe(ChannelKey::parse("s/a").unwrap(), recorder.clone(), 0);
+        let _sub = hub.subscribe(
+            ChannelKey::parse("s/a").unwrap(),
+            recorder.clone(),
+            0,
+            Watch::Yes,
+        );
         let keyed = |channel: &str| PublishRequest {
             dedupe: Some(Arc::from("k1")),
             ..request(channel)
@@ -298,7 +303,12 @@ mod tests {
         };
         let engine = MemoryEngine::new(hub.clone(), config, Metrics::default());
         let recorder = Arc::new(Recorder::default());
-        let _watched = hub.subscribe(ChannelKey::parse("s/watched").unwrap(), recorder.clone(), 0);
+        let _watched = hub.subscribe(
+            ChannelKey::parse("s/watched").unwrap(),
+            recorder.clone(),
+            0,
+            Watch::Yes,
+        );
         engine
             .publish(vec![request("watched"), request("oneoff")])
             .await
