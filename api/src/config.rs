@@ -10,7 +10,8 @@ use std::{net::SocketAddr, time::Duration};
 
 use fanout::HistoryConfig;
 use ipnet::IpNet;
-use push::{SessionConfig, sites::SiteSettings};
+use push::SessionConfig;
+use sites::SiteSettings;
 
 pub use sources::{Overrides, load};
 

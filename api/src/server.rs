@@ -96,7 +96,7 @@ impl Server {
         let site_count = config.sites.len();
         // The site table owns the sites from now on; one copy, not two, of
         // what can be ten thousand sites' settings.
-        let sites = push::sites::Sites::new(std::mem::take(&mut config.sites));
+        let sites = sites::Sites::new(std::mem::take(&mut config.sites));
         let sessions = push::Context::new(
             fanout.clone(),
             config.connection.clone(),

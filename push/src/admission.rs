@@ -4,10 +4,11 @@
 
 use std::net::IpAddr;
 
+use sites::{ConnectionLimit, Mode, token};
+
 use crate::{
     Context, ErrorCode,
     client::{Client, Refused, refusal},
-    sites::{Mode, token},
 };
 
 /// What a connection request says about itself.
@@ -73,13 +74,21 @@ fn decide(context: &Context, request: &ConnectRequest<'_>) -> Result<Client, (St
         None => None,
     };
     let ip = request.ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    let counted_ip = site.open_connection(ip).map_err(|code| {
-        let message = match code {
-            ErrorCode::SiteConnectionLimit => "the site has as many connections as it may",
-            ErrorCode::IpConnectionLimit => "this address has as many connections as it may",
-            _ => "this address opens connections too fast",
-        };
-        refuse(Refused::new(code, message))
+    let counted_ip = site.open_connection(ip).map_err(|limit| {
+        refuse(match limit {
+            ConnectionLimit::Site => Refused::new(
+                ErrorCode::SiteConnectionLimit,
+                "the site has as many connections as it may",
+            ),
+            ConnectionLimit::Ip => Refused::new(
+                ErrorCode::IpConnectionLimit,
+                "this address has as many connections as it may",
+            ),
+            ConnectionLimit::Rate => Refused::new(
+                ErrorCode::ConnectionRateLimit,
+                "this address opens connections too fast",
+            ),
+        })
     })?;
     Ok(Client::new(site, counted_ip, claims))
 }

@@ -10,13 +10,12 @@ use std::{
 
 use fanout::{ChannelKey, ChannelName};
 
-use crate::{
-    ErrorCode,
-    sites::{
-        Mode, Site, signature,
-        token::{self, Claims, TokenError},
-    },
+use sites::{
+    Mode, Site, signature,
+    token::{self, Claims, TokenError},
 };
+
+use crate::ErrorCode;
 
 pub struct Client {
     site: Arc<Site>,

@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use fanout::Fanout;
+use sites::Sites;
 
-use crate::{Metrics, SessionConfig, Tracker, sites::Sites};
+use crate::{Metrics, SessionConfig, Tracker};
 
 /// A cheap, cloneable handle that each connection keeps (one pointer).
 #[derive(Clone)]

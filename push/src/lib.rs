@@ -15,7 +15,6 @@ mod context;
 mod error;
 mod metrics;
 mod outbox;
-pub mod sites;
 pub mod sse;
 mod subscriptions;
 mod tracker;

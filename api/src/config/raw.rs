@@ -230,7 +230,7 @@ impl Default for RawConnection {
 
 impl Default for RawLimits {
     fn default() -> Self {
-        let limits = push::sites::SiteLimits::default();
+        let limits = sites::SiteLimits::default();
         Self {
             connections: limits.connections.into(),
             connections_per_ip: limits.connections_per_ip.into(),

@@ -10,10 +10,8 @@ use std::{
 
 use fanout::HistoryConfig;
 use ipnet::IpNet;
-use push::{
-    SessionConfig,
-    sites::{Mode, SiteLimits, SiteSettings},
-};
+use push::SessionConfig;
+use sites::{Mode, SiteLimits, SiteSettings};
 use toml::{Table, Value};
 
 use super::{

@@ -10,7 +10,7 @@ use std::{
 };
 
 use hyper::{HeaderMap, StatusCode, header};
-use push::sites::{ReplayError, Site, signature};
+use sites::{ReplayError, Site, signature};
 
 use super::reply::Refusal;
 use crate::App;

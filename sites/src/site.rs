@@ -13,13 +13,13 @@ use std::{
 
 use parking_lot::{Mutex, RwLock};
 
-use super::{
+use crate::ConnectionLimit;
+use crate::{
     bucket::TokenBucket,
     ip_limits::IpTable,
     replay::{ReplayCache, ReplayError},
     settings::SiteSettings,
 };
-use crate::ErrorCode;
 
 pub struct Site {
     id: Box<str>,
@@ -75,7 +75,7 @@ impl Site {
     /// Counts a new connection from `ip`, or says which limit it hit.
     /// Answers the address if it was counted against the per-IP limits, so
     /// that closing uncounts exactly what opening counted.
-    pub(crate) fn open_connection(&self, ip: IpAddr) -> Result<Option<IpAddr>, ErrorCode> {
+    pub fn open_connection(&self, ip: IpAddr) -> Result<Option<IpAddr>, ConnectionLimit> {
         let settings = self.settings();
         let limits = &settings.limits;
         let by_ip = limits.connections_per_ip > 0 || limits.connection_rate_per_ip > 0;
@@ -92,12 +92,12 @@ impl Site {
             if by_ip {
                 self.ips.lock().close(ip, limits, Instant::now());
             }
-            return Err(ErrorCode::SiteConnectionLimit);
+            return Err(ConnectionLimit::Site);
         }
         Ok(by_ip.then_some(ip))
     }
 
-    pub(crate) fn close_connection(&self, counted_ip: Option<IpAddr>) {
+    pub fn close_connection(&self, counted_ip: Option<IpAddr>) {
         self.connections.fetch_sub(1, Ordering::Relaxed);
         if let Some(ip) = counted_ip {
             let settings = self.settings();

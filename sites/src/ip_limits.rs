@@ -4,8 +4,7 @@
 
 use std::{collections::HashMap, net::IpAddr, time::Instant};
 
-use super::{bucket::TokenBucket, settings::SiteLimits};
-use crate::ErrorCode;
+use crate::{ConnectionLimit, bucket::TokenBucket, settings::SiteLimits};
 
 #[derive(Default)]
 pub(crate) struct IpTable {
@@ -21,7 +20,12 @@ struct Entry {
 
 impl IpTable {
     /// Counts a new connection from `ip`, or says which limit it hit.
-    pub fn open(&mut self, ip: IpAddr, limits: &SiteLimits, now: Instant) -> Result<(), ErrorCode> {
+    pub fn open(
+        &mut self,
+        ip: IpAddr,
+        limits: &SiteLimits,
+        now: Instant,
+    ) -> Result<(), ConnectionLimit> {
         if self.entries.len() >= self.prune_at.max(1024) {
             self.prune(limits, now);
         }
@@ -40,10 +44,10 @@ impl IpTable {
                 )
                 .is_err()
         {
-            return Err(ErrorCode::ConnectionRateLimit);
+            return Err(ConnectionLimit::Rate);
         }
         if limits.connections_per_ip > 0 && entry.open >= limits.connections_per_ip {
-            return Err(ErrorCode::IpConnectionLimit);
+            return Err(ConnectionLimit::Ip);
         }
         entry.open += 1;
         Ok(())
@@ -100,14 +104,8 @@ mod tests {
         let mut table = IpTable::default();
         assert_eq!(table.open(a, &limits, now), Ok(()));
         assert_eq!(table.open(a, &limits, now), Ok(()));
-        assert_eq!(
-            table.open(a, &limits, now),
-            Err(ErrorCode::IpConnectionLimit)
-        );
-        assert_eq!(
-            table.open(a, &limits, now),
-            Err(ErrorCode::ConnectionRateLimit)
-        );
+        assert_eq!(table.open(a, &limits, now), Err(ConnectionLimit::Ip));
+        assert_eq!(table.open(a, &limits, now), Err(ConnectionLimit::Rate));
         assert_eq!(table.open(b, &limits, now), Ok(()));
         table.close(a, &limits, now);
         table.close(a, &limits, now);

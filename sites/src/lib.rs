@@ -11,6 +11,7 @@
 
 mod bucket;
 mod ip_limits;
+mod limit;
 mod replay;
 mod settings;
 pub mod signature;
@@ -21,6 +22,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use parking_lot::RwLock;
 
+pub use limit::ConnectionLimit;
 pub use replay::ReplayError;
 pub use settings::{Mode, SiteLimits, SiteSettings};
 pub use site::Site;
