@@ -16,6 +16,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
 use prometheus::{Encoder, TextEncoder};
+use push::ErrorCode;
 
 use crate::App;
 
@@ -36,7 +37,7 @@ pub(crate) async fn handle(
 ) -> Response<Body> {
     let path = request.uri().path().to_string();
     let (route, response) = match path.as_str() {
-        "/ws" => ("ws", upgrade::handle(&app, peer, request)),
+        "/ws" => ("ws", upgrade::native(&app, peer, request)),
         "/sse" => ("sse", sse::handle(&app, peer, &request).await),
         "/api/publish" => ("publish", publish::handle(&app, peer, request).await),
         "/api/deliver" => ("deliver", deliver::handle(&app, peer, request).await),
@@ -56,17 +57,9 @@ pub(crate) async fn handle(
 
 fn readyz(app: &App) -> Response<Body> {
     if app.is_shutting_down() {
-        reply::error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "shutting down",
-        )
+        reply::refuse(ErrorCode::Unavailable, "shutting down")
     } else if !app.fanout().is_ready() {
-        reply::error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "engine not ready",
-        )
+        reply::refuse(ErrorCode::Unavailable, "engine not ready")
     } else {
         reply::text(StatusCode::OK, "ready")
     }
@@ -81,11 +74,7 @@ fn metrics(app: &App) -> Response<Body> {
     let mut text = Vec::with_capacity(8 * 1024);
     if let Err(error) = encoder.encode(&app.registry().gather(), &mut text) {
         tracing::warn!(%error, "cannot encode metrics");
-        return reply::error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "cannot encode metrics",
-        );
+        return reply::refuse(ErrorCode::Internal, "cannot encode metrics");
     }
     let mut response = Response::new(full(text));
     response.headers_mut().insert(
@@ -99,7 +88,7 @@ fn static_asset(request: &Request<Incoming>, path: &str) -> (&'static str, Respo
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return (
             "not_found",
-            reply::error(StatusCode::NOT_FOUND, "not_found", "no such route"),
+            reply::refuse(ErrorCode::NotFound, "no such route"),
         );
     }
     match web::asset(path) {
@@ -118,7 +107,7 @@ fn static_asset(request: &Request<Incoming>, path: &str) -> (&'static str, Respo
         }
         None => (
             "not_found",
-            reply::error(StatusCode::NOT_FOUND, "not_found", "no such route"),
+            reply::refuse(ErrorCode::NotFound, "no such route"),
         ),
     }
 }

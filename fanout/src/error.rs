@@ -1,4 +1,5 @@
-//! The one error type of the fan-out core.
+//! The one error type of the fan-out core. `push` turns it into the
+//! refusal codes clients see (`push::Refusal`).
 
 /// What can go wrong in the hub or an engine.
 #[derive(Debug, thiserror::Error)]
@@ -11,22 +12,4 @@ pub enum Error {
     /// Redis is down). Nothing was stored; the caller may retry.
     #[error("engine unavailable: {0}")]
     Unavailable(String),
-}
-
-impl Error {
-    /// A stable reason string for API error bodies, close reasons and metric labels.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Error::InvalidChannel(_) => "invalid_channel",
-            Error::Unavailable(_) => "unavailable",
-        }
-    }
-
-    /// How loudly to log this error: client mistakes are `debug`, engine trouble is `warn`.
-    pub fn level(&self) -> tracing::Level {
-        match self {
-            Error::InvalidChannel(_) => tracing::Level::DEBUG,
-            Error::Unavailable(_) => tracing::Level::WARN,
-        }
-    }
 }

@@ -73,6 +73,35 @@ pub struct Position {
     pub offset: u64,
 }
 
+/// Positions are written `epoch:offset` (`1f3a:42`) wherever they travel as
+/// text: SSE cursors, the history API's `since`.
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.epoch, self.offset)
+    }
+}
+
+impl FromStr for Position {
+    type Err = InvalidPosition;
+
+    /// Accepts exactly what `Display` writes.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (epoch, offset) = s.split_once(':').ok_or(InvalidPosition)?;
+        // `u64::from_str` accepts a leading `+`; a position never has one.
+        if offset.is_empty() || !offset.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(InvalidPosition);
+        }
+        Ok(Position {
+            epoch: epoch.parse().map_err(|_| InvalidPosition)?,
+            offset: offset.parse().map_err(|_| InvalidPosition)?,
+        })
+    }
+}
+
+/// A string that is not `epoch:offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidPosition;
+
 /// One published message, shared by every subscriber through an `Arc`.
 pub struct Message {
     /// The channel it was published to.

@@ -45,7 +45,9 @@ impl Metrics {
     }
 }
 
-/// Unregistered metrics, for tests and benchmarks.
+/// The metrics, not yet in any registry: [`Metrics::register`] builds them
+/// this way and adds them to one; unit tests and benchmarks use them
+/// unregistered.
 impl Default for Metrics {
     fn default() -> Self {
         // Unwraps: the names and help texts are constants that prometheus accepts.

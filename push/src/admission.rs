@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use sites::{ConnectionLimit, Mode, token};
 
 use crate::{
-    Context, ErrorCode,
-    client::{Client, Refused, refusal},
+    Context, ErrorCode, Refusal,
+    client::{Client, token_refusal},
 };
 
 /// What a connection request says about itself.
@@ -25,15 +25,7 @@ pub struct ConnectRequest<'a> {
 
 /// Admits a connection, or refuses it with the code of `docs/security.md`.
 /// Every refusal is counted in `herald_rejections_total`.
-pub fn admit(context: &Context, request: &ConnectRequest<'_>) -> Result<Client, Refused> {
-    let result = decide(context, request);
-    if let Err((site, refused)) = &result {
-        context.metrics().reject(site, refused.code.as_str());
-    }
-    result.map_err(|(_, refused)| refused)
-}
-
-fn decide(context: &Context, request: &ConnectRequest<'_>) -> Result<Client, (String, Refused)> {
+pub fn admit(context: &Context, request: &ConnectRequest<'_>) -> Result<Client, Refusal> {
     let sites = context.sites();
     let named = request
         .key
@@ -48,14 +40,18 @@ fn decide(context: &Context, request: &ConnectRequest<'_>) -> Result<Client, (St
             Some(_) => "no site has this key",
             None => "name the site with the key parameter, or a token whose kid is its key",
         };
-        return Err(("-".into(), Refused::new(ErrorCode::SiteUnknown, message)));
+        context.metrics().reject("-", ErrorCode::SiteUnknown);
+        return Err(Refusal::new(ErrorCode::SiteUnknown, message));
     };
-    let refuse = |refused: Refused| (site.id().to_string(), refused);
+    let refuse = |refusal: Refusal| {
+        context.metrics().reject(site.id(), refusal.code);
+        refusal
+    };
     let settings = site.settings();
     if let Some(origin) = request.origin
         && !settings.allows_origin(origin)
     {
-        return Err(refuse(Refused::new(
+        return Err(refuse(Refusal::new(
             ErrorCode::OriginNotAllowed,
             format!("origin {origin} is not allowed on this site"),
         )));
@@ -63,10 +59,10 @@ fn decide(context: &Context, request: &ConnectRequest<'_>) -> Result<Client, (St
     let claims = match request.token {
         Some(_) if settings.is_dev() => None,
         Some(token) => {
-            Some(token::verify(&settings.secrets, token).map_err(|e| refuse(refusal(e)))?)
+            Some(token::verify(&settings.secrets, token).map_err(|e| refuse(token_refusal(e)))?)
         }
         None if settings.mode == Mode::Private => {
-            return Err(refuse(Refused::new(
+            return Err(refuse(Refusal::new(
                 ErrorCode::TokenRequired,
                 "this site is private: connect with a token",
             )));
@@ -76,19 +72,25 @@ fn decide(context: &Context, request: &ConnectRequest<'_>) -> Result<Client, (St
     let ip = request.ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let counted_ip = site.open_connection(ip).map_err(|limit| {
         refuse(match limit {
-            ConnectionLimit::Site => Refused::new(
+            ConnectionLimit::Site => Refusal::new(
                 ErrorCode::SiteConnectionLimit,
                 "the site has as many connections as it may",
             ),
-            ConnectionLimit::Ip => Refused::new(
+            ConnectionLimit::Ip => Refusal::new(
                 ErrorCode::IpConnectionLimit,
                 "this address has as many connections as it may",
             ),
-            ConnectionLimit::Rate => Refused::new(
+            ConnectionLimit::Rate => Refusal::new(
                 ErrorCode::ConnectionRateLimit,
                 "this address opens connections too fast",
             ),
         })
     })?;
     Ok(Client::new(site, counted_ip, claims))
+}
+
+/// The credential of an `Authorization: Bearer <credential>` header, if
+/// that is what the header holds.
+pub fn bearer(authorization: Option<&str>) -> Option<&str> {
+    authorization?.strip_prefix("Bearer ").map(str::trim)
 }

@@ -15,7 +15,7 @@ use sites::{
     token::{self, Claims, TokenError},
 };
 
-use crate::ErrorCode;
+use crate::{ErrorCode, Refusal};
 
 pub struct Client {
     site: Arc<Site>,
@@ -35,22 +35,6 @@ struct Details {
 pub(crate) struct ChannelProof<'a> {
     pub connection_id: &'a str,
     pub signature: Option<&'a str>,
-}
-
-/// A refusal with the stable code and a message for the client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl Refused {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
 }
 
 /// Now, in Unix seconds: token times are Unix seconds.
@@ -104,11 +88,11 @@ impl Client {
 
     /// Replaces the token with a fresher one for the same user; answers the
     /// new expiry. On refusal the old token stays in force.
-    pub(crate) fn refresh(&mut self, token: &str) -> Result<u64, Refused> {
+    pub(crate) fn refresh(&mut self, token: &str) -> Result<u64, Refusal> {
         let settings = self.site.settings();
-        let claims = token::verify(&settings.secrets, token).map_err(refusal)?;
+        let claims = token::verify(&settings.secrets, token).map_err(token_refusal)?;
         if self.user() != Some(&*claims.sub) {
-            return Err(Refused::new(
+            return Err(Refusal::new(
                 ErrorCode::TokenInvalid,
                 "a refreshed token must be for the same user (sub)",
             ));
@@ -127,7 +111,7 @@ impl Client {
         &self,
         channel: &ChannelName,
         proof: Option<ChannelProof<'_>>,
-    ) -> Result<(), Refused> {
+    ) -> Result<(), Refusal> {
         let settings = self.site.settings();
         if settings.is_dev() {
             return Ok(());
@@ -140,11 +124,11 @@ impl Client {
         if let Some((_, owner)) = channel.timeline() {
             return match token {
                 Some(claims) if *claims.sub == *owner => Ok(()),
-                Some(_) => Err(Refused::new(
+                Some(_) => Err(Refusal::new(
                     ErrorCode::Forbidden,
                     "this channel belongs to another user",
                 )),
-                None => Err(Refused::new(
+                None => Err(Refusal::new(
                     ErrorCode::Forbidden,
                     "this channel needs a token for its user",
                 )),
@@ -156,7 +140,7 @@ impl Client {
                 signature: Some(given),
             }) = proof
             else {
-                return Err(Refused::new(
+                return Err(Refusal::new(
                     ErrorCode::SignatureRequired,
                     "a private- channel needs a signature from the site, or a token grant",
                 ));
@@ -165,14 +149,14 @@ impl Client {
             return if signature::verify(&settings.secrets, &parts, given) {
                 Ok(())
             } else {
-                Err(Refused::new(
+                Err(Refusal::new(
                     ErrorCode::SignatureInvalid,
                     "the signature is not the site's for this connection and channel",
                 ))
             };
         }
         if settings.mode == Mode::Private && token.is_none() {
-            return Err(Refused::new(
+            return Err(Refusal::new(
                 ErrorCode::Forbidden,
                 "this site is private: every channel needs a token",
             ));
@@ -182,10 +166,10 @@ impl Client {
 }
 
 /// The refusal for a token that did not verify.
-pub(crate) fn refusal(error: TokenError) -> Refused {
+pub(crate) fn token_refusal(error: TokenError) -> Refusal {
     match error {
-        TokenError::Expired => Refused::new(ErrorCode::TokenExpired, "the token has expired"),
-        TokenError::Invalid(why) => Refused::new(ErrorCode::TokenInvalid, why),
+        TokenError::Expired => Refusal::new(ErrorCode::TokenExpired, "the token has expired"),
+        TokenError::Invalid(why) => Refusal::new(ErrorCode::TokenInvalid, why),
     }
 }
 

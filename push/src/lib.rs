@@ -1,33 +1,47 @@
-//! Herald's client sessions: WebSocket and SSE connections speaking the
-//! native protocol (`docs/protocol.md`), their outboxes, heartbeats and
-//! shutdown.
+//! Herald's client connections: the connection core, the wire protocols it
+//! speaks and the transports that carry them (`ARCHITECTURE.md` has the
+//! map, `docs/protocol.md` the native protocol).
+//!
+//! - [`Connection`] (`connection.rs`) decides everything about one
+//!   connection, once for every transport and protocol.
+//! - A [`Protocol`] (`protocol.rs`, `protocol/*.rs`) turns client frames
+//!   into [`Intent`]s and encodes [`Event`]s and messages.
+//! - A transport (`ws.rs`, `sse.rs`) is a [`Link`] that moves bytes, driven
+//!   by one generic [`Session`] loop (`session.rs`).
 //!
 //! Per-connection cost is the product, so each connection is one small
-//! hand-written future ([`ws::WsSession`], [`sse::SseSession`]) plus one
-//! [`outbox::Outbox`] shared with the hub. Nothing else per connection is
-//! allocated while it is idle: no timer, no channel, no buffer beyond
-//! tungstenite's 512-byte read buffer.
+//! task holding its link and its [`Connection`], plus one outbox shared
+//! with the hub. Nothing else per connection is allocated while it is idle:
+//! no timer, no channel, no buffer beyond tungstenite's 512-byte read buffer.
 
 mod admission;
 mod client;
 pub mod config;
+mod connection;
 mod context;
-mod error;
 mod metrics;
 mod outbox;
+pub mod protocol;
+mod refusal;
+mod session;
 pub mod sse;
 mod subscriptions;
 mod tracker;
-mod wire;
+mod transport;
 pub mod ws;
 
-pub use admission::{ConnectRequest, admit};
-pub use client::{Client, Refused};
+pub use admission::{ConnectRequest, admit, bearer};
+pub use client::Client;
 pub use config::SessionConfig;
+pub use connection::{Connection, Outgoing};
 pub use context::Context;
-pub use error::{CloseReason, ErrorCode};
 pub use metrics::Metrics;
+pub use protocol::{ClientFrame, Event, Intent, NativeSse, NativeWs, Protocol};
+pub use refusal::{CloseReason, CodeInfo, ErrorCode, Refusal};
+pub use session::{Inbound, Link, Session};
+pub use subscriptions::Subscriptions;
 pub use tracker::Tracker;
+pub use transport::Transport;
 
 /// The wire encoders, for `herald-bench`'s criterion micro-benchmarks only.
 /// Not an API: nothing outside the benches may depend on it.
@@ -36,13 +50,13 @@ pub mod bench {
     use bytes::Bytes;
     use fanout::Message;
 
-    /// The WebSocket `message` frame of `message` (cached in the message once built).
+    /// The native WebSocket `message` frame of `message` (cached in the message once built).
     pub fn ws_message(message: &Message) -> Bytes {
-        crate::wire::ws_message(message)
+        crate::protocol::native::ws_message(message)
     }
 
-    /// The shared part of the SSE event of `message` (cached likewise).
+    /// The shared part of the native SSE event of `message` (cached likewise).
     pub fn sse_message(message: &Message) -> Bytes {
-        crate::wire::sse_message(message)
+        crate::protocol::native::sse_message(message)
     }
 }

@@ -1,4 +1,4 @@
-//! Prometheus metrics of client sessions.
+//! Prometheus metrics of client connections.
 //!
 //! Label values are resolved once, here, so that the delivery path only
 //! bumps plain atomic counters.
@@ -7,25 +7,9 @@ use std::sync::Arc;
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
-use crate::{CloseReason, ErrorCode};
+use crate::{CloseReason, ErrorCode, Transport};
 
-/// The two transports, as metric labels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
-    Ws,
-    Sse,
-}
-
-impl Transport {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Ws => "ws",
-            Transport::Sse => "sse",
-        }
-    }
-}
-
-/// Session metrics; cloning shares the counters.
+/// Connection metrics; cloning shares the counters.
 #[derive(Clone)]
 pub struct Metrics {
     inner: Arc<Inner>,
@@ -55,24 +39,25 @@ pub(crate) struct PerTransport {
     pub delivered: IntCounter,
     /// Write system calls; deliveries per write shows how well writes coalesce.
     pub writes: IntCounter,
-    /// Ended connections, indexed like [`CloseReason::ALL`].
-    disconnects: Vec<IntCounter>,
+    /// Ended connections, one series per [`CloseReason::all`].
+    disconnects: Vec<(CloseReason, IntCounter)>,
 }
 
 impl PerTransport {
     pub fn disconnected(&self, reason: CloseReason) {
-        let index = CloseReason::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(0);
-        self.disconnects[index].inc();
+        // Every reason a connection ends with is in the list; the fallback
+        // only keeps a new code from being miscounted as another.
+        match self.disconnects.iter().find(|(r, _)| *r == reason) {
+            Some((_, counter)) => counter.inc(),
+            None => self.disconnects[0].1.inc(),
+        }
     }
 }
 
 impl Metrics {
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
-        let metrics = Self::default();
+        let metrics = Self::new();
         let f = &metrics.inner.families;
         registry.register(Box::new(f.connections.clone()))?;
         registry.register(Box::new(f.delivered.clone()))?;
@@ -90,7 +75,8 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn client_error(&self, code: ErrorCode) {
+    /// Counts a refused request or frame by its code.
+    pub fn client_error(&self, code: ErrorCode) {
         self.inner
             .client_errors
             .with_label_values(&[code.as_str()])
@@ -101,17 +87,16 @@ impl Metrics {
     /// its stable code: credentials, channel rules and limits, on every
     /// route. Series exist only for sites that were refused something, so
     /// idle sites add none.
-    pub fn reject(&self, site: &str, reason: &str) {
+    pub fn reject(&self, site: &str, code: ErrorCode) {
         self.inner
             .rejections
-            .with_label_values(&[site, reason])
+            .with_label_values(&[site, code.as_str()])
             .inc();
     }
-}
 
-/// Unregistered metrics, for tests and benchmarks.
-impl Default for Metrics {
-    fn default() -> Self {
+    /// The metrics, not yet in any registry: [`Metrics::register`] adds them
+    /// to one; benchmarks and unit tests use them unregistered.
+    fn new() -> Self {
         // Unwraps: constant names, help texts and label sets that prometheus accepts.
         let families = Families {
             connections: IntGaugeVec::new(
@@ -164,12 +149,12 @@ impl Default for Metrics {
             connections: families.connections.with_label_values(&[t.as_str()]),
             delivered: families.delivered.with_label_values(&[t.as_str()]),
             writes: families.writes.with_label_values(&[t.as_str()]),
-            disconnects: CloseReason::ALL
-                .iter()
+            disconnects: CloseReason::all()
                 .map(|r| {
-                    families
+                    let counter = families
                         .disconnects
-                        .with_label_values(&[t.as_str(), r.as_str()])
+                        .with_label_values(&[t.as_str(), r.as_str()]);
+                    (r, counter)
                 })
                 .collect(),
         };

@@ -26,6 +26,12 @@ pub(crate) struct Outbox {
     state: Mutex<State>,
     /// Bytes that may wait here before the connection counts as a slow consumer.
     limit: usize,
+    /// The connection's id: in its logs, and the `connection_id` its client
+    /// may see. Random, so that a channel signature made for one connection
+    /// is worth nothing on another. It lives here because the outbox is the
+    /// one allocation every connection has, and the session future is held
+    /// to its allocation class (see `connection.rs`).
+    id: u64,
 }
 
 #[derive(Default)]
@@ -39,8 +45,10 @@ struct State {
     overflowed: bool,
     /// Set by the shared ticker; the connection pings and checks its deadline.
     tick: bool,
-    /// Set on shutdown: reconnect after this delay, then close.
-    shutdown: Option<Duration>,
+    /// Set on shutdown: reconnect after this many milliseconds, then close.
+    /// (Milliseconds in a `u32`, half the size of a `Duration`, keep the
+    /// outbox in its allocation class with the id beside it.)
+    shutdown_ms: Option<u32>,
     /// Set when the connection's site may have changed (a reload): the
     /// connection checks whether it may stay.
     recheck: bool,
@@ -61,7 +69,13 @@ impl Outbox {
         Self {
             state: Mutex::new(State::default()),
             limit,
+            // 53 bits: the id is also a JSON number's worth for clients that parse it so.
+            id: rand::random::<u64>() >> 11,
         }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Takes the signals, and the queued messages if `take_items`, and
@@ -82,7 +96,7 @@ impl Outbox {
             items,
             overflowed: state.overflowed,
             tick: std::mem::take(&mut state.tick),
-            shutdown: state.shutdown,
+            shutdown: state.shutdown_ms.map(|ms| Duration::from_millis(ms.into())),
             recheck: std::mem::take(&mut state.recheck),
         }
     }
@@ -99,7 +113,8 @@ impl Outbox {
 
     /// Called on shutdown with this connection's jittered reconnect delay.
     pub fn shut_down(&self, reconnect_after: Duration) {
-        self.signal(|state| state.shutdown = Some(reconnect_after));
+        let ms = u32::try_from(reconnect_after.as_millis()).unwrap_or(u32::MAX);
+        self.signal(|state| state.shutdown_ms = Some(ms));
     }
 
     /// Forgets the waker so that a finished connection is not woken again.

@@ -1,4 +1,5 @@
-//! Server-Sent Events streams, served off hyper's HTTP/1 connection.
+//! The Server-Sent Events transport, with the native protocol's stream
+//! requests (`GET /sse?channel=…`).
 //!
 //! hyper keeps about 18 KiB of buffers and a 2.4 KB future for as long as a
 //! response body streams, which for an idle SSE stream is ten times what the
@@ -9,31 +10,30 @@
 //!
 //! An SSE request can still reach hyper, on a keep-alive connection that
 //! served other requests first (browsers and proxies reuse connections).
-//! That request is checked with [`check`] and [`open`]ed the same way, and
-//! hyper pulls the stream's chunks as its response body: correct, only
-//! dearer while it lasts.
+//! That request is [`check`]ed and [`answer`]ed the same way, and hyper
+//! pulls the connection's chunks as its response body
+//! ([`Connection::poll_chunk`]): correct, only dearer while it lasts.
 
-mod cursor;
+pub(crate) mod cursor;
+pub(crate) mod event;
 mod request;
-mod session;
-mod stream;
+mod socket;
 
 use std::{net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
-pub use request::{MAX_REQUEST_CHANNELS, Refusal, SseHeaders, SseRequest, check};
-pub use session::SseSession;
-pub use stream::SseStream;
+pub use request::{MAX_REQUEST_CHANNELS, SseHeaders, SseRequest, check};
+pub use socket::SseSocket;
 
 use crate::{
-    Client, ConnectRequest, Context, ErrorCode, admit,
-    outbox::Outbox,
-    subscriptions::{self, Subscriptions},
-    wire,
+    Client, ConnectRequest, Context, ErrorCode, NativeSse, Refusal, admit, connection::Connection,
+    outbox::Outbox, session::Session, subscriptions,
 };
-use stream::Chunk;
+
+/// An SSE stream speaking protocol `P` on a socket of its own.
+pub type SseSession<P> = Session<SseSocket, P>;
 
 /// The response headers of every SSE stream, besides the status line.
 pub const RESPONSE_HEADERS: &[(&str, &str)] = &[
@@ -44,69 +44,87 @@ pub const RESPONSE_HEADERS: &[(&str, &str)] = &[
     ("Access-Control-Allow-Origin", "*"),
 ];
 
+/// How a stream request is answered, whichever way the request came.
+pub enum Answer {
+    /// `200` and the stream.
+    Stream(Connection<NativeSse>),
+    /// `200` with this whole body: a `retry` hint and an `error` event. A
+    /// 503 or 429 would make EventSource give up for good; a stream that
+    /// says "retry" and ends makes it come back by itself.
+    RetryLater(Bytes),
+    /// An HTTP error: the code's status and the JSON error body
+    /// (EventSource does not retry these).
+    Refused(Refusal),
+}
+
 /// Whether a request line (as peeked from the socket) is for the SSE route.
 pub fn is_sse_request(head: &[u8]) -> bool {
     request::is_sse_route(head)
 }
 
 /// Reads and answers an SSE request on a fresh connection. Returns the
-/// session to spawn, or `None` when the request was refused (the error
-/// answer has then been written and the socket closed).
+/// session to spawn, or `None` when the request was refused (the answer has
+/// then been written and the socket closed).
 pub async fn accept(
     context: Context,
     mut socket: TcpStream,
     peer: SocketAddr,
-) -> Option<SseSession> {
-    let request = match request::read(&mut socket).await {
-        Ok(request) => request,
-        Err(refusal) => {
-            refuse(&context, socket, &refusal).await;
-            return None;
-        }
-    };
+) -> Option<SseSession<NativeSse>> {
+    let request = request::read(&mut socket).await;
     let mut head = String::from("HTTP/1.1 200 OK\r\n");
     for (name, value) in RESPONSE_HEADERS {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     // No length and no chunking: the body ends when the connection does.
     head.push_str("Connection: close\r\n\r\n");
-    let opened = match admit_stream(&context, &request, peer) {
-        Ok(client) => {
-            open(
-                &context,
-                request,
-                client,
-                Some(Bytes::from(head.clone())),
-                peer,
-            )
-            .await
+    let body = match answer(&context, request, peer).await {
+        Answer::Stream(mut connection) => {
+            connection.out().push_front(Bytes::from(head));
+            return Some(Session::new(SseSocket::new(socket), connection));
         }
+        Answer::RetryLater(body) => [head.as_bytes(), &body].concat(),
+        Answer::Refused(refusal) => http_error(&refusal).into_bytes(),
+    };
+    let answer = async {
+        socket.write_all(&body).await?;
+        socket.shutdown().await
+    };
+    // A client that does not take its answer within the time limit loses it.
+    let _ = tokio::time::timeout(context.config().close_timeout, answer).await;
+    None
+}
+
+/// Answers a checked (or refused) stream request: admits its client,
+/// subscribes it to its channels and queues what the stream starts with.
+/// Every refusal is counted.
+pub async fn answer(
+    context: &Context,
+    request: Result<SseRequest, Refusal>,
+    peer: SocketAddr,
+) -> Answer {
+    let opened = match request {
+        Ok(request) => match admit_stream(context, &request, peer) {
+            Ok(client) => open(context, request, client, peer).await,
+            Err(refusal) => Err(refusal),
+        },
         Err(refusal) => Err(refusal),
     };
     match opened {
-        Ok(stream) => Some(SseSession::new(socket, stream)),
-        Err(refusal) if refusal.code.is_temporary() => {
-            // A 503 or 429 would make EventSource give up for good; a
-            // stream that says "retry" and ends makes it come back by itself.
-            count_refusal(&context, &refusal);
-            let answer = async {
-                socket.write_all(head.as_bytes()).await?;
-                socket.write_all(&retry_later(&refusal)).await?;
-                socket.shutdown().await
-            };
-            let _ = tokio::time::timeout(context.config().close_timeout, answer).await;
-            None
-        }
+        Ok(connection) => Answer::Stream(connection),
         Err(refusal) => {
-            refuse(&context, socket, &refusal).await;
-            None
+            context.metrics().client_error(refusal.code);
+            if refusal.code.is_temporary() {
+                Answer::RetryLater(retry_later(&refusal))
+            } else {
+                Answer::Refused(refusal)
+            }
         }
     }
 }
 
 /// Admits a stream's client, and checks that it may read every channel it
 /// asks for and no more of them than its site allows.
-pub fn admit_stream(
+fn admit_stream(
     context: &Context,
     request: &SseRequest,
     peer: SocketAddr,
@@ -120,12 +138,11 @@ pub fn admit_stream(
             ip: Some(peer.ip().to_canonical()),
         },
     )?;
-    let site = client.site().clone();
     let refuse = |refusal: Refusal| {
-        context.metrics().reject(site.id(), refusal.code.as_str());
+        context.metrics().reject(client.site().id(), refusal.code);
         refusal
     };
-    let max = site.settings().limits.max_subscriptions;
+    let max = client.site().settings().limits.max_subscriptions;
     if request.channels.len() > max {
         return Err(refuse(Refusal::new(
             ErrorCode::TooManyChannels,
@@ -133,17 +150,43 @@ pub fn admit_stream(
         )));
     }
     for channel in &request.channels {
-        client.may_read(channel, None).map_err(|mut refusal| {
-            refusal.message = format!("{channel}: {}", refusal.message);
-            refuse(refusal)
+        client.may_read(channel, None).map_err(|refusal| {
+            let message = format!("{channel}: {}", refusal.message);
+            refuse(Refusal::new(refusal.code, message))
         })?;
     }
     Ok(client)
 }
 
+/// Subscribes an admitted request to its channels, each from its cursor
+/// position, and starts the stream.
+async fn open(
+    context: &Context,
+    request: SseRequest,
+    client: Client,
+    peer: SocketAddr,
+) -> Result<Connection<NativeSse>, Refusal> {
+    let outbox = Arc::new(Outbox::new(context.config().outbox_max_bytes));
+    let mut opened = Vec::with_capacity(request.channels.len());
+    for (slot, channel) in request.channels.iter().enumerate() {
+        let since = request.cursor.as_ref().map(|cursor| cursor[slot]);
+        let key = client.scope(channel);
+        match subscriptions::open(context, &outbox, slot as u32, key, since).await {
+            Ok(subscription) => opened.push(subscription),
+            Err(error) => {
+                tracing::warn!(client.addr = %peer, %error, "SSE subscribe failed");
+                return Err(Refusal::new(ErrorCode::Unavailable, error.to_string()));
+            }
+        }
+    }
+    let mut connection = Connection::new(context.clone(), outbox, client, NativeSse, peer);
+    connection.start(opened);
+    Ok(connection)
+}
+
 /// The whole body of a stream that cannot start now: a `retry` hint and an
 /// `error` event with the refusal's code. EventSource reconnects after it.
-pub fn retry_later(refusal: &Refusal) -> Bytes {
+fn retry_later(refusal: &Refusal) -> Bytes {
     let data = serde_json::json!({"code": refusal.code.as_str(), "message": refusal.message});
     // The engine comes back soon; a limit takes longer to leave room.
     let retry: &[u8] = if refusal.code == ErrorCode::Unavailable {
@@ -152,93 +195,15 @@ pub fn retry_later(refusal: &Refusal) -> Bytes {
         b"retry: 5000\n\n"
     };
     let mut body = retry.to_vec();
-    body.extend_from_slice(&wire::sse_event(None, Some("error"), &data.to_string()));
+    body.extend_from_slice(&event::event(None, Some("error"), &data.to_string()));
     Bytes::from(body)
 }
 
-/// Subscribes a checked request to its channels and queues what the stream
-/// starts with: `head` if given, the retry hint, one `subscribed` event per
-/// channel, then the replay of each channel, with the cursor in each `id`
-/// moving along.
-pub async fn open(
-    context: &Context,
-    request: SseRequest,
-    client: Client,
-    head: Option<Bytes>,
-    peer: SocketAddr,
-) -> Result<SseStream, Refusal> {
-    let outbox = Arc::new(Outbox::new(context.config().outbox_max_bytes));
-    let mut opened = Vec::with_capacity(request.channels.len());
-    for (slot, channel) in request.channels.into_iter().enumerate() {
-        let since = request.cursor.as_ref().map(|c| c[slot]);
-        let channel = client.scope(&channel);
-        let open = subscriptions::open(context, &outbox, slot as u32, channel, since);
-        match open.await {
-            Ok(subscription) => opened.push(subscription),
-            Err(error) => {
-                tracing::warn!(client.addr = %peer, %error, "SSE subscribe failed");
-                return Err(Refusal::new(ErrorCode::Unavailable, error.to_string()));
-            }
-        }
-    }
-
-    let mut prelude = Vec::with_capacity(2 + 2 * opened.len());
-    prelude.extend(head.map(Chunk::whole));
-    prelude.push(Chunk::whole(Bytes::from_static(b"retry: 2000\n\n")));
-    let mut positions: Vec<_> = opened.iter().map(|o| o.announced()).collect();
-    for subscription in &opened {
-        let data = wire::json::subscribed(
-            subscription.guard.channel(),
-            subscription.announced(),
-            subscription.history.recovered,
-            false,
-        );
-        let id = cursor::format(positions.iter().copied());
-        prelude.push(Chunk::whole(wire::sse_event(
-            Some(&id),
-            Some("subscribed"),
-            &data,
-        )));
-    }
-    let mut replayed = 0;
-    for (slot, subscription) in opened.iter().enumerate() {
-        for message in subscription.replay() {
-            positions[slot] = message.position;
-            prelude.push(Chunk {
-                bytes: cursor::id_line(positions.iter().copied()),
-                ends_event: false,
-            });
-            prelude.push(Chunk::whole(wire::sse_message(message)));
-            replayed += 1;
-        }
-    }
-    let mut subscriptions = Subscriptions::default();
-    for subscription in opened {
-        subscriptions.put(subscription);
-    }
-    Ok(SseStream::new(
-        context.clone(),
-        outbox,
-        subscriptions,
-        prelude,
-        replayed,
-        peer,
-        client,
-    ))
-}
-
-/// Counts a refusal, for either way of serving SSE.
-pub fn count_refusal(context: &Context, refusal: &Refusal) {
-    context.metrics().client_error(refusal.code);
-}
-
-/// Answers an HTTP error with the JSON body of `docs/protocol.md` and closes.
-async fn refuse(context: &Context, mut socket: TcpStream, refusal: &Refusal) {
-    count_refusal(context, refusal);
-    let code = refusal.code;
-    let body = serde_json::json!({"error": {"code": code.as_str(), "message": refusal.message}})
-        .to_string();
-    let status = code.http_status();
+/// An HTTP error answer with the JSON body of `docs/protocol.md`, written
+/// by hand on the listener's path.
+fn http_error(refusal: &Refusal) -> String {
+    let body = refusal.http_body();
+    let status = refusal.code.http_status();
     let reason = match status {
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -251,17 +216,9 @@ async fn refuse(context: &Context, mut socket: TcpStream, refusal: &Refusal) {
         _ => "Bad Request",
     };
     let allow = if status == 405 { "Allow: GET\r\n" } else { "" };
-    let head = format!(
+    format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-         Access-Control-Allow-Origin: *\r\n{allow}Connection: close\r\n\r\n",
+         Access-Control-Allow-Origin: *\r\n{allow}Connection: close\r\n\r\n{body}",
         body.len()
-    );
-    let answer = async {
-        socket.write_all(head.as_bytes()).await?;
-        socket.write_all(body.as_bytes()).await?;
-        socket.shutdown().await
-    };
-    // A client that does not take its error answer within the time limit loses it.
-    let limit = context.config().close_timeout;
-    let _ = tokio::time::timeout(limit, answer).await;
+    )
 }

@@ -3,7 +3,8 @@
 //! Recovery without gap or duplicate: register with the hub first, so live
 //! messages start queueing in the outbox; then read history after the
 //! client's position and send it; then let live messages through, dropping
-//! any whose offset was already sent. Both transports use this file.
+//! any whose offset was already sent. The connection core keeps these for
+//! every transport; protocols read the positions (an SSE cursor) as a view.
 
 use std::{future::Future, sync::Arc};
 
@@ -14,7 +15,7 @@ use crate::{Context, outbox::Outbox};
 /// The subscriptions of one connection, indexed by slot. Messages in the
 /// outbox carry their slot, so finding the subscription is an index.
 #[derive(Default)]
-pub(crate) struct Subscriptions {
+pub struct Subscriptions {
     slots: Vec<Option<Sub>>,
 }
 
@@ -54,15 +55,6 @@ impl Opened {
             _ => self.history.position,
         }
     }
-
-    /// The messages to replay after `subscribed`.
-    pub fn replay(&self) -> &[Arc<Message>] {
-        if self.history.recovered {
-            &self.history.messages
-        } else {
-            &[]
-        }
-    }
 }
 
 /// Registers `outbox` for `channel` in `slot`, then reads the history after `since`.
@@ -88,11 +80,11 @@ pub(crate) fn open(
 }
 
 impl Subscriptions {
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.slots.iter().filter(|s| s.is_some()).count()
     }
 
-    pub fn find(&self, channel: &ChannelKey) -> Option<u32> {
+    pub(crate) fn find(&self, channel: &ChannelKey) -> Option<u32> {
         self.slots
             .iter()
             .position(|s| s.as_ref().is_some_and(|sub| sub.guard.channel() == channel))
@@ -100,29 +92,39 @@ impl Subscriptions {
     }
 
     /// The slot the next subscription will take.
-    pub fn free_slot(&self) -> u32 {
+    pub(crate) fn free_slot(&self) -> u32 {
         self.slots
             .iter()
             .position(Option::is_none)
             .unwrap_or(self.slots.len()) as u32
     }
 
-    /// Stores an opened subscription; from now on live messages up to the
-    /// channel's position at the time of the history read are dropped.
-    pub fn put(&mut self, opened: Opened) {
-        let slot = opened.slot as usize;
-        if slot == self.slots.len() {
+    /// Stores a subscription in `slot` (a [`Subscriptions::free_slot`]), as
+    /// sent up to `position`: live messages at or below it are dropped.
+    pub(crate) fn put(&mut self, slot: u32, guard: Subscription, position: Position) {
+        let slot = slot as usize;
+        while self.slots.len() <= slot {
             // Grow one at a time: most connections hold one or two channels.
             self.slots.reserve_exact(1);
             self.slots.push(None);
         }
-        self.slots[slot] = Some(Sub {
-            position: opened.history.position,
-            guard: opened.guard,
-        });
+        self.slots[slot] = Some(Sub { position, guard });
     }
 
-    pub fn remove(&mut self, channel: &ChannelKey) -> bool {
+    /// Records that the client has what `slot`'s channel holds up to `position`.
+    pub(crate) fn advance(&mut self, slot: u32, position: Position) {
+        if let Some(Some(sub)) = self.slots.get_mut(slot as usize) {
+            sub.position = position;
+        }
+    }
+
+    /// The channel of `slot`, if it is subscribed.
+    pub(crate) fn channel(&self, slot: u32) -> Option<&ChannelKey> {
+        let sub = self.slots.get(slot as usize)?.as_ref()?;
+        Some(sub.guard.channel())
+    }
+
+    pub(crate) fn remove(&mut self, channel: &ChannelKey) -> bool {
         match self.find(channel) {
             Some(slot) => {
                 self.slots[slot as usize] = None;
@@ -138,7 +140,7 @@ impl Subscriptions {
     /// Decides whether a live message goes to the client: not if its slot was
     /// given up (or reused by another channel), and not if its offset was
     /// already sent. Records it as sent otherwise.
-    pub fn accept(&mut self, slot: u32, message: &Message) -> Accept {
+    pub(crate) fn accept(&mut self, slot: u32, message: &Message) -> Accept {
         let Some(Some(sub)) = self.slots.get_mut(slot as usize) else {
             return Accept::Skip;
         };

@@ -38,9 +38,11 @@ struct Shared {
     ended: Notify,
 }
 
-/// A connection's place in the tracker; dropping it removes the connection.
+/// A connection's place in the tracker. The connection gives it back with
+/// [`Tracker::unregister`] when it is dropped; it holds no handle on the
+/// tracker itself, which keeps every connection's future a word smaller.
+#[derive(Debug)]
 pub(crate) struct Tracked {
-    tracker: Tracker,
     shard: u8,
     key: u32,
 }
@@ -51,10 +53,19 @@ impl Tracker {
         let key = self.shared.shards[shard].lock().insert(outbox);
         self.shared.count.fetch_add(1, Ordering::Relaxed);
         Tracked {
-            tracker: self.clone(),
             shard: shard as u8,
             key: key as u32,
         }
+    }
+
+    /// Removes a connection registered with [`Tracker::register`].
+    pub(crate) fn unregister(&self, tracked: &Tracked) {
+        let shared = &self.shared;
+        shared.shards[tracked.shard as usize]
+            .lock()
+            .try_remove(tracked.key as usize);
+        shared.count.fetch_sub(1, Ordering::Relaxed);
+        shared.ended.notify_waiters();
     }
 
     /// Live connections.
@@ -128,16 +139,5 @@ impl Tracker {
                 f(outbox);
             }
         }
-    }
-}
-
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        let shared = &self.tracker.shared;
-        shared.shards[self.shard as usize]
-            .lock()
-            .try_remove(self.key as usize);
-        shared.count.fetch_sub(1, Ordering::Relaxed);
-        shared.ended.notify_waiters();
     }
 }

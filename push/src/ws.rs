@@ -1,42 +1,48 @@
-//! WebSocket sessions speaking the native protocol.
+//! The WebSocket transport.
 //!
 //! The HTTP upgrade itself is answered by `api` (hyper); it then hands the
-//! raw `TcpStream` and any bytes hyper had read ahead to [`start`], and drops
-//! every handshake buffer, so nothing from the handshake stays alive.
+//! raw `TcpStream` and any bytes hyper had read ahead to [`start`] (or to
+//! [`refuse`] when admission turned the client down), and drops every
+//! handshake buffer, so nothing from the handshake stays alive.
 
-mod session;
+pub(crate) mod frame;
 mod socket;
 
 use std::{net::SocketAddr, sync::Arc};
 
-use bytes::{BufMut, BytesMut};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-pub use session::WsSession;
+pub use socket::WsSocket;
 
 use crate::{
-    Client, CloseReason, Context, Refused,
+    Client, CloseReason, Context, Event, Protocol, Refusal,
+    connection::{Connection, Outgoing},
     outbox::Outbox,
-    wire::{self, FrameError},
+    session::Session,
+    subscriptions::Subscriptions,
 };
+
+/// A WebSocket connection speaking protocol `P`.
+pub type WsSession<P> = Session<WsSocket, P>;
 
 /// Wraps an upgraded socket into a session, ready to be spawned.
 ///
 /// `read_ahead` holds bytes the HTTP server read past the handshake (a
 /// client may send its first frame right behind the request); they are
 /// replayed before anything is read from the socket.
-pub fn start(
+pub fn start<P: Protocol>(
     context: Context,
     stream: TcpStream,
     read_ahead: Vec<u8>,
     peer: SocketAddr,
     client: Client,
-) -> WsSession {
-    let config = &context.config();
+    protocol: P,
+) -> WsSession<P> {
+    let config = context.config();
     let max_frame_bytes = client.site().settings().limits.max_frame_bytes;
     let ws_config = WebSocketConfig::default()
         // tungstenite allocates and zero-fills the whole read buffer up front;
@@ -48,31 +54,39 @@ pub fn start(
         // pre-encoded bytes); tungstenite only writes control frames.
         .write_buffer_size(0);
     let _ = stream.set_nodelay(true);
-    let ws = socket::WsSocket::new(stream, read_ahead, ws_config);
+    let socket = WsSocket::new(stream, read_ahead, ws_config);
     let outbox = Arc::new(Outbox::new(config.outbox_max_bytes));
-    WsSession::new(context, ws, outbox, peer, client)
+    let connection = Connection::new(context, outbox, client, protocol, peer);
+    Session::new(socket, connection)
 }
 
-/// Refuses an upgraded connection that admission turned down: an `error`
-/// frame, then a close frame with the refusal's code (browsers show scripts
-/// the close code, never the HTTP status of a failed upgrade), then waits
-/// for the client's close, within `connection.close_timeout_secs`.
-pub async fn refuse(context: Context, mut stream: TcpStream, refused: Refused) {
-    let reason = CloseReason::Refused(refused.code);
-    context.metrics().client_error(refused.code);
-    let error = wire::json::error(&FrameError {
-        code: refused.code,
-        message: refused.message,
-        channel: None,
-    });
-    let mut out = BytesMut::from(&wire::ws_text(error.as_bytes())[..]);
-    let reason_text = reason.as_str().as_bytes();
-    out.put_u8(0x88);
-    out.put_u8((2 + reason_text.len()) as u8);
-    out.put_u16(reason.ws_code());
-    out.put_slice(reason_text);
+/// Refuses an upgraded connection that admission turned down: the
+/// protocol's last words for the refusal, then a close frame with its code
+/// (browsers show scripts the close code, never the HTTP status of a failed
+/// upgrade), then waits for the client's close, within
+/// `connection.close_timeout_secs`.
+pub async fn refuse<P: Protocol>(
+    context: Context,
+    mut stream: TcpStream,
+    refusal: Refusal,
+    mut protocol: P,
+) {
+    let reason = CloseReason::Code(refusal.code);
+    context.metrics().client_error(refusal.code);
+    let mut out = Outgoing::default();
+    let last_words = Event::Closing {
+        reason,
+        message: &refusal.message,
+        reconnect_after: None,
+    };
+    protocol.encode(last_words, &Subscriptions::default(), &mut out);
+    out.push(frame::close(protocol.close_code(reason), reason.as_str()));
+    let mut bytes = Vec::with_capacity(256);
+    while let Some(chunk) = out.pop() {
+        bytes.extend_from_slice(&chunk);
+    }
     let answer = async {
-        stream.write_all(&out).await?;
+        stream.write_all(&bytes).await?;
         // The client answers with its close frame (read and dropped); the
         // server then ends the TCP connection, as RFC 6455 has it.
         let mut scratch = [0u8; 256];

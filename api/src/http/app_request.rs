@@ -7,7 +7,8 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
-use hyper::{Request, Response, StatusCode, body::Incoming, header};
+use hyper::{Request, Response, body::Incoming, header};
+use push::ErrorCode;
 use sites::Site;
 
 use super::{
@@ -60,11 +61,7 @@ pub(crate) async fn read(
             return Err(too_large(app, max_body));
         }
         Err(error) => {
-            return Err(reply::error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                &error.to_string(),
-            ));
+            return Err(reply::refuse(ErrorCode::BadRequest, &error.to_string()));
         }
     };
     let signed = Signed {
@@ -73,8 +70,8 @@ pub(crate) async fn read(
         body: &body,
     };
     let authenticated = credentials::authenticate(app, peer, &parts.headers, signed)
-        .map_err(|refusal| refusal.into_response())?;
-    let dedupe = idempotency::key(&parts.headers).map_err(|refusal| refusal.into_response())?;
+        .map_err(|refusal| reply::refusal(&refusal))?;
+    let dedupe = idempotency::key(&parts.headers).map_err(|refusal| reply::refusal(&refusal))?;
     Ok(AppRequest {
         body,
         authenticated,
@@ -83,10 +80,11 @@ pub(crate) async fn read(
 }
 
 fn too_large(app: &App, limit: usize) -> Response<Body> {
-    app.sessions().metrics().reject("-", "payload_too_large");
-    reply::error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
+    app.sessions()
+        .metrics()
+        .reject("-", ErrorCode::PayloadTooLarge);
+    reply::refuse(
+        ErrorCode::PayloadTooLarge,
         &format!("the request body may be at most {limit} bytes"),
     )
 }
@@ -94,11 +92,12 @@ fn too_large(app: &App, limit: usize) -> Response<Body> {
 /// 429 `rate_limited` with `Retry-After`, for `site` whose publish bucket
 /// has its tokens back in `wait`; counted as a rejection.
 pub(crate) fn rate_limited(app: &App, site: &Site, wait: Duration, what: &str) -> Response<Body> {
-    app.sessions().metrics().reject(site.id(), "rate_limited");
+    app.sessions()
+        .metrics()
+        .reject(site.id(), ErrorCode::RateLimited);
     let retry_after = wait.as_secs_f64().ceil().max(1.0) as u64;
-    let mut response = reply::error(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
+    let mut response = reply::refuse(
+        ErrorCode::RateLimited,
         &format!("{what} is over the site's publish_rate; retry in {retry_after} s"),
     );
     response

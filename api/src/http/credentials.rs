@@ -9,11 +9,11 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use hyper::{HeaderMap, StatusCode, header};
+use hyper::{HeaderMap, header};
 use sites::{ReplayError, Site, signature};
 
-use super::reply::Refusal;
 use crate::App;
+use push::{ErrorCode, Refusal};
 
 /// The parts of a request a signature covers, besides the headers.
 pub(crate) struct Signed<'a> {
@@ -52,18 +52,62 @@ impl Authenticated {
 }
 
 /// Finds the site of the request's credential and checks the credential.
-/// Every refusal is counted in `herald_rejections_total`.
+/// Every refusal is counted in `herald_rejections_total`, under the site
+/// it concerns ("-" when no site is known).
 pub(crate) fn authenticate(
     app: &App,
     peer: SocketAddr,
     headers: &HeaderMap,
     signed: Signed<'_>,
 ) -> Result<Authenticated, Refusal> {
-    let result = check(app, peer, headers, signed);
-    if let Err((site, refusal)) = &result {
+    let sites = app.sessions().sites();
+    let refuse = |site: &str, refusal: Refusal| {
         app.sessions().metrics().reject(site, refusal.code);
+        refusal
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(key) = header("x-herald-key") {
+        let Some(site) = sites.by_key(key).filter(|site| !site.settings().is_dev()) else {
+            return Err(refuse("-", unauthorized("no site has this key")));
+        };
+        let window = app.config().publish.signature_window.as_secs();
+        let signature = verify_signature(&site, headers, signed, window)
+            .map_err(|refusal| refuse(site.id(), refusal))?;
+        return Ok(Authenticated {
+            site,
+            signature: Some(signature),
+        });
     }
-    result.map_err(|(_, refusal)| refusal)
+    if let Some(authorization) = header(header::AUTHORIZATION.as_str()) {
+        let secret = push::bearer(Some(authorization)).unwrap_or("");
+        return match sites.by_secret(secret) {
+            Some(site) => Ok(Authenticated {
+                site,
+                signature: None,
+            }),
+            None => Err(refuse("-", unauthorized("this secret belongs to no site"))),
+        };
+    }
+    // No credential: only the dev site, and only from its trusted networks.
+    let Some(dev) = sites.only().filter(|site| site.settings().is_dev()) else {
+        let message = "send the site's secret as `Authorization: Bearer <secret>`, or sign the \
+                       request (X-Herald-Key, X-Herald-Timestamp, X-Herald-Signature)";
+        return Err(refuse("-", unauthorized(message)));
+    };
+    let ip = peer.ip().to_canonical();
+    let trusted = &app.config().publish.trusted_networks;
+    if trusted.iter().any(|net| net.contains(&ip)) {
+        return Ok(Authenticated {
+            site: dev,
+            signature: None,
+        });
+    }
+    let message = "this is the dev site: without a publish secret configured, only trusted \
+                   networks may publish";
+    Err(refuse(
+        dev.id(),
+        Refusal::new(ErrorCode::Forbidden, message),
+    ))
 }
 
 fn unix_now() -> u64 {
@@ -74,94 +118,19 @@ fn unix_now() -> u64 {
 
 fn replay_refusal(error: ReplayError) -> Refusal {
     match error {
-        ReplayError::Replayed => unauthorized(
-            "signature_replayed",
+        ReplayError::Replayed => Refusal::new(
+            ErrorCode::SignatureReplayed,
             "this signed request was already accepted; sign each request anew",
         ),
         ReplayError::Full => Refusal::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            ErrorCode::RateLimited,
             "too many signed requests inside the replay window",
         ),
     }
 }
 
-type Refused = (String, Refusal);
-
-fn unauthorized(code: &'static str, message: &str) -> Refusal {
-    Refusal::new(StatusCode::UNAUTHORIZED, code, message)
-}
-
-fn check(
-    app: &App,
-    peer: SocketAddr,
-    headers: &HeaderMap,
-    signed: Signed<'_>,
-) -> Result<Authenticated, Refused> {
-    let sites = app.sessions().sites();
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(key) = header("x-herald-key") {
-        let Some(site) = sites.by_key(key).filter(|site| !site.settings().is_dev()) else {
-            return Err((
-                "-".into(),
-                unauthorized("unauthorized", "no site has this key"),
-            ));
-        };
-        let window = app.config().publish.signature_window.as_secs();
-        let signature = verify_signature(&site, headers, signed, window)
-            .map_err(|refusal| (site.id().to_string(), refusal))?;
-        return Ok(Authenticated {
-            site,
-            signature: Some(signature),
-        });
-    }
-    if let Some(bearer) = header(header::AUTHORIZATION.as_str()) {
-        let secret = bearer.strip_prefix("Bearer ").unwrap_or("").trim();
-        return match sites.by_secret(secret) {
-            Some(site) => Ok(Authenticated {
-                site,
-                signature: None,
-            }),
-            None => Err((
-                "-".into(),
-                unauthorized("unauthorized", "this secret belongs to no site"),
-            )),
-        };
-    }
-    // No credential: only the dev site, and only from its trusted networks.
-    let dev = sites.only().filter(|site| site.settings().is_dev());
-    let Some(dev) = dev else {
-        return Err((
-            "-".into(),
-            unauthorized(
-                "unauthorized",
-                "send the site's secret as `Authorization: Bearer <secret>`, or sign the request \
-                 (X-Herald-Key, X-Herald-Timestamp, X-Herald-Signature)",
-            ),
-        ));
-    };
-    let ip = peer.ip().to_canonical();
-    if app
-        .config()
-        .publish
-        .trusted_networks
-        .iter()
-        .any(|net| net.contains(&ip))
-    {
-        Ok(Authenticated {
-            site: dev,
-            signature: None,
-        })
-    } else {
-        Err((
-            dev.id().to_string(),
-            Refusal::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "this is the dev site: without a publish secret configured, only trusted networks may publish",
-            ),
-        ))
-    }
+fn unauthorized(message: &'static str) -> Refusal {
+    Refusal::new(ErrorCode::Unauthorized, message)
 }
 
 /// Checks a signed request; answers the signature and timestamp to
@@ -180,9 +149,9 @@ fn verify_signature(
         .ok()
         .filter(|ts| ts.abs_diff(now) <= window)
         .ok_or_else(|| {
-            unauthorized(
-                "signature_expired",
-                &format!("X-Herald-Timestamp must be the Unix time within {window} s of now"),
+            Refusal::new(
+                ErrorCode::SignatureExpired,
+                format!("X-Herald-Timestamp must be the Unix time within {window} s of now"),
             )
         })?;
     let given = header("x-herald-signature").unwrap_or("");
@@ -193,8 +162,8 @@ fn verify_signature(
         signed.body,
     );
     if !signature::verify(&site.settings().secrets, &parts, given) {
-        return Err(unauthorized(
-            "signature_invalid",
+        return Err(Refusal::new(
+            ErrorCode::SignatureInvalid,
             "X-Herald-Signature is not this site's HMAC-SHA256 of the request",
         ));
     }

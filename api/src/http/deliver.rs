@@ -11,7 +11,9 @@ use hyper::{Method, Request, Response, StatusCode, body::Incoming};
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::{Body, app_request, reply, reply::Refusal};
+use push::{ErrorCode, Refusal};
+
+use super::{Body, app_request, reply};
 use crate::App;
 
 pub(crate) async fn handle(
@@ -38,18 +40,14 @@ pub(crate) async fn handle(
     let delivery = match parsed {
         Ok(Ok(delivery)) => delivery,
         Ok(Err(refusal)) => {
-            if refusal.status == StatusCode::PAYLOAD_TOO_LARGE {
+            if refusal.code == ErrorCode::PayloadTooLarge {
                 app.sessions().metrics().reject(site.id(), refusal.code);
             }
-            return refusal.into_response();
+            return reply::refusal(&refusal);
         }
         Err(error) => {
             tracing::error!(%error, "delivery parsing failed");
-            return reply::error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the delivery could not be parsed",
-            );
+            return reply::refuse(ErrorCode::Internal, "the delivery could not be parsed");
         }
     };
     let shards = delivery.recipients.shards() as u32;
@@ -58,7 +56,7 @@ pub(crate) async fn handle(
         return app_request::rate_limited(app, &site, wait, &what);
     }
     if let Err(refusal) = request.authenticated.accept(app) {
-        return refusal.into_response();
+        return reply::refusal(&refusal);
     }
     let result = app
         .fanout()
@@ -83,11 +81,7 @@ pub(crate) async fn handle(
         ),
         Err(error) => {
             tracing::warn!(site = site.id(), %error, "delivery failed");
-            reply::error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                error.reason(),
-                &error.to_string(),
-            )
+            reply::refusal(&Refusal::from(error))
         }
     }
 }
@@ -120,13 +114,13 @@ fn parse(
     if let Err(error) = result {
         let message = error.to_string();
         let code = if message.starts_with(BAD_RECIPIENT) {
-            "invalid_channel"
+            ErrorCode::InvalidChannel
         } else if error.classify() == serde_json::error::Category::Data {
-            "bad_request"
+            ErrorCode::BadRequest
         } else {
-            "bad_json"
+            ErrorCode::BadJson
         };
-        return Err(Refusal::bad_request(code, message));
+        return Err(Refusal::new(code, message));
     }
     let BodyVisitor {
         recipients,
@@ -135,24 +129,23 @@ fn parse(
         seen_recipients,
     } = visitor;
     let Some(kind) = kind else {
-        return Err(Refusal::bad_request(
-            "bad_request",
+        return Err(Refusal::new(
+            ErrorCode::BadRequest,
             "give \"timeline\": \"user\" or \"replies\"",
         ));
     };
     if !seen_recipients || recipients.added() == 0 {
-        return Err(Refusal::bad_request(
-            "bad_request",
+        return Err(Refusal::new(
+            ErrorCode::BadRequest,
             "give a non-empty \"recipients\" list of user ids",
         ));
     }
     let Some((at, len)) = data else {
-        return Err(Refusal::bad_request("bad_request", "missing \"data\""));
+        return Err(Refusal::new(ErrorCode::BadRequest, "missing \"data\""));
     };
     if len > max_message_bytes {
         return Err(Refusal::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             format!("\"data\" may be at most {max_message_bytes} bytes"),
         ));
     }
@@ -298,7 +291,7 @@ mod tests {
                 let distinct = groups.iter().map(|g| g.count).sum();
                 (added, distinct, String::from_utf8(d.data.to_vec()).unwrap())
             })
-            .map_err(|r| (r.status.as_u16(), r.code.to_string()))
+            .map_err(|r| (r.code.http_status(), r.code.as_str().to_string()))
     }
 
     #[test]

@@ -1,9 +1,12 @@
-//! `GET /api/history`: what an app needs to re-sync a timeline.
+//! `GET /api/history?channel=A[&since=EPOCH:OFFSET]`: what an app needs to
+//! re-sync a timeline. It takes the same credential as publishing.
 
-use std::{fmt::Write as _, net::SocketAddr};
+use std::{fmt::Write as _, net::SocketAddr, sync::Arc};
 
-use fanout::{ChannelKey, ChannelName, Epoch, Position};
+use fanout::{ChannelKey, ChannelName, History, Position};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming};
+use push::{ErrorCode, Refusal};
+use sites::Site;
 
 use super::{
     Body,
@@ -20,7 +23,27 @@ pub(crate) async fn handle(
     if request.method() != Method::GET {
         return reply::method_not_allowed("GET");
     }
-    // History is the site's own: the same credential as publishing.
+    let site = match authenticate(app, peer, request) {
+        Ok(site) => site,
+        Err(refusal) => return reply::refusal(&refusal),
+    };
+    let (channel, since) = match query(request.uri().query().unwrap_or("")) {
+        Ok(query) => query,
+        Err(refusal) => return reply::refusal(&refusal),
+    };
+    let key = ChannelKey::new(site.id(), &channel);
+    match app.fanout().history(&key, since).await {
+        Ok(history) => reply::json(StatusCode::OK, body(&channel, &history)),
+        Err(error) => reply::refusal(&Refusal::from(error)),
+    }
+}
+
+/// History is the site's own: the request carries the site's credential.
+fn authenticate(
+    app: &App,
+    peer: SocketAddr,
+    request: &Request<Incoming>,
+) -> Result<Arc<Site>, Refusal> {
     let path_and_query = request
         .uri()
         .path_and_query()
@@ -30,13 +53,13 @@ pub(crate) async fn handle(
         path_and_query,
         body: b"",
     };
-    let site = match credentials::authenticate(app, peer, request.headers(), signed)
-        .and_then(|authenticated| authenticated.accept(app).map(|()| authenticated.site))
-    {
-        Ok(site) => site,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let query = request.uri().query().unwrap_or("");
+    let authenticated = credentials::authenticate(app, peer, request.headers(), signed)?;
+    authenticated.accept(app)?;
+    Ok(authenticated.site)
+}
+
+/// The `channel` and `since` parameters, checked.
+fn query(query: &str) -> Result<(ChannelName, Option<Position>), Refusal> {
     let mut channel = None;
     let mut since = None;
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
@@ -47,45 +70,25 @@ pub(crate) async fn handle(
         }
     }
     let Some(channel) = channel else {
-        return reply::error(
-            StatusCode::BAD_REQUEST,
-            "missing_channel",
-            "give channel=NAME",
-        );
+        return Err(Refusal::new(ErrorCode::MissingChannel, "give channel=NAME"));
     };
-    let channel = match ChannelName::new(&channel) {
-        Ok(channel) => channel,
-        Err(error) => {
-            return reply::error(
-                StatusCode::BAD_REQUEST,
-                "invalid_channel",
-                &error.to_string(),
-            );
-        }
-    };
-    let since = match since.as_deref().map(parse_since) {
+    let channel = ChannelName::new(&channel)
+        .map_err(|error| Refusal::new(ErrorCode::InvalidChannel, error.to_string()))?;
+    let since = match since {
         None => None,
-        Some(Some(position)) => Some(position),
-        Some(None) => {
-            return reply::error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
+        Some(text) => Some(text.parse::<Position>().map_err(|_| {
+            Refusal::new(
+                ErrorCode::BadRequest,
                 "since must be EPOCH:OFFSET, as in a subscribed or message frame",
-            );
-        }
+            )
+        })?),
     };
-    let key = ChannelKey::new(site.id(), &channel);
-    let history = match app.fanout().history(&key, since).await {
-        Ok(history) => history,
-        Err(error) => {
-            return reply::error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                error.reason(),
-                &error.to_string(),
-            );
-        }
-    };
-    // The payloads are JSON already (checked on publish): copy them in as they are.
+    Ok((channel, since))
+}
+
+/// The answer's JSON. The payloads are JSON already (checked on publish):
+/// they are copied in as they are.
+fn body(channel: &ChannelName, history: &History) -> String {
     let mut body = format!(
         r#"{{"channel":"{channel}","epoch":"{}","offset":{},"recovered":{},"messages":["#,
         history.position.epoch, history.position.offset, history.recovered
@@ -99,16 +102,5 @@ pub(crate) async fn handle(
         body.push('}');
     }
     body.push_str("]}");
-    reply::json(StatusCode::OK, body)
-}
-
-fn parse_since(text: &str) -> Option<Position> {
-    let (epoch, offset) = text.split_once(':')?;
-    if offset.is_empty() || !offset.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some(Position {
-        epoch: epoch.parse::<Epoch>().ok()?,
-        offset: offset.parse().ok()?,
-    })
+    body
 }

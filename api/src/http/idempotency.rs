@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use hyper::HeaderMap;
 
-use super::reply::Refusal;
+use push::{ErrorCode, Refusal};
 
 /// The longest key accepted, in bytes.
 const MAX_KEY_LEN: usize = 128;
@@ -19,8 +19,8 @@ pub(crate) fn key(headers: &HeaderMap) -> Result<Option<Arc<str>>, Refusal> {
     };
     let bytes = value.as_bytes();
     if bytes.is_empty() || bytes.len() > MAX_KEY_LEN || !bytes.iter().all(u8::is_ascii_graphic) {
-        return Err(Refusal::bad_request(
-            "bad_request",
+        return Err(Refusal::new(
+            ErrorCode::BadRequest,
             "Idempotency-Key must be 1 to 128 visible ASCII characters",
         ));
     }

@@ -10,7 +10,9 @@ use hyper::{Method, Request, Response, StatusCode, body::Incoming};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{Body, app_request, reply, reply::Refusal};
+use push::{ErrorCode, Refusal};
+
+use super::{Body, app_request, reply};
 use crate::App;
 
 #[derive(Deserialize)]
@@ -41,17 +43,17 @@ pub(crate) async fn handle(
     let parsed = match parse(&request.body, max_channels, max_message_bytes) {
         Ok(parsed) => parsed,
         Err(refusal) => {
-            if refusal.status == StatusCode::PAYLOAD_TOO_LARGE {
+            if refusal.code == ErrorCode::PayloadTooLarge {
                 app.sessions().metrics().reject(site.id(), refusal.code);
             }
-            return refusal.into_response();
+            return reply::refusal(&refusal);
         }
     };
     if let Err(wait) = site.take_publish(parsed.channels.len() as u32) {
         return app_request::rate_limited(app, &site, wait, "this publish");
     }
     if let Err(refusal) = request.authenticated.accept(app) {
-        return refusal.into_response();
+        return reply::refusal(&refusal);
     }
     let batch: Vec<PublishRequest> = parsed
         .channels
@@ -82,17 +84,9 @@ pub(crate) async fn handle(
         }
         Err(error) => {
             tracing::warn!(site = site.id(), %error, "publish failed");
-            reply::error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                error.reason(),
-                &error.to_string(),
-            )
+            reply::refusal(&Refusal::from(error))
         }
     }
-}
-
-fn bad(code: &'static str, message: &str) -> Refusal {
-    Refusal::bad_request(code, message)
 }
 
 /// A publish body, checked: the site's channels and the payload they all get.
@@ -104,43 +98,47 @@ struct Parsed {
 fn parse(body: &[u8], max_channels: usize, max_message_bytes: usize) -> Result<Parsed, Refusal> {
     let parsed: PublishBody =
         serde_json::from_slice(body).map_err(|error| match error.classify() {
-            serde_json::error::Category::Data => bad("bad_request", &error.to_string()),
-            _ => bad("bad_json", &error.to_string()),
+            serde_json::error::Category::Data => {
+                Refusal::new(ErrorCode::BadRequest, error.to_string())
+            }
+            _ => Refusal::new(ErrorCode::BadJson, error.to_string()),
         })?;
     let Some(data) = parsed.data else {
-        return Err(bad("bad_request", "missing \"data\""));
+        return Err(Refusal::new(ErrorCode::BadRequest, "missing \"data\""));
     };
     let names = match (parsed.channel, parsed.channels) {
         (Some(channel), None) => vec![channel],
         (None, Some(channels)) if !channels.is_empty() => channels,
-        (None, Some(_)) => return Err(bad("bad_request", "\"channels\" is empty")),
+        (None, Some(_)) => {
+            return Err(Refusal::new(ErrorCode::BadRequest, "\"channels\" is empty"));
+        }
         _ => {
-            return Err(bad(
-                "bad_request",
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
                 "give exactly one of \"channel\" or \"channels\"",
             ));
         }
     };
     if names.len() > max_channels {
-        return Err(bad(
-            "bad_request",
-            &format!("at most {max_channels} channels per publish"),
+        return Err(Refusal::new(
+            ErrorCode::BadRequest,
+            format!("at most {max_channels} channels per publish"),
         ));
     }
     if data.get().len() > max_message_bytes {
         return Err(Refusal::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             format!("\"data\" may be at most {max_message_bytes} bytes"),
         ));
     }
     let mut channels: Vec<ChannelName> = Vec::with_capacity(names.len());
     for name in &names {
-        let channel = ChannelName::new(name).map_err(|e| bad("invalid_channel", &e.to_string()))?;
+        let channel = ChannelName::new(name)
+            .map_err(|e| Refusal::new(ErrorCode::InvalidChannel, e.to_string()))?;
         if channels.contains(&channel) {
-            return Err(bad(
-                "bad_request",
-                &format!("channel {channel} is listed twice"),
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                format!("channel {channel} is listed twice"),
             ));
         }
         channels.push(channel);
@@ -155,7 +153,7 @@ mod tests {
 
     fn code(body: &str) -> Option<String> {
         let refusal = parse(body.as_bytes(), 3, 100).err()?;
-        let status = refusal.status.as_u16();
+        let status = refusal.code.http_status();
         Some(format!("{status}"))
     }
 

@@ -1,14 +1,23 @@
-//! Building answers: JSON bodies and the error shape of `docs/protocol.md`.
+//! Building answers: JSON bodies, and refusals in the error shape of
+//! `docs/protocol.md` with the status the code's row gives it.
 
 use bytes::Bytes;
 use hyper::{Response, StatusCode, header};
+use push::{ErrorCode, Refusal};
 
 use super::{Body, full};
 
-/// `{"error":{"code":…,"message":…}}` with `status`.
-pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    let body = serde_json::json!({"error": {"code": code, "message": message}});
-    json(status, body.to_string())
+/// A refusal: the HTTP status of its code (`push::ErrorCode::TABLE`) and
+/// `{"error":{"code":…,"message":…}}`.
+pub(crate) fn refusal(refusal: &Refusal) -> Response<Body> {
+    let status = StatusCode::from_u16(refusal.code.http_status())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json(status, refusal.http_body())
+}
+
+/// A refusal made on the spot.
+pub(crate) fn refuse(code: ErrorCode, message: &str) -> Response<Body> {
+    refusal(&Refusal::new(code, message.to_string()))
 }
 
 pub(crate) fn json(status: StatusCode, body: String) -> Response<Body> {
@@ -39,40 +48,12 @@ pub(crate) fn empty(status: StatusCode) -> Response<Body> {
 
 /// 405 with the `Allow` header naming the one method the route takes.
 pub(crate) fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut response = error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+    let mut response = refuse(
+        ErrorCode::MethodNotAllowed,
         &format!("this route takes {allow}"),
     );
     response
         .headers_mut()
         .insert(header::ALLOW, header::HeaderValue::from_static(allow));
     response
-}
-
-/// A refused request: status, stable code and a message for the client.
-/// Handlers return it from their checks and turn it into a response once.
-#[derive(Debug)]
-pub(crate) struct Refusal {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl Refusal {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
-    }
-
-    pub fn into_response(self) -> Response<Body> {
-        error(self.status, self.code, &self.message)
-    }
 }

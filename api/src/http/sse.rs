@@ -1,6 +1,7 @@
 //! `GET /sse` when it reaches hyper: on a keep-alive connection that served
 //! other requests first. New connections asking for `/sse` never get here;
-//! the listener hands them to `push::sse` with their socket.
+//! the listener hands them to `push::sse` with their socket. Both ways
+//! answer through `push::sse::answer`; only the writing differs.
 
 use std::{
     convert::Infallible,
@@ -12,13 +13,16 @@ use std::{
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame};
 use hyper::{Request, Response, StatusCode, body::Incoming, header, header::HeaderValue};
-use push::sse::{SseHeaders, SseStream};
+use push::{
+    Connection, NativeSse,
+    sse::{Answer, SseHeaders},
+};
 
 use super::{Body, reply};
 use crate::App;
 
 /// An SSE stream as a hyper response body.
-pub(crate) struct SseBody(SseStream);
+pub(crate) struct SseBody(Connection<NativeSse>);
 
 impl HttpBody for SseBody {
     type Data = Bytes;
@@ -39,7 +43,6 @@ pub(crate) async fn handle(
     peer: SocketAddr,
     request: &Request<Incoming>,
 ) -> Response<Body> {
-    let sessions = app.sessions();
     let target = request
         .uri()
         .path_and_query()
@@ -51,50 +54,36 @@ pub(crate) async fn handle(
         origin: header("origin"),
     };
     let max = push::sse::MAX_REQUEST_CHANNELS;
-    let opened = match push::sse::check(request.method().as_str(), target, headers, max) {
-        Ok(checked) => match push::sse::admit_stream(sessions, &checked, peer) {
-            Ok(client) => push::sse::open(sessions, checked, client, None, peer).await,
-            Err(refusal) => Err(refusal),
-        },
-        Err(refusal) => Err(refusal),
-    };
-    match opened {
-        Ok(stream) => {
-            let mut response = Response::new(http_body_util::Either::Right(SseBody(stream)));
-            for (name, value) in push::sse::RESPONSE_HEADERS {
-                response
-                    .headers_mut()
-                    .insert(*name, HeaderValue::from_static(value));
-            }
-            response
+    let checked = push::sse::check(request.method().as_str(), target, headers, max);
+    let mut response = match push::sse::answer(app.sessions(), checked, peer).await {
+        Answer::Stream(connection) => {
+            stream_response(http_body_util::Either::Right(SseBody(connection)))
         }
-        Err(refusal) if refusal.code.is_temporary() => {
-            // As on the listener's path: "retry" instead of a 503 or 429
-            // that EventSource would give up on.
-            push::sse::count_refusal(sessions, &refusal);
-            let mut response = Response::new(super::full(push::sse::retry_later(&refusal)));
-            for (name, value) in push::sse::RESPONSE_HEADERS {
-                response
-                    .headers_mut()
-                    .insert(*name, HeaderValue::from_static(value));
-            }
-            response
-        }
-        Err(refusal) => {
-            push::sse::count_refusal(sessions, &refusal);
-            let status =
-                StatusCode::from_u16(refusal.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-            let mut response = reply::error(status, refusal.code.as_str(), &refusal.message);
-            if status == StatusCode::METHOD_NOT_ALLOWED {
+        Answer::RetryLater(body) => stream_response(super::full(body)),
+        Answer::Refused(refusal) => {
+            let mut response = reply::refusal(&refusal);
+            if response.status() == StatusCode::METHOD_NOT_ALLOWED {
                 response
                     .headers_mut()
                     .insert(header::ALLOW, HeaderValue::from_static("GET"));
             }
-            response.headers_mut().insert(
-                header::ACCESS_CONTROL_ALLOW_ORIGIN,
-                HeaderValue::from_static("*"),
-            );
             response
         }
+    };
+    response.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    response
+}
+
+/// `200` with the headers of every SSE stream.
+fn stream_response(body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    for (name, value) in push::sse::RESPONSE_HEADERS {
+        response
+            .headers_mut()
+            .insert(*name, HeaderValue::from_static(value));
     }
+    response
 }

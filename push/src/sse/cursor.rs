@@ -4,7 +4,7 @@
 //! `channel` parameters, joined by `,` — for example `1f3a:42,9c0d:7`.
 
 use bytes::Bytes;
-use fanout::{Epoch, Position};
+use fanout::Position;
 
 /// Writes the cursor for `positions`.
 pub(crate) fn format(positions: impl Iterator<Item = Position>) -> String {
@@ -19,7 +19,8 @@ fn write_positions(out: &mut String, positions: impl Iterator<Item = Position>) 
         if i > 0 {
             out.push(',');
         }
-        // Writing into the string directly: this runs per event per stream.
+        // Writing the parts into the string directly: this runs per event
+        // per stream. The text is `Position`'s.
         let _ = write!(out, "{}:{}", position.epoch, position.offset);
     }
 }
@@ -36,25 +37,14 @@ pub(crate) fn id_line(positions: impl Iterator<Item = Position>) -> Bytes {
 
 /// Reads a cursor back; `None` unless it has exactly `channels` well-formed positions.
 pub(crate) fn parse(cursor: &str, channels: usize) -> Option<Vec<Position>> {
-    let positions: Option<Vec<Position>> = cursor
-        .split(',')
-        .map(|part| {
-            let (epoch, offset) = part.split_once(':')?;
-            let epoch = epoch.parse::<Epoch>().ok()?;
-            // `u64::from_str` accepts a leading `+`; a cursor never has one.
-            if offset.is_empty() || !offset.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            let offset = offset.parse::<u64>().ok()?;
-            Some(Position { epoch, offset })
-        })
-        .collect();
-    positions.filter(|p| p.len() == channels)
+    let positions: Result<Vec<Position>, _> = cursor.split(',').map(str::parse).collect();
+    positions.ok().filter(|p| p.len() == channels)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fanout::Epoch;
 
     #[test]
     fn round_trip() {

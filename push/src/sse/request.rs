@@ -1,12 +1,12 @@
 //! Reading and checking the request head of an SSE stream.
 
-use std::time::Duration;
+use std::{borrow::Cow, time::Duration};
 
 use fanout::{ChannelName, Position};
 use tokio::{io::AsyncReadExt, net::TcpStream};
 
 use super::cursor;
-use crate::ErrorCode;
+use crate::{ErrorCode, Refusal};
 
 /// The largest request head accepted.
 const MAX_HEAD: usize = 8 * 1024;
@@ -41,12 +41,7 @@ pub struct SseHeaders<'a> {
     pub origin: Option<&'a str>,
 }
 
-/// Why an SSE request is refused: answered with `code.http_status()` and
-/// the JSON error body of `docs/protocol.md`, or with `retry` when the
-/// refusal is temporary.
-pub use crate::client::Refused as Refusal;
-
-fn refusal(code: ErrorCode, message: impl Into<String>) -> Refusal {
+fn refusal(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Refusal {
     Refusal::new(code, message)
 }
 
@@ -133,7 +128,7 @@ pub(crate) fn parse(head: &[u8], max_channels: usize) -> Result<SseRequest, Refu
 }
 
 /// Checks an SSE request from its method, target (path and query) and
-/// `Last-Event-ID` header, however the head was parsed.
+/// headers, however the head was parsed.
 pub fn check(
     method: &str,
     target: &str,
@@ -147,71 +142,88 @@ pub fn check(
         ));
     }
     let query = target.split_once('?').map_or("", |(_, q)| q);
-
-    let mut channels: Vec<ChannelName> = Vec::new();
-    let mut query_cursor = None;
-    let mut site_key = None;
-    let mut token = headers
-        .authorization
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|v| v.trim().to_string());
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        match &*key {
-            "key" => site_key = Some(value.into_owned()),
-            "token" => token = Some(value.into_owned()),
-            "channel" => {
-                let channel = ChannelName::new(&value)
-                    .map_err(|e| refusal(ErrorCode::InvalidChannel, e.to_string()))?;
-                if channels.contains(&channel) {
-                    return Err(refusal(
-                        ErrorCode::DuplicateChannel,
-                        format!("channel {channel} is listed twice"),
-                    ));
-                }
-                channels.push(channel);
-                if channels.len() > max_channels {
-                    return Err(refusal(
-                        ErrorCode::TooManyChannels,
-                        format!("a stream may have at most {max_channels} channels"),
-                    ));
-                }
-            }
-            "last_event_id" => query_cursor = Some(value.into_owned()),
-            _ => {}
-        }
-    }
-    if channels.is_empty() {
+    let params = Params::parse(query, max_channels)?;
+    if params.channels.is_empty() {
         return Err(refusal(
             ErrorCode::MissingChannel,
             "give at least one channel=NAME",
         ));
     }
-
     // The header wins: EventSource sends it on every reconnect, while the
     // query parameter stays what the page first asked for.
     let header_cursor = headers
         .last_event_id
         .map(str::trim)
         .filter(|v| !v.is_empty());
-    let query_cursor = query_cursor.as_deref().filter(|v| !v.is_empty());
+    let query_cursor = params.last_event_id.as_deref().filter(|v| !v.is_empty());
     let cursor = match header_cursor.or(query_cursor) {
         None => None,
-        Some(text) => Some(cursor::parse(text, channels.len()).ok_or_else(|| {
-            refusal(
-                ErrorCode::BadLastEventId,
-                format!(
-                    "expected {} comma-separated epoch:offset positions, one per channel",
-                    channels.len()
-                ),
-            )
-        })?),
+        Some(text) => Some(resume_cursor(text, params.channels.len())?),
     };
+    let token = params
+        .token
+        .or_else(|| crate::admission::bearer(headers.authorization).map(str::to_string));
     Ok(SseRequest {
-        channels,
+        channels: params.channels,
         cursor,
-        key: site_key,
+        key: params.key,
         token,
         origin: headers.origin.map(str::to_string),
+    })
+}
+
+/// The query parameters of a stream request.
+#[derive(Default)]
+struct Params {
+    channels: Vec<ChannelName>,
+    last_event_id: Option<String>,
+    key: Option<String>,
+    token: Option<String>,
+}
+
+impl Params {
+    fn parse(query: &str, max_channels: usize) -> Result<Self, Refusal> {
+        let mut params = Params::default();
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            match &*key {
+                "channel" => params.add_channel(&value, max_channels)?,
+                "key" => params.key = Some(value.into_owned()),
+                "token" => params.token = Some(value.into_owned()),
+                "last_event_id" => params.last_event_id = Some(value.into_owned()),
+                _ => {}
+            }
+        }
+        Ok(params)
+    }
+
+    fn add_channel(&mut self, name: &str, max_channels: usize) -> Result<(), Refusal> {
+        let channel = ChannelName::new(name)
+            .map_err(|e| refusal(ErrorCode::InvalidChannel, e.to_string()))?;
+        if self.channels.contains(&channel) {
+            return Err(refusal(
+                ErrorCode::DuplicateChannel,
+                format!("channel {channel} is listed twice"),
+            ));
+        }
+        self.channels.push(channel);
+        if self.channels.len() > max_channels {
+            return Err(refusal(
+                ErrorCode::TooManyChannels,
+                format!("a stream may have at most {max_channels} channels"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The position of each channel to resume from, from a cursor the stream
+/// handed out as an event id.
+fn resume_cursor(text: &str, channels: usize) -> Result<Vec<Position>, Refusal> {
+    cursor::parse(text, channels).ok_or_else(|| {
+        refusal(
+            ErrorCode::BadLastEventId,
+            format!("expected {channels} comma-separated epoch:offset positions, one per channel"),
+        )
     })
 }
 

@@ -7,11 +7,15 @@
 //! Compared with tokio-tungstenite's `WebSocketStream`, this keeps no waker
 //! proxies: one task polls everything with one waker, so none is needed, and
 //! each connection is about 120 bytes smaller.
+//!
+//! As the WebSocket transport's [`Link`], it hands text and binary frames to
+//! the connection core and reports the rest (Pings, Pongs, the client's
+//! close, broken framing); it writes Herald's frames as they come.
 
 use std::{
-    io::{self, IoSlice, Read, Write},
+    io::{self, Read, Write},
     pin::Pin,
-    task::{Context as TaskContext, Poll},
+    task::{Context as TaskContext, Poll, ready},
 };
 
 use tokio::{
@@ -20,14 +24,24 @@ use tokio::{
 };
 use tokio_tungstenite::tungstenite::{
     Error as WsError, Message,
-    protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext},
+    error::CapacityError,
+    protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext, frame::coding::CloseCode},
 };
 
-pub(crate) struct WsSocket {
+use crate::{
+    ClientFrame, ErrorCode,
+    session::{Inbound, Link},
+};
+
+/// The WebSocket transport's link: the socket and tungstenite's state.
+pub struct WsSocket {
     stream: TcpStream,
     ws: WebSocketContext,
     /// Set once tungstenite reported the connection closed or broken.
     ended: bool,
+    /// Whether a close frame of ours is queued: our own, or tungstenite's
+    /// answer to the client's.
+    close_sent: bool,
 }
 
 impl WsSocket {
@@ -36,14 +50,12 @@ impl WsSocket {
             stream,
             ws: WebSocketContext::from_partially_read(read_ahead, Role::Server, Some(config)),
             ended: false,
+            close_sent: false,
         }
     }
 
     /// The next frame from the client; `None` once the connection is closed.
-    pub fn poll_next(
-        &mut self,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<Option<Result<Message, WsError>>> {
+    fn poll_next(&mut self, cx: &mut TaskContext<'_>) -> Poll<Option<Result<Message, WsError>>> {
         if self.ended {
             return Poll::Ready(None);
         }
@@ -66,7 +78,7 @@ impl WsSocket {
     }
 
     /// Writes out what tungstenite has queued (Pongs, close frames).
-    pub fn poll_flush(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), WsError>> {
+    fn poll_flush_ws(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), WsError>> {
         let mut io = Io {
             stream: &mut self.stream,
             cx,
@@ -78,12 +90,8 @@ impl WsSocket {
         }
     }
 
-    /// Queues our close frame; [`WsSocket::poll_flush`] sends it.
-    pub fn start_close(
-        &mut self,
-        cx: &mut TaskContext<'_>,
-        frame: CloseFrame,
-    ) -> Result<(), WsError> {
+    /// Queues our close frame; [`WsSocket::poll_flush_ws`] sends it.
+    fn start_close(&mut self, cx: &mut TaskContext<'_>, frame: CloseFrame) -> Result<(), WsError> {
         let mut io = Io {
             stream: &mut self.stream,
             cx,
@@ -94,14 +102,82 @@ impl WsSocket {
             Err(error) => Err(error),
         }
     }
+}
 
-    /// Writes Herald's own, already framed bytes.
-    pub fn poll_write_vectored(
+impl Link for WsSocket {
+    /// Herald writes its own, already framed bytes straight to the socket.
+    type Io = TcpStream;
+
+    fn io(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    fn poll_flush(&mut self, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        self.poll_flush_ws(cx).map_err(io::Error::other)
+    }
+
+    fn poll_read(
         &mut self,
         cx: &mut TaskContext<'_>,
-        slices: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, slices)
+        frames: &mut dyn FnMut(ClientFrame<'_>),
+    ) -> Poll<Inbound> {
+        let inbound = match ready!(self.poll_next(cx)) {
+            Some(Ok(Message::Text(text))) => {
+                frames(ClientFrame::Text(&text));
+                Inbound::Heard
+            }
+            Some(Ok(Message::Binary(data))) => {
+                frames(ClientFrame::Binary(&data));
+                Inbound::Heard
+            }
+            Some(Ok(Message::Close(_))) => {
+                // tungstenite has queued its answer.
+                self.close_sent = true;
+                Inbound::Closed { answered: true }
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Inbound::Heard,
+            Some(Err(error)) => broken(error),
+            None => Inbound::Closed { answered: false },
+        };
+        Poll::Ready(inbound)
+    }
+
+    /// Our close frame (unless we are answering the client's), then the
+    /// client's answer: tungstenite ends the stream when it arrives.
+    fn poll_close(&mut self, cx: &mut TaskContext<'_>, code: u16, reason: &str) -> Poll<()> {
+        if !self.close_sent {
+            let frame = CloseFrame {
+                code: CloseCode::from(code),
+                reason: reason.to_string().into(),
+            };
+            if self.start_close(cx, frame).is_err() {
+                return Poll::Ready(());
+            }
+            self.close_sent = true;
+        }
+        if let Poll::Ready(Err(_)) = self.poll_flush_ws(cx) {
+            return Poll::Ready(());
+        }
+        loop {
+            match ready!(self.poll_next(cx)) {
+                None | Some(Err(_)) => return Poll::Ready(()),
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+}
+
+/// What a tungstenite error means for the connection.
+fn broken(error: WsError) -> Inbound {
+    match error {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+            Inbound::Broken(ErrorCode::MessageTooBig)
+        }
+        WsError::Capacity(_) | WsError::Protocol(_) | WsError::AttackAttempt => {
+            Inbound::Broken(ErrorCode::ProtocolError)
+        }
+        WsError::Utf8(_) => Inbound::Broken(ErrorCode::InvalidPayload),
+        _ => Inbound::Failed,
     }
 }
 

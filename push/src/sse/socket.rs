@@ -1,0 +1,66 @@
+//! The SSE transport's link: a socket that carries one response body.
+//!
+//! The socket is read only to notice the client hanging up; whatever a
+//! client sends after its request is discarded through a small stack buffer.
+
+use std::{
+    pin::Pin,
+    task::{Context as TaskContext, Poll},
+};
+
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
+
+use crate::{
+    ClientFrame,
+    session::{Inbound, Link},
+};
+
+pub struct SseSocket {
+    socket: TcpStream,
+}
+
+impl SseSocket {
+    pub(crate) fn new(socket: TcpStream) -> Self {
+        let _ = socket.set_nodelay(true);
+        Self { socket }
+    }
+}
+
+impl Link for SseSocket {
+    type Io = TcpStream;
+
+    fn io(&mut self) -> &mut TcpStream {
+        &mut self.socket
+    }
+
+    fn poll_read(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        _frames: &mut dyn FnMut(ClientFrame<'_>),
+    ) -> Poll<Inbound> {
+        let mut scratch = [0u8; 64];
+        loop {
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut self.socket).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                    return Poll::Ready(Inbound::Closed { answered: false });
+                }
+                Poll::Ready(Ok(())) => continue,
+                Poll::Ready(Err(_)) => return Poll::Ready(Inbound::Failed),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// The body ends with the connection: tell the client the stream is
+    /// complete, as far as the socket still lets us.
+    fn poll_close(&mut self, cx: &mut TaskContext<'_>, _code: u16, _reason: &str) -> Poll<()> {
+        match Pin::new(&mut self.socket).poll_shutdown(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(_) => Poll::Ready(()),
+        }
+    }
+}

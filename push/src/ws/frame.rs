@@ -1,0 +1,61 @@
+//! Server-to-client WebSocket frames that Herald writes itself (RFC 6455
+//! §5.2): unmasked and final. tungstenite writes only its own control
+//! frames inside a session (Pongs, the close handshake).
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// A text frame carrying `payload`.
+pub(crate) fn text(payload: &[u8]) -> Bytes {
+    let mut frame = BytesMut::with_capacity(payload.len() + 10);
+    frame.put_u8(0x81);
+    match payload.len() {
+        len @ 0..=125 => frame.put_u8(len as u8),
+        len @ 126..=0xffff => {
+            frame.put_u8(126);
+            frame.put_u16(len as u16);
+        }
+        len => {
+            frame.put_u8(127);
+            frame.put_u64(len as u64);
+        }
+    }
+    frame.put_slice(payload);
+    frame.freeze()
+}
+
+/// An empty Ping control frame.
+pub(crate) fn ping() -> Bytes {
+    Bytes::from_static(&[0x89, 0x00])
+}
+
+/// A Close control frame with `code` and a short `reason` (at most 123
+/// bytes, as a control frame's payload is at most 125).
+pub(crate) fn close(code: u16, reason: &str) -> Bytes {
+    let reason = &reason.as_bytes()[..reason.len().min(123)];
+    let mut frame = BytesMut::with_capacity(4 + reason.len());
+    frame.put_u8(0x88);
+    frame.put_u8((2 + reason.len()) as u8);
+    frame.put_u16(code);
+    frame.put_slice(reason);
+    frame.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_frame_lengths() {
+        for (len, header) in [(0, 2), (125, 2), (126, 4), (65535, 4), (65536, 10)] {
+            let frame = text(&vec![b'x'; len]);
+            assert_eq!(frame.len(), len + header, "{len}");
+            assert_eq!(frame[0], 0x81);
+        }
+    }
+
+    #[test]
+    fn close_frames_carry_code_and_reason() {
+        assert_eq!(&close(4100, "slow_consumer")[..4], &[0x88, 15, 0x10, 0x04]);
+        assert_eq!(close(4000, &"x".repeat(200)).len(), 4 + 123);
+    }
+}
