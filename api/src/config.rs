@@ -4,14 +4,15 @@
 //! documents every key.
 
 mod raw;
+mod sites;
 mod sources;
 
 use std::{net::SocketAddr, time::Duration};
 
+use ::sites::SiteSettings;
 use fanout::HistoryConfig;
 use ipnet::IpNet;
 use push::SessionConfig;
-use sites::SiteSettings;
 
 pub use sources::{Overrides, load};
 

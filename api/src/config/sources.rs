@@ -1,23 +1,17 @@
 //! Merging the configuration sources and checking the result.
 
-use std::{
-    collections::{HashMap, HashSet},
-    net::SocketAddr,
-    path::PathBuf,
-    str::FromStr,
-    time::Duration,
-};
+use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
 use fanout::HistoryConfig;
 use ipnet::IpNet;
 use push::SessionConfig;
-use sites::{Mode, SiteLimits, SiteSettings};
 use toml::{Table, Value};
 
 use super::{
     Config, ConfigError, EngineKind, LogConfig, PublishConfig, RedisSettings, ShutdownConfig,
     TimelineConfig,
-    raw::{KEYS, Kind, RawConfig, RawSite, RawSiteLimits, env_name},
+    raw::{KEYS, Kind, RawConfig, RawConnection, RawLog, RawPublish, RawShutdown, env_name},
+    sites::sites,
 };
 
 /// What the command line says; each field wins over every other source.
@@ -132,14 +126,38 @@ fn set(table: &mut Table, key: &str, value: Value) {
     }
 }
 
+/// Checks each section in turn. The first fault wins, so the order here
+/// decides which key a configuration with several faults is reported under.
 fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
-    let listen = SocketAddr::from_str(&raw.listen).map_err(|_| {
-        ConfigError::new(
-            "listen",
-            format!("{:?} is not an IP:PORT address", raw.listen),
-        )
-    })?;
-    let engine = match raw.engine.as_str() {
+    let listen = listen(&raw.listen)?;
+    let engine = engine(&raw)?;
+    let log = log(&raw.log)?;
+    let publish = publish(&raw.publish)?;
+    let history = history(&raw)?;
+    let connection = connection(&raw.connection)?;
+    let sites = sites(&raw, &connection)?;
+    let timeline = timeline(&raw)?;
+    let shutdown = shutdown(&raw.shutdown);
+    Ok(Config {
+        listen,
+        engine,
+        log,
+        publish,
+        history,
+        connection,
+        shutdown,
+        timeline,
+        sites,
+    })
+}
+
+fn listen(text: &str) -> Result<SocketAddr, ConfigError> {
+    SocketAddr::from_str(text)
+        .map_err(|_| ConfigError::new("listen", format!("{text:?} is not an IP:PORT address")))
+}
+
+fn engine(raw: &RawConfig) -> Result<EngineKind, ConfigError> {
+    match raw.engine.as_str() {
         "memory" => {
             if raw.redis_url.is_some() {
                 return Err(ConfigError::new(
@@ -147,17 +165,18 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
                     "only used with engine = \"redis\"",
                 ));
             }
-            EngineKind::Memory
+            Ok(EngineKind::Memory)
         }
-        "redis" => EngineKind::Redis(redis_settings(&raw)?),
-        other => {
-            return Err(ConfigError::new(
-                "engine",
-                format!("{other:?} is not an engine; use \"memory\" or \"redis\""),
-            ));
-        }
-    };
-    let json = match raw.log.format.as_str() {
+        "redis" => Ok(EngineKind::Redis(redis_settings(raw)?)),
+        other => Err(ConfigError::new(
+            "engine",
+            format!("{other:?} is not an engine; use \"memory\" or \"redis\""),
+        )),
+    }
+}
+
+fn log(raw: &RawLog) -> Result<LogConfig, ConfigError> {
+    let json = match raw.format.as_str() {
         "plain" => false,
         "json" => true,
         other => {
@@ -167,12 +186,32 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             ));
         }
     };
-    tracing_subscriber::EnvFilter::try_new(&raw.log.level)
+    // Parsed here only to be checked, so that a bad filter is refused before
+    // anything starts; `logging::init` builds its own from the same text.
+    tracing_subscriber::EnvFilter::try_new(&raw.level)
         .map_err(|e| ConfigError::new("log.level", e.to_string()))?;
+    Ok(LogConfig {
+        json,
+        level: raw.level.clone(),
+    })
+}
 
-    let trusted_networks = raw
-        .publish
-        .trusted_networks
+fn publish(raw: &RawPublish) -> Result<PublishConfig, ConfigError> {
+    Ok(PublishConfig {
+        trusted_networks: trusted_networks(&raw.trusted_networks)?,
+        max_body_bytes: at_least("publish.max_body_bytes", raw.max_body_bytes, 64)?,
+        max_channels: at_least("publish.max_channels", raw.max_channels, 1)?,
+        signature_window: Duration::from_secs(at_least(
+            "publish.signature_window_secs",
+            raw.signature_window_secs,
+            1,
+        )? as u64),
+    })
+}
+
+/// Networks such as `127.0.0.0/8`; a bare address is a network of one.
+fn trusted_networks(texts: &[String]) -> Result<Vec<IpNet>, ConfigError> {
+    texts
         .iter()
         .map(|text| {
             text.parse::<IpNet>()
@@ -184,18 +223,13 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
                     )
                 })
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    let publish = PublishConfig {
-        trusted_networks,
-        max_body_bytes: at_least("publish.max_body_bytes", raw.publish.max_body_bytes, 64)?,
-        max_channels: at_least("publish.max_channels", raw.publish.max_channels, 1)?,
-        signature_window: Duration::from_secs(at_least(
-            "publish.signature_window_secs",
-            raw.publish.signature_window_secs,
-            1,
-        )? as u64),
-    };
-    let history = HistoryConfig {
+        .collect()
+}
+
+/// History, and how long delivery idempotency keys are remembered, which
+/// lives in `[deliver]` but is kept by the history store.
+fn history(raw: &RawConfig) -> Result<HistoryConfig, ConfigError> {
+    Ok(HistoryConfig {
         dedupe_ttl: Duration::from_secs(at_least(
             "deliver.idempotency_ttl_secs",
             raw.deliver.idempotency_ttl_secs,
@@ -203,8 +237,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         )? as u64),
         size: raw.history.size as usize,
         ttl: Duration::from_secs(at_least("history.ttl_secs", raw.history.ttl_secs, 1)? as u64),
-    };
-    let c = &raw.connection;
+    })
+}
+
+fn connection(c: &RawConnection) -> Result<SessionConfig, ConfigError> {
     let ping = at_least("connection.ping_interval_secs", c.ping_interval_secs, 1)?;
     let idle = at_least("connection.idle_timeout_secs", c.idle_timeout_secs, 1)?;
     if idle < ping {
@@ -213,7 +249,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             "must be at least connection.ping_interval_secs, or every connection would time out",
         ));
     }
-    let connection = SessionConfig {
+    Ok(SessionConfig {
         max_subscriptions: at_least("connection.max_subscriptions", c.max_subscriptions, 1)?,
         outbox_max_bytes: at_least("connection.outbox_max_bytes", c.outbox_max_bytes, 1024)?,
         max_frame_bytes: at_least("connection.max_frame_bytes", c.max_frame_bytes, 128)?,
@@ -225,247 +261,26 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             c.close_timeout_secs,
             1,
         )? as u64),
-    };
-    let sites = sites(&raw, &connection)?;
-    let timeline = TimelineConfig {
+    })
+}
+
+/// Timelines, whose largest deliver body lives in `[deliver]`.
+fn timeline(raw: &RawConfig) -> Result<TimelineConfig, ConfigError> {
+    Ok(TimelineConfig {
         shards: count("timeline.shards", raw.timeline.shards, 1)?,
         max_body_bytes: at_least("deliver.max_body_bytes", raw.deliver.max_body_bytes, 64)?,
-    };
-    let shutdown = ShutdownConfig {
-        grace: Duration::from_secs(raw.shutdown.grace_secs),
-        reconnect_jitter: Duration::from_millis(raw.shutdown.reconnect_jitter_ms),
-    };
-    Ok(Config {
-        listen,
-        engine,
-        log: LogConfig {
-            json,
-            level: raw.log.level,
-        },
-        publish,
-        history,
-        connection,
-        shutdown,
-        timeline,
-        sites,
     })
 }
 
-/// The sites: `[[sites]]`, or the one implicit site.
-fn sites(raw: &RawConfig, connection: &SessionConfig) -> Result<Vec<SiteSettings>, ConfigError> {
-    let l = &raw.limits;
-    let defaults = SiteLimits {
-        connections: count("limits.connections", l.connections, 0)?,
-        connections_per_ip: count("limits.connections_per_ip", l.connections_per_ip, 0)?,
-        connection_rate_per_ip: count(
-            "limits.connection_rate_per_ip",
-            l.connection_rate_per_ip,
-            0,
-        )?,
-        connection_burst_per_ip: count(
-            "limits.connection_burst_per_ip",
-            l.connection_burst_per_ip,
-            1,
-        )?,
-        publish_rate: count("limits.publish_rate", l.publish_rate, 0)?,
-        publish_burst: count("limits.publish_burst", l.publish_burst, 1)?,
-        max_subscriptions: connection.max_subscriptions,
-        max_frame_bytes: connection.max_frame_bytes,
-        max_message_bytes: at_least(
-            "publish.max_message_bytes",
-            raw.publish.max_message_bytes,
-            1,
-        )?,
-    };
-    let secret = &raw.publish.secret;
-    if raw.sites.is_empty() {
-        let mut site = SiteSettings::dev(defaults);
-        if !secret.is_empty() {
-            site.secrets.push(secret.clone());
-        }
-        return Ok(vec![site]);
+fn shutdown(raw: &RawShutdown) -> ShutdownConfig {
+    ShutdownConfig {
+        grace: Duration::from_secs(raw.grace_secs),
+        reconnect_jitter: Duration::from_millis(raw.reconnect_jitter_ms),
     }
-    if !secret.is_empty() {
-        return Err(ConfigError::new(
-            "publish.secret",
-            "with [[sites]], each site has its own secrets; remove publish.secret",
-        ));
-    }
-    // Sets, not pairwise comparisons: ten thousand sites must load in
-    // milliseconds, not in quadratic time.
-    let mut ids = HashSet::with_capacity(raw.sites.len());
-    let mut keys = HashSet::with_capacity(raw.sites.len());
-    let mut secrets = HashMap::with_capacity(raw.sites.len());
-    let mut checked: Vec<SiteSettings> = Vec::with_capacity(raw.sites.len());
-    for (index, site) in raw.sites.iter().enumerate() {
-        let settings = site_settings(index, site, &defaults)?;
-        let key = |field: &str| format!("sites[{index}].{field}");
-        if !ids.insert(site.id.as_str()) {
-            return Err(ConfigError::new(
-                key("id"),
-                format!("{:?} is used twice", site.id),
-            ));
-        }
-        if !keys.insert(site.key.as_str()) {
-            return Err(ConfigError::new(
-                key("key"),
-                format!("{:?} is used twice", site.key),
-            ));
-        }
-        for secret in &site.secrets {
-            if let Some(other) = secrets.insert(secret.as_str(), site.id.as_str())
-                && other != site.id
-            {
-                return Err(ConfigError::new(
-                    key("secrets"),
-                    format!(
-                        "a secret of site {:?} is also one of site {other:?}'s",
-                        site.id
-                    ),
-                ));
-            }
-        }
-        checked.push(settings);
-    }
-    Ok(checked)
-}
-
-fn site_settings(
-    index: usize,
-    raw: &RawSite,
-    defaults: &SiteLimits,
-) -> Result<SiteSettings, ConfigError> {
-    let key = |field: &str| format!("sites[{index}].{field}");
-    if !fanout::is_site_id(&raw.id) {
-        return Err(ConfigError::new(
-            key("id"),
-            format!("{:?} is not 1-32 of a-z 0-9 _ -", raw.id),
-        ));
-    }
-    let key_ok = !raw.key.is_empty()
-        && raw.key.len() <= 64
-        && raw
-            .key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if !key_ok {
-        return Err(ConfigError::new(
-            key("key"),
-            format!("{:?} is not 1-64 of A-Z a-z 0-9 _ - .", raw.key),
-        ));
-    }
-    if raw.secrets.is_empty() || raw.secrets.len() > 2 {
-        return Err(ConfigError::new(
-            key("secrets"),
-            "give one secret, or two while rotating",
-        ));
-    }
-    if raw.secrets.iter().any(|s| s.len() < 16) {
-        return Err(ConfigError::new(
-            key("secrets"),
-            "each secret needs at least 16 bytes",
-        ));
-    }
-    let mode = match raw.mode.as_str() {
-        "public" => Mode::Public,
-        "private" => Mode::Private,
-        other => {
-            return Err(ConfigError::new(
-                key("mode"),
-                format!("{other:?} is not a mode; use \"public\" or \"private\""),
-            ));
-        }
-    };
-    for origin in &raw.allowed_origins {
-        let rest = origin
-            .strip_prefix("https://")
-            .or_else(|| origin.strip_prefix("http://"));
-        if !rest.is_some_and(|host| !host.is_empty() && !host.contains('/')) {
-            return Err(ConfigError::new(
-                key("allowed_origins"),
-                format!("{origin:?} is not an origin such as https://social.example"),
-            ));
-        }
-    }
-    let limits = site_limits(index, &raw.limits, defaults)?;
-    Ok(SiteSettings {
-        id: raw.id.clone(),
-        key: raw.key.clone(),
-        secrets: raw.secrets.clone(),
-        mode,
-        allowed_origins: raw
-            .allowed_origins
-            .iter()
-            .map(|o| o.trim_end_matches('/').to_string())
-            .collect(),
-        limits,
-    })
-}
-
-fn site_limits(
-    index: usize,
-    raw: &RawSiteLimits,
-    defaults: &SiteLimits,
-) -> Result<SiteLimits, ConfigError> {
-    let key = |field: &str| format!("sites[{index}].limits.{field}");
-    let count_or = |field: &str, value: Option<u64>, default: u32, min: u64| match value {
-        Some(value) => count(&key(field), value, min),
-        None => Ok(default),
-    };
-    let size_or = |field: &str, value: Option<u64>, default: usize, min: u64| match value {
-        Some(value) => at_least(&key(field), value, min),
-        None => Ok(default),
-    };
-    Ok(SiteLimits {
-        connections: count_or("connections", raw.connections, defaults.connections, 0)?,
-        connections_per_ip: count_or(
-            "connections_per_ip",
-            raw.connections_per_ip,
-            defaults.connections_per_ip,
-            0,
-        )?,
-        connection_rate_per_ip: count_or(
-            "connection_rate_per_ip",
-            raw.connection_rate_per_ip,
-            defaults.connection_rate_per_ip,
-            0,
-        )?,
-        connection_burst_per_ip: count_or(
-            "connection_burst_per_ip",
-            raw.connection_burst_per_ip,
-            defaults.connection_burst_per_ip,
-            1,
-        )?,
-        publish_rate: count_or("publish_rate", raw.publish_rate, defaults.publish_rate, 0)?,
-        publish_burst: count_or(
-            "publish_burst",
-            raw.publish_burst,
-            defaults.publish_burst,
-            1,
-        )?,
-        max_subscriptions: size_or(
-            "max_subscriptions",
-            raw.max_subscriptions,
-            defaults.max_subscriptions,
-            1,
-        )?,
-        max_frame_bytes: size_or(
-            "max_frame_bytes",
-            raw.max_frame_bytes,
-            defaults.max_frame_bytes,
-            128,
-        )?,
-        max_message_bytes: size_or(
-            "max_message_bytes",
-            raw.max_message_bytes,
-            defaults.max_message_bytes,
-            1,
-        )?,
-    })
 }
 
 /// A count or rate that fits in 32 bits.
-fn count(key: &str, value: u64, min: u64) -> Result<u32, ConfigError> {
+pub(super) fn count(key: &str, value: u64, min: u64) -> Result<u32, ConfigError> {
     if value < min {
         return Err(ConfigError::new(key, format!("must be at least {min}")));
     }
@@ -519,7 +334,8 @@ fn redis_settings(raw: &RawConfig) -> Result<RedisSettings, ConfigError> {
     })
 }
 
-fn at_least(key: &str, value: u64, min: u64) -> Result<usize, ConfigError> {
+/// A size or duration, at least `min`.
+pub(super) fn at_least(key: &str, value: u64, min: u64) -> Result<usize, ConfigError> {
     if value < min {
         return Err(ConfigError::new(key, format!("must be at least {min}")));
     }
@@ -610,78 +426,6 @@ mod tests {
             let error = load(&Overrides::default(), env(vars)).unwrap_err();
             assert_eq!(error.key, *key, "{vars:?}: {error}");
         }
-    }
-
-    #[test]
-    fn sites_are_checked() {
-        let dir = std::env::temp_dir().join(format!("herald-sites-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("sites.toml");
-        let overrides = Overrides {
-            config_file: Some(path.clone()),
-            ..Overrides::default()
-        };
-        let site = |id: &str, key: &str, secret: &str| {
-            format!("[[sites]]\nid = \"{id}\"\nkey = \"{key}\"\nsecrets = [\"{secret}\"]\n")
-        };
-        let cases = [
-            (
-                site("a", "ka", "secret-a-0123456") + &site("a", "kb", "secret-b-0123456"),
-                "sites[1].id",
-            ),
-            (
-                site("a", "ka", "secret-a-0123456") + &site("b", "ka", "secret-b-0123456"),
-                "sites[1].key",
-            ),
-            (
-                site("a", "ka", "secret-a-0123456") + &site("b", "kb", "secret-a-0123456"),
-                "sites[1].secrets",
-            ),
-            (site("A", "ka", "secret-a-0123456"), "sites[0].id"),
-            (site("a", "k a", "secret-a-0123456"), "sites[0].key"),
-            (site("a", "ka", "short"), "sites[0].secrets"),
-            (
-                site("a", "ka", "secret-a-0123456") + "mode = \"secret\"\n",
-                "sites[0].mode",
-            ),
-            (
-                site("a", "ka", "secret-a-0123456") + "allowed_origins = [\"x.org\"]\n",
-                "sites[0].allowed_origins",
-            ),
-            (
-                site("a", "ka", "secret-a-0123456") + "[sites.limits]\nmax_frame_bytes = 1\n",
-                "sites[0].limits.max_frame_bytes",
-            ),
-            (
-                "[publish]\nsecret = \"x\"\n".to_string() + &site("a", "ka", "secret-a-0123456"),
-                "publish.secret",
-            ),
-        ];
-        for (text, key) in cases {
-            std::fs::write(&path, &text).unwrap();
-            let error = load(&overrides, env(&[])).unwrap_err();
-            assert_eq!(error.key, key, "{text}: {error}");
-        }
-        let two = site("a", "ka", "secret-a-0123456")
-            + "[sites.limits]\nconnections = 7\n"
-            + &site("b", "kb", "secret-b-0123456");
-        std::fs::write(&path, two + "[limits]\nconnections = 3\n").unwrap();
-        let config = load(&overrides, env(&[("HERALD_LIMITS_PUBLISH_RATE", "9")])).unwrap();
-        assert_eq!(config.sites.len(), 2);
-        assert_eq!(
-            config.sites[0].limits.connections, 7,
-            "the site's own limit"
-        );
-        assert_eq!(
-            config.sites[1].limits.connections, 3,
-            "[limits] as the default"
-        );
-        assert_eq!(
-            config.sites[1].limits.publish_rate, 9,
-            "HERALD_LIMITS_* too"
-        );
-        assert!(!config.is_dev_site());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
