@@ -11,6 +11,10 @@
 # (e.g. --quick for a fast check of the pipeline, --docs DIR to write elsewhere, --only sites to
 # rewrite the idle-sites section alone: Herald only, about 10 s, no Nchan needed; --only fanout
 # for the timeline fan-out section: Herald and Redis, about a minute).
+#
+# On a 2-core machine, unless the arguments already pin something, the server runs on CPU 0 and the
+# bench with its workers on CPU 1 (--server-cpus 0 --client-cpus 1): sharing both cores, the
+# server's latency tail would mostly be the load generator waiting for a core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case " $* " in
@@ -18,4 +22,10 @@ case " $* " in
   *) benches/nchan/setup.sh install ;;
 esac
 cargo build --release --locked -p api -p herald-bench
-exec target/release/herald-bench report "$@"
+pinning=()
+case " $* " in
+  *" --server-cpus"* | *" --client-cpus"*) ;;
+  *) if [ "$(nproc)" -eq 2 ]; then pinning=(--server-cpus 0 --client-cpus 1); fi ;;
+esac
+# "${pinning[@]}" alone is an unbound variable to `set -u` in bash before 4.4 when it is empty.
+exec target/release/herald-bench report ${pinning[@]+"${pinning[@]}"} "$@"

@@ -20,6 +20,7 @@
 
 mod broadcast;
 mod client;
+mod cpus;
 mod delivery;
 mod fanout;
 mod fleet;
@@ -109,6 +110,18 @@ impl Scenario {
         }
     }
 
+    /// The CPU pinning options; every scenario has them.
+    fn pinning(&self) -> &cpus::Pinning {
+        match self {
+            Scenario::Sites(a) => &a.pinning,
+            Scenario::Idle(a) => &a.common.target.pinning,
+            Scenario::Broadcast(a) => &a.common.target.pinning,
+            Scenario::Channels(a) => &a.common.target.pinning,
+            Scenario::Reconnect(a) => &a.common.target.pinning,
+            Scenario::Fanout(a) => &a.common.target.pinning,
+        }
+    }
+
     fn common(&self) -> Option<&Common> {
         match self {
             Scenario::Idle(a) => Some(&a.common),
@@ -171,6 +184,17 @@ fn main() -> ExitCode {
     // Every client connection is a file descriptor.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let cli = Cli::parse();
+    // Before the runtime starts: its threads, and the worker processes they
+    // spawn, inherit the CPUs of the thread that builds it.
+    let pinning = match &cli.command {
+        Cmd::Scenario(scenario) | Cmd::Compare { scenario } => Some(scenario.pinning()),
+        Cmd::Report(args) => Some(&args.pinning),
+        Cmd::Worker { .. } => None,
+    };
+    if let Some(Err(error)) = pinning.map(cpus::Pinning::pin_bench) {
+        eprintln!("herald-bench: {error:#}");
+        return ExitCode::from(2);
+    }
     let threads = match &cli.command {
         Cmd::Worker { threads } => *threads,
         _ => 2,

@@ -6,8 +6,10 @@
 use std::{path::PathBuf, process::Stdio, time::Duration};
 
 use anyhow::{Context, bail};
-use nix::{sys::signal, unistd::Pid};
+use nix::{sched::CpuSet, sys::signal, unistd::Pid};
 use tokio::process::{Child, Command};
+
+use crate::cpus;
 
 /// The setup script, embedded so that the binary works from any directory.
 const SETUP_SCRIPT: &str = include_str!("../nchan/setup.sh");
@@ -28,8 +30,9 @@ pub struct Nchan {
 
 impl Nchan {
     /// Installs nginx and Nchan if missing, writes the config under a
-    /// fresh folder in `base`, and starts nginx on a free loopback port.
-    pub async fn start(base: &std::path::Path) -> anyhow::Result<Nchan> {
+    /// fresh folder in `base`, and starts nginx on a free loopback port, on
+    /// `cpus` if given.
+    pub async fn start(base: &std::path::Path, cpus: Option<&CpuSet>) -> anyhow::Result<Nchan> {
         let port = free_port()?;
         let dir = base.join(format!("nchan-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
@@ -39,7 +42,8 @@ impl Nchan {
         let dir_arg = dir.to_string_lossy().to_string();
         run_script(&script, &["config", &dir_arg, &port.to_string()]).await?;
         let conf = dir.join("nginx.conf");
-        let master = Command::new("nginx")
+        let mut command = Command::new("nginx");
+        command
             .arg("-p")
             .arg(&dir)
             .arg("-c")
@@ -47,9 +51,8 @@ impl Nchan {
             .args(["-g", "daemon off;"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("cannot start nginx")?;
+            .stderr(Stdio::inherit());
+        let master = cpus::spawn_on(cpus, || command.spawn()).context("cannot start nginx")?;
         let master_pid = master.id().context("nginx exited at once")?;
         let addr = format!("127.0.0.1:{port}");
         let mut nchan = Nchan {
@@ -68,6 +71,15 @@ impl Nchan {
             let workers = crate::process::children_of(master_pid);
             if !workers.is_empty() && tokio::net::TcpStream::connect(&nchan.addr).await.is_ok() {
                 nchan.worker_pids = workers;
+                // The workers inherited the master's CPUs when it forked
+                // them; pinned again by PID, they stay on them even if the
+                // configuration ever gives them an affinity of their own.
+                if let Some(cpus) = cpus {
+                    for &pid in &nchan.worker_pids {
+                        cpus::pin_process(pid, cpus)
+                            .with_context(|| format!("cannot pin nginx worker {pid}"))?;
+                    }
+                }
                 return Ok(nchan);
             }
             if tokio::time::Instant::now() > deadline {

@@ -4,11 +4,14 @@
 use std::{process::Stdio, time::Duration};
 
 use anyhow::{Context, bail};
+use nix::sched::CpuSet;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
     process::{Child, Command},
 };
+
+use crate::cpus;
 
 /// A Redis on a free loopback port, without persistence; killed on drop.
 pub struct RedisServer {
@@ -18,15 +21,17 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    pub async fn start() -> anyhow::Result<RedisServer> {
+    /// Starts `redis-server`, on `cpus` if given, and waits until it answers.
+    pub async fn start(cpus: Option<&CpuSet>) -> anyhow::Result<RedisServer> {
         let port = crate::nchan::free_port()?;
-        let mut child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
+            .kill_on_drop(true);
+        let mut child = cpus::spawn_on(cpus, || command.spawn())
             .context("cannot start redis-server (install it: scripts/install-test-deps.sh)")?;
         let pid = child.id().context("redis-server exited at once")?;
         for _ in 0..200 {

@@ -14,6 +14,7 @@ use anyhow::Context;
 
 use crate::{
     Scenario,
+    cpus::Pinning,
     outcome::{RunResult, format_number, format_ratio, with_unit, write_json},
     plot::{self, Series},
     stats::ratio,
@@ -36,6 +37,9 @@ pub struct Args {
     /// leaving the rest of the page (and the plots) as they are.
     #[arg(long, value_enum)]
     pub only: Option<Section>,
+    /// Passed on to every run; the page's method text records them.
+    #[command(flatten)]
+    pub pinning: Pinning,
 }
 
 /// A section of the page that can be regenerated alone.
@@ -73,13 +77,20 @@ fn scenario(words: &[String]) -> anyhow::Result<Scenario> {
     Ok(One::try_parse_from(argv)?.scenario)
 }
 
-async fn measure(args: &Args, words: Vec<String>) -> anyhow::Result<Row> {
-    let mut full = words.clone();
+/// A run's command line: `words` (as the page shows them), then the
+/// options of the report that every run takes too.
+fn with_report_options(args: &Args, words: &[String]) -> Vec<String> {
+    let mut full = words.to_vec();
     if let Some(herald) = &args.herald {
         full.push("--herald".into());
         full.push(herald.display().to_string());
     }
-    let scenario = scenario(&full)?;
+    full.extend(args.pinning.args());
+    full
+}
+
+async fn measure(args: &Args, words: Vec<String>) -> anyhow::Result<Row> {
+    let scenario = scenario(&with_report_options(args, &words))?;
     eprintln!("herald-bench report: {}", words.join(" "));
     let herald = scenario.run(Some(Preset::Herald)).await?;
     let nchan = scenario.run(Some(Preset::Nchan)).await?;
@@ -331,11 +342,7 @@ type Variant = (&'static str, String, RunResult);
 
 /// Runs one scenario against Herald only.
 async fn herald_alone(args: &Args, command: &str) -> anyhow::Result<RunResult> {
-    let mut full = words(command);
-    if let Some(herald) = &args.herald {
-        full.push("--herald".into());
-        full.push(herald.display().to_string());
-    }
+    let full = with_report_options(args, &words(command));
     eprintln!("herald-bench report: {command}");
     scenario(&full)?.run(Some(Preset::Herald)).await
 }
@@ -520,9 +527,9 @@ async fn page(
         let _ = writeln!(out, "target/release/herald-bench {command}");
     }
     out.push_str("```\n\n");
-    out.push_str(&sites_section(sites));
-    out.push_str(&fanout::section(timelines));
-    out.push_str(METHOD);
+    out.push_str(&sites_section(sites, &args.pinning));
+    out.push_str(&fanout::section(timelines, &args.pinning));
+    out.push_str(&method(&args.pinning));
     out
 }
 
@@ -545,10 +552,13 @@ async fn only(args: &Args, section: Section) -> anyhow::Result<()> {
         )
     })?;
     let (heading, text) = match section {
-        Section::Sites => (SITES_HEADING, sites_section(&measure_sites(args).await?)),
+        Section::Sites => (
+            SITES_HEADING,
+            sites_section(&measure_sites(args).await?, &args.pinning),
+        ),
         Section::Fanout => (
             fanout::HEADING,
-            fanout::section(&fanout::measure(args).await?),
+            fanout::section(&fanout::measure(args).await?, &args.pinning),
         ),
     };
     let page = splice(&page, heading, &text, METHOD_HEADING);
@@ -562,7 +572,7 @@ async fn only(args: &Args, section: Section) -> anyhow::Result<()> {
 }
 
 /// The "Idle sites" section, from its `## ` heading to the blank line before the next.
-fn sites_section((_, command, result): &Variant) -> String {
+fn sites_section((_, command, result): &Variant, pinning: &Pinning) -> String {
     let n = result.get("sites").map_or("–".into(), format_number);
     let mut out = String::from(SITES_HEADING);
     let _ = write!(
@@ -581,7 +591,7 @@ fn sites_section((_, command, result): &Variant) -> String {
          only on later allocator activity, which an idle process has none of, so the first row \
          still holds what start-up parsed and dropped (the TOML document, the raw \
          configuration). The second row is what the sites themselves hold.\n\n",
-        stamp()
+        stamp(pinning)
     );
     out.push_str(&crate::sites::table(result));
     if let Some(per_client) = result.get("tasks_per_client") {
@@ -626,8 +636,10 @@ fn splice(page: &str, heading: &str, section: &str, before: &str) -> String {
     format!("{}{section}{}", &page[..start], &page[end..])
 }
 
-/// When and on what a section alone was measured: "2026-11-28 16:11 UTC, 2 vCPU (AMD EPYC)".
-fn stamp() -> String {
+/// When and on what a section alone was measured: "2026-11-28 16:11 UTC
+/// with Herald 0.1.0, release build, on 2 vCPU (AMD EPYC)", and the pinning
+/// if any: a section rewritten alone (`--only`) leaves the method text as it was.
+fn stamp(pinning: &Pinning) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
         .lines()
@@ -648,8 +660,9 @@ fn stamp() -> String {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     format!(
-        "{date} with Herald {}, release build, on {cores} vCPU ({cpu})",
-        env!("CARGO_PKG_VERSION")
+        "{date} with Herald {}, release build, on {cores} vCPU ({cpu}){}",
+        env!("CARGO_PKG_VERSION"),
+        pinning.clause()
     )
 }
 
@@ -669,6 +682,33 @@ the floor measured with this exact stack (hyper 1, tokio, tokio-tungstenite, jem
 1.71–1.78 KB per WebSocket and 0.98–1.2 KB per SSE stream.
 ";
 
+/// "How the figures are measured" and what follows it, with the run's pinning.
+fn method(pinning: &Pinning) -> String {
+    let bullet = format!("- **CPUs.** {}", pinning.describe());
+    METHOD.replace("{cpus}", &wrap(&bullet, "  "))
+}
+
+/// `text` in lines of at most 100 characters, as the rest of the page is,
+/// each after the first indented by `indent`.
+fn wrap(text: &str, indent: &str) -> String {
+    let mut out = String::new();
+    let mut line = 0;
+    for word in text.split_whitespace() {
+        if line > 0 && line + 1 + word.len() > 100 {
+            out.push('\n');
+            out.push_str(indent);
+            line = indent.len();
+        } else if line > 0 {
+            out.push(' ');
+            line += 1;
+        }
+        out.push_str(word);
+        line += word.len();
+    }
+    out
+}
+
+/// The method text; `{cpus}` is the pinning's list item.
 const METHOD: &str = "
 ## How the figures are measured
 
@@ -679,6 +719,7 @@ const METHOD: &str = "
   127.0.0.x source addresses with `IP_BIND_ADDRESS_NO_PORT`), and merges what they report.
   Everything goes over the real network path on loopback: TCP, HTTP upgrade, WebSocket or SSE
   framing. Clients are tokio-tungstenite (WebSocket) and a small SSE parser.
+{cpus}
 - **Memory.** `VmRSS` of the server's processes (Herald: the one process; Nchan: the nginx master
   and its worker), after one warm-up connection and again 5 s after the last connection opened.
   Bytes per connection = (after − before) / N. The connections open in ten steps; the plot
@@ -694,9 +735,10 @@ const METHOD: &str = "
 
 ## What limits these figures
 
-- **Two shared cores.** Server and load generator compete for the same 2 vCPUs; the clients'
-  parsing of every message takes a large share. Saturation figures are the saturation of
-  this whole box, not of the server alone; latency includes the time a client waited for a core.
+- **Two shared cores.** Unless pinned apart (above), server and load generator compete for the
+  same 2 vCPUs; the clients' parsing of every message takes a large share. Saturation figures are
+  the saturation of this whole box, not of the server alone; latency includes the time a client
+  waited for a core.
 - **Open files.** The hard limit is 20,000 descriptors per process here, so one server process
   holds at most about 19,000 connections; 18k is the largest single-server figure. The bench
   passes the limit on its side with worker processes.
@@ -718,9 +760,12 @@ cargo bench -p herald-bench                                        # criterion: 
 
 Every scenario takes `--target herald|nchan`, `--transport ws|sse`, `--workers N`, `--nodes N`
 with `--redis` (several Herald nodes on a Redis the bench starts), URL templates
-(`--ws-url`, `--sse-url`, `--publish-url`, `--publish-body`, …) to measure another server, and
-`--check` to fail when a connection failed or a message was lost. `fanout` (timeline delivery,
-Herald alone) also takes `--shard-affinity` to put each recipient on its shard's node.
+(`--ws-url`, `--sse-url`, `--publish-url`, `--publish-body`, …) to measure another server,
+`--server-cpus LIST` and `--client-cpus LIST` (taskset-style lists such as `0` or `0,2-3`) to pin
+the server's processes and the bench with its workers to CPUs of their own (`report` takes them
+too and passes them on to every run), and `--check` to fail when a connection failed or a message
+was lost. `fanout` (timeline delivery, Herald alone) also takes `--shard-affinity` to put each
+recipient on its shard's node.
 ";
 
 /// The machine, in Markdown list items.
@@ -777,6 +822,35 @@ async fn machine() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_run_gets_the_reports_pinning() {
+        let args = Args {
+            docs: "docs".into(),
+            herald: None,
+            quick: true,
+            only: None,
+            pinning: Pinning {
+                server_cpus: Some("0".parse().unwrap()),
+                client_cpus: Some("1".parse().unwrap()),
+            },
+        };
+        for command in [
+            "idle --connections 10",
+            "sites --sites 10",
+            "fanout --check",
+        ] {
+            let scenario = scenario(&with_report_options(&args, &words(command))).unwrap();
+            assert_eq!(
+                scenario.pinning().args(),
+                ["--server-cpus", "0", "--client-cpus", "1"],
+                "{command}"
+            );
+        }
+        // Wrapped into lines, so compared with the line breaks as spaces.
+        let method = words(&method(&args.pinning)).join(" ");
+        assert!(method.contains("on CPU 0 and the bench with its worker processes on CPU 1 (`--server-cpus 0 --client-cpus 1`,"), "{method}");
+    }
 
     #[test]
     fn splice_replaces_or_inserts_a_section() {

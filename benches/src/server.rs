@@ -4,10 +4,13 @@
 use std::{path::Path, process::Stdio, time::Duration};
 
 use anyhow::{Context, bail};
+use nix::sched::CpuSet;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
 };
+
+use crate::cpus;
 
 /// A running `herald` under measurement; killed when dropped.
 pub struct Server {
@@ -18,11 +21,13 @@ pub struct Server {
 
 impl Server {
     /// Starts `herald` on a free loopback port with `env` set (and `config`
-    /// as its configuration file, if given) and waits for its listening line.
+    /// as its configuration file, if given), on `cpus` if given, and waits
+    /// for its listening line.
     pub async fn start(
         herald: &Path,
         config: Option<&Path>,
         env: &[(String, String)],
+        cpus: Option<&CpuSet>,
     ) -> anyhow::Result<Server> {
         let mut command = Command::new(herald);
         if let Some(config) = config {
@@ -38,7 +43,7 @@ impl Server {
         for (key, value) in env {
             command.env(key, value);
         }
-        let mut child = command.spawn().with_context(|| {
+        let mut child = cpus::spawn_on(cpus, || command.spawn()).with_context(|| {
             format!(
                 "cannot start {} (build it: cargo build --release -p api)",
                 herald.display()

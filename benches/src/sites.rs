@@ -28,6 +28,7 @@ use anyhow::{Context, bail};
 
 use crate::{
     client::{self, Conn, Resume, Transport},
+    cpus::Pinning,
     http::{HttpConn, metric_sum},
     outcome::{RunResult, format_number, with_unit},
     process,
@@ -66,6 +67,9 @@ pub struct Args {
     /// Hard limit for the whole run, in seconds.
     #[arg(long, default_value_t = 120)]
     pub time_limit: u64,
+    /// Which CPUs the herald processes, and the bench, run on.
+    #[command(flatten)]
+    pub pinning: Pinning,
 }
 
 /// jemalloc's options (tikv-jemallocator reads them under its `_RJEM_`
@@ -249,7 +253,8 @@ async fn measure(
     };
     eprintln!("herald-bench: sites: herald with {}{with}", count(sites));
     let started = Instant::now();
-    let server = Server::start(herald, Some(&path), &env)
+    let cpus = args.pinning.server_set();
+    let server = Server::start(herald, Some(&path), &env, cpus.as_ref())
         .await
         .with_context(|| {
             format!(

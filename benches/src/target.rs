@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
-use crate::{nchan::Nchan, redis::RedisServer, server::Server};
+use crate::{cpus::Pinning, nchan::Nchan, redis::RedisServer, server::Server};
 
 /// A known server with its URL scheme.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -143,6 +143,9 @@ pub struct TargetArgs {
     /// Override the publish body template (`{payload}` is the JSON payload).
     #[arg(long)]
     pub publish_body: Option<String>,
+    /// Which CPUs the servers started here, and the bench, run on.
+    #[command(flatten)]
+    pub pinning: Pinning,
 }
 
 impl TargetArgs {
@@ -220,6 +223,7 @@ impl Running {
                 handle: Handle::External,
             });
         }
+        let cpus = args.pinning.server_set();
         match args.target {
             Preset::Herald => {
                 let herald = args.herald.clone().unwrap_or_else(crate::default_herald);
@@ -230,7 +234,7 @@ impl Running {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect();
                 let redis = if args.redis {
-                    let redis = RedisServer::start().await?;
+                    let redis = RedisServer::start(cpus.as_ref()).await?;
                     env.push(("HERALD_ENGINE".into(), "redis".into()));
                     env.push(("HERALD_REDIS_URL".into(), redis.url()));
                     Some(Box::new(redis))
@@ -239,7 +243,7 @@ impl Running {
                 };
                 let mut servers = Vec::new();
                 for _ in 0..args.nodes.max(1) {
-                    servers.push(Server::start(&herald, None, &env).await?);
+                    servers.push(Server::start(&herald, None, &env, cpus.as_ref()).await?);
                 }
                 let mut pids: Vec<u32> = servers.iter().map(|s| s.pid).collect();
                 pids.extend(redis.as_ref().map(|r| r.pid));
@@ -252,7 +256,7 @@ impl Running {
                 })
             }
             Preset::Nchan => {
-                let nchan = Nchan::start(&args.work_dir).await?;
+                let nchan = Nchan::start(&args.work_dir, cpus.as_ref()).await?;
                 Ok(Running {
                     preset: Preset::Nchan,
                     templates,

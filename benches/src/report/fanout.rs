@@ -6,7 +6,10 @@
 use std::fmt::Write as _;
 
 use super::{Args, Variant, herald_alone, stamp};
-use crate::outcome::{RunResult, format_number, format_ratio, with_unit};
+use crate::{
+    cpus::Pinning,
+    outcome::{RunResult, format_number, format_ratio, with_unit},
+};
 
 /// The heading `--only fanout` looks for.
 pub const HEADING: &str = "## Timeline fan-out\n";
@@ -40,7 +43,7 @@ pub async fn measure(args: &Args) -> anyhow::Result<Vec<Variant>> {
 }
 
 /// The section, from its heading to the blank line before the next.
-pub fn section(runs: &[Variant]) -> String {
+pub fn section(runs: &[Variant], pinning: &Pinning) -> String {
     let first = runs.first().map(|(_, _, r)| r);
     let get = |key: &str| {
         first
@@ -75,7 +78,7 @@ pub fn section(runs: &[Variant]) -> String {
          the first column) and is close to their maximum; on a machine whose cores Herald, the \
          clients' workers and the publisher share, it varies several-fold from run to run. The \
          idle and delivery figures of one column come from the same run, back to back.\n\n",
-        stamp(),
+        stamp(pinning),
         recipients = get("recipients"),
         body = get("body_mb"),
         connected = get("connections"),
@@ -292,7 +295,7 @@ mod tests {
             .2
             .errors
             .push("1 connected recipients never had the notice".into());
-        let text = section(&[run("a", 250.0), failed]);
+        let text = section(&[run("a", 250.0), failed], &Pinning::default());
         assert!(text.starts_with(HEADING), "{text}");
         assert!(
             text.contains("users 1 to 1000000, a body of 6.89 MB"),
