@@ -530,6 +530,19 @@ impl<P: Protocol> Connection<P> {
     }
 }
 
+/// A connection whose bytes another writer takes chunk by chunk (an HTTP
+/// response body), whatever its protocol.
+pub trait Chunks: Send {
+    /// See [`Connection::poll_chunk`].
+    fn poll_chunk(&mut self, cx: &mut TaskContext<'_>) -> Poll<Option<Bytes>>;
+}
+
+impl<P: Protocol> Chunks for Connection<P> {
+    fn poll_chunk(&mut self, cx: &mut TaskContext<'_>) -> Poll<Option<Bytes>> {
+        Connection::poll_chunk(self, cx)
+    }
+}
+
 impl<P: Protocol> Drop for Connection<P> {
     fn drop(&mut self) {
         // A connection dropped without a close (an HTTP body the server

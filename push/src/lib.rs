@@ -33,7 +33,7 @@ pub mod ws;
 pub use admission::{ConnectRequest, admit, bearer};
 pub use client::Client;
 pub use config::SessionConfig;
-pub use connection::{Connection, Outgoing};
+pub use connection::{Chunks, Connection, Outgoing};
 pub use context::Context;
 pub use metrics::Metrics;
 pub use protocol::{ClientFrame, Event, Intent, NativeSse, NativeWs, Protocol};

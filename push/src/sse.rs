@@ -28,8 +28,8 @@ pub use request::{MAX_REQUEST_CHANNELS, SseHeaders, SseRequest, check};
 pub use socket::SseSocket;
 
 use crate::{
-    Client, ConnectRequest, Context, ErrorCode, NativeSse, Refusal, admit, connection::Connection,
-    outbox::Outbox, session::Session, subscriptions,
+    Client, ConnectRequest, Context, ErrorCode, NativeSse, Protocol, Refusal, admit,
+    connection::Connection, outbox::Outbox, session::Session, subscriptions,
 };
 
 /// An SSE stream speaking protocol `P` on a socket of its own.
@@ -45,9 +45,9 @@ pub const RESPONSE_HEADERS: &[(&str, &str)] = &[
 ];
 
 /// How a stream request is answered, whichever way the request came.
-pub enum Answer {
+pub enum Answer<P: Protocol> {
     /// `200` and the stream.
-    Stream(Connection<NativeSse>),
+    Stream(Connection<P>),
     /// `200` with this whole body: a `retry` hint and an `error` event. A
     /// 503 or 429 would make EventSource give up for good; a stream that
     /// says "retry" and ends makes it come back by itself.
@@ -77,7 +77,7 @@ pub async fn accept(
     }
     // No length and no chunking: the body ends when the connection does.
     head.push_str("Connection: close\r\n\r\n");
-    let body = match answer(&context, request, peer).await {
+    let body = match answer(&context, request, peer, NativeSse).await {
         Answer::Stream(mut connection) => {
             connection.out().push_front(Bytes::from(head));
             return Some(Session::new(SseSocket::new(socket), connection));
@@ -95,16 +95,17 @@ pub async fn accept(
 }
 
 /// Answers a checked (or refused) stream request: admits its client,
-/// subscribes it to its channels and queues what the stream starts with.
-/// Every refusal is counted.
-pub async fn answer(
+/// subscribes it to its channels and queues what the stream starts with,
+/// in `protocol`. Every refusal is counted.
+pub async fn answer<P: Protocol>(
     context: &Context,
     request: Result<SseRequest, Refusal>,
     peer: SocketAddr,
-) -> Answer {
+    protocol: P,
+) -> Answer<P> {
     let opened = match request {
         Ok(request) => match admit_stream(context, &request, peer) {
-            Ok(client) => open(context, request, client, peer).await,
+            Ok(client) => open(context, request, client, peer, protocol).await,
             Err(refusal) => Err(refusal),
         },
         Err(refusal) => Err(refusal),
@@ -160,12 +161,13 @@ fn admit_stream(
 
 /// Subscribes an admitted request to its channels, each from its cursor
 /// position, and starts the stream.
-async fn open(
+async fn open<P: Protocol>(
     context: &Context,
     request: SseRequest,
     client: Client,
     peer: SocketAddr,
-) -> Result<Connection<NativeSse>, Refusal> {
+    protocol: P,
+) -> Result<Connection<P>, Refusal> {
     let outbox = Arc::new(Outbox::new(context.config().outbox_max_bytes));
     let mut opened = Vec::with_capacity(request.channels.len());
     for (slot, channel) in request.channels.iter().enumerate() {
@@ -179,7 +181,7 @@ async fn open(
             }
         }
     }
-    let mut connection = Connection::new(context.clone(), outbox, client, NativeSse, peer);
+    let mut connection = Connection::new(context.clone(), outbox, client, protocol, peer);
     connection.start(opened);
     Ok(connection)
 }

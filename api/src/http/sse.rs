@@ -14,15 +14,17 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame};
 use hyper::{Request, Response, StatusCode, body::Incoming, header, header::HeaderValue};
 use push::{
-    Connection, NativeSse,
+    Chunks, NativeSse,
     sse::{Answer, SseHeaders},
 };
 
 use super::{Body, reply};
 use crate::App;
 
-/// An SSE stream as a hyper response body.
-pub(crate) struct SseBody(Connection<NativeSse>);
+/// An SSE stream as a hyper response body, whatever protocol it speaks.
+/// Boxed: this path is the rare one (see `push::sse`), and one body type
+/// serves every stream route.
+pub(crate) struct SseBody(Box<dyn Chunks>);
 
 impl HttpBody for SseBody {
     type Data = Bytes;
@@ -55,9 +57,9 @@ pub(crate) async fn handle(
     };
     let max = push::sse::MAX_REQUEST_CHANNELS;
     let checked = push::sse::check(request.method().as_str(), target, headers, max);
-    let mut response = match push::sse::answer(app.sessions(), checked, peer).await {
+    let mut response = match push::sse::answer(app.sessions(), checked, peer, NativeSse).await {
         Answer::Stream(connection) => {
-            stream_response(http_body_util::Either::Right(SseBody(connection)))
+            stream_response(http_body_util::Either::Right(SseBody(Box::new(connection))))
         }
         Answer::RetryLater(body) => stream_response(super::full(body)),
         Answer::Refused(refusal) => {

@@ -68,8 +68,11 @@ pub(super) async fn run(engine: Arc<RedisEngine>) {
                 Ok(_) | Err(RecvError::Lagged(_)) => engine.health.set(false),
                 Err(RecvError::Closed) => return,
             },
-            // Back at once after a reconnect: the router's catch-up reads
-            // history right then, and must not be refused for a stale flag.
+            // Back at once after a reconnect, so that reads stop being
+            // refused for a stale flag. Nothing orders this against the
+            // router's own reconnect listener: its catch-up may read
+            // history before the flag is back, and then the refused read
+            // is retried (router.rs, `fill`), which is what makes it work.
             reconnect = reconnects.recv() => match reconnect {
                 Ok(_) | Err(RecvError::Lagged(_)) => engine.health.set(true),
                 Err(RecvError::Closed) => return,
