@@ -105,3 +105,12 @@ pub struct ShutdownConfig {
     pub grace: Duration,
     pub reconnect_jitter: Duration,
 }
+
+/// Environment variables for a test, as `load` takes them.
+#[cfg(test)]
+pub(crate) fn test_env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}

@@ -246,14 +246,7 @@ fn site_limits(
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{Overrides, load};
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::config::{Overrides, load, test_env as env};
 
     #[test]
     fn sites_are_checked() {

@@ -345,13 +345,7 @@ pub(super) fn at_least(key: &str, value: u64, min: u64) -> Result<usize, ConfigE
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::config::test_env as env;
 
     #[test]
     fn defaults_are_the_dev_site() {
