@@ -145,6 +145,22 @@ impl Pinning {
     }
 }
 
+/// The machine's CPUs, whatever this process is pinned to: the report
+/// describes the machine, and a bench pinned with `--client-cpus` sees
+/// only its own share in `available_parallelism`.
+pub fn machine_cpus() -> usize {
+    let listed = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.starts_with("processor"))
+        .count();
+    if listed > 0 {
+        listed
+    } else {
+        std::thread::available_parallelism().map_or(0, usize::from)
+    }
+}
+
 /// Runs `spawn` with this thread pinned to `cpus` (when given), then puts the
 /// thread's own set back. A child process starts with the affinity of the
 /// thread that created it, so it runs on `cpus` from its first instruction,

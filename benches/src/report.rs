@@ -653,7 +653,7 @@ fn stamp(pinning: &Pinning) -> String {
             )
         })
         .unwrap_or_else(|| "unknown".into());
-    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let cores = crate::cpus::machine_cpus();
     let date = std::process::Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()
@@ -668,16 +668,19 @@ fn stamp(pinning: &Pinning) -> String {
 
 /// What an idle connection contains (kept with the page, not generated).
 const IDLE_CONTENTS: &str = "What Herald's figures contain:
-- WebSocket: the session future in its tokio task (the socket and tungstenite's protocol state,
-  driven directly, without tokio-tungstenite's waker proxies), tungstenite's 512-byte read buffer,
-  the outbox (96 B) and the connection's slot in the tracker.
-- SSE: the session future (160 B) in its task, the outbox, the tracker slot and one subscription.
+- WebSocket: the session future (416 B: the socket and tungstenite's protocol state, driven
+  directly, without tokio-tungstenite's waker proxies, and the connection core) in its tokio task
+  (a 512-byte cell), tungstenite's 512-byte read buffer, the outbox (96 B) and the connection's
+  slot in the tracker.
+- SSE: the session future (152 B) in its task (a 256-byte cell), the outbox, the tracker slot and
+  one subscription.
 - \"A channel of its own\" (`idle` without `--channel`) adds the channel's state: its registry entry
   in the hub and its (empty) history log in the memory engine, about 340 B. A channel shared by many
   connections costs that once.
 - Kernel socket buffers are not in RSS and are not counted (for either server).
 
-For comparison (`../shared/reference/memory.md`, same machine): Node `ws` 5.9–7.0 KB per WebSocket;
+For comparison (measured by the team on the same machine before Herald's first round): Node `ws`
+5.9–7.0 KB per WebSocket;
 the floor measured with this exact stack (hyper 1, tokio, tokio-tungstenite, jemalloc) is
 1.71–1.78 KB per WebSocket and 0.98–1.2 KB per SSE stream.
 ";
@@ -778,7 +781,7 @@ async fn machine() -> String {
         .unwrap_or("unknown")
         .trim()
         .to_string();
-    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let cores = crate::cpus::machine_cpus();
     let mem_kib: u64 = read("/proc/meminfo")
         .lines()
         .find_map(|l| {
