@@ -41,15 +41,21 @@ pub(crate) struct PerTransport {
     pub writes: IntCounter,
     /// Ended connections, one series per [`CloseReason::all`].
     disconnects: Vec<(CloseReason, IntCounter)>,
+    /// The family, for a reason outside that list, and this transport's label.
+    disconnects_family: IntCounterVec,
+    label: &'static str,
 }
 
 impl PerTransport {
     pub fn disconnected(&self, reason: CloseReason) {
-        // Every reason a connection ends with is in the list; the fallback
-        // only keeps a new code from being miscounted as another.
+        // Every reason a connection ends with is in the list; a code added
+        // later without a close code still gets its own series, resolved here.
         match self.disconnects.iter().find(|(r, _)| *r == reason) {
             Some((_, counter)) => counter.inc(),
-            None => self.disconnects[0].1.inc(),
+            None => self
+                .disconnects_family
+                .with_label_values(&[self.label, reason.as_str()])
+                .inc(),
         }
     }
 }
@@ -157,6 +163,8 @@ impl Metrics {
                     (r, counter)
                 })
                 .collect(),
+            disconnects_family: families.disconnects.clone(),
+            label: t.as_str(),
         };
         Self {
             inner: Arc::new(Inner {

@@ -12,9 +12,9 @@ use std::{
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame};
-use hyper::{Request, Response, StatusCode, body::Incoming, header, header::HeaderValue};
+use hyper::{Request, Response, body::Incoming, header, header::HeaderValue};
 use push::{
-    Chunks, NativeSse,
+    Chunks, ErrorCode, NativeSse,
     sse::{Answer, SseHeaders},
 };
 
@@ -57,26 +57,25 @@ pub(crate) async fn handle(
     };
     let max = push::sse::MAX_REQUEST_CHANNELS;
     let checked = push::sse::check(request.method().as_str(), target, headers, max);
-    let mut response = match push::sse::answer(app.sessions(), checked, peer, NativeSse).await {
+    match push::sse::answer(app.sessions(), checked, peer, NativeSse).await {
         Answer::Stream(connection) => {
             stream_response(http_body_util::Either::Right(SseBody(Box::new(connection))))
         }
         Answer::RetryLater(body) => stream_response(super::full(body)),
         Answer::Refused(refusal) => {
+            // Refusals carry the same CORS header as streams (RESPONSE_HEADERS).
             let mut response = reply::refusal(&refusal);
-            if response.status() == StatusCode::METHOD_NOT_ALLOWED {
-                response
-                    .headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static("GET"));
+            let headers = response.headers_mut();
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
+            if refusal.code == ErrorCode::MethodNotAllowed {
+                headers.insert(header::ALLOW, HeaderValue::from_static("GET"));
             }
             response
         }
-    };
-    response.headers_mut().insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    response
+    }
 }
 
 /// `200` with the headers of every SSE stream.
