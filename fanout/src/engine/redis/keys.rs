@@ -57,12 +57,17 @@ impl Keyspace {
 
     /// The key that records a publish's idempotency key on `channel`; in the
     /// channel's partition, so a Cluster runs the publish script on it.
+    ///
+    /// The channel's length comes first: channel names and idempotency keys
+    /// may both hold `:`, and without it channel `a` with key `b:c` and
+    /// channel `a:b` with key `c` would share one record.
     pub fn dedupe(&self, channel: &ChannelKey, key: &str) -> String {
         let partition = self.partition(channel.as_str());
+        let channel = channel.as_str();
         format!(
-            "{}:{{{partition}}}:d:{}:{key}",
+            "{}:{{{partition}}}:d:{}:{channel}:{key}",
             self.prefix,
-            channel.as_str()
+            channel.len()
         )
     }
 
@@ -90,6 +95,15 @@ mod tests {
         assert_eq!(keyspace.channel_of(&keys.pubsub), Some("s/user:42"));
         assert_eq!(keyspace.channel_of("other:{1}:c:x"), None);
         assert_eq!(keyspace.channel_of(&keys.meta), None);
+    }
+
+    #[test]
+    fn idempotency_records_do_not_run_into_each_other() {
+        let keyspace = Keyspace::new("herald", 1);
+        let a = ChannelKey::parse("s/a").unwrap();
+        let ab = ChannelKey::parse("s/a:b").unwrap();
+        assert_ne!(keyspace.dedupe(&a, "b:c"), keyspace.dedupe(&ab, "c"));
+        assert_eq!(keyspace.dedupe(&a, "k"), "herald:{0}:d:3:s/a:k");
     }
 
     #[test]

@@ -240,3 +240,42 @@ async fn retries_on_other_nodes_publish_nothing_twice() {
         .await;
     expect_all(&mut watched, &end, "nothing twice").await;
 }
+
+/// Channel `a` with key `b:c` and channel `a:b` with key `c` are two publishes, not one and its
+/// retry: on both engines (on Redis with one partition, so that both records share a hash tag).
+#[tokio::test]
+async fn a_key_belongs_to_its_channel_whatever_the_colons() {
+    let redis = Redis::start();
+    let engines = [
+        ("memory", Herald::start()),
+        (
+            "redis",
+            node(&redis.url())
+                .env("HERALD_REDIS_PARTITIONS", "1")
+                .start(),
+        ),
+    ];
+    for (engine, herald) in &engines {
+        for (channel, key) in [("a", "b:c"), ("a:b", "c")] {
+            let data = format!(r#"{{"channel":"{channel}","key":"{key}"}}"#);
+            let first = publish_results(
+                &publish_with_key(herald.addr, &[channel], &data, key).await,
+                &[channel],
+            );
+            assert_eq!(
+                first[0].offset, 1,
+                "{engine}: {channel} with key {key} is the channel's first publish, not a \
+                 duplicate of another channel's"
+            );
+            let history = herald
+                .get(&format!("/api/history?channel={channel}"))
+                .await
+                .json();
+            assert_eq!(
+                history["messages"][0]["data"].to_string(),
+                data,
+                "{engine}: {channel} holds its own message: {history}"
+            );
+        }
+    }
+}
