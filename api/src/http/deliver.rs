@@ -252,7 +252,7 @@ impl<'de> Visitor<'de> for Recipient<'_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a user id (string or integer)")
+        f.write_str("a user id (a string, or a non-negative integer)")
     }
 
     fn visit_str<E: de::Error>(self, id: &str) -> Result<(), E> {
@@ -273,8 +273,11 @@ impl<'de> Visitor<'de> for Recipient<'_> {
         Ok(())
     }
 
+    /// A negative integer is not a user id at all (ids are strings and
+    /// non-negative integers): `bad_request`, like any other wrong type,
+    /// not `invalid_channel`, which is for ids that break the naming rules.
     fn visit_i64<E: de::Error>(self, id: i64) -> Result<(), E> {
-        Err(E::custom(format!("{BAD_RECIPIENT} {id}: not a user id")))
+        Err(E::invalid_type(de::Unexpected::Signed(id), &self))
     }
 }
 
@@ -324,7 +327,7 @@ mod tests {
             ),
             (
                 r#"{"timeline":"user","recipients":[-1],"data":1}"#,
-                (400, "invalid_channel"),
+                (400, "bad_request"),
             ),
             (
                 r#"{"timeline":"user","recipients":[1.5],"data":1}"#,
