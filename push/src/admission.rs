@@ -21,6 +21,30 @@ pub struct ConnectRequest<'a> {
     /// The `Origin` header, which browsers send.
     pub origin: Option<&'a str>,
     pub ip: Option<IpAddr>,
+    /// Whether the request came through a proxy ([`is_proxied`]).
+    pub proxied: bool,
+}
+
+/// The headers a proxy adds to a request it forwards (RFC 7239, the
+/// de-facto `X-Forwarded-For`, and HTTP's own `Via`), in lower case.
+pub const PROXY_HEADERS: [&str; 3] = ["forwarded", "x-forwarded-for", "via"];
+
+/// Whether a request came through a proxy, by its headers: `has` answers
+/// whether the request has the header of a lower-case name.
+pub fn is_proxied(has: impl Fn(&str) -> bool) -> bool {
+    PROXY_HEADERS.iter().any(|name| has(name))
+}
+
+/// The refusal of a request to the dev site that came through a proxy.
+/// The dev site trusts loopback; behind a proxy on the same machine every
+/// request comes from loopback, and the dev site has no channel rules.
+pub fn proxied_dev_site() -> Refusal {
+    Refusal::new(
+        ErrorCode::ProxiedDevSite,
+        "this is the dev site, which serves only its own machine, and this request came through \
+         a proxy (Forwarded, X-Forwarded-For or Via): configure a publish secret or [[sites]] \
+         before putting Herald behind a proxy",
+    )
 }
 
 /// Admits a connection, or refuses it with the code of `docs/security.md`.
@@ -48,6 +72,9 @@ pub fn admit(context: &Context, request: &ConnectRequest<'_>) -> Result<Client, 
         refusal
     };
     let settings = site.settings();
+    if request.proxied && settings.is_dev() {
+        return Err(refuse(proxied_dev_site()));
+    }
     if let Some(origin) = request.origin
         && !settings.allows_origin(origin)
     {

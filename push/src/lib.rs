@@ -30,7 +30,7 @@ mod tracker;
 mod transport;
 pub mod ws;
 
-pub use admission::{ConnectRequest, admit, bearer};
+pub use admission::{ConnectRequest, PROXY_HEADERS, admit, bearer, is_proxied, proxied_dev_site};
 pub use client::Client;
 pub use config::SessionConfig;
 pub use connection::{Chunks, Connection, Outgoing};

@@ -53,6 +53,12 @@ pub enum ErrorCode {
     SignatureReplayed,
     /// A body or a message over its size limit.
     PayloadTooLarge,
+    /// A publish or delivery body that is not `Content-Type: application/json`.
+    UnsupportedMediaType,
+    /// A request body that did not arrive within `publish.body_timeout_secs`.
+    RequestTimeout,
+    /// Request bodies in flight already hold `publish.max_body_bytes_in_flight`.
+    Overloaded,
     /// The site's publish rate is used up.
     RateLimited,
     /// No site has the key the client named (or several sites, and it named none).
@@ -76,6 +82,9 @@ pub enum ErrorCode {
     /// The channel is not the client's to read (or the dev site's publisher
     /// is not on a trusted network).
     Forbidden,
+    /// A request to the dev site that came through a proxy (`Forwarded`,
+    /// `X-Forwarded-For` or `Via`): its loopback address says nothing then.
+    ProxiedDevSite,
     /// A `private-` channel without a signature or grant.
     SignatureRequired,
     /// The engine could not serve the request right now.
@@ -151,6 +160,9 @@ impl ErrorCode {
         row(ErrorCode::SignatureExpired, "signature_expired", Some(401), None),
         row(ErrorCode::SignatureReplayed, "signature_replayed", Some(401), None),
         row(ErrorCode::PayloadTooLarge, "payload_too_large", Some(413), None),
+        row(ErrorCode::UnsupportedMediaType, "unsupported_media_type", Some(415), None),
+        row(ErrorCode::RequestTimeout, "request_timeout", Some(408), None),
+        row(ErrorCode::Overloaded, "overloaded", Some(503), None),
         row(ErrorCode::RateLimited, "rate_limited", Some(429), None),
         row(ErrorCode::SiteUnknown, "site_unknown", Some(404), Some(4004)),
         row(ErrorCode::SiteRemoved, "site_removed", Some(410), Some(4010)),
@@ -162,6 +174,7 @@ impl ErrorCode {
         row(ErrorCode::IpConnectionLimit, "ip_connection_limit", Some(429), Some(4103)),
         row(ErrorCode::ConnectionRateLimit, "connection_rate_limit", Some(429), Some(4104)),
         row(ErrorCode::Forbidden, "forbidden", Some(403), None),
+        row(ErrorCode::ProxiedDevSite, "proxied_dev_site", Some(403), None),
         row(ErrorCode::SignatureRequired, "signature_required", Some(403), None),
         row(ErrorCode::Unavailable, "unavailable", Some(503), None),
         row(ErrorCode::Internal, "internal", Some(500), None),
@@ -200,6 +213,7 @@ impl ErrorCode {
         matches!(
             self,
             ErrorCode::Unavailable
+                | ErrorCode::Overloaded
                 | ErrorCode::SiteConnectionLimit
                 | ErrorCode::IpConnectionLimit
                 | ErrorCode::ConnectionRateLimit

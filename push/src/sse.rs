@@ -137,6 +137,7 @@ fn admit_stream(
             token: request.token.as_deref(),
             origin: request.origin.as_deref(),
             ip: Some(peer.ip().to_canonical()),
+            proxied: request.proxied,
         },
     )?;
     let refuse = |refusal: Refusal| {

@@ -54,6 +54,7 @@ pub(crate) async fn handle(
         last_event_id: header("last-event-id"),
         authorization: header("authorization"),
         origin: header("origin"),
+        proxied: push::is_proxied(|name| request.headers().contains_key(name)),
     };
     let max = push::sse::MAX_REQUEST_CHANNELS;
     let checked = push::sse::check(request.method().as_str(), target, headers, max);

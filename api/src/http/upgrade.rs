@@ -126,10 +126,16 @@ pub(crate) fn upgrade<P: Protocol>(
             token: credentials.token,
             origin,
             ip: Some(peer.ip().to_canonical()),
+            proxied: push::is_proxied(|name| request.headers().contains_key(name)),
         },
     );
+    // Neither a page from a foreign origin nor anyone behind a proxy in
+    // front of the dev site gets an upgraded socket at all.
     if let Err(refusal) = &admitted
-        && refusal.code == ErrorCode::OriginNotAllowed
+        && matches!(
+            refusal.code,
+            ErrorCode::OriginNotAllowed | ErrorCode::ProxiedDevSite
+        )
     {
         return reply::refusal(refusal);
     }

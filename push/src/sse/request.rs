@@ -31,6 +31,8 @@ pub struct SseRequest {
     pub(crate) token: Option<String>,
     /// The `Origin` header.
     pub(crate) origin: Option<String>,
+    /// Whether the request came through a proxy (`crate::is_proxied`).
+    pub(crate) proxied: bool,
 }
 
 /// The request headers an SSE stream looks at.
@@ -39,6 +41,8 @@ pub struct SseHeaders<'a> {
     pub last_event_id: Option<&'a str>,
     pub authorization: Option<&'a str>,
     pub origin: Option<&'a str>,
+    /// Whether the request came through a proxy (`crate::is_proxied`).
+    pub proxied: bool,
 }
 
 fn refusal(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Refusal {
@@ -118,6 +122,12 @@ pub(crate) fn parse(head: &[u8], max_channels: usize) -> Result<SseRequest, Refu
         last_event_id: header("last-event-id"),
         authorization: header("authorization"),
         origin: header("origin"),
+        proxied: crate::is_proxied(|name| {
+            request
+                .headers
+                .iter()
+                .any(|h| h.name.eq_ignore_ascii_case(name))
+        }),
     };
     check(
         request.method.unwrap_or_default(),
@@ -169,6 +179,7 @@ pub fn check(
         key: params.key,
         token,
         origin: headers.origin.map(str::to_string),
+        proxied: headers.proxied,
     })
 }
 
