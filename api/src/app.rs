@@ -10,6 +10,7 @@ use prometheus::Registry;
 
 use crate::{
     config::{Config, ConfigError},
+    http::BodyBudget,
     metrics::Metrics,
 };
 
@@ -27,6 +28,8 @@ struct Inner {
     /// The explicit registry that `/metrics` renders.
     registry: Registry,
     metrics: Metrics,
+    /// The bytes publish and deliver bodies may hold together.
+    body_budget: Arc<BodyBudget>,
     /// Set when shutdown begins; `/readyz` then answers 503.
     shutting_down: AtomicBool,
 }
@@ -41,6 +44,7 @@ impl App {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                body_budget: BodyBudget::new(config.publish.max_body_bytes_in_flight),
                 config,
                 fanout,
                 sessions,
@@ -69,6 +73,10 @@ impl App {
 
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    pub(crate) fn body_budget(&self) -> &Arc<BodyBudget> {
+        &self.inner.body_budget
     }
 
     pub fn is_shutting_down(&self) -> bool {

@@ -90,6 +90,11 @@ pub struct PublishConfig {
     /// How far a signed request's timestamp may be from now, either way;
     /// also how long its signature is remembered against replays.
     pub signature_window: Duration,
+    /// How long a publish or delivery body may take to arrive, whole.
+    pub body_timeout: Duration,
+    /// The bytes every publish and delivery body being read or handled may
+    /// hold together; at least the larger of the two body limits.
+    pub max_body_bytes_in_flight: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -1,6 +1,7 @@
 //! Routing of the requests hyper serves, and the answers that need no engine.
 
 mod app_request;
+mod body;
 mod credentials;
 mod deliver;
 mod history;
@@ -19,6 +20,8 @@ use prometheus::{Encoder, TextEncoder};
 use push::ErrorCode;
 
 use crate::App;
+
+pub(crate) use body::BodyBudget;
 
 /// Every answer is a plain body, except SSE streams that reach hyper.
 pub(crate) type Body = http_body_util::Either<Full<Bytes>, sse::SseBody>;
@@ -70,6 +73,9 @@ fn metrics(app: &App) -> Response<Body> {
         .metrics()
         .num_alive_tasks();
     app.metrics().alive_tasks.set(alive as i64);
+    app.metrics()
+        .body_bytes_in_flight
+        .set(app.body_budget().in_flight() as i64);
     let encoder = TextEncoder::new();
     let mut text = Vec::with_capacity(8 * 1024);
     if let Err(error) = encoder.encode(&app.registry().gather(), &mut text) {

@@ -10,6 +10,9 @@ pub(crate) struct Metrics {
     /// Tokio tasks alive, read at each scrape: an idle site or an idle
     /// connection must not add any beyond its own one.
     pub alive_tasks: IntGauge,
+    /// Bytes held by publish and delivery bodies, read at each scrape,
+    /// against `publish.max_body_bytes_in_flight`.
+    pub body_bytes_in_flight: IntGauge,
     /// SIGHUP reloads, by result.
     pub reloads: IntCounterVec,
 }
@@ -29,6 +32,11 @@ impl Metrics {
             "Tokio tasks alive in the process (one per connection, plus a fixed few).",
         )?;
         registry.register(Box::new(alive_tasks.clone()))?;
+        let body_bytes_in_flight = IntGauge::new(
+            "herald_request_body_bytes_in_flight",
+            "Bytes held by publish and delivery request bodies being read or handled.",
+        )?;
+        registry.register(Box::new(body_bytes_in_flight.clone()))?;
         let reloads = IntCounterVec::new(
             Opts::new(
                 "herald_config_reloads_total",
@@ -40,6 +48,7 @@ impl Metrics {
         Ok(Self {
             requests,
             alive_tasks,
+            body_bytes_in_flight,
             reloads,
         })
     }

@@ -13,7 +13,7 @@ mod delivery;
 pub mod memory;
 pub mod redis;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -72,5 +72,24 @@ pub trait Engine: Send + Sync + 'static {
     /// Whether the engine can take publishes right now (used by `/readyz`).
     fn is_ready(&self) -> bool {
         true
+    }
+
+    /// Records a signed request's `signature` (of `site`) as used for
+    /// `ttl`, where every node of the deployment sees it, so that a recorded
+    /// request cannot be sent again to another node, or to this one after a
+    /// restart. Answers `Ok(true)` the first time, `Ok(false)` once it was
+    /// recorded before.
+    ///
+    /// `None` (the default): the engine keeps nothing beyond this process,
+    /// and the caller keeps its own record, in memory. That is the memory
+    /// engine's case, which is one process anyway.
+    fn claim_signature(
+        &self,
+        site: &str,
+        signature: &[u8; 32],
+        ttl: Duration,
+    ) -> Option<BoxFuture<'_, Result<bool, Error>>> {
+        let _ = (site, signature, ttl);
+        None
     }
 }

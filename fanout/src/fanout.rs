@@ -113,6 +113,18 @@ impl Fanout {
         Recipients::new(site, self.timelines.shards())
     }
 
+    /// Records a signed request's signature as used on every node; `None`
+    /// when the engine keeps no such record beyond this process
+    /// ([`Engine::claim_signature`]).
+    pub async fn claim_signature(
+        &self,
+        site: &str,
+        signature: &[u8; 32],
+        ttl: std::time::Duration,
+    ) -> Option<Result<bool, Error>> {
+        Some(self.engine.claim_signature(site, signature, ttl)?.await)
+    }
+
     pub fn is_ready(&self) -> bool {
         self.engine.is_ready()
     }

@@ -146,7 +146,9 @@ impl Client {
                 ));
             };
             let parts = signature::channel_parts(connection_id, name);
-            return if signature::verify(&settings.secrets, &parts, given) {
+            let verified = signature::parse(given)
+                .is_some_and(|given| signature::verify(&settings.secrets, &parts, &given));
+            return if verified {
                 Ok(())
             } else {
                 Err(Refusal::new(

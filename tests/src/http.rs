@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpSocket;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// How long one request may take.
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -71,6 +71,36 @@ impl Request {
     pub fn json_body(mut self, body: &str) -> Request {
         self.body = body.as_bytes().to_vec();
         self.header("Content-Type", "application/json")
+    }
+
+    /// The method.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// The path and query.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The body as it will be sent.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The value of the last header of this name (case-insensitive) added so far.
+    pub fn header_value(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .rev()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Sets the body, sent byte for byte, without a `Content-Type` of its own.
+    pub fn raw_body(mut self, body: &[u8]) -> Request {
+        self.body = body.to_vec();
+        self
     }
 
     /// Connects from this local address instead of the default one.
@@ -171,6 +201,86 @@ impl Response {
     pub fn assert_error(&self, status: u16, code: &str) {
         assert_eq!(self.status, status, "status; body: {}", self.text());
         assert_eq!(self.error_code(), code, "error code; body: {}", self.text());
+    }
+}
+
+/// A request sent only in part, as a slow or stalled publisher sends it: its whole head, then the
+/// body bit by bit, with the socket held open meanwhile.
+#[derive(Debug)]
+pub struct PartRequest {
+    stream: TcpStream,
+    /// What the server answered so far.
+    answer: Vec<u8>,
+    /// Whether the server closed the connection (or reset it).
+    closed: bool,
+}
+
+impl PartRequest {
+    /// Connects to `addr` and sends `head` (the request line and headers, each ending in
+    /// `\r\n`; the blank line is added) and the first bytes of the body, in one write.
+    pub async fn start(addr: SocketAddr, head: &str, body_start: &[u8]) -> PartRequest {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        let mut bytes = format!("{head}\r\n").into_bytes();
+        bytes.extend_from_slice(body_start);
+        stream
+            .write_all(&bytes)
+            .await
+            .expect("send the request head");
+        PartRequest {
+            stream,
+            answer: Vec::new(),
+            closed: false,
+        }
+    }
+
+    /// Sends more of the body.
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("send body bytes");
+    }
+
+    /// Waits up to `within` for the server to answer and close the connection, sending one byte
+    /// of `trickle` every `every` meanwhile (none when `trickle` is empty); `None` if no answer
+    /// came in time.
+    pub async fn answer(
+        &mut self,
+        within: Duration,
+        trickle: &[u8],
+        every: Duration,
+    ) -> Option<Response> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut left = trickle;
+        let mut buf = [0u8; 4096];
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        while !self.closed {
+            tokio::select! {
+                read = self.stream.read(&mut buf) => match read {
+                    Ok(0) | Err(_) => self.closed = true,
+                    Ok(n) => {
+                        self.answer.extend_from_slice(&buf[..n]);
+                        // Nothing more is sent once the answer is coming, so that the server's
+                        // close is not turned into a reset that could lose it.
+                        left = &[];
+                    }
+                },
+                _ = tick.tick(), if !left.is_empty() => {
+                    // The server may close while a byte is on its way: that is an answer, read next.
+                    let _ = self.stream.write_all(&left[..1]).await;
+                    left = &left[1..];
+                }
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        (!self.answer.is_empty()).then(|| Response::parse(&self.answer))
+    }
+}
+
+impl Response {
+    /// Parses a whole response as read from the socket.
+    pub fn parse(raw: &[u8]) -> Response {
+        parse_response(raw)
     }
 }
 

@@ -25,7 +25,7 @@ pub use deliver::{
     DEFAULT_SHARDS, DEFAULT_SITE, Delivery, DeliveryAnswer, shard_of, shards_touched,
 };
 pub use herald::{Finished, Herald, HeraldBuilder, free_port, herald_bin};
-pub use http::{HTTP_TIMEOUT, Request, Response};
+pub use http::{HTTP_TIMEOUT, PartRequest, Request, Response};
 pub use message::{Delivered, Position};
 pub use metrics::metric_value;
 pub use redis::{Redis, RedisCluster, RedisSentinel, redis_cli};

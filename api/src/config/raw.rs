@@ -120,6 +120,8 @@ pub(crate) struct RawPublish {
     pub max_message_bytes: u64,
     pub max_channels: u64,
     pub signature_window_secs: u64,
+    pub body_timeout_secs: u64,
+    pub max_body_bytes_in_flight: u64,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -197,6 +199,9 @@ impl Default for RawPublish {
             max_message_bytes: 64 * 1024,
             max_channels: 1000,
             signature_window_secs: 300,
+            body_timeout_secs: 30,
+            // Four of the largest deliveries (`deliver.max_body_bytes`) at once.
+            max_body_bytes_in_flight: 64 * 1024 * 1024,
         }
     }
 }
@@ -269,6 +274,8 @@ pub(crate) const KEYS: &[(&str, Kind)] = &[
     ("publish.max_message_bytes", Kind::Int),
     ("publish.max_channels", Kind::Int),
     ("publish.signature_window_secs", Kind::Int),
+    ("publish.body_timeout_secs", Kind::Int),
+    ("publish.max_body_bytes_in_flight", Kind::Int),
     ("history.size", Kind::Int),
     ("history.ttl_secs", Kind::Int),
     ("connection.max_subscriptions", Kind::Int),

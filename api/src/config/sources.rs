@@ -10,7 +10,7 @@ use toml::{Table, Value};
 use super::{
     Config, ConfigError, EngineKind, LogConfig, PublishConfig, RedisSettings, ShutdownConfig,
     TimelineConfig,
-    raw::{KEYS, Kind, RawConfig, RawConnection, RawLog, RawPublish, RawShutdown, env_name},
+    raw::{KEYS, Kind, RawConfig, RawConnection, RawLog, RawShutdown, env_name},
     sites::sites,
 };
 
@@ -132,7 +132,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let listen = listen(&raw.listen)?;
     let engine = engine(&raw)?;
     let log = log(&raw.log)?;
-    let publish = publish(&raw.publish)?;
+    let publish = publish(&raw)?;
     let history = history(&raw)?;
     let connection = connection(&raw.connection)?;
     let sites = sites(&raw, &connection)?;
@@ -196,16 +196,41 @@ fn log(raw: &RawLog) -> Result<LogConfig, ConfigError> {
     })
 }
 
-fn publish(raw: &RawPublish) -> Result<PublishConfig, ConfigError> {
+/// Publishing, and the limits every publish and delivery body shares,
+/// which must leave room for the largest body of either.
+fn publish(config: &RawConfig) -> Result<PublishConfig, ConfigError> {
+    let raw = &config.publish;
+    let max_body_bytes = at_least("publish.max_body_bytes", raw.max_body_bytes, 64)?;
+    let largest_body = max_body_bytes.max(config.deliver.max_body_bytes as usize);
+    let max_body_bytes_in_flight = at_least(
+        "publish.max_body_bytes_in_flight",
+        raw.max_body_bytes_in_flight,
+        1,
+    )?;
+    if max_body_bytes_in_flight < largest_body {
+        return Err(ConfigError::new(
+            "publish.max_body_bytes_in_flight",
+            format!(
+                "must be at least the largest body allowed \
+                 (publish.max_body_bytes, deliver.max_body_bytes): {largest_body}"
+            ),
+        ));
+    }
     Ok(PublishConfig {
         trusted_networks: trusted_networks(&raw.trusted_networks)?,
-        max_body_bytes: at_least("publish.max_body_bytes", raw.max_body_bytes, 64)?,
+        max_body_bytes,
         max_channels: at_least("publish.max_channels", raw.max_channels, 1)?,
         signature_window: Duration::from_secs(at_least(
             "publish.signature_window_secs",
             raw.signature_window_secs,
             1,
         )? as u64),
+        body_timeout: Duration::from_secs(at_least(
+            "publish.body_timeout_secs",
+            raw.body_timeout_secs,
+            1,
+        )? as u64),
+        max_body_bytes_in_flight,
     })
 }
 
@@ -414,6 +439,15 @@ mod tests {
                     ("HERALD_CONNECTION_PING_INTERVAL_SECS", "5"),
                 ],
                 "connection.idle_timeout_secs",
+            ),
+            (
+                &[("HERALD_PUBLISH_BODY_TIMEOUT_SECS", "0")],
+                "publish.body_timeout_secs",
+            ),
+            (
+                // Smaller than deliver.max_body_bytes (16 MiB by default).
+                &[("HERALD_PUBLISH_MAX_BODY_BYTES_IN_FLIGHT", "1048576")],
+                "publish.max_body_bytes_in_flight",
             ),
         ];
         for (vars, key) in cases {

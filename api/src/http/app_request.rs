@@ -1,18 +1,20 @@
 //! What `POST /api/publish` and `POST /api/deliver` share: a request from a
-//! site's web application, its body read within a limit, its credential
-//! checked and its idempotency key read; and the 429 a site's publish rate
-//! answers.
+//! site's web application, checked in the order that costs an attacker the
+//! most and Herald the least: its credential and its headers first, then
+//! its body (read within a size limit, a deadline and the process-wide
+//! budget of body bytes), then a signature over the body; and the 429 a
+//! site's publish rate answers.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
-use hyper::{Request, Response, body::Incoming, header};
-use push::ErrorCode;
+use hyper::{HeaderMap, Request, Response, body::Incoming, header};
+use push::{ErrorCode, Refusal};
 use sites::Site;
 
 use super::{
     Body,
+    body::{self, BodyLimits, Reservation},
     credentials::{self, Authenticated, Signed},
     idempotency, reply,
 };
@@ -21,6 +23,9 @@ use crate::App;
 /// A checked request from a site's web application.
 pub(crate) struct AppRequest {
     pub body: Bytes,
+    /// The body's share of the budget of body bytes in flight, held until
+    /// the request is answered.
+    _reservation: Reservation,
     /// The site, and a signature to remember once the request is accepted.
     pub authenticated: Authenticated,
     /// The `Idempotency-Key`, if any.
@@ -33,9 +38,10 @@ impl AppRequest {
     }
 }
 
-/// Reads the body (at most `max_body` bytes, or 413 counted under site
-/// "-": nobody knows the site before the body is read), then checks the
-/// credential over it and reads the idempotency key. `Err` is the answer.
+/// Checks the credential and the headers, then reads the body (at most
+/// `max_body` bytes) and checks a signature over it. `Err` is the answer.
+/// A request refused before its body was read is answered at once, with
+/// `Connection: close`: the rest of its body is never read.
 pub(crate) async fn read(
     app: &App,
     peer: SocketAddr,
@@ -46,47 +52,81 @@ pub(crate) async fn read(
         || request.uri().path().to_string(),
         |p| p.as_str().to_string(),
     );
-    let declared = request
-        .headers()
+    let (parts, body) = request.into_parts();
+    let credential =
+        credentials::identify(app, peer, &parts.headers).map_err(|refusal| unread(&refusal))?;
+    let site = credential.site().clone();
+    let refuse = |refusal: Refusal| {
+        app.sessions().metrics().reject(site.id(), refusal.code);
+        refusal
+    };
+    require_json(&parts.headers).map_err(|refusal| unread(&refuse(refusal)))?;
+    let dedupe = idempotency::key(&parts.headers).map_err(|refusal| unread(&refusal))?;
+    let declared = parts
+        .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max_body as u64) {
-        return Err(too_large(app, max_body));
-    }
-    let (parts, body) = request.into_parts();
-    let body = match Limited::new(body, max_body).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            return Err(too_large(app, max_body));
-        }
-        Err(error) => {
-            return Err(reply::refuse(ErrorCode::BadRequest, &error.to_string()));
-        }
+    let limits = BodyLimits {
+        max_bytes: max_body,
+        deadline: app.config().publish.body_timeout,
     };
+    let read = body::read(body, declared, limits, app.body_budget())
+        .await
+        .map_err(|refusal| {
+            let refusal = refuse(refusal);
+            let mut answer = unread(&refusal);
+            if refusal.code == ErrorCode::Overloaded {
+                answer
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from(1));
+            }
+            answer
+        })?;
     let signed = Signed {
         method: parts.method.as_str(),
         path_and_query: &path_and_query,
-        body: &body,
+        idempotency_key: dedupe.as_deref().unwrap_or(""),
+        body: &read.bytes,
     };
-    let authenticated = credentials::authenticate(app, peer, &parts.headers, signed)
+    let authenticated = credential
+        .verify(app, signed)
         .map_err(|refusal| reply::refusal(&refusal))?;
-    let dedupe = idempotency::key(&parts.headers).map_err(|refusal| reply::refusal(&refusal))?;
     Ok(AppRequest {
-        body,
+        body: read.bytes,
+        _reservation: read.reservation,
         authenticated,
         dedupe,
     })
 }
 
-fn too_large(app: &App, limit: usize) -> Response<Body> {
-    app.sessions()
-        .metrics()
-        .reject("-", ErrorCode::PayloadTooLarge);
-    reply::refuse(
-        ErrorCode::PayloadTooLarge,
-        &format!("the request body may be at most {limit} bytes"),
-    )
+/// The answer to a request whose body was not (wholly) read: the
+/// connection closes after it, since what is left of the body would
+/// otherwise have to be read to find the next request.
+fn unread(refusal: &Refusal) -> Response<Body> {
+    let mut answer = reply::refusal(refusal);
+    answer.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    answer
+}
+
+/// Publish and deliver bodies are JSON, and must say so: a browser page on
+/// any origin may POST `text/plain` (or a form) to a Herald on the
+/// reader's own machine without asking first, but not `application/json`.
+fn require_json(headers: &HeaderMap) -> Result<(), Refusal> {
+    let media_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim());
+    match media_type {
+        Some(media_type) if media_type.eq_ignore_ascii_case("application/json") => Ok(()),
+        _ => Err(Refusal::new(
+            ErrorCode::UnsupportedMediaType,
+            "send the body as Content-Type: application/json",
+        )),
+    }
 }
 
 /// 429 `rate_limited` with `Retry-After`, for `site` whose publish bucket

@@ -55,7 +55,7 @@ pub(crate) async fn handle(
         let what = format!("a delivery to {shards} shards");
         return app_request::rate_limited(app, &site, wait, &what);
     }
-    if let Err(refusal) = request.authenticated.accept(app) {
+    if let Err(refusal) = request.authenticated.accept(app).await {
         return reply::refusal(&refusal);
     }
     let result = app

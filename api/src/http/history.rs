@@ -23,7 +23,7 @@ pub(crate) async fn handle(
     if request.method() != Method::GET {
         return reply::method_not_allowed("GET");
     }
-    let site = match authenticate(app, peer, request) {
+    let site = match authenticate(app, peer, request).await {
         Ok(site) => site,
         Err(refusal) => return reply::refusal(&refusal),
     };
@@ -39,7 +39,7 @@ pub(crate) async fn handle(
 }
 
 /// History is the site's own: the request carries the site's credential.
-fn authenticate(
+async fn authenticate(
     app: &App,
     peer: SocketAddr,
     request: &Request<Incoming>,
@@ -51,10 +51,11 @@ fn authenticate(
     let signed = Signed {
         method: "GET",
         path_and_query,
+        idempotency_key: "",
         body: b"",
     };
     let authenticated = credentials::authenticate(app, peer, request.headers(), signed)?;
-    authenticated.accept(app)?;
+    authenticated.accept(app).await?;
     Ok(authenticated.site)
 }
 

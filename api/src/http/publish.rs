@@ -52,7 +52,7 @@ pub(crate) async fn handle(
     if let Err(wait) = site.take_publish(parsed.channels.len() as u32) {
         return app_request::rate_limited(app, &site, wait, "this publish");
     }
-    if let Err(refusal) = request.authenticated.accept(app) {
+    if let Err(refusal) = request.authenticated.accept(app).await {
         return reply::refusal(&refusal);
     }
     let batch: Vec<PublishRequest> = parsed

@@ -21,15 +21,17 @@ function herald_channel_signature(string $secret, string $connectionId, string $
     return hash_hmac('sha256', $connectionId . ':' . $channel, $secret);
 }
 
-// Publishes $data (any JSON value) to $channel with a signed request.
-function herald_publish(string $baseUrl, string $siteKey, string $secret, string $channel, $data): array {
+// Publishes $data (any JSON value) to $channel with a signed request; with $idempotencyKey
+// (1-128 visible ASCII characters), a retry of the same publish is not published twice.
+function herald_publish(string $baseUrl, string $siteKey, string $secret, string $channel, $data, string $idempotencyKey = ''): array {
     $body = json_encode(['channel' => $channel, 'data' => $data]);
     $ts = (string) time();
-    $sig = hash_hmac('sha256', "POST\n/api/publish\n$ts\n$body", $secret);
+    $sig = hash_hmac('sha256', "POST\n/api/publish\n$ts\n$idempotencyKey\n$body", $secret);
+    $headers = "Content-Type: application/json\r\nX-Herald-Key: $siteKey\r\n"
+             . "X-Herald-Timestamp: $ts\r\nX-Herald-Signature: $sig\r\n";
+    if ($idempotencyKey !== '') { $headers .= "Idempotency-Key: $idempotencyKey\r\n"; }
     $ctx = stream_context_create(['http' => [
-        'method' => 'POST', 'ignore_errors' => true, 'content' => $body,
-        'header' => "Content-Type: application/json\r\nX-Herald-Key: $siteKey\r\n"
-                  . "X-Herald-Timestamp: $ts\r\nX-Herald-Signature: $sig\r\n",
+        'method' => 'POST', 'ignore_errors' => true, 'content' => $body, 'header' => $headers,
     ]]);
     return json_decode(file_get_contents("$baseUrl/api/publish", false, $ctx), true);
 }

@@ -20,6 +20,7 @@
 mod health;
 mod keys;
 mod metrics;
+mod replay;
 mod router;
 mod scripts;
 mod state;
@@ -443,6 +444,16 @@ impl Engine for RedisEngine {
 
     fn is_ready(&self) -> bool {
         self.health.reachable() && self.client.is_connected() && self.subscriber.is_connected()
+    }
+
+    fn claim_signature(
+        &self,
+        site: &str,
+        signature: &[u8; 32],
+        ttl: Duration,
+    ) -> Option<BoxFuture<'_, Result<bool, Error>>> {
+        let key = self.keyspace.signature(site, signature);
+        Some(Box::pin(self.claim_once(key, ttl)))
     }
 }
 

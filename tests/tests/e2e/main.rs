@@ -15,7 +15,7 @@
 //! - `redis`         — the Redis engine across nodes (own `redis-server` each): fan-out once and in order, resume on another node, upstream subscriptions follow local interest, history overflow and lost history; `redis::failure`: Redis SIGKILLed and restarted (503 while down, nothing acknowledged lost), a node SIGKILLed; `redis::churn`: subscribers joining and leaving busy channels
 //! - `redis_cluster` — the fan-out, resume and interest cases on a three-master Redis Cluster (sharded pub/sub)
 //! - `redis_sentinel` — the fan-out and resume cases with the master found through a Sentinel
-//! - `sites`         — sites and security: publish credentials (bearer, HMAC, replay), tokens and refresh, channel rules, origins, per-site limits, SIGHUP reloads and secret rotation, isolation between sites (memory and Redis), the PHP example
+//! - `sites`         — sites and security: publish credentials (bearer, HMAC, replay), tokens and refresh, channel rules, origins, per-site limits, SIGHUP reloads and secret rotation, isolation between sites (memory and Redis), the PHP example; bodies read only after the credential (408 deadline, 503 budget, 415 JSON only), the dev site behind a proxy, replays across Redis nodes, every refusal held to the code docs/protocol.md gives it
 //! - `timelines`     — `POST /api/deliver`: one message per shard touched, each connected recipient once and nobody else (memory; three Redis nodes with 3,000 clients; a Cluster), recovery on another node, catch-up after a Redis restart or dropped subscriptions, every refusal, `Idempotency-Key` on publish and deliver, nginx's shard hash
 //! - `browser`       — the demo page in Debian's Chromium via playwright-core: a curl notice in both panels, and reconnect after a restart
 //!

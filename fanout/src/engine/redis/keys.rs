@@ -71,6 +71,17 @@ impl Keyspace {
         )
     }
 
+    /// The key that records a signed request's signature as used, on every
+    /// node. A key of its own (no hash tag), so that a Cluster spreads them.
+    pub fn signature(&self, site: &str, signature: &[u8; 32]) -> String {
+        let mut hex = String::with_capacity(64);
+        for byte in signature {
+            use std::fmt::Write as _;
+            let _ = write!(hex, "{byte:02x}");
+        }
+        format!("{}:r:{site}:{hex}", self.prefix)
+    }
+
     /// The channel name inside a pub/sub channel name, if it is one of ours.
     pub fn channel_of<'a>(&self, pubsub: &'a str) -> Option<&'a str> {
         let rest = pubsub.strip_prefix(&self.prefix)?.strip_prefix(":{")?;

@@ -48,16 +48,24 @@ async fn php_publish(
     channel: &str,
     data: &Value,
 ) -> Position {
+    php_publish_keyed(herald, site, channel, data, "").await
+}
+
+/// Publishes with `herald_publish` and an `Idempotency-Key` (none when empty).
+async fn php_publish_keyed(
+    herald: &herald_tests::Herald,
+    site: &Site,
+    channel: &str,
+    data: &Value,
+    key: &str,
+) -> Position {
     let base = format!("http://{}", herald.addr);
-    let answer = php(&[
-        "publish",
-        &base,
-        &site.key,
-        site.secret(),
-        channel,
-        &data.to_string(),
-    ])
-    .await;
+    let data = data.to_string();
+    let mut args = vec!["publish", &base, &site.key, site.secret(), channel, &data];
+    if !key.is_empty() {
+        args.push(key);
+    }
+    let answer = php(&args).await;
     let answer: Value = serde_json::from_str(&answer)
         .unwrap_or_else(|e| panic!("PHP printed no JSON ({e}): {answer}"));
     let result = &answer["results"][0];
@@ -87,6 +95,12 @@ async fn the_php_example_mints_tokens_publishes_and_signs_channels() {
         serde_json::from_str::<Value>(&message.data).expect("JSON"),
         data
     );
+
+    // With an Idempotency-Key, which the request's signature covers.
+    let keyed = json!({"text": "keyed"});
+    let position = php_publish_keyed(&herald, &site, "user:42", &keyed, "php-1").await;
+    let message = ws.next_message(WS_TIMEOUT).await;
+    assert_eq!(message.position, position);
 
     // A channel signature for this connection.
     let channel = "private-team-7";

@@ -78,6 +78,7 @@ async fn wrong_publish_credentials_answer_401_and_publish_nothing() {
                     "POST",
                     "/api/publish",
                     &ts,
+                    "",
                     &body(7),
                 );
                 post()
@@ -97,6 +98,7 @@ async fn wrong_publish_credentials_answer_401_and_publish_nothing() {
                     "POST",
                     "/api/history",
                     &ts,
+                    "",
                     &body(8),
                 );
                 post()
@@ -133,6 +135,7 @@ async fn wrong_publish_credentials_answer_401_and_publish_nothing() {
                     a.secret(),
                     "POST",
                     "/api/publish",
+                    "",
                     "",
                     &body(12),
                 );

@@ -292,7 +292,7 @@ async fn deliveries_need_the_sites_credential() {
     );
     // A signature for the publish route does not open the deliver route.
     let publish_signature =
-        herald_tests::request_signature(secret, "POST", "/api/publish", &now, &body);
+        herald_tests::request_signature(secret, "POST", "/api/publish", &now, "", &body);
     let misrouted = Request::post(herald.addr, "/api/deliver")
         .header("X-Herald-Key", "default")
         .header("X-Herald-Timestamp", &now)
