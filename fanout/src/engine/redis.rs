@@ -16,6 +16,8 @@
 //!   channel that Redis shows behind the position this node has already
 //!   delivered in the same epoch (the router's, passed as a floor) starts a
 //!   new epoch the same way.
+//! - A subscriber with no position reads only the channel's position, never
+//!   its stream.
 //! - Commands fail fast while Redis is unreachable: a publish then answers
 //!   503, never 200-and-drop.
 //! - A node subscribes upstream to a channel only while it has local
@@ -275,6 +277,14 @@ impl RedisEngine {
             .await
     }
 
+    /// Reads a channel's position only.
+    async fn read_position(&self, channel: &ChannelKey) -> Result<Position, Error> {
+        let read = self
+            .read_after(channel, self.keyspace.keys(channel), None)
+            .await?;
+        Ok(read.position)
+    }
+
     /// Reads a channel's position, and its history after `after` if given.
     async fn read_after(
         &self,
@@ -520,6 +530,17 @@ impl Engine for RedisEngine {
                     messages: Vec::new(),
                 },
             })
+        })
+    }
+
+    fn position<'a>(&'a self, channel: &'a ChannelKey) -> BoxFuture<'a, Result<Position, Error>> {
+        Box::pin(async move {
+            // The same wait as a history read: the subscriber takes live
+            // messages after this position from the node's subscription.
+            self.channels
+                .wait_active(channel, self.config.command_timeout)
+                .await?;
+            self.read_position(channel).await
         })
     }
 

@@ -266,6 +266,49 @@ async fn a_failed_append_burns_no_offset() {
     );
 }
 
+/// A subscribe without `since` needs the channel's position, not its history: with 100 messages
+/// of 10 KB in history, Redis sends far less than the history's megabyte.
+#[tokio::test]
+async fn a_fresh_subscribe_does_not_read_the_history() {
+    let redis = Redis::start();
+    let a = node(&redis.url()).start();
+    let channel = "big";
+    let text = "x".repeat(10 * 1024);
+    let data = json!(text).to_string();
+    let mut last = None;
+    for _ in 0..100 {
+        last = Some(a.publish(channel, &data).await);
+    }
+    let last = last.expect("published");
+    let history = a.get(&format!("/api/history?channel={channel}")).await;
+    assert_eq!(
+        history.json()["messages"].as_array().map(Vec::len),
+        Some(100),
+        "all 100 are in history"
+    );
+
+    let sent = || -> u64 {
+        let info = redis.cli(&["INFO", "stats"]);
+        info.lines()
+            .find_map(|l| l.trim().strip_prefix("total_net_output_bytes:"))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no total_net_output_bytes in {info}"))
+    };
+    let before = sent();
+    let mut ws = WsClient::connect(&a.ws_url("/ws")).await;
+    let subscribed = ws.subscribe(channel).await;
+    assert_eq!(Position::from_json(&subscribed), last, "{subscribed}");
+    assert_eq!(subscribed["recovered"], false, "{subscribed}");
+    let cost = sent() - before;
+    assert!(
+        cost < 100_000,
+        "a fresh subscribe made Redis send {cost} bytes (the history is about 1 MB)"
+    );
+    // The subscriber is live all the same.
+    let next = a.publish(channel, "1").await;
+    assert_eq!(ws.next_message(WS_TIMEOUT).await.position, next);
+}
+
 /// `since.offset = 2^64-1` (ahead of any channel) answers `recovered: false` at the channel's
 /// position, every time, and logs no warning.
 #[tokio::test]
