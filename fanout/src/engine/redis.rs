@@ -18,6 +18,8 @@
 //!   new epoch the same way.
 //! - A subscriber with no position reads only the channel's position, never
 //!   its stream.
+//! - A channel this node watches keeps its position (and so its epoch) in
+//!   Redis while it is quiet: `keepalive.rs` renews the meta's TTL.
 //! - Commands fail fast while Redis is unreachable: a publish then answers
 //!   503, never 200-and-drop.
 //! - A node subscribes upstream to a channel only while it has local
@@ -31,6 +33,7 @@
 //!   any hole from the stream before delivering past it.
 
 mod health;
+mod keepalive;
 mod keys;
 mod metrics;
 mod router;
@@ -164,6 +167,7 @@ impl RedisEngine {
         tokio::spawn(subscriptions::run(engine.clone()));
         tokio::spawn(router::run(engine.clone()));
         tokio::spawn(health::run(engine.clone()));
+        tokio::spawn(keepalive::run(engine.clone()));
         Ok(engine)
     }
 

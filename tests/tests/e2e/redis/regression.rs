@@ -309,6 +309,49 @@ async fn a_fresh_subscribe_does_not_read_the_history() {
     assert_eq!(ws.next_message(WS_TIMEOUT).await.position, next);
 }
 
+/// A channel that subscribers watch keeps its epoch on Redis while nobody publishes, past the
+/// history's TTL (the memory engine does the same): its history ages out, its position does not.
+#[tokio::test]
+async fn a_quiet_watched_channel_keeps_its_epoch() {
+    let redis = Redis::start();
+    let a = node(&redis.url())
+        .env("HERALD_HISTORY_TTL_SECS", "2")
+        .start();
+    let channel = "quiet";
+    let mut ws = WsClient::connect(&a.ws_url("/ws")).await;
+    ws.subscribe(channel).await;
+    let first = a.publish(channel, "1").await;
+    assert_eq!(ws.next_message(WS_TIMEOUT).await.position, first);
+    let stream = stream_key(&redis, channel);
+    let meta = meta_key(&redis, channel);
+
+    // The stream and the meta got the same TTL from the publish: once the stream has expired,
+    // a meta nobody renewed has too.
+    let deadline = Instant::now() + CHANGE_TIMEOUT;
+    while redis.cli(&["EXISTS", &stream]) != "0" {
+        assert!(Instant::now() < deadline, "the stream never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        redis.cli(&["EXISTS", &meta]),
+        "1",
+        "the watched channel's position is kept"
+    );
+
+    let second = a.publish(channel, "2").await;
+    assert_eq!(
+        second,
+        Position {
+            epoch: first.epoch,
+            offset: 2
+        },
+        "the same epoch"
+    );
+    let frame = ws.next_json(WS_TIMEOUT).await;
+    assert_eq!(frame["type"], "message", "no reset: {frame}");
+    assert_eq!(Position::from_json(&frame), second);
+}
+
 /// `since.offset = 2^64-1` (ahead of any channel) answers `recovered: false` at the channel's
 /// position, every time, and logs no warning.
 #[tokio::test]
