@@ -193,7 +193,7 @@ impl RedisEngine {
 
     /// Calls one of Herald's Redis functions, loading the library again if
     /// Redis lost it (a restart without persistence).
-    async fn run_script(
+    async fn call_function(
         &self,
         function: &str,
         keys: Vec<String>,
@@ -242,7 +242,7 @@ impl RedisEngine {
             floor_offset,
         ];
         let reply = self
-            .run_script(
+            .call_function(
                 &self.library.publish,
                 vec![keys.meta, keys.stream, dedupe_key],
                 args,
@@ -310,7 +310,7 @@ impl RedisEngine {
             floor_offset,
         ];
         let reply = self
-            .run_script(&self.library.read, vec![keys.meta, keys.stream], args)
+            .call_function(&self.library.read, vec![keys.meta, keys.stream], args)
             .await?;
         let mut parts = reply.into_array().into_iter();
         let epoch = parse_epoch(parts.next())?;

@@ -5,7 +5,7 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Regi
 /// The Redis engine's metrics; cloning shares them.
 #[derive(Clone)]
 pub struct RedisMetrics {
-    /// Round-trip time of the publish and read scripts.
+    /// Round-trip time of the publish and read functions.
     pub roundtrip: Histogram,
     /// Reconnections of the pub/sub connection.
     pub reconnects: IntCounter,
@@ -52,7 +52,7 @@ impl Default for RedisMetrics {
             roundtrip: Histogram::with_opts(
                 HistogramOpts::new(
                     "herald_redis_roundtrip_seconds",
-                    "Round-trip time of Herald's Redis scripts (publish, read).",
+                    "Round-trip time of Herald's Redis functions (publish, read).",
                 )
                 .buckets(vec![
                     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
