@@ -69,6 +69,13 @@ pub trait Engine: Send + Sync + 'static {
         since: Option<Position>,
     ) -> BoxFuture<'a, Result<History, Error>>;
 
+    /// The channel's current position, without its history: what a
+    /// subscriber with no position to resume from needs. An engine whose
+    /// history is dear to read (Redis) reads only the position.
+    fn position<'a>(&'a self, channel: &'a ChannelKey) -> BoxFuture<'a, Result<Position, Error>> {
+        Box::pin(async move { Ok(self.history(channel, None).await?.position) })
+    }
+
     /// Whether the engine can take publishes right now (used by `/readyz`).
     fn is_ready(&self) -> bool {
         true

@@ -79,6 +79,14 @@ impl Fanout {
         self.timelines.history(&*self.engine, channel, since).await
     }
 
+    /// The channel's current position (a timeline's is its shard's), for a
+    /// subscriber with no position to resume from: no history is read.
+    pub async fn position(&self, channel: &ChannelKey) -> Result<Position, Error> {
+        self.engine
+            .position(&self.timelines.source_of(channel))
+            .await
+    }
+
     /// Delivers `data` to the `kind` timelines of `recipients` on `site`:
     /// one engine message per shard touched.
     pub async fn deliver(

@@ -171,6 +171,13 @@ impl Timelines {
         }
     }
 
+    /// The channel whose positions `channel` has: a timeline's shard, any
+    /// other channel itself.
+    pub fn source_of(&self, channel: &ChannelKey) -> ChannelKey {
+        self.shard_channel_of(channel)
+            .unwrap_or_else(|| channel.clone())
+    }
+
     /// The history of timeline `channel`: its shard's, with only the
     /// messages for its user, as messages of the timeline.
     pub async fn history(

@@ -69,7 +69,15 @@ pub(crate) fn open(
     let subscriber = outbox.clone();
     async move {
         let guard = fanout.subscribe(channel, subscriber, slot);
-        let history = fanout.history(guard.channel(), since).await?;
+        let history = match since {
+            Some(_) => fanout.history(guard.channel(), since).await?,
+            // Nothing to replay: the position is all a fresh subscriber needs.
+            None => History {
+                position: fanout.position(guard.channel()).await?,
+                recovered: false,
+                messages: Vec::new(),
+            },
+        };
         Ok(Opened {
             slot,
             guard,

@@ -28,6 +28,6 @@ pub use herald::{Finished, Herald, HeraldBuilder, free_port, herald_bin};
 pub use http::{HTTP_TIMEOUT, PartRequest, Request, Response};
 pub use message::{Delivered, Position};
 pub use metrics::metric_value;
-pub use redis::{Redis, RedisCluster, RedisSentinel, redis_cli};
+pub use redis::{Redis, RedisCluster, RedisSentinel, RedisSnapshot, redis_cli};
 pub use sse::{SSE_TIMEOUT, SseClient, SseEvent, SseNext};
 pub use ws::{WS_TIMEOUT, WsClient, WsEvent, WsOptions};

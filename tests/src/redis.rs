@@ -40,6 +40,16 @@ pub struct Redis {
     dir: TempDir,
     /// The running server; `None` between [`Redis::kill`] and [`Redis::restart`].
     server: Option<Child>,
+    /// Server arguments past the defaults (persistence settings), kept across restarts.
+    extra: Vec<String>,
+}
+
+/// A copy of a [`Redis`]'s data directory, taken with [`Redis::snapshot`] and put back with
+/// [`Redis::restore`]: Redis coming back with older data, as after a crash that lost its last
+/// writes or a failover to a replica that lagged.
+pub struct RedisSnapshot {
+    /// The copy.
+    dir: TempDir,
 }
 
 /// Three `redis-server` masters joined into one Redis Cluster (no replicas).
@@ -73,16 +83,24 @@ struct ClusterNode {
 impl Redis {
     /// Starts a server on a free port and waits until it answers `PING`.
     pub fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    /// Like [`Redis::start`], with more server arguments (which win over the defaults, e.g.
+    /// `["--appendfsync", "everysec"]`), used again on every restart.
+    pub fn start_with(extra: &[&str]) -> Redis {
         let dir = TempDir::new("redis");
+        let extra: Vec<String> = extra.iter().map(|&a| a.to_owned()).collect();
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
-            match spawn_server(port, dir.path(), &standalone_args()) {
+            match spawn_server(port, dir.path(), &standalone_args(&extra)) {
                 Ok(server) => {
                     return Redis {
                         port,
                         dir,
                         server: Some(server),
+                        extra,
                     };
                 }
                 Err(failure) => failures.push(failure),
@@ -111,9 +129,29 @@ impl Redis {
     /// has loaded its append-only file and answers `PING`.
     pub fn restart(&mut self) {
         assert!(self.server.is_none(), "restart: kill the server first");
-        let server = spawn_server(self.port, self.dir.path(), &standalone_args())
+        let server = spawn_server(self.port, self.dir.path(), &standalone_args(&self.extra))
             .unwrap_or_else(|failure| panic!("redis-server did not restart: {failure}"));
         self.server = Some(server);
+    }
+
+    /// Copies the data directory aside while the server runs. Take it while nothing writes:
+    /// with the default `appendfsync always`, every acknowledged write is in the copy.
+    pub fn snapshot(&self) -> RedisSnapshot {
+        let snapshot = RedisSnapshot {
+            dir: TempDir::new("redis-snapshot"),
+        };
+        copy_dir(self.dir.path(), snapshot.dir.path(), &["redis.log"]);
+        snapshot
+    }
+
+    /// Puts a snapshot's data back in place of the current data; the server must be killed
+    /// first, and [`Redis::restart`] then loads it.
+    pub fn restore(&mut self, snapshot: &RedisSnapshot) {
+        assert!(self.server.is_none(), "restore: kill the server first");
+        let aof = self.dir.path().join("appendonlydir");
+        let _ = std::fs::remove_dir_all(&aof);
+        let _ = std::fs::remove_file(self.dir.path().join("dump.rdb"));
+        copy_dir(snapshot.dir.path(), self.dir.path(), &[]);
     }
 
     /// Runs `redis-cli -p PORT ARGS…` and returns its standard output, trimmed.
@@ -358,9 +396,32 @@ fn base_args(port: u16) -> Vec<String> {
 }
 
 /// A standalone server writes every command to its append-only file and syncs it before
-/// answering, so an acknowledged publish survives a SIGKILL.
-fn standalone_args() -> Vec<&'static str> {
-    vec!["--appendonly", "yes", "--appendfsync", "always"]
+/// answering, so an acknowledged publish survives a SIGKILL; `extra` comes last and wins.
+fn standalone_args(extra: &[String]) -> Vec<&str> {
+    let mut args = vec!["--appendonly", "yes", "--appendfsync", "always"];
+    args.extend(extra.iter().map(String::as_str));
+    args
+}
+
+/// Copies the files and folders of `from` into `to`, but those named in `skip`.
+fn copy_dir(from: &Path, to: &Path, skip: &[&str]) {
+    let entries =
+        std::fs::read_dir(from).unwrap_or_else(|e| panic!("read {}: {e}", from.display()));
+    for entry in entries {
+        let entry = entry.unwrap_or_else(|e| panic!("read {}: {e}", from.display()));
+        if skip.iter().any(|name| entry.file_name() == *name) {
+            continue;
+        }
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            std::fs::create_dir_all(&target)
+                .unwrap_or_else(|e| panic!("create {}: {e}", target.display()));
+            copy_dir(&entry.path(), &target, skip);
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .unwrap_or_else(|e| panic!("copy to {}: {e}", target.display()));
+        }
+    }
 }
 
 /// A cluster master; its data does not need to survive anything in these tests.

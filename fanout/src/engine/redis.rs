@@ -1,10 +1,25 @@
 //! The Redis engine: many Herald nodes share channels, history and recovery.
 //!
 //! Invariants:
-//! - A publish is one Lua script: the offset is assigned, the message is
-//!   appended to the channel's stream and published, atomically. The API
-//!   answers only after Redis has run the script, so an acknowledged message
-//!   is in history (as durable as Redis' persistence makes it).
+//! - A publish is one Redis function (`scripts.rs`): the offset is assigned,
+//!   the message is appended to the channel's stream and published,
+//!   atomically. The API answers only after Redis has run it, so an
+//!   acknowledged message is in history (as durable as Redis' persistence
+//!   makes it). Nothing is written before the append, so a failed append
+//!   burns no offset.
+//! - A position is never reused for another message. Redis can come back
+//!   behind where it was (a restart under `appendfsync everysec`, a failover
+//!   to a replica that lagged): each channel's meta records the run id of the
+//!   Redis process that wrote it, and the first publish or read of the
+//!   channel under another process starts a new epoch, so clients are told
+//!   `recovered: false` instead of getting new messages at old offsets. A
+//!   channel that Redis shows behind the position this node has already
+//!   delivered in the same epoch (the router's, passed as a floor) starts a
+//!   new epoch the same way.
+//! - A subscriber with no position reads only the channel's position, never
+//!   its stream.
+//! - A channel this node watches keeps its position (and so its epoch) in
+//!   Redis while it is quiet: `keepalive.rs` renews the meta's TTL.
 //! - Commands fail fast while Redis is unreachable: a publish then answers
 //!   503, never 200-and-drop.
 //! - A node subscribes upstream to a channel only while it has local
@@ -18,6 +33,7 @@
 //!   any hole from the stream before delivering past it.
 
 mod health;
+mod keepalive;
 mod keys;
 mod metrics;
 mod replay;
@@ -31,7 +47,7 @@ use std::{sync::Arc, time::Duration, time::Instant};
 use bytes::Bytes;
 use fred::{
     clients::{Client, SubscriberClient},
-    interfaces::{ClientLike, HashesInterface, LuaInterface},
+    interfaces::{ClientLike, FunctionInterface, HashesInterface},
     prelude::{Builder, Config, Options, ReconnectPolicy},
     types::Value,
 };
@@ -80,13 +96,20 @@ pub struct RedisEngine {
     /// Whether Redis answers right now; publishes fail at once when not.
     health: health::Health,
     /// Options for every command: fail at once while disconnected, never
-    /// retry a script that may have run, give up after the timeout.
+    /// retry a function call that may have run, give up after the timeout.
     options: Options,
-    publish_sha: String,
-    read_sha: String,
+    /// The Redis functions Herald calls, and their names.
+    library: scripts::Library,
     metrics: Metrics,
     redis_metrics: RedisMetrics,
+    /// When a new epoch forced by a loss was last logged at WARN: a Redis
+    /// restart resets every channel as it is used, and one line a minute
+    /// tells the operator as much as thousands would.
+    reset_warned: parking_lot::Mutex<Option<Instant>>,
 }
+
+/// How often a new epoch forced by a loss is logged at WARN, at most.
+const RESET_WARN_PERIOD: Duration = Duration::from_secs(60);
 
 impl RedisEngine {
     /// Connects to Redis, loads the scripts and starts the subscription
@@ -133,41 +156,47 @@ impl RedisEngine {
             channels: ChannelTable::default(),
             health: health::Health::default(),
             options,
-            publish_sha: fred::util::sha1_hash(scripts::PUBLISH),
-            read_sha: fred::util::sha1_hash(scripts::READ),
+            library: scripts::library(),
             config,
             metrics,
             redis_metrics,
+            reset_warned: parking_lot::Mutex::new(None),
         });
-        engine.load_scripts().await?;
+        engine.load_library().await?;
         let watcher: Arc<dyn ChannelWatcher> = engine.clone();
         hub.set_watcher(Arc::downgrade(&watcher));
         tokio::spawn(subscriptions::run(engine.clone()));
         tokio::spawn(router::run(engine.clone()));
         tokio::spawn(health::run(engine.clone()));
+        tokio::spawn(keepalive::run(engine.clone()));
         Ok(engine)
     }
 
-    async fn load_scripts(&self) -> Result<(), Error> {
-        for script in [scripts::PUBLISH, scripts::READ] {
-            let loaded: Result<(), _> = if self.sharded {
-                self.client.script_load_cluster(script).await
+    /// Loads the function library (on every primary of a Cluster).
+    /// Replacing it is harmless: its name changes with its code, and a
+    /// reloaded library only reads the run id again.
+    async fn load_library(&self) -> Result<(), Error> {
+        let code = self.library.code.clone();
+        let loaded: Result<Value, _> = if self.sharded {
+            self.client.function_load_cluster(true, code).await
+        } else {
+            self.client.function_load(true, code).await
+        };
+        loaded.map(|_| ()).map_err(|e| {
+            let hint = if e.details().to_ascii_lowercase().contains("unknown command") {
+                " (Herald needs Redis 7.0 or later: it runs Redis functions)"
             } else {
-                self.client
-                    .script_load::<String, _>(script)
-                    .await
-                    .map(|_| ())
+                ""
             };
-            loaded.map_err(|e| Error::Unavailable(e.to_string()))?;
-        }
-        Ok(())
+            Error::Unavailable(format!("loading Herald's Redis functions: {e}{hint}"))
+        })
     }
 
-    /// Runs a script by hash, loading the scripts again if Redis forgot
-    /// them (a restart without persistence flushes the script cache).
-    async fn run_script(
+    /// Calls one of Herald's Redis functions, loading the library again if
+    /// Redis lost it (a restart without persistence).
+    async fn call_function(
         &self,
-        sha: &str,
+        function: &str,
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<Value, Error> {
@@ -178,12 +207,12 @@ impl RedisEngine {
         }
         let started = Instant::now();
         let client = self.client.with_options(&self.options);
-        let mut result: Result<Value, _> = client.evalsha(sha, keys.clone(), args.clone()).await;
+        let mut result: Result<Value, _> = client.fcall(function, keys.clone(), args.clone()).await;
         if let Err(error) = &result
-            && error.details().starts_with("NOSCRIPT")
+            && error.details().contains("Function not found")
         {
-            self.load_scripts().await?;
-            result = client.evalsha(sha, keys, args).await;
+            self.load_library().await?;
+            result = client.fcall(function, keys, args).await;
         }
         self.redis_metrics
             .roundtrip
@@ -201,6 +230,7 @@ impl RedisEngine {
             ),
             None => (keys.meta.clone(), Value::from("")),
         };
+        let [floor_epoch, floor_offset] = self.floor(&request.channel);
         let args: Vec<Value> = vec![
             Value::Bytes(request.data.clone()),
             Value::Integer(history.size as i64),
@@ -209,10 +239,12 @@ impl RedisEngine {
             Value::from(keys.pubsub.clone()),
             Value::from(if self.sharded { "s" } else { "p" }),
             dedupe_ttl,
+            floor_epoch,
+            floor_offset,
         ];
         let reply = self
-            .run_script(
-                &self.publish_sha,
+            .call_function(
+                &self.library.publish,
                 vec![keys.meta, keys.stream, dedupe_key],
                 args,
             )
@@ -225,6 +257,7 @@ impl RedisEngine {
             .and_then(|v| v.as_i64())
             .ok_or_else(|| malformed("publish reply without an offset"))?;
         let duplicate = parts.next().and_then(|v| v.as_i64()) == Some(1);
+        self.count_reset(&request.channel, parts.next());
         if !duplicate {
             self.metrics.published.inc();
         }
@@ -237,8 +270,28 @@ impl RedisEngine {
         })
     }
 
-    /// Reads a channel's position and its history after `after` (an offset).
+    /// Reads a channel's position and its history after `after` (an
+    /// offset; all of it without one).
     async fn read(
+        &self,
+        channel: &ChannelKey,
+        keys: ChannelKeys,
+        after: Option<u64>,
+    ) -> Result<Read, Error> {
+        self.read_after(channel, keys, Some(after.unwrap_or(0)))
+            .await
+    }
+
+    /// Reads a channel's position only.
+    async fn read_position(&self, channel: &ChannelKey) -> Result<Position, Error> {
+        let read = self
+            .read_after(channel, self.keyspace.keys(channel), None)
+            .await?;
+        Ok(read.position)
+    }
+
+    /// Reads a channel's position, and its history after `after` if given.
+    async fn read_after(
         &self,
         channel: &ChannelKey,
         keys: ChannelKeys,
@@ -248,14 +301,17 @@ impl RedisEngine {
         // `MAXLEN ~` keeps up to about one stream node (100 entries) more
         // than asked; read that much so a covered gap is never cut short.
         let count = history.size + 128;
+        let [floor_epoch, floor_offset] = self.floor(channel);
         let args: Vec<Value> = vec![
             Value::from(Epoch::random().to_string()),
             Value::Integer(history.ttl.as_secs().max(1) as i64),
             Value::from(after.map(|o| o.to_string()).unwrap_or_default()),
             Value::Integer(count as i64),
+            floor_epoch,
+            floor_offset,
         ];
         let reply = self
-            .run_script(&self.read_sha, vec![keys.meta, keys.stream], args)
+            .call_function(&self.library.read, vec![keys.meta, keys.stream], args)
             .await?;
         let mut parts = reply.into_array().into_iter();
         let epoch = parse_epoch(parts.next())?;
@@ -265,6 +321,7 @@ impl RedisEngine {
             .ok_or_else(|| malformed("read reply without an offset"))? as u64;
         let now_ms = parts.next().and_then(|v| v.as_i64()).unwrap_or(0);
         let entries = parts.next().map(Value::into_array).unwrap_or_default();
+        self.count_reset(channel, parts.next());
         let oldest_kept_ms = now_ms - history.ttl.as_millis() as i64;
         let mut messages = Vec::with_capacity(entries.len());
         let mut aged = false;
@@ -319,6 +376,45 @@ impl RedisEngine {
             }
         });
         try_join_all(reads).await
+    }
+
+    /// The position this node has delivered on `channel`, as the floor
+    /// arguments of a function call: Redis must not be behind it in the
+    /// same epoch. `''` twice when the node has delivered nothing there.
+    fn floor(&self, channel: &ChannelKey) -> [Value; 2] {
+        match self.channels.last(channel) {
+            Some(last) => [
+                Value::from(last.epoch.to_string()),
+                Value::from(last.offset.to_string()),
+            ],
+            None => [Value::from(""), Value::from("")],
+        }
+    }
+
+    /// Counts (and logs) a new epoch that a function call started for a
+    /// channel that had one: `restart` or `behind`.
+    fn count_reset(&self, channel: &ChannelKey, reason: Option<Value>) {
+        let reason = reason.and_then(|v| v.as_string()).unwrap_or_default();
+        if reason != "restart" && reason != "behind" {
+            return;
+        }
+        self.redis_metrics
+            .epoch_resets
+            .with_label_values(&[reason.as_str()])
+            .inc();
+        let warn = {
+            let mut warned = self.reset_warned.lock();
+            let due = warned.is_none_or(|at| at.elapsed() >= RESET_WARN_PERIOD);
+            if due {
+                *warned = Some(Instant::now());
+            }
+            due
+        };
+        if warn {
+            tracing::warn!(channel = %channel, reason, "Redis may have lost messages (a restart, a failover, or keys behind this node): channels start new epochs as they are used, and their clients reload once (herald_redis_epoch_resets_total counts them)");
+        } else {
+            tracing::debug!(channel = %channel, reason, "Redis may have lost messages of the channel: it starts a new epoch");
+        }
     }
 
     fn deliver(&self, message: Message) {
@@ -439,6 +535,17 @@ impl Engine for RedisEngine {
                     messages: Vec::new(),
                 },
             })
+        })
+    }
+
+    fn position<'a>(&'a self, channel: &'a ChannelKey) -> BoxFuture<'a, Result<Position, Error>> {
+        Box::pin(async move {
+            // The same wait as a history read: the subscriber takes live
+            // messages after this position from the node's subscription.
+            self.channels
+                .wait_active(channel, self.config.command_timeout)
+                .await?;
+            self.read_position(channel).await
         })
     }
 

@@ -1,11 +1,11 @@
 //! Prometheus metrics of the Redis engine.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
 
 /// The Redis engine's metrics; cloning shares them.
 #[derive(Clone)]
 pub struct RedisMetrics {
-    /// Round-trip time of the publish and read scripts.
+    /// Round-trip time of the publish and read functions.
     pub roundtrip: Histogram,
     /// Reconnections of the pub/sub connection.
     pub reconnects: IntCounter,
@@ -21,6 +21,11 @@ pub struct RedisMetrics {
     pub received: IntCounter,
     /// Publishes Redis refused or could not take (answered 503).
     pub publish_failures: IntCounter,
+    /// Channels started on a new epoch because Redis may have lost some of
+    /// their messages, by `reason`: `restart` (another Redis process wrote
+    /// the channel: a restart or a failover) or `behind` (Redis was behind
+    /// what this node had delivered).
+    pub epoch_resets: IntCounterVec,
 }
 
 impl RedisMetrics {
@@ -34,6 +39,7 @@ impl RedisMetrics {
         registry.register(Box::new(metrics.lagged.clone()))?;
         registry.register(Box::new(metrics.received.clone()))?;
         registry.register(Box::new(metrics.publish_failures.clone()))?;
+        registry.register(Box::new(metrics.epoch_resets.clone()))?;
         Ok(metrics)
     }
 }
@@ -46,7 +52,7 @@ impl Default for RedisMetrics {
             roundtrip: Histogram::with_opts(
                 HistogramOpts::new(
                     "herald_redis_roundtrip_seconds",
-                    "Round-trip time of Herald's Redis scripts (publish, read).",
+                    "Round-trip time of Herald's Redis functions (publish, read).",
                 )
                 .buckets(vec![
                     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -82,6 +88,14 @@ impl Default for RedisMetrics {
                 "herald_redis_publish_failures_total",
                 "Publishes Redis refused or could not take (answered 503).",
             ),
+            epoch_resets: IntCounterVec::new(
+                Opts::new(
+                    "herald_redis_epoch_resets_total",
+                    "Channels started on a new epoch because Redis may have lost messages (reason: restart, behind).",
+                ),
+                &["reason"],
+            )
+            .unwrap(),
         }
     }
 }

@@ -1,68 +1,169 @@
-//! The Lua scripts: each is one atomic round trip.
+//! The Lua code Redis runs for Herald: one function library, each call one
+//! atomic round trip.
+//!
+//! It is a library of Redis functions (`FUNCTION LOAD`, `FCALL`, Redis ≥ 7)
+//! rather than `EVAL` scripts because a library keeps state for as long as
+//! the Redis process lives: the process's run id, read once with `INFO`.
+//! Every channel's meta hash records the run id of the Redis process that
+//! wrote it; a process that finds another run id there knows the channel came
+//! through a restart or a failover, which may have lost acknowledged writes
+//! (`appendfsync everysec`, a replica that lagged), and starts the channel on
+//! a new epoch before anything else. The check runs inside the Redis process
+//! that holds the data, so no node can hold a stale idea of it, there is no
+//! window between a restart and its detection, and on a Cluster each primary
+//! judges its own slots. It costs nothing per call beyond reading one more
+//! field of the meta hash.
+//!
+//! The library's name carries a hash of its code, so nodes of two Herald
+//! versions (a rolling upgrade) each call their own code.
 
-/// Appends a message and publishes it.
-///
-/// KEYS: meta, stream, the idempotency key's key (the meta key again when
-/// there is none). ARGV: data, max history length (0 keeps none), TTL in
-/// seconds, the epoch to start with if the channel has none, the pub/sub
-/// channel, `s` for sharded pub/sub, the idempotency TTL in seconds (empty:
-/// no key). Returns `{epoch, offset, 1 if a duplicate else 0}`.
-///
-/// Assigning the offset, appending and publishing in one script means a
-/// message is either in history and on its way to subscribers, or nowhere;
-/// checking and recording the idempotency key in it means two retries
-/// cannot both publish.
-pub(crate) const PUBLISH: &str = r#"
-if ARGV[7] ~= '' then
-  local earlier = redis.call('GET', KEYS[3])
-  if earlier then
-    local space = string.find(earlier, ' ')
-    return {string.sub(earlier, 1, space - 1), tonumber(string.sub(earlier, space + 1)), 1}
+/// The library's code; [`library`] names it.
+const LIBRARY: &str = r#"
+-- This Redis process's run id. A library's locals live as long as the
+-- library is loaded in the process, so INFO runs once, not on every call.
+local incarnation = nil
+local function run_id()
+  if not incarnation then
+    incarnation = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
   end
+  return incarnation
 end
-local epoch = redis.call('HGET', KEYS[1], 'e')
-if not epoch then
-  epoch = ARGV[4]
-  redis.call('HSET', KEYS[1], 'e', epoch)
+
+-- The channel's epoch and newest offset. The channel starts a new epoch,
+-- empty and at offset 0, when it has none yet, when its meta was written by
+-- another Redis process (a restart or a failover: acknowledged writes may be
+-- lost), or when it is behind the position a node has already seen in its
+-- epoch (floor_epoch, floor_offset; '' when the node has seen none). Returns
+-- epoch, offset and why a new epoch was started ('' when it was not).
+local function position(meta, stream, new_epoch, ttl, floor_epoch, floor_offset)
+  local fields = redis.call('HMGET', meta, 'e', 'o', 'r')
+  local epoch, top, writer = fields[1], tonumber(fields[2] or '0'), fields[3]
+  local current = run_id()
+  local reset = ''
+  if not epoch then
+    reset = 'new'
+  elseif writer ~= current then
+    reset = 'restart'
+  elseif floor_epoch == epoch and top < tonumber(floor_offset) then
+    reset = 'behind'
+  end
+  if reset ~= '' then
+    -- The old epoch's entries are nobody's history any more, and offsets
+    -- start again from 1.
+    redis.call('DEL', stream)
+    epoch, top = new_epoch, 0
+    redis.call('HSET', meta, 'e', epoch, 'o', 0, 'r', current)
+    redis.call('EXPIRE', meta, ttl)
+  end
+  return epoch, top, reset
 end
-local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
-if tonumber(ARGV[2]) > 0 then
+
+-- Appends a message and publishes it.
+--
+-- KEYS: meta, stream, the idempotency key's key (the meta key again when
+-- there is none). ARGV: data, max history length (0 keeps none), TTL in
+-- seconds, the epoch to start if the channel needs one, the pub/sub channel,
+-- 's' for sharded pub/sub, the idempotency TTL in seconds ('' for no key),
+-- the floor epoch and offset ('' ''). Returns {epoch, offset, 1 if a
+-- duplicate else 0, why a new epoch was started or ''}.
+--
+-- Redis does not undo a function's writes when a command in it fails, so
+-- nothing is written before XADD, the one command that can fail (a key of
+-- the wrong type, out of memory): a failed publish burns no offset.
+redis.register_function('HERALD_LIB_publish', function(keys, args)
+  if args[7] ~= '' then
+    local earlier = redis.call('GET', keys[3])
+    if earlier then
+      local space = string.find(earlier, ' ')
+      return {string.sub(earlier, 1, space - 1), tonumber(string.sub(earlier, space + 1)), 1, ''}
+    end
+  end
+  local epoch, top, reset = position(keys[1], keys[2], args[4], args[3], args[8], args[9])
+  local offset = top + 1
+  if tonumber(args[2]) > 0 then
+    local now = redis.call('TIME')
+    local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+    redis.call('XADD', keys[2], 'MAXLEN', '~', args[2], offset .. '-0', 't', ms, 'd', args[1])
+    redis.call('EXPIRE', keys[2], args[3])
+  end
+  redis.call('HSET', keys[1], 'o', offset)
+  redis.call('EXPIRE', keys[1], args[3])
+  local command = 'PUBLISH'
+  if args[6] == 's' then command = 'SPUBLISH' end
+  redis.call(command, args[5], epoch .. ' ' .. offset .. ' ' .. args[1])
+  if args[7] ~= '' then
+    redis.call('SET', keys[3], epoch .. ' ' .. offset, 'EX', args[7])
+  end
+  return {epoch, offset, 0, reset}
+end)
+
+-- Reads a channel's position and the history after an offset.
+--
+-- KEYS: meta, stream. ARGV: the epoch to start if the channel needs one, TTL
+-- in seconds, the offset to read after ('' reads the position only: a fresh
+-- subscriber needs no history, and the stream may be megabytes), the most
+-- entries to return, the floor epoch and offset ('' ''). Returns {epoch,
+-- newest offset, now in ms, entries, why a new epoch was started or ''},
+-- entries as XRANGE's [[id, [field, value, ...]], ...].
+--
+-- A channel read before anything was published gets its epoch here, so that
+-- the position a subscriber is given stays valid; and every read keeps the
+-- position alive for another TTL, so that a watched channel keeps its epoch.
+redis.register_function('HERALD_LIB_read', function(keys, args)
+  local epoch, top, reset = position(keys[1], keys[2], args[1], args[2], args[5], args[6])
+  redis.call('EXPIRE', keys[1], args[2])
+  local entries = {}
+  -- Compared as numbers: an offset past the newest (up to 2^64-1 from a
+  -- client) has nothing after it, and is no stream id to ask XRANGE about.
+  if args[3] ~= '' and tonumber(args[3]) < top then
+    entries = redis.call('XRANGE', keys[2], '(' .. args[3] .. '-0', '+', 'COUNT', args[4])
+  end
   local now = redis.call('TIME')
   local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], offset .. '-0', 't', ms, 'd', ARGV[1])
-  redis.call('EXPIRE', KEYS[2], ARGV[3])
-end
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-local command = 'PUBLISH'
-if ARGV[6] == 's' then command = 'SPUBLISH' end
-redis.call(command, ARGV[5], epoch .. ' ' .. offset .. ' ' .. ARGV[1])
-if ARGV[7] ~= '' then
-  redis.call('SET', KEYS[3], epoch .. ' ' .. offset, 'EX', ARGV[7])
-end
-return {epoch, offset, 0}
+  return {epoch, top, ms, entries, reset}
+end)
 "#;
 
-/// Reads a channel's position and the history after an offset.
-///
-/// KEYS: meta, stream. ARGV: the epoch to create the channel with if it has
-/// none, TTL in seconds, the offset to read after (empty: from the oldest),
-/// the most entries to return. Returns `{epoch, last offset, now in ms,
-/// entries}` where entries is XRANGE's `[[id, [field, value, …]], …]`.
-///
-/// A channel that is read before anything was published gets its epoch
-/// here, so that the position a subscriber is given stays valid.
-pub(crate) const READ: &str = r#"
-local epoch = redis.call('HGET', KEYS[1], 'e')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('HSET', KEYS[1], 'e', epoch, 'o', 0)
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
-end
-local top = tonumber(redis.call('HGET', KEYS[1], 'o') or '0')
-local from = '-'
-if ARGV[3] ~= '' then from = '(' .. ARGV[3] .. '-0' end
-local entries = redis.call('XRANGE', KEYS[2], from, '+', 'COUNT', ARGV[4])
-local now = redis.call('TIME')
-local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-return {epoch, top, ms, entries}
-"#;
+/// The library as Herald loads it, and the names of its two functions.
+#[derive(Debug, Clone)]
+pub(crate) struct Library {
+    /// The code for `FUNCTION LOAD`, with its `#!lua name=…` line.
+    pub code: String,
+    /// Appends and publishes (see `publish` in the code).
+    pub publish: String,
+    /// Reads the position and history (see `read` in the code).
+    pub read: String,
+}
+
+/// Names the library after a hash of its code: `herald_<hash>`, its
+/// functions `herald_<hash>_publish` and `herald_<hash>_read`.
+pub(crate) fn library() -> Library {
+    let hash = fred::util::sha1_hash(LIBRARY);
+    let name = format!("herald_{}", &hash[..12]);
+    Library {
+        code: format!(
+            "#!lua name={name}\n{}",
+            LIBRARY.replace("HERALD_LIB", &name)
+        ),
+        publish: format!("{name}_publish"),
+        read: format!("{name}_read"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_library_names_its_functions() {
+        let library = library();
+        assert!(library.code.starts_with("#!lua name=herald_"));
+        assert!(!library.code.contains("HERALD_LIB"));
+        for function in [&library.publish, &library.read] {
+            assert!(
+                library.code.contains(&format!("'{function}'")),
+                "{function}"
+            );
+        }
+    }
+}

@@ -125,13 +125,26 @@ impl ChannelTable {
                     Live::Deliver
                 }
             }
-            // The first message heard, or a new epoch (the history was
-            // lost): sessions tell their clients `recovered: false`.
+            // A new epoch (the history was lost) that began before this
+            // message: its first messages come from history, so that
+            // clients, told `recovered: false`, miss nothing after it.
+            Some(last) if position.offset > 1 => Live::Gap { last },
+            // The first message heard, or the first of a new epoch:
+            // sessions tell their clients `recovered: false`.
             _ => {
                 state.last = Some(position);
                 Live::Deliver
             }
         }
+    }
+
+    /// The last position delivered on `channel` (or read by a local
+    /// subscriber), if the channel is watched here.
+    pub fn last(&self, channel: &ChannelKey) -> Option<Position> {
+        self.shard(channel.as_str())
+            .lock()
+            .get(channel.as_str())
+            .and_then(|state| state.last)
     }
 
     /// Records that everything up to `position` was delivered.
@@ -307,5 +320,12 @@ mod tests {
             offset: 1,
         };
         assert_eq!(table.live(&a, reset), Live::Deliver);
+        // A new epoch first heard past its start is filled from its start.
+        let later = Position {
+            epoch: Epoch::from_u64(3),
+            offset: 4,
+        };
+        assert_eq!(table.live(&a, later), Live::Gap { last: reset });
+        assert_eq!(table.last(&a), Some(reset));
     }
 }

@@ -69,6 +69,9 @@ pub(super) async fn wait_readyz(node: &Herald, status: u16) {
 pub(super) enum Stop {
     /// It read the message it was waiting for.
     Matched,
+    /// `subscribed` with `recovered: false` came, at this position: the channel started a new
+    /// epoch (Redis may have lost messages).
+    Reset(Position),
     /// The connection ended, or something other than a message came.
     Ended(String),
     /// The time limit passed.
@@ -92,6 +95,9 @@ pub(super) async fn read_ws(
             other => return (messages, Stop::Ended(format!("{other:?}"))),
         };
         let frame: Value = serde_json::from_str(&text).expect("JSON frame");
+        if frame["type"] == "subscribed" && frame["recovered"] == false {
+            return (messages, Stop::Reset(Position::from_json(&frame)));
+        }
         if frame["type"] != "message" {
             return (messages, Stop::Ended(format!("unexpected frame {text}")));
         }
@@ -119,6 +125,9 @@ pub(super) async fn read_sse(
             SseNext::Timeout => return (messages, Stop::TimedOut),
             SseNext::Ended => return (messages, Stop::Ended("stream ended".into())),
         };
+        if event.event == "subscribed" && event.json()["recovered"] == false {
+            return (messages, Stop::Reset(Position::from_json(&event.json())));
+        }
         if event.event != "message" {
             return (messages, Stop::Ended(format!("unexpected event {event:?}")));
         }
@@ -129,6 +138,145 @@ pub(super) async fn read_sse(
             return (messages, Stop::Matched);
         }
     }
+}
+
+/// What a subscriber read across resets: its messages, and where its channel started a new epoch.
+#[derive(Debug)]
+pub(super) struct Reading {
+    /// The messages, in the order read.
+    pub(super) messages: Vec<Delivered>,
+    /// `(i, position)`: a `subscribed` with `recovered: false` at `position`, read before
+    /// `messages[i]`.
+    pub(super) resets: Vec<(usize, Position)>,
+    /// Why reading stopped (never [`Stop::Reset`]).
+    pub(super) stop: Stop,
+}
+
+/// Like [`read_ws`], reading on past resets and recording them.
+pub(super) async fn read_ws_across_resets(
+    ws: &mut WsClient,
+    limit: Duration,
+    until: impl Fn(&Delivered) -> bool,
+) -> Reading {
+    let deadline = Instant::now() + limit;
+    let (mut messages, mut resets) = (Vec::new(), Vec::new());
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (more, stop) = read_ws(ws, left, &until).await;
+        messages.extend(more);
+        match stop {
+            Stop::Reset(position) => resets.push((messages.len(), position)),
+            stop => {
+                return Reading {
+                    messages,
+                    resets,
+                    stop,
+                };
+            }
+        }
+    }
+}
+
+/// Like [`read_sse`], reading on past resets and recording them.
+pub(super) async fn read_sse_across_resets(
+    sse: &mut SseClient,
+    limit: Duration,
+    until: impl Fn(&Delivered) -> bool,
+) -> Reading {
+    let deadline = Instant::now() + limit;
+    let (mut messages, mut resets) = (Vec::new(), Vec::new());
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (more, stop) = read_sse(sse, left, &until).await;
+        messages.extend(more);
+        match stop {
+            Stop::Reset(position) => resets.push((messages.len(), position)),
+            stop => {
+                return Reading {
+                    messages,
+                    resets,
+                    stop,
+                };
+            }
+        }
+    }
+}
+
+/// Checks a subscriber that lived through one Redis restart, which started its channel on a new
+/// epoch: before the one reset, the old epoch's messages from offset 1 with no gap; after it,
+/// every message of the new epoch after the reset's position up to `end`, with no gap. Every
+/// message is one the publisher sent, at the position it was told (or one whose publish got a
+/// 503 but ran), and none comes twice. Acknowledged messages of the old epoch past what arrived
+/// are what the reset announced as lost; acknowledged messages of the new epoch all arrive.
+pub(super) fn assert_every_acknowledged_or_reset(
+    name: &str,
+    reading: &Reading,
+    attempts: &[Attempt],
+    end: &Position,
+) {
+    assert_eq!(
+        reading.stop,
+        Stop::Matched,
+        "{name} stayed connected and got END"
+    );
+    let [(at, reset)] = reading.resets.as_slice() else {
+        panic!("{name}: one reset, at the restart: {:?}", reading.resets);
+    };
+    assert_eq!(
+        reset.epoch, end.epoch,
+        "{name}: the reset announces END's epoch"
+    );
+    let (before, after) = reading.messages.split_at(*at);
+    if let Some(first) = before.first() {
+        assert_ne!(first.position.epoch, reset.epoch, "{name}: a new epoch");
+        assert!(
+            before
+                .iter()
+                .all(|m| m.position.epoch == first.position.epoch),
+            "{name}: one epoch before the reset"
+        );
+        assert_contiguous(&format!("{name} before the reset"), 0, before);
+    }
+    assert!(
+        after.iter().all(|m| m.position.epoch == reset.epoch),
+        "{name}: the new epoch after the reset"
+    );
+    assert_contiguous(&format!("{name} after the reset"), reset.offset, after);
+    assert_eq!(
+        after.last().map(|m| (&m.position, m.data.as_str())),
+        Some((end, END)),
+        "{name}: END comes last"
+    );
+    let by_data: BTreeMap<&str, &Attempt> = attempts.iter().map(|a| (a.data.as_str(), a)).collect();
+    for message in &reading.messages[..reading.messages.len() - 1] {
+        let attempt = by_data.get(message.data.as_str()).unwrap_or_else(|| {
+            panic!("{name}: {message:?} was never published (or published twice)")
+        });
+        if let Outcome::Acked(position) = &attempt.outcome {
+            assert_eq!(
+                position, &message.position,
+                "{name}: {} arrived at another position than the publisher was told",
+                message.data
+            );
+        }
+    }
+    let delivered: BTreeSet<&str> = reading.messages.iter().map(|m| m.data.as_str()).collect();
+    assert_eq!(
+        delivered.len(),
+        reading.messages.len(),
+        "{name}: a payload twice"
+    );
+    let missing: Vec<&Attempt> = attempts
+        .iter()
+        .filter(|a| {
+            matches!(&a.outcome, Outcome::Acked(p) if p.epoch == reset.epoch && p.offset > reset.offset)
+                && !delivered.contains(a.data.as_str())
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{name}: acknowledged in the new epoch but never delivered: {missing:#?}"
+    );
 }
 
 /// Checks that `messages` continue a channel from offset `from` with no gap and no duplicate.
