@@ -116,4 +116,11 @@ impl Fanout {
     pub fn is_ready(&self) -> bool {
         self.engine.is_ready()
     }
+
+    /// Resolves once every publish acknowledged before the call has reached
+    /// this node's subscribers, as far as the engine can tell
+    /// ([`Engine::flushed`]).
+    pub async fn flushed(&self) {
+        self.engine.flushed().await;
+    }
 }

@@ -363,15 +363,13 @@ impl<P: Protocol> Connection<P> {
         }
         let take = self.aside.is_none() && self.out.is_empty();
         let drained = self.outbox.drain(take, cx.waker());
-        if let Some(delay) = drained.shutdown {
-            let reason = CloseReason::Code(ErrorCode::Shutdown);
-            self.begin_close(reason, "the server is shutting down", Some(delay));
-            return true;
-        }
         if drained.overflowed {
             let message = "the connection fell too far behind; reconnect to resume";
             self.begin_close(CloseReason::Code(ErrorCode::SlowConsumer), message, None);
             return true;
+        }
+        if let Some(delay) = drained.shutdown {
+            return self.shut_down(drained.items, delay);
         }
         if (drained.tick || drained.recheck) && self.check_client() {
             return true;
@@ -391,6 +389,25 @@ impl<P: Protocol> Connection<P> {
             progressed = true;
         }
         progressed
+    }
+
+    /// Shutdown: every message already in the outbox (each was acknowledged
+    /// to its publisher) goes out before the reconnect advice and the close.
+    /// `taken` is what this round took from the outbox. A subscribe in
+    /// flight finishes first, so that its replay keeps its place ahead of
+    /// live messages; the shutdown signal stays set meanwhile.
+    fn shut_down(&mut self, mut taken: Queue, reconnect_after: Duration) -> bool {
+        if self.aside.is_some() {
+            return false;
+        }
+        if taken.is_empty() {
+            // Nothing was taken because earlier bytes were still on their way.
+            taken = self.outbox.take_items();
+        }
+        self.deliver(taken);
+        let reason = CloseReason::Code(ErrorCode::Shutdown);
+        self.begin_close(reason, "the server is shutting down", Some(reconnect_after));
+        true
     }
 
     /// Closes the connection if its site was removed or its token expired
@@ -445,10 +462,15 @@ impl<P: Protocol> Connection<P> {
 
     // === closing ===
 
-    /// Starts closing for `reason`: drops what is queued (all but the rest
-    /// of a frame on its way), queues the protocol's last words, and arms
-    /// the deadline. `message` is for people; `reconnect_after` comes with
-    /// a shutdown.
+    /// Starts closing for `reason`: queues the protocol's last words and
+    /// arms the deadline. `message` is for people; `reconnect_after` comes
+    /// with a shutdown.
+    ///
+    /// A shutdown keeps everything queued ahead of its advice: those are
+    /// messages their publishers were told were accepted, and the client is
+    /// reading. Any other close drops what is queued (all but the rest of a
+    /// frame on its way): the client is not reading, is gone, or is told
+    /// its connection is over, and resumes from history.
     pub(crate) fn begin_close(
         &mut self,
         reason: CloseReason,
@@ -458,7 +480,9 @@ impl<P: Protocol> Connection<P> {
         if self.closing.is_some() {
             return;
         }
-        self.out.keep_started_frame();
+        if reason != CloseReason::Code(ErrorCode::Shutdown) {
+            self.out.keep_started_frame();
+        }
         self.encode(Event::Closing {
             reason,
             message,

@@ -210,6 +210,14 @@ impl Engine for MemoryEngine {
     ) -> BoxFuture<'a, Result<History, Error>> {
         Box::pin(future::ready(Ok(self.read(channel, since))))
     }
+
+    fn flushed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(delivery) = &self.delivery {
+                delivery.flushed().await;
+            }
+        })
+    }
 }
 
 async fn sweep_forever(engine: Weak<MemoryEngine>, period: Duration) {
