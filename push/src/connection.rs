@@ -21,7 +21,8 @@
 //!   bytes for futures up to 160, 288, 416 … bytes). So state that only
 //!   exists for a moment (a subscribe in flight, a close deadline) is boxed
 //!   in `aside`, the connection id lives in the outbox, and the small fields
-//!   pack into one word. `session.rs` holds the sizes with a test.
+//!   (tracker place, last heard tick, command-rate bucket, close state) pack
+//!   into two words. `session.rs` holds the sizes with a test.
 
 mod outgoing;
 
@@ -42,10 +43,11 @@ pub use outgoing::Outgoing;
 use crate::{
     ClientFrame, CloseReason, Context, ErrorCode, Event, Intent, Protocol, Refusal,
     client::{ChannelProof, Client, unix_now},
+    command_rate::{CommandRate, Pace},
     metrics::PerTransport,
     outbox::{Outbox, Queue},
     session::Inbound,
-    subscriptions::{self, Accept, Opened, Subscriptions},
+    subscriptions::{self, Accept, Opened, Subscriptions, opens_in_time},
     tracker::Tracked,
 };
 
@@ -78,6 +80,8 @@ pub struct Connection<P: Protocol> {
     /// The tick at which the client was last heard from (ticks fit 32 bits
     /// for thousands of years).
     heard_at: u32,
+    /// How fast the client may send frames (four bytes).
+    commands: CommandRate,
     protocol: P,
 }
 
@@ -113,6 +117,7 @@ impl<P: Protocol> Connection<P> {
             closing: None,
             finished: false,
             heard_at,
+            commands: CommandRate::new(),
             protocol,
         };
         connection.metrics().connections.inc();
@@ -212,9 +217,36 @@ impl<P: Protocol> Connection<P> {
             && !self.out.mid_frame()
     }
 
-    /// A frame from the client, for the protocol to read.
+    /// A frame from the client, for the protocol to read, if the client
+    /// keeps to its site's `command_rate`.
     pub(crate) fn on_frame(&mut self, frame: ClientFrame<'_>) {
+        if self.closing.is_some() {
+            // Frames read in the same go as the one that closed it.
+            return;
+        }
         self.heard();
+        let settings = self.client.site().settings();
+        let (rate, burst) = (settings.limits.command_rate, settings.limits.command_burst);
+        match self.commands.take(rate, burst) {
+            Pace::Go => {}
+            Pace::Refuse => {
+                self.count_rejection(ErrorCode::CommandRateLimited);
+                let refusal = Refusal::new(
+                    ErrorCode::CommandRateLimited,
+                    "too many frames; slow down (frames sent meanwhile are refused)",
+                );
+                return self.refuse_frame(refusal);
+            }
+            Pace::Close => {
+                self.count_rejection(ErrorCode::CommandRateLimited);
+                self.context
+                    .metrics()
+                    .client_error(ErrorCode::CommandRateLimited);
+                let message = "kept sending while refused; reconnect after a back-off";
+                let reason = CloseReason::Code(ErrorCode::CommandRateLimited);
+                return self.begin_close(reason, message, None);
+            }
+        }
         match self.protocol.parse(frame) {
             Ok(intent) => self.on_intent(intent),
             Err(refusal) => self.refuse_frame(refusal),
@@ -298,6 +330,10 @@ impl<P: Protocol> Connection<P> {
             self.count_rejection(refusal.code);
             return self.refuse_frame(refusal.on_channel(channel.as_str()));
         }
+        if let Err(refusal) = opens_in_time(&self.context, &self.client, &key) {
+            self.count_rejection(refusal.code);
+            return self.refuse_frame(refusal.on_channel(channel.as_str()));
+        }
         let slot = self.subscriptions.free_slot();
         let open = subscriptions::open(&self.context, &self.outbox, slot, key, since);
         self.aside = Some(Box::new(Aside::Subscribing(Box::pin(open))));
@@ -376,6 +412,7 @@ impl<P: Protocol> Connection<P> {
         }
         let mut progressed = false;
         if drained.tick {
+            self.commands.catch_up();
             if self.is_idle() {
                 let message = "nothing was heard from the client for too long";
                 self.begin_close(CloseReason::Code(ErrorCode::IdleTimeout), message, None);

@@ -9,6 +9,13 @@
 //!   to find or insert a log, never while delivering.
 //! - One sweeper task for the whole engine frees logs whose history has
 //!   expired and that have no local subscribers; idle channels cost nothing.
+//! - A channel that only ever had readers costs its log only while someone
+//!   subscribes: a subscriber's history read creates the log (its epoch must
+//!   hold while anyone holds a position in it), and the engine, as the hub's
+//!   [`ChannelWatcher`], drops a log that never had a message as soon as
+//!   the channel's last subscriber leaves. A resume into a dropped one
+//!   answers `recovered: false` (a new epoch), never a silent gap. So a
+//!   client looping subscribe/unsubscribe over random names leaves nothing.
 
 use std::{
     collections::HashMap,
@@ -21,7 +28,7 @@ use futures_util::future::{self, BoxFuture};
 use parking_lot::Mutex;
 
 use crate::{
-    ChannelKey, Error, Hub, Metrics, Position,
+    ChannelKey, ChannelWatcher, Error, Hub, Metrics, Position,
     engine::{
         Engine, History, PublishRequest, Published,
         delivery::{Delivery, Queue},
@@ -52,8 +59,10 @@ impl MemoryEngine {
     /// The sweeper stops by itself once the engine is dropped.
     pub fn start(hub: Hub, config: HistoryConfig, metrics: Metrics) -> Arc<Self> {
         let mut engine = Self::new(hub.clone(), config, metrics);
-        engine.delivery = Some(Delivery::start(hub));
+        engine.delivery = Some(Delivery::start(hub.clone()));
         let engine = Arc::new(engine);
+        let watcher: Arc<dyn ChannelWatcher> = engine.clone();
+        hub.set_watcher(Arc::downgrade(&watcher));
         let period = (config.ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
         tokio::spawn(sweep_forever(Arc::downgrade(&engine), period));
         engine
@@ -162,7 +171,11 @@ impl MemoryEngine {
                 let expired = log.expire(now, self.config.ttl);
                 log.expire_keys(now, self.config.dedupe_ttl);
                 self.metrics.history_messages.sub(expired as i64);
-                let quiet = now.saturating_duration_since(log.touched) > self.config.ttl;
+                // A log that never had a message is dropped as soon as nobody
+                // listens (see `channel_idle`); one left behind (a busy lock
+                // then, or an API history read) goes at the next sweep.
+                let quiet = now.saturating_duration_since(log.touched) > self.config.ttl
+                    || log.last_offset == 0;
                 if log.len() == 0
                     && quiet
                     && !log.has_keys()
@@ -183,6 +196,34 @@ impl MemoryEngine {
     /// Number of channels whose log is held.
     pub fn channel_count(&self) -> usize {
         self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+}
+
+impl ChannelWatcher for MemoryEngine {
+    fn channel_active(&self, _channel: &ChannelKey) {}
+
+    /// The last local subscriber left: a log that never had a message goes
+    /// now. Called with a hub shard lock held, while a publisher may hold a
+    /// log's lock and wait for that hub shard (inline delivery), and the
+    /// sweeper holds an engine shard and asks the hub: so nothing is waited
+    /// for here. A lock that is busy leaves the log to the sweeper.
+    fn channel_idle(&self, channel: &ChannelKey) {
+        let Some(mut shard) = self.shard(channel.as_str()).try_lock() else {
+            return;
+        };
+        let Some(log) = shard.get(channel.as_str()) else {
+            return;
+        };
+        let Some(mut log) = log.try_lock() else {
+            return;
+        };
+        if log.last_offset != 0 || log.has_keys() {
+            return;
+        }
+        log.removed = true;
+        drop(log);
+        shard.remove(channel.as_str());
+        self.metrics.history_channels.dec();
     }
 }
 
@@ -299,6 +340,35 @@ mod tests {
         assert_eq!(*recorder.0.lock(), [1], "delivered once");
         let other = engine.publish(vec![request("a")]).await.unwrap();
         assert_eq!(other[0].position.offset, 2, "no key: published");
+    }
+
+    #[tokio::test]
+    async fn a_channel_that_only_had_readers_is_dropped_when_its_last_subscriber_leaves() {
+        let hub = Hub::new(Metrics::default());
+        let engine = MemoryEngine::start(hub.clone(), HistoryConfig::default(), Metrics::default());
+        let key = |name: &str| ChannelKey::parse(&format!("s/{name}")).unwrap();
+        let recorder = Arc::new(Recorder::default());
+
+        // Two readers: the log exists while either subscribes, with one epoch.
+        let first = hub.subscribe(key("quiet"), recorder.clone(), 0, Watch::Yes);
+        let epoch = engine.history(&key("quiet"), None).await.unwrap().position;
+        let second = hub.subscribe(key("quiet"), recorder.clone(), 1, Watch::Yes);
+        drop(first);
+        let again = engine.history(&key("quiet"), None).await.unwrap().position;
+        assert_eq!(again, epoch, "the epoch holds while anyone subscribes");
+        assert_eq!(engine.channel_count(), 1);
+        drop(second);
+        assert_eq!(
+            engine.channel_count(),
+            0,
+            "dropped with its last subscriber"
+        );
+
+        // A channel that had a message keeps its log (and epoch) for resumes.
+        let reader = hub.subscribe(key("busy"), recorder.clone(), 0, Watch::Yes);
+        engine.publish(vec![request("busy")]).await.unwrap();
+        drop(reader);
+        assert_eq!(engine.channel_count(), 1);
     }
 
     #[tokio::test]
