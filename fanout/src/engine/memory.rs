@@ -14,13 +14,24 @@
 //!   hold while anyone holds a position in it), and the engine, as the hub's
 //!   [`ChannelWatcher`], drops a log that never had a message as soon as
 //!   the channel's last subscriber leaves. A resume into a dropped one
-//!   answers `recovered: false` (a new epoch), never a silent gap. So a
 //!   client looping subscribe/unsubscribe over random names leaves nothing.
+//! - Epochs: a new log's epoch is the engine's current "fresh" epoch, a
+//!   random seed for the engine's lifetime moved on each time the sweeper
+//!   frees a log that had messages (under that log's shard lock, before it
+//!   can be created again). So a client that read a channel at offset 0,
+//!   whose log was then dropped because nobody listened and nothing was
+//!   published, resumes exactly (`recovered: true`) once it comes back,
+//!   even if the channel was published to meanwhile; but a position from
+//!   before messages that have since expired and been freed is never taken
+//!   for one in the new log: the epoch has moved on (`recovered: false`).
 
 use std::{
     collections::HashMap,
     hash::{BuildHasher, RandomState},
-    sync::{Arc, Weak},
+    sync::{
+        Arc, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -28,7 +39,7 @@ use futures_util::future::{self, BoxFuture};
 use parking_lot::Mutex;
 
 use crate::{
-    ChannelKey, ChannelWatcher, Error, Hub, Metrics, Position,
+    ChannelKey, ChannelWatcher, Epoch, Error, Hub, Metrics, Position,
     engine::{
         Engine, History, PublishRequest, Published,
         delivery::{Delivery, Queue},
@@ -52,6 +63,11 @@ pub struct MemoryEngine {
     hasher: RandomState,
     config: HistoryConfig,
     metrics: Metrics,
+    /// Random for this engine's lifetime: new logs' epochs derive from it.
+    epoch_seed: u64,
+    /// How many times the sweeper freed a log that had messages; moves the
+    /// epoch of logs created afterwards (see the module docs).
+    freed_with_messages: AtomicU64,
 }
 
 impl MemoryEngine {
@@ -77,7 +93,19 @@ impl MemoryEngine {
             hasher: RandomState::new(),
             config,
             metrics,
+            epoch_seed: rand::random::<u64>(),
+            freed_with_messages: AtomicU64::new(0),
         }
+    }
+
+    /// The epoch of a log created now.
+    fn fresh_epoch(&self) -> Epoch {
+        // Distinct for every count (an odd multiplier is a bijection).
+        let moved = self.freed_with_messages.load(Ordering::SeqCst);
+        Epoch::from_u64(
+            self.epoch_seed
+                .wrapping_add(moved.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        )
     }
 
     fn shard(&self, channel: &str) -> &Shard {
@@ -95,7 +123,10 @@ impl MemoryEngine {
             .entry(channel.clone())
             .or_insert_with(|| {
                 self.metrics.history_channels.inc();
-                Arc::new(Mutex::new(ChannelLog::new(Instant::now())))
+                Arc::new(Mutex::new(ChannelLog::new(
+                    Instant::now(),
+                    self.fresh_epoch(),
+                )))
             })
             .clone()
     }
@@ -181,6 +212,11 @@ impl MemoryEngine {
                     && !log.has_keys()
                     && !self.hub.has_subscribers(channel.as_str())
                 {
+                    if log.last_offset > 0 {
+                        // Before the shard lock is let go, so that no log
+                        // created again for this channel reuses the epoch.
+                        self.freed_with_messages.fetch_add(1, Ordering::SeqCst);
+                    }
                     log.removed = true;
                     freed += 1;
                     false
@@ -364,11 +400,25 @@ mod tests {
             "dropped with its last subscriber"
         );
 
+        // Back after it was dropped: the same epoch at offset 0, so a client
+        // that read it before resumes exactly, here and after a publish.
+        let back = engine.history(&key("quiet"), None).await.unwrap().position;
+        assert_eq!(back, epoch);
+        engine.publish(vec![request("quiet")]).await.unwrap();
+        let since = Some(epoch);
+        let resumed = engine.history(&key("quiet"), since).await.unwrap();
+        assert!(resumed.recovered);
+        assert_eq!(resumed.messages.len(), 1);
+
         // A channel that had a message keeps its log (and epoch) for resumes.
         let reader = hub.subscribe(key("busy"), recorder.clone(), 0, Watch::Yes);
         engine.publish(vec![request("busy")]).await.unwrap();
         drop(reader);
-        assert_eq!(engine.channel_count(), 1);
+        assert_eq!(
+            engine.channel_count(),
+            2,
+            "`quiet` (now published to) and `busy`"
+        );
     }
 
     #[tokio::test]
@@ -387,6 +437,8 @@ mod tests {
             0,
             Watch::Yes,
         );
+        // A reader of `oneoff` at offset 0, before its one message.
+        let before = engine.read(&ChannelKey::parse("s/oneoff").unwrap(), None);
         engine
             .publish(vec![request("watched"), request("oneoff")])
             .await
@@ -394,6 +446,14 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(engine.sweep(), 1);
         assert_eq!(engine.channel_count(), 1);
+        // Its messages are gone, and so is its epoch: a client from before
+        // them is told, not given an empty "recovered" replay.
+        let again = engine.read(
+            &ChannelKey::parse("s/oneoff").unwrap(),
+            Some(before.position),
+        );
+        assert!(!again.recovered);
+        assert_ne!(again.position.epoch, before.position.epoch);
         // The watched channel keeps its epoch and counts on.
         let next = engine.publish(vec![request("watched")]).await.unwrap();
         assert_eq!(next[0].position.offset, 2);
