@@ -157,7 +157,7 @@ impl Server {
         );
         let _ = stop_tx.send(true);
         let drain = async {
-            tracker
+            app.sessions()
                 .shut_down_all(jitter, SHUTDOWN_BATCH, SHUTDOWN_PAUSE)
                 .await;
             tracker.drained().await;

@@ -76,6 +76,16 @@ pub trait Engine: Send + Sync + 'static {
         Box::pin(async move { Ok(self.history(channel, None).await?.position) })
     }
 
+    /// Resolves once every publish acknowledged before the call has reached
+    /// this node's hub, where the engine can know it (the memory engine's
+    /// delivery workers). Shutdown waits for it before it tells clients to
+    /// go, so that nothing acknowledged is still on its way to them. A
+    /// multi-node engine's messages arrive from the broker at their own
+    /// pace; clients recover those from history.
+    fn flushed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(futures_util::future::ready(()))
+    }
+
     /// Whether the engine can take publishes right now (used by `/readyz`).
     fn is_ready(&self) -> bool {
         true

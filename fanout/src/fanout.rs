@@ -61,6 +61,14 @@ impl Fanout {
         Subscription::new(registration, interest)
     }
 
+    /// Whether subscribing to `channel` now would open it on this node: no
+    /// local subscriber has it yet, so the engine may have to create state
+    /// for it (a log, an upstream subscription). A timeline never opens a
+    /// channel of its own: it shares its shard's, and shards are bounded.
+    pub fn opens_channel(&self, channel: &ChannelKey) -> bool {
+        channel.timeline().is_none() && !self.hub.has_subscribers(channel.as_str())
+    }
+
     /// Publishes each message; a message to a timeline channel goes to its
     /// user through the user's shard.
     pub async fn publish(&self, batch: Vec<PublishRequest>) -> Result<Vec<Published>, Error> {
@@ -135,5 +143,12 @@ impl Fanout {
 
     pub fn is_ready(&self) -> bool {
         self.engine.is_ready()
+    }
+
+    /// Resolves once every publish acknowledged before the call has reached
+    /// this node's subscribers, as far as the engine can tell
+    /// ([`Engine::flushed`]).
+    pub async fn flushed(&self) {
+        self.engine.flushed().await;
     }
 }

@@ -49,7 +49,8 @@ type Remembered = HashMap<Arc<str>, (Position, Instant)>;
 
 /// The log of one channel.
 pub(crate) struct ChannelLog {
-    /// The generation of this log; a fresh log gets a fresh epoch.
+    /// The generation of this log, chosen by the engine when it creates
+    /// the log (`engine/memory.rs` says which).
     pub(crate) epoch: Epoch,
     /// Offset of the newest message ever appended (0 before the first).
     pub(crate) last_offset: u64,
@@ -68,9 +69,9 @@ pub(crate) struct ChannelLog {
 }
 
 impl ChannelLog {
-    pub(crate) fn new(now: Instant) -> Self {
+    pub(crate) fn new(now: Instant, epoch: Epoch) -> Self {
         Self {
-            epoch: Epoch::random(),
+            epoch,
             last_offset: 0,
             entries: VecDeque::new(),
             touched: now,
@@ -222,7 +223,7 @@ mod tests {
     }
 
     fn log_with(n: u64, cfg: HistoryConfig, now: Instant) -> ChannelLog {
-        let mut log = ChannelLog::new(now);
+        let mut log = ChannelLog::new(now, Epoch::random());
         for _ in 0..n {
             log.append(ChannelKey::parse("s/c").unwrap(), Bytes::new(), now, cfg);
         }

@@ -21,7 +21,8 @@
 //!   bytes for futures up to 160, 288, 416 … bytes). So state that only
 //!   exists for a moment (a subscribe in flight, a close deadline) is boxed
 //!   in `aside`, the connection id lives in the outbox, and the small fields
-//!   pack into one word. `session.rs` holds the sizes with a test.
+//!   (tracker place, last heard tick, command-rate bucket, close state) pack
+//!   into two words. `session.rs` holds the sizes with a test.
 
 mod outgoing;
 
@@ -42,10 +43,11 @@ pub use outgoing::Outgoing;
 use crate::{
     ClientFrame, CloseReason, Context, ErrorCode, Event, Intent, Protocol, Refusal,
     client::{ChannelProof, Client, unix_now},
+    command_rate::{CommandRate, Pace},
     metrics::PerTransport,
     outbox::{Outbox, Queue},
     session::Inbound,
-    subscriptions::{self, Accept, Opened, Subscriptions},
+    subscriptions::{self, Accept, Opened, Subscriptions, opens_in_time},
     tracker::Tracked,
 };
 
@@ -78,6 +80,8 @@ pub struct Connection<P: Protocol> {
     /// The tick at which the client was last heard from (ticks fit 32 bits
     /// for thousands of years).
     heard_at: u32,
+    /// How fast the client may send frames (four bytes).
+    commands: CommandRate,
     protocol: P,
 }
 
@@ -113,6 +117,7 @@ impl<P: Protocol> Connection<P> {
             closing: None,
             finished: false,
             heard_at,
+            commands: CommandRate::new(),
             protocol,
         };
         connection.metrics().connections.inc();
@@ -212,9 +217,36 @@ impl<P: Protocol> Connection<P> {
             && !self.out.mid_frame()
     }
 
-    /// A frame from the client, for the protocol to read.
+    /// A frame from the client, for the protocol to read, if the client
+    /// keeps to its site's `command_rate`.
     pub(crate) fn on_frame(&mut self, frame: ClientFrame<'_>) {
+        if self.closing.is_some() {
+            // Frames read in the same go as the one that closed it.
+            return;
+        }
         self.heard();
+        let settings = self.client.site().settings();
+        let (rate, burst) = (settings.limits.command_rate, settings.limits.command_burst);
+        match self.commands.take(rate, burst) {
+            Pace::Go => {}
+            Pace::Refuse => {
+                self.count_rejection(ErrorCode::CommandRateLimited);
+                let refusal = Refusal::new(
+                    ErrorCode::CommandRateLimited,
+                    "too many frames; slow down (frames sent meanwhile are refused)",
+                );
+                return self.refuse_frame(refusal);
+            }
+            Pace::Close => {
+                self.count_rejection(ErrorCode::CommandRateLimited);
+                self.context
+                    .metrics()
+                    .client_error(ErrorCode::CommandRateLimited);
+                let message = "kept sending while refused; reconnect after a back-off";
+                let reason = CloseReason::Code(ErrorCode::CommandRateLimited);
+                return self.begin_close(reason, message, None);
+            }
+        }
         match self.protocol.parse(frame) {
             Ok(intent) => self.on_intent(intent),
             Err(refusal) => self.refuse_frame(refusal),
@@ -298,6 +330,10 @@ impl<P: Protocol> Connection<P> {
             self.count_rejection(refusal.code);
             return self.refuse_frame(refusal.on_channel(channel.as_str()));
         }
+        if let Err(refusal) = opens_in_time(&self.context, &self.client, &key) {
+            self.count_rejection(refusal.code);
+            return self.refuse_frame(refusal.on_channel(channel.as_str()));
+        }
         let slot = self.subscriptions.free_slot();
         let open = subscriptions::open(&self.context, &self.outbox, slot, key, since);
         self.aside = Some(Box::new(Aside::Subscribing(Box::pin(open))));
@@ -363,21 +399,20 @@ impl<P: Protocol> Connection<P> {
         }
         let take = self.aside.is_none() && self.out.is_empty();
         let drained = self.outbox.drain(take, cx.waker());
-        if let Some(delay) = drained.shutdown {
-            let reason = CloseReason::Code(ErrorCode::Shutdown);
-            self.begin_close(reason, "the server is shutting down", Some(delay));
-            return true;
-        }
         if drained.overflowed {
             let message = "the connection fell too far behind; reconnect to resume";
             self.begin_close(CloseReason::Code(ErrorCode::SlowConsumer), message, None);
             return true;
+        }
+        if let Some(delay) = drained.shutdown {
+            return self.shut_down(drained.items, delay);
         }
         if (drained.tick || drained.recheck) && self.check_client() {
             return true;
         }
         let mut progressed = false;
         if drained.tick {
+            self.commands.catch_up();
             if self.is_idle() {
                 let message = "nothing was heard from the client for too long";
                 self.begin_close(CloseReason::Code(ErrorCode::IdleTimeout), message, None);
@@ -391,6 +426,25 @@ impl<P: Protocol> Connection<P> {
             progressed = true;
         }
         progressed
+    }
+
+    /// Shutdown: every message already in the outbox (each was acknowledged
+    /// to its publisher) goes out before the reconnect advice and the close.
+    /// `taken` is what this round took from the outbox. A subscribe in
+    /// flight finishes first, so that its replay keeps its place ahead of
+    /// live messages; the shutdown signal stays set meanwhile.
+    fn shut_down(&mut self, mut taken: Queue, reconnect_after: Duration) -> bool {
+        if self.aside.is_some() {
+            return false;
+        }
+        if taken.is_empty() {
+            // Nothing was taken because earlier bytes were still on their way.
+            taken = self.outbox.take_items();
+        }
+        self.deliver(taken);
+        let reason = CloseReason::Code(ErrorCode::Shutdown);
+        self.begin_close(reason, "the server is shutting down", Some(reconnect_after));
+        true
     }
 
     /// Closes the connection if its site was removed or its token expired
@@ -445,10 +499,15 @@ impl<P: Protocol> Connection<P> {
 
     // === closing ===
 
-    /// Starts closing for `reason`: drops what is queued (all but the rest
-    /// of a frame on its way), queues the protocol's last words, and arms
-    /// the deadline. `message` is for people; `reconnect_after` comes with
-    /// a shutdown.
+    /// Starts closing for `reason`: queues the protocol's last words and
+    /// arms the deadline. `message` is for people; `reconnect_after` comes
+    /// with a shutdown.
+    ///
+    /// A shutdown keeps everything queued ahead of its advice: those are
+    /// messages their publishers were told were accepted, and the client is
+    /// reading. Any other close drops what is queued (all but the rest of a
+    /// frame on its way): the client is not reading, is gone, or is told
+    /// its connection is over, and resumes from history.
     pub(crate) fn begin_close(
         &mut self,
         reason: CloseReason,
@@ -458,7 +517,9 @@ impl<P: Protocol> Connection<P> {
         if self.closing.is_some() {
             return;
         }
-        self.out.keep_started_frame();
+        if reason != CloseReason::Code(ErrorCode::Shutdown) {
+            self.out.keep_started_frame();
+        }
         self.encode(Event::Closing {
             reason,
             message,

@@ -1,6 +1,6 @@
 //! What every session shares: the fan-out, the limits, the metrics and the tracker.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use fanout::Fanout;
 use sites::Sites;
@@ -58,5 +58,14 @@ impl Context {
 
     pub fn sites(&self) -> &Sites {
         &self.inner.sites
+    }
+
+    /// Shutdown's advice to every client: first waits until what publishers
+    /// were told was accepted has reached the outboxes (each connection
+    /// then sends all of it ahead of its advice), then tells every
+    /// connection to reconnect, as [`Tracker::shut_down_all`] does.
+    pub async fn shut_down_all(&self, jitter: Duration, batch: usize, pause: Duration) {
+        self.inner.fanout.flushed().await;
+        self.inner.tracker.shut_down_all(jitter, batch, pause).await;
     }
 }

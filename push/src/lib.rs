@@ -16,6 +16,7 @@
 
 mod admission;
 mod client;
+mod command_rate;
 pub mod config;
 mod connection;
 mod context;

@@ -101,6 +101,13 @@ impl Outbox {
         }
     }
 
+    /// Takes the queued messages alone (signals stay for the next drain).
+    pub fn take_items(&self) -> Queue {
+        let mut state = self.state.lock();
+        state.bytes = 0;
+        std::mem::take(&mut state.queue)
+    }
+
     /// Called by the shared ticker.
     pub fn tick(&self) {
         self.signal(|state| state.tick = true);

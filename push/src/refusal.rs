@@ -79,6 +79,12 @@ pub enum ErrorCode {
     IpConnectionLimit,
     /// The client's IP opens connections faster than the site allows.
     ConnectionRateLimit,
+    /// The client sends frames faster than its site's `command_rate`; the
+    /// frame is refused, and a client that keeps on is closed (4105).
+    CommandRateLimited,
+    /// The site's clients open channels new to this node faster than its
+    /// `new_channel_rate`.
+    NewChannelRateLimited,
     /// The channel is not the client's to read (or the dev site's publisher
     /// is not on a trusted network).
     Forbidden,
@@ -173,6 +179,8 @@ impl ErrorCode {
         row(ErrorCode::SiteConnectionLimit, "site_connection_limit", Some(429), Some(4102)),
         row(ErrorCode::IpConnectionLimit, "ip_connection_limit", Some(429), Some(4103)),
         row(ErrorCode::ConnectionRateLimit, "connection_rate_limit", Some(429), Some(4104)),
+        row(ErrorCode::CommandRateLimited, "command_rate_limited", Some(429), Some(4105)),
+        row(ErrorCode::NewChannelRateLimited, "new_channel_rate_limited", Some(429), None),
         row(ErrorCode::Forbidden, "forbidden", Some(403), None),
         row(ErrorCode::ProxiedDevSite, "proxied_dev_site", Some(403), None),
         row(ErrorCode::SignatureRequired, "signature_required", Some(403), None),
@@ -217,6 +225,8 @@ impl ErrorCode {
                 | ErrorCode::SiteConnectionLimit
                 | ErrorCode::IpConnectionLimit
                 | ErrorCode::ConnectionRateLimit
+                | ErrorCode::CommandRateLimited
+                | ErrorCode::NewChannelRateLimited
         )
     }
 }

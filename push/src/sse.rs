@@ -157,6 +157,14 @@ fn admit_stream(
             refuse(Refusal::new(refusal.code, message))
         })?;
     }
+    for channel in &request.channels {
+        subscriptions::opens_in_time(context, &client, &client.scope(channel)).map_err(
+            |refusal| {
+                let message = format!("{channel}: {}", refusal.message);
+                refuse(Refusal::new(refusal.code, message))
+            },
+        )?;
+    }
     Ok(client)
 }
 

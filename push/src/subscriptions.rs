@@ -10,7 +10,7 @@ use std::{future::Future, sync::Arc};
 
 use fanout::{ChannelKey, Error, History, Message, Position, Subscription};
 
-use crate::{Context, outbox::Outbox};
+use crate::{Client, Context, ErrorCode, Refusal, outbox::Outbox};
 
 /// The subscriptions of one connection, indexed by slot. Messages in the
 /// outbox carry their slot, so finding the subscription is an index.
@@ -55,6 +55,30 @@ impl Opened {
             _ => self.history.position,
         }
     }
+}
+
+/// Whether `client` may open `channel` now as far as its site's
+/// `new_channel_rate` goes: a channel that nobody on this node subscribes
+/// to costs the engine state (a log, an upstream subscription), so opening
+/// one takes a token from the site's bucket; joining an open channel, or a
+/// timeline (whose shard channel is shared), is free.
+pub(crate) fn opens_in_time(
+    context: &Context,
+    client: &Client,
+    channel: &ChannelKey,
+) -> Result<(), Refusal> {
+    if !context.fanout().opens_channel(channel) {
+        return Ok(());
+    }
+    client.site().take_new_channel().map_err(|wait| {
+        Refusal::new(
+            ErrorCode::NewChannelRateLimited,
+            format!(
+                "this site opens new channels faster than it may; retry in {} s",
+                wait.as_secs() + 1
+            ),
+        )
+    })
 }
 
 /// Registers `outbox` for `channel` in `slot`, then reads the history after `since`.

@@ -17,6 +17,8 @@ use tokio::sync::Notify;
 use crate::outbox::Outbox;
 
 const SHARDS: usize = 16;
+/// Bits of [`Tracked`] that name the shard.
+const SHARD_BITS: u32 = SHARDS.trailing_zeros();
 
 /// A cheap, cloneable handle on the set of live connections.
 #[derive(Clone, Default)]
@@ -41,10 +43,24 @@ struct Shared {
 /// A connection's place in the tracker. The connection gives it back with
 /// [`Tracker::unregister`] when it is dropped; it holds no handle on the
 /// tracker itself, which keeps every connection's future a word smaller.
+/// One `u32`: the shard in the low bits, the slab key above them (2^28
+/// connections per shard), so that it packs with the connection's other
+/// small fields.
 #[derive(Debug)]
-pub(crate) struct Tracked {
-    shard: u8,
-    key: u32,
+pub(crate) struct Tracked(u32);
+
+impl Tracked {
+    fn new(shard: usize, key: usize) -> Self {
+        Self(((key as u32) << SHARD_BITS) | shard as u32)
+    }
+
+    fn shard(&self) -> usize {
+        (self.0 & (SHARDS as u32 - 1)) as usize
+    }
+
+    fn key(&self) -> usize {
+        (self.0 >> SHARD_BITS) as usize
+    }
 }
 
 impl Tracker {
@@ -52,18 +68,15 @@ impl Tracker {
         let shard = self.shared.next.fetch_add(1, Ordering::Relaxed) % SHARDS;
         let key = self.shared.shards[shard].lock().insert(outbox);
         self.shared.count.fetch_add(1, Ordering::Relaxed);
-        Tracked {
-            shard: shard as u8,
-            key: key as u32,
-        }
+        Tracked::new(shard, key)
     }
 
     /// Removes a connection registered with [`Tracker::register`].
     pub(crate) fn unregister(&self, tracked: &Tracked) {
         let shared = &self.shared;
-        shared.shards[tracked.shard as usize]
+        shared.shards[tracked.shard()]
             .lock()
-            .try_remove(tracked.key as usize);
+            .try_remove(tracked.key());
         shared.count.fetch_sub(1, Ordering::Relaxed);
         shared.ended.notify_waiters();
     }

@@ -26,6 +26,17 @@ pub struct SiteLimits {
     pub publish_rate: u32,
     /// Messages the site may publish at once before the rate applies.
     pub publish_burst: u32,
+    /// Frames per second one WebSocket client may send (subscribe,
+    /// unsubscribe, ping, refresh, anything): a token bucket per connection.
+    pub command_rate: u32,
+    /// Frames a client may send at once before the rate applies.
+    pub command_burst: u32,
+    /// Channels per second the site's clients may open on this node that
+    /// nobody here was subscribed to (a token bucket per site): each one
+    /// costs the engine state (a log, an upstream subscription).
+    pub new_channel_rate: u32,
+    /// New channels the site's clients may open at once before the rate applies.
+    pub new_channel_burst: u32,
     /// Channels per WebSocket connection, and per SSE stream.
     pub max_subscriptions: usize,
     /// Largest frame a client may send.
@@ -43,6 +54,16 @@ impl Default for SiteLimits {
             connection_burst_per_ip: 20,
             publish_rate: 0,
             publish_burst: 100,
+            // A timeline client sends a handful of subscribes when a page
+            // opens and a few a minute after that; the burst lets one
+            // resubscribe to every channel it may hold (128) at once.
+            command_rate: 50,
+            command_burst: 200,
+            // Restarts bring every client back within seconds, but most of
+            // them open channels others already opened (`public`, a tag,
+            // their own timeline, which opens only its shard's channel).
+            new_channel_rate: 1000,
+            new_channel_burst: 10_000,
             max_subscriptions: 128,
             max_frame_bytes: 4096,
             max_message_bytes: 64 * 1024,

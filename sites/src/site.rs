@@ -28,6 +28,8 @@ pub struct Site {
     connections: AtomicU32,
     ips: Mutex<IpTable>,
     publish: Mutex<TokenBucket>,
+    /// Channels opened on this node that nobody here subscribed to yet.
+    new_channels: Mutex<TokenBucket>,
     replays: Mutex<ReplayCache>,
     /// Set when a reload removed the site; its connections then close.
     removed: AtomicBool,
@@ -38,6 +40,7 @@ impl Site {
         Self {
             id: settings.id.clone().into_boxed_str(),
             publish: Mutex::new(TokenBucket::full(settings.limits.publish_burst)),
+            new_channels: Mutex::new(TokenBucket::full(settings.limits.new_channel_burst)),
             settings: RwLock::new(Arc::new(settings)),
             connections: AtomicU32::new(0),
             ips: Mutex::new(IpTable::default()),
@@ -119,6 +122,26 @@ impl Site {
                 messages,
                 limits.publish_rate,
                 limits.publish_burst.max(messages),
+                Instant::now(),
+            )
+            .map_err(Duration::from_secs_f64)
+    }
+
+    /// Takes one channel from the site's new-channel bucket (a subscribe to
+    /// a channel nobody on this node subscribes to), or says how long until
+    /// there is one.
+    pub fn take_new_channel(&self) -> Result<(), Duration> {
+        let settings = self.settings();
+        let limits = &settings.limits;
+        if limits.new_channel_rate == 0 {
+            return Ok(());
+        }
+        self.new_channels
+            .lock()
+            .take(
+                1,
+                limits.new_channel_rate,
+                limits.new_channel_burst,
                 Instant::now(),
             )
             .map_err(Duration::from_secs_f64)

@@ -59,6 +59,10 @@ pub(crate) struct RawLimits {
     pub connection_burst_per_ip: u64,
     pub publish_rate: u64,
     pub publish_burst: u64,
+    pub command_rate: u64,
+    pub command_burst: u64,
+    pub new_channel_rate: u64,
+    pub new_channel_burst: u64,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -90,6 +94,10 @@ pub(crate) struct RawSiteLimits {
     pub connection_burst_per_ip: Option<u64>,
     pub publish_rate: Option<u64>,
     pub publish_burst: Option<u64>,
+    pub command_rate: Option<u64>,
+    pub command_burst: Option<u64>,
+    pub new_channel_rate: Option<u64>,
+    pub new_channel_burst: Option<u64>,
     pub max_subscriptions: Option<u64>,
     pub max_frame_bytes: Option<u64>,
     pub max_message_bytes: Option<u64>,
@@ -243,6 +251,10 @@ impl Default for RawLimits {
             connection_burst_per_ip: limits.connection_burst_per_ip.into(),
             publish_rate: limits.publish_rate.into(),
             publish_burst: limits.publish_burst.into(),
+            command_rate: limits.command_rate.into(),
+            command_burst: limits.command_burst.into(),
+            new_channel_rate: limits.new_channel_rate.into(),
+            new_channel_burst: limits.new_channel_burst.into(),
         }
     }
 }
@@ -296,6 +308,10 @@ pub(crate) const KEYS: &[(&str, Kind)] = &[
     ("limits.connection_burst_per_ip", Kind::Int),
     ("limits.publish_rate", Kind::Int),
     ("limits.publish_burst", Kind::Int),
+    ("limits.command_rate", Kind::Int),
+    ("limits.command_burst", Kind::Int),
+    ("limits.new_channel_rate", Kind::Int),
+    ("limits.new_channel_burst", Kind::Int),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -90,6 +90,10 @@ fn default_limits(raw: &RawConfig, connection: &SessionConfig) -> Result<SiteLim
         )?,
         publish_rate: count("limits.publish_rate", l.publish_rate, 0)?,
         publish_burst: count("limits.publish_burst", l.publish_burst, 1)?,
+        command_rate: count("limits.command_rate", l.command_rate, 0)?,
+        command_burst: count("limits.command_burst", l.command_burst, 1)?,
+        new_channel_rate: count("limits.new_channel_rate", l.new_channel_rate, 0)?,
+        new_channel_burst: count("limits.new_channel_burst", l.new_channel_burst, 1)?,
         max_subscriptions: connection.max_subscriptions,
         max_frame_bytes: connection.max_frame_bytes,
         max_message_bytes: at_least(
@@ -221,6 +225,25 @@ fn site_limits(
             "publish_burst",
             raw.publish_burst,
             defaults.publish_burst,
+            1,
+        )?,
+        command_rate: count_or("command_rate", raw.command_rate, defaults.command_rate, 0)?,
+        command_burst: count_or(
+            "command_burst",
+            raw.command_burst,
+            defaults.command_burst,
+            1,
+        )?,
+        new_channel_rate: count_or(
+            "new_channel_rate",
+            raw.new_channel_rate,
+            defaults.new_channel_rate,
+            0,
+        )?,
+        new_channel_burst: count_or(
+            "new_channel_burst",
+            raw.new_channel_burst,
+            defaults.new_channel_burst,
             1,
         )?,
         max_subscriptions: size_or(

@@ -11,11 +11,17 @@
 //!   has not delivered yet is in what it reads, and is deduplicated by offset.
 //! - Each queue is bounded: past [`QUEUE_LIMIT`] messages, publishers wait
 //!   (after releasing every lock) until the worker catches up.
+//! - Each queue counts what it was handed and what its worker delivered, so
+//!   that shutdown can wait until every acknowledged message reached the hub
+//!   ([`Delivery::flushed`]) before it tells clients to go.
 
 use std::{
     collections::VecDeque,
     hash::{BuildHasher, RandomState},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use parking_lot::Mutex;
@@ -39,6 +45,12 @@ pub(crate) struct Queue {
     work: Notify,
     /// Wakes publishers waiting for room.
     room: Notify,
+    /// Messages ever queued here (counted under `items`' lock).
+    queued: AtomicU64,
+    /// Messages the worker has handed to the hub.
+    delivered: AtomicU64,
+    /// Wakes whoever waits for the worker to catch up ([`Delivery::flushed`]).
+    caught_up: Notify,
 }
 
 impl Delivery {
@@ -50,6 +62,9 @@ impl Delivery {
                     items: Mutex::new(VecDeque::new()),
                     work: Notify::new(),
                     room: Notify::new(),
+                    queued: AtomicU64::new(0),
+                    delivered: AtomicU64::new(0),
+                    caught_up: Notify::new(),
                 })
             })
             .collect();
@@ -65,9 +80,28 @@ impl Delivery {
     /// Queues `message` (call with its channel's log locked) and returns its queue.
     pub fn queue(&self, message: Arc<Message>) -> &Arc<Queue> {
         let queue = &self.queues[self.hasher.hash_one(message.channel.as_str()) as usize % WORKERS];
-        queue.items.lock().push_back(message);
+        {
+            let mut items = queue.items.lock();
+            items.push_back(message);
+            queue.queued.fetch_add(1, Ordering::SeqCst);
+        }
         queue.work.notify_one();
         queue
+    }
+
+    /// Waits until every message queued before the call has been handed to
+    /// the hub (that is, sits in its subscribers' outboxes).
+    pub async fn flushed(&self) {
+        for queue in &*self.queues {
+            let target = queue.queued.load(Ordering::SeqCst);
+            loop {
+                let caught_up = queue.caught_up.notified();
+                if queue.delivered.load(Ordering::SeqCst) >= target {
+                    break;
+                }
+                caught_up.await;
+            }
+        }
     }
 }
 
@@ -94,9 +128,12 @@ async fn run(queue: Arc<Queue>, hub: Hub) {
             continue;
         }
         queue.room.notify_waiters();
+        let count = batch.len() as u64;
         for message in batch.drain(..) {
             hub.deliver(&message);
         }
+        queue.delivered.fetch_add(count, Ordering::SeqCst);
+        queue.caught_up.notify_waiters();
         if batch.capacity() > 1024 {
             batch = VecDeque::new();
         }

@@ -9,11 +9,29 @@
 //!   to find or insert a log, never while delivering.
 //! - One sweeper task for the whole engine frees logs whose history has
 //!   expired and that have no local subscribers; idle channels cost nothing.
+//! - A channel that only ever had readers costs its log only while someone
+//!   subscribes: a subscriber's history read creates the log (its epoch must
+//!   hold while anyone holds a position in it), and the engine, as the hub's
+//!   [`ChannelWatcher`], drops a log that never had a message as soon as
+//!   the channel's last subscriber leaves. A resume into a dropped one
+//!   client looping subscribe/unsubscribe over random names leaves nothing.
+//! - Epochs: a new log's epoch is the engine's current "fresh" epoch, a
+//!   random seed for the engine's lifetime moved on each time the sweeper
+//!   frees a log that had messages (under that log's shard lock, before it
+//!   can be created again). So a client that read a channel at offset 0,
+//!   whose log was then dropped because nobody listened and nothing was
+//!   published, resumes exactly (`recovered: true`) once it comes back,
+//!   even if the channel was published to meanwhile; but a position from
+//!   before messages that have since expired and been freed is never taken
+//!   for one in the new log: the epoch has moved on (`recovered: false`).
 
 use std::{
     collections::HashMap,
     hash::{BuildHasher, RandomState},
-    sync::{Arc, Weak},
+    sync::{
+        Arc, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -21,7 +39,7 @@ use futures_util::future::{self, BoxFuture};
 use parking_lot::Mutex;
 
 use crate::{
-    ChannelKey, Error, Hub, Metrics, Position,
+    ChannelKey, ChannelWatcher, Epoch, Error, Hub, Metrics, Position,
     engine::{
         Engine, History, PublishRequest, Published,
         delivery::{Delivery, Queue},
@@ -45,6 +63,11 @@ pub struct MemoryEngine {
     hasher: RandomState,
     config: HistoryConfig,
     metrics: Metrics,
+    /// Random for this engine's lifetime: new logs' epochs derive from it.
+    epoch_seed: u64,
+    /// How many times the sweeper freed a log that had messages; moves the
+    /// epoch of logs created afterwards (see the module docs).
+    freed_with_messages: AtomicU64,
 }
 
 impl MemoryEngine {
@@ -52,8 +75,10 @@ impl MemoryEngine {
     /// The sweeper stops by itself once the engine is dropped.
     pub fn start(hub: Hub, config: HistoryConfig, metrics: Metrics) -> Arc<Self> {
         let mut engine = Self::new(hub.clone(), config, metrics);
-        engine.delivery = Some(Delivery::start(hub));
+        engine.delivery = Some(Delivery::start(hub.clone()));
         let engine = Arc::new(engine);
+        let watcher: Arc<dyn ChannelWatcher> = engine.clone();
+        hub.set_watcher(Arc::downgrade(&watcher));
         let period = (config.ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
         tokio::spawn(sweep_forever(Arc::downgrade(&engine), period));
         engine
@@ -68,7 +93,19 @@ impl MemoryEngine {
             hasher: RandomState::new(),
             config,
             metrics,
+            epoch_seed: rand::random::<u64>(),
+            freed_with_messages: AtomicU64::new(0),
         }
+    }
+
+    /// The epoch of a log created now.
+    fn fresh_epoch(&self) -> Epoch {
+        // Distinct for every count (an odd multiplier is a bijection).
+        let moved = self.freed_with_messages.load(Ordering::SeqCst);
+        Epoch::from_u64(
+            self.epoch_seed
+                .wrapping_add(moved.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        )
     }
 
     fn shard(&self, channel: &str) -> &Shard {
@@ -86,7 +123,10 @@ impl MemoryEngine {
             .entry(channel.clone())
             .or_insert_with(|| {
                 self.metrics.history_channels.inc();
-                Arc::new(Mutex::new(ChannelLog::new(Instant::now())))
+                Arc::new(Mutex::new(ChannelLog::new(
+                    Instant::now(),
+                    self.fresh_epoch(),
+                )))
             })
             .clone()
     }
@@ -162,12 +202,21 @@ impl MemoryEngine {
                 let expired = log.expire(now, self.config.ttl);
                 log.expire_keys(now, self.config.dedupe_ttl);
                 self.metrics.history_messages.sub(expired as i64);
-                let quiet = now.saturating_duration_since(log.touched) > self.config.ttl;
+                // A log that never had a message is dropped as soon as nobody
+                // listens (see `channel_idle`); one left behind (a busy lock
+                // then, or an API history read) goes at the next sweep.
+                let quiet = now.saturating_duration_since(log.touched) > self.config.ttl
+                    || log.last_offset == 0;
                 if log.len() == 0
                     && quiet
                     && !log.has_keys()
                     && !self.hub.has_subscribers(channel.as_str())
                 {
+                    if log.last_offset > 0 {
+                        // Before the shard lock is let go, so that no log
+                        // created again for this channel reuses the epoch.
+                        self.freed_with_messages.fetch_add(1, Ordering::SeqCst);
+                    }
                     log.removed = true;
                     freed += 1;
                     false
@@ -183,6 +232,34 @@ impl MemoryEngine {
     /// Number of channels whose log is held.
     pub fn channel_count(&self) -> usize {
         self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+}
+
+impl ChannelWatcher for MemoryEngine {
+    fn channel_active(&self, _channel: &ChannelKey) {}
+
+    /// The last local subscriber left: a log that never had a message goes
+    /// now. Called with a hub shard lock held, while a publisher may hold a
+    /// log's lock and wait for that hub shard (inline delivery), and the
+    /// sweeper holds an engine shard and asks the hub: so nothing is waited
+    /// for here. A lock that is busy leaves the log to the sweeper.
+    fn channel_idle(&self, channel: &ChannelKey) {
+        let Some(mut shard) = self.shard(channel.as_str()).try_lock() else {
+            return;
+        };
+        let Some(log) = shard.get(channel.as_str()) else {
+            return;
+        };
+        let Some(mut log) = log.try_lock() else {
+            return;
+        };
+        if log.last_offset != 0 || log.has_keys() {
+            return;
+        }
+        log.removed = true;
+        drop(log);
+        shard.remove(channel.as_str());
+        self.metrics.history_channels.dec();
     }
 }
 
@@ -209,6 +286,14 @@ impl Engine for MemoryEngine {
         since: Option<Position>,
     ) -> BoxFuture<'a, Result<History, Error>> {
         Box::pin(future::ready(Ok(self.read(channel, since))))
+    }
+
+    fn flushed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(delivery) = &self.delivery {
+                delivery.flushed().await;
+            }
+        })
     }
 }
 
@@ -294,6 +379,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_channel_that_only_had_readers_is_dropped_when_its_last_subscriber_leaves() {
+        let hub = Hub::new(Metrics::default());
+        let engine = MemoryEngine::start(hub.clone(), HistoryConfig::default(), Metrics::default());
+        let key = |name: &str| ChannelKey::parse(&format!("s/{name}")).unwrap();
+        let recorder = Arc::new(Recorder::default());
+
+        // Two readers: the log exists while either subscribes, with one epoch.
+        let first = hub.subscribe(key("quiet"), recorder.clone(), 0, Watch::Yes);
+        let epoch = engine.history(&key("quiet"), None).await.unwrap().position;
+        let second = hub.subscribe(key("quiet"), recorder.clone(), 1, Watch::Yes);
+        drop(first);
+        let again = engine.history(&key("quiet"), None).await.unwrap().position;
+        assert_eq!(again, epoch, "the epoch holds while anyone subscribes");
+        assert_eq!(engine.channel_count(), 1);
+        drop(second);
+        assert_eq!(
+            engine.channel_count(),
+            0,
+            "dropped with its last subscriber"
+        );
+
+        // Back after it was dropped: the same epoch at offset 0, so a client
+        // that read it before resumes exactly, here and after a publish.
+        let back = engine.history(&key("quiet"), None).await.unwrap().position;
+        assert_eq!(back, epoch);
+        engine.publish(vec![request("quiet")]).await.unwrap();
+        let since = Some(epoch);
+        let resumed = engine.history(&key("quiet"), since).await.unwrap();
+        assert!(resumed.recovered);
+        assert_eq!(resumed.messages.len(), 1);
+
+        // A channel that had a message keeps its log (and epoch) for resumes.
+        let reader = hub.subscribe(key("busy"), recorder.clone(), 0, Watch::Yes);
+        engine.publish(vec![request("busy")]).await.unwrap();
+        drop(reader);
+        assert_eq!(
+            engine.channel_count(),
+            2,
+            "`quiet` (now published to) and `busy`"
+        );
+    }
+
+    #[tokio::test]
     async fn sweeper_frees_only_quiet_unwatched_channels() {
         let hub = Hub::new(Metrics::default());
         let config = HistoryConfig {
@@ -309,6 +437,8 @@ mod tests {
             0,
             Watch::Yes,
         );
+        // A reader of `oneoff` at offset 0, before its one message.
+        let before = engine.read(&ChannelKey::parse("s/oneoff").unwrap(), None);
         engine
             .publish(vec![request("watched"), request("oneoff")])
             .await
@@ -316,6 +446,14 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(engine.sweep(), 1);
         assert_eq!(engine.channel_count(), 1);
+        // Its messages are gone, and so is its epoch: a client from before
+        // them is told, not given an empty "recovered" replay.
+        let again = engine.read(
+            &ChannelKey::parse("s/oneoff").unwrap(),
+            Some(before.position),
+        );
+        assert!(!again.recovered);
+        assert_ne!(again.position.epoch, before.position.epoch);
         // The watched channel keeps its epoch and counts on.
         let next = engine.publish(vec![request("watched")]).await.unwrap();
         assert_eq!(next[0].position.offset, 2);

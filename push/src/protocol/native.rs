@@ -161,15 +161,14 @@ fn last_words(reason: CloseReason, transport: Transport) -> LastWords {
     match reason {
         CloseReason::ClientClosed | CloseReason::IoError => LastWords::None,
         CloseReason::Code(ErrorCode::Shutdown) => LastWords::Reconnect,
-        // A WebSocket closed for the connection's own state (too slow, too
-        // quiet, broken framing) hears it in the close code alone: the
-        // client may not even be reading. SSE has no close code to say it.
+        // A WebSocket whose client broke the framing hears it in the RFC
+        // 6455 close code (100x) alone: a frame of ours could not be read
+        // in any case. Every 40xx/41xx close (a slow or silent client
+        // included: one small frame, bounded, since the queue behind it
+        // was dropped) comes behind an `error` frame with its code, as
+        // `docs/protocol.md` promises. SSE has no close code to say it.
         CloseReason::Code(
-            ErrorCode::SlowConsumer
-            | ErrorCode::IdleTimeout
-            | ErrorCode::ProtocolError
-            | ErrorCode::InvalidPayload
-            | ErrorCode::MessageTooBig,
+            ErrorCode::ProtocolError | ErrorCode::InvalidPayload | ErrorCode::MessageTooBig,
         ) if transport == Transport::Ws => LastWords::None,
         CloseReason::Code(code) => LastWords::Error(code),
     }

@@ -1,4 +1,4 @@
-//! Heartbeats: Herald pings every connection from its shared ticker, and closes a WebSocket that stays silent (4101).
+//! Heartbeats: Herald pings every connection from its shared ticker, and closes a WebSocket that stays silent (`error` frame, then 4101).
 
 use std::time::Duration;
 
@@ -50,8 +50,19 @@ async fn silent_websocket_is_closed_4101_and_an_answering_one_stays() {
     // so answered no Ping.
     read_pings(&mut answering, 4).await;
     let (frames, code, reason) = silent.read_until_close(WS_TIMEOUT).await;
-    assert!(frames.is_empty(), "nothing but the close: {frames:?}");
     assert_eq!((code, reason.as_str()), (4101, "idle_timeout"));
+    // Like every 40xx/41xx close, it comes right behind an `error` frame with its code.
+    assert_eq!(
+        frames.len(),
+        1,
+        "one error frame, then the close: {frames:?}"
+    );
+    let error: serde_json::Value = serde_json::from_str(&frames[0]).expect("JSON");
+    assert_eq!(
+        (error["type"].as_str(), error["code"].as_str()),
+        (Some("error"), Some("idle_timeout")),
+        "{error}"
+    );
 
     let position = herald.publish("public", r#""still alive""#).await;
     assert_eq!(

@@ -6,6 +6,7 @@
 //! - `delivery`      — publish reaches WebSocket and SSE subscribers in order, exactly once, byte for byte; batch publish to 100 channels
 //! - `recovery`      — `since`, `Last-Event-ID` and `last_event_id` replay exactly what was missed, also while publishing races the reconnect; `recovered: false`
 //! - `slow_consumer` — a client that stops reading is closed 4100 (WS) or told `slow_consumer` (SSE), its neighbours lose nothing, and it resumes without a gap
+//! - `churn`         — anonymous subscribe/unsubscribe churn: `command_rate_limited` then close 4105, `new_channel_rate_limited`, channels that only had readers freed as they are left
 //! - `rejections`    — every documented refusal (error frames, close 1009, 400/401/403/405/413/426/431) and that the server keeps serving others
 //! - `heartbeat`     — server pings from the shared ticker; idle WebSockets closed 4101
 //! - `shutdown`      — SIGTERM/SIGINT: reconnect advice, close 4200, exit 0 within the grace period
@@ -22,6 +23,7 @@
 //! Set-up: `scripts/test` installs what these need and builds the binary first.
 
 mod browser;
+mod churn;
 mod config;
 mod delivery;
 mod health;

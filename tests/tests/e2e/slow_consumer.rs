@@ -1,4 +1,4 @@
-//! Slow consumers: a client that stops reading is cut off (4100 / `event: error`) without slowing anyone else, and recovers on reconnect.
+//! Slow consumers: a client that stops reading is cut off (`error` frame and 4100 / `event: error`) without slowing anyone else, and recovers on reconnect.
 
 use std::time::Duration;
 
@@ -141,9 +141,19 @@ async fn ws_client_that_stops_reading_is_closed_4100_and_others_get_everything()
         offset: last,
     } = publish_until_overflow(&herald, "ws", &mut normal_offsets).await;
 
-    let (frames, code, reason) = stalled.read_until_close(WS_TIMEOUT).await;
+    let (mut frames, code, reason) = stalled.read_until_close(WS_TIMEOUT).await;
     assert_eq!(code, 4100, "slow consumer close code (reason {reason:?})");
     assert_eq!(reason, "slow_consumer");
+    // The outbox is over its limit, yet the `error` frame that every 40xx/41xx close comes
+    // behind still goes out, right before the close.
+    let error: serde_json::Value =
+        serde_json::from_str(&frames.pop().expect("an error frame before the close"))
+            .expect("JSON");
+    assert_eq!(
+        (error["type"].as_str(), error["code"].as_str()),
+        (Some("error"), Some("slow_consumer")),
+        "the last frame before the close"
+    );
     let offsets: Vec<u64> = frames
         .iter()
         .map(|f| herald_tests::Delivered::parse(f).position.offset)
