@@ -110,8 +110,7 @@ pub struct ListenerConfig {
     /// Connections accepted whose request head is not complete yet, across
     /// the process; past it, new connections are closed at once.
     pub max_pending: usize,
-    /// How long a new connection may take to send its request head (and a
-    /// keep-alive connection each later one).
+    /// How long a new connection may take to send its request head.
     pub header_timeout: Duration,
 }
 
