@@ -305,6 +305,10 @@ async fn serve_http(shared: Shared, stream: TcpStream, peer: SocketAddr, pending
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
+        // A client may send its whole request and close its side (`nc`,
+        // scripts): it still gets its answer. A request cut short by the
+        // FIN still ends at the header deadline.
+        .half_close(true)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(connection);

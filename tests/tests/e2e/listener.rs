@@ -112,7 +112,8 @@ async fn partial_request_lines_cost_no_cpu_and_end_with_their_peers() {
         closed < 0.1,
         "after their peers hung up, the server still spent {closed:.2} CPU-s over 2 s"
     );
-    // A request sent whole, FIN included, is still answered.
+    // A request sent whole, FIN included (`nc`, scripts), is still answered: the FIN ends a
+    // pending connection only when its request line is incomplete.
     let mut whole = TcpStream::connect(herald.addr).await.unwrap();
     whole
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

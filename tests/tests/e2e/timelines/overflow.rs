@@ -6,7 +6,8 @@
 use std::time::{Duration, Instant};
 
 use herald_tests::{
-    Delivery, Herald, Request, Site, WS_TIMEOUT, WsClient, metric_value, sites_toml,
+    Delivery, Herald, Request, SSE_TIMEOUT, Site, SseClient, WS_TIMEOUT, WsClient, metric_value,
+    sites_toml,
 };
 use serde_json::json;
 
@@ -35,6 +36,14 @@ async fn a_flooded_expander_tells_the_timelines_it_dropped_and_spares_other_site
         .start();
     let mut a1 = user_client(&herald, &a, "1").await;
     let mut b1 = user_client(&herald, &b, "1").await;
+    let sse_path = format!(
+        "/sse?key={}&channel=user:1&token={}",
+        a.key,
+        a.token("1", 600)
+    );
+    let mut a1_sse = SseClient::connect(herald.addr, &sse_path, None).await;
+    a1_sse.assert_stream();
+    a1_sse.expect_subscribed("user:1").await;
 
     // A big delivery keeps the expander busy (200,000 recipients in its one shard message),
     // then one publish to 50 of site a's timelines makes 50 shard messages at once: all but the
@@ -78,6 +87,26 @@ async fn a_flooded_expander_tells_the_timelines_it_dropped_and_spares_other_site
     };
     assert_eq!(gap["channel"], "user:1", "{gap}");
     assert_eq!(gap["recovered"], false, "{gap}");
+    // The same on SSE, whose cursor moves to the gap's position.
+    let sse_gap = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no recovered: false for user:1 on SSE"
+        );
+        let event = a1_sse.next_event(SSE_TIMEOUT).await;
+        if event.event == "subscribed" {
+            break event;
+        }
+        assert_eq!(event.event, "message", "{event:?}");
+    };
+    let data = sse_gap.json();
+    assert_eq!(data["recovered"], false, "{data}");
+    assert_eq!(data["offset"], gap["offset"], "{data} and {gap}");
+    assert_eq!(
+        sse_gap.id,
+        format!("{}:{}", gap["epoch"].as_str().unwrap(), gap["offset"]),
+        "the cursor names the gap's position"
+    );
     let metrics = herald.metrics().await;
     assert!(metric_value(&metrics, "herald_timeline_expander_gaps_total", &[]) >= 1.0);
 
