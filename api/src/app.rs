@@ -122,6 +122,18 @@ impl App {
             ),
             ("connection", old.connection != new.connection),
             (
+                "listener",
+                format!("{:?}", old.listener) != format!("{:?}", new.listener),
+            ),
+            (
+                "metrics",
+                format!("{:?}", old.metrics) != format!("{:?}", new.metrics),
+            ),
+            (
+                "timeline",
+                format!("{:?}", old.timeline) != format!("{:?}", new.timeline),
+            ),
+            (
                 "shutdown",
                 format!("{:?}", old.shutdown) != format!("{:?}", new.shutdown),
             ),

@@ -44,6 +44,8 @@ pub struct Config {
     pub connection: SessionConfig,
     pub shutdown: ShutdownConfig,
     pub timeline: TimelineConfig,
+    pub listener: ListenerConfig,
+    pub metrics: MetricsConfig,
     /// Every site served; without `[[sites]]`, the one implicit site
     /// (`default`), which is the dev site when it has no secret. The
     /// server moves them into its site table at start (`push::sites`), so
@@ -103,12 +105,35 @@ pub struct TimelineConfig {
     pub shards: u32,
     /// Largest `POST /api/deliver` body.
     pub max_body_bytes: usize,
+    /// Shard messages of one site that may wait for this node's expander.
+    pub expander_queue_per_site: usize,
+}
+
+/// What a connection may cost before its request head is complete.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Connections accepted whose request head is not complete yet, across
+    /// the process; past it, new connections are closed at once.
+    pub max_pending: usize,
+    /// How long a new connection may take to send its request head.
+    pub header_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// A listener of its own serving `/metrics` (and `/healthz`); the main
+    /// listener then does not serve `/metrics`.
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
 pub struct ShutdownConfig {
     pub grace: Duration,
     pub reconnect_jitter: Duration,
+    /// How long `/readyz` answers 503 while connections are still accepted
+    /// and served, before the listener closes: time for a load balancer to
+    /// stop sending new clients here.
+    pub readiness_delay: Duration,
 }
 
 /// Environment variables for a test, as `load` takes them.

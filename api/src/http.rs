@@ -47,15 +47,36 @@ pub(crate) async fn handle(
         "/api/history" => ("history", history::handle(&app, peer, &request).await),
         "/healthz" => ("healthz", reply::text(StatusCode::OK, "ok")),
         "/readyz" => ("readyz", readyz(&app)),
-        "/metrics" => ("metrics", metrics(&app)),
+        // With a metrics listener of its own, metrics are not served to
+        // whoever can reach the public port.
+        "/metrics" if app.config().metrics.listen.is_none() => ("metrics", metrics(&app)),
         _ => static_asset(&request, &path),
     };
-    let status = response.status();
+    count(&app, route, &response);
+    response
+}
+
+/// Answers one request on the `metrics.listen` listener: `/metrics`,
+/// `/healthz` and `/readyz`, nothing else.
+pub(crate) fn handle_ops(app: &App, request: Request<Incoming>) -> Response<Body> {
+    let (route, response) = match request.uri().path() {
+        "/metrics" => ("metrics", metrics(app)),
+        "/healthz" => ("healthz", reply::text(StatusCode::OK, "ok")),
+        "/readyz" => ("readyz", readyz(app)),
+        _ => (
+            "not_found",
+            reply::refuse(ErrorCode::NotFound, "no such route"),
+        ),
+    };
+    count(app, route, &response);
+    response
+}
+
+fn count(app: &App, route: &str, response: &Response<Body>) {
     app.metrics()
         .requests
-        .with_label_values(&[route, status.as_str()])
+        .with_label_values(&[route, response.status().as_str()])
         .inc();
-    response
 }
 
 fn readyz(app: &App) -> Response<Body> {

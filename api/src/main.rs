@@ -35,6 +35,14 @@ struct Cli {
     /// Redis URL for the redis engine (also HERALD_REDIS_URL).
     #[arg(long, value_name = "URL")]
     redis_url: Option<String>,
+    /// A listener of its own for /metrics, which the main one then does
+    /// not serve (also HERALD_METRICS_LISTEN).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_listen: Option<String>,
+    /// Let the dev site (no publish secret, no [[sites]]) listen on an
+    /// address other than loopback (also HERALD_PUBLISH_ALLOW_DEV_SITE_ON_NETWORK).
+    #[arg(long)]
+    allow_dev_site_on_network: bool,
     /// Validate the configuration and exit.
     #[arg(long)]
     check_config: bool,
@@ -47,6 +55,8 @@ fn main() -> ExitCode {
         listen: cli.listen,
         engine: cli.engine,
         redis_url: cli.redis_url,
+        metrics_listen: cli.metrics_listen,
+        allow_dev_site_on_network: cli.allow_dev_site_on_network,
     };
     let config = match config::load(&overrides, env()) {
         Ok(config) => config,

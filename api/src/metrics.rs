@@ -15,6 +15,11 @@ pub(crate) struct Metrics {
     pub body_bytes_in_flight: IntGauge,
     /// SIGHUP reloads, by result.
     pub reloads: IntCounterVec,
+    /// Connections accepted whose request head is not complete yet.
+    pub connections_pending: IntGauge,
+    /// Connections closed before their request head was complete, by
+    /// reason: `limit`, `header_timeout`, `hung_up`.
+    pub pending_closed: IntCounterVec,
 }
 
 impl Metrics {
@@ -45,11 +50,31 @@ impl Metrics {
             &["result"],
         )?;
         registry.register(Box::new(reloads.clone()))?;
+        let connections_pending = IntGauge::new(
+            "herald_connections_pending",
+            "Connections accepted whose request head is not complete yet (at most listener.max_pending).",
+        )?;
+        registry.register(Box::new(connections_pending.clone()))?;
+        let pending_closed = IntCounterVec::new(
+            Opts::new(
+                "herald_pending_connections_closed_total",
+                "Connections closed before their request head was complete, by reason: limit \
+                 (listener.max_pending reached), header_timeout, hung_up.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(pending_closed.clone()))?;
+        // Every reason is in the scrape from the start, at 0.
+        for reason in ["limit", "header_timeout", "hung_up"] {
+            pending_closed.with_label_values(&[reason]);
+        }
         Ok(Self {
             requests,
             alive_tasks,
             body_bytes_in_flight,
             reloads,
+            connections_pending,
+            pending_closed,
         })
     }
 }

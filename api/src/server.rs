@@ -2,13 +2,21 @@
 //! gracefully.
 //!
 //! Invariants:
-//! - Each new connection's first bytes are peeked, not read. A request for
-//!   `/sse` goes to `push::sse` with the socket; anything else goes to hyper,
+//! - Each new connection's first bytes are peeked, not read, once the
+//!   socket is readable (`pending.rs`: no polling, a cap on connections not
+//!   yet admitted, a deadline for the request head). A request for `/sse`
+//!   goes to `push::sse` with the socket; anything else goes to hyper,
 //!   which then reads the same bytes from the socket itself.
-//! - Shutdown stops accepting first, then tells every WebSocket and SSE
-//!   client to reconnect after a jittered delay, in batches, and lets hyper
-//!   finish its in-flight requests; it waits for all of it at most the grace
-//!   period.
+//! - Shutdown first turns `/readyz` to 503 and keeps accepting for
+//!   `shutdown.readiness_delay_ms`, so that a load balancer stops sending
+//!   new clients before the port closes; then it stops accepting, tells
+//!   every WebSocket and SSE client to reconnect after a jittered delay, in
+//!   batches, and lets hyper finish its in-flight requests; it waits for all
+//!   of that at most the grace period.
+
+mod metrics_listener;
+mod pending;
+mod tcp;
 
 use std::{
     convert::Infallible,
@@ -37,13 +45,8 @@ use crate::{
     http,
     metrics::Metrics,
 };
+use pending::{Dropped, Pending, PendingGate, Route};
 
-/// Pending connections the kernel may queue (it caps this at `net.core.somaxconn`).
-const LISTEN_BACKLOG: u32 = 4096;
-/// How long a new connection may take to send the start of its request.
-const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(30);
-/// hyper's limit for a complete request head.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Clients told to reconnect per batch during shutdown, and the pause between batches.
 const SHUTDOWN_BATCH: usize = 500;
 const SHUTDOWN_PAUSE: Duration = Duration::from_millis(10);
@@ -51,6 +54,8 @@ const SHUTDOWN_PAUSE: Duration = Duration::from_millis(10);
 /// A bound, ready-to-run Herald server.
 pub struct Server {
     listener: TcpListener,
+    /// The listener of `metrics.listen`, when set.
+    metrics_listener: Option<TcpListener>,
     app: App,
 }
 
@@ -59,6 +64,15 @@ pub struct Server {
 struct HttpConnections {
     count: AtomicUsize,
     ended: Notify,
+}
+
+/// What every connection task shares.
+#[derive(Clone)]
+struct Shared {
+    app: App,
+    stop: watch::Receiver<bool>,
+    http_connections: Arc<HttpConnections>,
+    pending: Arc<PendingGate>,
 }
 
 impl Server {
@@ -89,7 +103,11 @@ impl Server {
                     .with_context(|| format!("cannot use Redis at {}", redacted(&redis.url)))?
             }
         };
-        let fanout = Fanout::start(hub, engine, config.timeline.shards, fanout_metrics);
+        let timelines = fanout::TimelineSettings {
+            shards: config.timeline.shards,
+            expander_queue_per_site: config.timeline.expander_queue_per_site,
+        };
+        let fanout = Fanout::start(hub, engine, timelines, fanout_metrics);
         let tracker = push::Tracker::default();
         tokio::spawn(tracker.clone().run_ticker(config.connection.ping_interval));
         let dev_site = config.is_dev_site();
@@ -105,11 +123,25 @@ impl Server {
             sites,
         );
 
-        let listener =
-            listen(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
+        let listener = tcp::listen(config.listen)
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let metrics_listener = match config.metrics.listen {
+            Some(addr) => Some(
+                tcp::listen(addr)
+                    .with_context(|| format!("cannot listen on {addr} (metrics.listen)"))?,
+            ),
+            None => None,
+        };
         log_start(&config, listener.local_addr()?, dev_site, site_count);
+        if let Some(metrics_listener) = &metrics_listener {
+            tracing::info!(listen = %metrics_listener.local_addr()?, "metrics listener started; the main listener does not serve /metrics");
+        }
         let app = App::new(config, fanout, sessions, registry, metrics);
-        Ok(Server { listener, app })
+        Ok(Server {
+            listener,
+            metrics_listener,
+            app,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -119,34 +151,58 @@ impl Server {
             .unwrap_or_else(|_| self.app.config().listen)
     }
 
+    /// The address of the `metrics.listen` listener, when there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref()?.local_addr().ok()
+    }
+
     pub fn app(&self) -> &App {
         &self.app
     }
 
     /// Serves until `shutdown` resolves, then drains within the grace period.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Server { listener, app } = self;
+        let Server {
+            listener,
+            metrics_listener,
+            app,
+        } = self;
+        let listener_config = app.config().listener.clone();
+        if let Some(metrics_listener) = metrics_listener {
+            let header_timeout = listener_config.header_timeout;
+            tokio::spawn(metrics_listener::serve(
+                metrics_listener,
+                app.clone(),
+                header_timeout,
+            ));
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
-        let http_connections = Arc::new(HttpConnections::default());
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let task = route(app.clone(), stream, peer, stop_rx.clone(), http_connections.clone());
-                        tokio::spawn(task);
-                    }
-                    Err(error) => {
-                        // Usually out of file descriptors: back off instead of spinning.
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-            }
+        let shared = Shared {
+            app: app.clone(),
+            stop: stop_rx,
+            http_connections: Arc::new(HttpConnections::default()),
+            pending: PendingGate::new(
+                listener_config.max_pending,
+                app.metrics().connections_pending.clone(),
+                app.metrics().pending_closed.clone(),
+            ),
+        };
+        accept_until(&listener, &shared, shutdown).await;
+
+        // Not ready from now on, yet still serving: a load balancer takes
+        // a few probes to notice, and clients it sends here meanwhile must
+        // not find the port closed.
+        app.begin_shutdown();
+        let delay = app.config().shutdown.readiness_delay;
+        if !delay.is_zero() {
+            tracing::info!(
+                readiness_delay_ms = delay.as_millis() as u64,
+                "shutting down: /readyz answers 503; still accepting until the delay is over"
+            );
+            accept_until(&listener, &shared, tokio::time::sleep(delay)).await;
         }
         drop(listener);
-        app.begin_shutdown();
+
         let grace = app.config().shutdown.grace;
         let jitter = app.config().shutdown.reconnect_jitter;
         let tracker = app.sessions().tracker().clone();
@@ -156,6 +212,7 @@ impl Server {
             "shutting down: no longer accepting, telling clients to reconnect"
         );
         let _ = stop_tx.send(true);
+        let http_connections = shared.http_connections.clone();
         let drain = async {
             app.sessions()
                 .shut_down_all(jitter, SHUTDOWN_BATCH, SHUTDOWN_PAUSE)
@@ -179,48 +236,79 @@ impl Server {
     }
 }
 
-/// Binds the listening socket with a backlog that absorbs reconnect storms:
-/// the usual 128 overflows when a few hundred clients come back at once, and
-/// each overflowed client waits a whole second for its SYN to be retried.
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    // A restarted Herald must bind its port while the old connections linger in TIME_WAIT.
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
+/// Accepts connections, each routed on a task of its own, until `until` resolves.
+async fn accept_until(listener: &TcpListener, shared: &Shared, until: impl Future<Output = ()>) {
+    tokio::pin!(until);
+    loop {
+        tokio::select! {
+            () = &mut until => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    // Past the cap the socket is closed here, before a task
+                    // or a byte of buffer is spent on it.
+                    let Some(pending) = shared.pending.enter() else {
+                        continue;
+                    };
+                    tokio::spawn(route(shared.clone(), stream, peer, pending));
+                }
+                Err(error) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
 }
 
-/// Sends a new connection to the SSE code or to hyper, by its first bytes.
-async fn route(
-    app: App,
-    stream: TcpStream,
-    peer: SocketAddr,
-    mut stop: watch::Receiver<bool>,
-    http_connections: Arc<HttpConnections>,
-) {
-    let Some(is_sse) = peek_is_sse(&stream).await else {
-        return;
+/// Sends a new connection to the SSE code or to hyper, by its request line.
+async fn route(shared: Shared, stream: TcpStream, peer: SocketAddr, pending: Pending) {
+    let header_timeout = shared.app.config().listener.header_timeout;
+    let deadline = tokio::time::Instant::now() + header_timeout;
+    let route = match tokio::time::timeout_at(deadline, pending::request_line(&stream)).await {
+        Ok(Ok(route)) => route,
+        Ok(Err(why)) => return pending.dropped(why),
+        Err(_) => return pending.dropped(Dropped::HeaderTimeout),
     };
-    if is_sse {
-        if let Some(session) = push::sse::accept(app.sessions().clone(), stream, peer).await {
+    tcp::keep_alive(&stream);
+    if route == Route::Sse {
+        let sessions = shared.app.sessions().clone();
+        let accepted = push::sse::accept(sessions, stream, peer, deadline).await;
+        pending.admitted();
+        if let Some(session) = accepted {
             // The stream runs in a task of its own, so that this task's
             // state (the handshake) is freed now.
             tokio::spawn(session);
         }
         return;
     }
+    serve_http(shared, stream, peer, pending).await;
+}
+
+/// Serves a connection with hyper until it ends, or until shutdown asks it
+/// to finish its request in flight. The connection stops counting as
+/// pending when its first request head is complete.
+async fn serve_http(shared: Shared, stream: TcpStream, peer: SocketAddr, pending: Pending) {
+    let Shared {
+        app,
+        mut stop,
+        http_connections,
+        ..
+    } = shared;
     http_connections.count.fetch_add(1, Ordering::Relaxed);
+    let header_timeout = app.config().listener.header_timeout;
     let service = service_fn(move |request| {
+        pending.admitted();
         let app = app.clone();
         async move { Ok::<_, Infallible>(http::handle(app, peer, request).await) }
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
+        .header_read_timeout(header_timeout)
+        // A client may send its whole request and close its side (`nc`,
+        // scripts): it still gets its answer. A request cut short by the
+        // FIN still ends at the header deadline.
+        .half_close(true)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(connection);
@@ -236,31 +324,6 @@ async fn route(
     }
     http_connections.count.fetch_sub(1, Ordering::Relaxed);
     http_connections.ended.notify_waiters();
-}
-
-/// Peeks at the request line. `None` when the client hung up or sent
-/// nothing in time.
-async fn peek_is_sse(stream: &TcpStream) -> Option<bool> {
-    // "OPTIONS /sse?" is the longest prefix that decides the route.
-    let mut head = [0u8; 16];
-    let peek = async {
-        loop {
-            let seen = stream.peek(&mut head).await.ok()?;
-            if seen == 0 {
-                return None;
-            }
-            if seen == head.len() || head[..seen].contains(&b'\n') {
-                return Some(push::sse::is_sse_request(&head[..seen]));
-            }
-            // Fewer bytes than a request line: peeking again at once would
-            // see the same bytes, so give the rest a moment to arrive.
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    tokio::time::timeout(FIRST_BYTES_TIMEOUT, peek)
-        .await
-        .ok()
-        .flatten()
 }
 
 /// A Redis URL without its credentials (user info, and Sentinel passwords

@@ -9,7 +9,7 @@ use crate::{
     ChannelKey, Error, Hub, Metrics, Position, Subscriber, Subscription, TimelineKind,
     engine::{Engine, History, PublishRequest, Published},
     registry::Watch,
-    timeline::{DeliveryReport, Recipients, Timelines},
+    timeline::{DeliveryReport, Recipients, TimelineSettings, Timelines},
 };
 
 /// A cheap, cloneable handle on the hub and the engine behind it.
@@ -23,14 +23,14 @@ pub struct Fanout {
 
 impl Fanout {
     /// Builds the facade and starts the timeline expander on the current
-    /// runtime; `shards` is the deployment's timeline shard count.
-    pub fn start(hub: Hub, engine: Arc<dyn Engine>, shards: u32, metrics: Metrics) -> Self {
-        let timelines = Timelines::start(
-            hub.clone(),
-            shards,
-            metrics.timeline_expanded.clone(),
-            metrics.timeline_dropped.clone(),
-        );
+    /// runtime, as `timelines` says.
+    pub fn start(
+        hub: Hub,
+        engine: Arc<dyn Engine>,
+        timelines: TimelineSettings,
+        metrics: Metrics,
+    ) -> Self {
+        let timelines = Timelines::start(hub.clone(), timelines, &metrics);
         Self {
             hub,
             engine,

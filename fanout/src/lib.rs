@@ -32,4 +32,4 @@ pub use message::{ENCODINGS, Epoch, InvalidEpoch, InvalidPosition, Message, Posi
 pub use metrics::Metrics;
 pub use registry::{ChannelWatcher, Hub, Registration, Subscriber, Watch};
 pub use subscription::Subscription;
-pub use timeline::{DeliveryReport, Recipients};
+pub use timeline::{DEFAULT_EXPANDER_QUEUE_PER_SITE, DeliveryReport, Recipients, TimelineSettings};

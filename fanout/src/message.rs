@@ -113,6 +113,8 @@ pub struct Message {
     /// One lazily built encoding per wire format, so a message going to 10k
     /// WebSocket subscribers is framed once, not 10k times.
     encoded: [OnceLock<Bytes>; ENCODINGS],
+    /// A gap notice rather than a message ([`Message::gap`]).
+    gap: bool,
 }
 
 impl Message {
@@ -122,7 +124,24 @@ impl Message {
             position,
             data,
             encoded: Default::default(),
+            gap: false,
         }
+    }
+
+    /// A notice, not a message: messages of `channel` up to `position` may
+    /// never reach this node's subscribers (the timeline expander had to drop
+    /// them), so each must tell its client `recovered: false` at `position`.
+    /// It has no data, is never stored in history, and is delivered live only.
+    pub fn gap(channel: ChannelKey, position: Position) -> Self {
+        Self {
+            gap: true,
+            ..Self::new(channel, position, Bytes::new())
+        }
+    }
+
+    /// Whether this is a gap notice ([`Message::gap`]).
+    pub fn is_gap(&self) -> bool {
+        self.gap
     }
 
     pub fn offset(&self) -> u64 {

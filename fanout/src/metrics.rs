@@ -23,8 +23,11 @@ pub struct Metrics {
     pub shard_messages: IntCounterVec,
     /// Timeline messages the expander handed to local subscribers.
     pub timeline_expanded: IntCounter,
-    /// Shard messages the expander dropped because its queue was full.
+    /// Shard messages the expander dropped because their site's queue was full.
     pub timeline_dropped: IntCounter,
+    /// Local timelines told `recovered: false` because the expander
+    /// dropped shard messages of their shard.
+    pub timeline_gaps: IntCounter,
 }
 
 impl Metrics {
@@ -41,6 +44,7 @@ impl Metrics {
         registry.register(Box::new(metrics.shard_messages.clone()))?;
         registry.register(Box::new(metrics.timeline_expanded.clone()))?;
         registry.register(Box::new(metrics.timeline_dropped.clone()))?;
+        registry.register(Box::new(metrics.timeline_gaps.clone()))?;
         Ok(metrics)
     }
 }
@@ -102,7 +106,12 @@ impl Default for Metrics {
             .unwrap(),
             timeline_dropped: IntCounter::new(
                 "herald_timeline_expander_dropped_total",
-                "Timeline shard messages dropped because the node's expander queue was full.",
+                "Timeline shard messages dropped because their site's expander queue on this node was full.",
+            )
+            .unwrap(),
+            timeline_gaps: IntCounter::new(
+                "herald_timeline_expander_gaps_total",
+                "Local timelines told recovered: false because shard messages of their shard were dropped.",
             )
             .unwrap(),
         }

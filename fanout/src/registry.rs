@@ -157,6 +157,18 @@ impl Hub {
         entries.len()
     }
 
+    /// Every channel with local subscribers that `keep` accepts. It locks
+    /// each registry shard in turn and visits every channel: for rare,
+    /// node-wide work (the timeline expander's overflow), never on the
+    /// publish path.
+    pub fn channels_where(&self, keep: impl Fn(&ChannelKey) -> bool) -> Vec<ChannelKey> {
+        let mut out = Vec::new();
+        for shard in &self.shared.shards {
+            out.extend(shard.lock().keys().filter(|key| keep(key)).cloned());
+        }
+        out
+    }
+
     /// Whether any local subscriber listens to `channel`.
     pub fn has_subscribers(&self, channel: &str) -> bool {
         self.shard(channel).lock().contains_key(channel)

@@ -30,8 +30,8 @@ use std::{
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use prometheus::IntCounter;
 
+pub use expander::DEFAULT_QUEUE_PER_SITE as DEFAULT_EXPANDER_QUEUE_PER_SITE;
 pub use grouper::{Recipients, ShardGroup};
 
 use crate::{
@@ -77,6 +77,24 @@ pub struct DeliveryReport {
     pub duplicates: usize,
 }
 
+/// How a node's timelines are set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimelineSettings {
+    /// Timeline shards (`S`); the same on every node.
+    pub shards: u32,
+    /// Shard messages of one site that may wait for this node's expander.
+    pub expander_queue_per_site: usize,
+}
+
+impl Default for TimelineSettings {
+    fn default() -> Self {
+        Self {
+            shards: 1024,
+            expander_queue_per_site: DEFAULT_EXPANDER_QUEUE_PER_SITE,
+        }
+    }
+}
+
 /// Shard messages published per engine call: each call's await lets other
 /// requests run between chunks of a big delivery.
 const PUBLISH_CHUNK: usize = 64;
@@ -107,11 +125,21 @@ pub(crate) struct ShardInterest {
 
 impl Timelines {
     /// Starts the expander on the current runtime.
-    pub fn start(hub: Hub, shards: u32, expanded: IntCounter, dropped: IntCounter) -> Self {
-        let expander = Arc::new(Expander::new(dropped));
-        tokio::spawn(expander.clone().run(hub.clone(), expanded));
+    pub fn start(hub: Hub, settings: TimelineSettings, metrics: &crate::Metrics) -> Self {
+        let shards = settings.shards.max(1);
+        let expander = Arc::new(Expander::new(
+            settings.expander_queue_per_site,
+            shards,
+            metrics.timeline_dropped.clone(),
+            metrics.timeline_gaps.clone(),
+        ));
+        tokio::spawn(
+            expander
+                .clone()
+                .run(hub.clone(), metrics.timeline_expanded.clone()),
+        );
         Self {
-            shards: shards.max(1),
+            shards,
             hub,
             expander,
             interests: Mutex::new(Interests::default()),

@@ -85,9 +85,9 @@ pub fn admit(context: &Context, request: &ConnectRequest<'_>) -> Result<Client, 
     }
     let claims = match request.token {
         Some(_) if settings.is_dev() => None,
-        Some(token) => {
-            Some(token::verify(&settings.secrets, token).map_err(|e| refuse(token_refusal(e)))?)
-        }
+        Some(token) => Some(
+            token::verify(settings.token_secrets(), token).map_err(|e| refuse(token_refusal(e)))?,
+        ),
         None if settings.mode == Mode::Private => {
             return Err(refuse(Refusal::new(
                 ErrorCode::TokenRequired,

@@ -90,7 +90,7 @@ impl Client {
     /// new expiry. On refusal the old token stays in force.
     pub(crate) fn refresh(&mut self, token: &str) -> Result<u64, Refusal> {
         let settings = self.site.settings();
-        let claims = token::verify(&settings.secrets, token).map_err(token_refusal)?;
+        let claims = token::verify(settings.token_secrets(), token).map_err(token_refusal)?;
         if self.user() != Some(&*claims.sub) {
             return Err(Refusal::new(
                 ErrorCode::TokenInvalid,

@@ -479,6 +479,17 @@ impl<P: Protocol> Connection<P> {
             match self.subscriptions.accept(slot, &message) {
                 Accept::Skip => continue,
                 Accept::Deliver => {}
+                Accept::Gap(position) => {
+                    let event = Event::Subscribed {
+                        slot,
+                        channel: &message.channel,
+                        position,
+                        recovered: false,
+                    };
+                    self.protocol
+                        .encode(event, &self.subscriptions, &mut self.out);
+                    continue;
+                }
                 Accept::AfterReset(position) => {
                     let event = Event::Subscribed {
                         slot,

@@ -65,12 +65,15 @@ pub fn is_sse_request(head: &[u8]) -> bool {
 /// Reads and answers an SSE request on a fresh connection. Returns the
 /// session to spawn, or `None` when the request was refused (the answer has
 /// then been written and the socket closed).
+/// The head must be complete by `head_deadline` (`listener.header_timeout_secs`
+/// after the connection was accepted).
 pub async fn accept(
     context: Context,
     mut socket: TcpStream,
     peer: SocketAddr,
+    head_deadline: tokio::time::Instant,
 ) -> Option<SseSession<NativeSse>> {
-    let request = request::read(&mut socket).await;
+    let request = request::read(&mut socket, head_deadline).await;
     let mut head = String::from("HTTP/1.1 200 OK\r\n");
     for (name, value) in RESPONSE_HEADERS {
         head.push_str(&format!("{name}: {value}\r\n"));

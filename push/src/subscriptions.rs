@@ -36,6 +36,10 @@ pub(crate) enum Accept {
     /// Send `subscribed` with `recovered: false` at this position first:
     /// the channel's epoch changed under the client.
     AfterReset(Position),
+    /// Send `subscribed` with `recovered: false` at this position, and no
+    /// message: a gap notice ([`Message::gap`]) says the client may have
+    /// missed messages up to it.
+    Gap(Position),
 }
 
 /// A subscription registered with the hub, with the history read after it.
@@ -180,6 +184,15 @@ impl Subscriptions {
             return Accept::Skip;
         }
         let position = message.position;
+        if message.is_gap() {
+            // A resubscribe that already replayed past the gap from
+            // history has nothing to be told.
+            if position.epoch == sub.position.epoch && position.offset <= sub.position.offset {
+                return Accept::Skip;
+            }
+            sub.position = position;
+            return Accept::Gap(position);
+        }
         if position.epoch != sub.position.epoch {
             // The channel's history was lost or reset upstream (a Redis
             // that came back empty): the client's positions mean nothing

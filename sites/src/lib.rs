@@ -144,6 +144,7 @@ mod tests {
             id: id.into(),
             key: format!("{id}-key"),
             secrets: vec![secret.into()],
+            token_keys: Vec::new(),
             mode: Mode::Public,
             allowed_origins: Vec::new(),
             limits: SiteLimits::default(),

@@ -79,8 +79,13 @@ pub struct SiteSettings {
     pub id: String,
     /// Unique and public: clients and signed requests name the site with it.
     pub key: String,
-    /// One or two active secrets; none for the dev site.
+    /// One or two active secrets; none for the dev site. They authenticate
+    /// publishers, and sign client tokens unless `token_keys` is set.
     pub secrets: Vec<String>,
+    /// One or two keys that sign client tokens in place of `secrets`, so
+    /// that the web servers minting tokens need not hold the publish
+    /// secret. Empty: tokens are signed with `secrets`.
+    pub token_keys: Vec<String>,
     pub mode: Mode,
     /// Origins a browser may connect from; empty allows any.
     pub allowed_origins: Vec<String>,
@@ -94,9 +99,20 @@ impl SiteSettings {
             id: "default".into(),
             key: "default".into(),
             secrets: Vec::new(),
+            token_keys: Vec::new(),
             mode: Mode::Public,
             allowed_origins: Vec::new(),
             limits,
+        }
+    }
+
+    /// The keys a client token of this site may be signed with: its token
+    /// keys when it has any (its secrets then sign none), else its secrets.
+    pub fn token_secrets(&self) -> &[String] {
+        if self.token_keys.is_empty() {
+            &self.secrets
+        } else {
+            &self.token_keys
         }
     }
 

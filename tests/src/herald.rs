@@ -18,6 +18,9 @@ use parking_lot::{Condvar, Mutex};
 /// How long a starting Herald may take to print its readiness line.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The variable of `shutdown.readiness_delay_ms`, which the harness sets to 0 unless a test sets it.
+const READINESS_DELAY_VAR: &str = "HERALD_SHUTDOWN_READINESS_DELAY_MS";
+
 /// The line prefix Herald prints on stdout once its listener is bound.
 const READY_PREFIX: &str = "herald listening on http://";
 
@@ -316,6 +319,17 @@ impl HeraldBuilder {
             }
         }
         command.envs(&self.envs);
+        // At shutdown Herald keeps serving with /readyz at 503 for
+        // `shutdown.readiness_delay_ms` (2 s) before its listener closes;
+        // only the tests of that delay want to wait for it.
+        let delay_set = self.envs.contains_key(READINESS_DELAY_VAR)
+            || self
+                .config_toml
+                .as_deref()
+                .is_some_and(|toml| toml.contains("readiness_delay_ms"));
+        if !delay_set {
+            command.env(READINESS_DELAY_VAR, "0");
+        }
         if !self.no_listen_flag {
             command
                 .arg("--listen")

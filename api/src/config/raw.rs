@@ -14,6 +14,8 @@ pub(crate) struct RawConfig {
     pub history: RawHistory,
     pub connection: RawConnection,
     pub shutdown: RawShutdown,
+    pub listener: RawListener,
+    pub metrics: RawMetrics,
     pub limits: RawLimits,
     pub timeline: RawTimeline,
     pub deliver: RawDeliver,
@@ -25,6 +27,22 @@ pub(crate) struct RawConfig {
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct RawTimeline {
     pub shards: u64,
+    pub expander_queue_per_site: u64,
+}
+
+/// Connections accepted whose request head is not complete yet.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawListener {
+    pub max_pending: u64,
+    pub header_timeout_secs: u64,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawMetrics {
+    /// A listener of its own for `/metrics`; none by default.
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -36,7 +54,19 @@ pub(crate) struct RawDeliver {
 
 impl Default for RawTimeline {
     fn default() -> Self {
-        Self { shards: 1024 }
+        Self {
+            shards: 1024,
+            expander_queue_per_site: fanout::DEFAULT_EXPANDER_QUEUE_PER_SITE as u64,
+        }
+    }
+}
+
+impl Default for RawListener {
+    fn default() -> Self {
+        Self {
+            max_pending: 4096,
+            header_timeout_secs: 10,
+        }
     }
 }
 
@@ -71,6 +101,9 @@ pub(crate) struct RawSite {
     pub id: String,
     pub key: String,
     pub secrets: Vec<String>,
+    /// Keys that sign the site's client tokens instead of its secrets.
+    #[serde(default)]
+    pub token_keys: Vec<String>,
     #[serde(default = "public_mode")]
     pub mode: String,
     #[serde(default)]
@@ -123,6 +156,10 @@ pub(crate) struct RawLog {
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct RawPublish {
     pub secret: String,
+    /// The key that signs the implicit site's client tokens; empty: its secret.
+    pub token_key: String,
+    /// Lets the dev site listen on an address other than loopback.
+    pub allow_dev_site_on_network: bool,
     pub trusted_networks: Vec<String>,
     pub max_body_bytes: u64,
     pub max_message_bytes: u64,
@@ -156,6 +193,7 @@ pub(crate) struct RawConnection {
 pub(crate) struct RawShutdown {
     pub grace_secs: u64,
     pub reconnect_jitter_ms: u64,
+    pub readiness_delay_ms: u64,
 }
 
 impl Default for RawConfig {
@@ -170,6 +208,8 @@ impl Default for RawConfig {
             history: RawHistory::default(),
             connection: RawConnection::default(),
             shutdown: RawShutdown::default(),
+            listener: RawListener::default(),
+            metrics: RawMetrics::default(),
             limits: RawLimits::default(),
             timeline: RawTimeline::default(),
             deliver: RawDeliver::default(),
@@ -202,6 +242,8 @@ impl Default for RawPublish {
     fn default() -> Self {
         Self {
             secret: String::new(),
+            token_key: String::new(),
+            allow_dev_site_on_network: false,
             trusted_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
             max_body_bytes: 1024 * 1024,
             max_message_bytes: 64 * 1024,
@@ -264,6 +306,7 @@ impl Default for RawShutdown {
         Self {
             grace_secs: 10,
             reconnect_jitter_ms: 5000,
+            readiness_delay_ms: 2000,
         }
     }
 }
@@ -281,6 +324,8 @@ pub(crate) const KEYS: &[(&str, Kind)] = &[
     ("log.format", Kind::Str),
     ("log.level", Kind::Str),
     ("publish.secret", Kind::Str),
+    ("publish.token_key", Kind::Str),
+    ("publish.allow_dev_site_on_network", Kind::Bool),
     ("publish.trusted_networks", Kind::List),
     ("publish.max_body_bytes", Kind::Int),
     ("publish.max_message_bytes", Kind::Int),
@@ -299,7 +344,12 @@ pub(crate) const KEYS: &[(&str, Kind)] = &[
     ("connection.close_timeout_secs", Kind::Int),
     ("shutdown.grace_secs", Kind::Int),
     ("shutdown.reconnect_jitter_ms", Kind::Int),
+    ("shutdown.readiness_delay_ms", Kind::Int),
+    ("listener.max_pending", Kind::Int),
+    ("listener.header_timeout_secs", Kind::Int),
+    ("metrics.listen", Kind::Str),
     ("timeline.shards", Kind::Int),
+    ("timeline.expander_queue_per_site", Kind::Int),
     ("deliver.max_body_bytes", Kind::Int),
     ("deliver.idempotency_ttl_secs", Kind::Int),
     ("limits.connections", Kind::Int),
@@ -318,6 +368,7 @@ pub(crate) const KEYS: &[(&str, Kind)] = &[
 pub(crate) enum Kind {
     Str,
     Int,
+    Bool,
     List,
 }
 

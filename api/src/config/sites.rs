@@ -18,19 +18,21 @@ pub(super) fn sites(
     connection: &SessionConfig,
 ) -> Result<Vec<SiteSettings>, ConfigError> {
     let defaults = default_limits(raw, connection)?;
-    let secret = &raw.publish.secret;
     if raw.sites.is_empty() {
-        let mut site = SiteSettings::dev(defaults);
-        if !secret.is_empty() {
-            site.secrets.push(secret.clone());
-        }
-        return Ok(vec![site]);
+        return implicit_site(&raw.publish, defaults).map(|site| vec![site]);
     }
-    if !secret.is_empty() {
-        return Err(ConfigError::new(
-            "publish.secret",
-            "with [[sites]], each site has its own secrets; remove publish.secret",
-        ));
+    for (key, value) in [
+        ("publish.secret", &raw.publish.secret),
+        ("publish.token_key", &raw.publish.token_key),
+    ] {
+        if !value.is_empty() {
+            return Err(ConfigError::new(
+                key,
+                format!(
+                    "with [[sites]], each site has its own secrets and token keys; remove {key}"
+                ),
+            ));
+        }
     }
     // Sets, not pairwise comparisons: ten thousand sites must load in
     // milliseconds, not in quadratic time.
@@ -53,12 +55,13 @@ pub(super) fn sites(
                 format!("{:?} is used twice", site.key),
             ));
         }
-        for secret in &site.secrets {
+        let keyed = site.secrets.iter().map(|s| ("secrets", s));
+        for (field, secret) in keyed.chain(site.token_keys.iter().map(|k| ("token_keys", k))) {
             if let Some(other) = secrets.insert(secret.as_str(), site.id.as_str())
                 && other != site.id
             {
                 return Err(ConfigError::new(
-                    key("secrets"),
+                    key(field),
                     format!(
                         "a secret of site {:?} is also one of site {other:?}'s",
                         site.id
@@ -69,6 +72,68 @@ pub(super) fn sites(
         checked.push(settings);
     }
     Ok(checked)
+}
+
+/// The one site of a configuration without `[[sites]]`: the dev site, or
+/// with `publish.secret` a site like any other.
+fn implicit_site(
+    publish: &super::raw::RawPublish,
+    defaults: SiteLimits,
+) -> Result<SiteSettings, ConfigError> {
+    let mut site = SiteSettings::dev(defaults);
+    if publish.secret.is_empty() {
+        if !publish.token_key.is_empty() {
+            return Err(ConfigError::new(
+                "publish.token_key",
+                "the dev site (no publish.secret) has no tokens; set publish.secret too",
+            ));
+        }
+        return Ok(site);
+    }
+    // The secret is also the key of the site's tokens unless a token key is
+    // set: a short one can be found by brute force from any token.
+    if publish.secret.len() < MIN_SECRET_BYTES {
+        return Err(ConfigError::new(
+            "publish.secret",
+            format!("needs at least {MIN_SECRET_BYTES} bytes"),
+        ));
+    }
+    site.secrets.push(publish.secret.clone());
+    if !publish.token_key.is_empty() {
+        site.token_keys = token_keys(
+            "publish.token_key",
+            &site.secrets,
+            std::slice::from_ref(&publish.token_key),
+        )?;
+    }
+    Ok(site)
+}
+
+/// Fewest bytes in a secret or token key.
+const MIN_SECRET_BYTES: usize = 16;
+
+/// Token keys: one, or two while rotating, each long enough and none of
+/// them one of the site's publish secrets (which would defeat keeping them apart).
+fn token_keys(key: &str, secrets: &[String], keys: &[String]) -> Result<Vec<String>, ConfigError> {
+    if keys.len() > 2 {
+        return Err(ConfigError::new(
+            key,
+            "give one token key, or two while rotating",
+        ));
+    }
+    if keys.iter().any(|k| k.len() < MIN_SECRET_BYTES) {
+        return Err(ConfigError::new(
+            key,
+            format!("each token key needs at least {MIN_SECRET_BYTES} bytes"),
+        ));
+    }
+    if keys.iter().any(|k| secrets.contains(k)) {
+        return Err(ConfigError::new(
+            key,
+            "a token key must differ from the publish secrets",
+        ));
+    }
+    Ok(keys.to_vec())
 }
 
 /// `[limits]`, with the per-connection limits that `[connection]` already
@@ -135,12 +200,13 @@ fn site_settings(
             "give one secret, or two while rotating",
         ));
     }
-    if raw.secrets.iter().any(|s| s.len() < 16) {
+    if raw.secrets.iter().any(|s| s.len() < MIN_SECRET_BYTES) {
         return Err(ConfigError::new(
             key("secrets"),
-            "each secret needs at least 16 bytes",
+            format!("each secret needs at least {MIN_SECRET_BYTES} bytes"),
         ));
     }
+    let token_keys = token_keys(&key("token_keys"), &raw.secrets, &raw.token_keys)?;
     let mode = mode(index, &raw.mode)?;
     let allowed_origins = allowed_origins(index, &raw.allowed_origins)?;
     let limits = site_limits(index, &raw.limits, defaults)?;
@@ -148,6 +214,7 @@ fn site_settings(
         id: raw.id.clone(),
         key: raw.key.clone(),
         secrets: raw.secrets.clone(),
+        token_keys,
         mode,
         allowed_origins,
         limits,
@@ -315,6 +382,25 @@ mod tests {
                 "[publish]\nsecret = \"x\"\n".to_string() + &site("a", "ka", "secret-a-0123456"),
                 "publish.secret",
             ),
+            (
+                "[publish]\ntoken_key = \"token-key-0123456789\"\n".to_string()
+                    + &site("a", "ka", "secret-a-0123456"),
+                "publish.token_key",
+            ),
+            (
+                site("a", "ka", "secret-a-0123456") + "token_keys = [\"short\"]\n",
+                "sites[0].token_keys",
+            ),
+            (
+                site("a", "ka", "secret-a-0123456") + "token_keys = [\"secret-a-0123456\"]\n",
+                "sites[0].token_keys",
+            ),
+            (
+                site("a", "ka", "secret-a-0123456")
+                    + &site("b", "kb", "secret-b-0123456")
+                    + "token_keys = [\"secret-a-0123456\"]\n",
+                "sites[1].token_keys",
+            ),
         ];
         for (text, key) in cases {
             std::fs::write(&path, &text).unwrap();
@@ -322,6 +408,7 @@ mod tests {
             assert_eq!(error.key, key, "{text}: {error}");
         }
         let two = site("a", "ka", "secret-a-0123456")
+            + "token_keys = [\"token-key-a-0123456\"]\n"
             + "[sites.limits]\nconnections = 7\n"
             + &site("b", "kb", "secret-b-0123456");
         std::fs::write(&path, two + "[limits]\nconnections = 3\n").unwrap();
@@ -339,6 +426,8 @@ mod tests {
             config.sites[1].limits.publish_rate, 9,
             "HERALD_LIMITS_* too"
         );
+        assert_eq!(config.sites[0].token_secrets(), ["token-key-a-0123456"]);
+        assert_eq!(config.sites[1].token_secrets(), ["secret-b-0123456"]);
         assert!(!config.is_dev_site());
         std::fs::remove_dir_all(&dir).unwrap();
     }

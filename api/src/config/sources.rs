@@ -8,9 +8,9 @@ use push::SessionConfig;
 use toml::{Table, Value};
 
 use super::{
-    Config, ConfigError, EngineKind, LogConfig, PublishConfig, RedisSettings, ShutdownConfig,
-    TimelineConfig,
-    raw::{KEYS, Kind, RawConfig, RawConnection, RawLog, RawShutdown, env_name},
+    Config, ConfigError, EngineKind, ListenerConfig, LogConfig, MetricsConfig, PublishConfig,
+    RedisSettings, ShutdownConfig, TimelineConfig,
+    raw::{KEYS, Kind, RawConfig, RawConnection, RawListener, RawLog, RawShutdown, env_name},
     sites::sites,
 };
 
@@ -21,6 +21,9 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub engine: Option<String>,
     pub redis_url: Option<String>,
+    pub metrics_listen: Option<String>,
+    /// `--allow-dev-site-on-network`.
+    pub allow_dev_site_on_network: bool,
 }
 
 /// Builds the configuration from the file, the `HERALD_*` variables in `env`
@@ -60,11 +63,19 @@ pub fn load(
         ("listen", &overrides.listen),
         ("engine", &overrides.engine),
         ("redis_url", &overrides.redis_url),
+        ("metrics.listen", &overrides.metrics_listen),
     ];
     for (key, value) in flags {
         if let Some(value) = value {
             set(&mut table, key, Value::String(value.clone()));
         }
+    }
+    if overrides.allow_dev_site_on_network {
+        set(
+            &mut table,
+            "publish.allow_dev_site_on_network",
+            Value::Boolean(true),
+        );
     }
     let raw: RawConfig = serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
         let path = e.path().to_string();
@@ -87,6 +98,11 @@ fn env_value(value: &str, kind: Kind) -> Option<Value> {
     match kind {
         Kind::Str => Some(Value::String(value.to_string())),
         Kind::Int => value.trim().parse::<i64>().ok().map(Value::Integer),
+        Kind::Bool => match value.trim() {
+            "true" | "1" => Some(Value::Boolean(true)),
+            "false" | "0" => Some(Value::Boolean(false)),
+            _ => None,
+        },
         Kind::List => Some(Value::Array(
             value
                 .split(',')
@@ -102,6 +118,7 @@ fn kind_text(kind: Kind) -> &'static str {
     match kind {
         Kind::Str => "a string",
         Kind::Int => "an integer",
+        Kind::Bool => "true or false",
         Kind::List => "a comma-separated list",
     }
 }
@@ -129,7 +146,7 @@ fn set(table: &mut Table, key: &str, value: Value) {
 /// Checks each section in turn. The first fault wins, so the order here
 /// decides which key a configuration with several faults is reported under.
 fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
-    let listen = listen(&raw.listen)?;
+    let listen = listen("listen", &raw.listen)?;
     let engine = engine(&raw)?;
     let log = log(&raw.log)?;
     let publish = publish(&raw)?;
@@ -138,6 +155,14 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let sites = sites(&raw, &connection)?;
     let timeline = timeline(&raw)?;
     let shutdown = shutdown(&raw.shutdown);
+    let listener = listener(&raw.listener)?;
+    let metrics = MetricsConfig {
+        listen: match &raw.metrics.listen {
+            Some(text) => Some(self::listen("metrics.listen", text)?),
+            None => None,
+        },
+    };
+    dev_site_stays_local(&raw, listen, &sites)?;
     Ok(Config {
         listen,
         engine,
@@ -147,13 +172,50 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         connection,
         shutdown,
         timeline,
+        listener,
+        metrics,
         sites,
     })
 }
 
-fn listen(text: &str) -> Result<SocketAddr, ConfigError> {
+fn listen(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
     SocketAddr::from_str(text)
-        .map_err(|_| ConfigError::new("listen", format!("{text:?} is not an IP:PORT address")))
+        .map_err(|_| ConfigError::new(key, format!("{text:?} is not an IP:PORT address")))
+}
+
+/// The dev site lets anyone read every channel (and its trusted networks
+/// publish without a secret), so it listens on loopback only, unless the
+/// operator says in so many words that it may be reached from the network.
+fn dev_site_stays_local(
+    raw: &RawConfig,
+    listen: SocketAddr,
+    sites: &[::sites::SiteSettings],
+) -> Result<(), ConfigError> {
+    let dev_site = matches!(sites, [site] if site.is_dev());
+    if dev_site && !listen.ip().is_loopback() && !raw.publish.allow_dev_site_on_network {
+        return Err(ConfigError::new(
+            "listen",
+            format!(
+                "{listen} is not a loopback address, and this is the dev site (no \
+                 publish.secret and no [[sites]]): anyone who can reach it could read every \
+                 channel. Set publish.secret (HERALD_PUBLISH_SECRET), or listen on 127.0.0.1; \
+                 publish.allow_dev_site_on_network = true (--allow-dev-site-on-network) \
+                 allows it anyway"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn listener(raw: &RawListener) -> Result<ListenerConfig, ConfigError> {
+    Ok(ListenerConfig {
+        max_pending: at_least("listener.max_pending", raw.max_pending, 1)?,
+        header_timeout: Duration::from_secs(at_least(
+            "listener.header_timeout_secs",
+            raw.header_timeout_secs,
+            1,
+        )? as u64),
+    })
 }
 
 fn engine(raw: &RawConfig) -> Result<EngineKind, ConfigError> {
@@ -294,6 +356,11 @@ fn timeline(raw: &RawConfig) -> Result<TimelineConfig, ConfigError> {
     Ok(TimelineConfig {
         shards: count("timeline.shards", raw.timeline.shards, 1)?,
         max_body_bytes: at_least("deliver.max_body_bytes", raw.deliver.max_body_bytes, 64)?,
+        expander_queue_per_site: at_least(
+            "timeline.expander_queue_per_site",
+            raw.timeline.expander_queue_per_site,
+            1,
+        )?,
     })
 }
 
@@ -301,6 +368,7 @@ fn shutdown(raw: &RawShutdown) -> ShutdownConfig {
     ShutdownConfig {
         grace: Duration::from_secs(raw.grace_secs),
         reconnect_jitter: Duration::from_millis(raw.reconnect_jitter_ms),
+        readiness_delay: Duration::from_millis(raw.readiness_delay_ms),
     }
 }
 
@@ -449,11 +517,99 @@ mod tests {
                 &[("HERALD_PUBLISH_MAX_BODY_BYTES_IN_FLIGHT", "1048576")],
                 "publish.max_body_bytes_in_flight",
             ),
+            (&[("HERALD_PUBLISH_SECRET", "x")], "publish.secret"),
+            (
+                &[("HERALD_PUBLISH_SECRET", "fifteen-bytes-x")],
+                "publish.secret",
+            ),
+            (
+                &[("HERALD_PUBLISH_TOKEN_KEY", "token-key-0123456789")],
+                "publish.token_key",
+            ),
+            (
+                &[
+                    ("HERALD_PUBLISH_SECRET", "publish-secret-0123"),
+                    ("HERALD_PUBLISH_TOKEN_KEY", "short"),
+                ],
+                "publish.token_key",
+            ),
+            (
+                &[
+                    ("HERALD_PUBLISH_SECRET", "publish-secret-0123"),
+                    ("HERALD_PUBLISH_TOKEN_KEY", "publish-secret-0123"),
+                ],
+                "publish.token_key",
+            ),
+            (&[("HERALD_LISTEN", "0.0.0.0:8080")], "listen"),
+            (&[("HERALD_LISTEN", "[::]:8080")], "listen"),
+            (
+                &[("HERALD_PUBLISH_ALLOW_DEV_SITE_ON_NETWORK", "maybe")],
+                "HERALD_PUBLISH_ALLOW_DEV_SITE_ON_NETWORK",
+            ),
+            (&[("HERALD_METRICS_LISTEN", "metrics")], "metrics.listen"),
+            (
+                &[("HERALD_LISTENER_MAX_PENDING", "0")],
+                "listener.max_pending",
+            ),
+            (
+                &[("HERALD_LISTENER_HEADER_TIMEOUT_SECS", "0")],
+                "listener.header_timeout_secs",
+            ),
+            (
+                &[("HERALD_TIMELINE_EXPANDER_QUEUE_PER_SITE", "0")],
+                "timeline.expander_queue_per_site",
+            ),
         ];
         for (vars, key) in cases {
             let error = load(&Overrides::default(), env(vars)).unwrap_err();
             assert_eq!(error.key, *key, "{vars:?}: {error}");
         }
+    }
+
+    #[test]
+    fn the_dev_site_listens_on_the_network_only_when_allowed() {
+        let allowed = load(
+            &Overrides::default(),
+            env(&[
+                ("HERALD_LISTEN", "0.0.0.0:8080"),
+                ("HERALD_PUBLISH_ALLOW_DEV_SITE_ON_NETWORK", "true"),
+            ]),
+        )
+        .unwrap();
+        assert!(allowed.is_dev_site());
+        let flag = Overrides {
+            listen: Some("0.0.0.0:8080".into()),
+            allow_dev_site_on_network: true,
+            ..Overrides::default()
+        };
+        assert!(load(&flag, env(&[])).is_ok());
+        let with_secret = load(
+            &Overrides::default(),
+            env(&[
+                ("HERALD_LISTEN", "0.0.0.0:8080"),
+                ("HERALD_PUBLISH_SECRET", "publish-secret-0123"),
+            ]),
+        )
+        .unwrap();
+        assert!(!with_secret.is_dev_site());
+        for loopback in ["127.0.0.2:8080", "[::1]:8080"] {
+            assert!(load(&Overrides::default(), env(&[("HERALD_LISTEN", loopback)])).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_token_key_replaces_the_secret_for_tokens() {
+        let config = load(
+            &Overrides::default(),
+            env(&[
+                ("HERALD_PUBLISH_SECRET", "publish-secret-0123"),
+                ("HERALD_PUBLISH_TOKEN_KEY", "token-key-0123456789"),
+            ]),
+        )
+        .unwrap();
+        let site = &config.sites[0];
+        assert_eq!(site.secrets, ["publish-secret-0123"]);
+        assert_eq!(site.token_secrets(), ["token-key-0123456789"]);
     }
 
     #[test]
@@ -472,12 +628,12 @@ mod tests {
         assert!(error.to_string().contains("sise"), "{error}");
         std::fs::write(
             &path,
-            "listen = \"127.0.0.1:7\"\n[publish]\nsecret = \"s\"\n",
+            "listen = \"127.0.0.1:7\"\n[publish]\nsecret = \"s-0123456789abcdef\"\n",
         )
         .unwrap();
         let config = load(&overrides, env(&[])).unwrap();
         assert_eq!(config.listen.port(), 7);
-        assert_eq!(config.sites[0].secrets, ["s"]);
+        assert_eq!(config.sites[0].secrets, ["s-0123456789abcdef"]);
         assert!(!config.is_dev_site());
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -1,6 +1,6 @@
 //! Reading and checking the request head of an SSE stream.
 
-use std::{borrow::Cow, time::Duration};
+use std::borrow::Cow;
 
 use fanout::{ChannelName, Position};
 use tokio::{io::AsyncReadExt, net::TcpStream};
@@ -10,8 +10,6 @@ use crate::{ErrorCode, Refusal};
 
 /// The largest request head accepted.
 const MAX_HEAD: usize = 8 * 1024;
-/// How long a client may take to send its request head.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HEADERS: usize = 48;
 
 /// The most channels one stream's request may name, whatever its site's
@@ -60,8 +58,11 @@ pub(crate) fn is_sse_route(head: &[u8]) -> bool {
 }
 
 /// Reads the request head from `stream` and checks it.
-pub(crate) async fn read(stream: &mut TcpStream) -> Result<SseRequest, Refusal> {
-    let head = tokio::time::timeout(HEAD_TIMEOUT, read_head(stream))
+pub(crate) async fn read(
+    stream: &mut TcpStream,
+    deadline: tokio::time::Instant,
+) -> Result<SseRequest, Refusal> {
+    let head = tokio::time::timeout_at(deadline, read_head(stream))
         .await
         .map_err(|_| refusal(ErrorCode::BadRequest, "request head not received in time"))??;
     parse(&head, MAX_REQUEST_CHANNELS)

@@ -28,7 +28,7 @@ fn assert_exit_64_naming(finished: &Finished, key: &str) {
 
 #[test]
 fn check_config_accepts_a_valid_file() {
-    let toml = "listen = \"127.0.0.1:0\"\n\n[publish]\nsecret = \"change-me\"\n\n[history]\nsize = 200\nttl_secs = 900\n\n[log]\nformat = \"json\"\n";
+    let toml = "listen = \"127.0.0.1:0\"\n\n[publish]\nsecret = \"change-me-to-32-random-bytes\"\n\n[history]\nsize = 200\nttl_secs = 900\n\n[log]\nformat = \"json\"\n";
     let finished = Herald::builder()
         .config_toml(toml)
         .arg("--check-config")
@@ -190,4 +190,61 @@ fn check_config_binds_nothing() {
         "stderr:\n{}",
         finished.stderr
     );
+}
+
+#[test]
+fn the_dev_site_refuses_a_network_address_unless_allowed() {
+    // `--check-config` validates without binding: nothing listens beyond loopback here.
+    for (flags, env) in [
+        (&["--listen", "0.0.0.0:8080"][..], None),
+        (&[][..], Some(("HERALD_LISTEN", "[::]:8080"))),
+    ] {
+        let mut builder = Herald::builder().no_listen_flag().arg("--check-config");
+        for flag in flags {
+            builder = builder.arg(*flag);
+        }
+        if let Some((key, value)) = env {
+            builder = builder.env(key, value);
+        }
+        let finished = builder.run_to_exit(EXIT_TIMEOUT);
+        assert_exit_64_naming(&finished, "listen");
+        assert!(
+            finished.stderr.contains("allow_dev_site_on_network"),
+            "the error says how to allow it:\n{}",
+            finished.stderr
+        );
+    }
+    let allowed = |builder: herald_tests::HeraldBuilder| {
+        let finished = builder
+            .no_listen_flag()
+            .arg("--check-config")
+            .arg("--listen")
+            .arg("0.0.0.0:8080")
+            .run_to_exit(EXIT_TIMEOUT);
+        assert_eq!(finished.status.code(), Some(0), "{}", finished.stderr);
+    };
+    allowed(Herald::builder().arg("--allow-dev-site-on-network"));
+    allowed(Herald::builder().env("HERALD_PUBLISH_ALLOW_DEV_SITE_ON_NETWORK", "true"));
+    allowed(Herald::builder().env("HERALD_PUBLISH_SECRET", "a-secret-of-16-bytes-or-more"));
+}
+
+#[test]
+fn a_short_publish_secret_or_token_key_exits_64() {
+    for secret in ["x", "fifteen-bytes-x"] {
+        let finished = Herald::builder()
+            .env("HERALD_PUBLISH_SECRET", secret)
+            .run_to_exit(EXIT_TIMEOUT);
+        assert_exit_64_naming(&finished, "publish.secret");
+    }
+    let finished = Herald::builder()
+        .env("HERALD_PUBLISH_SECRET", "sixteen-bytes-ok")
+        .env("HERALD_PUBLISH_TOKEN_KEY", "short")
+        .run_to_exit(EXIT_TIMEOUT);
+    assert_exit_64_naming(&finished, "publish.token_key");
+    let finished = Herald::builder()
+        .config_toml(
+            "[[sites]]\nid = \"a\"\nkey = \"ka\"\nsecrets = [\"secret-a-0123456\"]\ntoken_keys = [\"short\"]\n",
+        )
+        .run_to_exit(EXIT_TIMEOUT);
+    assert_exit_64_naming(&finished, "sites[0].token_keys");
 }

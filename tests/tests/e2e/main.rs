@@ -12,6 +12,7 @@
 //! - `shutdown`      — SIGTERM/SIGINT: reconnect advice, close 4200, exit 0 within the grace period
 //! - `config`        — file, env and flags; `--check-config`; exit 64 naming the key
 //! - `health`        — `/healthz`, `/readyz`, `/metrics`
+//! - `listener`      — before a request is known: partial request lines cost no CPU and end with their peers, `listener.max_pending`, the header deadline, TCP keepalive on SSE, `metrics.listen`
 //! - `lifecycle`     — one-off channels are freed when their history expires; watched ones are kept
 //! - `redis`         — the Redis engine across nodes (own `redis-server` each): fan-out once and in order, resume on another node, upstream subscriptions follow local interest, history overflow and lost history; `redis::failure`: Redis SIGKILLed and restarted (503 while down, nothing acknowledged lost), a node SIGKILLed; `redis::churn`: subscribers joining and leaving busy channels
 //! - `redis_cluster` — the fan-out, resume and interest cases on a three-master Redis Cluster (sharded pub/sub)
@@ -29,6 +30,7 @@ mod delivery;
 mod health;
 mod heartbeat;
 mod lifecycle;
+mod listener;
 mod recovery;
 mod redis;
 mod redis_cluster;

@@ -371,7 +371,7 @@ async fn default_trusted_networks_cover_all_of_loopback() {
 #[tokio::test]
 async fn publish_with_a_secret_needs_the_bearer() {
     let herald = Herald::builder()
-        .env("HERALD_PUBLISH_SECRET", "s3cret")
+        .env("HERALD_PUBLISH_SECRET", "s3cret-0123456789")
         .start();
     let mut ws = WsClient::connect(&herald.ws_url("/ws")).await;
     ws.subscribe("public").await;
@@ -385,11 +385,15 @@ async fn publish_with_a_secret_needs_the_bearer() {
         .await
         .assert_error(401, "unauthorized");
     post()
-        .header("Authorization", "s3cret")
+        .header("Authorization", "s3cret-0123456789")
         .send()
         .await
         .assert_error(401, "unauthorized");
-    let response = post().bearer("s3cret").source(OTHER_LOOPBACK).send().await;
+    let response = post()
+        .bearer("s3cret-0123456789")
+        .source(OTHER_LOOPBACK)
+        .send()
+        .await;
     assert_eq!(
         response.status,
         200,
@@ -397,7 +401,7 @@ async fn publish_with_a_secret_needs_the_bearer() {
         response.text()
     );
 
-    let response = post().bearer("s3cret").send().await;
+    let response = post().bearer("s3cret-0123456789").send().await;
     assert_eq!(response.status, 200, "{}", response.text());
     let offsets = [
         ws.next_message(WS_TIMEOUT).await.position.offset,

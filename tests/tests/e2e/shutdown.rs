@@ -255,3 +255,49 @@ async fn messages_acknowledged_before_sigterm_reach_every_subscriber_before_the_
         assert_exits_cleanly(&mut herald);
     }
 }
+
+#[tokio::test]
+async fn readyz_turns_503_while_the_listener_still_serves_for_the_readiness_delay() {
+    // Long enough for the checks below on a loaded machine; they wait for conditions, not for it.
+    const DELAY_MS: u64 = 5000;
+    let mut herald = Herald::builder()
+        .env("HERALD_SHUTDOWN_GRACE_SECS", GRACE_SECS.to_string())
+        .env("HERALD_SHUTDOWN_RECONNECT_JITTER_MS", JITTER_MS.to_string())
+        .env("HERALD_SHUTDOWN_READINESS_DELAY_MS", DELAY_MS.to_string())
+        .start();
+    let mut ws = WsClient::connect(&herald.ws_url("/ws")).await;
+    ws.subscribe("public").await;
+    assert_eq!(herald.get("/readyz").await.status, 200);
+
+    herald.sigterm();
+    // Each probe is a new connection: the listener must still take it to answer 503.
+    let deadline = std::time::Instant::now() + MARGIN;
+    loop {
+        let ready = herald.get("/readyz").await;
+        if ready.status == 503 {
+            ready.assert_error(503, "unavailable");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz still {} after SIGTERM",
+            ready.status
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // During the delay, new clients are still served, and old ones are not told to go yet.
+    assert_eq!(herald.get("/healthz").await.status, 200);
+    let mut late = WsClient::connect(&herald.ws_url("/ws")).await;
+    late.subscribe("public").await;
+    let position = herald.publish("public", "1").await;
+    assert_eq!(ws.next_message(WS_TIMEOUT).await.position, position);
+    assert_eq!(late.next_message(WS_TIMEOUT).await.position, position);
+
+    // Then the usual shutdown.
+    expect_ws_reconnect(&mut ws).await;
+    expect_ws_reconnect(&mut late).await;
+    let status = herald
+        .wait_exit(Duration::from_millis(DELAY_MS) + Duration::from_secs(GRACE_SECS) + MARGIN)
+        .expect("herald exits after the delay and the grace period");
+    assert!(status.success(), "{status}");
+}

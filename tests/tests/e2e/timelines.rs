@@ -13,10 +13,13 @@
 //!   the shard channels out of reach
 //! - `idempotency` — `Idempotency-Key` on publish and deliver: retries, races, other nodes, TTL
 //! - `nginx`       — `deploy/nginx/herald.conf` in front of three nodes: one shard, one node
+//! - `overflow`    — a site that floods the expander's bound: its dropped timelines are told
+//!   `recovered: false`, other sites lose nothing
 
 mod idempotency;
 mod memory;
 mod nginx;
+mod overflow;
 mod redis_nodes;
 mod rejections;
 mod support;

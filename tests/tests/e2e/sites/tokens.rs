@@ -244,3 +244,48 @@ async fn a_token_selects_its_site_and_opens_its_users_channels() {
     let to_42 = publish(&herald, &a, "user:42", r#""to user 42""#).await;
     assert_eq!(numeric_ws.next_message(WS_TIMEOUT).await.position, to_42);
 }
+
+/// A site with `token_keys`: tokens signed with the token key open the user's channels, and
+/// tokens signed with the publish secret no longer do (the web servers that mint tokens need not
+/// hold the secret that publishes). The same for the implicit site's `publish.token_key`.
+#[tokio::test]
+async fn tokens_are_signed_with_the_token_key_once_one_is_set() {
+    let a = Site::new("a");
+    let token_key = Site::make_secret("a", "tokens");
+    let top = "";
+    let toml = herald_tests::sites_toml(top, &[&a]).replace(
+        "secrets = [",
+        &format!("token_keys = [\"{token_key}\"]\nsecrets = ["),
+    );
+    let herald = herald_tests::Herald::builder().config_toml(toml).start();
+    let by_key = Token::for_user("1", 600).kid(&a.key).sign(&token_key);
+    let mut user = connect_with_token(&herald, &a, &by_key).await;
+    user.subscribe("user:1").await;
+    let by_secret = Token::for_user("1", 600).kid(&a.key).sign(a.secret());
+    expect_ws_refused(
+        &ws_url(&herald, &a, &format!("&token={by_secret}")),
+        "token_invalid",
+        4001,
+    )
+    .await;
+    // The secret still publishes.
+    let position = publish(&herald, &a, "user:1", r#""hi""#).await;
+    assert_eq!(user.next_message(WS_TIMEOUT).await.position, position);
+
+    let secret = Site::make_secret("default", "one");
+    let implicit_key = Site::make_secret("default", "tokens");
+    let herald = herald_tests::Herald::builder()
+        .env("HERALD_PUBLISH_SECRET", &secret)
+        .env("HERALD_PUBLISH_TOKEN_KEY", &implicit_key)
+        .start();
+    let token = Token::for_user("1", 600).kid("default").sign(&implicit_key);
+    let mut user = WsClient::connect(&herald.ws_url(&format!("/ws?token={token}"))).await;
+    user.subscribe("user:1").await;
+    let by_secret = Token::for_user("1", 600).kid("default").sign(&secret);
+    expect_ws_refused(
+        &herald.ws_url(&format!("/ws?token={by_secret}")),
+        "token_invalid",
+        4001,
+    )
+    .await;
+}
