@@ -1,13 +1,15 @@
 //! The Redis engine across Herald nodes, each test with its own `redis-server`: fan-out exactly
 //! once, resume on another node, upstream subscriptions that follow local interest, history
 //! overflow and lost history; Redis and node failures in `failure`; subscribers joining and
-//! leaving busy channels in `churn`.
+//! leaving busy channels in `churn`; readiness that follows the upstream subscriptions, and fills
+//! that delay no other channel, in `readiness`.
 //!
 //! The fan-out, resume and interest scenarios take a Redis URL so that `redis_cluster` runs them
 //! unchanged on a three-master cluster.
 
 mod churn;
 mod failure;
+mod readiness;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
