@@ -266,6 +266,18 @@ async fn master_failover_resumes_delivery_on_every_shard_and_node() {
     }
 
     let acked = acked.lock().clone();
+    for (channel, sent) in &acked {
+        let during = sent
+            .iter()
+            .filter(|(_, _, at)| *at > killed && *at < promoted)
+            .count();
+        eprintln!(
+            "failover: {channel} on {}: {during} publishes acknowledged between the kill and the \
+             promotion ({} ms)",
+            home[channel],
+            promoted.duration_since(killed).as_millis()
+        );
+    }
     for (i, reader) in readers.into_iter().enumerate() {
         let got = reader.await.expect("reader");
         for channel in &channels {
