@@ -36,7 +36,7 @@ const FILL_RETRY: Duration = Duration::from_millis(100);
 /// Fills running at once; more wait their turn. Enough that a few channels
 /// whose reads fail leave room for the rest, few enough that a catch-up of
 /// every channel after a lag does not flood Redis.
-const MAX_FILLS: usize = 32;
+const MAX_FILLS: usize = 16;
 /// Live messages held per filling channel.
 const HELD_LIMIT: usize = 4096;
 
@@ -140,8 +140,10 @@ impl Router {
         match engine.channels.live(&channel, position) {
             Live::NotWatched | Live::Duplicate => {}
             Live::Deliver => engine.deliver(Message::new(channel, position, data)),
-            Live::Gap { .. } => {
-                engine.redis_metrics.gaps_detected.inc();
+            behind @ (Live::Gap { .. } | Live::Behind) => {
+                if behind != Live::Behind {
+                    engine.redis_metrics.gaps_detected.inc();
+                }
                 self.fill(channel.clone());
                 if let Some(filling) = self.filling.get_mut(&channel) {
                     filling.held.push(Message::new(channel, position, data));
@@ -210,11 +212,21 @@ impl Router {
             self.start_waiting();
             return;
         }
-        let channels = &self.engine.channels;
-        for message in filling.held {
-            match channels.live(&channel, message.position) {
+        let mut held = filling.held.into_iter();
+        while let Some(message) = held.next() {
+            match self.engine.channels.live(&channel, message.position) {
                 Live::NotWatched | Live::Duplicate => {}
                 Live::Deliver => self.engine.deliver(message),
+                // Subscribed again meanwhile: its catch-up comes first, and
+                // this message and the rest wait for it.
+                Live::Behind => {
+                    self.fill(channel.clone());
+                    if let Some(filling) = self.filling.get_mut(&channel) {
+                        filling.held.push(message);
+                        filling.held.extend(held);
+                    }
+                    return;
+                }
                 Live::Gap { last } => {
                     // History was just read through its end (or could not
                     // be read at all): what is missing is not to be had, so
@@ -227,7 +239,7 @@ impl Router {
                             "history no longer holds messages a gap needs"
                         );
                     }
-                    channels.delivered(&channel, message.position);
+                    self.engine.channels.delivered(&channel, message.position);
                     self.engine.deliver(message);
                 }
             }

@@ -96,6 +96,10 @@ pub(crate) enum Live {
     Duplicate,
     /// Messages are missing after `last`: fill from history first.
     Gap { last: Position },
+    /// The channel was subscribed again after a connection loss and awaits
+    /// its catch-up: fill from history first (its last position may be
+    /// none yet, so a message heard now cannot show a gap by itself).
+    Behind,
 }
 
 /// What the subscription manager should do now.
@@ -198,6 +202,9 @@ impl ChannelTable {
         let Some(state) = shard.get_mut(channel.as_str()) else {
             return Live::NotWatched;
         };
+        if state.resubscribe || state.catch_up {
+            return Live::Behind;
+        }
         match state.last {
             Some(last) if last.epoch == position.epoch => {
                 if position.offset <= last.offset {
@@ -457,5 +464,60 @@ mod tests {
             offset: 1,
         };
         assert_eq!(table.live(&a, reset), Live::Deliver);
+    }
+
+    #[test]
+    fn a_channel_subscribed_again_is_caught_up_before_live_messages() {
+        let table = ChannelTable::default();
+        let a = channel("a");
+        let at = |offset| Position {
+            epoch: Epoch::from_u64(1),
+            offset,
+        };
+        table.set_local(&a, true);
+        // Subscribed before anything was published: no position yet.
+        table.mark_active(&[(a.clone(), None)], table.generation());
+        table.lose_upstream();
+        assert!(
+            table.active().is_empty(),
+            "inactive once the connection is lost"
+        );
+        assert_eq!(table.plan(Duration::ZERO).subscribe, vec![a.clone()]);
+        // A confirmation from the lost connection does not count.
+        table.mark_active(&[(a.clone(), Some(at(9)))], table.generation() - 1);
+        assert!(table.active().is_empty());
+        // Subscribed again: the last position is kept (not the one read
+        // now), and a live message waits for the catch-up even though
+        // nothing was delivered before (it cannot show the gap itself).
+        table.mark_active(&[(a.clone(), Some(at(3)))], table.generation());
+        assert_eq!(table.last(&a), Some(None));
+        assert_eq!(table.live(&a, at(4)), Live::Behind);
+        assert_eq!(table.take_catch_ups(), vec![a.clone()]);
+        assert!(table.take_catch_ups().is_empty());
+        assert_eq!(table.live(&a, at(4)), Live::Deliver);
+    }
+
+    #[test]
+    fn readiness_waits_for_wanted_channels_past_a_grace() {
+        let table = ChannelTable::default();
+        let a = channel("a");
+        table.set_local(&a, true);
+        table.plan(Duration::ZERO);
+        assert!(
+            !table.upstream_behind(Duration::from_secs(60)),
+            "within the grace"
+        );
+        assert!(
+            table.upstream_behind(Duration::ZERO),
+            "wanted, not subscribed"
+        );
+        table.mark_active(&[(a.clone(), None)], table.generation());
+        table.plan(Duration::ZERO);
+        assert!(!table.upstream_behind(Duration::ZERO));
+        table.lose_upstream();
+        assert!(
+            table.upstream_behind(Duration::ZERO),
+            "at once on a lost connection"
+        );
     }
 }
