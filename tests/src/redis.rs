@@ -1,6 +1,6 @@
 //! Real `redis-server` processes for the Redis engine's tests: a standalone server that can be
-//! SIGKILLed and restarted on the same port and data, a cluster of three masters, and a master
-//! watched by a Sentinel.
+//! SIGKILLed and restarted on the same port and data, a cluster of three masters (with or without
+//! a replica each, so that a master can be failed over), and a master watched by a Sentinel.
 //!
 //! Every server runs on a free port with a temporary directory of its own, logs to a file there,
 //! and is killed (SIGKILL, by the child's pid) when its owner is dropped. The system Redis on 6379
@@ -20,6 +20,13 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long a new cluster may take to report `cluster_state:ok` on every node.
 const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The cluster node timeout without replicas (nothing fails over).
+const NODE_TIMEOUT_MS: u32 = 5000;
+
+/// The cluster node timeout with replicas: short, so that a killed master is failed over soon
+/// and the failover tests stay quick.
+const FAILOVER_NODE_TIMEOUT_MS: u32 = 1000;
 
 /// How often the start-up waits look again.
 const POLL: Duration = Duration::from_millis(10);
@@ -52,9 +59,9 @@ pub struct RedisSnapshot {
     dir: TempDir,
 }
 
-/// Three `redis-server` masters joined into one Redis Cluster (no replicas).
+/// Three `redis-server` masters joined into one Redis Cluster, with or without a replica each.
 pub struct RedisCluster {
-    /// One entry per master, in the order the cluster was created with.
+    /// One entry per server, in the order the cluster was created with (masters first).
     nodes: Vec<ClusterNode>,
 }
 
@@ -70,14 +77,14 @@ pub struct RedisSentinel {
     sentinel: Child,
 }
 
-/// One master of a [`RedisCluster`].
+/// One server of a [`RedisCluster`].
 struct ClusterNode {
     /// The client port; the cluster bus listens on `port + 10000`.
     port: u16,
     /// The node's directory (`nodes.conf` and the log).
     dir: TempDir,
-    /// The running server.
-    server: Child,
+    /// The running server; `None` once [`RedisCluster::kill_master`] killed it.
+    server: Option<Child>,
 }
 
 impl Redis {
@@ -254,9 +261,20 @@ impl RedisCluster {
     /// Starts three masters on free ports (whose bus ports are free too), joins them with
     /// `redis-cli --cluster create`, and waits until every node reports `cluster_state:ok`.
     pub fn start() -> RedisCluster {
+        RedisCluster::start_with(0)
+    }
+
+    /// Like [`RedisCluster::start`], with a replica for each master (six servers) and a short
+    /// node timeout, so that a killed master is failed over within seconds; waits until every
+    /// replica is in sync with its master.
+    pub fn start_with_replicas() -> RedisCluster {
+        RedisCluster::start_with(1)
+    }
+
+    fn start_with(replicas: usize) -> RedisCluster {
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
-            match RedisCluster::try_start() {
+            match RedisCluster::try_start(replicas) {
                 Ok(cluster) => return cluster,
                 Err(failure) => failures.push(failure),
             }
@@ -264,14 +282,23 @@ impl RedisCluster {
         panic!("the Redis cluster did not start: {failures:#?}");
     }
 
-    fn try_start() -> Result<RedisCluster, String> {
-        let ports = cluster_ports(3)?;
+    fn try_start(replicas: usize) -> Result<RedisCluster, String> {
+        let ports = cluster_ports(3 * (1 + replicas))?;
+        let node_timeout = if replicas > 0 {
+            FAILOVER_NODE_TIMEOUT_MS
+        } else {
+            NODE_TIMEOUT_MS
+        };
         let mut nodes = Vec::new();
         for port in ports {
             let dir = TempDir::new("redis-cluster");
-            // Dropping `nodes` on an error kills the masters already started.
-            let server = spawn_server(port, dir.path(), &cluster_args())?;
-            nodes.push(ClusterNode { port, dir, server });
+            // Dropping `nodes` on an error kills the servers already started.
+            let server = spawn_server(port, dir.path(), &cluster_args(node_timeout))?;
+            nodes.push(ClusterNode {
+                port,
+                dir,
+                server: Some(server),
+            });
         }
         let cluster = RedisCluster { nodes };
         let mut create = Command::new("redis-cli");
@@ -280,7 +307,7 @@ impl RedisCluster {
             create.arg(format!("127.0.0.1:{port}"));
         }
         let output = create
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .output()
             .map_err(|e| format!("run redis-cli --cluster create: {e}"))?;
@@ -307,12 +334,92 @@ impl RedisCluster {
                 std::thread::sleep(POLL);
             }
         }
+        if replicas > 0 {
+            for port in cluster.ports() {
+                loop {
+                    let info = redis_cli(port, &["INFO", "replication"]);
+                    let synced = info.lines().any(|line| line.trim() == "role:master")
+                        || info
+                            .lines()
+                            .any(|line| line.trim() == "master_link_status:up");
+                    if synced {
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        return Err(format!("node {port}: replica not in sync:\n{info}"));
+                    }
+                    std::thread::sleep(POLL);
+                }
+            }
+        }
         Ok(cluster)
     }
 
-    /// The masters' client ports, in creation order.
+    /// The client ports of the servers still running, in creation order.
     pub fn ports(&self) -> Vec<u16> {
-        self.nodes.iter().map(|node| node.port).collect()
+        self.nodes
+            .iter()
+            .filter(|node| node.server.is_some())
+            .map(|node| node.port)
+            .collect()
+    }
+
+    /// The client ports of the servers that are masters now.
+    pub fn masters(&self) -> Vec<u16> {
+        self.ports()
+            .into_iter()
+            .filter(|&port| {
+                redis_cli(port, &["ROLE"])
+                    .lines()
+                    .next()
+                    .is_some_and(|role| role.trim() == "master")
+            })
+            .collect()
+    }
+
+    /// SIGKILLs the master on `port` and returns the port of its replica, which the cluster
+    /// promotes once the other masters agree the master failed (after the node timeout).
+    pub fn kill_master(&mut self, port: u16) -> u16 {
+        let id = redis_cli(port, &["CLUSTER", "MYID"]);
+        let replica = self
+            .ports()
+            .into_iter()
+            .find(|&other| {
+                redis_cli(other, &["CLUSTER", "NODES"]).lines().any(|line| {
+                    line.contains("myself") && line.contains("slave") && line.contains(&id)
+                })
+            })
+            .unwrap_or_else(|| panic!("master {port} has no replica"));
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|node| node.port == port)
+            .expect("a server of this cluster");
+        let mut server = node.server.take().expect("the master is running");
+        kill_and_reap(&mut server);
+        replica
+    }
+
+    /// Waits until the server on `port` is a master and every running server reports
+    /// `cluster_state:ok`; panics after `timeout`.
+    pub fn wait_promoted(&self, port: u16, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let promoted = redis_cli(port, &["ROLE"]).lines().next() == Some("master")
+                && self.ports().into_iter().all(|p| {
+                    redis_cli(p, &["CLUSTER", "INFO"])
+                        .lines()
+                        .any(|line| line.trim() == "cluster_state:ok")
+                });
+            if promoted {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{port} was not promoted within {timeout:?}"
+            );
+            std::thread::sleep(POLL);
+        }
     }
 
     /// `redis-cluster://127.0.0.1:P1?node=127.0.0.1:P2&node=127.0.0.1:P3`.
@@ -338,7 +445,9 @@ impl RedisCluster {
 impl Drop for RedisCluster {
     fn drop(&mut self) {
         for node in &mut self.nodes {
-            kill_and_reap(&mut node.server);
+            if let Some(server) = &mut node.server {
+                kill_and_reap(server);
+            }
         }
         if std::thread::panicking() {
             for node in &self.nodes {
@@ -352,7 +461,9 @@ impl Drop for ClusterNode {
     fn drop(&mut self) {
         // A node dropped while the cluster is being built (a failed attempt) is killed here;
         // killing a reaped child again is harmless.
-        kill_and_reap(&mut self.server);
+        if let Some(server) = &mut self.server {
+            kill_and_reap(server);
+        }
     }
 }
 
@@ -424,9 +535,9 @@ fn copy_dir(from: &Path, to: &Path, skip: &[&str]) {
     }
 }
 
-/// A cluster master; its data does not need to survive anything in these tests.
-fn cluster_args() -> Vec<&'static str> {
-    vec![
+/// A cluster server; its data does not need to survive anything in these tests.
+fn cluster_args(node_timeout_ms: u32) -> Vec<String> {
+    [
         "--appendonly",
         "no",
         "--cluster-enabled",
@@ -434,13 +545,20 @@ fn cluster_args() -> Vec<&'static str> {
         "--cluster-config-file",
         "nodes.conf",
         "--cluster-node-timeout",
-        "5000",
+        &node_timeout_ms.to_string(),
     ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect()
 }
 
 /// Starts `redis-server` in `dir` on `port` and waits until it answers `PING` (which it does only
 /// once the append-only file is loaded). On failure the server is killed and its log returned.
-fn spawn_server(port: u16, dir: &Path, extra: &[&str]) -> Result<Child, String> {
+fn spawn_server<S: AsRef<std::ffi::OsStr>>(
+    port: u16,
+    dir: &Path,
+    extra: &[S],
+) -> Result<Child, String> {
     let mut server = Command::new("redis-server")
         .args(base_args(port))
         .args(extra)

@@ -27,10 +27,16 @@
 //!   after a linger so that churn does not flap.
 //! - A subscriber's history read waits until the node's upstream
 //!   subscription is active, so "subscribe, then read history" leaves no gap.
-//! - Everything that reaches the hub goes through one router task, in
-//!   order: live messages, gap fills, catch-up after a lag or a reconnect.
-//!   The router tracks the last offset it delivered per channel and fills
-//!   any hole from the stream before delivering past it.
+//!   Active means Redis confirmed the subscription on the connection that is
+//!   up now; after the pub/sub connection is lost every channel is inactive
+//!   until the subscription manager subscribed it again.
+//! - `/readyz` follows the subscriptions: the node is not ready while a
+//!   channel it has subscribers for stays unsubscribed upstream.
+//! - Everything from Redis reaches the hub through the router, which
+//!   tracks the last offset it delivered per channel and fills any hole
+//!   from the stream before delivering past it. Fills run beside the live
+//!   path, one per channel at a time, so a channel whose history cannot be
+//!   read delays no other channel.
 
 mod health;
 mod keepalive;
@@ -62,6 +68,11 @@ use crate::{
 };
 use keys::{ChannelKeys, Keyspace};
 use state::ChannelTable;
+
+/// How long a channel wanted here may wait for its upstream subscription
+/// before the node stops reporting ready: longer than a normal subscribe
+/// takes, so that new channels do not make readiness flap.
+const UPSTREAM_GRACE: Duration = Duration::from_secs(1);
 
 /// Settings of the Redis engine.
 #[derive(Debug, Clone)]
@@ -382,7 +393,7 @@ impl RedisEngine {
     /// arguments of a function call: Redis must not be behind it in the
     /// same epoch. `''` twice when the node has delivered nothing there.
     fn floor(&self, channel: &ChannelKey) -> [Value; 2] {
-        match self.channels.last(channel) {
+        match self.channels.last(channel).flatten() {
             Some(last) => [
                 Value::from(last.epoch.to_string()),
                 Value::from(last.offset.to_string()),
@@ -549,8 +560,15 @@ impl Engine for RedisEngine {
         })
     }
 
+    /// Ready while Redis answers and this node hears every channel it has
+    /// subscribers for: a channel left unsubscribed upstream past
+    /// [`UPSTREAM_GRACE`] (Redis refusing SUBSCRIBE, a primary failing
+    /// over) means its subscribers miss messages, so the node is not ready.
     fn is_ready(&self) -> bool {
-        self.health.reachable() && self.client.is_connected() && self.subscriber.is_connected()
+        self.health.reachable()
+            && self.client.is_connected()
+            && self.subscriber.is_connected()
+            && !self.channels.upstream_behind(UPSTREAM_GRACE)
     }
 
     fn claim_signature(

@@ -2,13 +2,15 @@
 //! once, resume on another node, upstream subscriptions that follow local interest, history
 //! overflow and lost history; Redis and node failures in `failure`; subscribers joining and
 //! leaving busy channels in `churn`; Redis coming back behind where it was, and the other ways a
-//! position could be lost or reused, in `regression`.
+//! position could be lost or reused, in `regression`; readiness that follows the upstream
+//! subscriptions, and fills that delay no other channel, in `readiness`.
 //!
 //! The fan-out, resume and interest scenarios take a Redis URL so that `redis_cluster` runs them
 //! unchanged on a three-master cluster.
 
 mod churn;
 mod failure;
+mod readiness;
 mod regression;
 mod support;
 

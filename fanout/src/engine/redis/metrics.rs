@@ -9,8 +9,11 @@ pub struct RedisMetrics {
     pub roundtrip: Histogram,
     /// Reconnections of the pub/sub connection.
     pub reconnects: IntCounter,
-    /// Times every local channel was subscribed again after a reconnect.
+    /// Times every local channel was subscribed again after the pub/sub
+    /// connection was lost, counted once Redis confirmed the last of them.
     pub resubscribes: IntCounter,
+    /// Subscribe commands Redis refused or did not confirm (each is retried).
+    pub subscribe_failures: IntCounter,
     /// Gaps in a channel's offsets seen on the live path.
     pub gaps_detected: IntCounter,
     /// Messages read back from history to fill gaps (after a gap, a lag or a reconnect).
@@ -34,6 +37,7 @@ impl RedisMetrics {
         registry.register(Box::new(metrics.roundtrip.clone()))?;
         registry.register(Box::new(metrics.reconnects.clone()))?;
         registry.register(Box::new(metrics.resubscribes.clone()))?;
+        registry.register(Box::new(metrics.subscribe_failures.clone()))?;
         registry.register(Box::new(metrics.gaps_detected.clone()))?;
         registry.register(Box::new(metrics.gap_messages_filled.clone()))?;
         registry.register(Box::new(metrics.lagged.clone()))?;
@@ -66,7 +70,11 @@ impl Default for RedisMetrics {
             ),
             resubscribes: counter(
                 "herald_redis_resubscribes_total",
-                "Times all local channels were subscribed again after a reconnect.",
+                "Times all local channels were subscribed again (and Redis confirmed it) after the pub/sub connection was lost.",
+            ),
+            subscribe_failures: counter(
+                "herald_redis_subscribe_failures_total",
+                "Subscribe commands Redis refused or did not confirm; each is retried, and /readyz answers 503 while one lasts.",
             ),
             gaps_detected: counter(
                 "herald_redis_gaps_detected_total",

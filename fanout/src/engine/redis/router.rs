@@ -1,41 +1,77 @@
-//! The router: the one task through which everything from Redis reaches
-//! the hub, so that each channel is delivered in offset order with no hole:
-//! live messages, gap fills, and the catch-up after a lag or a reconnect.
+//! The router: everything from Redis reaches the hub through it, so that
+//! each channel is delivered in offset order with no hole: live messages,
+//! gap fills, and the catch-up after a lag or a reconnect.
+//!
+//! Invariants:
+//! - Live messages are taken in the order Redis sent them, by one task.
+//! - A channel that needs history (a gap on the live path, a lag, being
+//!   subscribed again after a reconnect) is *filling*: its fill runs as a
+//!   task of its own, at most [`MAX_FILLS`] at once, and only that fill
+//!   delivers to the channel. Its live messages are held meanwhile and
+//!   delivered after the fill, skipping what the fill delivered. Other
+//!   channels' live messages go on at once: a channel whose history cannot
+//!   be read delays nobody else.
+//! - Held messages are bounded ([`HELD_LIMIT`] per channel); past that they
+//!   are dropped and the channel is filled once more, since history has them.
 
-use std::sync::Arc;
+use std::{
+    collections::{HashMap, VecDeque, hash_map::Entry},
+    sync::Arc,
+    time::Duration,
+};
 
 use fred::{interfaces::EventInterface, types::Message as RedisMessage};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::{
+    sync::broadcast::error::RecvError,
+    task::{Id, JoinError, JoinSet},
+};
 
 use super::{RedisEngine, parse_payload, state::Live};
-use crate::{ChannelKey, Message, Position};
+use crate::{ChannelKey, Message};
 
 /// Tries of a history read that fills a gap, and the pause between them
 /// (together longer than a Redis restart takes to load a modest AOF).
 const FILL_ATTEMPTS: u32 = 50;
-const FILL_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+const FILL_RETRY: Duration = Duration::from_millis(100);
+/// Fills running at once; more wait their turn. Enough that a few channels
+/// whose reads fail leave room for the rest, few enough that a catch-up of
+/// every channel after a lag does not flood Redis.
+const MAX_FILLS: usize = 16;
+/// Live messages held per filling channel.
+const HELD_LIMIT: usize = 4096;
 
 pub(super) async fn run(engine: Arc<RedisEngine>) {
     let mut messages = engine.subscriber.message_rx();
     let mut reconnects = engine.subscriber.reconnect_rx();
+    let mut router = Router::new(engine.clone());
     loop {
+        let catch_up = engine.channels.catch_up.notified();
         tokio::select! {
-            // Reconnects first: after one, nothing is delivered before the catch-up.
+            // Reconnects first: the channels become inactive before anything
+            // else is heard on the new connection.
             biased;
             reconnect = reconnects.recv() => match reconnect {
                 Ok(_) | Err(RecvError::Lagged(_)) => {
                     engine.redis_metrics.reconnects.inc();
-                    engine.resubscribe().await;
-                    engine.catch_up_all().await;
+                    tracing::warn!("the Redis pub/sub connection was lost and is back; subscribing every channel again");
+                    engine.channels.lose_upstream();
                 }
                 Err(RecvError::Closed) => return,
             },
+            Some(ended) = router.fills.join_next_with_id() => router.fill_ended(ended),
+            () = catch_up => {
+                for channel in engine.channels.take_catch_ups() {
+                    router.fill(channel);
+                }
+            }
             message = messages.recv() => match message {
-                Ok(message) => engine.on_message(message).await,
+                Ok(message) => router.on_message(message),
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "Redis pub/sub receiver lagged; refilling from history");
                     engine.redis_metrics.lagged.inc();
-                    engine.catch_up_all().await;
+                    for (channel, _) in engine.channels.active() {
+                        router.fill(channel);
+                    }
                 }
                 Err(RecvError::Closed) => return,
             },
@@ -43,10 +79,47 @@ pub(super) async fn run(engine: Arc<RedisEngine>) {
     }
 }
 
-impl RedisEngine {
-    async fn on_message(&self, message: RedisMessage) {
-        self.redis_metrics.received.inc();
-        let Some(name) = self.keyspace.channel_of(&message.channel) else {
+/// The router's own state: the channels being filled.
+struct Router {
+    engine: Arc<RedisEngine>,
+    /// Channels with a fill running or waiting for a slot.
+    filling: HashMap<ChannelKey, Filling>,
+    /// Channels waiting for a slot, in the order they asked.
+    waiting: VecDeque<ChannelKey>,
+    /// The running fills; each ends with whether it read history through.
+    fills: JoinSet<(ChannelKey, bool)>,
+    /// Which channel each running fill is for, so that one that panicked
+    /// does not leave its channel filling for ever.
+    running: HashMap<Id, ChannelKey>,
+}
+
+/// A channel being filled.
+#[derive(Default)]
+struct Filling {
+    /// Live messages that arrived meanwhile, in order.
+    held: Vec<Message>,
+    /// Whether the channel must be filled once more after this fill (it
+    /// was asked for again while running, or held messages were dropped).
+    again: bool,
+    /// Whether its fill runs (rather than waits for a slot).
+    running: bool,
+}
+
+impl Router {
+    fn new(engine: Arc<RedisEngine>) -> Self {
+        Self {
+            engine,
+            filling: HashMap::new(),
+            waiting: VecDeque::new(),
+            fills: JoinSet::new(),
+            running: HashMap::new(),
+        }
+    }
+
+    fn on_message(&mut self, message: RedisMessage) {
+        let engine = &self.engine;
+        engine.redis_metrics.received.inc();
+        let Some(name) = engine.keyspace.channel_of(&message.channel) else {
             return;
         };
         let Ok(channel) = ChannelKey::parse(name) else {
@@ -56,27 +129,135 @@ impl RedisEngine {
             tracing::warn!(channel = %channel, "unreadable message on a Herald pub/sub channel");
             return;
         };
-        match self.channels.live(&channel, position) {
+        if let Some(filling) = self.filling.get_mut(&channel) {
+            if filling.held.len() < HELD_LIMIT {
+                filling.held.push(Message::new(channel, position, data));
+            } else {
+                filling.again = true;
+            }
+            return;
+        }
+        match engine.channels.live(&channel, position) {
             Live::NotWatched | Live::Duplicate => {}
-            Live::Deliver => self.deliver(Message::new(channel, position, data)),
-            Live::Gap { last } => {
-                self.redis_metrics.gaps_detected.inc();
-                self.fill(&channel, Some(last), Some(position.offset)).await;
-                if self.channels.live(&channel, position) != Live::Duplicate {
-                    // Filled (or history could not fill it: go on from here
-                    // rather than hold the channel back for ever).
-                    self.channels.delivered(&channel, position);
-                    self.deliver(Message::new(channel, position, data));
+            Live::Deliver => engine.deliver(Message::new(channel, position, data)),
+            behind @ (Live::Gap { .. } | Live::Behind) => {
+                if behind != Live::Behind {
+                    engine.redis_metrics.gaps_detected.inc();
+                }
+                self.fill(channel.clone());
+                if let Some(filling) = self.filling.get_mut(&channel) {
+                    filling.held.push(Message::new(channel, position, data));
                 }
             }
         }
     }
 
-    /// Delivers what history holds after `last` (all of it without one),
-    /// below `until` if given.
-    async fn fill(&self, channel: &ChannelKey, last: Option<Position>, until: Option<u64>) {
-        // Connected clients must not see a hole, so a failed read is tried
-        // again (Redis may just be coming back) before the gap is given up.
+    /// Fills `channel` from its last delivered position, now or once a
+    /// slot is free; once more after the current fill if one runs.
+    fn fill(&mut self, channel: ChannelKey) {
+        match self.filling.entry(channel) {
+            Entry::Occupied(mut entry) => {
+                let filling = entry.get_mut();
+                filling.again |= filling.running;
+            }
+            Entry::Vacant(entry) => {
+                self.waiting.push_back(entry.key().clone());
+                entry.insert(Filling::default());
+            }
+        }
+        self.start_waiting();
+    }
+
+    fn start_waiting(&mut self) {
+        while self.fills.len() < MAX_FILLS {
+            let Some(channel) = self.waiting.pop_front() else {
+                return;
+            };
+            let Some(filling) = self.filling.get_mut(&channel) else {
+                continue;
+            };
+            filling.running = true;
+            let engine = self.engine.clone();
+            let task = channel.clone();
+            let handle = self.fills.spawn(async move {
+                let through = engine.fill(&task).await;
+                (task, through)
+            });
+            self.running.insert(handle.id(), channel);
+        }
+    }
+
+    fn fill_ended(&mut self, ended: Result<(Id, (ChannelKey, bool)), JoinError>) {
+        let (channel, through) = match ended {
+            Ok((id, (channel, through))) => {
+                self.running.remove(&id);
+                (channel, through)
+            }
+            Err(error) => {
+                tracing::error!(%error, "a history fill failed");
+                match self.running.remove(&error.id()) {
+                    Some(channel) => (channel, false),
+                    None => return,
+                }
+            }
+        };
+        let Some(mut filling) = self.filling.remove(&channel) else {
+            return;
+        };
+        if through && filling.again {
+            filling.again = false;
+            filling.running = false;
+            self.filling.insert(channel.clone(), filling);
+            self.waiting.push_back(channel);
+            self.start_waiting();
+            return;
+        }
+        let mut held = filling.held.into_iter();
+        while let Some(message) = held.next() {
+            match self.engine.channels.live(&channel, message.position) {
+                Live::NotWatched | Live::Duplicate => {}
+                Live::Deliver => self.engine.deliver(message),
+                // Subscribed again meanwhile: its catch-up comes first, and
+                // this message and the rest wait for it.
+                Live::Behind => {
+                    self.fill(channel.clone());
+                    if let Some(filling) = self.filling.get_mut(&channel) {
+                        filling.held.push(message);
+                        filling.held.extend(held);
+                    }
+                    return;
+                }
+                Live::Gap { last } => {
+                    // History was just read through its end (or could not
+                    // be read at all): what is missing is not to be had, so
+                    // go on from here rather than hold the channel back.
+                    if through {
+                        tracing::warn!(
+                            channel = %channel,
+                            missing_from = last.offset + 1,
+                            missing_to = message.offset() - 1,
+                            "history no longer holds messages a gap needs"
+                        );
+                    }
+                    self.engine.channels.delivered(&channel, message.position);
+                    self.engine.deliver(message);
+                }
+            }
+        }
+        self.start_waiting();
+    }
+}
+
+impl RedisEngine {
+    /// Delivers what history holds after the channel's last delivered
+    /// position (all of it when nothing was delivered yet). Whether history
+    /// could be read: a failing read is tried again for a while (Redis may
+    /// just be coming back) before the gap is given up.
+    async fn fill(&self, channel: &ChannelKey) -> bool {
+        let Some(last) = self.channels.last(channel) else {
+            // Nobody here watches it any more.
+            return true;
+        };
         let mut attempt = 0;
         let read = loop {
             match self
@@ -91,7 +272,7 @@ impl RedisEngine {
                 }
                 Err(error) => {
                     tracing::error!(channel = %channel, %error, "cannot read history to fill a gap; clients miss messages");
-                    return;
+                    return false;
                 }
             }
         };
@@ -103,7 +284,10 @@ impl RedisEngine {
             // Hand over the new epoch's history from its start.
             match self.read(channel, self.keyspace.keys(channel), None).await {
                 Ok(read) => read.messages,
-                Err(_) => return,
+                Err(error) => {
+                    tracing::error!(channel = %channel, %error, "cannot read the new epoch's history; clients miss messages");
+                    return false;
+                }
             }
         };
         let mut after = match last {
@@ -112,7 +296,7 @@ impl RedisEngine {
         };
         for message in messages {
             let offset = message.offset();
-            if offset <= after || (same_epoch && until.is_some_and(|until| offset >= until)) {
+            if offset <= after || !self.channels.advance(channel, message.position) {
                 continue;
             }
             if offset != after + 1 {
@@ -124,37 +308,9 @@ impl RedisEngine {
                 );
             }
             after = offset;
-            self.channels.delivered(channel, message.position);
             self.redis_metrics.gap_messages_filled.inc();
             self.hub.deliver(&message);
         }
-    }
-
-    /// After a lag or a reconnect: every subscribed channel gets what it
-    /// missed from history.
-    async fn catch_up_all(&self) {
-        // A channel with no position yet had no message when this node
-        // subscribed and none delivered since: all its history is new here
-        // (timeline shards are often such channels).
-        for (channel, last) in self.channels.active() {
-            self.fill(&channel, last, None).await;
-        }
-    }
-
-    /// Subscribes again to every channel after the pub/sub connection came
-    /// back, retrying until Redis takes it.
-    async fn resubscribe(&self) {
-        loop {
-            match self.subscriber.resubscribe_all().await {
-                Ok(()) => {
-                    self.redis_metrics.resubscribes.inc();
-                    return;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "resubscribing to Redis failed; retrying");
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                }
-            }
-        }
+        true
     }
 }

@@ -1,10 +1,23 @@
 //! What the Redis engine knows of each channel that has (or recently had)
 //! local subscribers: whether it is wanted, whether it is subscribed
 //! upstream, and the last position the router delivered.
+//!
+//! Invariants:
+//! - `active` means Redis confirmed the subscription on the pub/sub
+//!   connection that is up now. Losing that connection makes every channel
+//!   inactive at once ([`ChannelTable::lose_upstream`]); a confirmation that
+//!   was on its way from the lost connection is ignored (the connection
+//!   generation changed under it).
+//! - A channel subscribed again after such a loss keeps its last delivered
+//!   position and is caught up from history by the router, so its local
+//!   subscribers see no hole.
+//! - How long a wanted channel has waited for its subscription is what
+//!   `/readyz` reports on ([`ChannelTable::upstream_behind`]).
 
 use std::{
     collections::HashMap,
     hash::{BuildHasher, RandomState},
+    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
@@ -23,6 +36,15 @@ pub(crate) struct ChannelTable {
     pub changed: Notify,
     /// Wakes history reads waiting for their channel to be live upstream.
     activated: Notify,
+    /// Wakes the router: channels subscribed again wait for their catch-up.
+    pub catch_up: Notify,
+    /// Counts losses of the pub/sub connection, so that a subscription
+    /// confirmed on a connection that has since gone is not trusted.
+    generation: AtomicU64,
+    /// Since when the longest-waiting wanted channel has been waiting for
+    /// its upstream subscription (`None`: none waits). Recomputed by every
+    /// [`ChannelTable::plan`]; set at once by a connection loss.
+    behind_since: Mutex<Option<Instant>>,
 }
 
 #[derive(Debug)]
@@ -38,6 +60,29 @@ struct ChannelState {
     leaving: bool,
     /// The last position delivered to local subscribers (or read by one).
     last: Option<Position>,
+    /// Since when the channel is wanted here but not subscribed upstream.
+    waiting_since: Option<Instant>,
+    /// Whether the channel was subscribed when the pub/sub connection was
+    /// lost: once subscribed again it keeps `last` and is caught up.
+    resubscribe: bool,
+    /// Whether the router must catch the channel up from `last`.
+    catch_up: bool,
+}
+
+impl ChannelState {
+    fn new(local: bool) -> Self {
+        let now = Instant::now();
+        Self {
+            local,
+            idle_since: (!local).then_some(now),
+            active: false,
+            leaving: false,
+            last: None,
+            waiting_since: local.then_some(now),
+            resubscribe: false,
+            catch_up: false,
+        }
+    }
 }
 
 /// What the router should do with a live message.
@@ -51,6 +96,10 @@ pub(crate) enum Live {
     Duplicate,
     /// Messages are missing after `last`: fill from history first.
     Gap { last: Position },
+    /// The channel was subscribed again after a connection loss and awaits
+    /// its catch-up: fill from history first (its last position may be
+    /// none yet, so a message heard now cannot show a gap by itself).
+    Behind,
 }
 
 /// What the subscription manager should do now.
@@ -70,17 +119,56 @@ impl ChannelTable {
     pub fn set_local(&self, channel: &ChannelKey, local: bool) {
         {
             let mut shard = self.shard(channel.as_str()).lock();
-            let state = shard.entry(channel.clone()).or_insert(ChannelState {
-                local,
-                idle_since: None,
-                active: false,
-                leaving: false,
-                last: None,
-            });
+            let state = shard
+                .entry(channel.clone())
+                .or_insert_with(|| ChannelState::new(local));
             state.local = local;
             state.idle_since = (!local).then(Instant::now);
+            if local && !state.active && state.waiting_since.is_none() {
+                state.waiting_since = Some(Instant::now());
+            }
         }
         self.changed.notify_one();
+    }
+
+    /// The current pub/sub connection's generation; pass it back to
+    /// [`ChannelTable::mark_active`] with what was subscribed on it.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The pub/sub connection was lost (and perhaps is back already): Redis
+    /// forgot every subscription of this node. Every channel becomes
+    /// inactive; wanted ones are subscribed again by the subscription
+    /// manager and then caught up, lingering ones are let go of.
+    pub fn lose_upstream(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let now = Instant::now();
+        let mut any_wanted = false;
+        for shard in &self.shards {
+            for state in shard.lock().values_mut() {
+                if state.active && state.local {
+                    state.resubscribe = true;
+                    state.waiting_since = Some(now);
+                }
+                state.active = false;
+                state.catch_up = false;
+                any_wanted |= state.local;
+            }
+        }
+        if any_wanted {
+            let mut behind = self.behind_since.lock();
+            *behind = Some(behind.map_or(now, |since| since.min(now)));
+        }
+        self.changed.notify_one();
+    }
+
+    /// Whether a channel wanted here has waited longer than `grace` for its
+    /// upstream subscription: the node then misses what is published to it.
+    pub fn upstream_behind(&self, grace: Duration) -> bool {
+        self.behind_since
+            .lock()
+            .is_some_and(|since| since.elapsed() > grace)
     }
 
     /// Waits until a locally watched channel is subscribed upstream.
@@ -114,6 +202,9 @@ impl ChannelTable {
         let Some(state) = shard.get_mut(channel.as_str()) else {
             return Live::NotWatched;
         };
+        if state.resubscribe || state.catch_up {
+            return Live::Behind;
+        }
         match state.last {
             Some(last) if last.epoch == position.epoch => {
                 if position.offset <= last.offset {
@@ -138,15 +229,6 @@ impl ChannelTable {
         }
     }
 
-    /// The last position delivered on `channel` (or read by a local
-    /// subscriber), if the channel is watched here.
-    pub fn last(&self, channel: &ChannelKey) -> Option<Position> {
-        self.shard(channel.as_str())
-            .lock()
-            .get(channel.as_str())
-            .and_then(|state| state.last)
-    }
-
     /// Records that everything up to `position` was delivered.
     pub fn delivered(&self, channel: &ChannelKey, position: Position) {
         if let Some(state) = self
@@ -156,6 +238,47 @@ impl ChannelTable {
         {
             state.last = Some(position);
         }
+    }
+
+    /// Records a message read from history as delivered if it comes after
+    /// the last one delivered (or starts a new epoch); whether it does. A
+    /// fill that raced with a fresh subscribe never moves a channel back.
+    pub fn advance(&self, channel: &ChannelKey, position: Position) -> bool {
+        let mut shard = self.shard(channel.as_str()).lock();
+        let Some(state) = shard.get_mut(channel.as_str()) else {
+            return false;
+        };
+        let after = match state.last {
+            Some(last) if last.epoch == position.epoch => position.offset > last.offset,
+            _ => true,
+        };
+        if after {
+            state.last = Some(position);
+        }
+        after
+    }
+
+    /// The last position delivered on a watched channel (`Some(None)` when
+    /// nothing was yet), or `None` when nobody here watches it.
+    pub fn last(&self, channel: &ChannelKey) -> Option<Option<Position>> {
+        self.shard(channel.as_str())
+            .lock()
+            .get(channel.as_str())
+            .map(|state| state.last)
+    }
+
+    /// The channels subscribed again since the last call, which the router
+    /// must catch up from their last delivered position.
+    pub fn take_catch_ups(&self) -> Vec<ChannelKey> {
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            for (channel, state) in shard.lock().iter_mut() {
+                if std::mem::take(&mut state.catch_up) {
+                    out.push(channel.clone());
+                }
+            }
+        }
+        out
     }
 
     /// Channels subscribed upstream, with their last delivered position.
@@ -177,8 +300,13 @@ impl ChannelTable {
     pub fn plan(&self, linger: Duration) -> Plan {
         let now = Instant::now();
         let mut plan = Plan::default();
+        let mut behind_since: Option<Instant> = None;
         for shard in &self.shards {
             shard.lock().retain(|channel, state| {
+                if state.local && !state.active {
+                    let since = *state.waiting_since.get_or_insert(now);
+                    behind_since = Some(behind_since.map_or(since, |b| b.min(since)));
+                }
                 if state.local && !state.active && !state.leaving {
                     plan.subscribe.push(channel.clone());
                 } else if !state.local && state.active {
@@ -199,6 +327,7 @@ impl ChannelTable {
                 state.local || state.active || state.leaving
             });
         }
+        *self.behind_since.lock() = behind_since;
         plan
     }
 
@@ -207,37 +336,56 @@ impl ChannelTable {
     /// arrives live, so the router can tell a gap from the first message on.
     /// History reads wait for this, so no subscriber reads history from
     /// before the position the router starts from.
-    pub fn mark_active(&self, channels: &[(ChannelKey, Option<Position>)]) {
+    ///
+    /// A channel subscribed again after a connection loss keeps its last
+    /// delivered position instead, and is handed to the router to catch up
+    /// from there. Nothing is recorded when the connection `generation`
+    /// the subscription was made on is gone: the channels stay wanted and
+    /// the next round subscribes them on the new connection.
+    pub fn mark_active(&self, channels: &[(ChannelKey, Option<Position>)], generation: u64) {
+        if generation != self.generation() {
+            self.changed.notify_one();
+            return;
+        }
+        let mut caught_up = false;
         for (channel, position) in channels {
             let mut shard = self.shard(channel.as_str()).lock();
             // A channel forgotten while its subscribe was on the way is
             // subscribed all the same: record it, so that it is let go of
             // after the linger instead of staying subscribed for ever.
-            let state = shard.entry(channel.clone()).or_insert(ChannelState {
-                local: false,
-                idle_since: Some(Instant::now()),
-                active: false,
-                leaving: false,
-                last: None,
-            });
+            let state = shard
+                .entry(channel.clone())
+                .or_insert_with(|| ChannelState::new(false));
             state.active = true;
             state.leaving = false;
-            state.last = *position;
+            state.waiting_since = None;
+            if std::mem::take(&mut state.resubscribe) {
+                state.catch_up = true;
+                caught_up = true;
+            } else {
+                state.last = *position;
+            }
         }
         self.activated.notify_waiters();
         self.changed.notify_one();
+        if caught_up {
+            self.catch_up.notify_one();
+        }
     }
 
-    /// An unsubscribe that failed: the channels are still subscribed upstream.
-    pub fn restore_active(&self, channels: &[ChannelKey]) {
+    /// An unsubscribe that failed: the channels are still subscribed
+    /// upstream, unless the connection it was tried on is gone.
+    pub fn restore_active(&self, channels: &[ChannelKey], generation: u64) {
+        let current = generation == self.generation();
         for channel in channels {
             let mut shard = self.shard(channel.as_str()).lock();
             if let Some(state) = shard.get_mut(channel.as_str()) {
-                state.active = true;
+                state.active = current;
                 state.leaving = false;
             }
         }
         self.activated.notify_waiters();
+        self.changed.notify_one();
     }
 
     /// After an upstream unsubscribe: forget the channels still unwanted;
@@ -271,7 +419,7 @@ mod tests {
         table.set_local(&channel("a"), true);
         let plan = table.plan(Duration::from_secs(60));
         assert_eq!(plan.subscribe, vec![channel("a")]);
-        table.mark_active(&[(channel("a"), None)]);
+        table.mark_active(&[(channel("a"), None)], table.generation());
         table.set_local(&channel("a"), false);
         let plan = table.plan(Duration::from_secs(60));
         assert!(plan.unsubscribe.is_empty(), "lingers");
@@ -287,7 +435,7 @@ mod tests {
         let table = ChannelTable::default();
         let a = channel("a");
         table.set_local(&a, true);
-        table.mark_active(&[(a.clone(), None)]);
+        table.mark_active(&[(a.clone(), None)], table.generation());
         table.set_local(&a, false);
         let plan = table.plan(Duration::ZERO);
         assert_eq!(plan.unsubscribe, vec![a.clone()]);
@@ -309,7 +457,7 @@ mod tests {
         let at = |offset| Position { epoch: e, offset };
         assert_eq!(table.live(&a, at(1)), Live::NotWatched);
         table.set_local(&a, true);
-        table.mark_active(&[(a.clone(), Some(at(3)))]);
+        table.mark_active(&[(a.clone(), Some(at(3)))], table.generation());
         assert_eq!(table.live(&a, at(3)), Live::Duplicate);
         assert_eq!(table.live(&a, at(4)), Live::Deliver);
         assert_eq!(table.live(&a, at(7)), Live::Gap { last: at(4) });
@@ -326,6 +474,61 @@ mod tests {
             offset: 4,
         };
         assert_eq!(table.live(&a, later), Live::Gap { last: reset });
-        assert_eq!(table.last(&a), Some(reset));
+        assert_eq!(table.last(&a), Some(Some(reset)));
+    }
+
+    #[test]
+    fn a_channel_subscribed_again_is_caught_up_before_live_messages() {
+        let table = ChannelTable::default();
+        let a = channel("a");
+        let at = |offset| Position {
+            epoch: Epoch::from_u64(1),
+            offset,
+        };
+        table.set_local(&a, true);
+        // Subscribed before anything was published: no position yet.
+        table.mark_active(&[(a.clone(), None)], table.generation());
+        table.lose_upstream();
+        assert!(
+            table.active().is_empty(),
+            "inactive once the connection is lost"
+        );
+        assert_eq!(table.plan(Duration::ZERO).subscribe, vec![a.clone()]);
+        // A confirmation from the lost connection does not count.
+        table.mark_active(&[(a.clone(), Some(at(9)))], table.generation() - 1);
+        assert!(table.active().is_empty());
+        // Subscribed again: the last position is kept (not the one read
+        // now), and a live message waits for the catch-up even though
+        // nothing was delivered before (it cannot show the gap itself).
+        table.mark_active(&[(a.clone(), Some(at(3)))], table.generation());
+        assert_eq!(table.last(&a), Some(None));
+        assert_eq!(table.live(&a, at(4)), Live::Behind);
+        assert_eq!(table.take_catch_ups(), vec![a.clone()]);
+        assert!(table.take_catch_ups().is_empty());
+        assert_eq!(table.live(&a, at(4)), Live::Deliver);
+    }
+
+    #[test]
+    fn readiness_waits_for_wanted_channels_past_a_grace() {
+        let table = ChannelTable::default();
+        let a = channel("a");
+        table.set_local(&a, true);
+        table.plan(Duration::ZERO);
+        assert!(
+            !table.upstream_behind(Duration::from_secs(60)),
+            "within the grace"
+        );
+        assert!(
+            table.upstream_behind(Duration::ZERO),
+            "wanted, not subscribed"
+        );
+        table.mark_active(&[(a.clone(), None)], table.generation());
+        table.plan(Duration::ZERO);
+        assert!(!table.upstream_behind(Duration::ZERO));
+        table.lose_upstream();
+        assert!(
+            table.upstream_behind(Duration::ZERO),
+            "at once on a lost connection"
+        );
     }
 }
