@@ -106,6 +106,11 @@ async fn a_channel_whose_history_fails_delays_no_other_channel() {
     assert!(stream.contains(":s:default/broken"), "{stream}");
     redis.cli(&["DEL", &stream]);
     assert_eq!(redis.cli(&["SET", &stream, "not a stream"]), "OK");
+    // As if another node had published up to the gapped message: the channel's position is
+    // past what this node delivered, so filling the hole needs the (broken) stream.
+    let meta = stream.replace(":s:default/", ":m:default/");
+    let gapped_offset = (first.offset + 4).to_string();
+    assert_eq!(redis.cli(&["HSET", &meta, "o", &gapped_offset]), "0");
     let pubsub = stream.replace(":s:default/", ":c:default/");
     let gapped = format!("{} {} \"gap\"", first.epoch, first.offset + 4);
     assert_eq!(redis.cli(&["PUBLISH", &pubsub, &gapped]), "1");
