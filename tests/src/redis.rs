@@ -18,6 +18,12 @@ use crate::herald::free_port;
 /// How long a starting server may take to answer `PING`.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long a Sentinel waits before it calls an unanswering master down.
+const SENTINEL_DOWN_AFTER: Duration = Duration::from_secs(5);
+
+/// The same, for the Sentinel that is there to fail over quickly.
+const SENTINEL_FAST_DOWN_AFTER: Duration = Duration::from_secs(1);
+
 /// How long a new cluster may take to report `cluster_state:ok` on every node.
 const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -65,10 +71,13 @@ pub struct RedisCluster {
     nodes: Vec<ClusterNode>,
 }
 
-/// A standalone master and one Sentinel monitoring it under the service name `herald`.
+/// A standalone master (and maybe a replica of it) and one Sentinel monitoring it under the
+/// service name `herald`.
 pub struct RedisSentinel {
-    /// The master the Sentinel points clients to.
+    /// The master the Sentinel pointed clients to when it started.
     master: Redis,
+    /// A replica it can fail over to.
+    replica: Option<Redis>,
     /// The Sentinel's port.
     port: u16,
     /// The Sentinel's directory (its config file, which it rewrites, and its log).
@@ -114,6 +123,29 @@ impl Redis {
             }
         }
         panic!("redis-server did not start: {failures:#?}");
+    }
+
+    /// Starts a replica of `master` (nothing on disk) and waits until its link to the master is up
+    /// and the first sync is done.
+    pub fn start_replica_of(master: &Redis) -> Redis {
+        let port = master.port.to_string();
+        let replica = Redis::start_with(&["--appendonly", "no", "--replicaof", "127.0.0.1", &port]);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let info = replica.cli(&["INFO", "replication"]);
+            if info
+                .lines()
+                .any(|line| line.trim() == "master_link_status:up")
+            {
+                return replica;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica on {} did not sync with its master within {START_TIMEOUT:?}:\n{info}",
+                replica.port
+            );
+            std::thread::sleep(POLL);
+        }
     }
 
     /// The port it listens on (on 127.0.0.1).
@@ -183,7 +215,22 @@ impl Drop for Redis {
 impl RedisSentinel {
     /// Starts a master, then a Sentinel monitoring it, and waits until the Sentinel names it.
     pub fn start() -> RedisSentinel {
+        RedisSentinel::start_watching(Redis::start(), None, SENTINEL_DOWN_AFTER)
+    }
+
+    /// Starts a master, a replica of it and a Sentinel that fails the master over to the replica
+    /// [`SENTINEL_FAST_DOWN_AFTER`] after it stops answering; waits until the Sentinel knows both.
+    pub fn start_replicated() -> RedisSentinel {
         let master = Redis::start();
+        let replica = Redis::start_replica_of(&master);
+        RedisSentinel::start_watching(master, Some(replica), SENTINEL_FAST_DOWN_AFTER)
+    }
+
+    fn start_watching(
+        master: Redis,
+        replica: Option<Redis>,
+        down_after: Duration,
+    ) -> RedisSentinel {
         let dir = TempDir::new("sentinel");
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
@@ -191,9 +238,12 @@ impl RedisSentinel {
             let config = format!(
                 "port {port}\nbind 127.0.0.1\nlogfile redis.log\ndir {}\n\
                  sentinel monitor herald 127.0.0.1 {} 1\n\
-                 sentinel down-after-milliseconds herald 5000\n",
+                 sentinel down-after-milliseconds herald {}\n\
+                 sentinel failover-timeout herald {}\n",
                 dir.path().display(),
-                master.port()
+                master.port(),
+                down_after.as_millis(),
+                (down_after * 5).as_millis()
             );
             let conf = dir.path().join("sentinel.conf");
             std::fs::write(&conf, config).unwrap_or_else(|e| panic!("write sentinel.conf: {e}"));
@@ -209,9 +259,16 @@ impl RedisSentinel {
             let deadline = Instant::now() + START_TIMEOUT;
             loop {
                 let answer = redis_cli(port, &["SENTINEL", "get-master-addr-by-name", "herald"]);
-                if answer.contains(&master.port().to_string()) {
+                // A replica is found through the master's INFO, which the Sentinel reads
+                // every few seconds: wait for it, or a failover would have nobody to promote.
+                let replica_known = replica.as_ref().is_none_or(|replica| {
+                    redis_cli(port, &["SENTINEL", "replicas", "herald"])
+                        .contains(&replica.port().to_string())
+                });
+                if answer.contains(&master.port().to_string()) && replica_known {
                     return RedisSentinel {
                         master,
+                        replica,
                         port,
                         dir,
                         sentinel,
@@ -232,6 +289,15 @@ impl RedisSentinel {
         panic!("the Sentinel did not start: {failures:#?}");
     }
 
+    /// The port of the server the Sentinel names as master now.
+    pub fn master_port_now(&self) -> Option<u16> {
+        let answer = redis_cli(
+            self.port,
+            &["SENTINEL", "get-master-addr-by-name", "herald"],
+        );
+        answer.lines().nth(1)?.trim().parse().ok()
+    }
+
     /// `redis-sentinel://127.0.0.1:PORT?sentinelServiceName=herald`.
     pub fn url(&self) -> String {
         format!(
@@ -240,9 +306,19 @@ impl RedisSentinel {
         )
     }
 
-    /// The master behind the Sentinel.
+    /// The master behind the Sentinel (the one it was started with).
     pub fn master(&self) -> &Redis {
         &self.master
+    }
+
+    /// The master it was started with, to kill it.
+    pub fn master_mut(&mut self) -> &mut Redis {
+        &mut self.master
+    }
+
+    /// The replica of [`RedisSentinel::start_replicated`].
+    pub fn replica(&self) -> &Redis {
+        self.replica.as_ref().expect("started without a replica")
     }
 }
 

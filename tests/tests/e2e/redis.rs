@@ -10,6 +10,7 @@
 
 mod churn;
 mod failure;
+mod matrix;
 mod readiness;
 mod regression;
 mod support;

@@ -407,6 +407,13 @@ pub(super) struct Attempt {
     data: String,
 }
 
+impl Attempt {
+    /// The payload, `{"n":N}`.
+    pub(super) fn data(&self) -> &str {
+        &self.data
+    }
+}
+
 /// What a publish was answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Outcome {
