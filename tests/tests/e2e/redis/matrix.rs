@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use herald_tests::{Herald, Redis, RedisSentinel};
+use herald_tests::{Herald, Redis, RedisCluster, RedisSentinel, redis_cli};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use parking_lot::Mutex;
@@ -205,6 +205,24 @@ async fn matrix_sentinel_fails_over_to_a_lagging_replica() {
         tally.resets > 0,
         "the promoted replica lacks acknowledged messages: clients must be told"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrix_cluster_primary_fails_over() {
+    let mut cluster = tokio::task::block_in_place(RedisCluster::start_with_replicas);
+    let nodes = [matrix_node(&cluster.url()), matrix_node(&cluster.url())];
+    let nodes: Vec<&Herald> = nodes.iter().collect();
+    let run = Run::start(&nodes, &nodes).await;
+    // The primary that holds the channel dies under the load, without waiting for its replica.
+    let pattern = format!("herald:*:m:default/{CHANNEL}");
+    let home = cluster
+        .masters()
+        .into_iter()
+        .find(|&port| !redis_cli(port, &["KEYS", &pattern]).trim().is_empty())
+        .expect("a primary holds the channel");
+    let replica = tokio::task::block_in_place(|| cluster.kill_master(home));
+    tokio::task::block_in_place(|| cluster.wait_promoted(replica, CHANGE_TIMEOUT * 2));
+    run.finish("Redis Cluster primary failover", &nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
