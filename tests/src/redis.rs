@@ -13,6 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
 use crate::herald::free_port;
 
 /// How long a starting server may take to answer `PING`.
@@ -196,6 +199,24 @@ impl Redis {
     /// Runs `redis-cli -p PORT ARGS…` and returns its standard output, trimmed.
     pub fn cli(&self, args: &[&str]) -> String {
         redis_cli(self.port, args)
+    }
+
+    /// Stops the server with SIGSTOP: it keeps its connections open but answers nothing, as a
+    /// hung Redis does.
+    pub fn pause(&self) {
+        self.signal(Signal::SIGSTOP);
+    }
+
+    /// Lets a [`Redis::pause`]d server run again.
+    pub fn resume(&self) {
+        self.signal(Signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: Signal) {
+        let server = self.server.as_ref().expect("the server is not running");
+        let pid = Pid::from_raw(i32::try_from(server.id()).expect("pid fits in i32"));
+        nix::sys::signal::kill(pid, signal)
+            .unwrap_or_else(|e| panic!("{signal} redis-server: {e}"));
     }
 }
 

@@ -3,18 +3,23 @@
 //! connection died under it, which would stall every publisher).
 //!
 //! A connection error marks Redis unreachable at once; a reconnect, or a
-//! PING every [`PERIOD`], marks it reachable again (a failed PING marks it
-//! unreachable, when Redis hangs without closing the connection).
+//! PING every [`PERIOD`], marks it reachable again. PINGs that go unanswered
+//! for the command timeout mark it unreachable (Redis hangs without closing
+//! the connection); one late PING does not, since on a loaded machine it
+//! is more often the node's own scheduling than Redis.
 
 use std::{
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use fred::interfaces::{ClientLike, EventInterface};
+use fred::{
+    error::ErrorKind,
+    interfaces::{ClientLike, EventInterface},
+};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::RedisEngine;
@@ -55,6 +60,8 @@ pub(super) async fn run(engine: Arc<RedisEngine>) {
     let mut errors = engine.client.error_rx();
     let mut reconnects = engine.client.reconnect_rx();
     let mut ticks = tokio::time::interval(PERIOD);
+    // Since when PINGs have been timing out, if they are.
+    let mut slow_since: Option<Instant> = None;
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let options = fred::prelude::Options {
         fail_fast: true,
@@ -79,7 +86,22 @@ pub(super) async fn run(engine: Arc<RedisEngine>) {
             },
             _ = ticks.tick() => {
                 let pong: Result<String, _> = engine.client.with_options(&options).ping(None).await;
-                engine.health.set(pong.is_ok());
+                match pong {
+                    Ok(_) => {
+                        slow_since = None;
+                        engine.health.set(true);
+                    }
+                    // A PING that is only late may be a busy machine, not a hung
+                    // Redis: the node stays reachable until PINGs have gone
+                    // unanswered for as long as any command may take.
+                    Err(error) if *error.kind() == ErrorKind::Timeout => {
+                        let since = *slow_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= engine.config.command_timeout {
+                            engine.health.set(false);
+                        }
+                    }
+                    Err(_) => engine.health.set(false),
+                }
             }
         }
     }

@@ -151,3 +151,24 @@ async fn a_channel_whose_history_fails_delays_no_other_channel() {
     let next = herald.publish("healthy", "\"after\"").await;
     assert_eq!(ws.next_message(WS_TIMEOUT).await.position, next);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_makes_the_node_unready_until_it_answers_again() {
+    let redis = Redis::start();
+    let herald = node(&redis.url()).start();
+    let mut ws = WsClient::connect(&herald.ws_url("/ws")).await;
+    ws.subscribe("hung").await;
+    let first = herald.publish("hung", "1").await;
+    assert_eq!(ws.next_message(WS_TIMEOUT).await.position, first);
+
+    // Redis stops answering but keeps its connections open: only unanswered PINGs can tell.
+    redis.pause();
+    wait_readyz(&herald, 503).await;
+    let refused = herald.publish_raw(r#"{"channel":"hung","data":2}"#).await;
+    refused.assert_error(503, "unavailable");
+
+    redis.resume();
+    wait_readyz(&herald, 200).await;
+    let next = herald.publish("hung", "3").await;
+    assert_eq!(ws.next_message(WS_TIMEOUT).await.position, next);
+}
