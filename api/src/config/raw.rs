@@ -17,6 +17,7 @@ pub(crate) struct RawConfig {
     pub limits: RawLimits,
     pub timeline: RawTimeline,
     pub deliver: RawDeliver,
+    pub testing: RawTesting,
     /// `[[sites]]`; file only (no environment variables).
     pub sites: Vec<RawSite>,
 }
@@ -47,6 +48,13 @@ impl Default for RawDeliver {
             idempotency_ttl_secs: fanout::HistoryConfig::default().dedupe_ttl.as_secs(),
         }
     }
+}
+
+/// Routes for conformance testing, all off by default.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawTesting {
+    pub ws_echo: bool,
 }
 
 /// Defaults for every site's limits.
@@ -163,6 +171,7 @@ impl Default for RawConfig {
             limits: RawLimits::default(),
             timeline: RawTimeline::default(),
             deliver: RawDeliver::default(),
+            testing: RawTesting::default(),
             sites: Vec::new(),
         }
     }
@@ -289,12 +298,14 @@ pub(crate) const KEYS: &[(&str, Kind)] = &[
     ("limits.connection_burst_per_ip", Kind::Int),
     ("limits.publish_rate", Kind::Int),
     ("limits.publish_burst", Kind::Int),
+    ("testing.ws_echo", Kind::Bool),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     Str,
     Int,
+    Bool,
     List,
 }
 

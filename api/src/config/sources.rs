@@ -66,6 +66,21 @@ pub fn load(
             set(&mut table, key, Value::String(value.clone()));
         }
     }
+    build(table)
+}
+
+/// The configuration from the text of a configuration file alone (no
+/// environment, no flags), checked as [`load`] checks it: for the fuzz
+/// target in `fuzz/`, which feeds it arbitrary text.
+pub(crate) fn from_toml(text: &str) -> Result<Config, ConfigError> {
+    let table = text
+        .parse::<Table>()
+        .map_err(|e| ConfigError::new("config", e.to_string().trim_end().to_string()))?;
+    build(table)
+}
+
+/// Reads the merged table into the typed configuration and validates it.
+fn build(table: Table) -> Result<Config, ConfigError> {
     let raw: RawConfig = serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
         let path = e.path().to_string();
         ConfigError::new(
@@ -87,6 +102,7 @@ fn env_value(value: &str, kind: Kind) -> Option<Value> {
     match kind {
         Kind::Str => Some(Value::String(value.to_string())),
         Kind::Int => value.trim().parse::<i64>().ok().map(Value::Integer),
+        Kind::Bool => value.trim().parse::<bool>().ok().map(Value::Boolean),
         Kind::List => Some(Value::Array(
             value
                 .split(',')
@@ -102,6 +118,7 @@ fn kind_text(kind: Kind) -> &'static str {
     match kind {
         Kind::Str => "a string",
         Kind::Int => "an integer",
+        Kind::Bool => "true or false",
         Kind::List => "a comma-separated list",
     }
 }
@@ -138,6 +155,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let sites = sites(&raw, &connection)?;
     let timeline = timeline(&raw)?;
     let shutdown = shutdown(&raw.shutdown);
+    let ws_echo = ws_echo(&raw, listen)?;
     Ok(Config {
         listen,
         engine,
@@ -148,7 +166,21 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         shutdown,
         timeline,
         sites,
+        ws_echo,
     })
+}
+
+/// The echo route answers anyone who connects, with no site's limits on
+/// what it echoes but the frame size: it exists for a conformance test
+/// suite on the same machine, never on an address others can reach.
+fn ws_echo(raw: &RawConfig, listen: SocketAddr) -> Result<bool, ConfigError> {
+    if raw.testing.ws_echo && !listen.ip().is_loopback() {
+        return Err(ConfigError::new(
+            "testing.ws_echo",
+            format!("the echo route is for conformance tests on loopback only, not on {listen}"),
+        ));
+    }
+    Ok(raw.testing.ws_echo)
 }
 
 fn listen(text: &str) -> Result<SocketAddr, ConfigError> {
