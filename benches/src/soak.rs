@@ -23,7 +23,7 @@
 //! of the warm-up, or when a subscriber could not connect.
 
 use std::{
-    fmt::Write as _,
+    io::Write as _,
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -211,19 +211,45 @@ async fn soak(args: &Args, server: &Server) -> anyhow::Result<RunResult> {
             Default::default()
         }
     };
+    // Rows are written as they are taken, so that a long run that fails
+    // late still leaves its samples behind.
+    let mut csv_file = match &args.csv {
+        Some(path) => Some(Csv::create(path)?),
+        None => None,
+    };
+    let mut record = |point: &Point| {
+        eprintln!(
+            "herald-bench: soak: {:>7.1} s  RSS {:.1} MB  fds {}  tasks {}  threads {}  connections {}",
+            point.seconds,
+            point.rss as f64 / 1e6,
+            point.fds,
+            point.tasks,
+            point.threads,
+            point.connections
+        );
+        if let Some(csv) = csv_file.as_mut() {
+            csv.row(point);
+        }
+    };
+    record(&before);
     let sampling = async {
         let mut points = vec![before];
         let interval = Duration::from_secs(args.interval.max(1));
         let mut next = start + interval;
         while next <= start + load {
             tokio::time::sleep_until(next.into()).await;
-            match sample(server.pid, &mut metrics, start, &counts).await {
-                Ok(point) => points.push(point),
-                Err(error) => return Err(error),
-            }
+            let point = sample(server.pid, &mut metrics, start, &counts).await?;
+            record(&point);
+            points.push(point);
             next += interval;
         }
-        Ok(points)
+        anyhow::Ok(points)
+    };
+    // A publish call that never returns must not hold the run past its load.
+    let publishing = async {
+        tokio::time::timeout(load + Duration::from_secs(10), publishing)
+            .await
+            .unwrap_or_default()
     };
     let (published, points) = tokio::join!(publishing, sampling);
     let _ = stop_tx.send(true);
@@ -233,6 +259,7 @@ async fn soak(args: &Args, server: &Server) -> anyhow::Result<RunResult> {
 
     settle(&mut metrics).await?;
     let after = sample(server.pid, &mut metrics, start, &counts).await?;
+    record(&after);
     points.push(after);
 
     let warm_end = args.warmup() as f64;
@@ -340,9 +367,6 @@ async fn soak(args: &Args, server: &Server) -> anyhow::Result<RunResult> {
     result.ok = problems.is_empty();
     result.errors.extend(problems);
 
-    if let Some(path) = &args.csv {
-        write(path, &csv(&points))?;
-    }
     if let Some(path) = &args.plot {
         draw(path, &points, args)?;
     }
@@ -396,7 +420,10 @@ async fn churn(
             let (handshakes, mut stop) = (handshakes.clone(), stop.clone());
             tasks.spawn(async move {
                 let open = async {
-                    let _permit = handshakes.acquire().await;
+                    let _permit = tokio::select! {
+                        permit = handshakes.acquire() => permit,
+                        _ = stop.wait_for(|&s| s) => return Ok(Err(anyhow::anyhow!("stopped"))),
+                    };
                     let open = client::open(
                         &templates,
                         transport,
@@ -409,6 +436,7 @@ async fn churn(
                 };
                 let mut conn = match open.await {
                     Ok(Ok(conn)) => conn,
+                    _ if *stop.borrow() => return,
                     Ok(Err(error)) => return counts.fail(format!("{error:#}")),
                     Err(_) => return counts.fail("handshake timed out after 10 s".into()),
                 };
@@ -457,7 +485,10 @@ async fn settle(metrics: &mut HttpConn) -> anyhow::Result<()> {
 
 /// `(tokio tasks alive, open connections)` from `/metrics`.
 async fn scrape(metrics: &mut HttpConn) -> anyhow::Result<(f64, f64)> {
-    let (status, body) = metrics.request("GET", "/metrics", b"").await?;
+    let request = metrics.request("GET", "/metrics", b"");
+    let (status, body) = tokio::time::timeout(Duration::from_secs(10), request)
+        .await
+        .context("GET /metrics took over 10 s")??;
     if status != 200 {
         bail!("GET /metrics answered {status}");
     }
@@ -501,32 +532,34 @@ fn open_fds(pid: u32) -> anyhow::Result<u64> {
     Ok(entries.count() as u64)
 }
 
-fn csv(points: &[Point]) -> String {
-    let mut text =
-        String::from("seconds,rss_bytes,fds,threads,tasks,connections,opened,failed,received\n");
-    for p in points {
-        let _ = writeln!(
-            text,
-            "{:.1},{},{},{},{},{},{},{},{}",
-            p.seconds,
-            p.rss,
-            p.fds,
-            p.threads,
-            p.tasks,
-            p.connections,
-            p.opened,
-            p.failed,
-            p.received
-        );
+/// The CSV file of a run's samples, one row written per sample.
+struct Csv(std::io::BufWriter<std::fs::File>);
+
+const CSV_HEADER: &str = "seconds,rss_bytes,fds,threads,tasks,connections,opened,failed,received";
+
+impl Csv {
+    fn create(path: &Path) -> anyhow::Result<Csv> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        let mut csv = Csv(std::io::BufWriter::new(file));
+        let _ = writeln!(csv.0, "{CSV_HEADER}");
+        Ok(csv)
     }
-    text
+
+    fn row(&mut self, point: &Point) {
+        let _ = writeln!(self.0, "{}", csv_row(point));
+        let _ = self.0.flush();
+    }
 }
 
-fn write(path: &Path, text: &str) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+fn csv_row(p: &Point) -> String {
+    format!(
+        "{:.1},{},{},{},{},{},{},{},{}",
+        p.seconds, p.rss, p.fds, p.threads, p.tasks, p.connections, p.opened, p.failed, p.received
+    )
 }
 
 /// RSS (MB), file descriptors, tasks and open connections against time.
@@ -585,30 +618,32 @@ mod tests {
 
     #[test]
     fn csv_has_a_row_per_sample() {
-        let points = [
-            Point {
-                seconds: 0.0,
-                rss: 1000,
-                fds: 12,
-                threads: 3,
-                tasks: 5.0,
-                ..Point::default()
-            },
-            Point {
-                seconds: 5.04,
-                rss: 2000,
-                fds: 212,
-                threads: 3,
-                tasks: 205.0,
-                connections: 200.0,
-                opened: 250,
-                failed: 0,
-                received: 999,
-            },
-        ];
-        let text = csv(&points);
+        let path = std::env::temp_dir().join(format!("herald-soak-{}.csv", std::process::id()));
+        let mut csv = Csv::create(&path).unwrap();
+        csv.row(&Point {
+            seconds: 0.0,
+            rss: 1000,
+            fds: 12,
+            threads: 3,
+            tasks: 5.0,
+            ..Point::default()
+        });
+        csv.row(&Point {
+            seconds: 5.04,
+            rss: 2000,
+            fds: 212,
+            threads: 3,
+            tasks: 205.0,
+            connections: 200.0,
+            opened: 250,
+            failed: 0,
+            received: 999,
+        });
+        let text = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0], CSV_HEADER);
         assert_eq!(lines[1], "0.0,1000,12,3,5,0,0,0,0");
         assert_eq!(lines[2], "5.0,2000,212,3,205,200,250,0,999");
     }
