@@ -19,6 +19,10 @@ mod client;
 pub mod config;
 mod connection;
 mod context;
+/// The client-input parsers, for the fuzz targets in `fuzz/` only.
+/// Not an API: nothing else may depend on it.
+#[doc(hidden)]
+pub mod fuzz;
 mod metrics;
 mod outbox;
 pub mod protocol;
