@@ -116,7 +116,9 @@ pub fn over_time(path: &Path, title: &str, panels: &[(&str, &[Series])]) -> anyh
             y: 0.0..max_y(&lines) * 1.2,
             x_labels: 10,
             x_label: &|x: &f64| {
-                if x_max < 5.0 {
+                if x_max < 2.0 {
+                    format!("{x:.2}")
+                } else if x_max < 5.0 {
                     format!("{x:.1}")
                 } else {
                     format!("{x:.0}")
