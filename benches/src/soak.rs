@@ -330,6 +330,37 @@ async fn soak(args: &Args, server: &Server) -> anyhow::Result<RunResult> {
         after.threads as f64,
     );
 
+    let problems = judge(&before, &after, warm_rss, end_rss, opened, failed);
+    if let Some(error) = counts.first_error.lock().clone() {
+        result.errors.push(format!("connect: {error}"));
+    }
+    if let Some(error) = published.first_error {
+        result.errors.push(format!("publish: {error}"));
+    }
+    result.ok = problems.is_empty();
+    result.errors.extend(problems);
+
+    if let Some(path) = &args.plot {
+        draw(path, &points, args)?;
+    }
+    if let Some(path) = &args.json {
+        result.write_json(path)?;
+    }
+    Ok(result)
+}
+
+/// What `--check` holds against a run: the server at rest after the load
+/// against before it, its RSS at the end against the end of the warm-up,
+/// and the subscribers that could not connect. Empty when all is well.
+fn judge(
+    before: &Point,
+    after: &Point,
+    warm_rss: u64,
+    end_rss: u64,
+    opened: u64,
+    failed: u64,
+) -> Vec<String> {
+    let mb = |b: u64| b as f64 / 1e6;
     let rss_bound = warm_rss + ((warm_rss as f64 * RSS_GROWTH.0) as u64).max(RSS_GROWTH.1);
     let mut problems = Vec::new();
     if after.fds as f64 > before.fds as f64 + REST_SLACK {
@@ -358,22 +389,7 @@ async fn soak(args: &Args, server: &Server) -> anyhow::Result<RunResult> {
             opened + failed
         ));
     }
-    if let Some(error) = counts.first_error.lock().clone() {
-        result.errors.push(format!("connect: {error}"));
-    }
-    if let Some(error) = published.first_error {
-        result.errors.push(format!("publish: {error}"));
-    }
-    result.ok = problems.is_empty();
-    result.errors.extend(problems);
-
-    if let Some(path) = &args.plot {
-        draw(path, &points, args)?;
-    }
-    if let Some(path) = &args.json {
-        result.write_json(path)?;
-    }
-    Ok(result)
+    problems
 }
 
 /// Opens `churn` subscribers per second until `stop`, each living
@@ -646,6 +662,30 @@ mod tests {
         assert_eq!(lines[0], CSV_HEADER);
         assert_eq!(lines[1], "0.0,1000,12,3,5,0,0,0,0");
         assert_eq!(lines[2], "5.0,2000,212,3,205,200,250,0,999");
+    }
+
+    #[test]
+    fn check_flags_growth_at_rest_and_past_the_rss_bound() {
+        let rest = Point {
+            fds: 13,
+            tasks: 9.0,
+            ..Point::default()
+        };
+        let mb = 1_000_000;
+        assert!(judge(&rest, &rest, 20 * mb, 30 * mb, 100, 0).is_empty());
+        let leaked = Point {
+            fds: 18,
+            tasks: 14.0,
+            ..rest
+        };
+        let problems = judge(&rest, &leaked, 20 * mb, 20 * mb, 100, 0);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("file descriptors") && problems[1].contains("tasks"));
+        // A quarter of 100 MB is past the 16 MiB floor.
+        assert!(judge(&rest, &rest, 100 * mb, 125 * mb, 100, 0).is_empty());
+        assert_eq!(judge(&rest, &rest, 100 * mb, 126 * mb, 100, 0).len(), 1);
+        assert_eq!(judge(&rest, &rest, 20 * mb, 20 * mb, 99, 1).len(), 1);
+        assert_eq!(judge(&rest, &rest, 20 * mb, 20 * mb, 0, 0).len(), 1);
     }
 
     #[test]
