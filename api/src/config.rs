@@ -14,6 +14,7 @@ use fanout::HistoryConfig;
 use ipnet::IpNet;
 use push::SessionConfig;
 
+pub(crate) use sources::from_toml;
 pub use sources::{Overrides, load};
 
 /// A configuration error, naming the key at fault.
@@ -51,6 +52,9 @@ pub struct Config {
     /// server moves them into its site table at start (`push::sites`), so
     /// this is empty in a running server's configuration.
     pub sites: Vec<SiteSettings>,
+    /// Whether `GET /ws/echo` is served (`testing.ws_echo`): an echo over
+    /// the `/ws` codec for the Autobahn conformance suite, loopback only.
+    pub ws_echo: bool,
 }
 
 impl Config {

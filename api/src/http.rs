@@ -3,7 +3,8 @@
 mod app_request;
 mod body;
 mod credentials;
-mod deliver;
+pub(crate) mod deliver;
+mod echo;
 mod history;
 mod idempotency;
 mod publish;
@@ -41,6 +42,7 @@ pub(crate) async fn handle(
     let path = request.uri().path().to_string();
     let (route, response) = match path.as_str() {
         "/ws" => ("ws", upgrade::native(&app, peer, request)),
+        "/ws/echo" if echo::serves(&app, peer) => ("ws_echo", echo::handle(&app, peer, request)),
         "/sse" => ("sse", sse::handle(&app, peer, &request).await),
         "/api/publish" => ("publish", publish::handle(&app, peer, request).await),
         "/api/deliver" => ("deliver", deliver::handle(&app, peer, request).await),

@@ -5,6 +5,10 @@
 
 mod app;
 pub mod config;
+/// The configuration and delivery parsers, for the fuzz targets in `fuzz/`
+/// only. Not an API: nothing else may depend on it.
+#[doc(hidden)]
+pub mod fuzz;
 mod http;
 pub mod logging;
 mod metrics;

@@ -12,7 +12,9 @@
 //!   tasks, threads, start-up time;
 //! - `fanout`: one `POST /api/deliver` to a million users' timelines with
 //!   15,000 of them connected; time until the last has it, engine messages,
-//!   and the latency of an unrelated channel during the delivery against idle.
+//!   and the latency of an unrelated channel during the delivery against idle;
+//! - `soak`: Herald alone under connection churn and publishing for N
+//!   seconds; its RSS, file descriptors, tasks and threads over time.
 //!
 //! `report` runs the set behind `docs/benchmarks.md` and rewrites it.
 //! Connections are held by worker processes (this binary re-executed as
@@ -38,6 +40,7 @@ mod scenario;
 mod server;
 mod shard;
 mod sites;
+mod soak;
 mod stats;
 mod target;
 mod ui;
@@ -96,6 +99,8 @@ pub enum Scenario {
     Sites(sites::Args),
     /// One timeline delivery to 1M users, 15k connected; unrelated latency during it.
     Fanout(fanout::Args),
+    /// Herald alone: connection churn and publishing for N seconds; RSS, fds, tasks over time.
+    Soak(soak::Args),
 }
 
 impl Scenario {
@@ -106,7 +111,7 @@ impl Scenario {
             Scenario::Channels(a) => Some(&mut a.common),
             Scenario::Reconnect(a) => Some(&mut a.common),
             Scenario::Fanout(a) => Some(&mut a.common),
-            Scenario::Sites(_) => None,
+            Scenario::Sites(_) | Scenario::Soak(_) => None,
         }
     }
 
@@ -114,6 +119,7 @@ impl Scenario {
     fn pinning(&self) -> &cpus::Pinning {
         match self {
             Scenario::Sites(a) => &a.pinning,
+            Scenario::Soak(a) => &a.pinning,
             Scenario::Idle(a) => &a.common.target.pinning,
             Scenario::Broadcast(a) => &a.common.target.pinning,
             Scenario::Channels(a) => &a.common.target.pinning,
@@ -129,7 +135,7 @@ impl Scenario {
             Scenario::Channels(a) => Some(&a.common),
             Scenario::Reconnect(a) => Some(&a.common),
             Scenario::Fanout(a) => Some(&a.common),
-            Scenario::Sites(_) => None,
+            Scenario::Sites(_) | Scenario::Soak(_) => None,
         }
     }
 
@@ -141,6 +147,15 @@ impl Scenario {
             }
             let limit = Duration::from_secs(args.time_limit);
             return tokio::time::timeout(limit, sites::run(args))
+                .await
+                .with_context(|| format!("the run passed its time limit of {limit:?}"))?;
+        }
+        if let Scenario::Soak(args) = self {
+            if preset == Some(Preset::Nchan) {
+                anyhow::bail!("the soak scenario measures Herald alone");
+            }
+            let limit = args.limit();
+            return tokio::time::timeout(limit, soak::run(args))
                 .await
                 .with_context(|| format!("the run passed its time limit of {limit:?}"))?;
         }
@@ -164,7 +179,7 @@ impl Scenario {
                 Scenario::Channels(a) => broadcast::run_channels(a).await,
                 Scenario::Reconnect(a) => reconnect::run(a).await,
                 Scenario::Fanout(a) => fanout::run(a).await,
-                Scenario::Sites(_) => unreachable!("handled above"),
+                Scenario::Sites(_) | Scenario::Soak(_) => unreachable!("handled above"),
             }
         };
         tokio::time::timeout(limit, run)
@@ -241,6 +256,10 @@ async fn single(scenario: &Scenario) -> anyhow::Result<bool> {
         }
         return Ok(!args.check || result.ok);
     }
+    if let Scenario::Soak(args) = scenario {
+        // The soak run writes its own CSV, plot and JSON.
+        return Ok(!args.check || result.ok);
+    }
     let common = scenario.common().context("no options")?;
     if let Some(path) = &common.json {
         result.write_json(path)?;
@@ -257,6 +276,9 @@ async fn compare(scenario: &Scenario) -> anyhow::Result<bool> {
         anyhow::bail!(
             "the sites scenario measures Herald alone (Nchan has no sites): run `herald-bench sites`"
         );
+    }
+    if let Scenario::Soak(_) = scenario {
+        anyhow::bail!("the soak scenario measures Herald alone: run `herald-bench soak`");
     }
     if let Scenario::Fanout(_) = scenario {
         anyhow::bail!(

@@ -1,6 +1,6 @@
 //! SVG plots (plotters' SVG backend: no fonts or system libraries needed):
-//! the latency distribution by percentile, and server RSS against open
-//! connections, one line per target.
+//! the latency distribution by percentile, server RSS against open
+//! connections, one line per target, and a soak run's figures over time.
 
 use std::path::Path;
 
@@ -89,6 +89,48 @@ pub fn rss(path: &Path, title: &str, series: &[Series]) -> anyhow::Result<()> {
     draw(path, title, &axes, &lines)
 }
 
+/// Figures against time (minutes), one panel per unit, stacked: each panel
+/// is `(y axis description, its lines)`.
+pub fn over_time(path: &Path, title: &str, panels: &[(&str, &[Series])]) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let plotting = |e| anyhow!("plotting {}: {e:?}", path.display());
+    let height = 40 + 300 * panels.len() as u32;
+    let root = SVGBackend::new(path, (760, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(plotting)?;
+    let root = root.titled(title, ("sans-serif", 18)).map_err(plotting)?;
+    let areas = root.split_evenly((panels.len().max(1), 1));
+    let mut color = 0;
+    for (area, (y_desc, series)) in areas.iter().zip(panels) {
+        let lines: Vec<(&str, Vec<(f64, f64)>)> =
+            series.iter().map(|s| (s.name, s.points.to_vec())).collect();
+        let x_max = lines
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|&(x, _)| x))
+            .fold(1e-3f64, f64::max);
+        let axes = Axes {
+            x_desc: "minutes",
+            y_desc,
+            x: 0.0..x_max,
+            y: 0.0..max_y(&lines) * 1.2,
+            x_labels: 10,
+            x_label: &|x: &f64| {
+                if x_max < 2.0 {
+                    format!("{x:.2}")
+                } else if x_max < 5.0 {
+                    format!("{x:.1}")
+                } else {
+                    format!("{x:.0}")
+                }
+            },
+        };
+        chart(area, None, &axes, &lines, &mut color).map_err(plotting)?;
+    }
+    root.present().map_err(plotting)?;
+    Ok(())
+}
+
 fn max_y(lines: &[(&str, Vec<(f64, f64)>)]) -> f64 {
     lines
         .iter()
@@ -119,33 +161,48 @@ fn draw(
     let plotting = |e| anyhow!("plotting {}: {e:?}", path.display());
     let root = SVGBackend::new(path, (760, 440)).into_drawing_area();
     root.fill(&WHITE).map_err(plotting)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
+    chart(&root, Some(title), axes, lines, &mut 0).map_err(plotting)?;
+    root.present().map_err(plotting)?;
+    Ok(())
+}
+
+/// One chart of `lines` on `area`, under `caption` if given; `color` is the
+/// next line's color index, carried across the panels of one figure.
+fn chart<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    caption: Option<&str>,
+    axes: &Axes,
+    lines: &[(&str, Vec<(f64, f64)>)],
+    color: &mut usize,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let mut builder = ChartBuilder::on(area);
+    if let Some(caption) = caption {
+        builder.caption(caption, ("sans-serif", 18));
+    }
+    let mut chart = builder
         .margin(12)
         .margin_right(36)
         .x_label_area_size(40)
         .y_label_area_size(56)
-        .build_cartesian_2d(axes.x.clone(), axes.y.clone())
-        .map_err(plotting)?;
+        .build_cartesian_2d(axes.x.clone(), axes.y.clone())?;
     chart
         .configure_mesh()
         .x_desc(axes.x_desc)
         .y_desc(axes.y_desc)
         .x_labels(axes.x_labels)
         .x_label_formatter(axes.x_label)
-        .draw()
-        .map_err(plotting)?;
-    for (i, (name, points)) in lines.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
+        .draw()?;
+    for (name, points) in lines {
+        let line = COLORS[*color % COLORS.len()];
+        *color += 1;
         chart
             .draw_series(LineSeries::new(
                 points.iter().copied(),
-                color.stroke_width(2),
-            ))
-            .map_err(plotting)?
+                line.stroke_width(2),
+            ))?
             .label(*name)
             .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                PathElement::new(vec![(x, y), (x + 20, y)], line.stroke_width(2))
             });
     }
     chart
@@ -154,9 +211,6 @@ fn draw(
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()
-        .map_err(plotting)?;
-    root.present().map_err(plotting)?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -192,6 +246,29 @@ mod tests {
             }],
         )
         .unwrap();
+        over_time(
+            &dir.join("soak.svg"),
+            "soak",
+            &[
+                (
+                    "MB",
+                    &[Series {
+                        name: "RSS",
+                        points: &[(0.0, 20.0), (30.0, 21.0)],
+                    }],
+                ),
+                (
+                    "count",
+                    &[Series {
+                        name: "open file descriptors",
+                        points: &[(0.0, 13.0), (30.0, 13.0)],
+                    }],
+                ),
+            ],
+        )
+        .unwrap();
+        let soak = std::fs::read_to_string(dir.join("soak.svg")).unwrap();
+        assert!(soak.contains("RSS") && soak.contains("open file descriptors"));
         let svg = std::fs::read_to_string(dir.join("latency.svg")).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("herald") && svg.contains("nchan"));
         let _ = std::fs::remove_dir_all(dir);

@@ -20,6 +20,10 @@ mod command_rate;
 pub mod config;
 mod connection;
 mod context;
+/// The client-input parsers, for the fuzz targets in `fuzz/` only.
+/// Not an API: nothing else may depend on it.
+#[doc(hidden)]
+pub mod fuzz;
 mod metrics;
 mod outbox;
 pub mod protocol;

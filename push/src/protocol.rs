@@ -15,6 +15,7 @@
 //!   only as separate chunks.
 //! - Encoding never fails and never blocks: it only appends chunks.
 
+pub mod echo;
 pub mod native;
 
 use std::{sync::Arc, time::Duration};

@@ -16,7 +16,7 @@
 
 pub(crate) mod cursor;
 pub(crate) mod event;
-mod request;
+pub(crate) mod request;
 mod socket;
 
 use std::{net::SocketAddr, sync::Arc};

@@ -10,6 +10,10 @@
 //!   connections see the mark on their next check.
 
 mod bucket;
+/// Token checking, for the fuzz target in `fuzz/` only.
+/// Not an API: nothing else may depend on it.
+#[doc(hidden)]
+pub mod fuzz;
 mod ip_limits;
 mod limit;
 mod replay;

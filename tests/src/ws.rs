@@ -37,7 +37,7 @@ pub struct WsOptions {
 pub enum WsEvent {
     /// A text frame.
     Text(String),
-    /// A binary frame (Herald never sends one).
+    /// A binary frame (only the echo route sends them).
     Binary(Vec<u8>),
     /// A close frame: code and reason (1005 and "" when the frame had no code).
     Close(u16, String),
@@ -67,6 +67,14 @@ impl WsClient {
         );
         client.welcome = welcome;
         client
+    }
+
+    /// Connects to a route that sends no `welcome` (the echo route), reading nothing.
+    pub async fn connect_silent(url: &str) -> WsClient {
+        WsClient {
+            stream: WsClient::handshake(url, WsOptions::default()).await,
+            welcome: Value::Null,
+        }
     }
 
     /// Opens the TCP connection and performs the WebSocket handshake, reading nothing more.

@@ -19,6 +19,7 @@ pub(crate) struct RawConfig {
     pub limits: RawLimits,
     pub timeline: RawTimeline,
     pub deliver: RawDeliver,
+    pub testing: RawTesting,
     /// `[[sites]]`; file only (no environment variables).
     pub sites: Vec<RawSite>,
 }
@@ -77,6 +78,13 @@ impl Default for RawDeliver {
             idempotency_ttl_secs: fanout::HistoryConfig::default().dedupe_ttl.as_secs(),
         }
     }
+}
+
+/// Routes for conformance testing, all off by default.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawTesting {
+    pub ws_echo: bool,
 }
 
 /// Defaults for every site's limits.
@@ -213,6 +221,7 @@ impl Default for RawConfig {
             limits: RawLimits::default(),
             timeline: RawTimeline::default(),
             deliver: RawDeliver::default(),
+            testing: RawTesting::default(),
             sites: Vec::new(),
         }
     }
@@ -362,6 +371,7 @@ pub(crate) const KEYS: &[(&str, Kind)] = &[
     ("limits.command_burst", Kind::Int),
     ("limits.new_channel_rate", Kind::Int),
     ("limits.new_channel_burst", Kind::Int),
+    ("testing.ws_echo", Kind::Bool),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -77,6 +77,21 @@ pub fn load(
             Value::Boolean(true),
         );
     }
+    build(table)
+}
+
+/// The configuration from the text of a configuration file alone (no
+/// environment, no flags), checked as [`load`] checks it: for the fuzz
+/// target in `fuzz/`, which feeds it arbitrary text.
+pub(crate) fn from_toml(text: &str) -> Result<Config, ConfigError> {
+    let table = text
+        .parse::<Table>()
+        .map_err(|e| ConfigError::new("config", e.to_string().trim_end().to_string()))?;
+    build(table)
+}
+
+/// Reads the merged table into the typed configuration and validates it.
+fn build(table: Table) -> Result<Config, ConfigError> {
     let raw: RawConfig = serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
         let path = e.path().to_string();
         ConfigError::new(
@@ -163,6 +178,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         },
     };
     dev_site_stays_local(&raw, listen, &sites)?;
+    let ws_echo = ws_echo(&raw, listen)?;
     Ok(Config {
         listen,
         engine,
@@ -175,7 +191,21 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         listener,
         metrics,
         sites,
+        ws_echo,
     })
+}
+
+/// The echo route answers anyone who connects, with no site's limits on
+/// what it echoes but the frame size: it exists for a conformance test
+/// suite on the same machine, never on an address others can reach.
+fn ws_echo(raw: &RawConfig, listen: SocketAddr) -> Result<bool, ConfigError> {
+    if raw.testing.ws_echo && !listen.ip().is_loopback() {
+        return Err(ConfigError::new(
+            "testing.ws_echo",
+            format!("the echo route is for conformance tests on loopback only, not on {listen}"),
+        ));
+    }
+    Ok(raw.testing.ws_echo)
 }
 
 fn listen(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {

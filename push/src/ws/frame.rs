@@ -6,8 +6,18 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 /// A text frame carrying `payload`.
 pub(crate) fn text(payload: &[u8]) -> Bytes {
+    data(0x81, payload)
+}
+
+/// A binary frame carrying `payload` (only the echo route sends them).
+pub(crate) fn binary(payload: &[u8]) -> Bytes {
+    data(0x82, payload)
+}
+
+/// A final data frame: `first` is the FIN bit and the opcode.
+fn data(first: u8, payload: &[u8]) -> Bytes {
     let mut frame = BytesMut::with_capacity(payload.len() + 10);
-    frame.put_u8(0x81);
+    frame.put_u8(first);
     match payload.len() {
         len @ 0..=125 => frame.put_u8(len as u8),
         len @ 126..=0xffff => {
@@ -50,6 +60,8 @@ mod tests {
             let frame = text(&vec![b'x'; len]);
             assert_eq!(frame.len(), len + header, "{len}");
             assert_eq!(frame[0], 0x81);
+            let frame = binary(&vec![b'x'; len]);
+            assert_eq!((frame.len(), frame[0]), (len + header, 0x82), "{len}");
         }
     }
 

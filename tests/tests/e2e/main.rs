@@ -19,6 +19,7 @@
 //! - `redis_sentinel` — the fan-out and resume cases with the master found through a Sentinel
 //! - `sites`         — sites and security: publish credentials (bearer, HMAC, replay), tokens and refresh, channel rules, origins, per-site limits, SIGHUP reloads and secret rotation, isolation between sites (memory and Redis), the PHP example; bodies read only after the credential (408 deadline, 503 budget, 415 JSON only), the dev site behind a proxy, replays across Redis nodes, every refusal held to the code docs/protocol.md gives it
 //! - `timelines`     — `POST /api/deliver`: one message per shard touched, each connected recipient once and nobody else (memory; three Redis nodes with 3,000 clients; a Cluster), recovery on another node, catch-up after a Redis restart or dropped subscriptions, every refusal, `Idempotency-Key` on publish and deliver, nginx's shard hash
+//! - `echo`          — `/ws/echo` (the Autobahn route): echoes text and binary under `/ws`'s frame limit, 404 unless configured, refused on a non-loopback listen
 //! - `browser`       — the demo page in Debian's Chromium via playwright-core: a curl notice in both panels, and reconnect after a restart
 //!
 //! Set-up: `scripts/test` installs what these need and builds the binary first.
@@ -27,6 +28,7 @@ mod browser;
 mod churn;
 mod config;
 mod delivery;
+mod echo;
 mod health;
 mod heartbeat;
 mod lifecycle;

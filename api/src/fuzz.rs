@@ -1,0 +1,66 @@
+//! The configuration file and the `/api/deliver` body, as the fuzz targets
+//! in `fuzz/` read them, and the replay of their committed corpora as unit
+//! tests (so stable CI runs every input the fuzzers kept, without nightly).
+//! Not an API: nothing outside the fuzz targets may depend on it.
+
+use bytes::Bytes;
+use fanout::Recipients;
+
+use crate::{config, http::deliver::parse};
+
+/// The text of a configuration file, parsed and validated.
+pub fn config(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = config::from_toml(text);
+    }
+}
+
+/// The largest `data` the fuzzed deliveries may carry.
+const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// A `POST /api/deliver` body. A delivery that parses has recipients, and
+/// its `data` is JSON cut from the body, within the size limit.
+pub fn deliver_body(data: &[u8]) {
+    let body = Bytes::copy_from_slice(data);
+    if let Ok(delivery) = parse::parse(&body, Recipients::new("fuzz", 16), MAX_MESSAGE_BYTES) {
+        assert!(
+            delivery.recipients.added() > 0,
+            "a delivery without recipients"
+        );
+        assert!(delivery.data.len() <= MAX_MESSAGE_BYTES);
+        assert!(
+            serde_json::from_slice::<serde::de::IgnoredAny>(&delivery.data).is_ok(),
+            "data {:?} is not JSON",
+            String::from_utf8_lossy(&delivery.data)
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replays every file of `fuzz/corpus/<target>` through `run`.
+    fn replay(target: &str, run: fn(&[u8])) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus")
+            .join(target);
+        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let mut replayed = 0;
+        for entry in entries {
+            run(&std::fs::read(entry.unwrap().path()).unwrap());
+            replayed += 1;
+        }
+        assert!(replayed > 0, "{} holds no input", dir.display());
+    }
+
+    #[test]
+    fn replays_the_config_corpus() {
+        replay("config", config);
+    }
+
+    #[test]
+    fn replays_the_deliver_body_corpus() {
+        replay("deliver_body", deliver_body);
+    }
+}

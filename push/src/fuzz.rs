@@ -1,0 +1,96 @@
+//! The client-input parsers of `push`, as the fuzz targets in `fuzz/` call
+//! them, and the replay of their committed corpora as unit tests (so stable
+//! CI runs every input the fuzzers kept, without nightly).
+//!
+//! Each function takes arbitrary bytes, runs one parser on them, and panics
+//! only if the parser breaks a promise of its own (a cursor that does not
+//! read back the same): a refusal is a correct answer to bad input.
+//! Not an API: nothing outside the fuzz targets may depend on it.
+
+use crate::{
+    ClientFrame, NativeWs, Protocol,
+    sse::{self, MAX_REQUEST_CHANNELS, SseHeaders},
+};
+
+/// One client frame of the native protocol on WebSocket: text when the
+/// bytes are UTF-8 (as tungstenite hands text frames over), binary if not.
+pub fn native_frame(data: &[u8]) {
+    let frame = match std::str::from_utf8(data) {
+        Ok(text) => ClientFrame::Text(text),
+        Err(_) => ClientFrame::Binary(data),
+    };
+    let _ = NativeWs.parse(frame);
+}
+
+/// An SSE request head as the listener reads it off a fresh socket.
+pub fn sse_head(data: &[u8]) {
+    let _ = sse::is_sse_request(data);
+    let _ = sse::request::parse(data, MAX_REQUEST_CHANNELS);
+}
+
+/// A `Last-Event-ID`: the first byte picks how many channels the stream
+/// has (1 to 16), the rest is the header's value. A cursor that parses
+/// must read back the same after it is written out again.
+pub fn last_event_id(data: &[u8]) {
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(rest) else {
+        return;
+    };
+    let channels = usize::from(first % 16) + 1;
+    if let Some(positions) = sse::cursor::parse(text, channels) {
+        let written = sse::cursor::format(positions.iter().copied());
+        assert_eq!(
+            sse::cursor::parse(&written, channels).as_ref(),
+            Some(&positions),
+            "cursor {text:?} was written back as {written:?}"
+        );
+    }
+    // The same value through the whole request check, as the header.
+    let target: String = (0..channels).fold(String::from("/sse?"), |mut t, i| {
+        t.push_str(&format!("channel=c{i}&"));
+        t
+    });
+    let headers = SseHeaders {
+        last_event_id: Some(text),
+        ..SseHeaders::default()
+    };
+    let _ = sse::check("GET", &target, headers, MAX_REQUEST_CHANNELS);
+}
+
+/// Replays every file of `fuzz/corpus/<target>` through `run`.
+#[cfg(test)]
+pub(crate) fn replay(target: &str, run: fn(&[u8])) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let mut replayed = 0;
+    for entry in entries {
+        let path = entry.unwrap().path();
+        run(&std::fs::read(&path).unwrap());
+        replayed += 1;
+    }
+    assert!(replayed > 0, "{} holds no input", dir.display());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replays_the_native_frame_corpus() {
+        replay("native_frame", native_frame);
+    }
+
+    #[test]
+    fn replays_the_sse_head_corpus() {
+        replay("sse_head", sse_head);
+    }
+
+    #[test]
+    fn replays_the_last_event_id_corpus() {
+        replay("last_event_id", last_event_id);
+    }
+}
