@@ -35,7 +35,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use fanout::{ChannelName, Error, Position};
+use fanout::{ChannelKey, ChannelName, Error, Position};
 use tokio::time::Sleep;
 
 pub use outgoing::Outgoing;
@@ -479,26 +479,14 @@ impl<P: Protocol> Connection<P> {
             match self.subscriptions.accept(slot, &message) {
                 Accept::Skip => continue,
                 Accept::Deliver => {}
+                // Dropped upstream (the timeline expander's overflow): the
+                // client reloads from the last dropped position.
                 Accept::Gap(position) => {
-                    let event = Event::Subscribed {
-                        slot,
-                        channel: &message.channel,
-                        position,
-                        recovered: false,
-                    };
-                    self.protocol
-                        .encode(event, &self.subscriptions, &mut self.out);
+                    self.announce_reset(slot, &message.channel, position);
                     continue;
                 }
                 Accept::AfterReset(position) => {
-                    let event = Event::Subscribed {
-                        slot,
-                        channel: &message.channel,
-                        position,
-                        recovered: false,
-                    };
-                    self.protocol
-                        .encode(event, &self.subscriptions, &mut self.out);
+                    self.announce_reset(slot, &message.channel, position);
                 }
             }
             self.protocol
@@ -506,6 +494,20 @@ impl<P: Protocol> Connection<P> {
             sent += 1;
         }
         self.metrics().delivered.inc_by(sent);
+    }
+
+    /// Tells the client that its position in a channel moved on without
+    /// it (a new epoch, or messages dropped upstream): `subscribed` with
+    /// `recovered: false`, so that it reloads.
+    fn announce_reset(&mut self, slot: u32, channel: &ChannelKey, position: Position) {
+        let event = Event::Subscribed {
+            slot,
+            channel,
+            position,
+            recovered: false,
+        };
+        self.protocol
+            .encode(event, &self.subscriptions, &mut self.out);
     }
 
     // === closing ===
