@@ -45,8 +45,10 @@ async fn echo_route_is_off_by_default() {
 
 #[test]
 fn echo_route_refuses_to_start_on_a_non_loopback_listen() {
+    // A site with a secret, so that the dev site's own loopback rule is not what refuses it.
     let toml = format!(
-        "listen = \"0.0.0.0:{}\"\n\n[testing]\nws_echo = true\n",
+        "listen = \"0.0.0.0:{}\"\n\n[publish]\nsecret = \"a-secret-of-16-bytes-or-more\"\n\n\
+         [testing]\nws_echo = true\n",
         free_port()
     );
     let finished = Herald::builder()
