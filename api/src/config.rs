@@ -46,6 +46,7 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub timeline: TimelineConfig,
     pub listener: ListenerConfig,
+    pub delivery: DeliveryConfig,
     pub metrics: MetricsConfig,
     /// Every site served; without `[[sites]]`, the one implicit site
     /// (`default`), which is the dev site when it has no secret. The
@@ -121,6 +122,17 @@ pub struct ListenerConfig {
     pub max_pending: usize,
     /// How long a new connection may take to send its request head.
     pub header_timeout: Duration,
+}
+
+/// The bound on delivery lag ([`fanout::lag`]) and how publishers feel it.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// While this node's delivery runs further behind than this, a publish
+    /// waits; zero turns pushback off.
+    pub max_lag: Duration,
+    /// How long a publish waits for the lag to come down before it is
+    /// answered 503 with `Retry-After`; zero refuses at once.
+    pub max_publish_wait: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -8,6 +8,7 @@ mod echo;
 mod history;
 mod idempotency;
 mod publish;
+mod pushback;
 mod reply;
 mod sse;
 mod upgrade;
@@ -99,6 +100,9 @@ fn metrics(app: &App) -> Response<Body> {
     app.metrics()
         .body_bytes_in_flight
         .set(app.body_budget().in_flight() as i64);
+    app.metrics()
+        .delivery_lag_seconds
+        .set(f64::from(fanout::lag::current_ms()) / 1000.0);
     let encoder = TextEncoder::new();
     let mut text = Vec::with_capacity(8 * 1024);
     if let Err(error) = encoder.encode(&app.registry().gather(), &mut text) {

@@ -1,6 +1,6 @@
 //! Prometheus metrics of the HTTP front.
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Counter, Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// HTTP front metrics; cloning shares the counters.
 #[derive(Clone)]
@@ -20,6 +20,14 @@ pub(crate) struct Metrics {
     /// Connections closed before their request head was complete, by
     /// reason: `limit`, `header_timeout`, `hung_up`.
     pub pending_closed: IntCounterVec,
+    /// This node's delivery lag (`fanout::lag`), read at each scrape.
+    pub delivery_lag_seconds: Gauge,
+    /// Publishes and deliveries that waited for the lag to come down, then went ahead.
+    pub pushback_waits: IntCounter,
+    /// Publishes and deliveries answered 503 `delivery_lagging` after waiting.
+    pub pushback_refusals: IntCounter,
+    /// Seconds publishes and deliveries spent waiting for the lag, in all.
+    pub pushback_wait_seconds: Counter,
 }
 
 impl Metrics {
@@ -68,7 +76,34 @@ impl Metrics {
         for reason in ["limit", "header_timeout", "hung_up"] {
             pending_closed.with_label_values(&[reason]);
         }
+        let delivery_lag_seconds = Gauge::new(
+            "herald_delivery_lag_seconds",
+            "How far this node's delivery runs behind: the largest wait, over the last 128-256 ms, \
+             from a message reaching the node to a connection it woke running.",
+        )?;
+        registry.register(Box::new(delivery_lag_seconds.clone()))?;
+        let pushback_waits = IntCounter::new(
+            "herald_publish_pushback_waits_total",
+            "Publishes and deliveries that waited for delivery to come within delivery.max_lag_ms, \
+             then went ahead.",
+        )?;
+        registry.register(Box::new(pushback_waits.clone()))?;
+        let pushback_refusals = IntCounter::new(
+            "herald_publish_pushback_refusals_total",
+            "Publishes and deliveries answered 503 delivery_lagging: delivery stayed past \
+             delivery.max_lag_ms for delivery.max_publish_wait_ms.",
+        )?;
+        registry.register(Box::new(pushback_refusals.clone()))?;
+        let pushback_wait_seconds = Counter::new(
+            "herald_publish_pushback_wait_seconds_total",
+            "Seconds publishes and deliveries spent waiting for delivery to catch up, in all.",
+        )?;
+        registry.register(Box::new(pushback_wait_seconds.clone()))?;
         Ok(Self {
+            delivery_lag_seconds,
+            pushback_waits,
+            pushback_refusals,
+            pushback_wait_seconds,
             requests,
             alive_tasks,
             body_bytes_in_flight,

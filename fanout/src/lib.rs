@@ -11,6 +11,7 @@ mod engine;
 mod error;
 mod fanout;
 mod history;
+pub mod lag;
 mod message;
 mod metrics;
 mod registry;

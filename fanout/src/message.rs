@@ -115,6 +115,9 @@ pub struct Message {
     encoded: [OnceLock<Bytes>; ENCODINGS],
     /// A gap notice rather than a message ([`Message::gap`]).
     gap: bool,
+    /// When it reached this node ([`crate::lag::now_ms`]): what the delivery
+    /// lag meter measures from.
+    stamp: u32,
 }
 
 impl Message {
@@ -125,6 +128,7 @@ impl Message {
             data,
             encoded: Default::default(),
             gap: false,
+            stamp: crate::lag::now_ms(),
         }
     }
 
@@ -142,6 +146,11 @@ impl Message {
     /// Whether this is a gap notice ([`Message::gap`]).
     pub fn is_gap(&self) -> bool {
         self.gap
+    }
+
+    /// When this message reached the node, on [`crate::lag::now_ms`]'s clock.
+    pub fn stamp(&self) -> u32 {
+        self.stamp
     }
 
     pub fn offset(&self) -> u64 {

@@ -52,6 +52,9 @@ struct State {
     /// Set when the connection's site may have changed (a reload): the
     /// connection checks whether it may stay.
     recheck: bool,
+    /// The stamp of the first message queued since the connection last
+    /// looked ([`fanout::lag`]); 0 when none.
+    first_stamp: u32,
 }
 
 /// What the connection task picks up from its outbox in one go.
@@ -62,6 +65,9 @@ pub(crate) struct Drained {
     pub tick: bool,
     pub shutdown: Option<Duration>,
     pub recheck: bool,
+    /// The stamp of the first message queued since the last drain (0: none):
+    /// its age is how long this connection waited to run.
+    pub first_stamp: u32,
 }
 
 impl Outbox {
@@ -98,6 +104,7 @@ impl Outbox {
             tick: std::mem::take(&mut state.tick),
             shutdown: state.shutdown_ms.map(|ms| Duration::from_millis(ms.into())),
             recheck: std::mem::take(&mut state.recheck),
+            first_stamp: std::mem::take(&mut state.first_stamp),
         }
     }
 
@@ -159,6 +166,9 @@ impl Subscriber for Outbox {
             } else {
                 state.queue.push_back((slot, message.clone()));
                 state.bytes += size;
+                if state.first_stamp == 0 {
+                    state.first_stamp = message.stamp();
+                }
             }
             state.waker.take()
         };

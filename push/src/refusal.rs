@@ -59,6 +59,9 @@ pub enum ErrorCode {
     RequestTimeout,
     /// Request bodies in flight already hold `publish.max_body_bytes_in_flight`.
     Overloaded,
+    /// This node's delivery runs further behind than `delivery.max_lag_ms`,
+    /// and did not catch up within `delivery.max_publish_wait_ms`.
+    DeliveryLagging,
     /// The site's publish rate is used up.
     RateLimited,
     /// No site has the key the client named (or several sites, and it named none).
@@ -169,6 +172,7 @@ impl ErrorCode {
         row(ErrorCode::UnsupportedMediaType, "unsupported_media_type", Some(415), None),
         row(ErrorCode::RequestTimeout, "request_timeout", Some(408), None),
         row(ErrorCode::Overloaded, "overloaded", Some(503), None),
+        row(ErrorCode::DeliveryLagging, "delivery_lagging", Some(503), None),
         row(ErrorCode::RateLimited, "rate_limited", Some(429), None),
         row(ErrorCode::SiteUnknown, "site_unknown", Some(404), Some(4004)),
         row(ErrorCode::SiteRemoved, "site_removed", Some(410), Some(4010)),
@@ -222,6 +226,7 @@ impl ErrorCode {
             self,
             ErrorCode::Unavailable
                 | ErrorCode::Overloaded
+                | ErrorCode::DeliveryLagging
                 | ErrorCode::SiteConnectionLimit
                 | ErrorCode::IpConnectionLimit
                 | ErrorCode::ConnectionRateLimit

@@ -19,6 +19,7 @@ pub(crate) struct RawConfig {
     pub limits: RawLimits,
     pub timeline: RawTimeline,
     pub deliver: RawDeliver,
+    pub delivery: RawDelivery,
     pub testing: RawTesting,
     /// `[[sites]]`; file only (no environment variables).
     pub sites: Vec<RawSite>,
@@ -51,6 +52,23 @@ pub(crate) struct RawMetrics {
 pub(crate) struct RawDeliver {
     pub max_body_bytes: u64,
     pub idempotency_ttl_secs: u64,
+}
+
+/// How far behind delivery may run before publishers are pushed back.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawDelivery {
+    pub max_lag_ms: u64,
+    pub max_publish_wait_ms: u64,
+}
+
+impl Default for RawDelivery {
+    fn default() -> Self {
+        Self {
+            max_lag_ms: 250,
+            max_publish_wait_ms: 1000,
+        }
+    }
 }
 
 impl Default for RawTimeline {
@@ -221,6 +239,7 @@ impl Default for RawConfig {
             limits: RawLimits::default(),
             timeline: RawTimeline::default(),
             deliver: RawDeliver::default(),
+            delivery: RawDelivery::default(),
             testing: RawTesting::default(),
             sites: Vec::new(),
         }
@@ -361,6 +380,8 @@ pub(crate) const KEYS: &[(&str, Kind)] = &[
     ("timeline.expander_queue_per_site", Kind::Int),
     ("deliver.max_body_bytes", Kind::Int),
     ("deliver.idempotency_ttl_secs", Kind::Int),
+    ("delivery.max_lag_ms", Kind::Int),
+    ("delivery.max_publish_wait_ms", Kind::Int),
     ("limits.connections", Kind::Int),
     ("limits.connections_per_ip", Kind::Int),
     ("limits.connection_rate_per_ip", Kind::Int),

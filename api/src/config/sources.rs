@@ -8,8 +8,8 @@ use push::SessionConfig;
 use toml::{Table, Value};
 
 use super::{
-    Config, ConfigError, EngineKind, ListenerConfig, LogConfig, MetricsConfig, PublishConfig,
-    RedisSettings, ShutdownConfig, TimelineConfig,
+    Config, ConfigError, DeliveryConfig, EngineKind, ListenerConfig, LogConfig, MetricsConfig,
+    PublishConfig, RedisSettings, ShutdownConfig, TimelineConfig,
     raw::{KEYS, Kind, RawConfig, RawConnection, RawListener, RawLog, RawShutdown, env_name},
     sites::sites,
 };
@@ -171,6 +171,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let timeline = timeline(&raw)?;
     let shutdown = shutdown(&raw.shutdown);
     let listener = listener(&raw.listener)?;
+    let delivery = DeliveryConfig {
+        max_lag: Duration::from_millis(raw.delivery.max_lag_ms),
+        max_publish_wait: Duration::from_millis(raw.delivery.max_publish_wait_ms),
+    };
     let metrics = MetricsConfig {
         listen: match &raw.metrics.listen {
             Some(text) => Some(self::listen("metrics.listen", text)?),
@@ -189,6 +193,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         shutdown,
         timeline,
         listener,
+        delivery,
         metrics,
         sites,
         ws_echo,

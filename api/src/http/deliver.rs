@@ -12,7 +12,7 @@ use hyper::{Method, Request, Response, StatusCode, body::Incoming};
 use push::{ErrorCode, Refusal};
 
 use self::parse::parse;
-use super::{Body, app_request, reply};
+use super::{Body, app_request, pushback, reply};
 use crate::App;
 
 pub(crate) async fn handle(
@@ -49,6 +49,9 @@ pub(crate) async fn handle(
             return reply::refuse(ErrorCode::Internal, "the delivery could not be parsed");
         }
     };
+    if let Err(answer) = pushback::wait_for_delivery(app, site.id()).await {
+        return answer;
+    }
     let shards = delivery.recipients.shards() as u32;
     if let Err(wait) = site.take_publish(shards) {
         let what = format!("a delivery to {shards} shards");

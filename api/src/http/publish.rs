@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 
 use push::{ErrorCode, Refusal};
 
-use super::{Body, app_request, reply};
+use super::{Body, app_request, pushback, reply};
 use crate::App;
 
 #[derive(Deserialize)]
@@ -49,6 +49,11 @@ pub(crate) async fn handle(
             return reply::refusal(&refusal);
         }
     };
+    // Before the publish bucket and the signature's claim: a publish pushed
+    // back may be sent again as it is.
+    if let Err(answer) = pushback::wait_for_delivery(app, site.id()).await {
+        return answer;
+    }
     if let Err(wait) = site.take_publish(parsed.channels.len() as u32) {
         return app_request::rate_limited(app, &site, wait, "this publish");
     }
