@@ -173,15 +173,19 @@ pub fn section(saturation: &Saturation, pinning: &Pinning) -> String {
     out
 }
 
-/// Which pinning the first table had, and that the last one had none.
+/// Which pinning the first table had, and that the last one had none:
+/// "Pinned: server CPU 0, bench CPU 1; the last table …".
 fn pinned_sentence(pinning: &Pinning, unpinned: bool) -> String {
-    let main = if is_pinned(pinning) {
-        format!("Pinned ({})", pinning.summary())
-    } else {
-        format!("Not pinned ({})", pinning.summary())
-    };
+    let summary = pinning.summary();
+    let mut chars = summary.chars();
+    let main: String = chars
+        .next()
+        .into_iter()
+        .flat_map(char::to_uppercase)
+        .chain(chars)
+        .collect();
     if unpinned {
-        format!("{main}; the last table is the 8-in-flight run again, unpinned")
+        format!("{main}; the last table is the {UNPINNED_IN_FLIGHT}-in-flight run again, unpinned")
     } else {
         main
     }
@@ -261,7 +265,9 @@ mod tests {
         let text = section(&saturation, &pinned());
         assert!(text.starts_with("## Saturation: publish calls in flight\n\n10000 WebSocket"));
         assert!(
-            text.contains("Pinned (pinned: server CPU 0, bench CPU 1); the last table"),
+            text.contains(
+                "\n\nPinned: server CPU 0, bench CPU 1; the last table is the 8-in-flight"
+            ),
             "{text}"
         );
         for n in ["2", "8", "32"] {
@@ -302,7 +308,7 @@ mod tests {
             unpinned: None,
         };
         let text = section(&saturation, &Pinning::default());
-        assert!(text.contains("Not pinned (unpinned)."), "{text}");
+        assert!(text.contains("\n\nUnpinned.\n\n"), "{text}");
         assert_eq!(text.matches(HEADER).count(), 1, "{text}");
     }
 
