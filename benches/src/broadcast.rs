@@ -1,9 +1,11 @@
 //! The `broadcast` scenario (N subscribers on one channel) and the
 //! `channels` scenario (N users, each on a channel of their own): publish at
-//! a fixed rate or closed loop, and measure deliveries per second, server
+//! a fixed rate, closed loop on delivery (`--window`) or closed loop on the
+//! publish call (`--in-flight`), and measure deliveries per second, server
 //! CPU per delivery (user and system apart), deliveries per write system
-//! call, delivery latency from the timestamp in each payload, and how long
-//! each publish call took.
+//! call, delivery latency from the timestamp in each payload, how long each
+//! publish call took, and how often the server pushed back (503 with
+//! `Retry-After`).
 //!
 //! Phases: connect; warm up (publishing, not measured) and drain; reset the
 //! workers' counters; publish for the measured duration; drain (until every
@@ -51,10 +53,18 @@ pub struct Load {
     /// Messages per second (open loop); without it, closed loop at saturation.
     #[arg(long)]
     pub rate: Option<f64>,
-    /// Closed loop: messages allowed on their way to some subscriber at once
-    /// (default: 4 for broadcast, 256 for channels, where each message has one receiver).
-    #[arg(long)]
+    /// Closed loop on delivery: messages allowed on their way to some
+    /// subscriber at once (default: 4 for broadcast, 256 for channels, where
+    /// each message has one receiver).
+    #[arg(long, conflicts_with = "in_flight")]
     pub window: Option<u64>,
+    /// Closed loop on the publish call, for saturation: N publish calls at
+    /// once (one connection each), each starting the next as soon as its
+    /// answer comes; messages on their way to subscribers are not limited.
+    /// A 503 with Retry-After is counted as pushback and honoured.
+    #[arg(long, value_name = "N", conflicts_with = "rate",
+          value_parser = clap::value_parser!(u16).range(1..=MAX_IN_FLIGHT))]
+    pub in_flight: Option<u16>,
     /// Seconds of measured publishing.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
@@ -64,7 +74,7 @@ pub struct Load {
     /// Payload size in bytes (JSON with a timestamp, a sequence number and padding).
     #[arg(long, default_value_t = 100)]
     pub size: usize,
-    /// Concurrent publish connections.
+    /// Concurrent publish connections (with --in-flight, one per call instead).
     #[arg(long, default_value_t = 4)]
     pub publishers: usize,
     /// Most messages per phase, whatever the rate.
@@ -72,10 +82,14 @@ pub struct Load {
     pub max_messages: u64,
 }
 
+/// Most publish calls `--in-flight` keeps going: each is a connection.
+const MAX_IN_FLIGHT: i64 = 1024;
+
 impl Load {
     fn pace(&self, shared: bool) -> Pace {
-        match self.rate {
-            Some(rate) if rate > 0.0 => Pace::Rate(rate),
+        match (self.rate, self.in_flight) {
+            (_, Some(calls)) => Pace::InFlight(calls.into()),
+            (Some(rate), None) if rate > 0.0 => Pace::Rate(rate),
             _ => Pace::Window(self.window(shared)),
         }
     }
@@ -85,9 +99,11 @@ impl Load {
     }
 
     fn describe(&self, shared: bool) -> String {
-        match self.rate {
-            Some(rate) if rate > 0.0 => format!("{rate} msg/s"),
-            _ => format!("closed loop (window {})", self.window(shared)),
+        match self.pace(shared) {
+            Pace::Rate(rate) => format!("{rate} msg/s"),
+            Pace::Window(window) => format!("closed loop (window {window})"),
+            Pace::InFlight(1) => "closed loop (1 publish call in flight)".into(),
+            Pace::InFlight(calls) => format!("closed loop ({calls} publish calls in flight)"),
         }
     }
 }
@@ -178,7 +194,7 @@ async fn deliver(
             done.clone(),
         )
         .await;
-    drain(&done, publisher.last_seq(), Duration::from_secs(5)).await;
+    drain(&done, publisher.accepted_total(), Duration::from_secs(5)).await;
 
     session.fleet.send(&Command::Reset).await?;
     let counters_before = session.herald_counters().await;
@@ -194,7 +210,7 @@ async fn deliver(
         .await;
     let publish_end = process::sample(&session.running.pids)?;
     session.ui.phase("draining");
-    let drained = drain(&done, publisher.last_seq(), Duration::from_secs(10)).await;
+    let drained = drain(&done, publisher.accepted_total(), Duration::from_secs(10)).await;
     let after = process::sample(&session.running.pids)?;
     let counters_after = session.herald_counters().await;
     let report = session.fleet.finish(None).await?;
@@ -231,6 +247,18 @@ async fn deliver(
         "publish calls failed",
         "",
         published.failed as f64,
+    );
+    result.add(
+        "pushback",
+        "publish calls pushed back (503 with Retry-After)",
+        "",
+        published.pushback as f64,
+    );
+    result.add(
+        "pushback_wait",
+        "… Retry-After waited, all connections together",
+        "s",
+        published.pushback_wait_s,
     );
     result.add("deliveries", "deliveries", "", received as f64);
     result.add(
@@ -311,4 +339,66 @@ async fn drain(done: &watch::Receiver<u64>, target: u64, timeout: Duration) -> b
     tokio::time::timeout(timeout, done.wait_for(|&d| d >= target))
         .await
         .is_ok_and(|r| r.is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn load(line: &str) -> Result<Load, String> {
+        let argv = std::iter::once("broadcast").chain(line.split_whitespace());
+        Cli::try_parse_from(argv)
+            .map(|cli| cli.args.load)
+            .map_err(|error| error.to_string())
+    }
+
+    /// Options, and how the broadcast publishes (`Ok`) or a piece of the error.
+    #[test]
+    fn publishing_options() {
+        let cases: &[(&str, Result<&str, &str>)] = &[
+            ("", Ok("closed loop (window 4)")),
+            ("--window 16", Ok("closed loop (window 16)")),
+            ("--rate 100", Ok("100 msg/s")),
+            ("--rate 0", Ok("closed loop (window 4)")),
+            (
+                "--in-flight 8",
+                Ok("closed loop (8 publish calls in flight)"),
+            ),
+            (
+                "--in-flight 1",
+                Ok("closed loop (1 publish call in flight)"),
+            ),
+            (
+                "--in-flight 1024",
+                Ok("closed loop (1024 publish calls in flight)"),
+            ),
+            ("--in-flight 0", Err("0 is not in 1..=1024")),
+            ("--in-flight 1025", Err("1025 is not in 1..=1024")),
+            ("--in-flight x", Err("invalid value 'x'")),
+            ("--in-flight 8 --rate 10", Err("cannot be used with")),
+            ("--in-flight 8 --window 4", Err("cannot be used with")),
+        ];
+        for (line, expected) in cases {
+            match (expected, load(line)) {
+                (Ok(words), Ok(load)) => assert_eq!(load.describe(true), *words, "{line}"),
+                (Err(piece), Err(error)) => assert!(error.contains(piece), "{line}: {error}"),
+                (expected, got) => panic!(
+                    "{line}: expected {expected:?}, got {:?}",
+                    got.map(|l| l.describe(true))
+                ),
+            }
+        }
+        let load = load("--in-flight 32 --publishers 2").unwrap();
+        let pace = load.pace(true);
+        assert!(matches!(pace, Pace::InFlight(32)), "{pace:?}");
+        assert_eq!(pace.connections(load.publishers), 32);
+    }
 }

@@ -1,6 +1,6 @@
-//! Pinning the server and the load generator to CPUs of their own
-//! (`--server-cpus`, `--client-cpus`): CPU lists as taskset writes them, and
-//! `sched_setaffinity`.
+//! Pinning the server and the load generator to CPUs of their own: by
+//! default, or as `--server-cpus` and `--client-cpus` say; CPU lists as
+//! taskset writes them, and `sched_setaffinity`.
 //!
 //! On a machine with few cores, a multi-threaded server's latency tail is
 //! mostly the load generator waiting for a core (and the other way round);
@@ -13,7 +13,11 @@
 //!   every thread and process it starts later, has the server set, not the
 //!   client set it would otherwise inherit from the bench.
 //!
-//! Without either option nothing is pinned.
+//! By default, on a machine that gives the bench at least 2 CPUs, the servers
+//! get the first half of them and the bench the rest ([`Pinning::resolve`]);
+//! with one of the options, the other side gets the CPUs that one leaves.
+//! `--no-pin` pins nothing, as does the default when the bench has one CPU
+//! or measures a server it did not start (`--addr`).
 
 use std::{collections::BTreeSet, fmt, io, str::FromStr};
 
@@ -34,6 +38,11 @@ pub struct Pinning {
     /// Pin the bench itself and every worker process it spawns to these CPUs.
     #[arg(long, value_name = "LIST")]
     pub client_cpus: Option<CpuList>,
+    /// Pin nothing: servers and bench run on whichever CPUs the kernel gives
+    /// them (by default, the servers get the first half of the CPUs and the
+    /// bench the rest).
+    #[arg(long, conflicts_with_all = ["server_cpus", "client_cpus"])]
+    pub no_pin: bool,
 }
 
 /// A set of CPU numbers, written like taskset's lists: `0`, `0-3`, `0,2-3`.
@@ -45,10 +54,13 @@ pub struct CpuList(BTreeSet<usize>);
 const THIS_THREAD: Pid = Pid::from_raw(0);
 
 impl Pinning {
-    /// Checks that every CPU named exists here, then pins this thread to the
-    /// client set. Called on the main thread before the runtime starts, so
-    /// that the runtime's threads, and the workers they spawn, inherit it.
-    pub fn pin_bench(&self) -> anyhow::Result<()> {
+    /// Checks that every CPU named exists here, fills in the default split
+    /// ([`Pinning::resolve`]; `external`: the server is not the bench's own),
+    /// then pins this thread to the client set. Called on the main thread
+    /// before the runtime starts, so that the runtime's threads, and the
+    /// workers they spawn, inherit it; and before anything asks for
+    /// [`Pinning::server_set`], which then names the resolved set.
+    pub fn pin_bench(&mut self, external: bool) -> anyhow::Result<()> {
         let available = sched_getaffinity(THIS_THREAD).context("sched_getaffinity")?;
         for (flag, list) in [
             ("--server-cpus", &self.server_cpus),
@@ -68,11 +80,44 @@ impl Pinning {
                 );
             }
         }
+        self.resolve(&CpuList::from_set(&available), external);
         if let Some(client) = &self.client_cpus {
             sched_setaffinity(THIS_THREAD, &client.set())
                 .with_context(|| format!("cannot pin the bench to {}", client.name()))?;
         }
         Ok(())
+    }
+
+    /// Fills in what was not given, from the CPUs this process may use:
+    /// - `--no-pin`, or both lists given: nothing to fill in;
+    /// - one list given: the other side gets the CPUs it leaves, if any;
+    /// - neither: with 2 CPUs or more (and a server the bench starts), the
+    ///   servers get the first half, rounded down, and the bench the rest:
+    ///   `0` and `1` on 2 CPUs, `0-1` and `2-3` on 4, `0` and `1-2` on 3.
+    ///   Otherwise nothing is pinned.
+    ///
+    /// Resolved, the options name what happens, so that [`Pinning::args`]
+    /// passes exactly that on to the runs `report` makes.
+    pub fn resolve(&mut self, available: &CpuList, external: bool) {
+        let rest = |taken: &CpuList| {
+            let rest: BTreeSet<usize> = available.0.difference(&taken.0).copied().collect();
+            (!rest.is_empty()).then_some(CpuList(rest))
+        };
+        match (&self.server_cpus, &self.client_cpus) {
+            _ if self.no_pin => {}
+            (Some(_), Some(_)) => {}
+            (Some(server), None) => self.client_cpus = rest(server),
+            (None, Some(client)) => self.server_cpus = rest(client),
+            (None, None) => {
+                if external || available.0.len() < 2 {
+                    return;
+                }
+                let half = available.0.len() / 2;
+                let server = CpuList(available.0.iter().copied().take(half).collect());
+                self.client_cpus = rest(&server);
+                self.server_cpus = Some(server);
+            }
+        }
     }
 
     /// Where the servers run: the server set; with only a client set, every
@@ -88,6 +133,9 @@ impl Pinning {
 
     /// The options as command-line words, for the runs `report` makes.
     pub fn args(&self) -> Vec<String> {
+        if self.no_pin {
+            return vec!["--no-pin".into()];
+        }
         let mut words = Vec::new();
         if let Some(list) = &self.server_cpus {
             words.extend(["--server-cpus".into(), list.to_string()]);
@@ -121,10 +169,21 @@ impl Pinning {
                 client.name()
             ),
             (None, None) => "Nothing was pinned: the server's processes and the load generator \
-                 ran on whichever CPUs the kernel gave them. `--server-cpus LIST` and \
-                 `--client-cpus LIST` pin them apart (`benches/run-all.sh` gives \
-                 `--server-cpus 0 --client-cpus 1` on a 2-core machine)."
+                 ran on whichever CPUs the kernel gave them (`--no-pin`, or a bench with one \
+                 CPU). By default, on 2 CPUs or more, the bench pins the servers to the first \
+                 half of its CPUs and itself to the rest."
                 .into(),
+        }
+    }
+
+    /// The pinning in a few words, for a run's text report: "pinned: server
+    /// CPU 0, bench CPU 1", or "unpinned".
+    pub fn summary(&self) -> String {
+        let name = |list: &Option<CpuList>| list.as_ref().map_or("unpinned".into(), CpuList::name);
+        match (&self.server_cpus, &self.client_cpus) {
+            (None, None) if self.no_pin => "unpinned (--no-pin)".into(),
+            (None, None) => "unpinned".into(),
+            (server, client) => format!("pinned: server {}, bench {}", name(server), name(client)),
         }
     }
 
@@ -176,6 +235,12 @@ pub fn spawn_on<T>(cpus: Option<&CpuSet>, spawn: impl FnOnce() -> io::Result<T>)
     let spawned = spawn();
     sched_setaffinity(THIS_THREAD, &own)?;
     spawned
+}
+
+/// Runs `spawn` with this thread allowed every CPU: for a child that must
+/// not inherit the bench's own pinning (the unpinned run of `report`).
+pub fn spawn_unpinned<T>(spawn: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    spawn_on(Some(&every_cpu()), spawn)
 }
 
 /// Pins the (single-threaded) process `pid` to `cpus`.
@@ -361,6 +426,7 @@ mod tests {
         let pinning = |server: Option<&str>, client: Option<&str>| Pinning {
             server_cpus: server.map(|s| s.parse().unwrap()),
             client_cpus: client.map(|s| s.parse().unwrap()),
+            no_pin: false,
         };
         assert_eq!(pinning(None, None).server_set(), None);
         assert_eq!(
@@ -371,6 +437,110 @@ mod tests {
         assert_eq!(
             pinning(Some("0"), Some("1")).args(),
             ["--server-cpus", "0", "--client-cpus", "1"]
+        );
+    }
+
+    /// What the bench may use, what was asked (`server`, `client`, `--no-pin`,
+    /// a server of its own), and the lists it then runs with.
+    #[test]
+    fn the_default_splits_the_cpus_in_two() {
+        type Case<'a> = (
+            &'a str,
+            Option<&'a str>,
+            Option<&'a str>,
+            bool,
+            bool,
+            Option<&'a str>,
+            Option<&'a str>,
+        );
+        let cases: &[Case] = &[
+            // available, server, client, no_pin, external => server, client
+            ("0-1", None, None, false, false, Some("0"), Some("1")),
+            ("0-3", None, None, false, false, Some("0-1"), Some("2-3")),
+            ("0-2", None, None, false, false, Some("0"), Some("1-2")),
+            (
+                "2,5,7,9",
+                None,
+                None,
+                false,
+                false,
+                Some("2,5"),
+                Some("7,9"),
+            ),
+            // One CPU: nothing to split.
+            ("0", None, None, false, false, None, None),
+            ("3", None, None, false, false, None, None),
+            // --no-pin, and a server the bench did not start.
+            ("0-3", None, None, true, false, None, None),
+            ("0-3", None, None, false, true, None, None),
+            // One side given: the other gets what it leaves, if anything.
+            ("0-3", Some("0"), None, false, false, Some("0"), Some("1-3")),
+            ("0-3", None, Some("3"), false, false, Some("0-2"), Some("3")),
+            ("0-1", Some("0-1"), None, false, false, Some("0-1"), None),
+            (
+                "0-3",
+                None,
+                Some("1"),
+                false,
+                true,
+                Some("0,2-3"),
+                Some("1"),
+            ),
+            // Both given: as given.
+            (
+                "0-3",
+                Some("1"),
+                Some("1"),
+                false,
+                false,
+                Some("1"),
+                Some("1"),
+            ),
+        ];
+        for &(available, server, client, no_pin, external, want_server, want_client) in cases {
+            let mut pinning = Pinning {
+                server_cpus: server.map(|s| s.parse().unwrap()),
+                client_cpus: client.map(|s| s.parse().unwrap()),
+                no_pin,
+            };
+            pinning.resolve(&available.parse().unwrap(), external);
+            let got = (
+                pinning.server_cpus.as_ref().map(CpuList::to_string),
+                pinning.client_cpus.as_ref().map(CpuList::to_string),
+            );
+            let want = (want_server.map(String::from), want_client.map(String::from));
+            assert_eq!(
+                got, want,
+                "{available} {server:?} {client:?} no_pin={no_pin} external={external}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_summary_says_which() {
+        let mut pinning = Pinning::default();
+        pinning.resolve(&"0-1".parse().unwrap(), false);
+        assert_eq!(pinning.summary(), "pinned: server CPU 0, bench CPU 1");
+        assert_eq!(pinning.args(), ["--server-cpus", "0", "--client-cpus", "1"]);
+        let mut pinning = Pinning::default();
+        pinning.resolve(&"0-3".parse().unwrap(), false);
+        assert_eq!(pinning.summary(), "pinned: server CPUs 0-1, bench CPUs 2-3");
+        let mut pinning = Pinning {
+            no_pin: true,
+            ..Pinning::default()
+        };
+        pinning.resolve(&"0-3".parse().unwrap(), false);
+        assert_eq!(pinning.summary(), "unpinned (--no-pin)");
+        assert_eq!(pinning.args(), ["--no-pin"]);
+        assert_eq!(pinning.server_set(), None);
+        assert_eq!(Pinning::default().summary(), "unpinned");
+        let server_only = Pinning {
+            server_cpus: Some("0".parse().unwrap()),
+            ..Pinning::default()
+        };
+        assert_eq!(
+            server_only.summary(),
+            "pinned: server CPU 0, bench unpinned"
         );
     }
 }

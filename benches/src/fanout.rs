@@ -196,7 +196,12 @@ pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
             public_done.clone(),
         )
         .await;
-    drain(&public_done, publisher.last_seq(), Duration::from_secs(5)).await;
+    drain(
+        &public_done,
+        publisher.accepted_total(),
+        Duration::from_secs(5),
+    )
+    .await;
     reset(&mut public).await?;
 
     session.ui.phase("idle window");
@@ -208,7 +213,12 @@ pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
             public_done.clone(),
         )
         .await;
-    let idle_drained = drain(&public_done, publisher.last_seq(), Duration::from_secs(10)).await;
+    let idle_drained = drain(
+        &public_done,
+        publisher.accepted_total(),
+        Duration::from_secs(10),
+    )
+    .await;
     let idle = public.report(Command::Report { published: None }).await?;
     reset(&mut public).await?;
 
@@ -244,7 +254,12 @@ pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
     let usage = after?.since(&before);
     let rss_peak = peak.await.unwrap_or(0).max(before.rss);
     session.ui.phase("draining the public channel");
-    let during_drained = drain(&public_done, publisher.last_seq(), Duration::from_secs(10)).await;
+    let during_drained = drain(
+        &public_done,
+        publisher.accepted_total(),
+        Duration::from_secs(10),
+    )
+    .await;
     let during = public.report(Command::Report { published: None }).await?;
     let counters_after = counters(&addrs).await;
 

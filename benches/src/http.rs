@@ -22,6 +22,15 @@ pub struct HttpConn {
     buffer: Vec<u8>,
 }
 
+/// An answer: its status, its body, and the one header a publisher acts on.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Response {
+    pub status: u16,
+    /// `Retry-After`, as sent, if any: with a `503`, the server's pushback.
+    pub retry_after: Option<String>,
+    pub body: Vec<u8>,
+}
+
 /// A URL split into what the client needs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Url {
@@ -74,6 +83,18 @@ impl HttpConn {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> anyhow::Result<(u16, Vec<u8>)> {
+        let response = self.send(method, path, headers, body).await?;
+        Ok((response.status, response.body))
+    }
+
+    /// [`HttpConn::request_with`], answering with `Retry-After` too.
+    pub async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> anyhow::Result<Response> {
         // A keep-alive connection the server closed in the meantime fails on
         // first use; one retry on a fresh connection covers that.
         let reused = self.stream.is_some();
@@ -92,7 +113,7 @@ impl HttpConn {
         path: &str,
         headers: &[(&str, &str)],
         body: &[u8],
-    ) -> anyhow::Result<(u16, Vec<u8>)> {
+    ) -> anyhow::Result<Response> {
         if self.stream.is_none() {
             let stream = TcpStream::connect(&self.authority)
                 .await
@@ -120,28 +141,29 @@ impl HttpConn {
         result
     }
 
-    async fn exchange(&mut self, request: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+    async fn exchange(&mut self, request: &[u8]) -> anyhow::Result<Response> {
         let Some(stream) = self.stream.as_mut() else {
             bail!("not connected");
         };
         stream.write_all(request).await?;
         // Read until the head is complete.
-        let (status, head_len, length, chunked, close) = loop {
+        let (status, head_len, length, chunked, close, retry_after) = loop {
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut response = httparse::Response::new(&mut headers);
             if let httparse::Status::Complete(len) = response.parse(&self.buffer)? {
                 let status = response.code.unwrap_or(0);
-                let header = |name: &str| {
+                let raw = |name: &str| {
                     response
                         .headers
                         .iter()
                         .find(|h| h.name.eq_ignore_ascii_case(name))
-                        .map(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase())
+                        .map(|h| String::from_utf8_lossy(h.value).trim().to_string())
                 };
+                let header = |name: &str| raw(name).map(|v| v.to_ascii_lowercase());
                 let length = header("content-length").and_then(|v| v.trim().parse().ok());
                 let chunked = header("transfer-encoding").is_some_and(|v| v.contains("chunked"));
                 let close = header("connection").is_some_and(|v| v.contains("close"));
-                break (status, len, length, chunked, close);
+                break (status, len, length, chunked, close, raw("retry-after"));
             }
             read_more(stream, &mut self.buffer).await?;
         };
@@ -167,7 +189,11 @@ impl HttpConn {
         if close {
             self.stream = None;
         }
-        Ok((status, body))
+        Ok(Response {
+            status,
+            retry_after,
+            body,
+        })
     }
 }
 

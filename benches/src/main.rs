@@ -19,6 +19,8 @@
 //! `report` runs the set behind `docs/benchmarks.md` and rewrites it.
 //! Connections are held by worker processes (this binary re-executed as
 //! `herald-bench worker`), so that a run can pass one process' open-files limit.
+//! On 2 CPUs or more, servers and bench run pinned to CPUs of their own by
+//! default (`cpus`); `--no-pin` turns that off.
 
 mod broadcast;
 mod client;
@@ -115,6 +117,24 @@ impl Scenario {
         }
     }
 
+    /// The CPU pinning options, to resolve and apply before the runtime starts.
+    fn pinning_mut(&mut self) -> &mut cpus::Pinning {
+        match self {
+            Scenario::Sites(a) => &mut a.pinning,
+            Scenario::Soak(a) => &mut a.pinning,
+            Scenario::Idle(a) => &mut a.common.target.pinning,
+            Scenario::Broadcast(a) => &mut a.common.target.pinning,
+            Scenario::Channels(a) => &mut a.common.target.pinning,
+            Scenario::Reconnect(a) => &mut a.common.target.pinning,
+            Scenario::Fanout(a) => &mut a.common.target.pinning,
+        }
+    }
+
+    /// Whether the server is one the bench did not start (`--addr`).
+    fn external(&self) -> bool {
+        self.common().is_some_and(|c| c.target.addr.is_some())
+    }
+
     /// The CPU pinning options; every scenario has them.
     fn pinning(&self) -> &cpus::Pinning {
         match self {
@@ -139,8 +159,15 @@ impl Scenario {
         }
     }
 
-    /// Runs the scenario once, against `preset` if given, within its time limit.
+    /// Runs the scenario once, against `preset` if given, within its time
+    /// limit; the result says how it was pinned.
     pub async fn run(&self, preset: Option<Preset>) -> anyhow::Result<RunResult> {
+        let mut result = self.run_once(preset).await?;
+        result.cpus = self.pinning().summary();
+        Ok(result)
+    }
+
+    async fn run_once(&self, preset: Option<Preset>) -> anyhow::Result<RunResult> {
         if let Scenario::Sites(args) = self {
             if preset == Some(Preset::Nchan) {
                 anyhow::bail!("the sites scenario measures Herald alone: Nchan has no sites");
@@ -198,15 +225,18 @@ pub fn now_us() -> u64 {
 fn main() -> ExitCode {
     // Every client connection is a file descriptor.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     // Before the runtime starts: its threads, and the worker processes they
     // spawn, inherit the CPUs of the thread that builds it.
-    let pinning = match &cli.command {
-        Cmd::Scenario(scenario) | Cmd::Compare { scenario } => Some(scenario.pinning()),
-        Cmd::Report(args) => Some(&args.pinning),
+    let pinning = match &mut cli.command {
+        Cmd::Scenario(scenario) | Cmd::Compare { scenario } => {
+            let external = scenario.external();
+            Some((scenario.pinning_mut(), external))
+        }
+        Cmd::Report(args) => Some((&mut args.pinning, false)),
         Cmd::Worker { .. } => None,
     };
-    if let Some(Err(error)) = pinning.map(cpus::Pinning::pin_bench) {
+    if let Some(Err(error)) = pinning.map(|(pinning, external)| pinning.pin_bench(external)) {
         eprintln!("herald-bench: {error:#}");
         return ExitCode::from(2);
     }

@@ -15,6 +15,10 @@ pub struct RunResult {
     pub target: String,
     /// What was run, in words ("10000 ws subscribers, 5 msg/s").
     pub setup: String,
+    /// How servers and bench were pinned to CPUs ("pinned: server CPU 0,
+    /// bench CPU 1", "unpinned"); empty in results written before it existed.
+    #[serde(default)]
+    pub cpus: String,
     pub figures: Vec<Figure>,
     /// `(open connections, server RSS bytes)` while connecting.
     pub rss_curve: Vec<(u64, u64)>,
@@ -83,8 +87,11 @@ impl RunResult {
     /// A Markdown table of the figures.
     pub fn markdown(&self) -> String {
         let mut out = format!(
-            "### {} — {} ({})\n\n| figure | value |\n|---|---|\n",
-            self.scenario, self.target, self.setup
+            "### {} — {} ({})\n\n{}| figure | value |\n|---|---|\n",
+            self.scenario,
+            self.target,
+            self.setup,
+            cpus_line(&self.cpus)
         );
         for f in &self.figures {
             let _ = writeln!(out, "| {} | {} |", f.label, with_unit(f.value, &f.unit));
@@ -110,8 +117,13 @@ pub fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
 
 /// Herald and Nchan side by side, with the ratio Herald / Nchan.
 pub fn comparison(herald: &RunResult, nchan: &RunResult) -> String {
+    let cpus = if herald.cpus == nchan.cpus {
+        cpus_line(&herald.cpus)
+    } else {
+        cpus_line(&format!("herald {}; nchan {}", herald.cpus, nchan.cpus))
+    };
     let mut out = format!(
-        "### {} — herald vs nchan ({})\n\n| figure | herald | nchan | herald / nchan |\n|---|---|---|---|\n",
+        "### {} — herald vs nchan ({})\n\n{cpus}| figure | herald | nchan | herald / nchan |\n|---|---|---|---|\n",
         herald.scenario, herald.setup
     );
     for f in &herald.figures {
@@ -126,6 +138,15 @@ pub fn comparison(herald: &RunResult, nchan: &RunResult) -> String {
         );
     }
     out
+}
+
+/// The pinning as a line before a table: "CPUs: pinned: server CPU 0, bench CPU 1".
+fn cpus_line(cpus: &str) -> String {
+    if cpus.is_empty() {
+        String::new()
+    } else {
+        format!("CPUs: {cpus}.\n\n")
+    }
 }
 
 /// A number for a table: three significant digits, no trailing noise.
@@ -183,6 +204,18 @@ mod tests {
         b.add("cpu", "CPU", "s", 8.0);
         let table = comparison(&a, &b);
         assert!(table.contains("| CPU | 2 s | 8 s | 0.250× |"), "{table}");
+        assert!(!table.contains("CPUs:"), "{table}");
+        a.cpus = "pinned: server CPU 0, bench CPU 1".into();
+        b.cpus = a.cpus.clone();
+        let table = comparison(&a, &b);
+        assert!(
+            table.contains("\n\nCPUs: pinned: server CPU 0, bench CPU 1.\n\n| figure |"),
+            "{table}"
+        );
+        assert!(
+            a.markdown()
+                .contains("CPUs: pinned: server CPU 0, bench CPU 1.\n")
+        );
         assert!(table.contains("| only in a | 1 | – | – |"), "{table}");
     }
 }

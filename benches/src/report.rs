@@ -4,6 +4,7 @@
 //! it) and its plots under `docs/img/`.
 
 mod fanout;
+mod saturation;
 
 use std::{
     fmt::Write as _,
@@ -184,9 +185,9 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     }
     let sites = measure_sites(args).await?;
     let timelines = fanout::measure(args).await?;
-    let mut broadcast = Vec::new();
-    for (subscribers, rates) in [(1_000, ["10", "100", ""]), (10_000, ["1", "10", ""])] {
-        for rate in rates {
+    let mut rates = Vec::new();
+    for (subscribers, rates_of) in [(1_000, ["10", "100", ""]), (10_000, ["1", "10", ""])] {
+        for rate in rates_of {
             let rate = if rate.is_empty() {
                 String::new()
             } else {
@@ -196,9 +197,12 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
                 "broadcast --subscribers {}{rate} --duration {duration} --warmup {warmup}",
                 scale(subscribers)
             );
-            broadcast.push(measure(args, words(&command)).await?);
+            rates.push(measure(args, words(&command)).await?);
         }
     }
+    let saturation =
+        saturation::measure_all(args, scale(10_000), duration as u64, warmup as u64).await?;
+    let broadcast = Broadcast { rates, saturation };
 
     let img = args.docs.join("img");
     std::fs::create_dir_all(&img)?;
@@ -213,8 +217,8 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         largest,
         Plot::Rss,
     )?;
-    let light = &broadcast[3];
-    let saturated = &broadcast[5];
+    let light = &broadcast.rates[3];
+    let saturated = &broadcast.rates[5];
     plot_pair(
         &img.join("broadcast-latency-light.svg"),
         &format!("Latency, {}", light.herald.setup),
@@ -229,7 +233,9 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     )?;
     let all: Vec<[&RunResult; 2]> = idle
         .iter()
-        .chain(&broadcast)
+        .chain(&broadcast.rates)
+        .chain(&broadcast.saturation.rows)
+        .chain(&broadcast.saturation.unpinned)
         .map(|r| [&r.herald, &r.nchan])
         .collect();
     write_json(&img.join("results.json"), &all)?;
@@ -337,6 +343,13 @@ fn cells(row: &Row, keys: &[(&str, &str)]) -> [String; 3] {
     [line(&row.herald), line(&row.nchan), ratios]
 }
 
+/// The broadcast runs: at fixed rates and window saturation, and with
+/// publish calls in flight.
+struct Broadcast {
+    rates: Vec<Row>,
+    saturation: saturation::Saturation,
+}
+
 /// A Herald-only idle run: what it measured, its command, its result.
 type Variant = (&'static str, String, RunResult);
 
@@ -351,12 +364,20 @@ async fn page(
     args: &Args,
     idle: &[Row],
     variants: &[Variant],
-    broadcast: &[Row],
+    broadcast: &Broadcast,
     redis: &[Variant],
     sites: &Variant,
     timelines: &[Variant],
 ) -> String {
     let machine = machine().await;
+    let cpus = if broadcast.saturation.unpinned.is_some() {
+        format!(
+            "{}, in every table but the one marked unpinned",
+            args.pinning.summary()
+        )
+    } else {
+        args.pinning.summary()
+    };
     let mut out = String::new();
     let _ = write!(
         out,
@@ -368,7 +389,7 @@ async fn page(
          This page is generated: after the README set-up (`scripts/install-test-deps.sh` installs \
          nginx and Nchan), run\n\n\
          ```sh\nbenches/run-all.sh        # cargo build --release -p api -p herald-bench && target/release/herald-bench report\n```\n\n\
-         It takes about 14 minutes and rewrites this page, its plots in `docs/img/` and the raw \
+         It takes about 18 minutes and rewrites this page, its plots in `docs/img/` and the raw \
          results in `docs/img/results.json`.{}\n\n",
         if args.quick {
             "\n\n**This copy came from `--quick`: a tenth of the connections and short phases. \
@@ -379,7 +400,8 @@ async fn page(
     );
     let _ = write!(
         out,
-        "## Machine\n\n{machine}\n\
+        "## Machine\n\n{machine}- CPUs: {cpus} (see [How the figures are \
+         measured](#how-the-figures-are-measured)).\n\n\
          The machine is **shared**: the 2 cores run the server, the load generator (its worker \
          processes parse every message they receive) and, during this run, other work on the \
          same machine. Absolute figures are therefore pessimistic and vary by some 10–20 % from \
@@ -461,7 +483,7 @@ async fn page(
          | subscribers, rate | target | deliveries/s | CPU-s per 1M | … user | … system | p50 | p99 | publish call p99 | deliveries per write |\n\
          |---|---|---|---|---|---|---|---|---|---|\n",
     );
-    for row in broadcast {
+    for row in &broadcast.rates {
         let n = row.herald.get("connections").unwrap_or(0.0);
         let rate = row
             .argv
@@ -495,12 +517,13 @@ async fn page(
          `herald_messages_delivered_total` / `herald_socket_writes_total` on `/metrics`, which \
          `herald-bench` reports as \"deliveries per socket write (Herald metrics)\".\n\n```sh\n"
     );
-    for row in broadcast {
+    for row in &broadcast.rates {
         let _ = writeln!(out, "target/release/herald-bench {}", row.argv.join(" "));
     }
-    out.push_str("```\n\nMore figures of each run (p90, p99.9, publish-call percentiles, messages missing, server CPU share) are in `docs/img/results.json`.\n");
+    out.push_str("```\n\nMore figures of each run (p90, p99.9, publish-call percentiles, messages missing, server CPU share) are in `docs/img/results.json`.\n\n");
+    out.push_str(&saturation::section(&broadcast.saturation, &args.pinning));
     out.push_str(
-        "\n## Herald on Redis\n\n\
+        "## Herald on Redis\n\n\
          Herald alone (Nchan has no counterpart): `--redis` makes the bench start a Redis of its \
          own (no persistence) and run every Herald node on the Redis engine; `--nodes N` spreads \
          the subscribers over N nodes, and the publisher goes to the first. Redis' RSS and CPU \
@@ -731,8 +754,8 @@ const METHOD: &str = "
 - **Latency.** Each payload carries the publisher's clock in µs; the receiving worker records
   `now − sent` in an HDR histogram (3 significant digits); workers' histograms are merged exactly.
 - **Publish call.** The time from writing the publish request to reading the whole answer, on
-  keep-alive connections (4 at once). Herald answers once the message is in history and queued;
-  Nchan answers once it has fanned the message out.
+  keep-alive connections (4 at once; N with `--in-flight N`). Herald answers once the message is
+  in history and queued; Nchan answers once it has fanned the message out.
 - **Bounds.** Every run stops by itself: phases are bounded in time and message count, each
   scenario has a hard limit (`--time-limit`, 150 s), and all traffic goes to 127.0.0.0/8.
 
@@ -757,18 +780,32 @@ target/release/herald-bench channels --users 10000 --rate 2000     # one channel
 target/release/herald-bench reconnect --clients 5000               # drop, resume with since, count losses
 target/release/herald-bench reconnect --clients 5000 --transport sse   # Last-Event-ID
 target/release/herald-bench compare broadcast --subscribers 1000   # Herald, then Nchan, with ratios
+target/release/herald-bench compare broadcast --subscribers 10000 --in-flight 8   # 8 publish calls in flight
 target/release/herald-bench broadcast --subscribers 1000 --json out.json --plot out/
 cargo bench -p herald-bench                                        # criterion: hub delivery, frame encoding
 ```
 
+`broadcast` and `channels` publish at `--rate R` (open loop), closed loop on delivery with
+`--window N` (at most N messages on their way to some subscriber; the default), or closed loop on
+the publish call with `--in-flight N` (N calls at once, one connection each, each starting the next
+as soon as its answer comes; what is on its way to subscribers is not limited). A `503` with
+`Retry-After` is counted as pushback, not as a failure, and that connection waits as long as it
+says (never past the phase's end).
+
 Every scenario takes `--target herald|nchan`, `--transport ws|sse`, `--workers N`, `--nodes N`
 with `--redis` (several Herald nodes on a Redis the bench starts), URL templates
 (`--ws-url`, `--sse-url`, `--publish-url`, `--publish-body`, …) to measure another server,
-`--server-cpus LIST` and `--client-cpus LIST` (taskset-style lists such as `0` or `0,2-3`) to pin
-the server's processes and the bench with its workers to CPUs of their own (`report` takes them
-too and passes them on to every run), and `--check` to fail when a connection failed or a message
-was lost. `fanout` (timeline delivery, Herald alone) also takes `--shard-affinity` to put each
-recipient on its shard's node.
+and `--check` to fail when a connection failed or a message was lost. `fanout` (timeline delivery,
+Herald alone) also takes `--shard-affinity` to put each recipient on its shard's node.
+
+**Pinned by default.** On a machine that gives it 2 CPUs or more, the bench pins the server's
+processes (each Herald node, Redis, nginx's master and workers) to the first half of its CPUs and
+itself with its worker processes to the rest: server CPU 0 and bench CPU 1 on 2 CPUs, `0-1` and
+`2-3` on 4. Each run's text report says which (`CPUs: pinned: server CPU 0, bench CPU 1.`).
+`--server-cpus LIST` and `--client-cpus LIST` (taskset-style lists such as `0` or `0,2-3`) choose
+the sets, the side not given getting the CPUs the other leaves; `--no-pin` pins nothing, as before.
+A server the bench did not start (`--addr`) is not pinned, nor is the bench then. `report` passes
+its pinning on to every run, and adds one unpinned reference run.
 ";
 
 /// The machine, in Markdown list items.
@@ -836,6 +873,7 @@ mod tests {
             pinning: Pinning {
                 server_cpus: Some("0".parse().unwrap()),
                 client_cpus: Some("1".parse().unwrap()),
+                no_pin: false,
             },
         };
         for command in [
