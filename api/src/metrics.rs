@@ -78,8 +78,9 @@ impl Metrics {
         }
         let delivery_lag_seconds = Gauge::new(
             "herald_delivery_lag_seconds",
-            "How far this node's delivery runs behind: the largest wait, over the last 128-256 ms, \
-             from a message reaching the node to a connection it woke running.",
+            "How far this node's delivery runs behind: the age of the oldest message still waiting \
+             for a delivery worker or a woken connection, or the largest wait connections \
+             reported over the last 128-256 ms, whichever is larger.",
         )?;
         registry.register(Box::new(delivery_lag_seconds.clone()))?;
         let pushback_waits = IntCounter::new(

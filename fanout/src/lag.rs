@@ -9,28 +9,33 @@
 //!
 //! What is measured, and why:
 //! - Every message is stamped when it reaches the node ([`now_ms`], in
-//!   [`crate::Message::new`]). When a delivery wakes a connection, the
-//!   connection's outbox keeps that stamp; when the connection runs, it
-//!   reports the stamp's age ([`record`]). That age is the node's backlog:
-//!   the delivery queue's wait plus the time the connection waited for a
-//!   core.
+//!   [`crate::Message::new`]). When a delivery finds a connection with
+//!   nothing pending, its outbox keeps that stamp ([`pending`]); when the
+//!   connection runs, the outbox hands the stamp back ([`ran`]). The
+//!   stamp's age then is the node's backlog as that connection saw it: the
+//!   delivery queue's wait plus the time it waited for a core.
+//! - Two readings, and the lag is the larger: the oldest stamp still
+//!   pending (in an outbox, or a message in a delivery worker's queue),
+//!   which grows the moment a backlog starts (counted per 16 ms
+//!   slot of stamps, one second of slots, in per-thread shards so that
+//!   threads do not share counters), and the largest age reported by
+//!   connections that ran in the last one to two windows of [`WINDOW_MS`]
+//!   (which also sees a backlog older than the slots reach).
 //! - A connection whose own socket is full is woken and runs like any other,
-//!   and reports only that wait: one slow client (which the outbox bound
-//!   deals with) never reads as the node lagging.
-//! - The meter keeps the largest age reported in the current window of
-//!   [`WINDOW_MS`] and in the one before, so a backlog that has drained stops
-//!   counting within two windows, and a reading is never older than that.
+//!   and reports only its wait for a core: one slow client (which the outbox
+//!   bound deals with) never reads as the node lagging.
 //! - The meter is process-wide: the backlog is the node's CPU time, which
 //!   every channel shares, so every publisher on the node is pushed back.
 //!
-//! Cost: one clock read per publish (the stamp), and one per connection run
-//! that follows a delivery wake; two atomic loads per report, and a write
-//! only when a report raises the window's maximum.
+//! Cost: one clock read per publish (the stamp) and one per connection run
+//! that follows a delivery; one uncontended atomic add when a connection
+//! gets something pending and one when it runs; reading scans the slots,
+//! at most once per millisecond.
 
 use std::{
     sync::{
         OnceLock,
-        atomic::{AtomicU32, Ordering::Relaxed},
+        atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed},
     },
     time::Instant,
 };
@@ -48,16 +53,109 @@ pub fn now_ms() -> u32 {
     elapsed.max(1)
 }
 
-/// Reports that a connection woken for a message stamped `stamp` ran now.
-pub fn record(stamp: u32) {
+/// Work stamped `stamp` is waiting: a connection got a message with nothing
+/// else pending, or a message waits for a delivery worker. It counts until
+/// [`ran`] or [`settled`] with the same stamp.
+pub fn pending(stamp: u32) {
+    PENDING.add(stamp, 1);
+}
+
+/// The connection that was [`pending`] for `stamp` ran now: no longer
+/// pending, and its wait is reported to the window meter.
+pub fn ran(stamp: u32) {
+    PENDING.add(stamp, u32::MAX);
     let now = now_ms();
     METER.record(now, now.wrapping_sub(stamp));
 }
 
-/// The node's delivery lag in milliseconds: the largest reported over the
-/// last one to two windows (0 when nothing was delivered lately).
+/// What was [`pending`] for `stamp` is no longer (a delivery worker handed
+/// the message to the hub, or a connection is gone without running).
+pub fn settled(stamp: u32) {
+    PENDING.add(stamp, u32::MAX);
+}
+
+/// The node's delivery lag in milliseconds: the age of the oldest stamp
+/// still pending, or the largest age reported over the last one to two
+/// windows, whichever is larger (0 when nothing is pending or was delivered
+/// lately).
 pub fn current_ms() -> u32 {
-    METER.read(now_ms())
+    let now = now_ms();
+    let cached = CACHED.load(Relaxed);
+    if (cached >> 32) as u32 == now {
+        return cached as u32;
+    }
+    let lag = METER.read(now).max(PENDING.oldest_age(now));
+    CACHED.store((u64::from(now) << 32) | u64::from(lag), Relaxed);
+    lag
+}
+
+/// The last reading and the millisecond it was taken, so that publishers
+/// arriving together scan the slots once.
+static CACHED: AtomicU64 = AtomicU64::new(0);
+
+static PENDING: Pending = Pending::new();
+
+/// Stamps of one slot span `1 << SLOT_SHIFT` ms.
+const SLOT_SHIFT: u32 = 4;
+/// Slots kept: a second of stamps. A stamp older than that counts in the
+/// slot of a newer one (and is seen by the window meter when it runs).
+const SLOTS: usize = 64;
+/// Counter shards; each thread adds to one, chosen on its first use.
+const SHARDS: usize = 8;
+
+/// Connections pending, by the slot of their stamp, as the difference of
+/// two wrapping counts summed over shards: exact however the adds and the
+/// subtracts are spread over threads.
+struct Pending {
+    shards: [Shard; SHARDS],
+}
+
+#[repr(align(64))]
+struct Shard {
+    slots: [AtomicU32; SLOTS],
+}
+
+impl Pending {
+    const fn new() -> Self {
+        Self {
+            shards: [const {
+                Shard {
+                    slots: [const { AtomicU32::new(0) }; SLOTS],
+                }
+            }; SHARDS],
+        }
+    }
+
+    fn add(&self, stamp: u32, delta: u32) {
+        let slot = (stamp >> SLOT_SHIFT) as usize % SLOTS;
+        self.shards[shard()].slots[slot].fetch_add(delta, Relaxed);
+    }
+
+    /// Milliseconds since the start of the oldest slot with a connection
+    /// pending; 0 when none is.
+    fn oldest_age(&self, now: u32) -> u32 {
+        let newest = now >> SLOT_SHIFT;
+        for back in (0..SLOTS as u32).rev() {
+            let slot_number = newest.wrapping_sub(back);
+            let slot = slot_number as usize % SLOTS;
+            let pending = self.shards.iter().fold(0u32, |sum, shard| {
+                sum.wrapping_add(shard.slots[slot].load(Relaxed))
+            });
+            if pending != 0 {
+                return now.wrapping_sub(slot_number << SLOT_SHIFT);
+            }
+        }
+        0
+    }
+}
+
+/// This thread's counter shard.
+fn shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Relaxed) % SHARDS;
+    }
+    SHARD.with(|shard| *shard)
 }
 
 static METER: Meter = Meter::new();
@@ -152,6 +250,40 @@ mod tests {
         let meter = Meter::new();
         meter.record(WINDOW_MS, 5u32.wrapping_sub(9));
         assert_eq!(meter.read(WINDOW_MS), 0);
+    }
+
+    #[test]
+    fn the_oldest_pending_stamp_is_the_lag_until_its_connection_runs() {
+        let pending = Pending::new();
+        let now = 1000 * WINDOW_MS;
+        assert_eq!(pending.oldest_age(now), 0);
+        let old = now - 200;
+        let newer = now - 40;
+        pending.add(old, 1);
+        pending.add(newer, 1);
+        pending.add(newer, 1);
+        // The slot's start, so at most one slot more than the stamp's age.
+        let age = pending.oldest_age(now);
+        assert!((200..200 + (1 << SLOT_SHIFT)).contains(&age), "{age}");
+        pending.add(old, u32::MAX);
+        let age = pending.oldest_age(now);
+        assert!((40..40 + (1 << SLOT_SHIFT)).contains(&age), "{age}");
+        pending.add(newer, u32::MAX);
+        pending.add(newer, u32::MAX);
+        assert_eq!(pending.oldest_age(now), 0);
+    }
+
+    #[test]
+    fn pending_counts_balance_across_threads() {
+        let pending = std::sync::Arc::new(Pending::new());
+        let stamp = 5000;
+        let adder = {
+            let pending = pending.clone();
+            std::thread::spawn(move || (0..1000).for_each(|_| pending.add(stamp, 1)))
+        };
+        adder.join().unwrap();
+        (0..1000).for_each(|_| pending.add(stamp, u32::MAX));
+        assert_eq!(pending.oldest_age(stamp + 1), 0);
     }
 
     #[test]

@@ -399,9 +399,6 @@ impl<P: Protocol> Connection<P> {
         }
         let take = self.aside.is_none() && self.out.is_empty();
         let drained = self.outbox.drain(take, cx.waker());
-        if drained.first_stamp != 0 {
-            fanout::lag::record(drained.first_stamp);
-        }
         if drained.overflowed {
             let message = "the connection fell too far behind; reconnect to resume";
             self.begin_close(CloseReason::Code(ErrorCode::SlowConsumer), message, None);

@@ -53,7 +53,9 @@ struct State {
     /// connection checks whether it may stay.
     recheck: bool,
     /// The stamp of the first message queued since the connection last
-    /// looked ([`fanout::lag`]); 0 when none.
+    /// looked; 0 when none. While set, it counts as pending work in
+    /// [`fanout::lag`], until a drain takes it (the connection ran) or the
+    /// outbox is detached or dropped.
     first_stamp: u32,
 }
 
@@ -65,9 +67,6 @@ pub(crate) struct Drained {
     pub tick: bool,
     pub shutdown: Option<Duration>,
     pub recheck: bool,
-    /// The stamp of the first message queued since the last drain (0: none):
-    /// its age is how long this connection waited to run.
-    pub first_stamp: u32,
 }
 
 impl Outbox {
@@ -87,6 +86,15 @@ impl Outbox {
     /// Takes the signals, and the queued messages if `take_items`, and
     /// registers `waker` to be woken when more arrives.
     pub fn drain(&self, take_items: bool, waker: &Waker) -> Drained {
+        let (drained, stamp) = self.drain_locked(take_items, waker);
+        if stamp != 0 {
+            fanout::lag::ran(stamp);
+        }
+        drained
+    }
+
+    /// [`Outbox::drain`] under the lock; also takes the pending stamp.
+    fn drain_locked(&self, take_items: bool, waker: &Waker) -> (Drained, u32) {
         let mut state = self.state.lock();
         match &state.waker {
             Some(existing) if existing.will_wake(waker) => {}
@@ -98,14 +106,14 @@ impl Outbox {
         } else {
             Queue::new()
         };
-        Drained {
+        let drained = Drained {
             items,
             overflowed: state.overflowed,
             tick: std::mem::take(&mut state.tick),
             shutdown: state.shutdown_ms.map(|ms| Duration::from_millis(ms.into())),
             recheck: std::mem::take(&mut state.recheck),
-            first_stamp: std::mem::take(&mut state.first_stamp),
-        }
+        };
+        (drained, std::mem::take(&mut state.first_stamp))
     }
 
     /// Takes the queued messages alone (signals stay for the next drain).
@@ -133,10 +141,16 @@ impl Outbox {
 
     /// Forgets the waker so that a finished connection is not woken again.
     pub fn detach(&self) {
-        let mut state = self.state.lock();
-        state.waker = None;
-        state.queue = Queue::new();
-        state.overflowed = true;
+        let stamp = {
+            let mut state = self.state.lock();
+            state.waker = None;
+            state.queue = Queue::new();
+            state.overflowed = true;
+            std::mem::take(&mut state.first_stamp)
+        };
+        if stamp != 0 {
+            fanout::lag::settled(stamp);
+        }
     }
 
     fn signal(&self, set: impl FnOnce(&mut State)) {
@@ -147,6 +161,15 @@ impl Outbox {
         };
         if let Some(waker) = waker {
             waker.wake();
+        }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let stamp = self.state.get_mut().first_stamp;
+        if stamp != 0 {
+            fanout::lag::settled(stamp);
         }
     }
 }
@@ -168,6 +191,7 @@ impl Subscriber for Outbox {
                 state.bytes += size;
                 if state.first_stamp == 0 {
                     state.first_stamp = message.stamp();
+                    fanout::lag::pending(state.first_stamp);
                 }
             }
             state.waker.take()

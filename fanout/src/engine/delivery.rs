@@ -11,6 +11,9 @@
 //!   has not delivered yet is in what it reads, and is deduplicated by offset.
 //! - Each queue is bounded: past [`QUEUE_LIMIT`] messages, publishers wait
 //!   (after releasing every lock) until the worker catches up.
+//! - A queued message counts as pending work in [`crate::lag`] until the
+//!   worker has handed it to the hub, so a queue that falls behind shows as
+//!   delivery lag at once.
 //! - Each queue counts what it was handed and what its worker delivered, so
 //!   that shutdown can wait until every acknowledged message reached the hub
 //!   ([`Delivery::flushed`]) before it tells clients to go.
@@ -82,6 +85,7 @@ impl Delivery {
         let queue = &self.queues[self.hasher.hash_one(message.channel.as_str()) as usize % WORKERS];
         {
             let mut items = queue.items.lock();
+            crate::lag::pending(message.stamp());
             items.push_back(message);
             queue.queued.fetch_add(1, Ordering::SeqCst);
         }
@@ -131,6 +135,7 @@ async fn run(queue: Arc<Queue>, hub: Hub) {
         let count = batch.len() as u64;
         for message in batch.drain(..) {
             hub.deliver(&message);
+            crate::lag::settled(message.stamp());
         }
         queue.delivered.fetch_add(count, Ordering::SeqCst);
         queue.caught_up.notify_waiters();

@@ -134,6 +134,7 @@ async fn past_the_wait_a_publish_is_refused_503_delivery_lagging_and_nothing_acc
         metric_value(&metrics, "herald_publish_pushback_refusals_total", &[]),
         outcome.refused.len() as f64
     );
+    lag_comes_back_to_zero(&herald).await;
     let rejected = [("reason", "delivery_lagging"), ("site", "default")];
     assert_eq!(
         metric_value(&metrics, "herald_rejections_total", &rejected),
@@ -174,4 +175,23 @@ async fn within_the_wait_a_pushed_back_publish_goes_ahead_once_delivery_catches_
         0.0
     );
     assert!(metric_value(&metrics, "herald_publish_pushback_wait_seconds_total", &[]) > 0.0);
+    lag_comes_back_to_zero(&herald).await;
+}
+
+/// Once everything is delivered, nothing is pending: the lag gauge reads 0 again (a connection
+/// counted as pending and never settled would hold it up for good).
+async fn lag_comes_back_to_zero(herald: &Herald) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = herald.metrics().await;
+        let lag = metric_value(&metrics, "herald_delivery_lag_seconds", &[]);
+        if lag == 0.0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "delivery lag still {lag} s with nothing left to deliver"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
