@@ -21,6 +21,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// The variable of `shutdown.readiness_delay_ms`, which the harness sets to 0 unless a test sets it.
 const READINESS_DELAY_VAR: &str = "HERALD_SHUTDOWN_READINESS_DELAY_MS";
 
+const PUBLISH_WAIT_VAR: &str = "HERALD_DELIVERY_MAX_PUBLISH_WAIT_MS";
+
 /// The line prefix Herald prints on stdout once its listener is bound.
 const READY_PREFIX: &str = "herald listening on http://";
 
@@ -329,6 +331,18 @@ impl HeraldBuilder {
                 .is_some_and(|toml| toml.contains("readiness_delay_ms"));
         if !delay_set {
             command.env(READINESS_DELAY_VAR, "0");
+        }
+        // Delivery lag is bounded as by default (`delivery.max_lag_ms`), but a
+        // publish pushed back waits up to a minute rather than a second before
+        // 503: a test publishing in bursts on a loaded machine is slowed, not
+        // refused. The tests of pushback set their own wait.
+        let wait_set = self.envs.contains_key(PUBLISH_WAIT_VAR)
+            || self
+                .config_toml
+                .as_deref()
+                .is_some_and(|toml| toml.contains("max_publish_wait_ms"));
+        if !wait_set {
+            command.env(PUBLISH_WAIT_VAR, "60000");
         }
         if !self.no_listen_flag {
             command
