@@ -122,6 +122,12 @@ pub struct ListenerConfig {
     pub max_pending: usize,
     /// How long a new connection may take to send its request head.
     pub header_timeout: Duration,
+    /// Whether the main listener sets `SO_REUSEPORT`, so that several
+    /// Herald processes on one machine share its port and the kernel
+    /// spreads new connections over them: one process holds fewer sockets
+    /// than its open-files limit allows, a machine holds more. Only with a
+    /// shared engine (Redis), which validation checks.
+    pub reuseport: bool,
 }
 
 /// The bound on delivery lag ([`fanout::lag`]) and how publishers feel it.

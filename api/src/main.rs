@@ -43,6 +43,10 @@ struct Cli {
     /// address other than loopback (also HERALD_PUBLISH_ALLOW_DEV_SITE_ON_NETWORK).
     #[arg(long)]
     allow_dev_site_on_network: bool,
+    /// Share the listening port with other herald processes (SO_REUSEPORT);
+    /// needs the redis engine (also HERALD_LISTENER_REUSEPORT).
+    #[arg(long)]
+    reuseport: bool,
     /// Validate the configuration and exit.
     #[arg(long)]
     check_config: bool,
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
         redis_url: cli.redis_url,
         metrics_listen: cli.metrics_listen,
         allow_dev_site_on_network: cli.allow_dev_site_on_network,
+        reuseport: cli.reuseport,
     };
     let config = match config::load(&overrides, env()) {
         Ok(config) => config,

@@ -123,11 +123,13 @@ impl Server {
             sites,
         );
 
-        let listener = tcp::listen(config.listen)
+        let listener = tcp::listen(config.listen, config.listener.reuseport)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
+        // Each process keeps a metrics listener of its own: a scrape through
+        // a shared port would reach whichever process the kernel picked.
         let metrics_listener = match config.metrics.listen {
             Some(addr) => Some(
-                tcp::listen(addr)
+                tcp::listen(addr, false)
                     .with_context(|| format!("cannot listen on {addr} (metrics.listen)"))?,
             ),
             None => None,
@@ -366,6 +368,20 @@ fn log_start(config: &Config, addr: SocketAddr, dev_site: bool, sites: usize) {
         sites,
         "herald started"
     );
+    if config.listener.reuseport {
+        tracing::info!(
+            listen = %addr,
+            "listener.reuseport: other herald processes may listen on this port too, and the \
+             kernel spreads new connections over all of them"
+        );
+        if config.metrics.listen.is_none() {
+            tracing::warn!(
+                "listener.reuseport without metrics.listen: /metrics on the shared port answers \
+                 for whichever process the kernel picked; give each process a metrics.listen \
+                 address of its own"
+            );
+        }
+    }
     if dev_site {
         let networks: Vec<String> = config
             .publish

@@ -21,7 +21,7 @@ use crate::{
     process,
     publisher::{Channels, Pace, Publisher},
     scenario::{Common, Session, describe},
-    stats::{cpu_per_million, ratio},
+    stats::{bytes_per_connection, cpu_per_million, ratio},
     worker::Command,
 };
 
@@ -163,6 +163,7 @@ async fn deliver(
     let channel = shared.then(String::new);
     let mut session = Session::open(common, scenario, count, channel, false).await?;
     let mut result = RunResult::new(scenario, session.running.preset.name(), setup);
+    let per_node = session.connections_per_node().await;
     let templates = session.running.templates.clone();
     let channels = if shared {
         Channels::Shared(templates.shared_channel.clone())
@@ -224,6 +225,31 @@ async fn deliver(
         published.accepted
     };
     session.add_connection_figures(&mut result, count);
+    // The servers' RSS (every node, and Redis) once the last connection
+    // step opened, against before the first: memory per subscriber.
+    let connected_rss = session.rss_curve.last().map_or(0, |&(_, rss)| rss);
+    result.add(
+        "bytes_per_conn",
+        "server RSS per connection, all open",
+        "B",
+        bytes_per_connection(session.before.rss, connected_rss, session.connected),
+    );
+    if per_node.len() > 1 {
+        let fewest = per_node.iter().copied().fold(f64::INFINITY, f64::min);
+        let most = per_node.iter().copied().fold(0.0, f64::max);
+        result.add(
+            "node_conns_min",
+            "connections on the least loaded node",
+            "",
+            fewest,
+        );
+        result.add(
+            "node_conns_max",
+            "connections on the most loaded node",
+            "",
+            most,
+        );
+    }
     result.add(
         "closed",
         "connections closed by the server",

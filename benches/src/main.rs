@@ -30,6 +30,7 @@ mod fanout;
 mod fleet;
 mod http;
 mod idle;
+mod kernel;
 mod nchan;
 mod outcome;
 mod plot;

@@ -10,6 +10,7 @@ use crate::{
     client::{self, Resume, Transport},
     fleet::Fleet,
     http::{HttpConn, metric_sum},
+    kernel::Kernel,
     outcome::RunResult,
     process::{self, Sample},
     target::{Preset, Running, TargetArgs},
@@ -60,6 +61,10 @@ pub struct Session {
     pub before: Sample,
     /// `(open connections, server RSS)` sampled while connecting.
     pub rss_curve: Vec<(u64, u64)>,
+    /// The kernel's socket figures at `before`, and once every connection
+    /// opened: connections cost the kernel memory no RSS shows.
+    pub kernel_before: Kernel,
+    pub kernel_after: Kernel,
     /// Connections that opened.
     pub connected: u64,
     pub connect_seconds: f64,
@@ -124,6 +129,7 @@ impl Session {
         drop(warm);
         tokio::time::sleep(Duration::from_secs(1)).await;
         let before = process::sample(&running.pids)?;
+        let kernel_before = Kernel::sample();
 
         let spec = Spec {
             worker: 0,
@@ -146,8 +152,11 @@ impl Session {
         let started = std::time::Instant::now();
         let mut rss_curve = vec![(0, before.rss)];
         let pids = running.pids.clone();
+        // At least two minutes, and longer for runs past 30k connections,
+        // which a loaded machine opens at a few hundred per second.
+        let connect_limit = Duration::from_secs((count as u64 / 250).max(120));
         let progress = fleet
-            .connect(common.steps, Duration::from_secs(120), async |p| {
+            .connect(common.steps, connect_limit, async |p| {
                 ui.set_connected(p.connected);
                 // A moment for the server to finish what the step started.
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -157,6 +166,7 @@ impl Session {
             })
             .await?;
         let connect_seconds = started.elapsed().as_secs_f64();
+        let kernel_after = Kernel::sample();
         ui.watch(fleet.monitor(), running.pids.clone());
         Ok(Session {
             running,
@@ -164,6 +174,8 @@ impl Session {
             ui,
             before,
             rss_curve,
+            kernel_before,
+            kernel_after,
             connected: progress.connected,
             connect_seconds,
         })
@@ -176,7 +188,7 @@ impl Session {
         }
         let mut delivered = 0.0;
         let mut writes = 0.0;
-        for addr in &self.running.addrs {
+        for addr in &self.running.metrics_addrs {
             let mut conn = HttpConn::new(addr);
             let (_, body) = conn.request("GET", "/metrics", b"").await.ok()?;
             let page = String::from_utf8_lossy(&body);
@@ -184,6 +196,23 @@ impl Session {
             writes += metric_sum(&page, "herald_socket_writes_total")?;
         }
         Some((delivered, writes))
+    }
+
+    /// Open connections on each Herald node, from its own `/metrics`: how
+    /// the kernel spread them over nodes sharing a port. Empty for Nchan.
+    pub async fn connections_per_node(&self) -> Vec<f64> {
+        let mut counts = Vec::new();
+        if self.running.preset != Preset::Herald {
+            return counts;
+        }
+        for addr in &self.running.metrics_addrs {
+            let mut conn = HttpConn::new(addr);
+            if let Ok((_, body)) = conn.request("GET", "/metrics", b"").await {
+                let page = String::from_utf8_lossy(&body);
+                counts.extend(metric_sum(&page, "herald_connections"));
+            }
+        }
+        counts
     }
 
     /// Adds the connection figures every scenario reports.
@@ -200,6 +229,44 @@ impl Session {
         if failed > 0 {
             result.ok = false;
         }
+        self.add_kernel_figures(result);
+    }
+
+    /// What the open connections cost the kernel: machine-wide figures, so
+    /// both ends of each loopback connection, and anything else running.
+    fn add_kernel_figures(&self, result: &mut RunResult) {
+        let (before, after) = (&self.kernel_before, &self.kernel_after);
+        let per = after.per_connection(before, self.connected);
+        result.add(
+            "tcp_sockets",
+            "TCP sockets in use, machine-wide (sockstat inuse)",
+            "",
+            after.tcp_inuse as f64,
+        );
+        result.add(
+            "kernel_tcp_mem",
+            "kernel TCP buffer memory, machine-wide (sockstat mem)",
+            "MB",
+            after.tcp_mem as f64 / 1e6,
+        );
+        result.add(
+            "kernel_tcp_mem_per_conn",
+            "… growth per connection, both ends",
+            "B",
+            per.tcp_mem,
+        );
+        result.add(
+            "kernel_slab_per_conn",
+            "kernel TCP + socket-inode slab growth per connection, both ends",
+            "B",
+            per.slab,
+        );
+        result.add(
+            "kernel_slab_per_socket",
+            "kernel structures per socket (TCP, inode, file, dentry, epoll objects)",
+            "B",
+            after.slab_bytes_per_socket().map(|b| b as f64),
+        );
     }
 
     /// Stops the workers' display and the target.

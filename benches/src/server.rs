@@ -29,12 +29,25 @@ impl Server {
         env: &[(String, String)],
         cpus: Option<&CpuSet>,
     ) -> anyhow::Result<Server> {
+        Server::start_on(herald, config, env, cpus, "127.0.0.1:0", &[]).await
+    }
+
+    /// [`Server::start`] on `listen`, with `args` after the others.
+    pub async fn start_on(
+        herald: &Path,
+        config: Option<&Path>,
+        env: &[(String, String)],
+        cpus: Option<&CpuSet>,
+        listen: &str,
+        args: &[String],
+    ) -> anyhow::Result<Server> {
         let mut command = Command::new(herald);
         if let Some(config) = config {
             command.arg("--config").arg(config);
         }
         command
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
+            .args(args)
             .env("HERALD_LOG_LEVEL", "error")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -122,6 +122,11 @@ pub struct TargetArgs {
     /// engine (with --nodes: a cluster run). Redis' RSS and CPU count as the server's.
     #[arg(long)]
     pub redis: bool,
+    /// Start every Herald node on one port with `--reuseport` (needs --redis):
+    /// the kernel spreads the clients over the nodes, each under its own
+    /// open-files limit. Each node serves /metrics on a port of its own.
+    #[arg(long, requires = "redis")]
+    pub reuseport: bool,
     /// Where Nchan's private nginx prefix folders go.
     #[arg(long, default_value = "/tmp/herald-bench")]
     pub work_dir: PathBuf,
@@ -195,8 +200,13 @@ impl TargetArgs {
 pub struct Running {
     pub preset: Preset,
     pub templates: Templates,
-    /// One `host:port` per node; clients are spread over them.
+    /// One `host:port` per node, or the one port they share
+    /// (`--reuseport`); clients are spread over them.
     pub addrs: Vec<String>,
+    /// Where each Herald node serves `/metrics`: its own address, or with
+    /// `--reuseport` a metrics listener of its own (the shared port would
+    /// answer for whichever node the kernel picked).
+    pub metrics_addrs: Vec<String>,
     /// The processes whose RSS and CPU are sampled.
     pub pids: Vec<u32>,
     handle: Handle,
@@ -219,6 +229,7 @@ impl Running {
                 preset: args.target,
                 templates,
                 addrs: vec![addr.clone()],
+                metrics_addrs: vec![addr.clone()],
                 pids: args.server_pid.clone(),
                 handle: Handle::External,
             });
@@ -241,16 +252,34 @@ impl Running {
                 } else {
                     None
                 };
-                let mut servers = Vec::new();
+                let mut servers: Vec<Server> = Vec::new();
+                let mut metrics_addrs = Vec::new();
                 for _ in 0..args.nodes.max(1) {
-                    servers.push(Server::start(&herald, None, &env, cpus.as_ref()).await?);
+                    let server = if args.reuseport {
+                        // The first node picks the port, the others share it.
+                        let listen = servers.first().map_or("127.0.0.1:0", |s| &s.addr);
+                        let metrics = format!("127.0.0.1:{}", crate::nchan::free_port()?);
+                        let flags = ["--reuseport", "--metrics-listen", &metrics].map(String::from);
+                        metrics_addrs.push(metrics);
+                        Server::start_on(&herald, None, &env, cpus.as_ref(), listen, &flags).await?
+                    } else {
+                        let server = Server::start(&herald, None, &env, cpus.as_ref()).await?;
+                        metrics_addrs.push(server.addr.clone());
+                        server
+                    };
+                    servers.push(server);
                 }
                 let mut pids: Vec<u32> = servers.iter().map(|s| s.pid).collect();
                 pids.extend(redis.as_ref().map(|r| r.pid));
+                let mut addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
+                if args.reuseport {
+                    addrs.dedup();
+                }
                 Ok(Running {
                     preset: Preset::Herald,
                     templates,
-                    addrs: servers.iter().map(|s| s.addr.clone()).collect(),
+                    addrs,
+                    metrics_addrs,
                     pids,
                     handle: Handle::Herald(servers, redis),
                 })
@@ -261,6 +290,7 @@ impl Running {
                     preset: Preset::Nchan,
                     templates,
                     addrs: vec![nchan.addr.clone()],
+                    metrics_addrs: Vec::new(),
                     pids: nchan.pids(),
                     handle: Handle::Nchan(Box::new(nchan)),
                 })

@@ -38,6 +38,8 @@ pub(crate) struct RawTimeline {
 pub(crate) struct RawListener {
     pub max_pending: u64,
     pub header_timeout_secs: u64,
+    /// Several processes listen on one port (`SO_REUSEPORT`).
+    pub reuseport: bool,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -85,6 +87,7 @@ impl Default for RawListener {
         Self {
             max_pending: 4096,
             header_timeout_secs: 10,
+            reuseport: false,
         }
     }
 }
@@ -375,6 +378,7 @@ pub(crate) const KEYS: &[(&str, Kind)] = &[
     ("shutdown.readiness_delay_ms", Kind::Int),
     ("listener.max_pending", Kind::Int),
     ("listener.header_timeout_secs", Kind::Int),
+    ("listener.reuseport", Kind::Bool),
     ("metrics.listen", Kind::Str),
     ("timeline.shards", Kind::Int),
     ("timeline.expander_queue_per_site", Kind::Int),

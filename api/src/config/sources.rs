@@ -24,6 +24,8 @@ pub struct Overrides {
     pub metrics_listen: Option<String>,
     /// `--allow-dev-site-on-network`.
     pub allow_dev_site_on_network: bool,
+    /// `--reuseport`.
+    pub reuseport: bool,
 }
 
 /// Builds the configuration from the file, the `HERALD_*` variables in `env`
@@ -76,6 +78,9 @@ pub fn load(
             "publish.allow_dev_site_on_network",
             Value::Boolean(true),
         );
+    }
+    if overrides.reuseport {
+        set(&mut table, "listener.reuseport", Value::Boolean(true));
     }
     build(table)
 }
@@ -170,7 +175,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let sites = sites(&raw, &connection)?;
     let timeline = timeline(&raw)?;
     let shutdown = shutdown(&raw.shutdown);
-    let listener = listener(&raw.listener)?;
+    let listener = listener(&raw.listener, &engine)?;
     let delivery = DeliveryConfig {
         max_lag: Duration::from_millis(raw.delivery.max_lag_ms),
         max_publish_wait: Duration::from_millis(raw.delivery.max_publish_wait_ms),
@@ -242,8 +247,23 @@ fn dev_site_stays_local(
     Ok(())
 }
 
-fn listener(raw: &RawListener) -> Result<ListenerConfig, ConfigError> {
+fn listener(raw: &RawListener, engine: &EngineKind) -> Result<ListenerConfig, ConfigError> {
+    // Processes sharing a port on the memory engine would each have channels
+    // of their own: the kernel would spread a channel's subscribers over
+    // them, and a publish, landing on one, would reach only that one's
+    // share, with nothing to say so. Refused rather than warned about,
+    // because nothing in such a set-up works as the operator means it to.
+    if raw.reuseport && *engine == EngineKind::Memory {
+        return Err(ConfigError::new(
+            "listener.reuseport",
+            "processes sharing a port need a shared engine: on engine = \"memory\" each would \
+             have channels of its own, and a message published to one would not reach the \
+             subscribers the kernel gave to the others. Use engine = \"redis\" \
+             (--engine redis --redis-url URL) on every process",
+        ));
+    }
     Ok(ListenerConfig {
+        reuseport: raw.reuseport,
         max_pending: at_least("listener.max_pending", raw.max_pending, 1)?,
         header_timeout: Duration::from_secs(at_least(
             "listener.header_timeout_secs",
@@ -594,6 +614,14 @@ mod tests {
                 &[("HERALD_TIMELINE_EXPANDER_QUEUE_PER_SITE", "0")],
                 "timeline.expander_queue_per_site",
             ),
+            (
+                &[("HERALD_LISTENER_REUSEPORT", "true")],
+                "listener.reuseport",
+            ),
+            (
+                &[("HERALD_LISTENER_REUSEPORT", "yes")],
+                "HERALD_LISTENER_REUSEPORT",
+            ),
         ];
         for (vars, key) in cases {
             let error = load(&Overrides::default(), env(vars)).unwrap_err();
@@ -630,6 +658,31 @@ mod tests {
         for loopback in ["127.0.0.2:8080", "[::1]:8080"] {
             assert!(load(&Overrides::default(), env(&[("HERALD_LISTEN", loopback)])).is_ok());
         }
+    }
+
+    #[test]
+    fn reuseport_needs_a_shared_engine() {
+        let off = load(&Overrides::default(), env(&[])).unwrap();
+        assert!(!off.listener.reuseport, "off by default");
+        let flag = Overrides {
+            reuseport: true,
+            ..Overrides::default()
+        };
+        let error = load(&flag, env(&[])).unwrap_err();
+        assert_eq!(error.key, "listener.reuseport", "{error}");
+        assert!(error.message.contains("engine = \"redis\""), "{error}");
+        let redis = [
+            ("HERALD_ENGINE", "redis"),
+            ("HERALD_REDIS_URL", "redis://127.0.0.1:6379"),
+        ];
+        assert!(load(&flag, env(&redis)).unwrap().listener.reuseport);
+        let by_env = [redis[0], redis[1], ("HERALD_LISTENER_REUSEPORT", "1")];
+        assert!(
+            load(&Overrides::default(), env(&by_env))
+                .unwrap()
+                .listener
+                .reuseport
+        );
     }
 
     #[test]

@@ -22,7 +22,12 @@ const KEEPALIVE_PROBES: u32 = 6;
 /// Binds the listening socket with a backlog that absorbs reconnect storms:
 /// the usual 128 overflows when a few hundred clients come back at once, and
 /// each overflowed client waits a whole second for its SYN to be retried.
-pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+///
+/// With `reuseport`, `SO_REUSEPORT` is set before the bind, so that other
+/// processes (of the same user, with it set too) may bind the same address,
+/// and the kernel spreads new connections over their listeners by a hash of
+/// each connection's addresses and ports.
+pub(crate) fn listen(addr: SocketAddr, reuseport: bool) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -30,6 +35,9 @@ pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     };
     // A restarted Herald must bind its port while the old connections linger in TIME_WAIT.
     socket.set_reuseaddr(true)?;
+    if reuseport {
+        socket.set_reuseport(true)?;
+    }
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }
@@ -62,7 +70,7 @@ mod tests {
 
     #[tokio::test]
     async fn accepted_sockets_keep_alive() {
-        let listener = super::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = super::listen("127.0.0.1:0".parse().unwrap(), false).unwrap();
         let addr = listener.local_addr().unwrap();
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (stream, _) = listener.accept().await.unwrap();
@@ -70,5 +78,16 @@ mod tests {
         super::keep_alive(&stream);
         assert!(getsockopt(&stream, sockopt::KeepAlive).unwrap());
         assert_eq!(getsockopt(&stream, sockopt::TcpKeepIdle).unwrap(), 60);
+    }
+
+    #[tokio::test]
+    async fn a_port_is_shared_only_with_reuseport() {
+        let first = super::listen("127.0.0.1:0".parse().unwrap(), true).unwrap();
+        let addr = first.local_addr().unwrap();
+        assert!(getsockopt(&first, sockopt::ReusePort).unwrap());
+        let second = super::listen(addr, true).unwrap();
+        assert_eq!(second.local_addr().unwrap(), addr);
+        let error = super::listen(addr, false).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse, "{error}");
     }
 }

@@ -17,6 +17,7 @@
 //! - `lifecycle`     — one-off channels are freed when their history expires; watched ones are kept
 //! - `redis`         — the Redis engine across nodes (own `redis-server` each): fan-out once and in order, resume on another node, upstream subscriptions follow local interest, history overflow and lost history; `redis::failure`: Redis SIGKILLed and restarted (503 while down, nothing acknowledged lost), a node SIGKILLed; `redis::churn`: subscribers joining and leaving busy channels; `redis::readiness`: `/readyz` follows the upstream subscriptions (SUBSCRIBE refused, then allowed again), and a channel whose history fails delays no other; `redis::regression`: Redis coming back behind where it was starts a new epoch; `redis::matrix`: the failure matrix of docs/reliability.md (Redis killed with and without persistence, Sentinel failover to a lagging replica, Cluster primary failover, node killed, SUBSCRIBE refused), silent losses 0
 //! - `redis_cluster` — the fan-out, resume and interest cases on a three-master Redis Cluster (sharded pub/sub); lost pub/sub connections, and a master failover with replicas, after which every node delivers again on every shard
+//! - `reuseport`     — `--reuseport`: three processes on one port and one Redis, clients spread over them, one publish reaches every subscriber once; refused on the memory engine (exit 64)
 //! - `redis_sentinel` — the fan-out and resume cases with the master found through a Sentinel
 //! - `sites`         — sites and security: publish credentials (bearer, HMAC, replay), tokens and refresh, channel rules, origins, per-site limits, SIGHUP reloads and secret rotation, isolation between sites (memory and Redis), the PHP example; bodies read only after the credential (408 deadline, 503 budget, 415 JSON only), the dev site behind a proxy, replays across Redis nodes, every refusal held to the code docs/protocol.md gives it
 //! - `timelines`     — `POST /api/deliver`: one message per shard touched, each connected recipient once and nobody else (memory; three Redis nodes with 3,000 clients; a Cluster), recovery on another node, catch-up after a Redis restart or dropped subscriptions, every refusal, `Idempotency-Key` on publish and deliver, nginx's shard hash
@@ -40,6 +41,7 @@ mod redis;
 mod redis_cluster;
 mod redis_sentinel;
 mod rejections;
+mod reuseport;
 mod shutdown;
 mod sites;
 mod slow_consumer;
