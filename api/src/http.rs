@@ -10,7 +10,7 @@ mod idempotency;
 mod publish;
 mod reply;
 mod sse;
-mod upgrade;
+pub(crate) mod upgrade;
 
 use std::net::SocketAddr;
 
