@@ -11,7 +11,7 @@ mod publish;
 mod pushback;
 mod reply;
 mod sse;
-mod upgrade;
+pub(crate) mod upgrade;
 
 use std::net::SocketAddr;
 

@@ -4,6 +4,7 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
+use anyhow::Context as _;
 use api::{Server, config};
 use clap::Parser;
 
@@ -93,7 +94,13 @@ fn main() -> ExitCode {
         tokio::spawn(reload_on_hangup(server.app().clone(), overrides)?);
         // Scripts and tests wait for this exact line.
         println!("herald listening on http://{}", server.local_addr());
-        server.run(shutdown).await;
+        // The server runs on a runtime worker, not on this (the main)
+        // thread: a task spawned from a worker starts on that worker's own
+        // queue, while one spawned from here must wake a worker, a system
+        // call and a context switch for every new connection.
+        tokio::spawn(server.run(shutdown))
+            .await
+            .context("the server task panicked")?;
         anyhow::Ok(())
     });
     // Sessions cut off by the grace period must not delay the exit.

@@ -5,8 +5,9 @@
 //! - Each new connection's first bytes are peeked, not read, once the
 //!   socket is readable (`pending.rs`: no polling, a cap on connections not
 //!   yet admitted, a deadline for the request head). A request for `/sse`
-//!   goes to `push::sse` with the socket; anything else goes to hyper,
-//!   which then reads the same bytes from the socket itself.
+//!   goes to `push::sse` with the socket, and `GET /ws` to `ws.rs`, which
+//!   answers the upgrade itself; anything else goes to hyper, which then
+//!   reads the same bytes from the socket itself.
 //! - Shutdown first turns `/readyz` to 503 and keeps accepting for
 //!   `shutdown.readiness_delay_ms`, so that a load balancer stops sending
 //!   new clients before the port closes; then it stops accepting, tells
@@ -17,6 +18,7 @@
 mod metrics_listener;
 mod pending;
 mod tcp;
+mod ws;
 
 use std::{
     convert::Infallible,
@@ -272,19 +274,24 @@ async fn route(shared: Shared, stream: TcpStream, peer: SocketAddr, pending: Pen
         Ok(Err(why)) => return pending.dropped(why),
         Err(_) => return pending.dropped(Dropped::HeaderTimeout),
     };
-    tcp::keep_alive(&stream);
-    if route == Route::Sse {
-        let sessions = shared.app.sessions().clone();
-        let accepted = push::sse::accept(sessions, stream, peer, deadline).await;
-        pending.admitted();
-        if let Some(session) = accepted {
-            // The stream runs in a task of its own, so that this task's
-            // state (the handshake) is freed now.
-            tokio::spawn(session);
+    match route {
+        Route::Sse => {
+            let sessions = shared.app.sessions().clone();
+            let accepted = push::sse::accept(sessions, stream, peer, deadline).await;
+            pending.admitted();
+            if let Some(session) = accepted {
+                // The stream runs in a task of its own, so that this task's
+                // state (the handshake) is freed now.
+                tokio::spawn(session);
+            }
         }
-        return;
+        Route::Ws => {
+            // The head is read (or the deadline passed) before the place is
+            // given back; `accept` spawns the session itself.
+            ws::accept(&shared.app, stream, peer, deadline, &pending).await;
+        }
+        Route::Http => serve_http(shared, stream, peer, pending).await,
     }
-    serve_http(shared, stream, peer, pending).await;
 }
 
 /// Serves a connection with hyper until it ends, or until shutdown asks it

@@ -350,6 +350,47 @@ struct Broadcast {
     saturation: saturation::Saturation,
 }
 
+/// "New connections": the server's CPU per connection while the idle runs'
+/// connections opened (the handshake, and the subscribe), Herald beside
+/// Nchan from the same run. Runs under 5,000 connections are left out: at
+/// 10 ms per `/proc` tick their figure is mostly rounding.
+fn new_connections_section(idle: &[Row]) -> String {
+    let mut out = String::from(
+        "## New connections\n\n\
+         The server's user + system CPU from before the first connection until the last one was \
+         open, per connection, in the idle runs above: a WebSocket's handshake and `subscribe` \
+         (Herald: upgrade, `welcome`, `subscribe`, `subscribed`; Nchan: the upgrade, the channel \
+         in the URL), an SSE stream's request and first event. This is the cost that decides a \
+         reconnect storm.\n\n\
+         | connections | target | CPU per new connection | of it user | of it system |\n\
+         |---|---|---|---|---|\n",
+    );
+    for row in idle {
+        let n = row.herald.get("connections").unwrap_or(0.0);
+        if n < 5_000.0 {
+            continue;
+        }
+        let transport = if row.argv.contains(&"sse".to_string()) {
+            "SSE"
+        } else {
+            "WebSocket"
+        };
+        let [h, c, r] = cells(
+            row,
+            &[
+                ("cpu_us_per_new_conn", "µs"),
+                ("user_us_per_new_conn", "µs"),
+                ("sys_us_per_new_conn", "µs"),
+            ],
+        );
+        let _ = writeln!(out, "| {} {transport} | herald | {h} |", format_number(n));
+        let _ = writeln!(out, "| | nchan | {c} |");
+        let _ = writeln!(out, "| | **herald / nchan** | {r} |");
+    }
+    out.push('\n');
+    out
+}
+
 /// A Herald-only idle run: what it measured, its command, its result.
 type Variant = (&'static str, String, RunResult);
 
@@ -470,6 +511,8 @@ async fn page(
     }
     out.push_str("```\n\n");
     out.push_str(IDLE_CONTENTS);
+    out.push('\n');
+    out.push_str(&new_connections_section(idle));
 
     out.push_str("\n## Broadcast\n\n");
     out.push_str(

@@ -12,7 +12,7 @@ use crate::{
     http::{HttpConn, metric_sum},
     kernel::Kernel,
     outcome::RunResult,
-    process::{self, Sample},
+    process::{self, Sample, Usage},
     target::{Preset, Running, TargetArgs},
     ui::Ui,
     worker::{Spec, Users},
@@ -68,6 +68,10 @@ pub struct Session {
     /// Connections that opened.
     pub connected: u64,
     pub connect_seconds: f64,
+    /// What the server spent from `before` until every connection was open:
+    /// the cost of new connections (the handshake, and the subscribe where
+    /// the scenario's clients subscribe).
+    pub connect_usage: Usage,
 }
 
 /// Where the `herald` binary to measure is: next to this binary.
@@ -167,6 +171,7 @@ impl Session {
             .await?;
         let connect_seconds = started.elapsed().as_secs_f64();
         let kernel_after = Kernel::sample();
+        let connect_usage = process::sample(&running.pids)?.since(&before);
         ui.watch(fleet.monitor(), running.pids.clone());
         Ok(Session {
             running,
@@ -178,6 +183,7 @@ impl Session {
             kernel_after,
             connected: progress.connected,
             connect_seconds,
+            connect_usage,
         })
     }
 
@@ -230,6 +236,7 @@ impl Session {
             result.ok = false;
         }
         self.add_kernel_figures(result);
+        self.add_connect_cpu(result);
     }
 
     /// What the open connections cost the kernel: machine-wide figures, so
@@ -266,6 +273,36 @@ impl Session {
             "kernel structures per socket (TCP, inode, file, dentry, epoll objects)",
             "B",
             after.slab_bytes_per_socket().map(|b| b as f64),
+        );
+    }
+
+    /// The server's CPU per new connection while the connections opened
+    /// (`cpu_us_per_new_conn`, and its user and system parts). Each
+    /// connection's handshake (and subscribe, where the clients subscribe) is
+    /// in it; so is whatever the idle server did meanwhile, which is small
+    /// against thousands of handshakes. `/proc` counts in 10 ms ticks, so
+    /// the figure needs a few thousand connections to be worth reading.
+    pub fn add_connect_cpu(&self, result: &mut RunResult) {
+        let n = self.connected;
+        let usage = &self.connect_usage;
+        let per_conn = |seconds: f64| (n > 0).then(|| seconds * 1e6 / n as f64);
+        result.add(
+            "cpu_us_per_new_conn",
+            "server CPU per new connection",
+            "µs",
+            per_conn(usage.cpu_s()),
+        );
+        result.add(
+            "user_us_per_new_conn",
+            "… of it user",
+            "µs",
+            per_conn(usage.user_s),
+        );
+        result.add(
+            "sys_us_per_new_conn",
+            "… of it system",
+            "µs",
+            per_conn(usage.sys_s),
         );
     }
 

@@ -10,6 +10,7 @@ mod socket;
 
 use std::{net::SocketAddr, sync::Arc};
 
+use bytes::Bytes;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -29,11 +30,15 @@ use crate::{
 /// A WebSocket connection speaking protocol `P`.
 pub type WsSession<P> = Session<WsSocket, P>;
 
-/// Wraps an upgraded socket into a session, ready to be spawned.
+/// Wraps an upgraded socket into a session, ready to be spawned. The
+/// socket should have `TCP_NODELAY` (Herald's listener sets it once, on the
+/// listening socket, and every accepted socket inherits it).
 ///
 /// `read_ahead` holds bytes the HTTP server read past the handshake (a
 /// client may send its first frame right behind the request); they are
-/// replayed before anything is read from the socket.
+/// replayed before anything is read from the socket. `answer` is the
+/// handshake's answer when the caller has not written it itself: it goes
+/// out in the same write as the protocol's opening words.
 pub fn start<P: Protocol>(
     context: Context,
     stream: TcpStream,
@@ -41,6 +46,7 @@ pub fn start<P: Protocol>(
     peer: SocketAddr,
     client: Client,
     protocol: P,
+    answer: Option<Bytes>,
 ) -> WsSession<P> {
     let config = context.config();
     let max_frame_bytes = client.site().settings().limits.max_frame_bytes;
@@ -53,10 +59,12 @@ pub fn start<P: Protocol>(
         // Frames from Herald are written by the session itself (shared,
         // pre-encoded bytes); tungstenite only writes control frames.
         .write_buffer_size(0);
-    let _ = stream.set_nodelay(true);
     let socket = WsSocket::new(stream, read_ahead, ws_config);
     let outbox = Arc::new(Outbox::new(config.outbox_max_bytes));
-    let connection = Connection::new(context, outbox, client, protocol, peer);
+    let mut connection = Connection::new(context, outbox, client, protocol, peer);
+    if let Some(answer) = answer {
+        connection.out().push_front(answer);
+    }
     Session::new(socket, connection)
 }
 

@@ -26,21 +26,11 @@ pub(crate) fn native(app: &App, peer: SocketAddr, request: Request<Incoming>) ->
         Ok(accept) => accept,
         Err(answer) => return answer,
     };
-    let mut key = None;
-    let mut token = request
+    let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| push::bearer(Some(v)))
-        .map(str::to_string);
-    let query = request.uri().query().unwrap_or("");
-    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-        match &*name {
-            "key" => key = Some(value.into_owned()),
-            "token" => token = Some(value.into_owned()),
-            _ => {}
-        }
-    }
+        .and_then(|v| v.to_str().ok());
+    let (key, token) = native_credentials(authorization, request.uri().query().unwrap_or(""));
     let credentials = Credentials {
         key: key.as_deref(),
         token: token.as_deref(),
@@ -48,52 +38,131 @@ pub(crate) fn native(app: &App, peer: SocketAddr, request: Request<Incoming>) ->
     upgrade(app, peer, request, accept, credentials, NativeWs)
 }
 
-/// Checks that `request` is a WebSocket upgrade Herald takes (RFC 6455
-/// version 13, GET); answers the accept key, or the refusal to send.
+/// The `key` and `token` of a native upgrade: the query's parameters, or
+/// the bearer of `Authorization` when the query has no token.
+pub(crate) fn native_credentials(
+    authorization: Option<&str>,
+    query: &str,
+) -> (Option<String>, Option<String>) {
+    let mut key = None;
+    let mut token = push::bearer(authorization).map(str::to_string);
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*name {
+            "key" => key = Some(value.into_owned()),
+            "token" => token = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    (key, token)
+}
+
+/// What the handshake looks at in an upgrade request, however its head
+/// was parsed (by hyper, or by the listener's own path for `/ws`).
+pub(crate) struct UpgradeHead<'a> {
+    pub is_get: bool,
+    /// `Connection` has the token `upgrade`.
+    pub connection_upgrade: bool,
+    /// `Upgrade` has the token `websocket`.
+    pub upgrade_websocket: bool,
+    /// The first `Sec-WebSocket-Version`.
+    pub version: Option<&'a [u8]>,
+    /// The first `Sec-WebSocket-Key`.
+    pub key: Option<&'a [u8]>,
+}
+
+/// Why an upgrade request is not one Herald takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BadUpgrade {
+    /// Not a GET: 405 with `Allow: GET`.
+    Method,
+    /// No `Connection: upgrade` or `Upgrade: websocket`: 426.
+    NotWebSocket,
+    /// A WebSocket version other than 13: 426.
+    Version,
+    /// No `Sec-WebSocket-Key`: 400.
+    MissingKey,
+}
+
+impl BadUpgrade {
+    /// The refusal, and the header its answer carries besides the body.
+    pub(crate) fn refusal(self) -> (Refusal, Option<(header::HeaderName, &'static str)>) {
+        match self {
+            BadUpgrade::Method => (
+                Refusal::new(ErrorCode::MethodNotAllowed, "this route takes GET"),
+                Some((header::ALLOW, "GET")),
+            ),
+            BadUpgrade::NotWebSocket => (
+                Refusal::new(
+                    ErrorCode::UpgradeRequired,
+                    "this route speaks WebSocket only",
+                ),
+                Some((header::UPGRADE, "websocket")),
+            ),
+            BadUpgrade::Version => (
+                Refusal::new(
+                    ErrorCode::UpgradeRequired,
+                    "only WebSocket version 13 is supported",
+                ),
+                Some((header::SEC_WEBSOCKET_VERSION, "13")),
+            ),
+            BadUpgrade::MissingKey => (
+                Refusal::new(ErrorCode::BadRequest, "missing Sec-WebSocket-Key"),
+                None,
+            ),
+        }
+    }
+}
+
+/// Checks that an upgrade is one Herald takes (RFC 6455 version 13, GET),
+/// and answers its `Sec-WebSocket-Accept` value.
+pub(crate) fn check(head: &UpgradeHead<'_>) -> Result<String, BadUpgrade> {
+    if !head.is_get {
+        return Err(BadUpgrade::Method);
+    }
+    if !head.connection_upgrade || !head.upgrade_websocket {
+        return Err(BadUpgrade::NotWebSocket);
+    }
+    if head.version != Some(b"13") {
+        return Err(BadUpgrade::Version);
+    }
+    let key = head.key.ok_or(BadUpgrade::MissingKey)?;
+    Ok(derive_accept_key(key))
+}
+
+/// Checks that `request` is a WebSocket upgrade Herald takes ([`check`]);
+/// answers the accept key, or the refusal to send.
 // The refusal is a whole answer, moved once on a path that ends the
 // request; boxing it would only add an allocation.
 #[allow(clippy::result_large_err)]
 pub(crate) fn handshake(request: &Request<Incoming>) -> Result<AcceptKey, Response<Body>> {
-    if request.method() != Method::GET {
-        return Err(reply::method_not_allowed("GET"));
-    }
     let headers = request.headers();
-    if !has_token(headers, header::CONNECTION, "upgrade")
-        || !has_token(headers, header::UPGRADE, "websocket")
-    {
-        let mut answer = reply::refuse(
-            ErrorCode::UpgradeRequired,
-            "this route speaks WebSocket only",
-        );
-        answer
-            .headers_mut()
-            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        return Err(answer);
-    }
-    if headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .map(HeaderValue::as_bytes)
-        != Some(b"13")
-    {
-        let mut answer = reply::refuse(
-            ErrorCode::UpgradeRequired,
-            "only WebSocket version 13 is supported",
-        );
-        answer.headers_mut().insert(
-            header::SEC_WEBSOCKET_VERSION,
-            HeaderValue::from_static("13"),
-        );
-        return Err(answer);
-    }
-    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
-        return Err(reply::refuse(
-            ErrorCode::BadRequest,
-            "missing Sec-WebSocket-Key",
-        ));
+    let head = UpgradeHead {
+        is_get: request.method() == Method::GET,
+        connection_upgrade: has_token(headers, header::CONNECTION, "upgrade"),
+        upgrade_websocket: has_token(headers, header::UPGRADE, "websocket"),
+        version: headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .map(HeaderValue::as_bytes),
+        key: headers
+            .get(header::SEC_WEBSOCKET_KEY)
+            .map(HeaderValue::as_bytes),
     };
-    HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
-        .map(AcceptKey)
-        .map_err(|_| reply::refuse(ErrorCode::BadRequest, "bad Sec-WebSocket-Key"))
+    match check(&head) {
+        // The accept key is base64, always a valid header value.
+        Ok(accept) => HeaderValue::from_str(&accept)
+            .map(AcceptKey)
+            .map_err(|_| reply::refuse(ErrorCode::BadRequest, "bad Sec-WebSocket-Key")),
+        Err(bad) => {
+            let (refusal, header) = bad.refusal();
+            let mut answer = reply::refusal(&refusal);
+            if let Some((name, value)) = header {
+                answer
+                    .headers_mut()
+                    .insert(name, HeaderValue::from_static(value));
+            }
+            Err(answer)
+        }
+    }
 }
 
 /// What names the site and the user of a connection.
@@ -119,26 +188,11 @@ pub(crate) fn upgrade<P: Protocol>(
         .headers()
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok());
-    let admitted = push::admit(
-        app.sessions(),
-        &ConnectRequest {
-            key: credentials.key,
-            token: credentials.token,
-            origin,
-            ip: Some(peer.ip().to_canonical()),
-            proxied: push::is_proxied(|name| request.headers().contains_key(name)),
-        },
-    );
-    // Neither a page from a foreign origin nor anyone behind a proxy in
-    // front of the dev site gets an upgraded socket at all.
-    if let Err(refusal) = &admitted
-        && matches!(
-            refusal.code,
-            ErrorCode::OriginNotAllowed | ErrorCode::ProxiedDevSite
-        )
-    {
-        return reply::refusal(refusal);
-    }
+    let proxied = push::is_proxied(|name| request.headers().contains_key(name));
+    let admitted = match admit(app, peer, &credentials, origin, proxied) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return reply::refusal(&refusal),
+    };
     let on_upgrade = hyper::upgrade::on(&mut request);
     let context = app.sessions().clone();
     tokio::spawn(async move {
@@ -153,6 +207,43 @@ pub(crate) fn upgrade<P: Protocol>(
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept.0);
     response
+}
+
+/// Admission for an upgrade. `Err`: answer this refusal over HTTP and
+/// upgrade nothing, because neither a page from a foreign origin nor anyone
+/// behind a proxy in front of the dev site gets an upgraded socket at all.
+/// `Ok(Err)`: upgrade, then close with the refusal's code.
+// As in `handshake`, the refusal ends the request; boxing it would only
+// add an allocation.
+#[allow(clippy::result_large_err)]
+pub(crate) fn admit(
+    app: &App,
+    peer: SocketAddr,
+    credentials: &Credentials<'_>,
+    origin: Option<&str>,
+    proxied: bool,
+) -> Result<Result<Client, Refusal>, Refusal> {
+    let admitted = push::admit(
+        app.sessions(),
+        &ConnectRequest {
+            key: credentials.key,
+            token: credentials.token,
+            origin,
+            ip: Some(peer.ip().to_canonical()),
+            proxied,
+        },
+    );
+    match admitted {
+        Err(refusal)
+            if matches!(
+                refusal.code,
+                ErrorCode::OriginNotAllowed | ErrorCode::ProxiedDevSite
+            ) =>
+        {
+            Err(refusal)
+        }
+        admitted => Ok(admitted),
+    }
 }
 
 /// The socket under a finished upgrade, and the bytes hyper read past the
@@ -187,7 +278,8 @@ async fn run<P: Protocol>(
 ) {
     match admitted {
         Ok(client) => {
-            let session = push::ws::start(context, stream, read_ahead, peer, client, protocol);
+            let session =
+                push::ws::start(context, stream, read_ahead, peer, client, protocol, None);
             // A task of its own: this one's state (the upgrade) is freed now.
             tokio::spawn(session);
         }

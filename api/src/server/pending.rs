@@ -127,6 +127,8 @@ impl Drop for Pending {
 pub(crate) enum Route {
     /// `/sse` on a fresh connection: served off hyper.
     Sse,
+    /// `GET /ws` on a fresh connection: served off hyper (`server/ws.rs`).
+    Ws,
     /// Anything else: hyper.
     Http,
 }
@@ -154,8 +156,11 @@ pub(crate) async fn request_line(stream: &TcpStream) -> Result<Route, Dropped> {
                 return Ok(Err(Dropped::HungUp));
             }
             if seen == head.len() || head[..seen].contains(&b'\n') {
-                return Ok(Ok(if push::sse::is_sse_request(&head[..seen]) {
+                let line = &head[..seen];
+                return Ok(Ok(if push::sse::is_sse_request(line) {
                     Route::Sse
+                } else if super::ws::is_ws_request(line) {
+                    Route::Ws
                 } else {
                     Route::Http
                 }));

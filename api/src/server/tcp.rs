@@ -1,10 +1,15 @@
 //! The TCP side of the listener: binding with a deep backlog, and the
 //! options every accepted socket gets.
+//!
+//! Invariant: every option an accepted socket needs (keepalive and its
+//! timings, `TCP_NODELAY`) is set once, on the listening socket, and Linux
+//! copies it into each socket `accept` returns. A setsockopt per connection
+//! is a system call per connection, and a reconnect storm is made of them.
 
 use std::{net::SocketAddr, time::Duration};
 
 use nix::sys::socket::{setsockopt, sockopt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket};
 
 /// Pending connections the kernel may queue (it caps this at `net.core.somaxconn`).
 const LISTEN_BACKLOG: u32 = 4096;
@@ -29,38 +34,42 @@ const KEEPALIVE_PROBES: u32 = 6;
 /// each connection's addresses and ports.
 pub(crate) fn listen(addr: SocketAddr, reuseport: bool) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
+        TcpSocket::new_v4()?
     } else {
-        tokio::net::TcpSocket::new_v6()?
+        TcpSocket::new_v6()?
     };
     // A restarted Herald must bind its port while the old connections linger in TIME_WAIT.
     socket.set_reuseaddr(true)?;
     if reuseport {
         socket.set_reuseport(true)?;
     }
+    inherited_options(&socket);
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Turns on TCP keepalive for an accepted connection, whatever it turns
-/// out to be (WebSocket, SSE, plain HTTP). A failure only costs the probes.
-pub(crate) fn keep_alive(stream: &TcpStream) {
+/// The options every accepted socket inherits, whatever it turns out to be
+/// (WebSocket, SSE, plain HTTP): TCP keepalive, and `TCP_NODELAY`, because
+/// a push server's frames are small and must leave at once (Herald batches
+/// its own writes). A failure only costs the probes or a delayed frame.
+fn inherited_options(socket: &TcpSocket) {
     let set = || -> nix::Result<()> {
-        setsockopt(stream, sockopt::KeepAlive, &true)?;
+        setsockopt(socket, sockopt::TcpNoDelay, &true)?;
+        setsockopt(socket, sockopt::KeepAlive, &true)?;
         setsockopt(
-            stream,
+            socket,
             sockopt::TcpKeepIdle,
             &(KEEPALIVE_IDLE.as_secs() as u32),
         )?;
         setsockopt(
-            stream,
+            socket,
             sockopt::TcpKeepInterval,
             &(KEEPALIVE_INTERVAL.as_secs() as u32),
         )?;
-        setsockopt(stream, sockopt::TcpKeepCount, &KEEPALIVE_PROBES)
+        setsockopt(socket, sockopt::TcpKeepCount, &KEEPALIVE_PROBES)
     };
     if let Err(error) = set() {
-        tracing::debug!(%error, "cannot turn on TCP keepalive");
+        tracing::warn!(%error, "cannot set TCP keepalive or TCP_NODELAY on the listener");
     }
 }
 
@@ -68,16 +77,18 @@ pub(crate) fn keep_alive(stream: &TcpStream) {
 mod tests {
     use nix::sys::socket::{getsockopt, sockopt};
 
+    /// What no accepted socket is given by hand, it must inherit.
     #[tokio::test]
-    async fn accepted_sockets_keep_alive() {
+    async fn accepted_sockets_inherit_keepalive_and_nodelay() {
         let listener = super::listen("127.0.0.1:0".parse().unwrap(), false).unwrap();
         let addr = listener.local_addr().unwrap();
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (stream, _) = listener.accept().await.unwrap();
-        assert!(!getsockopt(&stream, sockopt::KeepAlive).unwrap());
-        super::keep_alive(&stream);
         assert!(getsockopt(&stream, sockopt::KeepAlive).unwrap());
         assert_eq!(getsockopt(&stream, sockopt::TcpKeepIdle).unwrap(), 60);
+        assert_eq!(getsockopt(&stream, sockopt::TcpKeepInterval).unwrap(), 10);
+        assert_eq!(getsockopt(&stream, sockopt::TcpKeepCount).unwrap(), 6);
+        assert!(getsockopt(&stream, sockopt::TcpNoDelay).unwrap());
     }
 
     #[tokio::test]

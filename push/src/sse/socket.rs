@@ -23,8 +23,9 @@ pub struct SseSocket {
 }
 
 impl SseSocket {
+    /// `socket` should have `TCP_NODELAY` (Herald's listener sets it once,
+    /// on the listening socket, and every accepted socket inherits it).
     pub(crate) fn new(socket: TcpStream) -> Self {
-        let _ = socket.set_nodelay(true);
         Self { socket }
     }
 }

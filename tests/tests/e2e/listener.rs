@@ -1,12 +1,12 @@
 //! The listener before a request is known: partial request lines cost no CPU and end with their
-//! peers, the cap on pending connections, the header deadline, TCP keepalive on SSE streams, and
-//! the `metrics.listen` listener.
+//! peers, the cap on pending connections, the header deadline, TCP keepalive on SSE streams, the
+//! `metrics.listen` listener, and `GET /ws` on a fresh connection, answered off hyper.
 
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use herald_tests::{Herald, SSE_TIMEOUT, SseClient, free_port, metric_value};
+use herald_tests::{Herald, Request, SSE_TIMEOUT, SseClient, free_port, metric_value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -272,4 +272,90 @@ async fn metrics_listen_serves_metrics_and_the_main_listener_does_not() {
         .send()
         .await
         .assert_error(404, "not_found");
+}
+
+/// The head of a WebSocket upgrade for `target`, with `extra` header lines.
+fn upgrade_head(target: &str, version: &str, extra: &str) -> String {
+    format!(
+        "GET {target} HTTP/1.1\r\nHost: herald\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: {version}\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
+    )
+}
+
+/// A masked text frame from a client (the mask is zero, so the payload stays readable).
+fn client_text_frame(text: &str) -> Vec<u8> {
+    assert!(text.len() < 126);
+    let mut frame = vec![0x81, 0x80 | text.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(text.as_bytes());
+    frame
+}
+
+/// `GET /ws` on a fresh connection is read and answered by the listener itself, not hyper: its
+/// refusals are hyper's (status, error code, the header that says what to send instead), and a
+/// first frame sent right behind the head is served.
+#[tokio::test]
+async fn ws_upgrades_on_fresh_connections_are_checked_and_served() {
+    let herald = Herald::start();
+    let wrong_version = Request::get(herald.addr, "/ws")
+        .header("Connection", "keep-alive, Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "8")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await;
+    wrong_version.assert_error(426, "upgrade_required");
+    assert_eq!(wrong_version.header("sec-websocket-version"), Some("13"));
+
+    let no_key = Request::get(herald.addr, "/ws")
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .send()
+        .await;
+    no_key.assert_error(400, "bad_request");
+
+    let mut many = Request::get(herald.addr, "/ws");
+    for i in 0..110 {
+        many = many.header(&format!("X-Filler-{i}"), "x");
+    }
+    many.send().await.assert_error(431, "headers_too_large");
+
+    // The head and the first frame in one write: the frame reaches the session.
+    let mut socket = TcpStream::connect(herald.addr).await.expect("connect");
+    let mut request = upgrade_head("/ws", "13", "").into_bytes();
+    request.extend(client_text_frame(
+        r#"{"type":"subscribe","channel":"public"}"#,
+    ));
+    socket.write_all(&request).await.expect("send");
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while !String::from_utf8_lossy(&seen).contains(r#""type":"subscribed""#) {
+        let mut chunk = [0u8; 1024];
+        let read = tokio::time::timeout_at(deadline.into(), socket.read(&mut chunk))
+            .await
+            .expect("subscribed within the time limit")
+            .expect("read");
+        assert!(read > 0, "closed; got {:?}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&chunk[..read]);
+    }
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(
+        seen.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
+        "{seen}"
+    );
+    let welcome = seen.find(r#""type":"welcome""#).expect("welcome");
+    assert!(welcome < seen.find(r#""type":"subscribed""#).unwrap());
+    assert_eq!(
+        metric(
+            &herald,
+            "herald_http_requests_total",
+            &[("route", "ws"), ("status", "101")]
+        )
+        .await,
+        1.0
+    );
 }
