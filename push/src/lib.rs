@@ -44,7 +44,7 @@ pub use context::Context;
 pub use metrics::Metrics;
 pub use protocol::{ClientFrame, Event, Intent, NativeSse, NativeWs, Protocol};
 pub use refusal::{CloseReason, CodeInfo, ErrorCode, Refusal};
-pub use session::{Inbound, Link, Session};
+pub use session::{Frames, Inbound, Link, Session};
 pub use subscriptions::Subscriptions;
 pub use tracker::Tracker;
 pub use transport::Transport;

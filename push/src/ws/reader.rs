@@ -16,8 +16,9 @@
 //!   `invalid_payload` (1007), a frame or message over the site's
 //!   `max_frame_bytes` is `message_too_big` (1009), refused as soon as its
 //!   header says so, before any of it is kept.
-//! - Text split over fragments is checked as each fragment arrives, so a
-//!   bad sequence is refused without waiting for the rest.
+//! - Text is checked as it arrives (a fragmented message at each fragment,
+//!   a frame still arriving at each read), so a bad sequence is refused at
+//!   the bytes that make it bad, without waiting for the rest.
 
 use crate::ErrorCode;
 
@@ -63,6 +64,11 @@ struct Partial<E> {
     /// together with an earlier one. Parsing resumes at `start`.
     unread: Vec<u8>,
     start: usize,
+    /// Of a text frame at `start` that is not whole yet: how much of its
+    /// payload is unmasked already, and how much of that is valid UTF-8
+    /// (the rest, at most the start of one character). Zero otherwise.
+    unmasked: usize,
+    valid: usize,
     /// A data message whose last fragment has not arrived.
     message: Option<Fragments>,
     extra: E,
@@ -77,13 +83,14 @@ struct Fragments {
     valid: usize,
 }
 
-/// A frame header whose whole frame is in the buffer.
+/// A frame's header.
 struct Header {
     fin: bool,
     opcode: u8,
     /// Where the payload starts, and its length.
     offset: usize,
     len: usize,
+    mask: [u8; 4],
 }
 
 const CONTINUATION: u8 = 0x0;
@@ -101,9 +108,7 @@ impl<E: Extra> Reader<E> {
         if !read_ahead.is_empty() {
             reader.partial = Some(Box::new(Partial {
                 unread: read_ahead,
-                start: 0,
-                message: None,
-                extra: E::default(),
+                ..Partial::default()
             }));
         }
         reader
@@ -146,18 +151,12 @@ impl<E: Extra> Reader<E> {
         } else if partial.unread.capacity() > 0 {
             partial.unread = Vec::new();
             partial.start = 0;
+            (partial.unmasked, partial.valid) = (0, 0);
         }
     }
 
     fn partial_mut(&mut self) -> &mut Partial<E> {
-        self.partial.get_or_insert_with(|| {
-            Box::new(Partial {
-                unread: Vec::new(),
-                start: 0,
-                message: None,
-                extra: E::default(),
-            })
-        })
+        self.partial.get_or_insert_default()
     }
 
     /// Reads the next frame from what is kept followed by `input` (fresh
@@ -187,27 +186,36 @@ impl<E: Extra> Reader<E> {
         max: usize,
         on_frame: impl FnOnce(Frame<'_>, &mut E) -> R,
     ) -> Result<Option<R>, ErrorCode> {
-        let Partial {
-            unread,
-            start,
-            message,
-            extra,
-        } = self.partial_mut();
+        let partial = self.partial_mut();
         if !input.is_empty() {
-            unread.drain(..*start);
-            *start = 0;
-            unread.extend_from_slice(input);
+            partial.unread.drain(..partial.start);
+            partial.start = 0;
+            partial.unread.extend_from_slice(input);
         }
-        let header = match parse(&mut unread[*start..], max)? {
+        let header = match parse(&mut partial.unread[partial.start..], max, partial.unmasked)? {
             Parsed::Frame(header) => header,
-            Parsed::Needs(total) => {
+            Parsed::Needs(total, header) => {
+                partial.unread.drain(..partial.start);
+                partial.start = 0;
                 // The header told the frame's length (bounded by `max`).
-                unread.drain(..*start);
-                *start = 0;
-                unread.reserve(total.saturating_sub(unread.len()));
+                partial
+                    .unread
+                    .reserve(total.saturating_sub(partial.unread.len()));
+                if let Some(header) = header {
+                    partial.check_text(&header)?;
+                }
                 return Ok(None);
             }
         };
+        let Partial {
+            unread,
+            start,
+            unmasked,
+            valid,
+            message,
+            extra,
+        } = partial;
+        (*unmasked, *valid) = (0, 0);
         let frame_start = *start;
         *start += header.offset + header.len;
         let payload = &unread[frame_start + header.offset..*start];
@@ -224,13 +232,16 @@ impl<E: Extra> Reader<E> {
         max: usize,
         on_frame: impl FnOnce(Frame<'_>, &mut E) -> R,
     ) -> Result<Option<R>, ErrorCode> {
-        let header = match parse(input, max)? {
+        let header = match parse(input, max, 0)? {
             Parsed::Frame(header) => header,
-            Parsed::Needs(total) => {
+            Parsed::Needs(total, header) => {
                 let partial = self.partial_mut();
                 partial.unread.reserve_exact(total.max(input.len()));
                 partial.unread.extend_from_slice(input);
                 partial.start = 0;
+                if let Some(header) = header {
+                    partial.check_text(&header)?;
+                }
                 return Ok(None);
             }
         };
@@ -269,20 +280,42 @@ impl<E: Extra> Default for Reader<E> {
     }
 }
 
+impl<E> Partial<E> {
+    /// Checks the UTF-8 of a text frame at `start` that is not whole yet,
+    /// so that bad text is refused at the bytes that make it bad, not only
+    /// once the frame is whole. What it unmasks stays unmasked.
+    fn check_text(&mut self, header: &Header) -> Result<(), ErrorCode> {
+        if header.opcode != TEXT {
+            return Ok(());
+        }
+        let payload = &mut self.unread[self.start + header.offset..];
+        unmask(&mut payload[self.unmasked..], header.mask, self.unmasked);
+        self.unmasked = payload.len();
+        match std::str::from_utf8(&payload[self.valid..]) {
+            Ok(_) => self.valid = payload.len(),
+            Err(error) if error.error_len().is_none() => self.valid += error.valid_up_to(),
+            Err(_) => return Err(ErrorCode::InvalidPayload),
+        }
+        Ok(())
+    }
+}
+
 /// What a buffer holds.
 enum Parsed {
     /// A whole frame, its payload unmasked in place.
     Frame(Header),
     /// Not a whole frame yet: this many bytes in all would make one (the
-    /// header's own length while even that is incomplete).
-    Needs(usize),
+    /// header's own length while even that is incomplete), and the header
+    /// once it is whole.
+    Needs(usize, Option<Header>),
 }
 
-/// Parses (and unmasks) the frame at the start of `buf`, refusing what
-/// breaks RFC 6455 as soon as the bytes that show it are there.
-fn parse(buf: &mut [u8], max: usize) -> Result<Parsed, ErrorCode> {
+/// Parses the frame at the start of `buf` and, once it is whole, unmasks
+/// its payload in place past the first `unmasked` bytes (unmasked before).
+/// Refuses what breaks RFC 6455 as soon as the bytes that show it are there.
+fn parse(buf: &mut [u8], max: usize, unmasked: usize) -> Result<Parsed, ErrorCode> {
     let [first, second, ..] = *buf else {
-        return Ok(Parsed::Needs(2));
+        return Ok(Parsed::Needs(2, None));
     };
     let fin = first & 0x80 != 0;
     // No extension is negotiated, so every RSV bit must be clear.
@@ -306,7 +339,7 @@ fn parse(buf: &mut [u8], max: usize) -> Result<Parsed, ErrorCode> {
     let (len, extended) = match short {
         126 => match buf.get(2..4) {
             Some(bytes) => (u64::from(u16::from_be_bytes([bytes[0], bytes[1]])), 2),
-            None => return Ok(Parsed::Needs(4)),
+            None => return Ok(Parsed::Needs(4, None)),
         },
         127 => match buf.get(2..10) {
             Some(bytes) => {
@@ -314,7 +347,7 @@ fn parse(buf: &mut [u8], max: usize) -> Result<Parsed, ErrorCode> {
                 word.copy_from_slice(bytes);
                 (u64::from_be_bytes(word), 8)
             }
-            None => return Ok(Parsed::Needs(10)),
+            None => return Ok(Parsed::Needs(10, None)),
         },
         short => (short as u64, 0),
     };
@@ -326,22 +359,26 @@ fn parse(buf: &mut [u8], max: usize) -> Result<Parsed, ErrorCode> {
         _ => return Err(ErrorCode::MessageTooBig),
     };
     let offset = 2 + extended + 4;
-    let Some(frame) = buf.get_mut(..offset + len) else {
-        return Ok(Parsed::Needs(offset + len));
+    let Some(mask) = buf.get(offset - 4..offset) else {
+        return Ok(Parsed::Needs(offset + len, None));
     };
-    let (head, payload) = frame.split_at_mut(offset);
-    let mut mask = [0; 4];
-    mask.copy_from_slice(&head[offset - 4..]);
-    unmask(payload, mask);
-    Ok(Parsed::Frame(Header {
+    let header = Header {
         fin,
         opcode,
         offset,
         len,
-    }))
+        mask: [mask[0], mask[1], mask[2], mask[3]],
+    };
+    let Some(frame) = buf.get_mut(..offset + len) else {
+        return Ok(Parsed::Needs(offset + len, Some(header)));
+    };
+    unmask(&mut frame[offset + unmasked..], header.mask, unmasked);
+    Ok(Parsed::Frame(header))
 }
 
-fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+/// Unmasks `payload`, which starts `from` bytes into a frame's payload.
+fn unmask(payload: &mut [u8], mut mask: [u8; 4], from: usize) {
+    mask.rotate_left(from % 4);
     let word = u32::from_ne_bytes(mask);
     let mut chunks = payload.chunks_exact_mut(4);
     for chunk in &mut chunks {
@@ -606,6 +643,20 @@ mod tests {
             &masked(0x81, &[0xff]),
             &["error invalid_payload"],
         );
+        // Refused at the bytes that make it bad, before the frame is whole.
+        let bad = masked(0x81, b"ab\xffcdef");
+        check(
+            "bad utf-8 in a frame still arriving",
+            &bad[..9],
+            &["error invalid_payload"],
+        );
+        let good = masked(0x81, "aé".as_bytes());
+        check(
+            "a frame still arriving, cut in a character",
+            &good[..8],
+            &["wants more"],
+        );
+        check("and whole", &good, &[r#"Text("aé")"#]);
         check(
             "bad utf-8 in the first fragment",
             &cat(&[masked(0x01, &[0xce, 0xff]), masked(0x80, b"")]),
