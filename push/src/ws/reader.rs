@@ -16,9 +16,12 @@
 //!   `invalid_payload` (1007), a frame or message over the site's
 //!   `max_frame_bytes` is `message_too_big` (1009), refused as soon as its
 //!   header says so, before any of it is kept.
-//! - Text is checked as it arrives (a fragmented message at each fragment,
-//!   a frame still arriving at each read), so a bad sequence is refused at
-//!   the bytes that make it bad, without waiting for the rest.
+//! - A frame is refused as soon as it shows itself bad, whether it came in
+//!   one read or many: its header (including a data frame out of place in
+//!   a fragmented message) before its payload, and text as it arrives (a
+//!   fragmented message at each fragment, a frame still arriving at each
+//!   read), so the same bytes get the same answer however they were split.
+//!   The `ws_frames` fuzz target holds the reader to that.
 
 use crate::ErrorCode;
 
@@ -202,7 +205,7 @@ impl<E: Extra> Reader<E> {
                     .unread
                     .reserve(total.saturating_sub(partial.unread.len()));
                 if let Some(header) = header {
-                    partial.check_text(&header)?;
+                    partial.check_partial(&header)?;
                 }
                 return Ok(None);
             }
@@ -240,7 +243,7 @@ impl<E: Extra> Reader<E> {
                 partial.unread.extend_from_slice(input);
                 partial.start = 0;
                 if let Some(header) = header {
-                    partial.check_text(&header)?;
+                    partial.check_partial(&header)?;
                 }
                 return Ok(None);
             }
@@ -281,12 +284,16 @@ impl<E: Extra> Default for Reader<E> {
 }
 
 impl<E> Partial<E> {
-    /// Checks the UTF-8 of a text frame at `start` that is not whole yet,
-    /// so that bad text is refused at the bytes that make it bad, not only
-    /// once the frame is whole. What it unmasks stays unmasked.
-    fn check_text(&mut self, header: &Header) -> Result<(), ErrorCode> {
-        if header.opcode != TEXT {
-            return Ok(());
+    /// Checks a frame at `start` that is not whole yet, so that it is
+    /// refused as soon as it shows itself bad rather than once it is whole:
+    /// a data frame out of place, and bad UTF-8 in a text frame. What it
+    /// unmasks stays unmasked.
+    fn check_partial(&mut self, header: &Header) -> Result<(), ErrorCode> {
+        match header.opcode {
+            TEXT | BINARY if self.message.is_some() => return Err(ErrorCode::ProtocolError),
+            CONTINUATION if self.message.is_none() => return Err(ErrorCode::ProtocolError),
+            TEXT => {}
+            _ => return Ok(()),
         }
         let payload = &mut self.unread[self.start + header.offset..];
         unmask(&mut payload[self.unmasked..], header.mask, self.unmasked);
@@ -632,6 +639,20 @@ mod tests {
             "lone continuation",
             &masked(0x80, b"a"),
             &["error protocol_error"],
+        );
+        // Refused from the header, before the frame is whole (and before its
+        // text could be found bad).
+        let late = masked(0x00, b"abc");
+        check(
+            "lone continuation, still arriving",
+            &late[..7],
+            &["error protocol_error"],
+        );
+        let text = masked(0x81, b"b\xffcd");
+        check(
+            "text inside a fragmented message, still arriving",
+            &cat(&[masked(0x01, b"a"), text[..8].to_vec()]),
+            &["Fragment", "error protocol_error"],
         );
         check(
             "text inside a fragmented message",
