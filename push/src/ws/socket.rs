@@ -54,8 +54,8 @@ const MAX_REPLY_BYTES: usize = 1024;
 
 thread_local! {
     /// Every WebSocket read on this thread lands here first, so that no
-    /// connection owns a read buffer. Parsed frames are handed on before the
-    /// next read, so it is never borrowed twice.
+    /// connection owns a read buffer. A borrow lasts one read and the
+    /// handling of one frame, which reads no socket, so it never nests.
     static READ_BUFFER: RefCell<Box<[u8]>> =
         RefCell::new(vec![0; READ_BUFFER_BYTES].into_boxed_slice());
 }
