@@ -14,7 +14,9 @@ pub struct SessionConfig {
     /// Largest frame or message a client may send; the default of each
     /// site's `max_frame_bytes`.
     pub max_frame_bytes: usize,
-    /// tungstenite's read buffer per WebSocket; allocated up front, so keep it small.
+    /// Deprecated and ignored: a WebSocket holds no read buffer of its own
+    /// any more (`ws/socket.rs` reads into one buffer per worker thread).
+    /// The key is still accepted so that existing configuration files load.
     pub read_buffer_bytes: usize,
     /// How often the shared ticker pings every connection.
     pub ping_interval: Duration,

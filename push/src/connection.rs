@@ -253,6 +253,11 @@ impl<P: Protocol> Connection<P> {
         }
     }
 
+    /// The largest frame or message the client may send.
+    pub(crate) fn max_frame_bytes(&self) -> usize {
+        self.client.site().settings().limits.max_frame_bytes
+    }
+
     /// What else the transport read. `Some` when the connection is over now.
     pub(crate) fn on_inbound(&mut self, inbound: Inbound) -> Option<CloseReason> {
         match inbound {

@@ -10,16 +10,61 @@
 use crate::{
     ClientFrame, NativeWs, Protocol,
     sse::{self, MAX_REQUEST_CHANNELS, SseHeaders},
+    ws::reader::Reader,
 };
 
 /// One client frame of the native protocol on WebSocket: text when the
-/// bytes are UTF-8 (as tungstenite hands text frames over), binary if not.
+/// bytes are UTF-8 (as the WebSocket reader hands text frames over), binary
+/// if not.
 pub fn native_frame(data: &[u8]) {
     let frame = match std::str::from_utf8(data) {
         Ok(text) => ClientFrame::Text(text),
         Err(_) => ClientFrame::Binary(data),
     };
     let _ = NativeWs.parse(frame);
+}
+
+/// Client-to-server WebSocket frames as they come off a socket: the first
+/// byte picks the size of each read (1 to 64 bytes) and the frame limit
+/// (64 B to 4 KiB); the rest are the bytes. Read whole or in those pieces,
+/// the same frames come out, and the same refusal, if any.
+pub fn ws_frames(data: &[u8]) {
+    let Some((&first, bytes)) = data.split_first() else {
+        return;
+    };
+    let chunk = usize::from(first & 0x3f) + 1;
+    let max = 64 << (first >> 6 << 1);
+    let whole = read_frames(bytes, bytes.len().max(1), max);
+    let pieces = read_frames(bytes, chunk, max);
+    assert_eq!(whole, pieces, "read whole, then {chunk} bytes at a time");
+}
+
+/// What a reader makes of `bytes` fed `chunk` bytes at a time: each frame,
+/// then the refusal if any, then whether a frame was left partly read.
+fn read_frames(bytes: &[u8], chunk: usize, max: usize) -> Vec<String> {
+    let mut reader = Reader::<()>::default();
+    let mut seen = Vec::new();
+    let describe = |frame: crate::ws::reader::Frame<'_>, _: &mut ()| format!("{frame:?}");
+    for piece in bytes.chunks(chunk) {
+        let mut result = reader.read(&mut piece.to_vec(), max, describe);
+        loop {
+            match result {
+                Ok(Some(frame)) => seen.push(frame),
+                Ok(None) => break,
+                Err(code) => {
+                    seen.push(format!("refused: {}", code.as_str()));
+                    return seen;
+                }
+            }
+            if !reader.has_unread() {
+                break;
+            }
+            // Frames read together with the one handed over.
+            result = reader.read(&mut [], max, describe);
+        }
+    }
+    seen.push(format!("partly read: {}", reader.has_unread()));
+    seen
 }
 
 /// An SSE request head as the listener reads it off a fresh socket.
@@ -82,6 +127,11 @@ mod tests {
     #[test]
     fn replays_the_native_frame_corpus() {
         replay("native_frame", native_frame);
+    }
+
+    #[test]
+    fn replays_the_ws_frames_corpus() {
+        replay("ws_frames", ws_frames);
     }
 
     #[test]

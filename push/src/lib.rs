@@ -12,7 +12,8 @@
 //! Per-connection cost is the product, so each connection is one small
 //! task holding its link and its [`Connection`], plus one outbox shared
 //! with the hub. Nothing else per connection is allocated while it is idle:
-//! no timer, no channel, no buffer beyond tungstenite's 512-byte read buffer.
+//! no timer, no channel, no read buffer (a WebSocket reads into its worker
+//! thread's buffer, and keeps bytes only while a frame is partly read).
 
 mod admission;
 mod client;
@@ -43,7 +44,7 @@ pub use context::Context;
 pub use metrics::Metrics;
 pub use protocol::{ClientFrame, Event, Intent, NativeSse, NativeWs, Protocol};
 pub use refusal::{CloseReason, CodeInfo, ErrorCode, Refusal};
-pub use session::{Inbound, Link, Session};
+pub use session::{Frames, Inbound, Link, Session};
 pub use subscriptions::Subscriptions;
 pub use tracker::Tracker;
 pub use transport::Transport;

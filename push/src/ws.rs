@@ -6,6 +6,7 @@
 //! handshake buffer, so nothing from the handshake stays alive.
 
 pub(crate) mod frame;
+pub(crate) mod reader;
 mod socket;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -15,7 +16,6 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 pub use socket::WsSocket;
 
@@ -49,17 +49,7 @@ pub fn start<P: Protocol>(
     answer: Option<Bytes>,
 ) -> WsSession<P> {
     let config = context.config();
-    let max_frame_bytes = client.site().settings().limits.max_frame_bytes;
-    let ws_config = WebSocketConfig::default()
-        // tungstenite allocates and zero-fills the whole read buffer up front;
-        // 128 KiB by default, while clients of a push server send tiny frames.
-        .read_buffer_size(config.read_buffer_bytes)
-        .max_message_size(Some(max_frame_bytes))
-        .max_frame_size(Some(max_frame_bytes))
-        // Frames from Herald are written by the session itself (shared,
-        // pre-encoded bytes); tungstenite only writes control frames.
-        .write_buffer_size(0);
-    let socket = WsSocket::new(stream, read_ahead, ws_config);
+    let socket = WsSocket::new(stream, read_ahead);
     let outbox = Arc::new(Outbox::new(config.outbox_max_bytes));
     let mut connection = Connection::new(context, outbox, client, protocol, peer);
     if let Some(answer) = answer {

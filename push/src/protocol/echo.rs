@@ -3,8 +3,8 @@
 //! unchanged, in a frame of the same kind, and nothing else is said.
 //!
 //! It rides the whole WebSocket path of `/ws` (admission, the site's frame
-//! limits, tungstenite's reading and control frames, Herald's own frame
-//! writer, the connection core and its close handshake), so a conformance
+//! limits, Herald's frame reader (`ws/reader.rs`) and control frames, its
+//! own frame writer, the connection core and its close handshake), so a conformance
 //! test suite pointed at it checks the codec that `/ws` clients meet. The
 //! route that serves it is off unless configured, and loopback only.
 //!

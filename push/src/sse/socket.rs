@@ -13,10 +13,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::{
-    ClientFrame,
-    session::{Inbound, Link},
-};
+use crate::session::{Frames, Inbound, Link};
 
 pub struct SseSocket {
     socket: TcpStream,
@@ -37,11 +34,7 @@ impl Link for SseSocket {
         &mut self.socket
     }
 
-    fn poll_read(
-        &mut self,
-        cx: &mut TaskContext<'_>,
-        _frames: &mut dyn FnMut(ClientFrame<'_>),
-    ) -> Poll<Inbound> {
+    fn poll_read(&mut self, cx: &mut TaskContext<'_>, _frames: &mut dyn Frames) -> Poll<Inbound> {
         let mut scratch = [0u8; 64];
         loop {
             let mut buf = ReadBuf::new(&mut scratch);

@@ -1,6 +1,7 @@
-//! Server-to-client WebSocket frames that Herald writes itself (RFC 6455
-//! §5.2): unmasked and final. tungstenite writes only its own control
-//! frames inside a session (Pongs, the close handshake).
+//! Server-to-client WebSocket frames, all written by Herald itself (RFC 6455
+//! §5.2): unmasked and final. Data frames and Pings go through the
+//! connection's write queue; Pongs and the close handshake through the
+//! link's own (`socket.rs`).
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -38,6 +39,23 @@ pub(crate) fn ping() -> Bytes {
     Bytes::from_static(&[0x89, 0x00])
 }
 
+/// A Pong answering a Ping's `payload` (at most 125 bytes, as the reader
+/// checked).
+pub(crate) fn pong(payload: &[u8]) -> Bytes {
+    let payload = &payload[..payload.len().min(125)];
+    let mut frame = BytesMut::with_capacity(2 + payload.len());
+    frame.put_u8(0x8a);
+    frame.put_u8(payload.len() as u8);
+    frame.put_slice(payload);
+    frame.freeze()
+}
+
+/// A Close control frame without a status code: the answer to a client's
+/// close that had none.
+pub(crate) fn close_empty() -> Bytes {
+    Bytes::from_static(&[0x88, 0x00])
+}
+
 /// A Close control frame with `code` and a short `reason` (at most 123
 /// bytes, as a control frame's payload is at most 125).
 pub(crate) fn close(code: u16, reason: &str) -> Bytes {
@@ -69,5 +87,12 @@ mod tests {
     fn close_frames_carry_code_and_reason() {
         assert_eq!(&close(4100, "slow_consumer")[..4], &[0x88, 15, 0x10, 0x04]);
         assert_eq!(close(4000, &"x".repeat(200)).len(), 4 + 123);
+        assert_eq!(&close_empty()[..], &[0x88, 0]);
+    }
+
+    #[test]
+    fn pongs_carry_the_pings_payload() {
+        assert_eq!(&pong(b"abc")[..], &[0x8a, 3, b'a', b'b', b'c']);
+        assert_eq!(&pong(b"")[..], &[0x8a, 0]);
     }
 }
