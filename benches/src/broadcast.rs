@@ -17,11 +17,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::{
+    lag::{LagSampler, quantile},
     outcome::RunResult,
     process,
     publisher::{Channels, Pace, Publisher},
     scenario::{Common, Session, describe},
     stats::{bytes_per_connection, cpu_per_million, ratio},
+    target::Preset,
     worker::Command,
 };
 
@@ -200,6 +202,8 @@ async fn deliver(
     session.fleet.send(&Command::Reset).await?;
     let counters_before = session.herald_counters().await;
     let before = process::sample(&session.running.pids)?;
+    let lag = (session.running.preset == Preset::Herald)
+        .then(|| LagSampler::start(session.running.metrics_addrs.clone()));
     session.ui.phase("measuring");
     let published = publisher
         .run(
@@ -210,6 +214,10 @@ async fn deliver(
         )
         .await;
     let publish_end = process::sample(&session.running.pids)?;
+    let lag_samples = match lag {
+        Some(lag) => lag.finish().await,
+        None => Vec::new(),
+    };
     session.ui.phase("draining");
     let drained = drain(&done, publisher.accepted_total(), Duration::from_secs(10)).await;
     let after = process::sample(&session.running.pids)?;
@@ -325,6 +333,28 @@ async fn deliver(
     );
     result.add_percentiles("latency", "latency", &report.latency.percentiles());
     result.add_percentiles("publish", "publish call", &published.calls.percentiles());
+    if !lag_samples.is_empty() {
+        // What the server itself saw: when these stay low while the latency
+        // above is high, messages waited in socket buffers for the clients.
+        result.add(
+            "server_lag_p50",
+            "server delivery lag (herald_delivery_lag_seconds every 100 ms) p50",
+            "ms",
+            quantile(&lag_samples, 0.5),
+        );
+        result.add(
+            "server_lag_p99",
+            "server delivery lag p99",
+            "ms",
+            quantile(&lag_samples, 0.99),
+        );
+        result.add(
+            "server_lag_max",
+            "server delivery lag max",
+            "ms",
+            quantile(&lag_samples, 1.0),
+        );
+    }
     result.add(
         "per_write_syscall",
         "deliveries per write syscall (/proc io syscw)",

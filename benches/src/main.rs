@@ -31,6 +31,7 @@ mod fleet;
 mod http;
 mod idle;
 mod kernel;
+mod lag;
 mod nchan;
 mod outcome;
 mod plot;

@@ -34,7 +34,7 @@ pub struct Saturation {
 }
 
 /// The columns of both tables: figure key and unit.
-const COLUMNS: [(&str, &str); 9] = [
+const COLUMNS: [(&str, &str); 10] = [
     ("deliveries_per_s", "/s"),
     ("cpu_per_million", "s"),
     ("latency_p50", "ms"),
@@ -43,12 +43,13 @@ const COLUMNS: [(&str, &str); 9] = [
     ("publish_p50", "ms"),
     ("publish_p99", "ms"),
     ("pushback", ""),
+    ("server_lag_p99", "ms"),
     ("missing", ""),
 ];
 
 const HEADER: &str = "| in flight | target | deliveries/s | CPU-s per 1M | p50 | p99 | p99.9 | \
-                      publish call p50 | publish call p99 | pushed back | missing |\n\
-                      |---|---|---|---|---|---|---|---|---|---|---|\n";
+                      publish call p50 | publish call p99 | pushed back | server lag p99 | missing |\n\
+                      |---|---|---|---|---|---|---|---|---|---|---|---|\n";
 
 /// The command of one level (`subscribers` already scaled).
 fn command(subscribers: usize, in_flight: u16, duration: u64, warmup: u64) -> String {
@@ -225,6 +226,7 @@ mod tests {
             ("publish_p50", 1.0),
             ("publish_p99", 2.0),
             ("pushback", pushback),
+            ("server_lag_p99", 150.0),
             ("missing", 0.0),
         ] {
             r.add(key, key, "", value);
@@ -274,14 +276,14 @@ mod tests {
             assert!(
                 text.contains(&format!(
                     "| {n} | herald | 1200000 /s | 0.500 s | 20 ms | 200 ms | 300 ms | 1 ms | \
-                     2 ms | 3 | 0 |\n| | nchan | 120000 /s |"
+                     2 ms | 3 | 150 ms | 0 |\n| | nchan | 120000 /s |"
                 )),
                 "{n}: {text}"
             );
         }
         assert!(
             text.contains(
-                "| | **herald / nchan** | 10× | 1× | 1× | 0.800× | 1× | 1× | 1× | – | – |"
+                "| | **herald / nchan** | 10× | 1× | 1× | 0.800× | 1× | 1× | 1× | – | 1× | – |"
             ),
             "{text}"
         );
