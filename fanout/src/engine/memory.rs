@@ -79,7 +79,13 @@ impl MemoryEngine {
         let engine = Arc::new(engine);
         let watcher: Arc<dyn ChannelWatcher> = engine.clone();
         hub.set_watcher(Arc::downgrade(&watcher));
-        let period = (config.ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
+        // Often enough that a burst kept by age is given back soon after
+        // it ages out, and that expired logs are freed.
+        let horizon = match config.min_age.is_zero() {
+            true => config.ttl,
+            false => config.min_age.min(config.ttl),
+        };
+        let period = (horizon / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
         tokio::spawn(sweep_forever(Arc::downgrade(&engine), period));
         engine
     }
@@ -184,11 +190,13 @@ impl MemoryEngine {
     fn read(&self, channel: &ChannelKey, since: Option<Position>) -> History {
         let log = self.log(channel);
         let log = log.lock();
-        log.read(since, Instant::now(), self.config.ttl)
+        log.read(since, Instant::now(), self.config)
     }
 
-    /// Expires old messages everywhere and frees the logs of channels that
-    /// are quiet and have no subscribers. Returns how many logs were freed.
+    /// Trims every log to what history keeps (messages past the TTL, and
+    /// those beyond `size` that outlived `min_age`), and frees the logs of
+    /// channels that are quiet and have no subscribers. Returns how many
+    /// logs were freed.
     pub fn sweep(&self) -> usize {
         let now = Instant::now();
         let mut freed = 0;
@@ -199,7 +207,7 @@ impl MemoryEngine {
                 let Some(mut log) = log.try_lock() else {
                     return true;
                 };
-                let expired = log.expire(now, self.config.ttl);
+                let expired = log.trim(now, self.config);
                 log.expire_keys(now, self.config.dedupe_ttl);
                 self.metrics.history_messages.sub(expired as i64);
                 // A log that never had a message is dropped as soon as nobody
@@ -426,6 +434,8 @@ mod tests {
         let hub = Hub::new(Metrics::default());
         let config = HistoryConfig {
             size: 10,
+            min_age: Duration::ZERO,
+            max_size: 10,
             ttl: Duration::ZERO,
             dedupe_ttl: Duration::ZERO,
         };

@@ -252,6 +252,10 @@ impl RedisEngine {
             dedupe_ttl,
             floor_epoch,
             floor_offset,
+            // Past the TTL nothing is kept anyway: trimming by age need not
+            // wait longer.
+            Value::Integer(history.min_age.min(history.ttl).as_millis() as i64),
+            Value::Integer(history.cap() as i64),
         ];
         let reply = self
             .call_function(
@@ -310,8 +314,8 @@ impl RedisEngine {
     ) -> Result<Read, Error> {
         let history = self.config.history;
         // `MAXLEN ~` keeps up to about one stream node (100 entries) more
-        // than asked; read that much so a covered gap is never cut short.
-        let count = history.size + 128;
+        // than the cap; read that much so a covered gap is never cut short.
+        let count = history.cap() + 128;
         let [floor_epoch, floor_offset] = self.floor(channel);
         let args: Vec<Value> = vec![
             Value::from(Epoch::random().to_string()),
@@ -333,15 +337,17 @@ impl RedisEngine {
         let now_ms = parts.next().and_then(|v| v.as_i64()).unwrap_or(0);
         let entries = parts.next().map(Value::into_array).unwrap_or_default();
         self.count_reset(channel, parts.next());
-        let oldest_kept_ms = now_ms - history.ttl.as_millis() as i64;
         let mut messages = Vec::with_capacity(entries.len());
         let mut aged = false;
         for entry in entries {
             let Some((offset, at_ms, data)) = parse_entry(entry) else {
                 return Err(malformed("unreadable stream entry"));
             };
-            if at_ms < oldest_kept_ms {
-                // Past the TTL: as good as gone, even if not trimmed yet.
+            let age = Duration::from_millis(now_ms.saturating_sub(at_ms).max(0) as u64);
+            if !history.keeps(age, top.saturating_sub(offset)) {
+                // Past what history keeps (by count, age or TTL): as good as
+                // gone, even if not trimmed yet. Trimming is lazy and coarse;
+                // this is what makes the rule exact, the same as in memory.
                 aged = true;
                 continue;
             }
@@ -442,7 +448,7 @@ struct Read {
     position: Position,
     /// Retained messages after the offset asked for, oldest first.
     messages: Vec<Arc<Message>>,
-    /// Whether entries older than the TTL were skipped.
+    /// Whether entries history no longer keeps were skipped.
     aged: bool,
     /// Whether more messages exist than were returned.
     truncated: bool,
