@@ -63,9 +63,11 @@ local function offset_of(entry)
   return tonumber(string.match(entry[1], '^(%d+)'))
 end
 
--- The time in ms a stream entry was appended (its first field, 't').
+-- The time in ms a stream entry was appended (its first field, 't'); the
+-- far future for an entry without one, which is then never trimmed by age.
+-- Nothing here may fail: the publish has already appended.
 local function time_of(entry)
-  return tonumber(entry[2][2])
+  return tonumber(entry[2][2]) or math.huge
 end
 
 -- Trims by age: beyond the newest `size` entries (offsets up to
@@ -84,7 +86,7 @@ local function trim_by_age(stream, offset, size, min_age, now)
   local cutoff = now - min_age
   local slack = math.max(1000, math.floor(min_age / 8))
   local lo = offset_of(oldest)
-  if lo > floor or time_of(oldest) >= cutoff - slack then return end
+  if not lo or lo > floor or time_of(oldest) >= cutoff - slack then return end
   -- The entry at lo is due; find the newest due entry up to floor.
   local hi = floor
   while lo < hi do
