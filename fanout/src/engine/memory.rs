@@ -198,7 +198,11 @@ impl MemoryEngine {
     /// channels that are quiet and have no subscribers. Returns how many
     /// logs were freed.
     pub fn sweep(&self) -> usize {
-        let now = Instant::now();
+        self.sweep_at(Instant::now())
+    }
+
+    /// [`MemoryEngine::sweep`] as if it were `now` (tests look ahead).
+    fn sweep_at(&self, now: Instant) -> usize {
         let mut freed = 0;
         for shard in &*self.shards {
             let mut shard = shard.lock();
@@ -468,5 +472,30 @@ mod tests {
         let next = engine.publish(vec![request("watched")]).await.unwrap();
         assert_eq!(next[0].position.offset, 2);
         assert_eq!(*recorder.0.lock(), vec![1, 2]);
+    }
+
+    #[tokio::test]
+    async fn the_sweeper_trims_a_quiet_burst_back_to_the_count() {
+        let hub = Hub::new(Metrics::default());
+        let metrics = Metrics::default();
+        let config = HistoryConfig {
+            size: 2,
+            min_age: Duration::from_secs(60),
+            max_size: 100,
+            ..HistoryConfig::default()
+        };
+        let engine = MemoryEngine::new(hub, config, metrics.clone());
+        let burst = (0..10).map(|_| request("burst")).collect();
+        engine.publish(burst).await.unwrap();
+        assert_eq!(metrics.history_messages.get(), 10, "all young: all kept");
+        assert_eq!(engine.sweep(), 0);
+        assert_eq!(metrics.history_messages.get(), 10);
+        // A minute later, with no publish in between: back to `size`.
+        assert_eq!(engine.sweep_at(Instant::now() + Duration::from_secs(61)), 0);
+        assert_eq!(metrics.history_messages.get(), 2);
+        let key = ChannelKey::parse("s/burst").unwrap();
+        let kept = engine.read(&key, None);
+        let offsets: Vec<u64> = kept.messages.iter().map(|m| m.offset()).collect();
+        assert_eq!(offsets, [9, 10]);
     }
 }
