@@ -208,15 +208,14 @@ impl ChannelLog {
     /// none is). Entries before it may wait for the next trim; nothing
     /// hands them out meanwhile.
     fn first_kept(&self, now: Instant, config: HistoryConfig) -> usize {
-        // The rule is monotone (see `keeps`), so the kept entries are a
-        // suffix; most calls stop at the first entry.
-        self.entries
-            .iter()
-            .position(|(at, message)| {
-                let newer = self.last_offset - message.offset();
-                config.keeps(now.saturating_duration_since(*at), newer)
-            })
-            .unwrap_or(self.entries.len())
+        // The rule is monotone (see `keeps`) and entries are in append
+        // order, so the kept ones are a suffix: bisect for where it starts,
+        // so that a read of a quiet channel whose burst is not trimmed yet
+        // does not walk it.
+        self.entries.partition_point(|(at, message)| {
+            let newer = self.last_offset - message.offset();
+            !config.keeps(now.saturating_duration_since(*at), newer)
+        })
     }
 
     /// The messages after `since`, if history still covers them.
