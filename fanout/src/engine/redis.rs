@@ -18,6 +18,11 @@
 //!   new epoch the same way.
 //! - A subscriber with no position reads only the channel's position, never
 //!   its stream.
+//! - What history keeps is [`HistoryConfig::keeps`], applied to every entry
+//!   a read returns (entry times are Redis' own clock, as is "now"). The
+//!   stream's trimming (`MAXLEN ~` the cap, `XTRIM MINID` by age in
+//!   `scripts.rs`) is coarser and later, never sooner: it only gives memory
+//!   back.
 //! - A channel this node watches keeps its position (and so its epoch) in
 //!   Redis while it is quiet: `keepalive.rs` renews the meta's TTL.
 //! - Commands fail fast while Redis is unreachable: a publish then answers
