@@ -249,7 +249,7 @@ impl RedisEngine {
         let [floor_epoch, floor_offset] = self.floor(&request.channel);
         let args: Vec<Value> = vec![
             Value::Bytes(request.data.clone()),
-            Value::Integer(history.size as i64),
+            Value::Integer(clamped(history.size)),
             Value::Integer(history.ttl.as_secs().max(1) as i64),
             Value::from(Epoch::random().to_string()),
             Value::from(keys.pubsub.clone()),
@@ -260,7 +260,7 @@ impl RedisEngine {
             // Past the TTL nothing is kept anyway: trimming by age need not
             // wait longer.
             Value::Integer(history.min_age.min(history.ttl).as_millis() as i64),
-            Value::Integer(history.cap() as i64),
+            Value::Integer(clamped(history.cap())),
         ];
         let reply = self
             .call_function(
@@ -320,13 +320,13 @@ impl RedisEngine {
         let history = self.config.history;
         // `MAXLEN ~` keeps up to about one stream node (100 entries) more
         // than the cap; read that much so a covered gap is never cut short.
-        let count = history.cap() + 128;
+        let count = history.cap().saturating_add(128);
         let [floor_epoch, floor_offset] = self.floor(channel);
         let args: Vec<Value> = vec![
             Value::from(Epoch::random().to_string()),
             Value::Integer(history.ttl.as_secs().max(1) as i64),
             Value::from(after.map(|o| o.to_string()).unwrap_or_default()),
-            Value::Integer(count as i64),
+            Value::Integer(clamped(count)),
             floor_epoch,
             floor_offset,
         ];
@@ -474,6 +474,12 @@ impl Read {
             .is_some_and(|m| m.offset() == since.offset + 1);
         first_is_next && !self.aged && !self.truncated
     }
+}
+
+/// A count as Redis takes it: a configured size past `i64::MAX` means "no
+/// bound" anyway.
+fn clamped(count: usize) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
 }
 
 fn malformed(what: &str) -> Error {
