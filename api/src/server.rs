@@ -371,6 +371,8 @@ fn log_start(config: &Config, addr: SocketAddr, dev_site: bool, sites: usize) {
         listen = %addr,
         engine,
         history.size = config.history.size,
+        history.min_age_secs = config.history.min_age.as_secs(),
+        history.max_size = config.history.cap(),
         history.ttl_secs = config.history.ttl.as_secs(),
         sites,
         "herald started"

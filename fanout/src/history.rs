@@ -11,11 +11,25 @@ use bytes::Bytes;
 use crate::{ChannelKey, Epoch, Message, Position};
 
 /// How much history each channel keeps.
+///
+/// The rule, the same in every engine ([`HistoryConfig::keeps`]): a message
+/// is kept while it is among the newest `size` of its channel, **or** younger
+/// than `min_age`; but never once `max_size` newer messages follow it, and
+/// never past `ttl`. `size` is what a quiet channel keeps; `min_age` is what
+/// a busy one keeps, so that clients coming back from a reconnect storm (a
+/// node dying, a deploy) find everything they missed however fast their
+/// channel moved meanwhile; `max_size` bounds what a firehose channel costs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HistoryConfig {
-    /// The most messages kept per channel; 0 keeps none.
+    /// The newest messages always kept per channel (within `ttl`).
     pub size: usize,
-    /// How long a message stays in history.
+    /// Messages younger than this are kept too, beyond `size`, up to
+    /// `max_size`. Zero keeps by count only.
+    pub min_age: Duration,
+    /// The most messages a channel keeps, however young; `size` where that
+    /// is larger (see [`HistoryConfig::cap`]).
+    pub max_size: usize,
+    /// How long a message stays in history at most.
     pub ttl: Duration,
     /// How long a publish's idempotency key is remembered per channel.
     pub dedupe_ttl: Duration,
@@ -25,9 +39,39 @@ impl Default for HistoryConfig {
     fn default() -> Self {
         Self {
             size: 100,
+            // Six times the reconnect storm measured for 10k clients (about
+            // 10 s until all were back; docs/benchmarks.md), and a tenth of
+            // the TTL.
+            min_age: Duration::from_secs(60),
+            max_size: 10_000,
             ttl: Duration::from_secs(600),
             dedupe_ttl: Duration::from_secs(3600),
         }
+    }
+}
+
+impl HistoryConfig {
+    /// The most messages one channel keeps: `max_size`, or `size` where
+    /// that is larger (a config that asks for more by count gets it), or
+    /// just `size` when nothing is kept by age. 0: history is off.
+    pub fn cap(&self) -> usize {
+        if self.min_age.is_zero() {
+            self.size
+        } else {
+            self.max_size.max(self.size)
+        }
+    }
+
+    /// Whether a message `age` old, with `newer` messages published to its
+    /// channel after it, is still in history.
+    ///
+    /// Monotone: a message older, or with more after it, is never kept when
+    /// a younger one is not, so what a channel keeps is always its newest
+    /// messages, with no holes.
+    pub fn keeps(&self, age: Duration, newer: u64) -> bool {
+        age <= self.ttl
+            && newer < self.cap() as u64
+            && (newer < self.size as u64 || age < self.min_age)
     }
 }
 
@@ -125,13 +169,10 @@ impl ChannelLog {
         self.touched = now;
         let message = Arc::new(Message::new(channel, self.position(), data));
         let before = self.entries.len() as isize;
-        if config.size > 0 {
-            if self.entries.len() == config.size {
-                self.entries.pop_front();
-            }
+        if config.cap() > 0 {
             self.entries.push_back((now, message.clone()));
         }
-        self.expire(now, config.ttl);
+        self.trim(now, config);
         (message, self.entries.len() as isize - before)
     }
 
@@ -145,36 +186,53 @@ impl ChannelLog {
         }
     }
 
-    /// Drops messages older than `ttl`; returns how many went.
-    pub(crate) fn expire(&mut self, now: Instant, ttl: Duration) -> usize {
+    /// Drops the messages history no longer keeps ([`HistoryConfig::keeps`]);
+    /// returns how many went. A ring that shrank to a small part of what it
+    /// once held (a burst, then quiet) gives the memory back.
+    pub(crate) fn trim(&mut self, now: Instant, config: HistoryConfig) -> usize {
         let before = self.entries.len();
-        while let Some((at, _)) = self.entries.front() {
-            if now.saturating_duration_since(*at) <= ttl {
-                break;
-            }
-            self.entries.pop_front();
-        }
-        if self.entries.is_empty() && self.entries.capacity() > 0 {
+        let first = self.first_kept(now, config);
+        self.entries.drain(..first);
+        let capacity = self.entries.capacity();
+        if self.entries.is_empty() && capacity > 0 {
             self.entries = VecDeque::new();
+        } else if capacity > SHRINK_ABOVE && self.entries.len() < capacity / 4 {
+            // To twice what is held: a channel that keeps refilling to
+            // about the same length does not reallocate on every trim.
+            self.entries.shrink_to(self.entries.len() * 2);
         }
         before - self.entries.len()
     }
 
+    /// The index of the oldest entry still kept at `now` (the length when
+    /// none is). Entries before it may wait for the next trim; nothing
+    /// hands them out meanwhile.
+    fn first_kept(&self, now: Instant, config: HistoryConfig) -> usize {
+        // The rule is monotone (see `keeps`) and entries are in append
+        // order, so the kept ones are a suffix: bisect for where it starts,
+        // so that a read of a quiet channel whose burst is not trimmed yet
+        // does not walk it.
+        self.entries.partition_point(|(at, message)| {
+            let newer = self.last_offset - message.offset();
+            !config.keeps(now.saturating_duration_since(*at), newer)
+        })
+    }
+
     /// The messages after `since`, if history still covers them.
-    pub(crate) fn read(&self, since: Option<Position>, now: Instant, ttl: Duration) -> History {
+    pub(crate) fn read(
+        &self,
+        since: Option<Position>,
+        now: Instant,
+        config: HistoryConfig,
+    ) -> History {
         let position = self.position();
-        let live = |(at, _): &&(Instant, Arc<Message>)| now.saturating_duration_since(*at) <= ttl;
+        let kept = self.entries.range(self.first_kept(now, config)..);
         let Some(since) = since else {
             // No position asked for: hand out everything retained.
             return History {
                 position,
                 recovered: false,
-                messages: self
-                    .entries
-                    .iter()
-                    .filter(live)
-                    .map(|(_, m)| m.clone())
-                    .collect(),
+                messages: kept.map(|(_, m)| m.clone()).collect(),
             };
         };
         if since.epoch != self.epoch || since.offset > self.last_offset {
@@ -184,10 +242,9 @@ impl ChannelLog {
                 messages: Vec::new(),
             };
         }
-        let oldest = self
-            .entries
-            .iter()
-            .find(live)
+        let oldest = kept
+            .clone()
+            .next()
             .map_or(self.last_offset + 1, |(_, m)| m.offset());
         if since.offset + 1 < oldest {
             return History {
@@ -196,10 +253,10 @@ impl ChannelLog {
                 messages: Vec::new(),
             };
         }
-        let messages = self
-            .entries
-            .iter()
-            .filter(|(_, m)| m.offset() > since.offset)
+        // Offsets in the ring follow each other with no hole (appends add
+        // the next one, trims take from the front): skip straight to `since`.
+        let messages = kept
+            .skip((since.offset + 1 - oldest) as usize)
             .map(|(_, m)| m.clone())
             .collect();
         History {
@@ -210,13 +267,19 @@ impl ChannelLog {
     }
 }
 
+/// Rings with room for more entries than this give it back once they hold
+/// under a quarter of it; smaller ones keep theirs (a few hundred bytes).
+const SHRINK_ABOVE: usize = 64;
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Kept by count only, as before `min_age` existed.
     fn config(size: usize, ttl_secs: u64) -> HistoryConfig {
         HistoryConfig {
             size,
+            min_age: Duration::ZERO,
             ttl: Duration::from_secs(ttl_secs),
             ..HistoryConfig::default()
         }
@@ -263,7 +326,7 @@ mod tests {
             (None, false, vec![4, 5, 6, 7, 8]),
         ];
         for (since, recovered, expect) in cases {
-            let h = log.read(since, now, cfg.ttl);
+            let h = log.read(since, now, cfg);
             assert_eq!(h.recovered, recovered, "{since:?}");
             assert_eq!(offsets(&h), expect, "{since:?}");
             assert_eq!(h.position.offset, 8);
@@ -280,11 +343,11 @@ mod tests {
             epoch: log.epoch,
             offset: 1,
         });
-        assert!(!log.read(since, later, cfg.ttl).recovered);
+        assert!(!log.read(since, later, cfg).recovered);
         // Nothing missed: still recovered even with every message expired.
         let up_to_date = Some(log.position());
-        assert!(log.read(up_to_date, later, cfg.ttl).recovered);
-        assert_eq!(log.expire(later, cfg.ttl), 3);
+        assert!(log.read(up_to_date, later, cfg).recovered);
+        assert_eq!(log.trim(later, cfg), 3);
         assert_eq!(log.len(), 0);
     }
 
@@ -298,7 +361,128 @@ mod tests {
             epoch: log.epoch,
             offset: 1,
         });
-        assert!(!log.read(behind, now, cfg.ttl).recovered);
-        assert!(log.read(Some(log.position()), now, cfg.ttl).recovered);
+        assert!(!log.read(behind, now, cfg).recovered);
+        assert!(log.read(Some(log.position()), now, cfg).recovered);
+    }
+
+    /// The rule itself: (size, min_age, max_size, ttl) in seconds/messages,
+    /// then (age in seconds, newer messages, kept).
+    #[test]
+    fn the_rule() {
+        let rule = |size, min_age, max_size, ttl| HistoryConfig {
+            size,
+            min_age: Duration::from_secs(min_age),
+            max_size,
+            ttl: Duration::from_secs(ttl),
+            ..HistoryConfig::default()
+        };
+        let cases = [
+            // By count: the newest `size`, at any age within the TTL.
+            (rule(5, 0, 100, 600), 600, 4, true),
+            (rule(5, 0, 100, 600), 0, 5, false),
+            // By age: younger than min_age, however many are newer...
+            (rule(5, 60, 100, 600), 59, 99, true),
+            (rule(5, 60, 100, 600), 60, 5, false),
+            // ... up to the cap.
+            (rule(5, 60, 100, 600), 0, 100, false),
+            // The TTL bounds both.
+            (rule(5, 60, 100, 600), 601, 0, false),
+            (rule(5, 60, 100, 30), 31, 0, false),
+            // A size above the cap raises the cap.
+            (rule(500, 60, 100, 600), 0, 499, true),
+            (rule(500, 60, 100, 600), 0, 500, false),
+            // Nothing kept at all.
+            (rule(0, 0, 100, 600), 0, 0, false),
+            (rule(0, 60, 0, 600), 0, 0, false),
+            (rule(0, 60, 100, 600), 0, 0, true),
+        ];
+        for (cfg, age, newer, kept) in cases {
+            assert_eq!(
+                cfg.keeps(Duration::from_secs(age), newer),
+                kept,
+                "{cfg:?} age {age} newer {newer}"
+            );
+        }
+    }
+
+    #[test]
+    fn young_messages_outlast_the_count() {
+        let start = Instant::now();
+        let cfg = HistoryConfig {
+            size: 5,
+            min_age: Duration::from_secs(60),
+            max_size: 50,
+            ttl: Duration::from_secs(600),
+            ..HistoryConfig::default()
+        };
+        let mut log = log_with(30, cfg, start);
+        assert_eq!(log.len(), 30, "all younger than min_age");
+        let at = |offset| {
+            Some(Position {
+                epoch: log.epoch,
+                offset,
+            })
+        };
+        let h = log.read(at(0), start, cfg);
+        assert!(h.recovered);
+        assert_eq!(offsets(&h), (1..=30).collect::<Vec<_>>());
+
+        // Once they are older than min_age, only the newest `size` are kept,
+        // even before a trim takes the others away.
+        let later = start + Duration::from_secs(61);
+        assert!(!log.read(at(24), later, cfg).recovered);
+        let h = log.read(at(25), later, cfg);
+        assert!(h.recovered);
+        assert_eq!(offsets(&h), vec![26, 27, 28, 29, 30]);
+        assert_eq!(log.trim(later, cfg), 25);
+        assert_eq!(log.len(), 5);
+    }
+
+    #[test]
+    fn the_cap_bounds_young_messages() {
+        let now = Instant::now();
+        let cfg = HistoryConfig {
+            size: 5,
+            min_age: Duration::from_secs(60),
+            max_size: 50,
+            ttl: Duration::from_secs(600),
+            ..HistoryConfig::default()
+        };
+        let mut log = log_with(80, cfg, now);
+        assert_eq!(log.len(), 50);
+        let at = |offset| {
+            Some(Position {
+                epoch: log.epoch,
+                offset,
+            })
+        };
+        assert!(!log.read(at(29), now, cfg).recovered);
+        let h = log.read(at(30), now, cfg);
+        assert!(h.recovered);
+        assert_eq!(offsets(&h), (31..=80).collect::<Vec<_>>());
+        // Appends keep it at the cap.
+        log.append(ChannelKey::parse("s/c").unwrap(), Bytes::new(), now, cfg);
+        assert_eq!(log.len(), 50);
+    }
+
+    #[test]
+    fn a_drained_ring_gives_its_memory_back() {
+        let start = Instant::now();
+        let cfg = HistoryConfig {
+            size: 2,
+            min_age: Duration::from_secs(60),
+            max_size: 10_000,
+            ttl: Duration::from_secs(600),
+            ..HistoryConfig::default()
+        };
+        let mut log = log_with(5000, cfg, start);
+        assert!(log.entries.capacity() >= 5000);
+        log.trim(start + Duration::from_secs(61), cfg);
+        assert_eq!(log.len(), 2);
+        assert!(
+            log.entries.capacity() <= SHRINK_ABOVE,
+            "{}",
+            log.entries.capacity()
+        );
     }
 }

@@ -202,6 +202,8 @@ pub(crate) struct RawPublish {
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct RawHistory {
     pub size: u64,
+    pub min_age_secs: u64,
+    pub max_size: u64,
     pub ttl_secs: u64,
 }
 
@@ -294,6 +296,8 @@ impl Default for RawHistory {
         let history = fanout::HistoryConfig::default();
         Self {
             size: history.size as u64,
+            min_age_secs: history.min_age.as_secs(),
+            max_size: history.max_size as u64,
             ttl_secs: history.ttl.as_secs(),
         }
     }
@@ -365,6 +369,8 @@ pub(crate) const KEYS: &[(&str, Kind)] = &[
     ("publish.body_timeout_secs", Kind::Int),
     ("publish.max_body_bytes_in_flight", Kind::Int),
     ("history.size", Kind::Int),
+    ("history.min_age_secs", Kind::Int),
+    ("history.max_size", Kind::Int),
     ("history.ttl_secs", Kind::Int),
     ("connection.max_subscriptions", Kind::Int),
     ("connection.outbox_max_bytes", Kind::Int),

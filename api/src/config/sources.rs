@@ -377,7 +377,9 @@ fn history(raw: &RawConfig) -> Result<HistoryConfig, ConfigError> {
             raw.deliver.idempotency_ttl_secs,
             1,
         )? as u64),
-        size: raw.history.size as usize,
+        size: at_least("history.size", raw.history.size, 0)?,
+        min_age: Duration::from_secs(raw.history.min_age_secs),
+        max_size: at_least("history.max_size", raw.history.max_size, 0)?,
         ttl: Duration::from_secs(at_least("history.ttl_secs", raw.history.ttl_secs, 1)? as u64),
     })
 }
@@ -503,6 +505,31 @@ mod tests {
         assert!(config.is_dev_site());
         assert_eq!(config.history.size, 100);
         assert_eq!(config.connection, SessionConfig::default());
+    }
+
+    #[test]
+    fn history_keeps_by_age_up_to_a_cap() {
+        let config = load(&Overrides::default(), env(&[])).unwrap();
+        assert_eq!(config.history, HistoryConfig::default());
+        assert_eq!(config.history.min_age, Duration::from_secs(60));
+        assert_eq!(config.history.cap(), 10_000);
+        let config = load(
+            &Overrides::default(),
+            env(&[
+                ("HERALD_HISTORY_MIN_AGE_SECS", "0"),
+                ("HERALD_HISTORY_MAX_SIZE", "50"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.history.min_age, Duration::ZERO);
+        assert_eq!(config.history.max_size, 50);
+        assert_eq!(config.history.cap(), 100, "by count only: `size`");
+        let error = load(
+            &Overrides::default(),
+            env(&[("HERALD_HISTORY_MIN_AGE_SECS", "soon")]),
+        )
+        .unwrap_err();
+        assert_eq!(error.key, "HERALD_HISTORY_MIN_AGE_SECS");
     }
 
     #[test]

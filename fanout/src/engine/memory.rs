@@ -79,7 +79,13 @@ impl MemoryEngine {
         let engine = Arc::new(engine);
         let watcher: Arc<dyn ChannelWatcher> = engine.clone();
         hub.set_watcher(Arc::downgrade(&watcher));
-        let period = (config.ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
+        // Often enough that a burst kept by age is given back soon after
+        // it ages out, and that expired logs are freed.
+        let horizon = match config.min_age.is_zero() {
+            true => config.ttl,
+            false => config.min_age.min(config.ttl),
+        };
+        let period = (horizon / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
         tokio::spawn(sweep_forever(Arc::downgrade(&engine), period));
         engine
     }
@@ -184,13 +190,19 @@ impl MemoryEngine {
     fn read(&self, channel: &ChannelKey, since: Option<Position>) -> History {
         let log = self.log(channel);
         let log = log.lock();
-        log.read(since, Instant::now(), self.config.ttl)
+        log.read(since, Instant::now(), self.config)
     }
 
-    /// Expires old messages everywhere and frees the logs of channels that
-    /// are quiet and have no subscribers. Returns how many logs were freed.
+    /// Trims every log to what history keeps (messages past the TTL, and
+    /// those beyond `size` that outlived `min_age`), and frees the logs of
+    /// channels that are quiet and have no subscribers. Returns how many
+    /// logs were freed.
     pub fn sweep(&self) -> usize {
-        let now = Instant::now();
+        self.sweep_at(Instant::now())
+    }
+
+    /// [`MemoryEngine::sweep`] as if it were `now` (tests look ahead).
+    fn sweep_at(&self, now: Instant) -> usize {
         let mut freed = 0;
         for shard in &*self.shards {
             let mut shard = shard.lock();
@@ -199,7 +211,7 @@ impl MemoryEngine {
                 let Some(mut log) = log.try_lock() else {
                     return true;
                 };
-                let expired = log.expire(now, self.config.ttl);
+                let expired = log.trim(now, self.config);
                 log.expire_keys(now, self.config.dedupe_ttl);
                 self.metrics.history_messages.sub(expired as i64);
                 // A log that never had a message is dropped as soon as nobody
@@ -426,6 +438,8 @@ mod tests {
         let hub = Hub::new(Metrics::default());
         let config = HistoryConfig {
             size: 10,
+            min_age: Duration::ZERO,
+            max_size: 10,
             ttl: Duration::ZERO,
             dedupe_ttl: Duration::ZERO,
         };
@@ -458,5 +472,30 @@ mod tests {
         let next = engine.publish(vec![request("watched")]).await.unwrap();
         assert_eq!(next[0].position.offset, 2);
         assert_eq!(*recorder.0.lock(), vec![1, 2]);
+    }
+
+    #[tokio::test]
+    async fn the_sweeper_trims_a_quiet_burst_back_to_the_count() {
+        let hub = Hub::new(Metrics::default());
+        let metrics = Metrics::default();
+        let config = HistoryConfig {
+            size: 2,
+            min_age: Duration::from_secs(60),
+            max_size: 100,
+            ..HistoryConfig::default()
+        };
+        let engine = MemoryEngine::new(hub, config, metrics.clone());
+        let burst = (0..10).map(|_| request("burst")).collect();
+        engine.publish(burst).await.unwrap();
+        assert_eq!(metrics.history_messages.get(), 10, "all young: all kept");
+        assert_eq!(engine.sweep(), 0);
+        assert_eq!(metrics.history_messages.get(), 10);
+        // A minute later, with no publish in between: back to `size`.
+        assert_eq!(engine.sweep_at(Instant::now() + Duration::from_secs(61)), 0);
+        assert_eq!(metrics.history_messages.get(), 2);
+        let key = ChannelKey::parse("s/burst").unwrap();
+        let kept = engine.read(&key, None);
+        let offsets: Vec<u64> = kept.messages.iter().map(|m| m.offset()).collect();
+        assert_eq!(offsets, [9, 10]);
     }
 }

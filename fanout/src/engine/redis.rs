@@ -18,6 +18,11 @@
 //!   new epoch the same way.
 //! - A subscriber with no position reads only the channel's position, never
 //!   its stream.
+//! - What history keeps is [`HistoryConfig::keeps`], applied to every entry
+//!   a read returns (entry times are Redis' own clock, as is "now"). The
+//!   stream's trimming (`MAXLEN ~` the cap, `XTRIM MINID` by age in
+//!   `scripts.rs`) is coarser and later, never sooner: it only gives memory
+//!   back.
 //! - A channel this node watches keeps its position (and so its epoch) in
 //!   Redis while it is quiet: `keepalive.rs` renews the meta's TTL.
 //! - Commands fail fast while Redis is unreachable: a publish then answers
@@ -244,7 +249,7 @@ impl RedisEngine {
         let [floor_epoch, floor_offset] = self.floor(&request.channel);
         let args: Vec<Value> = vec![
             Value::Bytes(request.data.clone()),
-            Value::Integer(history.size as i64),
+            Value::Integer(clamped(history.size)),
             Value::Integer(history.ttl.as_secs().max(1) as i64),
             Value::from(Epoch::random().to_string()),
             Value::from(keys.pubsub.clone()),
@@ -252,6 +257,10 @@ impl RedisEngine {
             dedupe_ttl,
             floor_epoch,
             floor_offset,
+            // Past the TTL nothing is kept anyway: trimming by age need not
+            // wait longer.
+            Value::Integer(history.min_age.min(history.ttl).as_millis() as i64),
+            Value::Integer(clamped(history.cap())),
         ];
         let reply = self
             .call_function(
@@ -310,14 +319,14 @@ impl RedisEngine {
     ) -> Result<Read, Error> {
         let history = self.config.history;
         // `MAXLEN ~` keeps up to about one stream node (100 entries) more
-        // than asked; read that much so a covered gap is never cut short.
-        let count = history.size + 128;
+        // than the cap; read that much so a covered gap is never cut short.
+        let count = history.cap().saturating_add(128);
         let [floor_epoch, floor_offset] = self.floor(channel);
         let args: Vec<Value> = vec![
             Value::from(Epoch::random().to_string()),
             Value::Integer(history.ttl.as_secs().max(1) as i64),
             Value::from(after.map(|o| o.to_string()).unwrap_or_default()),
-            Value::Integer(count as i64),
+            Value::Integer(clamped(count)),
             floor_epoch,
             floor_offset,
         ];
@@ -333,15 +342,17 @@ impl RedisEngine {
         let now_ms = parts.next().and_then(|v| v.as_i64()).unwrap_or(0);
         let entries = parts.next().map(Value::into_array).unwrap_or_default();
         self.count_reset(channel, parts.next());
-        let oldest_kept_ms = now_ms - history.ttl.as_millis() as i64;
         let mut messages = Vec::with_capacity(entries.len());
         let mut aged = false;
         for entry in entries {
             let Some((offset, at_ms, data)) = parse_entry(entry) else {
                 return Err(malformed("unreadable stream entry"));
             };
-            if at_ms < oldest_kept_ms {
-                // Past the TTL: as good as gone, even if not trimmed yet.
+            let age = Duration::from_millis(now_ms.saturating_sub(at_ms).max(0) as u64);
+            if !history.keeps(age, top.saturating_sub(offset)) {
+                // Past what history keeps (by count, age or TTL): as good as
+                // gone, even if not trimmed yet. Trimming is lazy and coarse;
+                // this is what makes the rule exact, the same as in memory.
                 aged = true;
                 continue;
             }
@@ -442,7 +453,7 @@ struct Read {
     position: Position,
     /// Retained messages after the offset asked for, oldest first.
     messages: Vec<Arc<Message>>,
-    /// Whether entries older than the TTL were skipped.
+    /// Whether entries history no longer keeps were skipped.
     aged: bool,
     /// Whether more messages exist than were returned.
     truncated: bool,
@@ -463,6 +474,12 @@ impl Read {
             .is_some_and(|m| m.offset() == since.offset + 1);
         first_is_next && !self.aged && !self.truncated
     }
+}
+
+/// A count as Redis takes it: a configured size past `i64::MAX` means "no
+/// bound" anyway.
+fn clamped(count: usize) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
 }
 
 fn malformed(what: &str) -> Error {

@@ -157,6 +157,7 @@ async fn env_overrides_the_file() {
     let herald = Herald::builder()
         .config_toml("[history]\nsize = 50\n")
         .env("HERALD_HISTORY_SIZE", "2")
+        .env("HERALD_HISTORY_MIN_AGE_SECS", "0")
         .start();
     for i in 1..=5 {
         herald.publish("public", &i.to_string()).await;

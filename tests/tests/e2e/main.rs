@@ -6,6 +6,7 @@
 //! - `delivery`      — publish reaches WebSocket and SSE subscribers in order, exactly once, byte for byte; batch publish to 100 channels
 //! - `recovery`      — `since`, `Last-Event-ID` and `last_event_id` replay exactly what was missed, also while publishing races the reconnect; `recovered: false`
 //! - `pushback`      — delivery lagging past `delivery.max_lag_ms`: publishes wait, then 503 `delivery_lagging` with `Retry-After`; nothing accepted is lost, nothing refused is delivered
+//! - `history`       — history kept by age beyond `history.size`, up to `history.max_size` (memory and Redis): a client that missed more than `size` young messages recovers them all; past the cap, or once they aged, `recovered: false`; Redis trims the stream by age
 //! - `slow_consumer` — a client that stops reading is closed 4100 (WS) or told `slow_consumer` (SSE), its neighbours lose nothing, and it resumes without a gap
 //! - `churn`         — anonymous subscribe/unsubscribe churn: `command_rate_limited` then close 4105, `new_channel_rate_limited`, channels that only had readers freed as they are left
 //! - `rejections`    — every documented refusal (error frames, close 1009, 400/401/403/405/413/426/431) and that the server keeps serving others
@@ -33,6 +34,7 @@ mod delivery;
 mod echo;
 mod health;
 mod heartbeat;
+mod history;
 mod lifecycle;
 mod listener;
 mod pushback;

@@ -337,7 +337,11 @@ async fn sse_stream_with_two_channels_resumes_both() {
 
 #[tokio::test]
 async fn history_overflow_answers_not_recovered() {
-    let herald = Herald::builder().env("HERALD_HISTORY_SIZE", "5").start();
+    // By count only: messages kept by age would cover the gap.
+    let herald = Herald::builder()
+        .env("HERALD_HISTORY_SIZE", "5")
+        .env("HERALD_HISTORY_MIN_AGE_SECS", "0")
+        .start();
     let mut ws = WsClient::connect(&herald.ws_url("/ws")).await;
     ws.subscribe("public").await;
     let first = herald.publish("public", "1").await;
@@ -384,7 +388,11 @@ async fn history_overflow_answers_not_recovered() {
 
 #[tokio::test]
 async fn history_covering_exactly_the_gap_still_recovers() {
-    let herald = Herald::builder().env("HERALD_HISTORY_SIZE", "5").start();
+    // By count only: messages kept by age would cover the gap.
+    let herald = Herald::builder()
+        .env("HERALD_HISTORY_SIZE", "5")
+        .env("HERALD_HISTORY_MIN_AGE_SECS", "0")
+        .start();
     let mut epoch = String::new();
     for i in 1..=11 {
         epoch = herald.publish("public", &i.to_string()).await.epoch;

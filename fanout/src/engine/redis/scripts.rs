@@ -58,14 +58,58 @@ local function position(meta, stream, new_epoch, ttl, floor_epoch, floor_offset)
   return epoch, top, reset
 end
 
+-- The offset in a stream entry's id, `<offset>-0`.
+local function offset_of(entry)
+  return tonumber(string.match(entry[1], '^(%d+)'))
+end
+
+-- The time in ms a stream entry was appended (its first field, 't'); the
+-- far future for an entry without one, which is then never trimmed by age.
+-- Nothing here may fail: the publish has already appended.
+local function time_of(entry)
+  return tonumber(entry[2][2]) or math.huge
+end
+
+-- Trims by age: beyond the newest `size` entries (offsets up to
+-- offset - size), entries older than min_age ms go. Readers apply the rule
+-- exactly (HistoryConfig::keeps), so this only gives memory back and may
+-- lag: it waits until the oldest entry is `slack` past due, then trims
+-- everything due in one XTRIM, so the search below runs about once per
+-- slack per busy channel rather than on every publish. Offsets follow each
+-- other in a stream, and times grow with them, so the last entry to go is
+-- found by bisection, one single-entry XRANGE per step.
+local function trim_by_age(stream, offset, size, min_age, now)
+  local floor = offset - size
+  if min_age <= 0 or floor < 1 then return end
+  local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
+  if not oldest then return end
+  local cutoff = now - min_age
+  local slack = math.max(1000, math.floor(min_age / 8))
+  local lo = offset_of(oldest)
+  if not lo or lo > floor or time_of(oldest) >= cutoff - slack then return end
+  -- The entry at lo is due; find the newest due entry up to floor.
+  local hi = floor
+  while lo < hi do
+    local mid = math.floor((lo + hi + 1) / 2)
+    local entry = redis.call('XRANGE', stream, mid .. '-0', '+', 'COUNT', 1)[1]
+    if entry and time_of(entry) < cutoff then
+      lo = mid
+    else
+      hi = mid - 1
+    end
+  end
+  redis.call('XTRIM', stream, 'MINID', (lo + 1) .. '-0')
+end
+
 -- Appends a message and publishes it.
 --
 -- KEYS: meta, stream, the idempotency key's key (the meta key again when
--- there is none). ARGV: data, max history length (0 keeps none), TTL in
--- seconds, the epoch to start if the channel needs one, the pub/sub channel,
--- 's' for sharded pub/sub, the idempotency TTL in seconds ('' for no key),
--- the floor epoch and offset ('' ''). Returns {epoch, offset, 1 if a
--- duplicate else 0, why a new epoch was started or ''}.
+-- there is none). ARGV: data, history size, TTL in seconds, the epoch to
+-- start if the channel needs one, the pub/sub channel, 's' for sharded
+-- pub/sub, the idempotency TTL in seconds ('' for no key), the floor epoch
+-- and offset ('' ''), history min_age in ms, the most entries kept (the cap;
+-- 0 keeps none). Returns {epoch, offset, 1 if a duplicate else 0, why a new
+-- epoch was started or ''}.
 --
 -- Redis does not undo a function's writes when a command in it fails, so
 -- nothing is written before XADD, the one command that can fail (a key of
@@ -80,10 +124,12 @@ redis.register_function('HERALD_LIB_publish', function(keys, args)
   end
   local epoch, top, reset = position(keys[1], keys[2], args[4], args[3], args[8], args[9])
   local offset = top + 1
-  if tonumber(args[2]) > 0 then
+  if tonumber(args[11]) > 0 then
     local now = redis.call('TIME')
     local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-    redis.call('XADD', keys[2], 'MAXLEN', '~', args[2], offset .. '-0', 't', ms, 'd', args[1])
+    -- The cap, trimmed by whole stream nodes: cheap, and never below it.
+    redis.call('XADD', keys[2], 'MAXLEN', '~', args[11], offset .. '-0', 't', ms, 'd', args[1])
+    trim_by_age(keys[2], offset, tonumber(args[2]), tonumber(args[10]), ms)
     redis.call('EXPIRE', keys[2], args[3])
   end
   redis.call('HSET', keys[1], 'o', offset)
