@@ -144,7 +144,12 @@ pub fn section(saturation: &Saturation, pinning: &Pinning) -> String {
          connection then waits as long as it says, and the message is not counted as failed). \
          Nchan answers after its fan-out, so its publish call is its backlog. Phases, latency \
          and CPU as above; \"missing\" is deliveries that had not arrived 10 s after \
-         publishing stopped.\n\n\
+         publishing stopped. \"Server lag p99\" is Herald's own `herald_delivery_lag_seconds` \
+         (what `delivery.max_lag_ms` bounds), read every 100 ms during the measured phase: how \
+         far the server ran behind. Where the latency is far above it, messages waited in \
+         socket buffers for the load generator: one bench core parsing every message takes \
+         about 1M deliveries/s, less than Herald sends at this load, so this table's latency \
+         is the bench's own queue as much as the server's.\n\n\
          {}.\n\n{HEADER}",
         pinned_sentence(pinning, saturation.unpinned.is_some())
     );
