@@ -734,10 +734,20 @@ fn stamp(pinning: &Pinning) -> String {
 
 /// What an idle connection contains (kept with the page, not generated).
 const IDLE_CONTENTS: &str = "What Herald's figures contain:
-- WebSocket: the session future (416 B: the socket and tungstenite's protocol state, driven
-  directly, without tokio-tungstenite's waker proxies, and the connection core) in its tokio task
-  (a 512-byte cell), tungstenite's 512-byte read buffer, the outbox (96 B) and the connection's
-  slot in the tracker.
+- WebSocket (963–979 B at 10k and 18k): the session future (160 B: the socket, one pointer that
+  is null while no frame is partly read, and the connection core) in its tokio task (a 256-byte
+  cell); the socket's registration with tokio's I/O driver (an `Arc<ScheduledIo>`, cache-line
+  aligned: about 256 B by tokio 1.54's source); the outbox (96 B); the connection's slot in the
+  tracker; and its subscription on the shared channel (about 120 B: 844 B per connection without
+  a subscription). The rest, about 220 B, is not attributed part by part (allocator rounding and
+  what the handshakes leave in the allocator's caches). There is no read buffer per connection:
+  Herald reads WebSocket frames itself (`push/src/ws/reader.rs`) into one 16 KiB buffer per worker
+  thread, and keeps bytes only while a frame is partly read. Before that change the future was
+  416 B (tungstenite's protocol state) in a 512-byte cell, plus tungstenite's 512-byte read
+  buffer: 1798–1806 B per connection at 10k and 18k, against 963–972 B at 10k and 973–979 B at
+  18k after it, measured back to back with the same bench, pinned (`--server-cpus 0 --client-cpus
+  1 --settle 5 --cpu-window 5`) on the 2-core machine while other builds ran (RSS figures, which
+  the load moves little). On a channel of its own: 1232 B.
 - SSE: the session future (152 B) in its task (a 256-byte cell), the outbox, the tracker slot and
   one subscription.
 - \"A channel of its own\" (`idle` without `--channel`) adds the channel's state: its registry entry
@@ -748,7 +758,8 @@ const IDLE_CONTENTS: &str = "What Herald's figures contain:
 For comparison (measured by the team on the same machine before Herald's first round): Node `ws`
 5.9–7.0 KB per WebSocket;
 the floor measured with this exact stack (hyper 1, tokio, tokio-tungstenite, jemalloc) is
-1.71–1.78 KB per WebSocket and 0.98–1.2 KB per SSE stream.
+1.71–1.78 KB per WebSocket and 0.98–1.2 KB per SSE stream; for the WebSocket, that floor had a
+512-byte tungstenite read buffer per connection, which Herald no longer has.
 ";
 
 /// "How the figures are measured" and what follows it, with the run's pinning.
