@@ -85,13 +85,13 @@ impl Metrics {
         registry.register(Box::new(delivery_lag_seconds.clone()))?;
         let pushback_waits = IntCounter::new(
             "herald_publish_pushback_waits_total",
-            "Publishes and deliveries that waited for delivery to come within delivery.max_lag_ms, \
-             then went ahead.",
+            "Publishes and deliveries that waited for delivery to come within half of \
+             delivery.max_lag_ms, then went ahead.",
         )?;
         registry.register(Box::new(pushback_waits.clone()))?;
         let pushback_refusals = IntCounter::new(
             "herald_publish_pushback_refusals_total",
-            "Publishes and deliveries answered 503 delivery_lagging: delivery stayed past \
+            "Publishes and deliveries answered 503 delivery_lagging: delivery stayed past half of \
              delivery.max_lag_ms for delivery.max_publish_wait_ms.",
         )?;
         registry.register(Box::new(pushback_refusals.clone()))?;
