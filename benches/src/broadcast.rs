@@ -21,6 +21,7 @@ use crate::{
     outcome::RunResult,
     process,
     publisher::{Channels, Pace, Publisher},
+    queues::{self, QueueSampler},
     scenario::{Common, Session, describe},
     stats::{bytes_per_connection, cpu_per_million, ratio},
     target::Preset,
@@ -204,6 +205,7 @@ async fn deliver(
     let before = process::sample(&session.running.pids)?;
     let lag = (session.running.preset == Preset::Herald)
         .then(|| LagSampler::start(session.running.metrics_addrs.clone()));
+    let queues = QueueSampler::start(&session.running.addrs);
     session.ui.phase("measuring");
     let published = publisher
         .run(
@@ -218,6 +220,7 @@ async fn deliver(
         Some(lag) => lag.finish().await,
         None => Vec::new(),
     };
+    let queued = queues::mean(&queues.finish().await);
     session.ui.phase("draining");
     let drained = drain(&done, publisher.accepted_total(), Duration::from_secs(10)).await;
     let after = process::sample(&session.running.pids)?;
@@ -355,6 +358,19 @@ async fn deliver(
             quantile(&lag_samples, 1.0),
         );
     }
+    // Where the latency above lives when it is not the server's.
+    result.add(
+        "server_send_queue_mb",
+        "written by the server, not yet taken by the clients' sockets (mean, /proc/net/tcp)",
+        "MB",
+        queued.map(|q| q.server_send as f64 / 1e6),
+    );
+    result.add(
+        "client_receive_queue_mb",
+        "in the clients' sockets, not yet read by the load generator (mean)",
+        "MB",
+        queued.map(|q| q.client_receive as f64 / 1e6),
+    );
     result.add(
         "per_write_syscall",
         "deliveries per write syscall (/proc io syscw)",

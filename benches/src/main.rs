@@ -37,6 +37,7 @@ mod outcome;
 mod plot;
 mod process;
 mod publisher;
+mod queues;
 mod reconnect;
 mod redis;
 mod report;

@@ -34,7 +34,7 @@ pub struct Saturation {
 }
 
 /// The columns of both tables: figure key and unit.
-const COLUMNS: [(&str, &str); 10] = [
+const COLUMNS: [(&str, &str); 11] = [
     ("deliveries_per_s", "/s"),
     ("cpu_per_million", "s"),
     ("latency_p50", "ms"),
@@ -44,12 +44,14 @@ const COLUMNS: [(&str, &str); 10] = [
     ("publish_p99", "ms"),
     ("pushback", ""),
     ("server_lag_p99", "ms"),
+    ("client_receive_queue_mb", "MB"),
     ("missing", ""),
 ];
 
 const HEADER: &str = "| in flight | target | deliveries/s | CPU-s per 1M | p50 | p99 | p99.9 | \
-                      publish call p50 | publish call p99 | pushed back | server lag p99 | missing |\n\
-                      |---|---|---|---|---|---|---|---|---|---|---|---|\n";
+                      publish call p50 | publish call p99 | pushed back | server lag p99 | unread by the bench | \
+                      missing |\n\
+                      |---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
 
 /// The command of one level (`subscribers` already scaled).
 fn command(subscribers: usize, in_flight: u16, duration: u64, warmup: u64) -> String {
@@ -147,9 +149,11 @@ pub fn section(saturation: &Saturation, pinning: &Pinning) -> String {
          publishing stopped. \"Server lag p99\" is Herald's own `herald_delivery_lag_seconds` \
          (what `delivery.max_lag_ms` bounds), read every 100 ms during the measured phase: how \
          far the server ran behind. Where the latency is far above it, messages waited in \
-         socket buffers for the load generator: one bench core parsing every message takes \
-         about 1M deliveries/s, less than Herald sends at this load, so this table's latency \
-         is the bench's own queue as much as the server's.\n\n\
+         socket buffers for the load generator: \"unread by the bench\" is what sat in the \
+         clients' sockets, received by the kernel but not yet read by the bench (the mean of \
+         `/proc/net/tcp`'s receive queues, read every 500 ms). One bench core parsing every \
+         message takes about 1M deliveries/s, less than Herald sends at this load, so this \
+         table's latency is the bench's own queue as much as the server's.\n\n\
          {}.\n\n{HEADER}",
         pinned_sentence(pinning, saturation.unpinned.is_some())
     );
@@ -232,6 +236,7 @@ mod tests {
             ("publish_p99", 2.0),
             ("pushback", pushback),
             ("server_lag_p99", 150.0),
+            ("client_receive_queue_mb", 12.0),
             ("missing", 0.0),
         ] {
             r.add(key, key, "", value);
@@ -281,14 +286,14 @@ mod tests {
             assert!(
                 text.contains(&format!(
                     "| {n} | herald | 1200000 /s | 0.500 s | 20 ms | 200 ms | 300 ms | 1 ms | \
-                     2 ms | 3 | 150 ms | 0 |\n| | nchan | 120000 /s |"
+                     2 ms | 3 | 150 ms | 12 MB | 0 |\n| | nchan | 120000 /s |"
                 )),
                 "{n}: {text}"
             );
         }
         assert!(
             text.contains(
-                "| | **herald / nchan** | 10× | 1× | 1× | 0.800× | 1× | 1× | 1× | – | 1× | – |"
+                "| | **herald / nchan** | 10× | 1× | 1× | 0.800× | 1× | 1× | 1× | – | 1× | 1× | – |"
             ),
             "{text}"
         );
