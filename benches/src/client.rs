@@ -224,6 +224,9 @@ impl Conn {
 
 /// The keys a received message is scanned for, each searched for once.
 struct Keys {
+    /// The opening of a payload as [`payload`] writes it: `{` is rare in a
+    /// message, so this is found much faster than `"t":` alone.
+    payload: Finder<'static>,
     sent: Finder<'static>,
     seq: Finder<'static>,
     epoch: Finder<'static>,
@@ -231,6 +234,7 @@ struct Keys {
 }
 
 static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys {
+    payload: Finder::new(br#"{"t":"#),
     sent: Finder::new(br#""t":"#),
     seq: Finder::new(br#""seq":"#),
     epoch: Finder::new(br#""epoch":""#),
@@ -296,6 +300,19 @@ impl Batch {
 }
 
 fn delivery(data: &[u8]) -> Delivery {
+    // The payload as `payload` writes it: `{"t":…,"seq":…`, one search.
+    if let Some(at) = KEYS.payload.find(data) {
+        let start = at + KEYS.payload.needle().len();
+        if let Some((sent_us, len)) = digits(&data[start..])
+            && let Some(seq) = data[start + len..].strip_prefix(br#","seq":"#)
+        {
+            return Delivery {
+                sent_us: Some(sent_us),
+                seq: digits(seq).map(|(seq, _)| seq),
+            };
+        }
+    }
+    // Anything else with the fields somewhere (a target that rewrites it).
     Delivery {
         sent_us: number_field(data, &KEYS.sent),
         seq: number_field(data, &KEYS.seq),
@@ -305,17 +322,22 @@ fn delivery(data: &[u8]) -> Delivery {
 /// The unsigned integer right after the first `key` (`"t":`) in `data`.
 fn number_field(data: &[u8], key: &Finder) -> Option<u64> {
     let start = key.find(data)? + key.needle().len();
-    let digits = &data[start..];
-    let len = digits
+    digits(&data[start..]).map(|(n, _)| n)
+}
+
+/// The unsigned integer `bytes` start with, and its length.
+fn digits(bytes: &[u8]) -> Option<(u64, usize)> {
+    let len = bytes
         .iter()
         .position(|b| !b.is_ascii_digit())
-        .unwrap_or(digits.len());
+        .unwrap_or(bytes.len());
     if len == 0 {
         return None;
     }
-    digits[..len].iter().try_fold(0u64, |n, &d| {
+    let n = bytes[..len].iter().try_fold(0u64, |n, &d| {
         n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })
+    })?;
+    Some((n, len))
 }
 
 /// The string right after the first `key` (`"epoch":"`), up to the next quote.
@@ -345,6 +367,18 @@ mod tests {
         assert_eq!(d.sent_us, Some(1_700_000_000_000_000));
         assert_eq!(d.seq, Some(42));
         assert!(serde_json::from_str::<serde_json::Value>(&p).is_ok());
+        // Written otherwise, the fields are still found.
+        for (data, sent, seq) in [
+            (&br#"{"seq":2,"t":5}"#[..], Some(5), Some(2)),
+            (br#"{"t": 5, "seq": 2}"#, None, None),
+            (br#"{"t":5,"pad":"","seq":2}"#, Some(5), Some(2)),
+            (br#"{"t":5,"seq":x}"#, Some(5), None),
+            (br#"{"t":5}"#, Some(5), None),
+            (b"hello", None, None),
+        ] {
+            let want = Delivery { sent_us: sent, seq };
+            assert_eq!(delivery(data), want, "{}", String::from_utf8_lossy(data));
+        }
     }
 
     #[test]

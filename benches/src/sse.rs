@@ -25,6 +25,12 @@ static BLANK_LINE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n
 
 pub struct SseConn {
     stream: TcpStream,
+    events: Events,
+}
+
+/// Events out of the bytes received.
+#[derive(Default)]
+struct Events {
     inbox: Inbox,
     /// The data of an event with several `data:` lines, joined by `\n`.
     joined: Vec<u8>,
@@ -56,26 +62,27 @@ impl SseConn {
         stream.write_all(request.as_bytes()).await?;
         let mut conn = SseConn {
             stream,
-            inbox: Inbox::with_capacity(READ_SIZE),
-            joined: Vec::new(),
-            last_id: None,
+            events: Events {
+                inbox: Inbox::with_capacity(READ_SIZE),
+                ..Events::default()
+            },
         };
         let head_len = loop {
-            if let Some(at) = memchr::memmem::find(conn.inbox.unparsed(), b"\r\n\r\n") {
+            if let Some(at) = memchr::memmem::find(conn.events.inbox.unparsed(), b"\r\n\r\n") {
                 break at + 4;
             }
-            if conn.inbox.unparsed().len() > 16 << 10 || !conn.read_more().await? {
+            if conn.events.inbox.unparsed().len() > 16 << 10 || !conn.read_more().await? {
                 bail!(
                     "stream closed before its head: {}",
-                    String::from_utf8_lossy(conn.inbox.unparsed())
+                    String::from_utf8_lossy(conn.events.inbox.unparsed())
                 );
             }
         };
-        let head = &conn.inbox.unparsed()[..head_len];
+        let head = &conn.events.inbox.unparsed()[..head_len];
         if !head.starts_with(b"HTTP/1.1 200") {
             bail!("unexpected answer: {}", String::from_utf8_lossy(head));
         }
-        conn.inbox.consume(head_len);
+        conn.events.inbox.consume(head_len);
         Ok(conn)
     }
 
@@ -99,13 +106,29 @@ impl SseConn {
 
     /// The id of the last event with one.
     pub fn last_id(&self) -> Option<&str> {
-        self.last_id.as_deref()
+        self.events.last_id.as_deref()
     }
 
     /// Hands every complete event with data (comments and `retry:` alone are
     /// skipped) to `on_event`, with the last event id then, until it returns
     /// `false`; the events after stay in the buffer.
-    pub fn parse(&mut self, mut on_event: impl FnMut(&Event, Option<&str>) -> bool) {
+    pub fn parse(&mut self, on_event: impl FnMut(&Event, Option<&str>) -> bool) {
+        self.events.parse(on_event);
+    }
+
+    /// Reads once more; `false` once the stream ended. Cancel-safe.
+    pub async fn read_more(&mut self) -> anyhow::Result<bool> {
+        let inbox = &mut self.events.inbox;
+        if inbox.unparsed().len() > MAX_EVENT {
+            bail!("an SSE event over {MAX_EVENT} bytes");
+        }
+        Ok(inbox.read_more(&mut self.stream, 0).await?)
+    }
+}
+
+impl Events {
+    /// [`SseConn::parse`].
+    fn parse(&mut self, mut on_event: impl FnMut(&Event, Option<&str>) -> bool) {
         while let Some(len) = BLANK_LINE.find(self.inbox.unparsed()) {
             let start = self.inbox.position();
             let raw: Range<usize> = start..start + len;
@@ -117,14 +140,6 @@ impl SseConn {
                 return;
             }
         }
-    }
-
-    /// Reads once more; `false` once the stream ended. Cancel-safe.
-    pub async fn read_more(&mut self) -> anyhow::Result<bool> {
-        if self.inbox.unparsed().len() > MAX_EVENT {
-            bail!("an SSE event over {MAX_EVENT} bytes");
-        }
-        Ok(self.inbox.read_more(&mut self.stream, 0).await?)
     }
 }
 
@@ -208,6 +223,46 @@ mod tests {
             let want = expect.map(|(kind, data)| Event { kind, data });
             assert_eq!(got, want, "{}", String::from_utf8_lossy(raw));
             assert_eq!(last_id.as_deref(), Some(id.unwrap_or("before")));
+        }
+    }
+
+    /// A stream read in pieces of every size gives the same events.
+    #[test]
+    fn parses_events_split_across_reads() {
+        let stream: &[u8] = b": ping\n\nretry: 2000\n\nid: e:1\nevent: subscribed\ndata: {}\n\n\
+            id: e:2\ndata: {\"t\":1}\n\nid: e:3\ndata: a\ndata: b\n\n: ping\n\n\
+            event: reconnect\ndata: {}\n\ndata: partial";
+        let want: Vec<(Option<Vec<u8>>, Vec<u8>, Option<String>)> = vec![
+            (
+                Some(b"subscribed".to_vec()),
+                b"{}".to_vec(),
+                Some("e:1".into()),
+            ),
+            (None, br#"{"t":1}"#.to_vec(), Some("e:2".into())),
+            (None, b"a\nb".to_vec(), Some("e:3".into())),
+            (
+                Some(b"reconnect".to_vec()),
+                b"{}".to_vec(),
+                Some("e:3".into()),
+            ),
+        ];
+        for split in 1..=stream.len() {
+            let mut events = Events::default();
+            let mut got = Vec::new();
+            for read in stream.chunks(split) {
+                events.inbox.push(read);
+                events.parse(|event, id| {
+                    got.push((
+                        event.kind.map(<[u8]>::to_vec),
+                        event.data.to_vec(),
+                        id.map(str::to_string),
+                    ));
+                    true
+                });
+                events.inbox.compact();
+            }
+            assert_eq!(got, want, "reads of {split}");
+            assert_eq!(events.inbox.unparsed(), b"data: partial");
         }
     }
 }
