@@ -232,7 +232,9 @@ mod tests {
         let stream: &[u8] = b": ping\n\nretry: 2000\n\nid: e:1\nevent: subscribed\ndata: {}\n\n\
             id: e:2\ndata: {\"t\":1}\n\nid: e:3\ndata: a\ndata: b\n\n: ping\n\n\
             event: reconnect\ndata: {}\n\ndata: partial";
-        let want: Vec<(Option<Vec<u8>>, Vec<u8>, Option<String>)> = vec![
+        /// (event type, data, last id)
+        type Seen = (Option<Vec<u8>>, Vec<u8>, Option<String>);
+        let want: Vec<Seen> = vec![
             (
                 Some(b"subscribed".to_vec()),
                 b"{}".to_vec(),
