@@ -4,8 +4,10 @@
 //! publish call (`--in-flight`), and measure deliveries per second, server
 //! CPU per delivery (user and system apart), deliveries per write system
 //! call, delivery latency from the timestamp in each payload, how long each
-//! publish call took, and how often the server pushed back (503 with
-//! `Retry-After`).
+//! publish call took, how often the server pushed back (503 with
+//! `Retry-After`), and how busy the load generator itself was (its worker
+//! processes, and this process, which publishes): a load generator near
+//! 100 % of its core is what the latency then measures.
 //!
 //! Phases: connect; warm up (publishing, not measured) and drain; reset the
 //! workers' counters; publish for the measured duration; drain (until every
@@ -203,6 +205,9 @@ async fn deliver(
     session.fleet.send(&Command::Reset).await?;
     let counters_before = session.herald_counters().await;
     let before = process::sample(&session.running.pids)?;
+    let bench_pids = (session.fleet.pids(), [std::process::id()]);
+    let workers_before = process::sample(&bench_pids.0)?;
+    let own_before = process::sample(&bench_pids.1)?;
     let lag = (session.running.preset == Preset::Herald)
         .then(|| LagSampler::start(session.running.metrics_addrs.clone()));
     let queues = QueueSampler::start(&session.running.addrs);
@@ -224,6 +229,8 @@ async fn deliver(
     session.ui.phase("draining");
     let drained = drain(&done, publisher.accepted_total(), Duration::from_secs(10)).await;
     let after = process::sample(&session.running.pids)?;
+    let workers = process::sample(&bench_pids.0)?.since(&workers_before);
+    let own = process::sample(&bench_pids.1)?.since(&own_before);
     let counters_after = session.herald_counters().await;
     let report = session.fleet.finish(None).await?;
 
@@ -333,6 +340,24 @@ async fn deliver(
         "server CPU busy",
         "%",
         usage.cpu_s() / usage.wall_s.max(1e-3) * 100.0,
+    );
+    result.add(
+        "client_cpu_share",
+        "load generator CPU busy: worker processes (one core = 100)",
+        "%",
+        workers.cpu_s() / workers.wall_s.max(1e-3) * 100.0,
+    );
+    result.add(
+        "client_cpu_per_million",
+        "… their CPU-s per 1M deliveries",
+        "s",
+        cpu_per_million(workers.cpu_s(), received),
+    );
+    result.add(
+        "publisher_cpu_share",
+        "… and this process (publisher, coordinator)",
+        "%",
+        own.cpu_s() / own.wall_s.max(1e-3) * 100.0,
     );
     result.add_percentiles("latency", "latency", &report.latency.percentiles());
     result.add_percentiles("publish", "publish call", &published.calls.percentiles());

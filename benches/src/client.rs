@@ -2,23 +2,22 @@
 //! source addresses (one source address gives only about 28k ports), for any
 //! target described by [`Templates`], and the parsing of what they receive.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::{
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    sync::LazyLock,
+};
 
 use anyhow::{Context, bail};
-use futures_util::{SinkExt, StreamExt};
+use memchr::memmem::Finder;
 use serde::{Deserialize, Serialize};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpSocket, TcpStream},
-};
-use tokio_tungstenite::{
-    WebSocketStream, client_async_with_config,
-    tungstenite::{Message, protocol::WebSocketConfig},
-};
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::{
+    frame::Flow,
     http::Url,
+    sse::{Event, SseConn},
     target::{Protocol, Templates, fill},
+    websocket::WsConn,
 };
 
 /// The transport a scenario's clients use.
@@ -52,27 +51,31 @@ pub enum Resume {
 
 /// One open subscriber connection.
 pub enum Conn {
-    Ws(Box<WebSocketStream<TcpStream>>, Protocol),
+    Ws(Box<WsConn>, Protocol),
     Sse(Box<SseConn>),
 }
 
-pub struct SseConn {
-    stream: TcpStream,
-    /// Bytes received but not yet parsed into events.
-    buffer: Vec<u8>,
-    /// The id of the last event with one (Herald's `subscribed` has one too).
-    last_id: Option<String>,
-}
-
 /// A message as a subscriber received it.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Delivery {
     /// The publisher's timestamp (µs since the Unix epoch) from the payload.
     pub sent_us: Option<u64>,
     /// The publisher's sequence number from the payload.
     pub seq: Option<u64>,
-    /// Where to resume after this message, when asked to track it.
-    pub resume: Option<Resume>,
+}
+
+/// What one [`Conn::recv`] brought: every message of a read, so that the
+/// caller pays for its shared counters once per read, not per message.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// The messages, in order; kept from call to call for its capacity.
+    pub deliveries: Vec<Delivery>,
+    /// The server closed the stream, or told the client to go away, after
+    /// these messages.
+    pub ended: bool,
+    /// Where to resume after the last message with a position; updated
+    /// only when tracking, in place (no allocation while the epoch stays).
+    pub resume: Resume,
 }
 
 /// The loopback source address number `index` of `count` starting at `first`.
@@ -125,14 +128,11 @@ async fn websocket(
     source: Ipv4Addr,
     resume: &Resume,
 ) -> anyhow::Result<Conn> {
-    let url = fill(&templates.ws_url, addr, channel);
-    let authority = Url::parse(&url)?.authority;
-    let stream = connect_tcp(&authority, source).await?;
-    // The client's own buffers matter too when one process holds 18k of them.
-    let config = WebSocketConfig::default().read_buffer_size(4096);
-    let (mut ws, _) = client_async_with_config(url, stream, Some(config)).await?;
+    let url = Url::parse(&fill(&templates.ws_url, addr, channel))?;
+    let stream = connect_tcp(&url.authority, source).await?;
+    let mut ws = WsConn::handshake(stream, &url).await?;
     if templates.protocol == Protocol::Herald {
-        expect_type(&mut ws, "welcome").await?;
+        ws.expect_type("welcome").await?;
     }
     if let Some(frame) = &templates.ws_subscribe {
         let mut frame = fill(frame, addr, channel);
@@ -145,31 +145,14 @@ async fn websocket(
                 ));
             }
         }
-        ws.send(Message::text(frame)).await?;
+        ws.send_text(&frame).await?;
         if templates.protocol == Protocol::Herald {
-            expect_type(&mut ws, "subscribed").await?;
+            ws.expect_type("subscribed").await?;
         }
     } else if let Resume::Since { .. } = resume {
         bail!("this target cannot resume a WebSocket subscription");
     }
     Ok(Conn::Ws(Box::new(ws), templates.protocol))
-}
-
-async fn expect_type(ws: &mut WebSocketStream<TcpStream>, kind: &str) -> anyhow::Result<()> {
-    loop {
-        match ws.next().await.context("connection closed")?? {
-            Message::Text(text) => {
-                if text.contains(&format!(r#""type":"{kind}""#)) {
-                    return Ok(());
-                }
-                if text.contains(r#""type":"error""#) {
-                    bail!("expected {kind}, got {text}");
-                }
-            }
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => bail!("expected {kind}, got {other:?}"),
-        }
-    }
 }
 
 async fn sse(
@@ -180,157 +163,51 @@ async fn sse(
     resume: &Resume,
 ) -> anyhow::Result<Conn> {
     let url = Url::parse(&fill(&templates.sse_url, addr, channel))?;
-    let mut stream = connect_tcp(&url.authority, source).await?;
+    let stream = connect_tcp(&url.authority, source).await?;
     let last_event_id = match resume {
-        Resume::LastEventId(id) => format!("Last-Event-ID: {id}\r\n"),
-        _ => String::new(),
+        Resume::LastEventId(id) => Some(id.as_str()),
+        _ => None,
     };
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n{last_event_id}\r\n",
-        url.path, url.authority
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut conn = SseConn {
-        stream,
-        buffer: Vec::with_capacity(512),
-        last_id: None,
-    };
-    let head_end = loop {
-        if let Some(at) = find(&conn.buffer, b"\r\n\r\n") {
-            break at + 4;
-        }
-        if conn.buffer.len() > 16 << 10 || !conn.read_more().await? {
-            bail!(
-                "stream closed before its head: {}",
-                String::from_utf8_lossy(&conn.buffer)
-            );
-        }
-    };
-    if !conn.buffer.starts_with(b"HTTP/1.1 200") {
-        bail!(
-            "unexpected answer: {}",
-            String::from_utf8_lossy(&conn.buffer[..head_end])
-        );
-    }
-    conn.buffer.drain(..head_end);
-    if templates.protocol == Protocol::Herald {
-        // Live once the `subscribed` event has arrived.
-        loop {
-            match conn.next_event().await? {
-                Some(event) if event.kind.as_deref() == Some("subscribed") => break,
-                Some(_) => continue,
-                None => bail!("stream closed before subscribed"),
-            }
-        }
+    let mut conn = SseConn::open(stream, &url, last_event_id).await?;
+    // Herald's subscription is live once the `subscribed` event has arrived.
+    if templates.protocol == Protocol::Herald && !conn.wait_for("subscribed").await? {
+        bail!("stream closed before subscribed");
     }
     Ok(Conn::Sse(Box::new(conn)))
 }
 
-/// One parsed SSE event.
-#[derive(Debug, Default, PartialEq)]
-struct Event {
-    kind: Option<String>,
-    data: Vec<u8>,
-}
-
-impl SseConn {
-    async fn read_more(&mut self) -> anyhow::Result<bool> {
-        let mut chunk = [0u8; 4096];
-        let read = self.stream.read(&mut chunk).await?;
-        self.buffer.extend_from_slice(&chunk[..read]);
-        Ok(read > 0)
-    }
-
-    /// The next event with data (comments and `retry:` alone are skipped);
-    /// `None` once the stream has ended.
-    async fn next_event(&mut self) -> anyhow::Result<Option<Event>> {
-        loop {
-            while let Some(end) = find(&self.buffer, b"\n\n") {
-                let raw: Vec<u8> = self.buffer.drain(..end + 2).collect();
-                if let Some(event) = parse_event(&raw, &mut self.last_id) {
-                    return Ok(Some(event));
-                }
-            }
-            if !self.read_more().await? {
-                return Ok(None);
-            }
-        }
-    }
-}
-
-/// Parses one SSE event (without its closing blank line), updating the last id.
-fn parse_event(raw: &[u8], last_id: &mut Option<String>) -> Option<Event> {
-    let mut event = Event::default();
-    let mut has_data = false;
-    for line in raw.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let (field, value) = match line.iter().position(|&b| b == b':') {
-            Some(0) | None => continue,
-            Some(at) => {
-                let value = &line[at + 1..];
-                (&line[..at], value.strip_prefix(b" ").unwrap_or(value))
-            }
-        };
-        match field {
-            b"id" => *last_id = Some(String::from_utf8_lossy(value).into_owned()),
-            b"event" => event.kind = Some(String::from_utf8_lossy(value).into_owned()),
-            b"data" => {
-                if has_data {
-                    event.data.push(b'\n');
-                }
-                event.data.extend_from_slice(value);
-                has_data = true;
-            }
-            _ => {}
-        }
-    }
-    has_data.then_some(event)
-}
-
 impl Conn {
-    /// The next message; `None` once the server closed the stream (or told
-    /// the client to go away).
-    pub async fn next(&mut self, track: bool) -> anyhow::Result<Option<Delivery>> {
-        match self {
-            Conn::Ws(ws, protocol) => loop {
-                let text = match ws.next().await {
-                    None => return Ok(None),
-                    Some(Err(e)) => return Err(e.into()),
-                    Some(Ok(Message::Text(text))) => text.as_bytes().to_vec(),
-                    Some(Ok(Message::Binary(data))) => data.to_vec(),
-                    Some(Ok(Message::Close(_))) => return Ok(None),
-                    Some(Ok(_)) => continue,
-                };
-                if *protocol == Protocol::Herald && !text.starts_with(br#"{"type":"message""#) {
-                    if text.starts_with(br#"{"type":"reconnect""#) {
-                        return Ok(None);
+    /// Waits for messages, then hands every message of the read to `batch`
+    /// (emptied first); `batch.ended` once the server closed the stream or
+    /// told the client to go away. With `track`, `batch.resume` follows the
+    /// last message's position. Cancel-safe: a message is either in `batch`
+    /// or still in the connection's buffer.
+    pub async fn recv(&mut self, track: bool, batch: &mut Batch) -> anyhow::Result<()> {
+        batch.deliveries.clear();
+        batch.ended = false;
+        loop {
+            let more = match self {
+                Conn::Ws(ws, protocol) => {
+                    let protocol = *protocol;
+                    let flow = ws.parse(|text| batch.ws_message(protocol, text, track))?;
+                    batch.ended |= flow == Flow::Closed;
+                    if batch.ended || !batch.deliveries.is_empty() {
+                        return Ok(());
                     }
-                    continue;
+                    ws.read_more().await?
                 }
-                let resume = (track && *protocol == Protocol::Herald)
-                    .then(|| {
-                        Some(Resume::Since {
-                            epoch: string_field(&text, b"\"epoch\":\"")?,
-                            offset: number_field(&text, b"\"offset\":")?,
-                        })
-                    })
-                    .flatten();
-                return Ok(Some(delivery(&text, resume)));
-            },
-            Conn::Sse(sse) => loop {
-                let Some(event) = sse.next_event().await? else {
-                    return Ok(None);
-                };
-                match event.kind.as_deref() {
-                    None | Some("message") => {}
-                    Some("reconnect" | "error") => return Ok(None),
-                    Some(_) => continue,
+                Conn::Sse(sse) => {
+                    sse.parse(|event, last_id| batch.sse_event(event, last_id, track));
+                    if batch.ended || !batch.deliveries.is_empty() {
+                        return Ok(());
+                    }
+                    sse.read_more().await?
                 }
-                let resume = track
-                    .then(|| sse.last_id.clone().map(Resume::LastEventId))
-                    .flatten();
-                return Ok(Some(delivery(&event.data, resume)));
-            },
+            };
+            if !more {
+                batch.ended = true;
+                return Ok(());
+            }
         }
     }
 
@@ -338,42 +215,136 @@ impl Conn {
     pub fn initial_resume(&self) -> Resume {
         match self {
             Conn::Sse(sse) => sse
-                .last_id
-                .clone()
-                .map_or(Resume::Live, Resume::LastEventId),
+                .last_id()
+                .map_or(Resume::Live, |id| Resume::LastEventId(id.to_string())),
             Conn::Ws(..) => Resume::Live,
         }
     }
 }
 
-fn delivery(data: &[u8], resume: Option<Resume>) -> Delivery {
-    Delivery {
-        sent_us: number_field(data, b"\"t\":"),
-        seq: number_field(data, b"\"seq\":"),
-        resume,
+/// The keys a received message is scanned for, each searched for once.
+struct Keys {
+    /// The opening of a payload as [`payload`] writes it: `{` is rare in a
+    /// message, so this is found much faster than `"t":` alone.
+    payload: Finder<'static>,
+    sent: Finder<'static>,
+    seq: Finder<'static>,
+    epoch: Finder<'static>,
+    offset: Finder<'static>,
+}
+
+static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys {
+    payload: Finder::new(br#"{"t":"#),
+    sent: Finder::new(br#""t":"#),
+    seq: Finder::new(br#""seq":"#),
+    epoch: Finder::new(br#""epoch":""#),
+    offset: Finder::new(br#""offset":"#),
+});
+
+impl Batch {
+    /// Takes one WebSocket message; `false` (stop) once the server told the
+    /// client to go away.
+    fn ws_message(&mut self, protocol: Protocol, text: &[u8], track: bool) -> bool {
+        if protocol == Protocol::Herald {
+            if !text.starts_with(br#"{"type":"message""#) {
+                self.ended = text.starts_with(br#"{"type":"reconnect""#);
+                return !self.ended;
+            }
+            if track
+                && let (Some(epoch), Some(offset)) = (
+                    string_field(text, &KEYS.epoch),
+                    number_field(text, &KEYS.offset),
+                )
+            {
+                match &mut self.resume {
+                    Resume::Since {
+                        epoch: e,
+                        offset: o,
+                    } if e.as_bytes() == epoch => *o = offset,
+                    resume => {
+                        *resume = Resume::Since {
+                            epoch: String::from_utf8_lossy(epoch).into_owned(),
+                            offset,
+                        }
+                    }
+                }
+            }
+        }
+        self.deliveries.push(delivery(text));
+        true
+    }
+
+    /// Takes one SSE event; `false` (stop) once the server told the client
+    /// to go away.
+    fn sse_event(&mut self, event: &Event, last_id: Option<&str>, track: bool) -> bool {
+        match event.kind {
+            None | Some(b"message") => {}
+            Some(b"reconnect" | b"error") => {
+                self.ended = true;
+                return false;
+            }
+            Some(_) => return true,
+        }
+        if track && let Some(id) = last_id {
+            match &mut self.resume {
+                Resume::LastEventId(last) => {
+                    last.clear();
+                    last.push_str(id);
+                }
+                resume => *resume = Resume::LastEventId(id.to_string()),
+            }
+        }
+        self.deliveries.push(delivery(event.data));
+        true
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+fn delivery(data: &[u8]) -> Delivery {
+    // The payload as `payload` writes it: `{"t":…,"seq":…`, one search.
+    if let Some(at) = KEYS.payload.find(data) {
+        let start = at + KEYS.payload.needle().len();
+        if let Some((sent_us, len)) = digits(&data[start..])
+            && let Some(seq) = data[start + len..].strip_prefix(br#","seq":"#)
+        {
+            return Delivery {
+                sent_us: Some(sent_us),
+                seq: digits(seq).map(|(seq, _)| seq),
+            };
+        }
+    }
+    // Anything else with the fields somewhere (a target that rewrites it).
+    Delivery {
+        sent_us: number_field(data, &KEYS.sent),
+        seq: number_field(data, &KEYS.seq),
+    }
 }
 
 /// The unsigned integer right after the first `key` (`"t":`) in `data`.
-fn number_field(data: &[u8], key: &[u8]) -> Option<u64> {
-    let start = find(data, key)? + key.len();
-    let digits: &[u8] = &data[start..];
-    let digits = &digits[..digits
+fn number_field(data: &[u8], key: &Finder) -> Option<u64> {
+    let start = key.find(data)? + key.needle().len();
+    digits(&data[start..]).map(|(n, _)| n)
+}
+
+/// The unsigned integer `bytes` start with, and its length.
+fn digits(bytes: &[u8]) -> Option<(u64, usize)> {
+    let len = bytes
         .iter()
         .position(|b| !b.is_ascii_digit())
-        .unwrap_or(digits.len())];
-    std::str::from_utf8(digits).ok()?.parse().ok()
+        .unwrap_or(bytes.len());
+    if len == 0 {
+        return None;
+    }
+    let n = bytes[..len].iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })?;
+    Some((n, len))
 }
 
 /// The string right after the first `key` (`"epoch":"`), up to the next quote.
-fn string_field(data: &[u8], key: &[u8]) -> Option<String> {
-    let start = find(data, key)? + key.len();
-    let len = data[start..].iter().position(|&b| b == b'"')?;
-    Some(String::from_utf8_lossy(&data[start..start + len]).into_owned())
+fn string_field<'a>(data: &'a [u8], key: &Finder) -> Option<&'a [u8]> {
+    let start = key.find(data)? + key.needle().len();
+    let len = memchr::memchr(b'"', &data[start..])?;
+    Some(&data[start..start + len])
 }
 
 /// The payload a publisher sends: a timestamp, a sequence number and padding
@@ -392,54 +363,134 @@ mod tests {
     fn payloads_have_the_asked_size_and_parse_back() {
         let p = payload(1_700_000_000_000_000, 42, 100);
         assert_eq!(p.len(), 100);
-        let d = delivery(p.as_bytes(), None);
+        let d = delivery(p.as_bytes());
         assert_eq!(d.sent_us, Some(1_700_000_000_000_000));
         assert_eq!(d.seq, Some(42));
         assert!(serde_json::from_str::<serde_json::Value>(&p).is_ok());
+        // Written otherwise, the fields are still found.
+        for (data, sent, seq) in [
+            (&br#"{"seq":2,"t":5}"#[..], Some(5), Some(2)),
+            (br#"{"t": 5, "seq": 2}"#, None, None),
+            (br#"{"t":5,"pad":"","seq":2}"#, Some(5), Some(2)),
+            (br#"{"t":5,"seq":x}"#, Some(5), None),
+            (br#"{"t":5}"#, Some(5), None),
+            (b"hello", None, None),
+        ] {
+            let want = Delivery { sent_us: sent, seq };
+            assert_eq!(delivery(data), want, "{}", String::from_utf8_lossy(data));
+        }
     }
 
     #[test]
     fn reads_fields_from_a_herald_frame() {
         let frame = br#"{"type":"message","channel":"bench","epoch":"1f","offset":9,"data":{"t":5,"seq":2,"pad":"x"}}"#;
-        assert_eq!(number_field(frame, b"\"t\":"), Some(5));
-        assert_eq!(number_field(frame, b"\"offset\":"), Some(9));
-        assert_eq!(string_field(frame, b"\"epoch\":\""), Some("1f".into()));
-        assert_eq!(number_field(frame, b"\"nope\":"), None);
+        assert_eq!(number_field(frame, &KEYS.sent), Some(5));
+        assert_eq!(number_field(frame, &KEYS.offset), Some(9));
+        assert_eq!(string_field(frame, &KEYS.epoch), Some(&b"1f"[..]));
+        assert_eq!(number_field(frame, &Finder::new("\"nope\":")), None);
+        for (bad, want) in [
+            (&br#"{"t":}"#[..], None),
+            (br#"{"t":-1}"#, None),
+            (br#"{"t":99999999999999999999}"#, None),
+            (br#"{"t":18446744073709551615}"#, Some(u64::MAX)),
+            (br#"{"t":7"#, Some(7)),
+        ] {
+            assert_eq!(
+                number_field(bad, &KEYS.sent),
+                want,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(string_field(br#"{"epoch":"open"#, &KEYS.epoch), None);
+    }
+
+    /// Herald's WebSocket messages: what is delivered, when the stream ends,
+    /// and where to resume.
+    #[test]
+    fn takes_herald_websocket_messages() {
+        let message = |epoch: &str, offset: u64, seq: u64| {
+            format!(
+                r#"{{"type":"message","channel":"bench","epoch":"{epoch}","offset":{offset},"data":{}}}"#,
+                payload(1_000 + seq, seq, 60)
+            )
+        };
+        let mut batch = Batch::default();
+        assert!(batch.ws_message(Protocol::Herald, message("e1", 4, 1).as_bytes(), true));
+        assert!(batch.ws_message(Protocol::Herald, br#"{"type":"pong"}"#, true));
+        assert!(batch.ws_message(Protocol::Herald, message("e1", 5, 2).as_bytes(), true));
+        assert_eq!(
+            batch.resume,
+            Resume::Since {
+                epoch: "e1".into(),
+                offset: 5
+            }
+        );
+        assert!(batch.ws_message(Protocol::Herald, message("e2", 1, 3).as_bytes(), true));
+        assert_eq!(
+            batch.resume,
+            Resume::Since {
+                epoch: "e2".into(),
+                offset: 1
+            }
+        );
+        // Without tracking, the position stays where it was.
+        assert!(batch.ws_message(Protocol::Herald, message("e2", 9, 4).as_bytes(), false));
+        assert!(!batch.ws_message(
+            Protocol::Herald,
+            br#"{"type":"reconnect","after_ms":5}"#,
+            true
+        ));
+        assert!(batch.ended);
+        let seqs: Vec<_> = batch
+            .deliveries
+            .iter()
+            .map(|d| (d.seq, d.sent_us))
+            .collect();
+        assert_eq!(
+            seqs,
+            [1, 2, 3, 4].map(|s| (Some(s), Some(1_000 + s))).to_vec()
+        );
+        assert_eq!(
+            batch.resume,
+            Resume::Since {
+                epoch: "e2".into(),
+                offset: 1
+            }
+        );
+
+        // A plain target's frames are the payload itself; nothing is skipped.
+        let mut plain = Batch::default();
+        assert!(plain.ws_message(Protocol::Plain, payload(7, 3, 100).as_bytes(), true));
+        assert!(plain.ws_message(Protocol::Plain, b"not json", true));
+        assert_eq!(
+            plain.deliveries,
+            [
+                Delivery {
+                    sent_us: Some(7),
+                    seq: Some(3)
+                },
+                Delivery::default()
+            ]
+        );
+        assert_eq!(plain.resume, Resume::Live);
     }
 
     #[test]
-    fn parses_sse_events() {
-        // (raw event, expected (event type, data), expected last id)
-        type Case<'a> = (
-            &'a [u8],
-            Option<(Option<&'a str>, &'a [u8])>,
-            Option<&'a str>,
-        );
-        let cases: &[Case] = &[
-            (b"retry: 2000\n", None, None),
-            (b": hi\n", None, None),
-            (
-                b"id: 1f:3\ndata: {\"t\":1}\n",
-                Some((None, b"{\"t\":1}")),
-                Some("1f:3"),
-            ),
-            (
-                b"id: a:1\nevent: subscribed\ndata: {}\n",
-                Some((Some("subscribed"), b"{}")),
-                Some("a:1"),
-            ),
-            (b"data: a\r\ndata: b\n", Some((None, b"a\nb")), None),
-        ];
-        for (raw, expect, id) in cases {
-            let mut last_id = None;
-            let got = parse_event(raw, &mut last_id);
-            let want = expect.map(|(kind, data)| Event {
-                kind: kind.map(str::to_string),
-                data: data.to_vec(),
-            });
-            assert_eq!(got, want, "{}", String::from_utf8_lossy(raw));
-            assert_eq!(last_id.as_deref(), *id);
-        }
+    fn takes_sse_events() {
+        let data = payload(5, 6, 100);
+        let event = |kind: Option<&'static [u8]>| Event {
+            kind,
+            data: data.as_bytes(),
+        };
+        let mut batch = Batch::default();
+        assert!(batch.sse_event(&event(None), Some("e:1"), true));
+        assert!(batch.sse_event(&event(Some(b"message")), Some("e:2"), true));
+        assert!(batch.sse_event(&event(Some(b"subscribed")), Some("e:3"), true));
+        assert_eq!(batch.resume, Resume::LastEventId("e:2".into()));
+        assert_eq!(batch.deliveries.len(), 2);
+        assert!(!batch.sse_event(&event(Some(b"reconnect")), None, true));
+        assert!(batch.ended);
     }
 
     #[test]

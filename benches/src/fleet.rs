@@ -189,6 +189,12 @@ impl Fleet {
         }
     }
 
+    /// The worker processes' PIDs (those still known), for sampling the
+    /// load generator's own CPU.
+    pub fn pids(&self) -> Vec<u32> {
+        self.workers.iter().filter_map(|w| w.child.id()).collect()
+    }
+
     /// Messages every open connection has received; changes as they arrive.
     pub fn frontier(&self) -> watch::Receiver<u64> {
         self.frontier.clone()

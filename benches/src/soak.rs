@@ -458,8 +458,14 @@ async fn churn(
                 };
                 counts.opened.fetch_add(1, Relaxed);
                 let reading = async {
-                    while let Ok(Some(_)) = conn.next(false).await {
-                        counts.received.fetch_add(1, Relaxed);
+                    let mut batch = client::Batch::default();
+                    while conn.recv(false, &mut batch).await.is_ok() {
+                        counts
+                            .received
+                            .fetch_add(batch.deliveries.len() as u64, Relaxed);
+                        if batch.ended {
+                            break;
+                        }
                     }
                 };
                 tokio::select! {

@@ -22,7 +22,7 @@ use tokio::{
 };
 
 use crate::{
-    client::{self, Conn, Resume, Transport},
+    client::{self, Batch, Conn, Resume, Transport},
     now_us,
     shard::Affinity,
     stats::{Latency, WorkerReport},
@@ -153,7 +153,10 @@ struct Shared {
     received_total: AtomicU64,
     /// Messages received per connection; `u64::MAX` once it is closed.
     counts: Vec<AtomicU64>,
-    latency: Mutex<Latency>,
+    /// Receipt latencies, in shards: connection `i` records into shard
+    /// `i % LATENCY_SHARDS`, once per read, so that the runtime's threads
+    /// seldom wait on each other; merged when a report is asked for.
+    latency: Vec<Mutex<Latency>>,
     /// Per-connection sequence tracking (reconnect scenario only).
     tracks: Vec<Mutex<Track>>,
     reconnects: Mutex<Reconnects>,
@@ -161,6 +164,9 @@ struct Shared {
     /// Bumped by every `Drop` command; each connection task watches it.
     drops: watch::Sender<(u64, u64)>,
 }
+
+/// Latency histograms per worker (about 140 KB each).
+const LATENCY_SHARDS: usize = 16;
 
 /// One connection's view of the sequence it received.
 #[derive(Default)]
@@ -196,7 +202,9 @@ pub async fn run() -> anyhow::Result<()> {
         received: AtomicU64::new(0),
         received_total: AtomicU64::new(0),
         counts: (0..spec.count).map(|_| AtomicU64::new(0)).collect(),
-        latency: Mutex::new(Latency::new()),
+        latency: (0..LATENCY_SHARDS)
+            .map(|_| Mutex::new(Latency::new()))
+            .collect(),
         tracks: (0..if spec.track { spec.count } else { 0 })
             .map(|_| Mutex::new(Track::default()))
             .collect(),
@@ -230,7 +238,9 @@ pub async fn run() -> anyhow::Result<()> {
                 });
             }
             Command::Reset => {
-                *shared.latency.lock() = Latency::new();
+                for shard in &shared.latency {
+                    *shard.lock() = Latency::new();
+                }
                 shared.received.store(0, Relaxed);
             }
             Command::Drop { spread_ms } => {
@@ -303,7 +313,7 @@ fn report(shared: &Shared, published: Option<u64>) -> Event {
         closed: progress.closed,
         received: progress.received,
         reconnected: progress.reconnected,
-        latency: shared.latency.lock().clone(),
+        latency: merged(&shared.latency),
         errors: shared.errors.lock().clone(),
         ..Default::default()
     };
@@ -333,6 +343,14 @@ fn report(shared: &Shared, published: Option<u64>) -> Event {
     Event::Report {
         report: Box::new(report),
     }
+}
+
+fn merged(shards: &[Mutex<Latency>]) -> Latency {
+    let mut all = Latency::new();
+    for shard in shards {
+        all.merge(&shard.lock());
+    }
+    all
 }
 
 fn note_error(shared: &Shared, error: &anyhow::Error) {
@@ -385,30 +403,40 @@ async fn connection(shared: Arc<Shared>, local: usize) {
     if track {
         shared.tracks[local].lock().alive = true;
     }
-    let mut resume = conn.initial_resume();
+    // Kept for the life of the connection: its capacity, and with `track`
+    // the position to resume from.
+    let mut batch = Batch {
+        resume: conn.initial_resume(),
+        ..Batch::default()
+    };
+    let latency = &shared.latency[local % LATENCY_SHARDS];
     let mut drops = shared.drops.subscribe();
     drops.mark_unchanged();
     loop {
         tokio::select! {
-            next = conn.next(track) => match next {
-                Ok(Some(delivery)) => {
+            next = conn.recv(track, &mut batch) => {
+                // Messages parsed before an error count too.
+                if !batch.deliveries.is_empty() {
+                    // One clock reading, one lock and three counter updates
+                    // per read: every message of a read arrived together.
                     let now = now_us();
-                    if let Some(sent) = delivery.sent_us {
-                        shared.latency.lock().record(now.saturating_sub(sent));
-                    }
-                    shared.received.fetch_add(1, Relaxed);
-                    shared.received_total.fetch_add(1, Relaxed);
-                    shared.counts[local].fetch_add(1, Relaxed);
-                    if track {
-                        if let Some(position) = delivery.resume {
-                            resume = position;
+                    {
+                        let mut latency = latency.lock();
+                        for sent in batch.deliveries.iter().filter_map(|d| d.sent_us) {
+                            latency.record(now.saturating_sub(sent));
                         }
-                        if let Some(seq) = delivery.seq {
+                    }
+                    let received = batch.deliveries.len() as u64;
+                    shared.received.fetch_add(received, Relaxed);
+                    shared.received_total.fetch_add(received, Relaxed);
+                    shared.counts[local].fetch_add(received, Relaxed);
+                    if track {
+                        for seq in batch.deliveries.iter().filter_map(|d| d.seq) {
                             on_sequence(&shared, local, seq, now);
                         }
                     }
                 }
-                Ok(None) | Err(_) => {
+                if next.is_err() || batch.ended {
                     shared.closed.fetch_add(1, Relaxed);
                     shared.counts[local].store(u64::MAX, Relaxed);
                     if track {
@@ -432,7 +460,7 @@ async fn connection(shared: Arc<Shared>, local: usize) {
                 let index = shared.spec.first + local;
                 let delay = spread_ms * index as u64 / shared.spec.total.max(1) as u64;
                 tokio::time::sleep(Duration::from_millis(delay)).await;
-                match open(&shared, local, &resume).await {
+                match open(&shared, local, &batch.resume).await {
                     Ok(fresh) => {
                         conn = fresh;
                         let now = now_us();
