@@ -7,7 +7,9 @@
 //! The server's CPU per reconnect is its CPU from the drop until the last
 //! client was back (sampled every 100 ms, so up to 100 ms more), divided by
 //! the reconnects: it includes the deliveries made meanwhile, which at 20
-//! msg/s to 10,000 clients are not small.
+//! msg/s to 10,000 clients are not small. Sampling goes on past the end of
+//! publishing until the clients' reports are in, since the last clients of
+//! a slow storm come back only then.
 //!
 //! Publishing uses one connection, so sequence numbers follow the channel's
 //! order and a gap in a client's sequence is a lost message.
@@ -15,6 +17,7 @@
 use std::time::Duration;
 
 use anyhow::bail;
+use tokio::sync::watch;
 
 use crate::{
     client::Transport,
@@ -25,6 +28,10 @@ use crate::{
     target::Protocol,
     worker::Command,
 };
+
+/// How long the clients may take, once publishing stopped, to have every
+/// message.
+const DRAIN: Duration = Duration::from_secs(10);
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
@@ -83,13 +90,16 @@ pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
     let total = Duration::from_secs(args.before + args.after);
     session.ui.phase("publishing");
     let pids = session.running.pids.clone();
-    let storm_cpu = parking_lot::Mutex::new(Vec::new());
-    let (published, drop_at) = {
+    let (stop_sampling, stop) = watch::channel(false);
+    // Bounded: past publishing and the drain, the clients' reports are due.
+    let sampling_limit = Duration::from_secs(args.after) + DRAIN + Duration::from_secs(5);
+    let (published, drop_at, sampler) = {
         let publishing = publisher.run(Pace::Rate(args.rate), total, u64::MAX, frontier.clone());
         let dropping = async {
             tokio::time::sleep(Duration::from_secs(args.before)).await;
             session.ui.phase("dropping every connection");
             let at = crate::now_us();
+            let sampler = tokio::spawn(sample_storm(pids, at, sampling_limit, stop));
             let sent = session
                 .fleet
                 .send(&Command::Drop {
@@ -97,19 +107,20 @@ pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
                 })
                 .await
                 .map(|()| at);
-            sample_storm(&pids, at, Duration::from_secs(args.after), &storm_cpu).await;
-            sent
+            (sent, sampler)
         };
-        let (published, dropped) = tokio::join!(publishing, dropping);
-        (published, dropped?)
+        let (published, (dropped, sampler)) = tokio::join!(publishing, dropping);
+        (published, dropped?, sampler)
     };
     session.ui.phase("draining");
     let last = publisher.last_seq();
     let mut done = frontier.clone();
-    let drained = tokio::time::timeout(Duration::from_secs(10), done.wait_for(|&d| d >= last))
+    let drained = tokio::time::timeout(DRAIN, done.wait_for(|&d| d >= last))
         .await
         .is_ok_and(|r| r.is_ok());
     let report = session.fleet.finish(Some(last)).await?;
+    let _ = stop_sampling.send(true);
+    let storm = sampler.await.unwrap_or_default();
 
     session.add_connection_figures(&mut result, args.clients);
     result.add(
@@ -140,7 +151,6 @@ pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
         span.filter(|&s| s > 0.0)
             .map(|s| report.reconnected as f64 / s),
     );
-    let storm = storm_cpu.into_inner();
     result.add(
         "cpu_us_per_reconnect",
         "server CPU per reconnect, drop to last reconnect (deliveries meanwhile included)",
@@ -198,26 +208,33 @@ pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
     Ok(result)
 }
 
-/// Samples the server's CPU every 100 ms for `span` after the drop at
-/// `drop_us` (the first sample at once), into `samples` as
-/// `(µs since the epoch, sample)`. A failed sample (the server gone) ends it.
+/// Samples the server's CPU every 100 ms from the drop at `drop_us` (the
+/// first sample at once) until told to stop (then once more) or `limit`
+/// after the drop, as `(µs since the epoch, sample)`. A failed sample (the
+/// server gone) ends it.
 async fn sample_storm(
-    pids: &[u32],
+    pids: Vec<u32>,
     drop_us: u64,
-    span: Duration,
-    samples: &parking_lot::Mutex<Vec<(u64, Sample)>>,
-) {
+    limit: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> Vec<(u64, Sample)> {
+    let mut samples = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let end = drop_us + span.as_micros() as u64;
+    let end = drop_us + limit.as_micros() as u64;
     loop {
-        tick.tick().await;
-        let now = crate::now_us();
-        let Ok(sample) = process::sample(pids) else {
-            return;
+        // Told to stop, it takes one last sample: the last reconnect may be
+        // less than a tick before.
+        let stopped = tokio::select! {
+            _ = tick.tick() => false,
+            _ = stop.wait_for(|&stop| stop) => true,
         };
-        samples.lock().push((now.max(drop_us), sample));
-        if now >= end {
-            return;
+        let now = crate::now_us();
+        let Ok(sample) = process::sample(&pids) else {
+            return samples;
+        };
+        samples.push((now.max(drop_us), sample));
+        if stopped || now >= end {
+            return samples;
         }
     }
 }
