@@ -130,6 +130,12 @@ pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
         published.accepted as f64,
     );
     result.add(
+        "pushback",
+        "publish calls pushed back (503, nothing published)",
+        "",
+        published.pushback as f64,
+    );
+    result.add(
         "reconnected",
         "clients reconnected",
         "",
@@ -195,6 +201,16 @@ pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
     result.errors = report.errors;
     if let Some(error) = published.first_error {
         result.errors.push(format!("publish: {error}"));
+    }
+    // The clients expect every sequence number up to the last one given
+    // out, so a publish pushed back (nothing published) shows as one message
+    // lost by each client: said here, so that it is not read as a loss.
+    if published.pushback > 0 {
+        result.errors.push(format!(
+            "{} publish call(s) answered 503 with Retry-After (delivery lagging, nothing \
+             published), which every client counts as lost",
+            published.pushback
+        ));
     }
     if report.lost > 0
         || report.duplicates > 0
