@@ -9,7 +9,7 @@
 # whose headline figures become the "before" of the page's "Before and after" section.
 #
 # Installs nginx and Nchan if missing (benches/nchan/setup.sh install; needs root for apt-get),
-# builds the release binaries, then runs the report: about 18 minutes, and it uses the whole
+# builds the release binaries, then runs the report: about 15 minutes, and it uses the whole
 # machine, so run it on an otherwise quiet one. Extra arguments go to `herald-bench report`
 # (e.g. --quick for a fast check of the pipeline, --docs DIR to write elsewhere, --only sites to
 # rewrite the idle-sites section alone: Herald only, about 10 s, no Nchan needed; --only fanout

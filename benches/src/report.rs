@@ -457,9 +457,9 @@ async fn page(
          This page is generated: after the README set-up (`scripts/install-test-deps.sh` installs \
          nginx and Nchan), run\n\n\
          ```sh\nbenches/run-all.sh        # cargo build --release -p api -p herald-bench && target/release/herald-bench report\n```\n\n\
-         It takes about 20 minutes and rewrites this page, its plots in `docs/img/` and the raw \
-         results in `docs/img/results.json`, whose previous copy gives the \"before\" of [Before \
-         and after](#before-and-after).{}\n\n",
+         It takes about 15 minutes (and the release build, the first time) and rewrites this \
+         page, its plots in `docs/img/` and the raw results in `docs/img/results.json`, whose \
+         previous copy gives the \"before\" of [Before and after](#before-and-after).{}\n\n",
         if args.quick {
             "\n\n**This copy came from `--quick`: a tenth of the connections and short phases. \
              Its figures only show that the pipeline works.**"
