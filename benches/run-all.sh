@@ -2,12 +2,14 @@
 # Regenerates docs/benchmarks.md and its plots (docs/img/) from one run of `herald-bench report`:
 # Herald and Nchan measured back to back, idle memory at 1k/10k/18k WebSocket and 10k SSE
 # connections, broadcasts to 1k and 10k subscribers at three publish rates, 10k subscribers with
-# 2, 8 and 32 publish calls in flight (and the 8 again unpinned, for reference); and Herald alone
-# on Redis, with 10,000 configured idle sites, and delivering one notice to 1,000,000 timelines
-# with 15,000 recipients connected (memory engine; Redis with 3 nodes).
+# 2, 8 and 32 publish calls in flight (and the 8 again unpinned, for reference), a reconnect storm
+# of 10,000 clients on WebSocket and on SSE; and Herald alone on Redis, with 10,000 configured idle
+# sites, and delivering one notice to 1,000,000 timelines with 15,000 recipients connected (memory
+# engine; Redis with 3 nodes). Before overwriting docs/img/results.json it reads the previous one,
+# whose headline figures become the "before" of the page's "Before and after" section.
 #
 # Installs nginx and Nchan if missing (benches/nchan/setup.sh install; needs root for apt-get),
-# builds the release binaries, then runs the report: about 18 minutes, and it uses the whole
+# builds the release binaries, then runs the report: about 15 minutes, and it uses the whole
 # machine, so run it on an otherwise quiet one. Extra arguments go to `herald-bench report`
 # (e.g. --quick for a fast check of the pipeline, --docs DIR to write elsewhere, --only sites to
 # rewrite the idle-sites section alone: Herald only, about 10 s, no Nchan needed; --only fanout

@@ -3,8 +3,10 @@
 //! (tables with ratios, how it was measured, on what machine, what limits
 //! it) and its plots under `docs/img/`.
 
+mod baseline;
 mod fanout;
 mod saturation;
+mod storm;
 
 use std::{
     fmt::Write as _,
@@ -64,6 +66,17 @@ struct Row {
     argv: Vec<String>,
     herald: RunResult,
     nchan: RunResult,
+}
+
+impl Row {
+    /// "SSE" or "WebSocket", as the page's tables name a row's transport.
+    fn transport(&self) -> &'static str {
+        if self.argv.iter().any(|w| w == "sse") {
+            "SSE"
+        } else {
+            "WebSocket"
+        }
+    }
 }
 
 /// Parses a scenario from command-line words, exactly as a person would type them.
@@ -203,6 +216,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     let saturation =
         saturation::measure_all(args, scale(10_000), duration as u64, warmup as u64).await?;
     let broadcast = Broadcast { rates, saturation };
+    let storms = storm::measure(args, scale(10_000)).await?;
 
     let img = args.docs.join("img");
     std::fs::create_dir_all(&img)?;
@@ -231,16 +245,30 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         saturated,
         Plot::Latency,
     )?;
-    let all: Vec<[&RunResult; 2]> = idle
+    let all: Vec<&Row> = idle
         .iter()
         .chain(&broadcast.rates)
         .chain(&broadcast.saturation.rows)
         .chain(&broadcast.saturation.unpinned)
-        .map(|r| [&r.herald, &r.nchan])
+        .chain(&storms)
         .collect();
-    write_json(&img.join("results.json"), &all)?;
+    let results = img.join("results.json");
+    let before = baseline::Results::read(&results);
+    write_json(&results, &baseline::Results::new(&all))?;
+    let before_after = baseline::section(
+        before.as_ref(),
+        &baseline::headlines(&idle, &broadcast, &storms)?,
+    );
     let page = page(
-        args, &idle, &variants, &broadcast, &redis, &sites, &timelines,
+        args,
+        &before_after,
+        &idle,
+        &variants,
+        &broadcast,
+        &redis,
+        &sites,
+        &timelines,
+        &storms,
     )
     .await;
     let path = args.docs.join("benchmarks.md");
@@ -370,11 +398,7 @@ fn new_connections_section(idle: &[Row]) -> String {
         if n < 5_000.0 {
             continue;
         }
-        let transport = if row.argv.contains(&"sse".to_string()) {
-            "SSE"
-        } else {
-            "WebSocket"
-        };
+        let transport = row.transport();
         let [h, c, r] = cells(
             row,
             &[
@@ -401,14 +425,17 @@ async fn herald_alone(args: &Args, command: &str) -> anyhow::Result<RunResult> {
     scenario(&full)?.run(Some(Preset::Herald)).await
 }
 
+#[allow(clippy::too_many_arguments)] // One per section, in page order.
 async fn page(
     args: &Args,
+    before_after: &str,
     idle: &[Row],
     variants: &[Variant],
     broadcast: &Broadcast,
     redis: &[Variant],
     sites: &Variant,
     timelines: &[Variant],
+    storms: &[Row],
 ) -> String {
     let machine = machine().await;
     let cpus = if broadcast.saturation.unpinned.is_some() {
@@ -430,8 +457,9 @@ async fn page(
          This page is generated: after the README set-up (`scripts/install-test-deps.sh` installs \
          nginx and Nchan), run\n\n\
          ```sh\nbenches/run-all.sh        # cargo build --release -p api -p herald-bench && target/release/herald-bench report\n```\n\n\
-         It takes about 18 minutes and rewrites this page, its plots in `docs/img/` and the raw \
-         results in `docs/img/results.json`.{}\n\n",
+         It takes about 15 minutes (and the release build, the first time) and rewrites this \
+         page, its plots in `docs/img/` and the raw results in `docs/img/results.json`, whose \
+         previous copy gives the \"before\" of [Before and after](#before-and-after).{}\n\n",
         if args.quick {
             "\n\n**This copy came from `--quick`: a tenth of the connections and short phases. \
              Its figures only show that the pipeline works.**"
@@ -439,6 +467,7 @@ async fn page(
             ""
         }
     );
+    out.push_str(before_after);
     let _ = write!(
         out,
         "## Machine\n\n{machine}- CPUs: {cpus} (see [How the figures are \
@@ -461,11 +490,7 @@ async fn page(
          |---|---|---|---|---|\n",
     );
     for row in idle {
-        let transport = if row.argv.contains(&"sse".to_string()) {
-            "SSE"
-        } else {
-            "WebSocket"
-        };
+        let transport = row.transport();
         let n = row.herald.get("connections").unwrap_or(0.0);
         let [h, c, r] = cells(
             row,
@@ -595,6 +620,7 @@ async fn page(
     out.push_str("```\n\n");
     out.push_str(&sites_section(sites, &args.pinning));
     out.push_str(&fanout::section(timelines, &args.pinning));
+    out.push_str(&storm::section(storms));
     out.push_str(&method(&args.pinning));
     out
 }
