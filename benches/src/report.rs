@@ -824,7 +824,8 @@ const METHOD: &str = "
   re-executes itself as worker processes that hold the connections (one per 15,000, each on its own
   127.0.0.x source addresses with `IP_BIND_ADDRESS_NO_PORT`), and merges what they report.
   Everything goes over the real network path on loopback: TCP, HTTP upgrade, WebSocket or SSE
-  framing. Clients are tokio-tungstenite (WebSocket) and a small SSE parser.
+  framing. Clients do their own WebSocket handshake and parse server frames and SSE events in
+  place, every message of a read at once, with no allocation per message (`benches/src/inbox.rs`).
 {cpus}
 - **Memory.** `VmRSS` of the server's processes (Herald: the one process; Nchan: the nginx master
   and its worker), after one warm-up connection and again 5 s after the last connection opened.

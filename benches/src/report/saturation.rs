@@ -151,14 +151,14 @@ pub fn section(saturation: &Saturation, pinning: &Pinning) -> String {
          far the server ran behind. Where the latency is far above it, messages waited in \
          socket buffers for the load generator: \"unread by the bench\" is what sat in the \
          clients' sockets, received by the kernel but not yet read by the bench (the mean of \
-         `/proc/net/tcp`'s receive queues, read every 500 ms). One bench core parsing every \
-         message takes about 1M deliveries/s, less than Herald sends at this load, so this \
-         table's latency is the bench's own queue as much as the server's. And whatever the \
-         server: with N calls in flight and a node that fans out M messages a second, each \
-         call takes N ÷ M on average (Little's law), and the latency counts it, since the \
-         timestamp is taken before the call. At 10,000 subscribers and about 110 messages a \
-         second (1.1M deliveries/s) that is 18 ms at 2 in flight, 73 ms at 8 and 290 ms at \
-         32; Herald's pushback makes the publish call that wait, rather than a queue.\n\n\
+         `/proc/net/tcp`'s receive queues, read every 500 ms); the bench's clients parse \
+         frames in place, several messages per read, and take a few million deliveries a \
+         second on their core. And whatever the server: with N calls in flight and a node \
+         that fans out M messages a second, each call takes N ÷ M on average (Little's law), \
+         and the latency counts it, since the timestamp is taken before the call. At 10,000 \
+         subscribers and 110 messages a second (1.1M deliveries/s) that is 18 ms at 2 in \
+         flight, 73 ms at 8 and 290 ms at 32; Herald's pushback makes the publish call that \
+         wait, rather than a queue.\n\n\
          {}.\n\n{HEADER}",
         pinned_sentence(pinning, saturation.unpinned.is_some())
     );
