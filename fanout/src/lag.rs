@@ -22,6 +22,11 @@
 //!   by the window meter: the largest age reported by connections that ran
 //!   in the last one to two windows of [`WINDOW_MS`], which counts only
 //!   once it is past the second the slots reach.
+//! - The outlook ([`outlook_ms`]) is what publishers are admitted by: the
+//!   lag plus the connections pending times the time one connection's run
+//!   took lately while work waited (runs counted per shard, paced over
+//!   spans of 16 ms or more during which something was pending throughout,
+//!   so that an idle node's few runs never read as a slow one).
 //! - A connection whose own socket is full is woken and runs like any other,
 //!   and reports only its wait for a core: one slow client (which the outbox
 //!   bound deals with) never reads as the node lagging.
@@ -65,6 +70,7 @@ pub fn pending(stamp: u32) {
 /// pending, and its wait is reported to the window meter.
 pub fn ran(stamp: u32) {
     PENDING.add(stamp, u32::MAX);
+    PENDING.ran();
     let now = now_ms();
     METER.record(now, now.wrapping_sub(stamp));
 }
@@ -80,14 +86,115 @@ pub fn settled(stamp: u32) {
 /// connections reported waits past what the slots see (a second), the
 /// largest of those over the last one to two windows.
 pub fn current_ms() -> u32 {
+    reading().lag
+}
+
+/// What the lag will have grown to by the time every connection pending now
+/// has run, at the pace connections ran lately while a backlog waited: the
+/// lag plus the pending connections times the time one run took. It is the
+/// lag while no such pace is known (nothing waited lately).
+///
+/// This is what publishers are admitted by: the lag itself only shows a
+/// backlog once its oldest message has aged, while a message admitted now
+/// waits behind every connection already woken, which the outlook counts.
+pub fn outlook_ms() -> u32 {
+    reading().outlook
+}
+
+#[derive(Clone, Copy)]
+struct Reading {
+    lag: u32,
+    outlook: u32,
+}
+
+/// The lag and the outlook, computed at most once per millisecond.
+fn reading() -> Reading {
     let now = now_ms();
     let cached = CACHED.load(Relaxed);
-    if (cached >> 32) as u32 == now {
-        return cached as u32;
+    let outlook = CACHED_OUTLOOK.load(Relaxed);
+    if (cached >> 32) as u32 == now && (outlook >> 32) as u32 == now {
+        return Reading {
+            lag: cached as u32,
+            outlook: outlook as u32,
+        };
     }
-    let lag = combine(PENDING.oldest_age(now), METER.read(now));
+    let (oldest, count, runs) = PENDING.scan(now);
+    let lag = combine(oldest, METER.read(now));
+    let per_run_us = PACE.lock().update(now, count, runs);
+    let outlook = match per_run_us {
+        Some(us) if count > 0 => {
+            let ahead_ms = (f64::from(count) * f64::from(us) / 1000.0) as u32;
+            lag.saturating_add(ahead_ms)
+        }
+        _ => lag,
+    };
     CACHED.store((u64::from(now) << 32) | u64::from(lag), Relaxed);
-    lag
+    CACHED_OUTLOOK.store((u64::from(now) << 32) | u64::from(outlook), Relaxed);
+    Reading { lag, outlook }
+}
+
+static CACHED_OUTLOOK: AtomicU64 = AtomicU64::new(0);
+
+static PACE: parking_lot::Mutex<Pace> = parking_lot::Mutex::new(Pace::new());
+
+/// How long one connection's run takes while a backlog waits: runs counted
+/// over spans of at least [`PACE_SPAN_MS`] during which something was
+/// pending throughout (so the node was working on it, not idle), smoothed.
+struct Pace {
+    /// Start of the current span, and the run count then; `None` when
+    /// nothing was pending at the last reading.
+    span: Option<(u32, u32)>,
+    /// Microseconds per run, smoothed; `None` until a span completed.
+    per_run_us: Option<f32>,
+    /// When the last span completed: an estimate older than
+    /// [`PACE_MAX_AGE_MS`] is forgotten (the load may be another now).
+    measured_at: u32,
+}
+
+/// The shortest span a pace is measured over.
+const PACE_SPAN_MS: u32 = 16;
+/// How long a pace is trusted without a new span.
+const PACE_MAX_AGE_MS: u32 = 2000;
+
+impl Pace {
+    const fn new() -> Self {
+        Self {
+            span: None,
+            per_run_us: None,
+            measured_at: 0,
+        }
+    }
+
+    /// Takes a reading (`pending` connections and messages now, `runs` so
+    /// far, wrapping) and returns the pace.
+    fn update(&mut self, now: u32, pending: u32, runs: u32) -> Option<f32> {
+        if self.per_run_us.is_some() && now.wrapping_sub(self.measured_at) > PACE_MAX_AGE_MS {
+            self.per_run_us = None;
+        }
+        if pending == 0 {
+            self.span = None;
+            return self.per_run_us;
+        }
+        match self.span {
+            None => self.span = Some((now, runs)),
+            Some((start, runs_then)) => {
+                let elapsed = now.wrapping_sub(start);
+                if elapsed >= PACE_SPAN_MS {
+                    // Nothing ran in a whole span with work waiting: one run
+                    // took the span at least.
+                    let ran = runs.wrapping_sub(runs_then).max(1);
+                    let sample = elapsed as f32 * 1000.0 / ran as f32;
+                    self.per_run_us = Some(match self.per_run_us {
+                        Some(previous) => (previous + sample) / 2.0,
+                        None => sample,
+                    });
+                    self.measured_at = now;
+                    self.span = Some((now, runs));
+                }
+            }
+        }
+        self.per_run_us
+    }
 }
 
 /// The lag from its two readings: nothing pending is no lag; otherwise the
@@ -137,6 +244,8 @@ struct Pending {
 #[repr(align(64))]
 struct Shard {
     slots: [AtomicU32; SLOTS],
+    /// Connection runs that took a stamp ([`ran`]), wrapping.
+    runs: AtomicU32,
 }
 
 impl Pending {
@@ -145,6 +254,7 @@ impl Pending {
             shards: [const {
                 Shard {
                     slots: [const { AtomicU32::new(0) }; SLOTS],
+                    runs: AtomicU32::new(0),
                 }
             }; SHARDS],
         }
@@ -153,6 +263,26 @@ impl Pending {
     fn add(&self, stamp: u32, delta: u32) {
         let slot = (stamp >> SLOT_SHIFT) as usize % SLOTS;
         self.shards[shard()].slots[slot].fetch_add(delta, Relaxed);
+    }
+
+    fn ran(&self) {
+        self.shards[shard()].runs.fetch_add(1, Relaxed);
+    }
+
+    /// The oldest pending age ([`Pending::oldest_age`]), how many are
+    /// pending, and the runs so far (wrapping).
+    fn scan(&self, now: u32) -> (u32, u32, u32) {
+        let count = (0..SLOTS).fold(0u32, |sum, slot| {
+            self.shards.iter().fold(sum, |sum, shard| {
+                sum.wrapping_add(shard.slots[slot].load(Relaxed))
+            })
+        });
+        let runs = self.shards.iter().fold(0u32, |sum, shard| {
+            sum.wrapping_add(shard.runs.load(Relaxed))
+        });
+        // A count "below zero" is a subtract racing its add: nothing pending.
+        let count = if count > u32::MAX / 2 { 0 } else { count };
+        (self.oldest_age(now), count, runs)
     }
 
     /// Milliseconds since the start of the oldest slot with a connection
@@ -287,6 +417,28 @@ mod tests {
                 "{oldest_pending} {reported}"
             );
         }
+    }
+
+    #[test]
+    fn the_pace_is_measured_only_while_work_waits() {
+        let mut pace = Pace::new();
+        // Nothing pending: no pace, however much ran.
+        assert_eq!(pace.update(1000, 0, 50), None);
+        // A backlog: the span starts, and a pace comes once it is long enough.
+        assert_eq!(pace.update(1001, 10_000, 100), None);
+        assert_eq!(pace.update(1010, 8_000, 2_100), None);
+        // 3,200 runs in 16 ms: 5 µs each.
+        assert_eq!(pace.update(1017, 6_000, 3_300), Some(5.0));
+        // The next span took 20 µs a run: smoothed to 12.5.
+        assert_eq!(pace.update(1033, 5_200, 4_100), Some(12.5));
+        // The backlog cleared: the pace stays for the next one...
+        assert_eq!(pace.update(1040, 0, 4_500), Some(12.5));
+        // ...but not for ever.
+        assert_eq!(pace.update(1040 + PACE_MAX_AGE_MS, 0, 4_500), None);
+        // A span in which nothing ran with work waiting: one run took it all.
+        let mut stuck = Pace::new();
+        stuck.update(5000, 10, 7);
+        assert_eq!(stuck.update(5032, 10, 7), Some(32_000.0));
     }
 
     #[test]
