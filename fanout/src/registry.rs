@@ -120,9 +120,15 @@ impl Hub {
         slot: u32,
         watch: Watch,
     ) -> Registration {
-        let key = {
+        let (channel, key) = {
             let mut shard = self.shard(channel.as_str()).lock();
-            let entries = shard.entry(channel.clone()).or_default();
+            let entry = shard.entry(channel);
+            // The registration shares the map's key: on a channel that
+            // already has subscribers, the caller's copy (an allocation of
+            // its own) is dropped here instead of living as long as the
+            // subscription.
+            let channel = entry.key().clone();
+            let entries = entry.or_default();
             let first = entries.is_empty();
             let key = entries.insert(Entry { subscriber, slot });
             if first {
@@ -133,7 +139,7 @@ impl Hub {
                     self.notify(|w| w.channel_active(&channel));
                 }
             }
-            key
+            (channel, key)
         };
         self.shared.metrics.subscriptions.inc();
         Registration {
