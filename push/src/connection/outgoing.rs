@@ -7,8 +7,8 @@
 //!   would hand EventSource an id whose data it never got; a cut WebSocket
 //!   frame would break the framing under the close frame.
 //! - Nothing is allocated while idle: the queue is a `VecDeque` that owns no
-//!   memory until something is queued, and a burst's memory is given back
-//!   once it is written.
+//!   memory until something is queued, and all of it is given back once it
+//!   is written, however little it was.
 
 use std::{
     collections::VecDeque,
