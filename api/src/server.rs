@@ -290,7 +290,10 @@ async fn route(shared: Shared, stream: TcpStream, peer: SocketAddr, pending: Pen
             // given back; `accept` spawns the session itself.
             ws::accept(&shared.app, stream, peer, deadline, &pending).await;
         }
-        Route::Http => serve_http(shared, stream, peer, pending).await,
+        // Boxed: hyper's connection future is ten times the size of the
+        // others, and every new connection's task would carry (and copy)
+        // room for it.
+        Route::Http => Box::pin(serve_http(shared, stream, peer, pending)).await,
     }
 }
 

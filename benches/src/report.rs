@@ -760,13 +760,11 @@ fn stamp(pinning: &Pinning) -> String {
 
 /// What an idle connection contains (kept with the page, not generated).
 const IDLE_CONTENTS: &str = "What Herald's figures contain:
-- WebSocket (963–979 B at 10k and 18k): the session future (160 B: the socket, one pointer that
-  is null while no frame is partly read, and the connection core) in its tokio task (a 256-byte
-  cell); the socket's registration with tokio's I/O driver (an `Arc<ScheduledIo>`, cache-line
-  aligned: about 256 B by tokio 1.54's source); the outbox (96 B); the connection's slot in the
-  tracker; and its subscription on the shared channel (about 120 B: 844 B per connection without
-  a subscription). The rest, about 220 B, is not attributed part by part (allocator rounding and
-  what the handshakes leave in the allocator's caches). There is no read buffer per connection:
+- WebSocket (745–748 B at 10k, 738 B at 18k, on one shared channel): the same parts as an SSE
+  stream's below, with a 160-byte session future (the socket, one pointer that is null while no
+  frame is partly read, and the connection core). It was 963–979 B (986 B in the back-to-back run
+  of the SSE change below) before the write queue stopped keeping its opening words' capacity
+  and the outbox and subscription shrank. There is no read buffer per connection:
   Herald reads WebSocket frames itself (`push/src/ws/reader.rs`) into one 16 KiB buffer per worker
   thread, and keeps bytes only while a frame is partly read. Before that change the future was
   416 B (tungstenite's protocol state) in a 512-byte cell, plus tungstenite's 512-byte read
@@ -774,8 +772,19 @@ const IDLE_CONTENTS: &str = "What Herald's figures contain:
   18k after it, measured back to back with the same bench, pinned (`--server-cpus 0 --client-cpus
   1 --settle 5 --cpu-window 5`) on the 2-core machine while other builds ran (RSS figures, which
   the load moves little). On a channel of its own: 1232 B.
-- SSE: the session future (152 B) in its task (a 256-byte cell), the outbox, the tracker slot and
-  one subscription.
+- SSE (762–764 B at 10k, 756–759 B at 18k, on one shared channel; 990–995 B before, back to
+  back): the session future (152 B) in its tokio task (a 256-byte cell); the socket's registration
+  with tokio's I/O driver (an `Arc<ScheduledIo>`, cache-line aligned: 256 B); the outbox (80 B,
+  96 with its `Arc`); the subscription in the connection's slot (48 B: its position and a
+  four-word `Subscription`); its entry in the channel's subscriber slab in the hub (24 B) and its
+  slot in the tracker (16 B). That is 696 B allocated, 512 of them tokio's for any task with a
+  socket; the rest is jemalloc's own (its extent records, about 19 B per connection, and pages the
+  handshakes freed) and the slabs' spare capacity. jemalloc's statistics before the cuts
+  (`malloc_stats_print`, 10k streams) showed what went: the write queue kept the four chunks its
+  opening words grew it to (160 B, now freed once written; this also cut the WebSocket), each
+  subscription held a copy of the channel key (32 B, now the hub's), the outbox was 112 B and the
+  subscription slot 64 B (a hub handle and a shard interest per subscription, now one shared
+  owner).
 - \"A channel of its own\" (`idle` without `--channel`) adds the channel's state: its registry entry
   in the hub and its (empty) history log in the memory engine, about 340 B. A channel shared by many
   connections costs that once.

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use crate::{
     ChannelKey, Error, Hub, Metrics, Position, Subscriber, Subscription, TimelineKind,
     engine::{Engine, History, PublishRequest, Published},
-    registry::Watch,
+    subscription::Owner,
     timeline::{DeliveryReport, Recipients, TimelineSettings, Timelines},
 };
 
@@ -18,6 +18,8 @@ pub struct Fanout {
     hub: Hub,
     engine: Arc<dyn Engine>,
     timelines: Arc<Timelines>,
+    /// What every subscription to an ordinary channel leaves the hub through.
+    channels: Arc<Owner>,
     metrics: Metrics,
 }
 
@@ -32,6 +34,7 @@ impl Fanout {
     ) -> Self {
         let timelines = Timelines::start(hub.clone(), timelines, &metrics);
         Self {
+            channels: Owner::channels(hub.clone()),
             hub,
             engine,
             timelines: Arc::new(timelines),
@@ -52,13 +55,14 @@ impl Fanout {
     ) -> Subscription {
         // A timeline's shard is listened to before the timeline itself, and
         // the engine hears about the shard's channel, not the timeline's.
-        let interest = self.timelines.interest(&channel);
-        let watch = match interest {
-            Some(_) => Watch::No,
-            None => Watch::Yes,
-        };
-        let registration = self.hub.subscribe(channel, subscriber, slot, watch);
-        Subscription::new(registration, interest)
+        let owner = self
+            .timelines
+            .interest(&channel)
+            .unwrap_or_else(|| self.channels.clone());
+        let (channel, key) = owner
+            .hub()
+            .register(channel, subscriber, slot, owner.watch());
+        Subscription::new(channel, key, owner)
     }
 
     /// Whether subscribing to `channel` now would open it on this node: no

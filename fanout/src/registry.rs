@@ -120,9 +120,34 @@ impl Hub {
         slot: u32,
         watch: Watch,
     ) -> Registration {
-        let key = {
+        let (channel, key) = self.register(channel, subscriber, slot, watch);
+        Registration {
+            hub: self.clone(),
+            channel,
+            key,
+            watch,
+        }
+    }
+
+    /// Adds `subscriber` to `channel`'s subscribers; returns the channel's
+    /// key as the map holds it, and the subscriber's key in its slab. The
+    /// caller gives it back with [`Hub::unregister`].
+    pub(crate) fn register(
+        &self,
+        channel: ChannelKey,
+        subscriber: Arc<dyn Subscriber>,
+        slot: u32,
+        watch: Watch,
+    ) -> (ChannelKey, u32) {
+        let (channel, key) = {
             let mut shard = self.shard(channel.as_str()).lock();
-            let entries = shard.entry(channel.clone()).or_default();
+            let entry = shard.entry(channel);
+            // The registration shares the map's key: on a channel that
+            // already has subscribers, the caller's copy (an allocation of
+            // its own) is dropped here instead of living as long as the
+            // subscription.
+            let channel = entry.key().clone();
+            let entries = entry.or_default();
             let first = entries.is_empty();
             let key = entries.insert(Entry { subscriber, slot });
             if first {
@@ -133,15 +158,10 @@ impl Hub {
                     self.notify(|w| w.channel_active(&channel));
                 }
             }
-            key
+            (channel, key)
         };
         self.shared.metrics.subscriptions.inc();
-        Registration {
-            hub: self.clone(),
-            channel,
-            key: key as u32,
-            watch,
-        }
+        (channel, key as u32)
     }
 
     /// Hands `message` to every local subscriber of its channel and returns
@@ -184,7 +204,8 @@ impl Hub {
         &self.shared.shards[index]
     }
 
-    fn remove(&self, channel: &ChannelKey, key: usize, watch: Watch) {
+    /// Removes a subscriber added with [`Hub::register`].
+    pub(crate) fn unregister(&self, channel: &ChannelKey, key: usize, watch: Watch) {
         {
             let mut shard = self.shard(channel.as_str()).lock();
             let Some(entries) = shard.get_mut(channel.as_str()) else {
@@ -223,7 +244,7 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.hub
-            .remove(&self.channel, self.key as usize, self.watch);
+            .unregister(&self.channel, self.key as usize, self.watch);
     }
 }
 

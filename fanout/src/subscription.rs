@@ -2,29 +2,89 @@
 //! out: its place in the hub, and for a timeline channel the interest in
 //! the timeline's shard that feeds it. Dropping it unsubscribes from both,
 //! the hub first.
+//!
+//! Invariant: a subscription is four words, because every connection holds
+//! one per channel, next to its position, in a slot jemalloc rounds up to
+//! its class (48 bytes; one word more is the 64-byte class). So it does not
+//! hold a hub handle and a shard interest of its own: it holds one shared
+//! [`Owner`], which is the hub's for an ordinary channel (one per
+//! [`Fanout`](crate::Fanout)) and the shard's for a timeline.
 
 use std::sync::Arc;
 
-use crate::{ChannelKey, registry::Registration, timeline::ShardInterest};
+use crate::{
+    ChannelKey, Hub,
+    registry::{Registration, Watch},
+};
 
 pub struct Subscription {
-    /// Declared first: fields drop in order, so the timeline leaves the hub
-    /// before its shard interest may go.
-    registration: Registration,
-    /// While a timeline is subscribed, the node listens to its shard.
-    _shard: Option<Arc<ShardInterest>>,
+    /// The channel, sharing the hub's key.
+    channel: ChannelKey,
+    /// The subscriber's key in the channel's slab (slab keys stay far below 2^32).
+    key: u32,
+    /// What the subscription leaves through, shared with others.
+    owner: Arc<Owner>,
+}
+
+/// What subscriptions leave the hub through: the hub, and for timelines the
+/// interest in their shard, which lasts while any of them does.
+pub(crate) struct Owner {
+    hub: Hub,
+    /// While a timeline is subscribed, the node listens to its shard:
+    /// the expander's registration on the shard's channel.
+    shard: Option<Registration>,
+}
+
+impl Owner {
+    /// The owner of every ordinary channel's subscriptions.
+    pub(crate) fn channels(hub: Hub) -> Arc<Self> {
+        Arc::new(Self { hub, shard: None })
+    }
+
+    /// The owner of the subscriptions to timelines that `shard` feeds.
+    pub(crate) fn shard(hub: Hub, shard: Registration) -> Arc<Self> {
+        Arc::new(Self {
+            hub,
+            shard: Some(shard),
+        })
+    }
+
+    /// Whether the engine hears about these subscriptions' channels: not
+    /// about timelines, which it feeds through their shard.
+    pub(crate) fn watch(&self) -> Watch {
+        match self.shard {
+            Some(_) => Watch::No,
+            None => Watch::Yes,
+        }
+    }
+
+    pub(crate) fn hub(&self) -> &Hub {
+        &self.hub
+    }
 }
 
 impl Subscription {
-    pub(crate) fn new(registration: Registration, shard: Option<Arc<ShardInterest>>) -> Self {
+    pub(crate) fn new(channel: ChannelKey, key: u32, owner: Arc<Owner>) -> Self {
         Self {
-            registration,
-            _shard: shard,
+            channel,
+            key,
+            owner,
         }
     }
 
     pub fn channel(&self) -> &ChannelKey {
-        self.registration.channel()
+        &self.channel
+    }
+}
+
+impl Drop for Subscription {
+    /// Leaves the hub first; the owner (and with the last timeline of a
+    /// shard, the shard's interest) goes after, with the fields.
+    fn drop(&mut self) {
+        let owner = &self.owner;
+        owner
+            .hub
+            .unregister(&self.channel, self.key as usize, owner.watch());
     }
 }
 
@@ -33,5 +93,15 @@ impl std::fmt::Debug for Subscription {
         f.debug_struct("Subscription")
             .field("channel", self.channel())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// See the invariant at the top of this file.
+    #[test]
+    fn a_subscription_is_four_words() {
+        let size = std::mem::size_of::<super::Subscription>();
+        assert!(size <= 32, "a subscription is {size} bytes");
     }
 }

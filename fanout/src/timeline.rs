@@ -37,7 +37,8 @@ pub use grouper::{Recipients, ShardGroup};
 use crate::{
     ChannelKey, Error, Hub, Message, TimelineKind,
     engine::{Engine, History, PublishRequest, Published},
-    registry::{Registration, Watch},
+    registry::Watch,
+    subscription::Owner,
 };
 use expander::Expander;
 use payload::ShardPayload;
@@ -112,15 +113,9 @@ pub(crate) struct Timelines {
 /// Shard channel → the interest local timelines share in it.
 #[derive(Default)]
 struct Interests {
-    by_shard: HashMap<ChannelKey, Weak<ShardInterest>>,
+    by_shard: HashMap<ChannelKey, Weak<Owner>>,
     /// Sweep dead entries when the map reaches this size.
     sweep_at: usize,
-}
-
-/// Local interest in one shard: while it lives, the expander is subscribed
-/// to the shard's channel (and, on Redis, the node to it upstream).
-pub(crate) struct ShardInterest {
-    _registration: Registration,
 }
 
 impl Timelines {
@@ -157,7 +152,10 @@ impl Timelines {
     }
 
     /// The interest of timeline `channel` in its shard; `None` for other channels.
-    pub fn interest(&self, channel: &ChannelKey) -> Option<Arc<ShardInterest>> {
+    /// Local interest in `channel`'s shard, if `channel` is a timeline:
+    /// while it lives, the expander is subscribed to the shard's channel
+    /// (and, on Redis, the node to it upstream).
+    pub fn interest(&self, channel: &ChannelKey) -> Option<Arc<Owner>> {
         let shard = self.shard_channel_of(channel)?;
         let mut interests = self.interests.lock();
         if let Some(interest) = interests.by_shard.get(&shard).and_then(Weak::upgrade) {
@@ -169,9 +167,7 @@ impl Timelines {
         let registration =
             self.hub
                 .subscribe(shard.clone(), self.expander.clone(), slot, Watch::Yes);
-        let interest = Arc::new(ShardInterest {
-            _registration: registration,
-        });
+        let interest = Owner::shard(self.hub.clone(), registration);
         interests.by_shard.insert(shard, Arc::downgrade(&interest));
         // Entries of shards nobody needs any more go now and then.
         // Entries whose interest is gone are swept once the map has doubled

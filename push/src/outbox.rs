@@ -7,24 +7,33 @@
 //!   limit marks the outbox overflowed and drops what is queued: the
 //!   connection is closed as a slow consumer and recovers from history when
 //!   it reconnects. Its neighbours are never slowed down.
-//! - Nothing is allocated while idle: the queue is a `VecDeque` that owns no
+//! - Nothing is allocated while idle: the queue is a `Vec` that owns no
 //!   memory until a message arrives, and is handed over whole to the
-//!   connection, which lets it go once written.
+//!   connection, which lets it go once written. (It is only ever pushed to
+//!   here and taken whole, so a `Vec` does, a word smaller than a `VecDeque`.)
+//! - Size: every connection has one outbox, an `Arc` allocation that
+//!   jemalloc rounds up to its class (80, 96, 112 … bytes). The outbox is
+//!   80 bytes (96 with the `Arc`'s counts): the byte count and the shutdown
+//!   delay are `u32`s so that it stays there. A test holds it.
 
-use std::{collections::VecDeque, sync::Arc, task::Waker, time::Duration};
+use std::{sync::Arc, task::Waker, time::Duration};
 
 use fanout::{Message, Subscriber};
 use parking_lot::Mutex;
 
 /// Queued messages, tagged with the subscription slot they belong to.
-pub(crate) type Queue = VecDeque<(u32, Arc<Message>)>;
+pub(crate) type Queue = Vec<(u32, Arc<Message>)>;
 
 /// Roughly what framing adds to a message, so that many tiny messages still count.
 const FRAMING_BYTES: usize = 64;
 
+/// [`State::shutdown_ms`] before shutdown. Delays are clamped below it.
+const NOT_SHUT_DOWN: u32 = u32::MAX;
+
 pub(crate) struct Outbox {
     state: Mutex<State>,
-    /// Bytes that may wait here before the connection counts as a slow consumer.
+    /// Bytes that may wait here before the connection counts as a slow
+    /// consumer (at most `u32::MAX`, so that the count fits a `u32`).
     limit: usize,
     /// The connection's id: in its logs, and the `connection_id` its client
     /// may see. Random, so that a channel signature made for one connection
@@ -34,21 +43,21 @@ pub(crate) struct Outbox {
     id: u64,
 }
 
-#[derive(Default)]
 struct State {
     queue: Queue,
-    /// Payload plus framing estimate of everything in `queue`.
-    bytes: usize,
+    /// Payload plus framing estimate of everything in `queue` (at most
+    /// `limit`).
+    bytes: u32,
     /// The connection task, when it waits for something to do.
     waker: Option<Waker>,
     /// Set once the limit was passed; the connection must close.
     overflowed: bool,
     /// Set by the shared ticker; the connection pings and checks its deadline.
     tick: bool,
-    /// Set on shutdown: reconnect after this many milliseconds, then close.
-    /// (Milliseconds in a `u32`, half the size of a `Duration`, keep the
-    /// outbox in its allocation class with the id beside it.)
-    shutdown_ms: Option<u32>,
+    /// Set on shutdown: reconnect after this many milliseconds, then close;
+    /// [`NOT_SHUT_DOWN`] until then. (A bare `u32`, not an `Option` or a
+    /// `Duration`, keeps the outbox in its allocation class.)
+    shutdown_ms: u32,
     /// Set when the connection's site may have changed (a reload): the
     /// connection checks whether it may stay.
     recheck: bool,
@@ -72,8 +81,17 @@ pub(crate) struct Drained {
 impl Outbox {
     pub fn new(limit: usize) -> Self {
         Self {
-            state: Mutex::new(State::default()),
-            limit,
+            state: Mutex::new(State {
+                queue: Queue::new(),
+                bytes: 0,
+                waker: None,
+                overflowed: false,
+                tick: false,
+                shutdown_ms: NOT_SHUT_DOWN,
+                recheck: false,
+                first_stamp: 0,
+            }),
+            limit: limit.min(u32::MAX as usize),
             // 53 bits: the id is also a JSON number's worth for clients that parse it so.
             id: rand::random::<u64>() >> 11,
         }
@@ -110,7 +128,8 @@ impl Outbox {
             items,
             overflowed: state.overflowed,
             tick: std::mem::take(&mut state.tick),
-            shutdown: state.shutdown_ms.map(|ms| Duration::from_millis(ms.into())),
+            shutdown: (state.shutdown_ms != NOT_SHUT_DOWN)
+                .then(|| Duration::from_millis(state.shutdown_ms.into())),
             recheck: std::mem::take(&mut state.recheck),
         };
         (drained, std::mem::take(&mut state.first_stamp))
@@ -135,8 +154,10 @@ impl Outbox {
 
     /// Called on shutdown with this connection's jittered reconnect delay.
     pub fn shut_down(&self, reconnect_after: Duration) {
-        let ms = u32::try_from(reconnect_after.as_millis()).unwrap_or(u32::MAX);
-        self.signal(|state| state.shutdown_ms = Some(ms));
+        let ms = u32::try_from(reconnect_after.as_millis())
+            .unwrap_or(u32::MAX)
+            .min(NOT_SHUT_DOWN - 1);
+        self.signal(|state| state.shutdown_ms = ms);
     }
 
     /// Forgets the waker so that a finished connection is not woken again.
@@ -182,13 +203,14 @@ impl Subscriber for Outbox {
                 return;
             }
             let size = message.data.len() + FRAMING_BYTES;
-            if state.bytes + size > self.limit {
+            if state.bytes as usize + size > self.limit {
                 state.overflowed = true;
                 state.queue = Queue::new();
                 state.bytes = 0;
             } else {
-                state.queue.push_back((slot, message.clone()));
-                state.bytes += size;
+                state.queue.push((slot, message.clone()));
+                // Fits: the sum is at most `limit`, which fits a `u32`.
+                state.bytes += size as u32;
                 if state.first_stamp == 0 {
                     state.first_stamp = message.stamp();
                     fanout::lag::pending(state.first_stamp);
@@ -247,6 +269,14 @@ mod tests {
             assert_eq!(drained.items.len(), 2);
             assert!(!drained.overflowed);
         }
+    }
+
+    /// With the `Arc`'s two counts, 80 bytes are jemalloc's 96-byte class;
+    /// one word more is the 112-byte class, 16 bytes more per connection.
+    #[test]
+    fn the_outbox_stays_in_its_allocation_class() {
+        let size = std::mem::size_of::<Outbox>();
+        assert!(size <= 80, "an outbox is {size} bytes");
     }
 
     #[test]

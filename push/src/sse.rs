@@ -19,7 +19,10 @@ pub(crate) mod event;
 pub(crate) mod request;
 mod socket;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, LazyLock},
+};
 
 use bytes::Bytes;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
@@ -43,6 +46,22 @@ pub const RESPONSE_HEADERS: &[(&str, &str)] = &[
     ("X-Accel-Buffering", "no"),
     ("Access-Control-Allow-Origin", "*"),
 ];
+
+/// The whole response head of a stream served off hyper: the status line,
+/// [`RESPONSE_HEADERS`], and no length and no chunking (the body ends when
+/// the connection does). Built once: every new stream starts with it, and a
+/// reconnect storm is made of new streams.
+static STREAM_HEAD: LazyLock<String> = LazyLock::new(|| {
+    let mut head = String::from("HTTP/1.1 200 OK\r\n");
+    for (name, value) in RESPONSE_HEADERS {
+        head.push_str(name);
+        head.push_str(": ");
+        head.push_str(value);
+        head.push_str("\r\n");
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    head
+});
 
 /// How a stream request is answered, whichever way the request came.
 pub enum Answer<P: Protocol> {
@@ -74,15 +93,12 @@ pub async fn accept(
     head_deadline: tokio::time::Instant,
 ) -> Option<SseSession<NativeSse>> {
     let request = request::read(&mut socket, head_deadline).await;
-    let mut head = String::from("HTTP/1.1 200 OK\r\n");
-    for (name, value) in RESPONSE_HEADERS {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    // No length and no chunking: the body ends when the connection does.
-    head.push_str("Connection: close\r\n\r\n");
+    let head: &'static str = &STREAM_HEAD;
     let body = match answer(&context, request, peer, NativeSse).await {
         Answer::Stream(mut connection) => {
-            connection.out().push_front(Bytes::from(head));
+            connection
+                .out()
+                .push_front(Bytes::from_static(head.as_bytes()));
             return Some(Session::new(SseSocket::new(socket), connection));
         }
         Answer::RetryLater(body) => [head.as_bytes(), &body].concat(),

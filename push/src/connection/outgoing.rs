@@ -7,8 +7,8 @@
 //!   would hand EventSource an id whose data it never got; a cut WebSocket
 //!   frame would break the framing under the close frame.
 //! - Nothing is allocated while idle: the queue is a `VecDeque` that owns no
-//!   memory until something is queued, and a burst's memory is given back
-//!   once it is written.
+//!   memory until something is queued, and all of it is given back once it
+//!   is written, however little it was.
 
 use std::{
     collections::VecDeque,
@@ -114,10 +114,10 @@ impl Outgoing {
             }
             self.advance(written);
         }
-        if self.chunks.capacity() > 8 {
-            // Give a burst's memory back once it is written.
-            self.chunks = VecDeque::new();
-        }
+        // Give the queue's memory back once it is written, however little:
+        // an idle connection would otherwise keep the four chunks (160 B)
+        // its opening words grew the queue to for as long as it lives.
+        self.chunks = VecDeque::new();
         Poll::Ready(Ok(()))
     }
 

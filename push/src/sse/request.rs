@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 
+use bytes::BufMut;
 use fanout::{ChannelName, Position};
 use tokio::{io::AsyncReadExt, net::TcpStream};
 
@@ -77,10 +78,16 @@ async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, Refusal> {
                 "request head over 8 KiB",
             ));
         }
-        let mut chunk = [0u8; 1024];
-        let want = chunk.len().min(MAX_HEAD - head.len());
+        // Read straight into the head's spare room: no buffer on the
+        // future's stack to copy from (the future is moved into its task
+        // whole, so every byte of it is copied once per connection).
+        if head.len() == head.capacity() {
+            head.reserve(1024);
+        }
+        let room = (head.capacity() - head.len()).min(MAX_HEAD - head.len());
+        let scan_from = head.len().saturating_sub(3);
         let read = stream
-            .read(&mut chunk[..want])
+            .read_buf(&mut (&mut head).limit(room))
             .await
             .map_err(|e| refusal(ErrorCode::BadRequest, e.to_string()))?;
         if read == 0 {
@@ -89,8 +96,6 @@ async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, Refusal> {
                 "connection closed mid-request",
             ));
         }
-        let scan_from = head.len().saturating_sub(3);
-        head.extend_from_slice(&chunk[..read]);
         if let Some(end) = head[scan_from..].windows(4).position(|w| w == b"\r\n\r\n") {
             head.truncate(scan_from + end + 4);
             return Ok(head);
