@@ -69,8 +69,7 @@ pub fn pending(stamp: u32) {
 /// The connection that was [`pending`] for `stamp` ran now: no longer
 /// pending, and its wait is reported to the window meter.
 pub fn ran(stamp: u32) {
-    PENDING.add(stamp, u32::MAX);
-    PENDING.ran();
+    PENDING.ran(stamp);
     let now = now_ms();
     METER.record(now, now.wrapping_sub(stamp));
 }
@@ -265,41 +264,46 @@ impl Pending {
         self.shards[shard()].slots[slot].fetch_add(delta, Relaxed);
     }
 
-    fn ran(&self) {
-        self.shards[shard()].runs.fetch_add(1, Relaxed);
+    /// A connection pending for `stamp` ran: one lookup of this thread's
+    /// shard for both counts, since this is once per connection run.
+    fn ran(&self, stamp: u32) {
+        let shard = &self.shards[shard()];
+        let slot = (stamp >> SLOT_SHIFT) as usize % SLOTS;
+        shard.slots[slot].fetch_sub(1, Relaxed);
+        shard.runs.fetch_add(1, Relaxed);
     }
 
-    /// The oldest pending age ([`Pending::oldest_age`]), how many are
+    /// In one pass over the slots: the milliseconds since the start of the
+    /// oldest slot with something pending (0 when nothing is), how many are
     /// pending, and the runs so far (wrapping).
     fn scan(&self, now: u32) -> (u32, u32, u32) {
-        let count = (0..SLOTS).fold(0u32, |sum, slot| {
-            self.shards.iter().fold(sum, |sum, shard| {
-                sum.wrapping_add(shard.slots[slot].load(Relaxed))
-            })
-        });
-        let runs = self.shards.iter().fold(0u32, |sum, shard| {
-            sum.wrapping_add(shard.runs.load(Relaxed))
-        });
-        // A count "below zero" is a subtract racing its add: nothing pending.
-        let count = if count > u32::MAX / 2 { 0 } else { count };
-        (self.oldest_age(now), count, runs)
-    }
-
-    /// Milliseconds since the start of the oldest slot with a connection
-    /// pending; 0 when none is.
-    fn oldest_age(&self, now: u32) -> u32 {
         let newest = now >> SLOT_SHIFT;
+        let mut oldest_age = None;
+        let mut count = 0u32;
         for back in (0..SLOTS as u32).rev() {
             let slot_number = newest.wrapping_sub(back);
             let slot = slot_number as usize % SLOTS;
             let pending = self.shards.iter().fold(0u32, |sum, shard| {
                 sum.wrapping_add(shard.slots[slot].load(Relaxed))
             });
-            if pending != 0 {
-                return now.wrapping_sub(slot_number << SLOT_SHIFT);
+            if pending != 0 && oldest_age.is_none() {
+                oldest_age = Some(now.wrapping_sub(slot_number << SLOT_SHIFT));
             }
+            count = count.wrapping_add(pending);
         }
-        0
+        let runs = self.shards.iter().fold(0u32, |sum, shard| {
+            sum.wrapping_add(shard.runs.load(Relaxed))
+        });
+        // A count "below zero" is a subtract racing its add: nothing pending.
+        let count = if count > u32::MAX / 2 { 0 } else { count };
+        (oldest_age.unwrap_or(0), count, runs)
+    }
+
+    /// Milliseconds since the start of the oldest slot with a connection
+    /// pending; 0 when none is.
+    #[cfg(test)]
+    fn oldest_age(&self, now: u32) -> u32 {
+        self.scan(now).0
     }
 }
 
