@@ -19,11 +19,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::{
-    lag::{LagSampler, quantile},
+    lag::{self, quantile},
     outcome::RunResult,
     process,
     publisher::{Channels, Pace, Publisher},
-    queues::{self, QueueSampler},
+    queues,
     scenario::{Common, Session, describe},
     stats::{bytes_per_connection, cpu_per_million, ratio},
     target::Preset,
@@ -209,8 +209,8 @@ async fn deliver(
     let workers_before = process::sample(&bench_pids.0)?;
     let own_before = process::sample(&bench_pids.1)?;
     let lag = (session.running.preset == Preset::Herald)
-        .then(|| LagSampler::start(session.running.metrics_addrs.clone()));
-    let queues = QueueSampler::start(&session.running.addrs);
+        .then(|| lag::start(&session.running.metrics_addrs));
+    let queue_sampler = queues::start(&session.running.addrs);
     session.ui.phase("measuring");
     let published = publisher
         .run(
@@ -225,7 +225,7 @@ async fn deliver(
         Some(lag) => lag.finish().await,
         None => Vec::new(),
     };
-    let queued = queues::mean(&queues.finish().await);
+    let queued = queues::mean(&queue_sampler.finish().await);
     session.ui.phase("draining");
     let drained = drain(&done, publisher.accepted_total(), Duration::from_secs(10)).await;
     let after = process::sample(&session.running.pids)?;

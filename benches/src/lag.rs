@@ -6,55 +6,38 @@
 
 use std::time::Duration;
 
-use tokio::{sync::watch, task::JoinHandle};
-
-use crate::http::{HttpConn, metric_sum};
+use crate::{
+    http::{HttpConn, metric_sum},
+    sampler::Sampler,
+};
 
 /// How often the lag is read.
 const EVERY: Duration = Duration::from_millis(100);
 
-/// A sampler running until [`LagSampler::finish`].
-pub struct LagSampler {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<Vec<f64>>,
-}
+/// Samples of the lag in milliseconds: empty where the target has no such
+/// metric (Nchan, an older Herald).
+pub type LagSampler = Sampler<f64>;
 
-impl LagSampler {
-    /// Starts sampling the nodes at `metrics_addrs` (the largest lag of any
-    /// node at each sample, in milliseconds).
-    pub fn start(metrics_addrs: Vec<String>) -> Self {
-        let (stop, mut stopped) = watch::channel(false);
-        let task = tokio::spawn(async move {
-            let mut samples = Vec::new();
-            let mut conns: Vec<HttpConn> = metrics_addrs.iter().map(|a| HttpConn::new(a)).collect();
-            loop {
-                let mut lag: Option<f64> = None;
-                for conn in &mut conns {
-                    if let Ok((_, body)) = conn.request("GET", "/metrics", b"").await
-                        && let Some(seconds) = metric_sum(
-                            &String::from_utf8_lossy(&body),
-                            "herald_delivery_lag_seconds",
-                        )
-                    {
-                        lag = Some(lag.unwrap_or(0.0).max(seconds * 1000.0));
-                    }
-                }
-                samples.extend(lag);
-                tokio::select! {
-                    () = tokio::time::sleep(EVERY) => {}
-                    _ = stopped.wait_for(|&stop| stop) => return samples,
+/// Starts sampling the nodes at `metrics_addrs` (the largest lag of any
+/// node at each sample, in milliseconds).
+pub fn start(metrics_addrs: &[String]) -> LagSampler {
+    let conns: Vec<HttpConn> = metrics_addrs.iter().map(|a| HttpConn::new(a)).collect();
+    Sampler::start(EVERY, conns, |conns| {
+        Box::pin(async move {
+            let mut lag: Option<f64> = None;
+            for conn in conns.iter_mut() {
+                if let Ok((_, body)) = conn.request("GET", "/metrics", b"").await
+                    && let Some(seconds) = metric_sum(
+                        &String::from_utf8_lossy(&body),
+                        "herald_delivery_lag_seconds",
+                    )
+                {
+                    lag = Some(lag.unwrap_or(0.0).max(seconds * 1000.0));
                 }
             }
-        });
-        Self { stop, task }
-    }
-
-    /// Stops sampling; the samples in milliseconds (empty where the target
-    /// has no such metric: Nchan, an older Herald).
-    pub async fn finish(self) -> Vec<f64> {
-        let _ = self.stop.send(true);
-        self.task.await.unwrap_or_default()
-    }
+            lag
+        })
+    })
 }
 
 /// The `q` quantile (0–1) of `samples`, nearest rank; `None` when empty.

@@ -43,6 +43,7 @@ mod queues;
 mod reconnect;
 mod redis;
 mod report;
+mod sampler;
 mod scenario;
 mod server;
 mod shard;

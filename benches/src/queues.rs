@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use tokio::{sync::watch, task::JoinHandle};
+use crate::sampler::Sampler;
 
 /// How often `/proc/net/tcp` is read (it lists every socket: twenty
 /// thousand lines at 10,000 connections, some milliseconds of the load
@@ -33,47 +33,29 @@ pub struct Queued {
     pub client_receive: u64,
 }
 
-/// A sampler running until [`QueueSampler::finish`].
-pub struct QueueSampler {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<Vec<Queued>>,
-}
+/// Readings of the queues, every [`EVERY`].
+pub type QueueSampler = Sampler<Queued>;
 
-impl QueueSampler {
-    /// Starts sampling the connections of the servers listening on `addrs`
-    /// (`host:port` each; those without a port are skipped).
-    pub fn start(addrs: &[String]) -> Self {
-        let ports: Vec<u16> = addrs
-            .iter()
-            .filter_map(|addr| addr.rsplit_once(':')?.1.parse().ok())
-            .collect();
-        let (stop, mut stopped) = watch::channel(false);
-        let task = tokio::spawn(async move {
-            let mut samples = Vec::new();
-            loop {
-                // The kernel builds the table as it is read: off the
-                // runtime's threads, so that the publisher is not held up.
-                let ports = ports.clone();
-                let reading = tokio::task::spawn_blocking(move || {
-                    std::fs::read_to_string("/proc/net/tcp").map(|table| sum(&table, &ports))
-                });
-                if let Ok(Ok(queued)) = reading.await {
-                    samples.push(queued);
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(EVERY) => {}
-                    _ = stopped.wait_for(|&stop| stop) => return samples,
-                }
-            }
-        });
-        Self { stop, task }
-    }
-
-    /// Stops sampling; the readings taken.
-    pub async fn finish(self) -> Vec<Queued> {
-        let _ = self.stop.send(true);
-        self.task.await.unwrap_or_default()
-    }
+/// Starts sampling the connections of the servers listening on `addrs`
+/// (`host:port` each; those without a port are skipped).
+pub fn start(addrs: &[String]) -> QueueSampler {
+    let ports: Vec<u16> = addrs
+        .iter()
+        .filter_map(|addr| addr.rsplit_once(':')?.1.parse().ok())
+        .collect();
+    Sampler::start(EVERY, ports, |ports| {
+        // The kernel builds the table as it is read: off the runtime's
+        // threads, so that the publisher is not held up.
+        let ports = ports.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                std::fs::read_to_string("/proc/net/tcp").map(|table| sum(&table, &ports))
+            })
+            .await
+            .ok()?
+            .ok()
+        })
+    })
 }
 
 /// The mean of each queue over `samples`; `None` when there are none.
