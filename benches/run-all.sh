@@ -4,8 +4,9 @@
 # connections, broadcasts to 1k and 10k subscribers at three publish rates, 10k subscribers with
 # 2, 8 and 32 publish calls in flight (and the 8 again unpinned, for reference), a reconnect storm
 # of 10,000 clients on WebSocket and on SSE; and Herald alone on Redis, with 10,000 configured idle
-# sites, and delivering one notice to 1,000,000 timelines with 15,000 recipients connected (memory
-# engine; Redis with 3 nodes). Before overwriting docs/img/results.json it reads the previous one,
+# sites, delivering one notice to 1,000,000 timelines with 15,000 recipients connected (memory
+# engine; Redis with 3 nodes), and 15,000 clients following a node through a restart (SIGTERM,
+# SIGKILL) on Redis. Before overwriting docs/img/results.json it reads the previous one,
 # whose headline figures become the "before" of the page's "Before and after" section.
 #
 # Installs nginx and Nchan if missing (benches/nchan/setup.sh install; needs root for apt-get),
@@ -13,7 +14,8 @@
 # machine, so run it on an otherwise quiet one. Extra arguments go to `herald-bench report`
 # (e.g. --quick for a fast check of the pipeline, --docs DIR to write elsewhere, --only sites to
 # rewrite the idle-sites section alone: Herald only, about 10 s, no Nchan needed; --only fanout
-# for the timeline fan-out section: Herald and Redis, about a minute).
+# for the timeline fan-out section: Herald and Redis, about a minute; --only restart for the
+# node-restart section: Herald and Redis, about a minute).
 #
 # herald-bench pins by default: on 2 CPUs or more, the servers run on the first half of the CPUs
 # and the bench with its workers on the rest (CPU 0 and CPU 1 on a 2-core machine), since sharing

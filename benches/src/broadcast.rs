@@ -24,7 +24,7 @@ use crate::{
     process,
     publisher::{Channels, Pace, Publisher},
     queues,
-    scenario::{Common, Session, describe},
+    scenario::{Common, Session, Tracking, describe},
     stats::{bytes_per_connection, cpu_per_million, ratio},
     target::Preset,
     worker::Command,
@@ -166,7 +166,7 @@ async fn deliver(
         );
     }
     let channel = shared.then(String::new);
-    let mut session = Session::open(common, scenario, count, channel, false).await?;
+    let mut session = Session::open(common, scenario, count, channel, Tracking::Counts).await?;
     let mut result = RunResult::new(scenario, session.running.preset.name(), setup);
     let per_node = session.connections_per_node().await;
     let templates = session.running.templates.clone();

@@ -38,7 +38,7 @@ use crate::{
     outcome::RunResult,
     process::{self, Usage},
     publisher::{Channels, Pace, Published, Publisher},
-    scenario::{Common, Session, describe},
+    scenario::{Common, Session, Tracking, describe},
     shard::Affinity,
     stats::{WorkerReport, ratio},
     target::Preset,
@@ -144,8 +144,15 @@ pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
         };
         setup.push_str(&format!(", {nodes} nodes, {spread}"));
     }
-    let mut session =
-        Session::open_users(common, "fanout", args.connected, None, false, users).await?;
+    let mut session = Session::open_users(
+        common,
+        "fanout",
+        args.connected,
+        None,
+        Tracking::Counts,
+        users,
+    )
+    .await?;
     let mut result = RunResult::new("fanout", session.running.preset.name(), setup);
     let templates = session.running.templates.clone();
     let addrs = session.running.addrs.clone();
@@ -168,6 +175,7 @@ pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
             source_count: 4,
             concurrency: common.concurrency,
             track: false,
+            follow: false,
             threads: 1,
             total: args.public_subscribers,
         },

@@ -14,7 +14,7 @@ use crate::{
     client::Transport,
     outcome::RunResult,
     process,
-    scenario::{Common, Session, describe},
+    scenario::{Common, Session, Tracking, describe},
     stats::bytes_per_connection,
 };
 
@@ -69,7 +69,8 @@ pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
         // Herald: no subscribe frame at all.
         common.target.ws_subscribe = Some(String::new());
     }
-    let mut session = Session::open(&common, "idle", args.connections, channel, false).await?;
+    let mut session =
+        Session::open(&common, "idle", args.connections, channel, Tracking::Counts).await?;
     let mut result = RunResult::new("idle", session.running.preset.name(), setup);
 
     session.ui.phase("settling");

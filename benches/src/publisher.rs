@@ -77,11 +77,19 @@ pub struct Publisher {
     connections: usize,
     /// The last sequence number handed out (the first message is 1).
     seq: Arc<AtomicU64>,
+    /// Send a message not accepted (failed, or pushed back) again until it
+    /// is, with an `Idempotency-Key`: [`Publisher::retrying`].
+    retry: bool,
     /// Sequence numbers handed out whose call was not accepted (failed or
     /// pushed back): no subscriber will ever see them, so closed loop and
     /// the drain must not wait for them.
     unaccepted: Arc<AtomicU64>,
 }
+
+/// How long a retrying publisher waits before sending a failed call again.
+const RETRY_WAIT: Duration = Duration::from_millis(50);
+/// How long past its phase's end a retrying publisher may go on trying.
+const RETRY_PAST_END: Duration = Duration::from_secs(5);
 
 /// What one phase of publishing did.
 #[derive(Clone, Debug, Default)]
@@ -93,6 +101,8 @@ pub struct Published {
     pub first_error: Option<String>,
     /// Publish calls answered `503` with `Retry-After`: nothing published.
     pub pushback: u64,
+    /// Publish calls sent again, the same message ([`Publisher::retrying`]).
+    pub retried: u64,
     /// Seconds the connections waited because of `Retry-After`, in all.
     pub pushback_wait_s: f64,
     /// Duration of each accepted publish call.
@@ -151,7 +161,19 @@ impl Publisher {
             connections: connections.max(1),
             seq: Arc::new(AtomicU64::new(0)),
             unaccepted: Arc::new(AtomicU64::new(0)),
+            retry: false,
         }
+    }
+
+    /// Sends a message the server did not accept (the call failed, or was
+    /// pushed back) again, every [`RETRY_WAIT`] (or after `Retry-After`),
+    /// until it is, up to [`RETRY_PAST_END`] past the phase's end: for a run
+    /// through a node restart, whose clients expect every message. Each
+    /// message carries `Idempotency-Key: bench-<seq>`, so that one whose
+    /// answer was lost is not published twice (Herald only).
+    pub fn retrying(mut self) -> Self {
+        self.retry = true;
+        self
     }
 
     /// The last sequence number published (0: none yet).
@@ -209,6 +231,7 @@ impl Publisher {
                 let result = result.clone();
                 let mut done = done.clone();
                 let mut stop = stop.clone();
+                let retry = self.retry;
                 tokio::spawn(async move {
                     let url = fill(&templates.publish_url, &addr, "{channel}");
                     let Ok(url) = Url::parse(&url) else {
@@ -270,18 +293,40 @@ impl Publisher {
                             .publish_body
                             .replace("{channel}", &channel)
                             .replace("{payload}", &payload(sent, n, size));
-                        let began = Instant::now();
-                        let answer = conn
-                            .send(&templates.publish_method, &path, &[], body.as_bytes())
-                            .await;
-                        let took = began.elapsed().as_micros() as u64;
-                        let outcome = match answer {
-                            Ok(answer) => Outcome::of(
-                                answer.status,
-                                answer.retry_after.as_deref(),
-                                &answer.body,
-                            ),
-                            Err(error) => Outcome::Failed(format!("{error:#}")),
+                        // With `retry`, the same message (the same key: never
+                        // published twice) is sent again until accepted.
+                        let key = format!("bench-{n}");
+                        let headers: &[(&str, &str)] = if retry {
+                            &[("Idempotency-Key", &key)]
+                        } else {
+                            &[]
+                        };
+                        let (outcome, took) = loop {
+                            let began = Instant::now();
+                            let answer = conn
+                                .send(&templates.publish_method, &path, headers, body.as_bytes())
+                                .await;
+                            let took = began.elapsed().as_micros() as u64;
+                            let outcome = match answer {
+                                Ok(answer) => Outcome::of(
+                                    answer.status,
+                                    answer.retry_after.as_deref(),
+                                    &answer.body,
+                                ),
+                                Err(error) => Outcome::Failed(format!("{error:#}")),
+                            };
+                            if !retry
+                                || outcome == Outcome::Accepted
+                                || Instant::now() >= end + RETRY_PAST_END
+                            {
+                                break (outcome, took);
+                            }
+                            result.lock().retried += 1;
+                            let wait = match outcome {
+                                Outcome::Pushback(wait) => wait,
+                                _ => RETRY_WAIT,
+                            };
+                            tokio::time::sleep(wait).await;
                         };
                         if outcome != Outcome::Accepted {
                             unaccepted.fetch_add(1, Relaxed);

@@ -13,6 +13,18 @@
 //!
 //! Publishing uses one connection, so sequence numbers follow the channel's
 //! order and a gap in a client's sequence is a lost message.
+//!
+//! With `--restart term|kill` the clients do not drop: the Herald node is
+//! restarted on its port instead (SIGTERM and its graceful drain, or SIGKILL,
+//! a crash), on the Redis engine, whose history outlives the node. Every
+//! client comes back as a client library would: at once when the server
+//! closes it (not waiting out the drain's advice to spread over
+//! `shutdown.reconnect_jitter_ms`: the harshest storm), then with
+//! full-jitter backoff (50 ms doubling to 2 s) while refused. The publisher
+//! sends each message until accepted, with an `Idempotency-Key`, so the
+//! clients can expect every one. Times are counted from the signal; the CPU
+//! per reconnect is the new node's (and Redis') from listening until the
+//! last client was back.
 
 use std::time::Duration;
 
@@ -24,7 +36,8 @@ use crate::{
     outcome::RunResult,
     process::{self, Sample},
     publisher::{Channels, Pace, Publisher},
-    scenario::{Common, Session, describe},
+    scenario::{Common, Session, Tracking, describe},
+    server::Stop,
     target::Protocol,
     worker::Command,
 };
@@ -55,6 +68,10 @@ pub struct Args {
     /// Payload size in bytes.
     #[arg(long, default_value_t = 100)]
     pub size: usize,
+    /// Instead of the clients dropping, restart the Herald node on its port
+    /// (needs --redis): `term` (graceful drain) or `kill` (a crash).
+    #[arg(long, value_enum)]
+    pub restart: Option<Stop>,
 }
 
 pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
@@ -66,26 +83,55 @@ pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
             common.target.target.name()
         );
     }
+    if args.restart.is_some() && !common.target.redis {
+        bail!("--restart needs history that outlives the node: add --redis");
+    }
+    let what = match args.restart {
+        None => "all drop at once",
+        Some(Stop::Term) => "the node restarted (SIGTERM)",
+        Some(Stop::Kill) => "the node restarted (SIGKILL)",
+    };
     let setup = format!(
-        "{}, {} msg/s, all drop at once{}",
+        "{}, {} msg/s, {what}{}",
         describe(args.clients, common.transport, "clients on one channel"),
         args.rate,
-        if args.spread_ms > 0 {
+        if args.spread_ms > 0 && args.restart.is_none() {
             format!(" and reconnect over {} ms", args.spread_ms)
         } else {
             String::new()
         }
     );
-    let mut session =
-        Session::open(common, "reconnect", args.clients, Some(String::new()), true).await?;
+    let mut common = common.clone();
+    let tracking = if args.restart.is_some() {
+        // No load balancer here to take the node out first.
+        common
+            .target
+            .herald_env
+            .push("HERALD_SHUTDOWN_READINESS_DELAY_MS=0".into());
+        Tracking::Follow
+    } else {
+        Tracking::Sequence
+    };
+    let common = &common;
+    let mut session = Session::open(
+        common,
+        "reconnect",
+        args.clients,
+        Some(String::new()),
+        tracking,
+    )
+    .await?;
     let mut result = RunResult::new("reconnect", session.running.preset.name(), setup);
-    let publisher = Publisher::new(
+    let mut publisher = Publisher::new(
         session.running.templates.clone(),
         session.running.addrs[0].clone(),
         Channels::Shared(session.running.templates.shared_channel.clone()),
         args.size,
         1,
     );
+    if args.restart.is_some() {
+        publisher = publisher.retrying();
+    }
     let frontier = session.fleet.frontier();
     let total = Duration::from_secs(args.before + args.after);
     session.ui.phase("publishing");
@@ -93,25 +139,46 @@ pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
     let (stop_sampling, stop) = watch::channel(false);
     // Bounded: past publishing and the drain, the clients' reports are due.
     let sampling_limit = Duration::from_secs(args.after) + DRAIN + Duration::from_secs(5);
-    let (published, drop_at, sampler) = {
+    let (published, storm_start) = {
         let publishing = publisher.run(Pace::Rate(args.rate), total, u64::MAX, frontier.clone());
-        let dropping = async {
+        let storming = async {
             tokio::time::sleep(Duration::from_secs(args.before)).await;
-            session.ui.phase("dropping every connection");
             let at = crate::now_us();
-            let sampler = tokio::spawn(sample_storm(pids, at, sampling_limit, stop));
-            let sent = session
-                .fleet
-                .send(&Command::Drop {
-                    spread_ms: args.spread_ms,
-                })
-                .await
-                .map(|()| at);
-            (sent, sampler)
+            match args.restart {
+                None => {
+                    session.ui.phase("dropping every connection");
+                    let sampler = tokio::spawn(sample_storm(pids, at, sampling_limit, stop));
+                    let sent = session
+                        .fleet
+                        .send(&Command::Drop {
+                            spread_ms: args.spread_ms,
+                        })
+                        .await;
+                    sent.map(|()| Storm {
+                        at,
+                        listening: at,
+                        sampler,
+                    })
+                }
+                Some(how) => {
+                    session.ui.phase("restarting the node");
+                    let restarted = session.running.restart(0, how).await;
+                    let listening = crate::now_us();
+                    // The new process, from its start: the old one is gone.
+                    let pids = session.running.pids.clone();
+                    let sampler = tokio::spawn(sample_storm(pids, listening, sampling_limit, stop));
+                    restarted.map(|()| Storm {
+                        at,
+                        listening,
+                        sampler,
+                    })
+                }
+            }
         };
-        let (published, (dropped, sampler)) = tokio::join!(publishing, dropping);
-        (published, dropped?, sampler)
+        let (published, storm) = tokio::join!(publishing, storming);
+        (published, storm?)
     };
+    let drop_at = storm_start.at;
     session.ui.phase("draining");
     let last = publisher.last_seq();
     let mut done = frontier.clone();
@@ -120,7 +187,7 @@ pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
         .is_ok_and(|r| r.is_ok());
     let report = session.fleet.finish(Some(last)).await?;
     let _ = stop_sampling.send(true);
-    let storm = sampler.await.unwrap_or_default();
+    let storm = storm_start.sampler.await.unwrap_or_default();
 
     session.add_connection_figures(&mut result, args.clients);
     result.add(
@@ -147,9 +214,33 @@ pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
         "",
         report.recovered as f64,
     );
+    if args.restart.is_some() {
+        result.add(
+            "retried",
+            "publish calls sent again (the node was down)",
+            "",
+            published.retried as f64,
+        );
+        result.add(
+            "down_ms",
+            "the signal to the new node listening",
+            "ms",
+            storm_start.listening.saturating_sub(drop_at) as f64 / 1e3,
+        );
+        result.add(
+            "all_back_ms",
+            "the signal to the last client recovered",
+            "ms",
+            report
+                .last_recovered_us
+                .map(|last| last.saturating_sub(drop_at) as f64 / 1e3),
+        );
+    }
+    // From the new node listening, after a restart: before it, every
+    // attempt was refused.
     let span = report
         .last_reconnect_us
-        .map(|last| last.saturating_sub(drop_at) as f64 / 1e6);
+        .map(|last| last.saturating_sub(storm_start.listening) as f64 / 1e6);
     result.add(
         "accept_rate",
         "reconnects accepted per second",
@@ -159,7 +250,12 @@ pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
     );
     result.add(
         "cpu_us_per_reconnect",
-        "server CPU per reconnect, drop to last reconnect (deliveries meanwhile included)",
+        if args.restart.is_some() {
+            "server CPU per reconnect, the new node listening to the last reconnect (deliveries \
+             meanwhile included)"
+        } else {
+            "server CPU per reconnect, drop to last reconnect (deliveries meanwhile included)"
+        },
         "µs",
         report
             .last_reconnect_us
@@ -222,6 +318,15 @@ pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
     }
     session.close().await;
     Ok(result)
+}
+
+/// The storm under way: when it began (the drop, or the restart's signal),
+/// when the server was listening again (the same for a drop), and the CPU
+/// sampler started then.
+struct Storm {
+    at: u64,
+    listening: u64,
+    sampler: tokio::task::JoinHandle<Vec<(u64, Sample)>>,
 }
 
 /// Samples the server's CPU every 100 ms from the drop at `drop_us` (the

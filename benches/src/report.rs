@@ -5,6 +5,7 @@
 
 mod baseline;
 mod fanout;
+mod restart;
 mod saturation;
 mod storm;
 
@@ -53,6 +54,9 @@ pub enum Section {
     /// "Timeline fan-out": `herald-bench fanout`, Herald alone (memory
     /// engine; Redis with 3 nodes, round robin and by shard), about a minute.
     Fanout,
+    /// "Node restart": `herald-bench reconnect --redis --restart`, Herald
+    /// alone, 15,000 clients through three restarts, about a minute.
+    Restart,
 }
 
 /// The heading of the idle-sites section, which `--only sites` looks for.
@@ -217,6 +221,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         saturation::measure_all(args, scale(10_000), duration as u64, warmup as u64).await?;
     let broadcast = Broadcast { rates, saturation };
     let storms = storm::measure(args, scale(10_000)).await?;
+    let restarts = restart::measure(args, scale(15_000)).await?;
 
     let img = args.docs.join("img");
     std::fs::create_dir_all(&img)?;
@@ -269,6 +274,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         &sites,
         &timelines,
         &storms,
+        &restarts,
     )
     .await;
     let path = args.docs.join("benchmarks.md");
@@ -436,6 +442,7 @@ async fn page(
     sites: &Variant,
     timelines: &[Variant],
     storms: &[Row],
+    restarts: &[Variant],
 ) -> String {
     let machine = machine().await;
     let cpus = if broadcast.saturation.unpinned.is_some() {
@@ -621,6 +628,7 @@ async fn page(
     out.push_str(&sites_section(sites, &args.pinning));
     out.push_str(&fanout::section(timelines, &args.pinning));
     out.push_str(&storm::section(storms));
+    out.push_str(&restart::section(restarts, &args.pinning));
     out.push_str(&method(&args.pinning));
     out
 }
@@ -652,6 +660,13 @@ async fn only(args: &Args, section: Section) -> anyhow::Result<()> {
             fanout::HEADING,
             fanout::section(&fanout::measure(args).await?, &args.pinning),
         ),
+        Section::Restart => {
+            let clients = if args.quick { 1_500 } else { 15_000 };
+            (
+                restart::HEADING,
+                restart::section(&restart::measure(args, clients).await?, &args.pinning),
+            )
+        }
     };
     let page = splice(&page, heading, &text, METHOD_HEADING);
     std::fs::write(&path, page)?;
@@ -869,6 +884,7 @@ const METHOD: &str = "
 target/release/herald-bench channels --users 10000 --rate 2000     # one channel per user
 target/release/herald-bench reconnect --clients 5000               # drop, resume with since, count losses
 target/release/herald-bench reconnect --clients 5000 --transport sse   # Last-Event-ID
+target/release/herald-bench reconnect --clients 15000 --redis --restart kill   # the node restarted; clients follow it
 target/release/herald-bench compare broadcast --subscribers 1000   # Herald, then Nchan, with ratios
 target/release/herald-bench compare broadcast --subscribers 10000 --in-flight 8   # 8 publish calls in flight
 target/release/herald-bench broadcast --subscribers 1000 --json out.json --plot out/

@@ -52,6 +52,20 @@ pub struct Common {
     pub time_limit: u64,
 }
 
+/// What a session's clients keep track of, beyond counting what they
+/// receive and its latency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tracking {
+    /// Nothing more.
+    Counts,
+    /// Sequence numbers and resume positions: losses, duplicates, recovery
+    /// after a reconnect.
+    Sequence,
+    /// [`Tracking::Sequence`], and a connection the server closes comes back,
+    /// resuming where it was, as a client library would (a node restarting).
+    Follow,
+}
+
 /// A target with its connections open.
 pub struct Session {
     pub running: Running,
@@ -89,9 +103,9 @@ impl Session {
         scenario: &str,
         count: usize,
         channel: Option<String>,
-        track: bool,
+        tracking: Tracking,
     ) -> anyhow::Result<Session> {
-        Session::open_users(common, scenario, count, channel, track, Users::default()).await
+        Session::open_users(common, scenario, count, channel, tracking, Users::default()).await
     }
 
     /// [`Session::open`], with connections (each on its own channel) as `users`.
@@ -100,7 +114,7 @@ impl Session {
         scenario: &str,
         count: usize,
         channel: Option<String>,
-        track: bool,
+        tracking: Tracking,
         users: Users,
     ) -> anyhow::Result<Session> {
         if count == 0 {
@@ -147,7 +161,8 @@ impl Session {
             source_first: 10,
             source_count: 4,
             concurrency: common.concurrency,
-            track,
+            track: tracking != Tracking::Counts,
+            follow: tracking == Tracking::Follow,
             threads: common.client_threads,
             total: count,
         };

@@ -1,10 +1,18 @@
 //! Starting the `herald` processes to measure: one or more nodes on free
-//! loopback ports, each killed when dropped.
+//! loopback ports, each killed when dropped, and restarting one on its port.
 
-use std::{path::Path, process::Stdio, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
 
 use anyhow::{Context, bail};
-use nix::sched::CpuSet;
+use nix::{
+    sched::CpuSet,
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
@@ -17,6 +25,26 @@ pub struct Server {
     child: Child,
     pub addr: String,
     pub pid: u32,
+    /// How it was started, to start it again.
+    launch: Launch,
+}
+
+#[derive(Clone)]
+struct Launch {
+    herald: PathBuf,
+    config: Option<PathBuf>,
+    env: Vec<(String, String)>,
+    cpus: Option<CpuSet>,
+    args: Vec<String>,
+}
+
+/// How a node goes down when restarted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Stop {
+    /// SIGTERM: Herald's graceful drain (a deploy).
+    Term,
+    /// SIGKILL: a crash.
+    Kill,
 }
 
 impl Server {
@@ -41,6 +69,13 @@ impl Server {
         listen: &str,
         args: &[String],
     ) -> anyhow::Result<Server> {
+        let launch = Launch {
+            herald: herald.to_path_buf(),
+            config: config.map(Path::to_path_buf),
+            env: env.to_vec(),
+            cpus: cpus.copied(),
+            args: args.to_vec(),
+        };
         let mut command = Command::new(herald);
         if let Some(config) = config {
             command.arg("--config").arg(config);
@@ -83,7 +118,45 @@ impl Server {
             addr: url.to_string(),
             pid,
             child,
+            launch,
         })
+    }
+
+    /// Stops the process as `how` says (waiting up to `GRACE` for a
+    /// graceful one, then killing it) and starts it again on the same
+    /// address, as before. The new process is listening when this returns.
+    pub async fn restart(mut self, how: Stop) -> anyhow::Result<Server> {
+        /// Longer than Herald's default `shutdown.grace_secs` plus its
+        /// readiness delay.
+        const GRACE: Duration = Duration::from_secs(40);
+        match how {
+            Stop::Kill => {
+                let _ = self.child.kill().await;
+            }
+            Stop::Term => {
+                kill(Pid::from_raw(self.pid as i32), Signal::SIGTERM)
+                    .context("cannot signal herald")?;
+                if tokio::time::timeout(GRACE, self.child.wait())
+                    .await
+                    .is_err()
+                {
+                    eprintln!(
+                        "herald-bench: herald did not exit within {GRACE:?} of SIGTERM; killed"
+                    );
+                    let _ = self.child.kill().await;
+                }
+            }
+        }
+        let launch = &self.launch;
+        Server::start_on(
+            &launch.herald,
+            launch.config.as_deref(),
+            &launch.env,
+            launch.cpus.as_ref(),
+            &self.addr,
+            &launch.args,
+        )
+        .await
     }
 
     /// Stops the process (SIGKILL: a benchmark does not measure shutdown).

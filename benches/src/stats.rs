@@ -176,6 +176,9 @@ pub struct WorkerReport {
     /// Unix time (µs) of the first and last completed reconnect.
     pub first_reconnect_us: Option<u64>,
     pub last_reconnect_us: Option<u64>,
+    /// When the last reconnected connection had caught up (µs since the epoch).
+    #[serde(default)]
+    pub last_recovered_us: Option<u64>,
     /// The first few error messages, for the report.
     pub errors: Vec<String>,
 }
@@ -204,6 +207,7 @@ impl WorkerReport {
             total.first_reconnect_us =
                 min_some(total.first_reconnect_us, report.first_reconnect_us);
             total.last_reconnect_us = total.last_reconnect_us.max(report.last_reconnect_us);
+            total.last_recovered_us = total.last_recovered_us.max(report.last_recovered_us);
             for error in report.errors {
                 if total.errors.len() < MAX_ERRORS {
                     total.errors.push(error);
@@ -293,6 +297,7 @@ mod tests {
             latency: latency([100, 200]),
             first_reconnect_us: Some(50),
             last_reconnect_us: Some(60),
+            last_recovered_us: Some(90),
             errors: vec!["a".into()],
             ..Default::default()
         };
@@ -305,6 +310,7 @@ mod tests {
             latency: latency([300, 400, 500]),
             first_reconnect_us: Some(40),
             last_reconnect_us: None,
+            last_recovered_us: Some(70),
             errors: (0..20).map(|i| i.to_string()).collect(),
             ..Default::default()
         };
@@ -318,6 +324,7 @@ mod tests {
         );
         assert_eq!(merged.first_reconnect_us, Some(40));
         assert_eq!(merged.last_reconnect_us, Some(60));
+        assert_eq!(merged.last_recovered_us, Some(90));
         assert_eq!(merged.errors.len(), MAX_ERRORS);
         assert_eq!(merged.errors[0], "a");
     }

@@ -9,7 +9,12 @@ use std::path::PathBuf;
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
-use crate::{cpus::Pinning, nchan::Nchan, redis::RedisServer, server::Server};
+use crate::{
+    cpus::Pinning,
+    nchan::Nchan,
+    redis::RedisServer,
+    server::{Server, Stop},
+};
 
 /// A known server with its URL scheme.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -296,6 +301,22 @@ impl Running {
                 })
             }
         }
+    }
+
+    /// Restarts Herald node `node` on its port (see [`Server::restart`]),
+    /// and points `pids` at the new process.
+    pub async fn restart(&mut self, node: usize, how: Stop) -> anyhow::Result<()> {
+        let Handle::Herald(servers, redis) = &mut self.handle else {
+            bail!("only a Herald the bench started can be restarted");
+        };
+        if node >= servers.len() {
+            bail!("no node {node}: {} running", servers.len());
+        }
+        let fresh = servers.remove(node).restart(how).await?;
+        servers.insert(node, fresh);
+        self.pids = servers.iter().map(|s| s.pid).collect();
+        self.pids.extend(redis.as_ref().map(|r| r.pid));
+        Ok(())
     }
 
     pub async fn stop(self) {

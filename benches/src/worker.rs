@@ -53,6 +53,12 @@ pub struct Spec {
     pub concurrency: usize,
     /// Track sequence numbers and resume positions (the reconnect scenario).
     pub track: bool,
+    /// Come back when the server closes a connection, resuming where it was,
+    /// as a client library would (`reconnect --restart`): at once, then with
+    /// full-jitter backoff while refused. Otherwise a closed connection stays
+    /// closed.
+    #[serde(default)]
+    pub follow: bool,
     /// Runtime threads of the worker.
     pub threads: usize,
     /// Total connections of the run (spreads reconnects evenly).
@@ -187,6 +193,7 @@ struct Reconnects {
     recovered: u64,
     first_us: Option<u64>,
     last_us: Option<u64>,
+    last_recovered_us: Option<u64>,
 }
 
 /// Runs a worker: reads the spec and commands from stdin until `Finish`.
@@ -340,6 +347,7 @@ fn report(shared: &Shared, published: Option<u64>) -> Event {
     report.recover_time = reconnects.recover_time.clone();
     report.first_reconnect_us = reconnects.first_us;
     report.last_reconnect_us = reconnects.last_us;
+    report.last_recovered_us = reconnects.last_recovered_us;
     Event::Report {
         report: Box::new(report),
     }
@@ -392,9 +400,7 @@ async fn connection(shared: Arc<Shared>, local: usize) {
     let mut conn = match open(&shared, local, &Resume::Live).await {
         Ok(conn) => conn,
         Err(error) => {
-            shared.failed.fetch_add(1, Relaxed);
-            shared.counts[local].store(u64::MAX, Relaxed);
-            note_error(&shared, &error);
+            gone(&shared, local, &error);
             return;
         }
     };
@@ -413,7 +419,9 @@ async fn connection(shared: Arc<Shared>, local: usize) {
     let mut drops = shared.drops.subscribe();
     drops.mark_unchanged();
     loop {
-        tokio::select! {
+        // Where the connection ended, how to reopen it: after how long, and
+        // whether to retry while refused.
+        let (delay, retry) = tokio::select! {
             next = conn.recv(track, &mut batch) => {
                 // Messages parsed before an error count too.
                 if !batch.deliveries.is_empty() {
@@ -436,53 +444,101 @@ async fn connection(shared: Arc<Shared>, local: usize) {
                         }
                     }
                 }
-                if next.is_err() || batch.ended {
-                    shared.closed.fetch_add(1, Relaxed);
+                if next.is_ok() && !batch.ended {
+                    continue;
+                }
+                shared.closed.fetch_add(1, Relaxed);
+                if !shared.spec.follow {
                     shared.counts[local].store(u64::MAX, Relaxed);
                     if track {
                         shared.tracks[local].lock().alive = false;
                     }
                     return;
                 }
+                (Duration::ZERO, true)
             },
             changed = drops.changed() => {
                 if changed.is_err() {
                     return;
                 }
                 let (_, spread_ms) = *drops.borrow_and_update();
-                drop(conn);
-                let dropped_at = now_us();
-                if track {
-                    let mut t = shared.tracks[local].lock();
-                    let last = t.next.map_or(0, |n| n - 1);
-                    t.awaiting = Some((dropped_at, last, t.lost));
-                }
                 let index = shared.spec.first + local;
                 let delay = spread_ms * index as u64 / shared.spec.total.max(1) as u64;
-                tokio::time::sleep(Duration::from_millis(delay)).await;
-                match open(&shared, local, &batch.resume).await {
-                    Ok(fresh) => {
-                        conn = fresh;
-                        let now = now_us();
-                        shared.reconnected.fetch_add(1, Relaxed);
-                        let mut r = shared.reconnects.lock();
-                        r.reconnect_time.record(now.saturating_sub(dropped_at));
-                        r.first_us = Some(r.first_us.map_or(now, |f| f.min(now)));
-                        r.last_us = Some(r.last_us.map_or(now, |l| l.max(now)));
-                    }
-                    Err(error) => {
-                        shared.failed.fetch_add(1, Relaxed);
-                        shared.counts[local].store(u64::MAX, Relaxed);
-                        if track {
-                            shared.tracks[local].lock().alive = false;
-                        }
-                        note_error(&shared, &error);
-                        return;
-                    }
-                }
+                (Duration::from_millis(delay), false)
             }
+        };
+        // Closed before reopening: the server may be waiting for it to go.
+        drop(conn);
+        match reopen(&shared, local, &batch.resume, delay, retry).await {
+            Some(fresh) => conn = fresh,
+            None => return,
         }
     }
+}
+
+/// How long a following connection keeps trying to come back.
+const FOLLOW_LIMIT: Duration = Duration::from_secs(60);
+/// Full-jitter backoff while refused: a random wait up to this, doubling
+/// on every refusal up to [`BACKOFF_CAP`].
+const BACKOFF_FIRST: Duration = Duration::from_millis(50);
+const BACKOFF_CAP: Duration = Duration::from_secs(2);
+
+/// Reopens connection `local` at `resume` after `delay`, once its previous
+/// connection is gone (dropped by a `Drop`, or closed by the server), noting
+/// when, so that its recovery is timed. With `retry`, a refused attempt is
+/// retried with full-jitter backoff for up to [`FOLLOW_LIMIT`]. `None`, counted
+/// as failed, when it could not.
+async fn reopen(
+    shared: &Shared,
+    local: usize,
+    resume: &Resume,
+    delay: Duration,
+    retry: bool,
+) -> Option<Conn> {
+    let dropped_at = now_us();
+    if shared.spec.track {
+        let mut t = shared.tracks[local].lock();
+        let last = t.next.map_or(0, |n| n - 1);
+        t.awaiting = Some((dropped_at, last, t.lost));
+    }
+    tokio::time::sleep(delay).await;
+    let give_up = tokio::time::Instant::now() + FOLLOW_LIMIT;
+    let mut backoff = BACKOFF_FIRST;
+    let opened = loop {
+        let attempt = open(shared, local, resume).await;
+        if attempt.is_ok() || !retry || tokio::time::Instant::now() >= give_up {
+            break attempt;
+        }
+        let wait = rand::random_range(0..=backoff.as_micros() as u64);
+        tokio::time::sleep(Duration::from_micros(wait)).await;
+        backoff = (backoff * 2).min(BACKOFF_CAP);
+    };
+    match opened {
+        Ok(conn) => {
+            let now = now_us();
+            shared.reconnected.fetch_add(1, Relaxed);
+            let mut r = shared.reconnects.lock();
+            r.reconnect_time.record(now.saturating_sub(dropped_at));
+            r.first_us = Some(r.first_us.map_or(now, |f| f.min(now)));
+            r.last_us = Some(r.last_us.map_or(now, |l| l.max(now)));
+            Some(conn)
+        }
+        Err(error) => {
+            gone(shared, local, &error);
+            None
+        }
+    }
+}
+
+/// Connection `local` could not be opened: it counts as failed, and as
+/// closed for the loss count.
+fn gone(shared: &Shared, local: usize, error: &anyhow::Error) {
+    shared.failed.fetch_add(1, Relaxed);
+    shared.counts[local].store(u64::MAX, Relaxed);
+    if shared.spec.track {
+        shared.tracks[local].lock().alive = false;
+    }
+    note_error(shared, error);
 }
 
 /// Checks `seq` against what connection `local` had; counts gaps,
@@ -506,6 +562,7 @@ fn on_sequence(shared: &Shared, local: usize, seq: u64, now: u64) {
         drop(track);
         let mut r = shared.reconnects.lock();
         r.recover_time.record(now.saturating_sub(dropped_at));
+        r.last_recovered_us = r.last_recovered_us.max(Some(now));
         if clean {
             r.recovered += 1;
         }
