@@ -6,7 +6,9 @@
 use herald_tests::{Delivered, Redis, WS_TIMEOUT, WsClient, WsEvent, metric_value};
 use serde_json::Value;
 
-use super::support::{CATCH_UP_TIMEOUT, Stop, assert_contiguous, read_ws, wait_readyz};
+use super::support::{
+    CATCH_UP_TIMEOUT, CHANGE_TIMEOUT, POLL, Stop, assert_contiguous, read_ws, wait_readyz,
+};
 use super::{Upstream, node};
 
 /// Messages published while the node cannot subscribe, and again after.
@@ -14,6 +16,22 @@ const MISSED: u64 = 5;
 
 /// Messages published on the healthy channel while the broken one is being filled.
 const HEALTHY: u64 = 10;
+
+/// Polls `/metrics` until the node counted a refused subscribe.
+async fn wait_subscribe_refused(herald: &herald_tests::Herald) {
+    let deadline = std::time::Instant::now() + CHANGE_TIMEOUT;
+    loop {
+        let metrics = herald.metrics().await;
+        if metric_value(&metrics, "herald_redis_subscribe_failures_total", &[]) >= 1.0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refused subscribe counted after {CHANGE_TIMEOUT:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_resubscribe_is_not_ready_then_recovers_and_catches_up() {
@@ -36,6 +54,10 @@ async fn refused_resubscribe_is_not_ready_then_recovers_and_catches_up() {
     );
     let killed = redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
     assert_ne!(killed, "0", "the node's pub/sub connection was killed");
+    // The lost connection alone makes the node unready for a moment; what must last is the
+    // refused resubscribe, which counts as unready once the channel has stayed unsubscribed
+    // for the upstream grace. So: the refusal first, then the 503.
+    wait_subscribe_refused(&herald).await;
     wait_readyz(&herald, 503).await;
     assert_eq!(
         redis.subscribers(&upstream[0]),
