@@ -29,6 +29,7 @@ mod metrics;
 mod outbox;
 pub mod protocol;
 mod refusal;
+mod send;
 mod session;
 pub mod sse;
 mod subscriptions;

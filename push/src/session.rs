@@ -18,9 +18,9 @@ use std::{
     task::{Context as TaskContext, Poll, ready},
 };
 
-use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
 
-use crate::{ClientFrame, CloseReason, ErrorCode, Protocol, connection::Connection};
+use crate::{ClientFrame, CloseReason, ErrorCode, Protocol, connection::Connection, send};
 
 /// Rounds of work one poll may do before yielding to other tasks.
 const POLL_BUDGET: usize = 32;
@@ -28,10 +28,8 @@ const POLL_BUDGET: usize = 32;
 /// What a transport does with its socket. It frames and moves bytes; it
 /// decides nothing.
 pub trait Link: Send + Unpin + 'static {
-    /// What Herald's frames are written to.
-    type Io: AsyncWrite + Unpin;
-
-    fn io(&mut self) -> &mut Self::Io;
+    /// The socket Herald's frames are written to, as they are.
+    fn stream(&self) -> &TcpStream;
 
     /// Writes frames the core encoded.
     fn poll_write_vectored(
@@ -39,7 +37,7 @@ pub trait Link: Send + Unpin + 'static {
         cx: &mut TaskContext<'_>,
         slices: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(self.io()).poll_write_vectored(cx, slices)
+        send::poll_send_vectored(self.stream(), cx, slices)
     }
 
     /// Writes out what the link queued of its own (a WebSocket's Pongs).

@@ -28,10 +28,8 @@ impl SseSocket {
 }
 
 impl Link for SseSocket {
-    type Io = TcpStream;
-
-    fn io(&mut self) -> &mut TcpStream {
-        &mut self.socket
+    fn stream(&self) -> &TcpStream {
+        &self.socket
     }
 
     fn poll_read(&mut self, cx: &mut TaskContext<'_>, _frames: &mut dyn Frames) -> Poll<Inbound> {

@@ -216,11 +216,8 @@ fn on_frame(frame: Frame<'_>, control: &mut Control, frames: &mut dyn Frames) ->
 }
 
 impl Link for WsSocket {
-    /// Herald writes its own, already framed bytes straight to the socket.
-    type Io = TcpStream;
-
-    fn io(&mut self) -> &mut TcpStream {
-        &mut self.stream
+    fn stream(&self) -> &TcpStream {
+        &self.stream
     }
 
     /// Writes out our Pongs and close frame.
