@@ -21,7 +21,8 @@ pub struct Sample {
     pub user_ticks: u64,
     pub sys_ticks: u64,
     /// Sum of `syscw` from `/proc/PID/io`: calls to write(2), writev(2) and
-    /// the like (not sendmsg), the closest generic count of socket writes.
+    /// the like (not sendmsg, which Herald writes with: it counts its own
+    /// writes on `/metrics`), the closest generic count of socket writes.
     pub write_calls: u64,
 }
 

@@ -576,7 +576,7 @@ async fn page(
                 ("latency_p50", "ms"),
                 ("latency_p99", "ms"),
                 ("publish_p99", "ms"),
-                ("per_write_syscall", ""),
+                ("per_write", ""),
             ],
         );
         let _ = writeln!(out, "| {}, {rate} | herald | {h} |", format_number(n));
@@ -587,10 +587,10 @@ async fn page(
         out,
         "\n![Latency by percentile, light load](img/broadcast-latency-light.svg)\n\n\
          ![Latency by percentile, at saturation](img/broadcast-latency-saturated.svg)\n\n\
-         Deliveries per write is deliveries divided by the server's write system calls \
-         (`syscw` in `/proc/PID/io`: write and writev). Herald also counts it itself: \
-         `herald_messages_delivered_total` / `herald_socket_writes_total` on `/metrics`, which \
-         `herald-bench` reports as \"deliveries per socket write (Herald metrics)\".\n\n```sh\n"
+         Deliveries per write is deliveries divided by the server's socket writes: for Herald \
+         its own count, `herald_messages_delivered_total` / `herald_socket_writes_total` on \
+         `/metrics` (it writes with `sendmsg`, which `/proc/PID/io` does not count), for Nchan \
+         its write system calls (`syscw` in `/proc/PID/io`: write and writev).\n\n```sh\n"
     );
     for row in &broadcast.rates {
         let _ = writeln!(out, "target/release/herald-bench {}", row.argv.join(" "));
