@@ -877,6 +877,28 @@ const METHOD: &str = "
   spent sending, which is why deliveries per write matters.
 - **One run per figure.** Single runs vary by about ±100 B per idle connection and 10–20 % in
   throughput on this shared machine.
+- **The kernel's share: where the floors are.** Profiles (`perf record -g` on the pinned
+  server, 2026-12-04) put most of each figure in the kernel, which both servers pay alike:
+  - *A new WebSocket connection* (15,000 opened, subscribed): 72 % kernel. By syscall,
+    `sendmsg` 36 % (the two answers, the 101 with `welcome`, then `subscribed`, including the
+    loopback delivery into the client's socket), `accept4` 8 %, `recvfrom` 8 % (the routing
+    peek, the head, the `subscribe` frame), `epoll_wait` 7 %, `epoll_ctl` 5 %. Herald's own
+    code is 23 %, spread thin (no frame above 1.4 %: copying, task spawn, routing, the
+    handshake, SHA-1). Nchan's system time alone per connection (13–15 µs) is more than half its
+    total, so no server on this kernel reaches half of Nchan's cost per connection; what is left
+    to Herald is its user time and one round trip (the `subscribe` frame, which Nchan takes in
+    the URL).
+  - *A broadcast to 10,000 at 10 msg/s*: 82–85 % kernel (the send path with the receiver's
+    wake-up and the retransmit timer, per delivery). Herald's user time, 0.8–1.0 µs per delivery,
+    is per-connection cache misses in a task per connection: the socket's readiness, the task's
+    wake-up (`push_back`), the outbox drain and the core's `deliver`, 1–2.5 % each. Writing to
+    an idle socket straight from the delivery worker, without waking its task, would save the
+    wake-up and poll; it is not built (the connection core owns each connection's state).
+  - *Publish calls in flight*: with N calls in flight and a node fanning out M messages a
+    second, a call takes N ÷ M on average (Little's law), and the latency counts it. At 32 in
+    flight and 10,000 subscribers that is 32 ÷ 140–180 messages a second = 180–230 ms before any
+    delivery spread, so a p99 under 250 ms at 32 in flight would need a core that fans out well
+    over 2M deliveries a second.
 
 ## Other scenarios
 
