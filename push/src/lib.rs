@@ -26,6 +26,7 @@ mod context;
 #[doc(hidden)]
 pub mod fuzz;
 mod metrics;
+mod opening;
 mod outbox;
 pub mod protocol;
 mod refusal;
@@ -43,6 +44,7 @@ pub use config::SessionConfig;
 pub use connection::{Chunks, Connection, Outgoing};
 pub use context::Context;
 pub use metrics::Metrics;
+pub use opening::{MAX_URL_CHANNELS, Opening};
 pub use protocol::{ClientFrame, Event, Intent, NativeSse, NativeWs, Protocol};
 pub use refusal::{CloseReason, CodeInfo, ErrorCode, Refusal};
 pub use session::{Frames, Inbound, Link, Session};

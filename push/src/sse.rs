@@ -19,10 +19,7 @@ pub(crate) mod event;
 pub(crate) mod request;
 mod socket;
 
-use std::{
-    net::SocketAddr,
-    sync::{Arc, LazyLock},
-};
+use std::{net::SocketAddr, sync::LazyLock};
 
 use bytes::Bytes;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
@@ -32,7 +29,7 @@ pub use socket::SseSocket;
 
 use crate::{
     Client, ConnectRequest, Context, ErrorCode, NativeSse, Protocol, Refusal, admit,
-    connection::Connection, outbox::Outbox, session::Session, subscriptions,
+    connection::Connection, session::Session,
 };
 
 /// An SSE stream speaking protocol `P` on a socket of its own.
@@ -142,8 +139,8 @@ pub async fn answer<P: Protocol>(
     }
 }
 
-/// Admits a stream's client, and checks that it may read every channel it
-/// asks for and no more of them than its site allows.
+/// Admits a stream's client, and checks its channels by the rules every
+/// URL's channels follow ([`Opening::admit`]).
 fn admit_stream(
     context: &Context,
     request: &SseRequest,
@@ -159,31 +156,7 @@ fn admit_stream(
             proxied: request.proxied,
         },
     )?;
-    let refuse = |refusal: Refusal| {
-        context.metrics().reject(client.site().id(), refusal.code);
-        refusal
-    };
-    let max = client.site().settings().limits.max_subscriptions;
-    if request.channels.len() > max {
-        return Err(refuse(Refusal::new(
-            ErrorCode::TooManyChannels,
-            format!("a stream may have at most {max} channels"),
-        )));
-    }
-    for channel in &request.channels {
-        client.may_read(channel, None).map_err(|refusal| {
-            let message = format!("{channel}: {}", refusal.message);
-            refuse(Refusal::new(refusal.code, message))
-        })?;
-    }
-    for channel in &request.channels {
-        subscriptions::opens_in_time(context, &client, &client.scope(channel)).map_err(
-            |refusal| {
-                let message = format!("{channel}: {}", refusal.message);
-                refuse(Refusal::new(refusal.code, message))
-            },
-        )?;
-    }
+    request.opening.admit(context, &client)?;
     Ok(client)
 }
 
@@ -196,22 +169,8 @@ async fn open<P: Protocol>(
     peer: SocketAddr,
     protocol: P,
 ) -> Result<Connection<P>, Refusal> {
-    let outbox = Arc::new(Outbox::new(context.config().outbox_max_bytes));
-    let mut opened = Vec::with_capacity(request.channels.len());
-    for (slot, channel) in request.channels.iter().enumerate() {
-        let since = request.cursor.as_ref().map(|cursor| cursor[slot]);
-        let key = client.scope(channel);
-        match subscriptions::open(context, &outbox, slot as u32, key, since).await {
-            Ok(subscription) => opened.push(subscription),
-            Err(error) => {
-                tracing::warn!(client.addr = %peer, %error, "SSE subscribe failed");
-                return Err(Refusal::new(ErrorCode::Unavailable, error.to_string()));
-            }
-        }
-    }
-    let mut connection = Connection::new(context.clone(), outbox, client, protocol, peer);
-    connection.start(opened);
-    Ok(connection)
+    let subscribed = request.opening.subscribe(context, &client, peer).await?;
+    Ok(subscribed.start(context.clone(), client, protocol, peer))
 }
 
 /// The whole body of a stream that cannot start now: a `retry` hint and an

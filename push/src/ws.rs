@@ -1,15 +1,16 @@
 //! The WebSocket transport.
 //!
-//! The HTTP upgrade itself is answered by `api` (hyper); it then hands the
-//! raw `TcpStream` and any bytes hyper had read ahead to [`start`] (or to
-//! [`refuse`] when admission turned the client down), and drops every
-//! handshake buffer, so nothing from the handshake stays alive.
+//! The HTTP upgrade itself is answered by `api` (by hyper, or by the
+//! listener's own path for a fresh `GET /ws`); it then hands the raw
+//! `TcpStream` and any bytes read ahead to [`start`], with the admitted
+//! client and the channels its URL named, and drops every handshake buffer,
+//! so nothing from the handshake stays alive.
 
 pub(crate) mod frame;
 pub(crate) mod reader;
 mod socket;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::net::SocketAddr;
 
 use bytes::Bytes;
 use tokio::{
@@ -20,52 +21,84 @@ use tokio::{
 pub use socket::WsSocket;
 
 use crate::{
-    Client, CloseReason, Context, Event, Protocol, Refusal,
-    connection::{Connection, Outgoing},
-    outbox::Outbox,
-    session::Session,
-    subscriptions::Subscriptions,
+    Client, CloseReason, Context, Event, Opening, Protocol, Refusal, connection::Outgoing,
+    session::Session, subscriptions::Subscriptions,
 };
 
 /// A WebSocket connection speaking protocol `P`.
 pub type WsSession<P> = Session<WsSocket, P>;
 
-/// Wraps an upgraded socket into a session, ready to be spawned. The
-/// socket should have `TCP_NODELAY` (Herald's listener sets it once, on the
-/// listening socket, and every accepted socket inherits it).
-///
-/// `read_ahead` holds bytes the HTTP server read past the handshake (a
-/// client may send its first frame right behind the request); they are
-/// replayed before anything is read from the socket. `answer` is the
-/// handshake's answer when the caller has not written it itself: it goes
-/// out in the same write as the protocol's opening words.
-pub fn start<P: Protocol>(
+/// An upgraded socket, as the HTTP side hands it over.
+pub struct Upgraded {
+    /// The socket. It should have `TCP_NODELAY` (Herald's listener sets it
+    /// once, on the listening socket, and every accepted socket inherits it).
+    pub stream: TcpStream,
+    /// Bytes the HTTP server read past the handshake (a client may send its
+    /// first frame right behind the request); they are replayed before
+    /// anything is read from the socket.
+    pub read_ahead: Vec<u8>,
+    pub peer: SocketAddr,
+    /// The handshake's answer when the caller has not written it itself: it
+    /// goes out in the same write as the protocol's first words (or its
+    /// last, for a refusal).
+    pub answer: Option<Bytes>,
+}
+
+/// Starts an upgraded connection: subscribes its client to the channels
+/// its URL named, as SSE does (`opening.rs`), and answers the session to
+/// spawn, whose first write holds the opening words, every `subscribed`
+/// and what each channel missed. A refusal, of the client or of one of its
+/// channels, is answered after the upgrade (`refuse`); then `None`.
+pub async fn start<P: Protocol>(
     context: Context,
-    stream: TcpStream,
-    read_ahead: Vec<u8>,
-    peer: SocketAddr,
-    client: Client,
+    upgraded: Upgraded,
+    admitted: Result<Client, Refusal>,
+    opening: Result<Opening, Refusal>,
     protocol: P,
-    answer: Option<Bytes>,
-) -> WsSession<P> {
-    let config = context.config();
-    let socket = WsSocket::new(stream, read_ahead);
-    let outbox = Arc::new(Outbox::new(config.outbox_max_bytes));
-    let mut connection = Connection::new(context, outbox, client, protocol, peer);
-    if let Some(answer) = answer {
-        connection.out().push_front(answer);
+) -> Option<WsSession<P>> {
+    let Upgraded {
+        stream,
+        read_ahead,
+        peer,
+        answer,
+    } = upgraded;
+    let admitted = admitted.and_then(|client| {
+        let opening = opening?;
+        opening.admit(&context, &client)?;
+        Ok((client, opening))
+    });
+    let subscribed = match admitted {
+        Ok((client, opening)) => opening
+            .subscribe(&context, &client, peer)
+            .await
+            .map(|subscribed| (client, subscribed)),
+        Err(refusal) => Err(refusal),
+    };
+    match subscribed {
+        Ok((client, subscribed)) => {
+            let mut connection = subscribed.start(context, client, protocol, peer);
+            if let Some(answer) = answer {
+                connection.out().push_front(answer);
+            }
+            Some(Session::new(WsSocket::new(stream, read_ahead), connection))
+        }
+        Err(refusal) => {
+            refuse(context, stream, answer, refusal, protocol).await;
+            None
+        }
     }
-    Session::new(socket, connection)
 }
 
 /// Refuses an upgraded connection that admission turned down: the
-/// protocol's last words for the refusal, then a close frame with its code
+/// handshake's `answer` when it is still to be written, the protocol's last
+/// words for the refusal, then a close frame with its code
 /// (browsers show scripts the close code, never the HTTP status of a failed
 /// upgrade), then waits for the client's close, within
 /// `connection.close_timeout_secs`.
-pub async fn refuse<P: Protocol>(
+async fn refuse<P: Protocol>(
     context: Context,
     mut stream: TcpStream,
+    answer: Option<Bytes>,
     refusal: Refusal,
     mut protocol: P,
 ) {
@@ -79,7 +112,7 @@ pub async fn refuse<P: Protocol>(
     };
     protocol.encode(last_words, &Subscriptions::default(), &mut out);
     out.push(frame::close(protocol.close_code(reason), reason.as_str()));
-    let mut bytes = Vec::with_capacity(256);
+    let mut bytes = answer.map_or_else(|| Vec::with_capacity(256), Vec::from);
     while let Some(chunk) = out.pop() {
         bytes.extend_from_slice(&chunk);
     }

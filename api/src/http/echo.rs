@@ -37,5 +37,13 @@ pub(crate) fn handle(app: &App, peer: SocketAddr, request: Request<Incoming>) ->
         key: key.as_deref(),
         token: None,
     };
-    upgrade::upgrade(app, peer, request, accept, credentials, EchoWs::default())
+    upgrade::upgrade(
+        app,
+        peer,
+        request,
+        accept,
+        credentials,
+        Ok(push::Opening::default()),
+        EchoWs::default(),
+    )
 }

@@ -9,7 +9,7 @@ use hyper::{
     HeaderMap, Method, Request, Response, StatusCode, body::Incoming, header, header::HeaderValue,
 };
 use hyper_util::rt::TokioIo;
-use push::{Client, ConnectRequest, ErrorCode, NativeWs, Protocol, Refusal};
+use push::{Client, ConnectRequest, ErrorCode, NativeWs, Opening, Protocol, Refusal};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
@@ -20,7 +20,8 @@ use crate::App;
 pub(crate) struct AcceptKey(HeaderValue);
 
 /// `GET /ws`: the native protocol; the site and token come from the `key`
-/// and `token` parameters (or a bearer token).
+/// and `token` parameters (or a bearer token), and the channels to open
+/// with from `channel` and `since` ([`Opening::from_ws_query`]).
 pub(crate) fn native(app: &App, peer: SocketAddr, request: Request<Incoming>) -> Response<Body> {
     let accept = match handshake(&request) {
         Ok(accept) => accept,
@@ -30,12 +31,14 @@ pub(crate) fn native(app: &App, peer: SocketAddr, request: Request<Incoming>) ->
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let (key, token) = native_credentials(authorization, request.uri().query().unwrap_or(""));
+    let query = request.uri().query().unwrap_or("");
+    let (key, token) = native_credentials(authorization, query);
+    let opening = Opening::from_ws_query(query);
     let credentials = Credentials {
         key: key.as_deref(),
         token: token.as_deref(),
     };
-    upgrade(app, peer, request, accept, credentials, NativeWs)
+    upgrade(app, peer, request, accept, credentials, opening, NativeWs)
 }
 
 /// The `key` and `token` of a native upgrade: the query's parameters, or
@@ -172,7 +175,9 @@ pub(crate) struct Credentials<'a> {
 }
 
 /// Admits the client, answers 101 and hands the upgraded socket to a
-/// session speaking `protocol`. Admission comes before the upgrade, so
+/// session speaking `protocol`, subscribed to the channels of `opening`
+/// (a route whose URL names none passes `Ok(Opening::default())`; a
+/// refusal of them is a close code). Admission comes before the upgrade, so
 /// that its refusal can be a close code (what a browser script sees),
 /// except for a foreign origin: a page on another site never gets an
 /// upgraded socket at all.
@@ -182,6 +187,7 @@ pub(crate) fn upgrade<P: Protocol>(
     mut request: Request<Incoming>,
     accept: AcceptKey,
     credentials: Credentials<'_>,
+    opening: Result<Opening, Refusal>,
     protocol: P,
 ) -> Response<Body> {
     let origin = request
@@ -199,7 +205,17 @@ pub(crate) fn upgrade<P: Protocol>(
         let Some((stream, read_ahead)) = upgraded(on_upgrade, peer).await else {
             return;
         };
-        run(context, stream, read_ahead, peer, admitted, protocol).await;
+        let upgraded = push::ws::Upgraded {
+            stream,
+            read_ahead,
+            peer,
+            answer: None,
+        };
+        if let Some(session) = push::ws::start(context, upgraded, admitted, opening, protocol).await
+        {
+            // A task of its own: this one's state (the upgrade) is freed now.
+            tokio::spawn(session);
+        }
     });
     let mut response = reply::empty(StatusCode::SWITCHING_PROTOCOLS);
     let headers = response.headers_mut();
@@ -265,26 +281,6 @@ async fn upgraded(
         return None;
     };
     Some((parts.io.into_inner(), parts.read_buf.to_vec()))
-}
-
-/// Runs the session of an admitted client, or refuses it with a close code.
-async fn run<P: Protocol>(
-    context: push::Context,
-    stream: TcpStream,
-    read_ahead: Vec<u8>,
-    peer: SocketAddr,
-    admitted: Result<Client, Refusal>,
-    protocol: P,
-) {
-    match admitted {
-        Ok(client) => {
-            let session =
-                push::ws::start(context, stream, read_ahead, peer, client, protocol, None);
-            // A task of its own: this one's state (the upgrade) is freed now.
-            tokio::spawn(session);
-        }
-        Err(refusal) => push::ws::refuse(context, stream, refusal, protocol).await,
-    }
 }
 
 /// Whether a comma-separated header contains `token`, ignoring case.

@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use hyper::{StatusCode, header::HeaderName};
-use push::{Client, ErrorCode, NativeWs, Refusal};
+use push::{Client, ErrorCode, NativeWs, Opening, Refusal};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -69,49 +69,39 @@ pub(crate) async fn accept(
     };
     pending.admitted();
     let (buffer, head_len) = read;
-    let (answer, admitted) = match handshake(app, peer, &buffer[..head_len]) {
+    let (answer, admitted, opening) = match handshake(app, peer, &buffer[..head_len]) {
         Ok(upgrade) => upgrade,
         Err((refusal, header)) => return refuse(app, stream, &refusal, header).await,
     };
     count(app, StatusCode::SWITCHING_PROTOCOLS);
     let read_ahead = buffer[head_len..].to_vec();
     drop(buffer);
+    let upgraded = push::ws::Upgraded {
+        stream,
+        read_ahead,
+        peer,
+        answer: Some(answer),
+    };
     let context = app.sessions().clone();
-    match admitted {
-        Ok(client) => {
-            let session = push::ws::start(
-                context,
-                stream,
-                read_ahead,
-                peer,
-                client,
-                NativeWs,
-                Some(answer),
-            );
-            // A task of its own: this one's state (the handshake) is freed now.
-            tokio::spawn(session);
-        }
-        Err(refusal) => {
-            let close_timeout = context.config().close_timeout;
-            match tokio::time::timeout(close_timeout, stream.write_all(&answer)).await {
-                Ok(Ok(())) => push::ws::refuse(context, stream, refusal, NativeWs).await,
-                _ => tracing::debug!(client.addr = %peer, "upgrade answer not taken"),
-            }
-        }
+    // The URL's channels are opened here, before the session exists, so
+    // that their `subscribed` go out in the same write as the 101.
+    if let Some(session) = push::ws::start(context, upgraded, admitted, opening, NativeWs).await {
+        // A task of its own: this one's state (the handshake) is freed now.
+        tokio::spawn(session);
     }
 }
 
 /// An HTTP refusal, with the header its answer carries besides the body.
 type Refused = (Refusal, Option<(HeaderName, &'static str)>);
 
+/// What a checked handshake leads to: the 101 answer, admission's result
+/// and the channels the URL named (either refusal is a close code after
+/// the upgrade).
+type Upgrade = (Bytes, Result<Client, Refusal>, Result<Opening, Refusal>);
+
 /// Parses and checks a complete head, and admits its client. `Ok`: the
-/// 101 answer, and admission's result (a refused client is closed with a
-/// code after the upgrade); `Err`: answer over HTTP, upgrade nothing.
-fn handshake(
-    app: &App,
-    peer: SocketAddr,
-    head: &[u8],
-) -> Result<(Bytes, Result<Client, Refusal>), Refused> {
+/// upgrade; `Err`: answer over HTTP, upgrade nothing.
+fn handshake(app: &App, peer: SocketAddr, head: &[u8]) -> Result<Upgrade, Refused> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(head) {
@@ -156,6 +146,7 @@ fn handshake(
     let query = target.split_once('?').map_or("", |(_, query)| query);
     let authorization = first("authorization").and_then(visible);
     let (key, token) = upgrade::native_credentials(authorization, query);
+    let opening = Opening::from_ws_query(query);
     let credentials = Credentials {
         key: key.as_deref(),
         token: token.as_deref(),
@@ -168,7 +159,7 @@ fn handshake(
         "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
          Sec-WebSocket-Accept: {accept_key}\r\n\r\n"
     ));
-    Ok((answer, admitted))
+    Ok((answer, admitted, opening))
 }
 
 /// Reads until the end of the request head. Answers the bytes read and

@@ -3,11 +3,12 @@
 use std::borrow::Cow;
 
 use bytes::BufMut;
-use fanout::{ChannelName, Position};
 use tokio::{io::AsyncReadExt, net::TcpStream};
 
-use super::cursor;
-use crate::{ErrorCode, Refusal};
+use crate::{
+    ErrorCode, Refusal,
+    opening::{MAX_URL_CHANNELS, Opening, Query},
+};
 
 /// The largest request head accepted.
 const MAX_HEAD: usize = 8 * 1024;
@@ -15,15 +16,14 @@ const MAX_HEADERS: usize = 48;
 
 /// The most channels one stream's request may name, whatever its site's
 /// limit (which admission checks afterwards): it bounds parsing work.
-pub const MAX_REQUEST_CHANNELS: usize = 1024;
+pub const MAX_REQUEST_CHANNELS: usize = MAX_URL_CHANNELS;
 
 /// A checked SSE request.
 #[derive(Debug)]
 pub struct SseRequest {
-    /// Local names, as the client wrote them.
-    pub(crate) channels: Vec<ChannelName>,
-    /// The position per channel to resume from, from `Last-Event-ID` or `last_event_id`.
-    pub(crate) cursor: Option<Vec<Position>>,
+    /// The channels, and the position per channel to resume from, from
+    /// `Last-Event-ID` or `last_event_id`.
+    pub(crate) opening: Opening,
     /// The `key` parameter.
     pub(crate) key: Option<String>,
     /// The `token` parameter, or the bearer of `Authorization`.
@@ -158,7 +158,7 @@ pub fn check(
         ));
     }
     let query = target.split_once('?').map_or("", |(_, q)| q);
-    let params = Params::parse(query, max_channels)?;
+    let params = Query::parse(query, "last_event_id", max_channels)?;
     if params.channels.is_empty() {
         return Err(refusal(
             ErrorCode::MissingChannel,
@@ -171,76 +171,17 @@ pub fn check(
         .last_event_id
         .map(str::trim)
         .filter(|v| !v.is_empty());
-    let query_cursor = params.last_event_id.as_deref().filter(|v| !v.is_empty());
-    let cursor = match header_cursor.or(query_cursor) {
-        None => None,
-        Some(text) => Some(resume_cursor(text, params.channels.len())?),
-    };
+    let query_cursor = params.cursor.as_deref().filter(|v| !v.is_empty());
+    let opening = Opening::new(params.channels, header_cursor.or(query_cursor))?;
     let token = params
         .token
         .or_else(|| crate::admission::bearer(headers.authorization).map(str::to_string));
     Ok(SseRequest {
-        channels: params.channels,
-        cursor,
+        opening,
         key: params.key,
         token,
         origin: headers.origin.map(str::to_string),
         proxied: headers.proxied,
-    })
-}
-
-/// The query parameters of a stream request.
-#[derive(Default)]
-struct Params {
-    channels: Vec<ChannelName>,
-    last_event_id: Option<String>,
-    key: Option<String>,
-    token: Option<String>,
-}
-
-impl Params {
-    fn parse(query: &str, max_channels: usize) -> Result<Self, Refusal> {
-        let mut params = Params::default();
-        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-            match &*key {
-                "channel" => params.add_channel(&value, max_channels)?,
-                "key" => params.key = Some(value.into_owned()),
-                "token" => params.token = Some(value.into_owned()),
-                "last_event_id" => params.last_event_id = Some(value.into_owned()),
-                _ => {}
-            }
-        }
-        Ok(params)
-    }
-
-    fn add_channel(&mut self, name: &str, max_channels: usize) -> Result<(), Refusal> {
-        let channel = ChannelName::new(name)
-            .map_err(|e| refusal(ErrorCode::InvalidChannel, e.to_string()))?;
-        if self.channels.contains(&channel) {
-            return Err(refusal(
-                ErrorCode::DuplicateChannel,
-                format!("channel {channel} is listed twice"),
-            ));
-        }
-        self.channels.push(channel);
-        if self.channels.len() > max_channels {
-            return Err(refusal(
-                ErrorCode::TooManyChannels,
-                format!("a stream may have at most {max_channels} channels"),
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// The position of each channel to resume from, from a cursor the stream
-/// handed out as an event id.
-fn resume_cursor(text: &str, channels: usize) -> Result<Vec<Position>, Refusal> {
-    cursor::parse(text, channels).ok_or_else(|| {
-        refusal(
-            ErrorCode::BadLastEventId,
-            format!("expected {channels} comma-separated epoch:offset positions, one per channel"),
-        )
     })
 }
 
@@ -265,7 +206,8 @@ mod tests {
     #[test]
     fn requests() {
         let ok = |target: &str, extra: &str| {
-            parse(&head(target, extra), 3).map(|r| (r.channels.len(), r.cursor.map(|c| c.len())))
+            parse(&head(target, extra), 3)
+                .map(|r| (r.opening.channels.len(), r.opening.cursor.map(|c| c.len())))
         };
         let code = |target: &str, extra: &str| parse(&head(target, extra), 3).err().map(|r| r.code);
         assert_eq!(ok("/sse?channel=a", "").ok(), Some((1, None)));
