@@ -128,7 +128,7 @@ async fn websocket(
     source: Ipv4Addr,
     resume: &Resume,
 ) -> anyhow::Result<Conn> {
-    let url = Url::parse(&fill(&templates.ws_url, addr, channel))?;
+    let url = Url::parse(&ws_url(templates, addr, channel, resume))?;
     let stream = connect_tcp(&url.authority, source).await?;
     let mut ws = WsConn::handshake(stream, &url).await?;
     if templates.protocol == Protocol::Herald {
@@ -149,10 +149,40 @@ async fn websocket(
         if templates.protocol == Protocol::Herald {
             ws.expect_type("subscribed").await?;
         }
+    } else if templates.protocol == Protocol::Herald {
+        // Subscribed in the URL: `subscribed` follows `welcome` unasked.
+        if !channel.is_empty() {
+            ws.expect_type("subscribed").await?;
+        }
     } else if let Resume::Since { .. } = resume {
         bail!("this target cannot resume a WebSocket subscription");
     }
     Ok(Conn::Ws(Box::new(ws), templates.protocol))
+}
+
+/// The WebSocket URL to open on `channel`. Herald, when it subscribes in
+/// the URL (no subscribe frame), resumes there too, with
+/// `since=EPOCH:OFFSET`; and a connection on no channel (an empty one)
+/// leaves the `channel` parameter out, since Herald refuses an empty name.
+fn ws_url(templates: &Templates, addr: &str, channel: &str, resume: &Resume) -> String {
+    let url = fill(&templates.ws_url, addr, channel);
+    if templates.protocol != Protocol::Herald || templates.ws_subscribe.is_some() {
+        return url;
+    }
+    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    let mut params: Vec<String> = query
+        .split('&')
+        .filter(|param| !param.is_empty() && *param != "channel=")
+        .map(str::to_owned)
+        .collect();
+    if let Resume::Since { epoch, offset } = resume {
+        params.push(format!("since={epoch}:{offset}"));
+    }
+    if params.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", params.join("&"))
+    }
 }
 
 async fn sse(
@@ -497,5 +527,28 @@ mod tests {
     fn source_addresses_cycle() {
         assert_eq!(source_for(0, 10, 4), Ipv4Addr::new(127, 0, 0, 10));
         assert_eq!(source_for(5, 10, 4), Ipv4Addr::new(127, 0, 0, 11));
+    }
+
+    #[test]
+    fn herald_subscribes_and_resumes_in_the_websocket_url() {
+        let herald = Templates::preset(crate::target::Preset::Herald);
+        let since = Resume::Since {
+            epoch: "1f".into(),
+            offset: 3,
+        };
+        let cases = [
+            ("bench", Resume::Live, "ws://h:1/ws?channel=bench"),
+            (
+                "bench",
+                since.clone(),
+                "ws://h:1/ws?channel=bench&since=1f:3",
+            ),
+            ("", Resume::Live, "ws://h:1/ws"),
+        ];
+        for (channel, resume, url) in cases {
+            assert_eq!(ws_url(&herald, "h:1", channel, &resume), url);
+        }
+        let nchan = Templates::preset(crate::target::Preset::Nchan);
+        assert_eq!(ws_url(&nchan, "h:1", "c", &since), "ws://h:1/sub/c");
     }
 }

@@ -16,6 +16,7 @@ use crate::{
     process,
     scenario::{Common, Session, Tracking, describe},
     stats::bytes_per_connection,
+    target::Protocol,
 };
 
 #[derive(clap::Args, Clone, Debug)]
@@ -46,10 +47,11 @@ pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
     let mut setup = describe(args.connections, common.transport, "idle connections");
     let channel = if common.transport == Transport::Ws
         && !args.subscribe
-        && common.target.templates().ws_subscribe.is_some()
+        && common.target.templates().protocol == Protocol::Herald
     {
         setup.push_str(", not subscribed");
-        // Herald's WebSocket without a subscribe frame: the channel is unused.
+        // Herald's WebSocket on no channel: no `channel` in the URL, and no
+        // subscribe frame.
         Some(String::new())
     } else {
         match &args.channel {

@@ -488,8 +488,8 @@ async fn page(
 
     out.push_str("## Idle connections\n\n");
     out.push_str(
-        "Every connection subscribed to one shared channel (`bench`): a WebSocket with a \
-         `subscribe` frame on Herald, the channel in the URL on Nchan; SSE likewise. Memory is the \
+        "Every connection subscribed to one shared channel (`bench`), named in the URL on both \
+         servers (WebSocket and SSE alike). Memory is the \
          growth of the server's RSS per connection; CPU is the server's user + system time per \
          connection per second while every connection sits idle (Herald pings each one every \
          25 s, Nchan sends nothing by default).\n\n\

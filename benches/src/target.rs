@@ -36,9 +36,9 @@ impl Preset {
 /// How a subscriber learns that its subscription is live, and how it resumes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Protocol {
-    /// Herald's native protocol: `welcome`, then `subscribed` after the
-    /// subscribe frame (WebSocket) or as the first event (SSE); resume with
-    /// `since` (WebSocket) or `Last-Event-ID` (SSE).
+    /// Herald's native protocol: `welcome`, then `subscribed` (after the
+    /// subscribe frame when there is one); resume with `since` (in the
+    /// WebSocket URL, or in the subscribe frame) or `Last-Event-ID` (SSE).
     Herald,
     /// The URL names the channel and the subscription is live once the
     /// response head has arrived (Nchan); resume with `Last-Event-ID` (SSE).
@@ -50,7 +50,8 @@ pub enum Protocol {
 pub struct Templates {
     pub protocol: Protocol,
     pub ws_url: String,
-    /// A text frame sent after the WebSocket handshake, if the protocol subscribes by frame.
+    /// A text frame sent after the WebSocket handshake, if the protocol
+    /// subscribes by frame (Herald can; its preset subscribes in the URL).
     pub ws_subscribe: Option<String>,
     pub sse_url: String,
     pub publish_method: String,
@@ -66,8 +67,10 @@ impl Templates {
         match preset {
             Preset::Herald => Templates {
                 protocol: Protocol::Herald,
-                ws_url: "ws://{addr}/ws".into(),
-                ws_subscribe: Some(r#"{"type":"subscribe","channel":"{channel}"}"#.into()),
+                // Subscribed in the URL, as Nchan does: no frame to send and
+                // none to wait for before the subscription is live.
+                ws_url: "ws://{addr}/ws?channel={channel}".into(),
+                ws_subscribe: None,
                 sse_url: "http://{addr}/sse?channel={channel}".into(),
                 publish_method: "POST".into(),
                 publish_url: "http://{addr}/api/publish".into(),
