@@ -106,11 +106,6 @@ impl Opening {
         Ok(Opening { channels, cursor })
     }
 
-    /// Whether the URL named no channel.
-    pub fn is_empty(&self) -> bool {
-        self.channels.is_empty()
-    }
-
     /// Checks that `client` may read every channel and no more of them than
     /// its site allows, and that opening them keeps within the site's
     /// new-channel rate. Each refusal is counted against the site.

@@ -140,7 +140,7 @@ pub async fn answer<P: Protocol>(
 }
 
 /// Admits a stream's client, and checks its channels by the rules every
-/// URL's channels follow ([`Opening::admit`]).
+/// URL's channels follow ([`crate::Opening::admit`]).
 fn admit_stream(
     context: &Context,
     request: &SseRequest,

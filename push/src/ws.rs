@@ -37,6 +37,7 @@ pub struct Upgraded {
     /// first frame right behind the request); they are replayed before
     /// anything is read from the socket.
     pub read_ahead: Vec<u8>,
+    /// The client's address, for the connection's logs.
     pub peer: SocketAddr,
     /// The handshake's answer when the caller has not written it itself: it
     /// goes out in the same write as the protocol's first words (or its

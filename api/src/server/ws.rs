@@ -6,7 +6,9 @@
 //! welcome. Here the head is read once, parsed with httparse, checked by the
 //! same rules as hyper's path (`http::upgrade`: [`upgrade::check`],
 //! [`upgrade::admit`]), and the 101 goes out in the same write as the
-//! protocol's opening words: one task, one read and one write per handshake.
+//! protocol's opening words (with channels in the URL, every `subscribed`
+//! and what each missed, too): one task, one read and one write per
+//! handshake.
 //!
 //! Invariants:
 //! - Only a request line `GET /ws` or `GET /ws?…` comes here; every other
