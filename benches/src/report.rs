@@ -392,9 +392,9 @@ fn new_connections_section(idle: &[Row]) -> String {
     let mut out = String::from(
         "## New connections\n\n\
          The server's user + system CPU from before the first connection until the last one was \
-         open, per connection, in the idle runs above: a WebSocket's handshake and `subscribe` \
-         (Herald: upgrade, `welcome`, `subscribe`, `subscribed`; Nchan: the upgrade, the channel \
-         in the URL), an SSE stream's request and first event. This is the cost that decides a \
+         open, per connection, in the idle runs above: a WebSocket's handshake and subscribe, \
+         the channel in the URL on both (Herald answers the upgrade, `welcome` and `subscribed` \
+         in one write), an SSE stream's request and first event. This is the cost that decides a \
          reconnect storm.\n\n\
          | connections | target | CPU per new connection | of it user | of it system |\n\
          |---|---|---|---|---|\n",
@@ -879,15 +879,15 @@ const METHOD: &str = "
   throughput on this shared machine.
 - **The kernel's share: where the floors are.** Profiles (`perf record -g` on the pinned
   server, 2026-12-04) put most of each figure in the kernel, which both servers pay alike:
-  - *A new WebSocket connection* (15,000 opened, subscribed): 72 % kernel. By syscall,
-    `sendmsg` 36 % (the two answers, the 101 with `welcome`, then `subscribed`, including the
-    loopback delivery into the client's socket), `accept4` 8 %, `recvfrom` 8 % (the routing
-    peek, the head, the `subscribe` frame), `epoll_wait` 7 %, `epoll_ctl` 5 %. Herald's own
-    code is 23 %, spread thin (no frame above 1.4 %: copying, task spawn, routing, the
-    handshake, SHA-1). Nchan's system time alone per connection (13–15 µs) is more than half its
-    total, so no server on this kernel reaches half of Nchan's cost per connection; what is left
-    to Herald is its user time and one round trip (the `subscribe` frame, which Nchan takes in
-    the URL).
+  - *A new WebSocket connection* (15,000 opened at once, each subscribed in its URL): 66 %
+    kernel. By syscall, with what it calls: `epoll_wait` 21 %, `sendmsg` 20 % (the one answer,
+    the 101 with `welcome` and `subscribed`, including the loopback delivery into the client's
+    socket), `accept4` 10 %, `recvfrom` 5 % (the routing peek and the head), `epoll_ctl` 4 %.
+    Herald's own code is 28 %, spread thin (no frame above 2.1 %: copying, task spawn and
+    teardown, routing, the handshake, the subscribe). Nchan's system time alone per connection
+    (13–15 µs) is more than half its total, so no server on this kernel reaches half of Nchan's
+    cost per connection. (Subscribing with a frame after the upgrade instead costs Herald a read
+    and a write more: 24–26 µs against 18–22 µs in the URL, same binary, alternating runs.)
   - *A broadcast to 10,000 at 10 msg/s*: 82–85 % kernel (the send path with the receiver's
     wake-up and the retransmit timer, per delivery). Herald's user time, 0.8–1.0 µs per delivery,
     is per-connection cache misses in a task per connection: the socket's readiness, the task's
