@@ -8,7 +8,7 @@
 //! Not an API: nothing outside the fuzz targets may depend on it.
 
 use crate::{
-    ClientFrame, NativeWs, Protocol,
+    ClientFrame, MAX_URL_CHANNELS, NativeWs, Opening, Protocol,
     sse::{self, MAX_REQUEST_CHANNELS, SseHeaders},
     ws::reader::Reader,
 };
@@ -104,6 +104,29 @@ pub fn last_event_id(data: &[u8]) {
     let _ = sse::check("GET", &target, headers, MAX_REQUEST_CHANNELS);
 }
 
+/// The query of a `GET /ws?…` upgrade (its channels and `since`). What
+/// parses names each channel once, at most [`MAX_URL_CHANNELS`] of them,
+/// and, with a cursor, exactly one position per channel.
+pub fn ws_query(data: &[u8]) {
+    let Ok(query) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(opening) = Opening::from_ws_query(query) else {
+        return;
+    };
+    let channels = &opening.channels;
+    assert!(channels.len() <= MAX_URL_CHANNELS, "{query:?}");
+    for (i, channel) in channels.iter().enumerate() {
+        assert!(
+            !channels[..i].contains(channel),
+            "{channel} twice: {query:?}"
+        );
+    }
+    if let Some(cursor) = &opening.cursor {
+        assert_eq!(cursor.len(), channels.len(), "{query:?}");
+    }
+}
+
 /// Replays every file of `fuzz/corpus/<target>` through `run`.
 #[cfg(test)]
 pub(crate) fn replay(target: &str, run: fn(&[u8])) {
@@ -142,5 +165,10 @@ mod tests {
     #[test]
     fn replays_the_last_event_id_corpus() {
         replay("last_event_id", last_event_id);
+    }
+
+    #[test]
+    fn replays_the_ws_query_corpus() {
+        replay("ws_query", ws_query);
     }
 }
