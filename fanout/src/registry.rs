@@ -5,6 +5,12 @@
 //!   publish to one channel never waits on a global lock.
 //! - No lock here is held across an `.await`; [`Subscriber::deliver`] only
 //!   enqueues and wakes, so holding a shard lock while delivering is short.
+//!   A subscriber that writes to its socket itself does it in
+//!   [`Subscriber::flush`], which the hub calls after the shard lock is
+//!   released. What `deliver` queued is in the subscriber before
+//!   [`Hub::unregister`] can return, so a subscriber that left a channel
+//!   never receives from it afterwards: a flush only writes what its own
+//!   `deliver` queued under the lock.
 //! - A [`Subscription`] removes itself when dropped; a channel with no
 //!   subscribers left is removed from the map at once.
 //! - The [`ChannelWatcher`] hears "active" and "idle" under the shard lock,
@@ -35,8 +41,47 @@ pub trait Subscriber: Send + Sync + 'static {
     /// Hands `message` to the subscriber for its subscription `slot`.
     ///
     /// Called on the publisher's task with registry and history locks held:
-    /// it must only enqueue and wake, never block or do I/O.
-    fn deliver(&self, slot: u32, message: &Arc<Message>);
+    /// it must only enqueue and wake, never block or do I/O. It answers
+    /// [`Handoff::Flush`] to have [`Subscriber::flush`] called once those
+    /// locks are released.
+    fn deliver(&self, slot: u32, message: &Arc<Message>) -> Handoff;
+
+    /// Called after a `deliver` that answered [`Handoff::Flush`], with no
+    /// registry lock held (a caller may still hold its channel's log): it
+    /// may write what it queued to a socket, without blocking.
+    fn flush(&self) {}
+}
+
+/// What a subscriber did with a message it was handed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handoff {
+    /// Queued (or dropped); nothing more to do.
+    Queued,
+    /// Queued; call [`Subscriber::flush`] once the locks are released.
+    Flush,
+}
+
+thread_local! {
+    /// The subscribers one [`Hub::deliver`] flushes after its lock,
+    /// reused from call to call on each thread.
+    static TO_FLUSH: std::cell::RefCell<Vec<Arc<dyn Subscriber>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`TO_FLUSH`] keeps up to this many entries' room between calls (16 B
+/// each); a larger fan-out gives its memory back.
+const TO_FLUSH_KEPT: usize = 16 * 1024;
+
+/// Flushes [`Hub::deliver_yielding`] does before it lets other tasks run:
+/// a few milliseconds of socket writes.
+const FLUSHES_PER_TURN: usize = 256;
+
+/// Gives the emptied list back to this thread's [`TO_FLUSH`], unless it
+/// grew past [`TO_FLUSH_KEPT`].
+fn keep_for_next(to_flush: Vec<Arc<dyn Subscriber>>) {
+    if to_flush.capacity() <= TO_FLUSH_KEPT && to_flush.capacity() > 0 {
+        TO_FLUSH.set(to_flush);
+    }
 }
 
 /// Told when this node gains its first local subscriber to a channel, or
@@ -165,16 +210,48 @@ impl Hub {
     }
 
     /// Hands `message` to every local subscriber of its channel and returns
-    /// how many there were.
+    /// how many there were. The subscribers that asked for it are flushed
+    /// before it returns, with the shard lock released.
     pub fn deliver(&self, message: &Arc<Message>) -> usize {
+        let (count, mut to_flush) = self.hand_over(message);
+        for subscriber in to_flush.drain(..) {
+            subscriber.flush();
+        }
+        keep_for_next(to_flush);
+        count
+    }
+
+    /// [`Hub::deliver`] for a task: the flushes (socket writes) let other
+    /// tasks run every [`FLUSHES_PER_TURN`], so that a fan-out to many
+    /// sockets does not hold its worker thread for all of them.
+    pub async fn deliver_yielding(&self, message: &Arc<Message>) -> usize {
+        let (count, mut to_flush) = self.hand_over(message);
+        for (i, subscriber) in to_flush.drain(..).enumerate() {
+            subscriber.flush();
+            if i % FLUSHES_PER_TURN == FLUSHES_PER_TURN - 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        keep_for_next(to_flush);
+        count
+    }
+
+    /// The locked half of a delivery: every subscriber gets `message`;
+    /// answers how many there were and which asked to be flushed.
+    fn hand_over(&self, message: &Arc<Message>) -> (usize, Vec<Arc<dyn Subscriber>>) {
         let shard = self.shard(message.channel.as_str()).lock();
         let Some(entries) = shard.get(message.channel.as_str()) else {
-            return 0;
+            return (0, Vec::new());
         };
+        // Taken out of the thread's slot rather than borrowed, so that a
+        // flush that delivered again (none does) could not panic.
+        let mut to_flush = TO_FLUSH.with_borrow_mut(std::mem::take);
         for (_, entry) in entries {
-            entry.subscriber.deliver(entry.slot, message);
+            if entry.subscriber.deliver(entry.slot, message) == Handoff::Flush {
+                to_flush.push(entry.subscriber.clone());
+            }
         }
-        entries.len()
+        (entries.len(), to_flush)
     }
 
     /// Every channel with local subscribers that `keep` accepts. It locks
@@ -266,8 +343,9 @@ mod tests {
     struct Recorder(Mutex<Vec<(u32, u64)>>);
 
     impl Subscriber for Recorder {
-        fn deliver(&self, slot: u32, message: &Arc<Message>) {
+        fn deliver(&self, slot: u32, message: &Arc<Message>) -> Handoff {
             self.0.lock().push((slot, message.offset()));
+            Handoff::Queued
         }
     }
 

@@ -134,7 +134,7 @@ async fn run(queue: Arc<Queue>, hub: Hub) {
         queue.room.notify_waiters();
         let count = batch.len() as u64;
         for message in batch.drain(..) {
-            hub.deliver(&message);
+            hub.deliver_yielding(&message).await;
             crate::lag::settled(message.stamp());
         }
         queue.delivered.fetch_add(count, Ordering::SeqCst);

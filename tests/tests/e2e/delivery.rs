@@ -360,3 +360,50 @@ async fn sse_on_a_reused_keep_alive_connection_resumes_and_streams() {
         "the stream was served on the reused connection"
     );
 }
+
+/// A WebSocket with one channel and nothing else to do gets its messages written by the hub
+/// itself (`push/src/outbox.rs`, "parked"). One that reads slowly makes those writes stop part
+/// way through a frame and hand the rest to its connection: every message must still arrive
+/// whole, in order and once, and each be counted once as delivered.
+#[tokio::test]
+async fn a_slow_reader_on_one_channel_gets_large_messages_whole_in_order_and_counted_once() {
+    const BURST: u64 = 200;
+    const AFTER: u64 = 5;
+    let herald = Herald::builder()
+        .env("HERALD_CONNECTION_OUTBOX_MAX_BYTES", (16 << 20).to_string())
+        .start();
+    let options = herald_tests::WsOptions {
+        recv_buffer_bytes: Some(4096),
+    };
+    let mut ws = WsClient::connect_with(&herald.ws_url("/ws?channel=big"), options).await;
+    let subscribed = ws.next_json(WS_TIMEOUT).await;
+    assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
+
+    let payload = |n: u64| format!(r#"{{"n":{n},"pad":"{}"}}"#, "x".repeat(30_000 + n as usize));
+    let mut published = Vec::new();
+    for n in 1..=BURST {
+        published.push(herald.publish("big", &payload(n)).await);
+    }
+    // Nothing was read meanwhile: 6 MB, past what a socket's send buffer grows to by default
+    // (`tcp_wmem`, 4 MB), so the hub's writes stopped part way through a frame.
+    for (n, position) in (1..=BURST).zip(&published) {
+        let message = ws.next_message(WS_TIMEOUT).await;
+        assert_eq!(&message.position, position);
+        assert_eq!(message.data, payload(n), "message {n} arrives whole");
+    }
+    // Caught up, the connection is left to the hub again.
+    for n in BURST + 1..=BURST + AFTER {
+        let position = herald.publish("big", &payload(n)).await;
+        let message = ws.next_message(WS_TIMEOUT).await;
+        assert_eq!((message.position, message.data), (position, payload(n)));
+    }
+    let metrics = herald.metrics().await;
+    let labels = [("transport", "ws")];
+    let delivered =
+        herald_tests::metric_value(&metrics, "herald_messages_delivered_total", &labels);
+    assert_eq!(
+        delivered,
+        (BURST + AFTER) as f64,
+        "each delivery counted once"
+    );
+}

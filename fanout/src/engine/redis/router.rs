@@ -65,7 +65,11 @@ pub(super) async fn run(engine: Arc<RedisEngine>) {
                 }
             }
             message = messages.recv() => match message {
-                Ok(message) => router.on_message(message),
+                Ok(message) => {
+                    if let Some(live) = router.on_message(message) {
+                        engine.hub.deliver_yielding(&Arc::new(live)).await;
+                    }
+                }
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "Redis pub/sub receiver lagged; refilling from history");
                     engine.redis_metrics.lagged.inc();
@@ -116,18 +120,16 @@ impl Router {
         }
     }
 
-    fn on_message(&mut self, message: RedisMessage) {
+    /// Takes one message from Redis; answers it when it is to be
+    /// delivered now (the caller delivers it before the next one).
+    fn on_message(&mut self, message: RedisMessage) -> Option<Message> {
         let engine = &self.engine;
         engine.redis_metrics.received.inc();
-        let Some(name) = engine.keyspace.channel_of(&message.channel) else {
-            return;
-        };
-        let Ok(channel) = ChannelKey::parse(name) else {
-            return;
-        };
+        let name = engine.keyspace.channel_of(&message.channel)?;
+        let channel = ChannelKey::parse(name).ok()?;
         let Some((position, data)) = message.value.into_bytes().and_then(parse_payload) else {
             tracing::warn!(channel = %channel, "unreadable message on a Herald pub/sub channel");
-            return;
+            return None;
         };
         if let Some(filling) = self.filling.get_mut(&channel) {
             if filling.held.len() < HELD_LIMIT {
@@ -135,11 +137,11 @@ impl Router {
             } else {
                 filling.again = true;
             }
-            return;
+            return None;
         }
         match engine.channels.live(&channel, position) {
             Live::NotWatched | Live::Duplicate => {}
-            Live::Deliver => engine.deliver(Message::new(channel, position, data)),
+            Live::Deliver => return Some(Message::new(channel, position, data)),
             behind @ (Live::Gap { .. } | Live::Behind) => {
                 if behind != Live::Behind {
                     engine.redis_metrics.gaps_detected.inc();
@@ -150,6 +152,7 @@ impl Router {
                 }
             }
         }
+        None
     }
 
     /// Fills `channel` from its last delivered position, now or once a
@@ -309,7 +312,7 @@ impl RedisEngine {
             }
             after = offset;
             self.redis_metrics.gap_messages_filled.inc();
-            self.hub.deliver(&message);
+            self.hub.deliver_yielding(&message).await;
         }
         true
     }
