@@ -61,26 +61,71 @@ pub enum Handoff {
     Flush,
 }
 
+/// Subscribers that asked to be flushed ([`Handoff::Flush`]), gathered
+/// over one or more [`Hub::hand_over`]s, each once. Whatever is not flushed
+/// explicitly is flushed when this is dropped, so that no subscriber waits
+/// for a flush that never comes.
+pub struct Flushes(Vec<Arc<dyn Subscriber>>);
+
 thread_local! {
-    /// The subscribers one [`Hub::deliver`] flushes after its lock,
-    /// reused from call to call on each thread.
-    static TO_FLUSH: std::cell::RefCell<Vec<Arc<dyn Subscriber>>> =
-        const { std::cell::RefCell::new(Vec::new()) };
+    /// Room for [`Flushes`], reused from batch to batch on each thread.
+    static SPARE: std::cell::Cell<Vec<Arc<dyn Subscriber>>> =
+        const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// [`TO_FLUSH`] keeps up to this many entries' room between calls (16 B
+/// [`SPARE`] keeps up to this many entries' room between batches (16 B
 /// each); a larger fan-out gives its memory back.
-const TO_FLUSH_KEPT: usize = 16 * 1024;
+const SPARE_KEPT: usize = 16 * 1024;
 
-/// Flushes [`Hub::deliver_yielding`] does before it lets other tasks run:
-/// a few milliseconds of socket writes.
-const FLUSHES_PER_TURN: usize = 256;
+/// Flushes [`Flushes::flush_yielding`] does before it lets other tasks run:
+/// well under a millisecond of socket writes.
+const FLUSHES_PER_TURN: usize = 64;
 
-/// Gives the emptied list back to this thread's [`TO_FLUSH`], unless it
-/// grew past [`TO_FLUSH_KEPT`].
-fn keep_for_next(to_flush: Vec<Arc<dyn Subscriber>>) {
-    if to_flush.capacity() <= TO_FLUSH_KEPT && to_flush.capacity() > 0 {
-        TO_FLUSH.set(to_flush);
+impl Flushes {
+    pub fn new() -> Self {
+        Self(SPARE.take())
+    }
+
+    /// Flushes every subscriber gathered.
+    pub fn flush(mut self) {
+        for subscriber in self.0.drain(..) {
+            subscriber.flush();
+        }
+    }
+
+    /// [`Flushes::flush`] for a task: other tasks run every
+    /// [`FLUSHES_PER_TURN`] flushes (socket writes), so that a fan-out to
+    /// many sockets does not hold its worker thread for all of them.
+    pub async fn flush_yielding(mut self) {
+        // Popped one by one, so that what is left is still flushed by the
+        // drop if the task is cancelled; in the order handed over.
+        self.0.reverse();
+        let mut done = 0;
+        while let Some(subscriber) = self.0.pop() {
+            subscriber.flush();
+            done += 1;
+            if done % FLUSHES_PER_TURN == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+impl Default for Flushes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Flushes {
+    fn drop(&mut self) {
+        for subscriber in self.0.drain(..) {
+            subscriber.flush();
+        }
+        let room = std::mem::take(&mut self.0);
+        if room.capacity() > 0 && room.capacity() <= SPARE_KEPT {
+            SPARE.set(room);
+        }
     }
 }
 
@@ -213,45 +258,28 @@ impl Hub {
     /// how many there were. The subscribers that asked for it are flushed
     /// before it returns, with the shard lock released.
     pub fn deliver(&self, message: &Arc<Message>) -> usize {
-        let (count, mut to_flush) = self.hand_over(message);
-        for subscriber in to_flush.drain(..) {
-            subscriber.flush();
-        }
-        keep_for_next(to_flush);
+        let mut flushes = Flushes::new();
+        let count = self.hand_over(message, &mut flushes);
+        flushes.flush();
         count
     }
 
-    /// [`Hub::deliver`] for a task: the flushes (socket writes) let other
-    /// tasks run every [`FLUSHES_PER_TURN`], so that a fan-out to many
-    /// sockets does not hold its worker thread for all of them.
-    pub async fn deliver_yielding(&self, message: &Arc<Message>) -> usize {
-        let (count, mut to_flush) = self.hand_over(message);
-        for (i, subscriber) in to_flush.drain(..).enumerate() {
-            subscriber.flush();
-            if i % FLUSHES_PER_TURN == FLUSHES_PER_TURN - 1 {
-                tokio::task::yield_now().await;
-            }
-        }
-        keep_for_next(to_flush);
-        count
-    }
-
-    /// The locked half of a delivery: every subscriber gets `message`;
-    /// answers how many there were and which asked to be flushed.
-    fn hand_over(&self, message: &Arc<Message>) -> (usize, Vec<Arc<dyn Subscriber>>) {
+    /// The locked half of a delivery: every local subscriber of the
+    /// message's channel gets it, and those that ask to be flushed are
+    /// added to `flushes`. Handing several messages over before one flush
+    /// lets a subscriber write them together. Answers how many subscribers
+    /// there were.
+    pub fn hand_over(&self, message: &Arc<Message>, flushes: &mut Flushes) -> usize {
         let shard = self.shard(message.channel.as_str()).lock();
         let Some(entries) = shard.get(message.channel.as_str()) else {
-            return (0, Vec::new());
+            return 0;
         };
-        // Taken out of the thread's slot rather than borrowed, so that a
-        // flush that delivered again (none does) could not panic.
-        let mut to_flush = TO_FLUSH.with_borrow_mut(std::mem::take);
         for (_, entry) in entries {
             if entry.subscriber.deliver(entry.slot, message) == Handoff::Flush {
-                to_flush.push(entry.subscriber.clone());
+                flushes.0.push(entry.subscriber.clone());
             }
         }
-        (entries.len(), to_flush)
+        entries.len()
     }
 
     /// Every channel with local subscribers that `keep` accepts. It locks

@@ -79,7 +79,7 @@ const NOT_SHUT_DOWN: u32 = u32::MAX;
 const NOT_PARKED: u16 = u16::MAX;
 
 /// Frames one write of the hub gathers at most.
-const MAX_FRAMES: usize = 8;
+const MAX_FRAMES: usize = 16;
 
 /// Bits of [`State::flags`].
 const OVERFLOWED: u8 = 1;
@@ -448,7 +448,11 @@ impl Subscriber for Outbox {
                 if state.flags & DIRECT != 0 {
                     // Not pending for the lag: the delivery that hands it
                     // over writes it, and counts as pending until it has.
-                    return Handoff::Flush;
+                    // One flush writes all that its hand-overs queued.
+                    return match state.queue.len() {
+                        1 => Handoff::Flush,
+                        _ => Handoff::Queued,
+                    };
                 }
                 if state.first_stamp == 0 {
                     state.first_stamp = message.stamp();
