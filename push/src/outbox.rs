@@ -232,7 +232,12 @@ impl Outbox {
         state.parked_slot = NOT_PARKED;
         state.flags &= !DIRECT;
         let started = match state.queue.first() {
-            Some(first) if first.written > 0 => Some(state.queue.remove(0)),
+            Some(first) if first.written > 0 => {
+                let started = state.queue.remove(0);
+                let size = started.message.data.len() + FRAMING_BYTES;
+                state.bytes = state.bytes.saturating_sub(size as u32);
+                Some(started)
+            }
             _ => None,
         };
         let items = if take_items {
