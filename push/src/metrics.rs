@@ -16,9 +16,8 @@ pub struct Metrics {
 }
 
 struct Inner {
-    /// Shared with the outboxes that write to their sockets themselves.
-    ws: Arc<PerTransport>,
-    sse: Arc<PerTransport>,
+    ws: PerTransport,
+    sse: PerTransport,
     client_errors: IntCounterVec,
     rejections: IntCounterVec,
     families: Families,
@@ -75,7 +74,7 @@ impl Metrics {
         Ok(metrics)
     }
 
-    pub(crate) fn transport(&self, transport: Transport) -> &Arc<PerTransport> {
+    pub(crate) fn transport(&self, transport: Transport) -> &PerTransport {
         match transport {
             Transport::Ws => &self.inner.ws,
             Transport::Sse => &self.inner.sse,
@@ -103,7 +102,7 @@ impl Metrics {
 
     /// The metrics, not yet in any registry: [`Metrics::register`] adds them
     /// to one; benchmarks and unit tests use them unregistered.
-    pub(crate) fn new() -> Self {
+    fn new() -> Self {
         // Unwraps: constant names, help texts and label sets that prometheus accepts.
         let families = Families {
             connections: IntGaugeVec::new(
@@ -169,8 +168,8 @@ impl Metrics {
         };
         Self {
             inner: Arc::new(Inner {
-                ws: Arc::new(per(Transport::Ws)),
-                sse: Arc::new(per(Transport::Sse)),
+                ws: per(Transport::Ws),
+                sse: per(Transport::Sse),
                 client_errors,
                 rejections,
                 families,

@@ -169,10 +169,7 @@ async fn open<P: Protocol>(
     peer: SocketAddr,
     protocol: P,
 ) -> Result<Connection<P>, Refusal> {
-    let subscribed = request
-        .opening
-        .subscribe(context, &client, peer, None)
-        .await?;
+    let subscribed = request.opening.subscribe(context, &client, peer).await?;
     Ok(subscribed.start(context.clone(), client, protocol, peer))
 }
 

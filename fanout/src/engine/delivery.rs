@@ -12,9 +12,8 @@
 //! - Each queue is bounded: past [`QUEUE_LIMIT`] messages, publishers wait
 //!   (after releasing every lock) until the worker catches up.
 //! - A queued message counts as pending work in [`crate::lag`] until the
-//!   worker has handed it to the hub and flushed the subscribers that write
-//!   it themselves, so a queue that falls behind shows as delivery lag at
-//!   once.
+//!   worker has handed it to the hub, so a queue that falls behind shows as
+//!   delivery lag at once.
 //! - Each queue counts what it was handed and what its worker delivered, so
 //!   that shutdown can wait until every acknowledged message reached the hub
 //!   ([`Delivery::flushed`]) before it tells clients to go.
@@ -31,16 +30,12 @@ use std::{
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::{Flushes, Hub, Message};
+use crate::{Hub, Message};
 
 /// Worker tasks, each with its queue. Channels are spread over them.
 const WORKERS: usize = 4;
 /// Messages a queue may hold before publishers wait.
 pub(crate) const QUEUE_LIMIT: usize = 4096;
-/// Messages handed to the hub before their subscribers are flushed: under
-/// load, a connection the hub writes to itself gets up to this many in one
-/// write; idle, each message is flushed as it comes.
-const MESSAGES_PER_FLUSH: usize = 32;
 
 pub(crate) struct Delivery {
     queues: Box<[Arc<Queue>]>,
@@ -129,33 +124,18 @@ impl Queue {
 
 async fn run(queue: Arc<Queue>, hub: Hub) {
     let mut batch = VecDeque::new();
-    // Handed over, not yet flushed: the subscribers to flush, and the
-    // messages' stamps, pending for the lag until then.
-    let mut flushes = Flushes::new();
-    let mut stamps = Vec::new();
     loop {
         let work = queue.work.notified();
         std::mem::swap(&mut batch, &mut *queue.items.lock());
         if batch.is_empty() {
-            if stamps.is_empty() {
-                work.await;
-            } else {
-                // Nothing more came: write what was handed over.
-                flush(&mut flushes, &mut stamps).await;
-            }
+            work.await;
             continue;
         }
         queue.room.notify_waiters();
         let count = batch.len() as u64;
-        // While messages keep coming, up to MESSAGES_PER_FLUSH are handed
-        // over before their flush, so that a subscriber the hub writes to
-        // itself gets them in one write.
         for message in batch.drain(..) {
-            hub.hand_over(&message, &mut flushes);
-            stamps.push(message.stamp());
-            if stamps.len() >= MESSAGES_PER_FLUSH {
-                flush(&mut flushes, &mut stamps).await;
-            }
+            hub.deliver(&message);
+            crate::lag::settled(message.stamp());
         }
         queue.delivered.fetch_add(count, Ordering::SeqCst);
         queue.caught_up.notify_waiters();
@@ -164,13 +144,5 @@ async fn run(queue: Arc<Queue>, hub: Hub) {
         }
         // A long batch should not keep other tasks from the core.
         tokio::task::yield_now().await;
-    }
-}
-
-/// Flushes the subscribers handed over to, then settles their messages.
-async fn flush(flushes: &mut Flushes, stamps: &mut Vec<u32>) {
-    std::mem::take(flushes).flush_yielding().await;
-    for stamp in stamps.drain(..) {
-        crate::lag::settled(stamp);
     }
 }

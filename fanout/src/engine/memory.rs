@@ -334,9 +334,8 @@ mod tests {
     struct Recorder(Mutex<Vec<u64>>);
 
     impl Subscriber for Recorder {
-        fn deliver(&self, _slot: u32, message: &Arc<Message>) -> crate::Handoff {
+        fn deliver(&self, _slot: u32, message: &Arc<Message>) {
             self.0.lock().push(message.offset());
-            crate::Handoff::Queued
         }
     }
 
