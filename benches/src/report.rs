@@ -897,8 +897,10 @@ const METHOD: &str = "
     here): 0.4–0.6 µs of user time per delivery against 1.3–1.6, and p99 107–120 ms against
     119–130, at 10,000 subscribers and 1 msg/s. But through a node restart on Redis
     (`reconnect --clients 15000 --redis --restart term`), it cost 1.5–2× the server CPU per
-    reconnect (167–246 µs against 87–141, alternating runs), for a reason not yet found. So it
-    is not in Herald.
+    reconnect (167–246 µs against 87–141, alternating runs): written as each message came, a
+    connection's messages were no longer gathered into fewer writes while the node was busy, as
+    they are when every task is woken at once and runs late. So it is not in Herald yet; waking
+    the rest at once when the node is busy brought the restart back to par in a later trial.
   - *Publish calls in flight*: with N calls in flight and a node fanning out M messages a
     second, a call takes N ÷ M on average (Little's law), and the latency counts it. At 32 in
     flight and 10,000 subscribers that is 32 ÷ 140–220 messages a second = 145–230 ms before the
