@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use herald_tests::{Delivered, Herald, Position, SSE_TIMEOUT, SseClient, WS_TIMEOUT, WsClient};
+use herald_tests::{
+    Delivered, Herald, Position, SSE_TIMEOUT, SseClient, WS_TIMEOUT, WsClient, WsOptions,
+    metric_value,
+};
 
 /// Payloads with odd spacing, tabs, line breaks, escapes and non-ASCII text: Herald must hand them
 /// on exactly as the publisher wrote them.
@@ -371,7 +374,7 @@ async fn a_slow_reader_on_one_channel_gets_large_messages_whole_in_order_and_cou
     let herald = Herald::builder()
         .env("HERALD_CONNECTION_OUTBOX_MAX_BYTES", (16 << 20).to_string())
         .start();
-    let options = herald_tests::WsOptions {
+    let options = WsOptions {
         recv_buffer_bytes: Some(4096),
     };
     let mut ws = WsClient::connect_with(&herald.ws_url("/ws?channel=big"), options).await;
@@ -398,8 +401,7 @@ async fn a_slow_reader_on_one_channel_gets_large_messages_whole_in_order_and_cou
     }
     let metrics = herald.metrics().await;
     let labels = [("transport", "ws")];
-    let delivered =
-        herald_tests::metric_value(&metrics, "herald_messages_delivered_total", &labels);
+    let delivered = metric_value(&metrics, "herald_messages_delivered_total", &labels);
     assert_eq!(
         delivered,
         (BURST + AFTER) as f64,

@@ -5,7 +5,7 @@
 //! the second request of a keep-alive connection).
 
 use futures_util::{SinkExt, StreamExt};
-use herald_tests::{Herald, Position, Site, WS_TIMEOUT, WsClient, WsOptions};
+use herald_tests::{Delivered, Herald, Position, Site, WS_TIMEOUT, WsClient, WsOptions};
 use serde_json::{Value, json};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -65,13 +65,7 @@ async fn channels_in_the_url_are_subscribed_without_a_frame() {
 
     let to_a = herald.publish("a", r#"{"n":1}"#).await;
     let to_b = herald.publish("b", r#"{"n":2}"#).await;
-    // Each channel keeps its own order; two channels may arrive either way round.
-    let mut got = [
-        ws.next_message(WS_TIMEOUT).await,
-        ws.next_message(WS_TIMEOUT).await,
-    ];
-    got.sort_by(|x, y| x.channel.cmp(&y.channel));
-    let [a, b] = got;
+    let [a, b] = next_two_by_channel(&mut ws).await;
     assert_eq!((a.channel.as_str(), &a.position), ("a", &to_a));
     assert_eq!(a.data, r#"{"n":1}"#);
     assert_eq!((b.channel.as_str(), &b.position), ("b", &to_b));
@@ -229,8 +223,20 @@ async fn a_frame_subscribe_to_a_url_channel_is_already_subscribed() {
     ws.subscribe("b").await;
     let to_b = herald.publish("b", "1").await;
     let to_a = herald.publish("a", "2").await;
-    assert_eq!(ws.next_message(WS_TIMEOUT).await.position, to_b);
-    assert_eq!(ws.next_message(WS_TIMEOUT).await.position, to_a);
+    let [a, b] = next_two_by_channel(&mut ws).await;
+    assert_eq!((a.channel.as_str(), a.position), ("a", to_a));
+    assert_eq!((b.channel.as_str(), b.position), ("b", to_b));
+}
+
+/// The next two messages, in channel-name order: each channel keeps its own order, but two
+/// channels may arrive either way round (each has its own delivery worker).
+async fn next_two_by_channel(ws: &mut WsClient) -> [Delivered; 2] {
+    let mut got = [
+        ws.next_message(WS_TIMEOUT).await,
+        ws.next_message(WS_TIMEOUT).await,
+    ];
+    got.sort_by(|x, y| x.channel.cmp(&y.channel));
+    got
 }
 
 /// `/ws?channel=…` as the second request of a keep-alive connection: hyper answers it, not the
