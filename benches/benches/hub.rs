@@ -8,8 +8,8 @@ use std::{collections::VecDeque, hint::black_box, sync::Arc};
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use fanout::{
-    ChannelKey, ChannelName, Epoch, Hub, Message, Metrics, Position, Registration, Subscriber,
-    Watch,
+    ChannelKey, ChannelName, Epoch, Handoff, Hub, Message, Metrics, Position, Registration,
+    Subscriber, Watch,
 };
 use parking_lot::Mutex;
 
@@ -19,12 +19,13 @@ use parking_lot::Mutex;
 struct Outbox(Mutex<VecDeque<Arc<Message>>>);
 
 impl Subscriber for Outbox {
-    fn deliver(&self, _slot: u32, message: &Arc<Message>) {
+    fn deliver(&self, _slot: u32, message: &Arc<Message>) -> Handoff {
         let mut queue = self.0.lock();
         if queue.len() >= 64 {
             queue.clear();
         }
         queue.push_back(message.clone());
+        Handoff::Queued
     }
 }
 

@@ -888,19 +888,17 @@ const METHOD: &str = "
     (13–15 µs) is more than half its total, so no server on this kernel reaches half of Nchan's
     cost per connection. (Subscribing with a frame after the upgrade instead costs Herald a read
     and a write more: 24–26 µs against 18–22 µs in the URL, same binary, alternating runs.)
-  - *A broadcast to 10,000 at 10 msg/s*: 82–85 % kernel (the send path with the receiver's
-    wake-up and the retransmit timer, per delivery). Herald's user time, 0.8–1.0 µs per delivery,
-    is per-connection cache misses in a task per connection: the socket's readiness, the task's
-    wake-up (`push_back`), the outbox drain and the core's `deliver`, 1–2.5 % each. Writing to
-    an idle socket straight from the delivery worker, without waking its task, was built and
-    measured on 2026-12-04 (a kernel where a write costs about 1.5× what it did for the tables
-    here): 0.4–0.6 µs of user time per delivery against 1.3–1.6, and p99 107–120 ms against
-    119–130, at 10,000 subscribers and 1 msg/s. But through a node restart on Redis
-    (`reconnect --clients 15000 --redis --restart term`), it cost 1.5–2× the server CPU per
-    reconnect (167–246 µs against 87–141, alternating runs): written as each message came, a
-    connection's messages were no longer gathered into fewer writes while the node was busy, as
-    they are when every task is woken at once and runs late. So it is not in Herald yet; waking
-    the rest at once when the node is busy brought the restart back to par in a later trial.
+  - *A broadcast to 10,000 at 1–10 msg/s*: 82–87 % kernel (the send path with the receiver's
+    wake-up and the retransmit timer, per delivery). With a task per connection woken for each
+    message, Herald's user time was 1.2–1.6 µs per delivery, per-connection cache misses: the
+    socket's readiness, the task's wake-up (`push_back`), the outbox drain and the core's
+    `deliver`, 1–2.5 % each. A connection with nothing else to do and one channel is now
+    *parked*: the hub writes the shared frame to its socket itself, without waking its task
+    (ARCHITECTURE.md). Same binary otherwise, alternating runs on this machine: 0.4–0.6 µs of user
+    time per delivery against 1.3–1.6, p99 107–120 ms against 119–130. What is left is the
+    registry walk, one outbox lock and the `sendmsg` call; the system time, which both servers
+    pay alike, is the floor of the latency at light load (a broadcast's last delivery waits for
+    every write before it on the core).
   - *Publish calls in flight*: with N calls in flight and a node fanning out M messages a
     second, a call takes N ÷ M on average (Little's law), and the latency counts it. At 32 in
     flight and 10,000 subscribers that is 32 ÷ 140–220 messages a second = 145–230 ms before the

@@ -5,6 +5,12 @@
 //!   publish to one channel never waits on a global lock.
 //! - No lock here is held across an `.await`; [`Subscriber::deliver`] only
 //!   enqueues and wakes, so holding a shard lock while delivering is short.
+//!   A subscriber that writes to its socket itself does it in
+//!   [`Subscriber::flush`], which the hub calls after the shard lock is
+//!   released. What `deliver` queued is in the subscriber before
+//!   [`Hub::unregister`] can return, so a subscriber that left a channel
+//!   never receives from it afterwards: a flush only writes what its own
+//!   `deliver` queued under the lock.
 //! - A [`Subscription`] removes itself when dropped; a channel with no
 //!   subscribers left is removed from the map at once.
 //! - The [`ChannelWatcher`] hears "active" and "idle" under the shard lock,
@@ -35,8 +41,92 @@ pub trait Subscriber: Send + Sync + 'static {
     /// Hands `message` to the subscriber for its subscription `slot`.
     ///
     /// Called on the publisher's task with registry and history locks held:
-    /// it must only enqueue and wake, never block or do I/O.
-    fn deliver(&self, slot: u32, message: &Arc<Message>);
+    /// it must only enqueue and wake, never block or do I/O. It answers
+    /// [`Handoff::Flush`] to have [`Subscriber::flush`] called once those
+    /// locks are released.
+    fn deliver(&self, slot: u32, message: &Arc<Message>) -> Handoff;
+
+    /// Called after a `deliver` that answered [`Handoff::Flush`], with no
+    /// registry lock held (a caller may still hold its channel's log): it
+    /// may write what it queued to a socket, without blocking.
+    fn flush(&self) {}
+}
+
+/// What a subscriber did with a message it was handed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handoff {
+    /// Queued (or dropped); nothing more to do.
+    Queued,
+    /// Queued; call [`Subscriber::flush`] once the locks are released.
+    Flush,
+}
+
+/// Subscribers that asked to be flushed ([`Handoff::Flush`]), gathered
+/// over one or more [`Hub::hand_over`]s, each once. Whatever is not flushed
+/// explicitly is flushed when this is dropped, so that no subscriber waits
+/// for a flush that never comes.
+pub struct Flushes(Vec<Arc<dyn Subscriber>>);
+
+thread_local! {
+    /// Room for [`Flushes`], reused from batch to batch on each thread.
+    static SPARE: std::cell::Cell<Vec<Arc<dyn Subscriber>>> =
+        const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// [`SPARE`] keeps up to this many entries' room between batches (16 B
+/// each); a larger fan-out gives its memory back.
+const SPARE_KEPT: usize = 16 * 1024;
+
+/// Flushes [`Flushes::flush_yielding`] does before it lets other tasks run:
+/// well under a millisecond of socket writes.
+const FLUSHES_PER_TURN: usize = 64;
+
+impl Flushes {
+    pub fn new() -> Self {
+        Self(SPARE.take())
+    }
+
+    /// Flushes every subscriber gathered.
+    pub fn flush(mut self) {
+        for subscriber in self.0.drain(..) {
+            subscriber.flush();
+        }
+    }
+
+    /// [`Flushes::flush`] for a task: other tasks run every
+    /// [`FLUSHES_PER_TURN`] flushes (socket writes), so that a fan-out to
+    /// many sockets does not hold its worker thread for all of them.
+    pub async fn flush_yielding(mut self) {
+        // Popped one by one, so that what is left is still flushed by the
+        // drop if the task is cancelled; in the order handed over.
+        self.0.reverse();
+        let mut done = 0;
+        while let Some(subscriber) = self.0.pop() {
+            subscriber.flush();
+            done += 1;
+            if done % FLUSHES_PER_TURN == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+impl Default for Flushes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Flushes {
+    fn drop(&mut self) {
+        for subscriber in self.0.drain(..) {
+            subscriber.flush();
+        }
+        let room = std::mem::take(&mut self.0);
+        if room.capacity() > 0 && room.capacity() <= SPARE_KEPT {
+            SPARE.set(room);
+        }
+    }
 }
 
 /// Told when this node gains its first local subscriber to a channel, or
@@ -165,14 +255,29 @@ impl Hub {
     }
 
     /// Hands `message` to every local subscriber of its channel and returns
-    /// how many there were.
+    /// how many there were. The subscribers that asked for it are flushed
+    /// before it returns, with the shard lock released.
     pub fn deliver(&self, message: &Arc<Message>) -> usize {
+        let mut flushes = Flushes::new();
+        let count = self.hand_over(message, &mut flushes);
+        flushes.flush();
+        count
+    }
+
+    /// The locked half of a delivery: every local subscriber of the
+    /// message's channel gets it, and those that ask to be flushed are
+    /// added to `flushes`. Handing several messages over before one flush
+    /// lets a subscriber write them together. Answers how many subscribers
+    /// there were.
+    pub fn hand_over(&self, message: &Arc<Message>, flushes: &mut Flushes) -> usize {
         let shard = self.shard(message.channel.as_str()).lock();
         let Some(entries) = shard.get(message.channel.as_str()) else {
             return 0;
         };
         for (_, entry) in entries {
-            entry.subscriber.deliver(entry.slot, message);
+            if entry.subscriber.deliver(entry.slot, message) == Handoff::Flush {
+                flushes.0.push(entry.subscriber.clone());
+            }
         }
         entries.len()
     }
@@ -266,8 +371,9 @@ mod tests {
     struct Recorder(Mutex<Vec<(u32, u64)>>);
 
     impl Subscriber for Recorder {
-        fn deliver(&self, slot: u32, message: &Arc<Message>) {
+        fn deliver(&self, slot: u32, message: &Arc<Message>) -> Handoff {
             self.0.lock().push((slot, message.offset()));
+            Handoff::Queued
         }
     }
 

@@ -45,7 +45,7 @@ use crate::{
     client::{ChannelProof, Client, unix_now},
     command_rate::{CommandRate, Pace},
     metrics::PerTransport,
-    outbox::{Outbox, Queue},
+    outbox::{Outbox, Queue, Queued},
     session::Inbound,
     subscriptions::{self, Accept, Opened, Subscriptions, opens_in_time},
     tracker::Tracked,
@@ -397,13 +397,21 @@ impl<P: Protocol> Connection<P> {
     }
 
     fn poll_outbox(&mut self, cx: &mut TaskContext<'_>) -> bool {
-        if self.closing.is_some() {
-            // Keep the waker registered; nothing new goes out any more.
-            self.outbox.drain(false, cx.waker());
-            return false;
-        }
-        let take = self.aside.is_none() && self.out.is_empty();
+        let take = self.closing.is_none() && self.aside.is_none() && self.out.is_empty();
         let drained = self.outbox.drain(take, cx.waker());
+        // What the hub sent while the connection was parked comes first.
+        if let Some((slot, position)) = drained.parked {
+            self.subscriptions.advance(slot, position);
+        }
+        let mut progressed = false;
+        if let Some(started) = drained.started {
+            self.finish_frame(started);
+            progressed = true;
+        }
+        if self.closing.is_some() {
+            // The waker stays registered; nothing new goes out any more.
+            return progressed;
+        }
         if drained.overflowed {
             let message = "the connection fell too far behind; reconnect to resume";
             self.begin_close(CloseReason::Code(ErrorCode::SlowConsumer), message, None);
@@ -415,7 +423,6 @@ impl<P: Protocol> Connection<P> {
         if (drained.tick || drained.recheck) && self.check_client() {
             return true;
         }
-        let mut progressed = false;
         if drained.tick {
             self.commands.catch_up();
             if self.is_idle() {
@@ -477,10 +484,40 @@ impl<P: Protocol> Connection<P> {
         u64::from(silent) >= self.context.config().idle_ticks()
     }
 
+    /// Queues the rest of a frame the hub wrote part of while the
+    /// connection was parked; its position is the client's already.
+    fn finish_frame(&mut self, started: Queued) {
+        let Some(frame) = P::SHARED_FRAME else {
+            return;
+        };
+        let rest = frame(&started.message).slice(started.written as usize..);
+        self.out.push_rest(rest);
+        self.metrics().delivered.inc();
+    }
+
+    /// Parks the connection when it has nothing to do, nothing unwritten,
+    /// one subscription and a protocol whose frames the hub may write
+    /// (`outbox.rs`): the hub then writes to the socket itself until the
+    /// task's next drain. `link_idle`: the transport has nothing of its
+    /// own to write either.
+    pub(crate) fn park(&self, link_idle: bool) {
+        if P::SHARED_FRAME.is_none()
+            || !link_idle
+            || self.closing.is_some()
+            || self.aside.is_some()
+            || !self.out.is_empty()
+        {
+            return;
+        }
+        if let Some((slot, position)) = self.subscriptions.only() {
+            self.outbox.park(slot, position);
+        }
+    }
+
     /// Encodes live messages the client has not had.
     fn deliver(&mut self, items: Queue) {
         let mut sent = 0;
-        for (slot, message) in items {
+        for Queued { slot, message, .. } in items {
             match self.subscriptions.accept(slot, &message) {
                 Accept::Skip => continue,
                 Accept::Deliver => {}

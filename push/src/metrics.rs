@@ -16,8 +16,9 @@ pub struct Metrics {
 }
 
 struct Inner {
-    ws: PerTransport,
-    sse: PerTransport,
+    /// Shared with the outboxes that write to their sockets themselves.
+    ws: Arc<PerTransport>,
+    sse: Arc<PerTransport>,
     client_errors: IntCounterVec,
     rejections: IntCounterVec,
     families: Families,
@@ -74,7 +75,7 @@ impl Metrics {
         Ok(metrics)
     }
 
-    pub(crate) fn transport(&self, transport: Transport) -> &PerTransport {
+    pub(crate) fn transport(&self, transport: Transport) -> &Arc<PerTransport> {
         match transport {
             Transport::Ws => &self.inner.ws,
             Transport::Sse => &self.inner.sse,
@@ -102,7 +103,7 @@ impl Metrics {
 
     /// The metrics, not yet in any registry: [`Metrics::register`] adds them
     /// to one; benchmarks and unit tests use them unregistered.
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         // Unwraps: constant names, help texts and label sets that prometheus accepts.
         let families = Families {
             connections: IntGaugeVec::new(
@@ -168,8 +169,8 @@ impl Metrics {
         };
         Self {
             inner: Arc::new(Inner {
-                ws: per(Transport::Ws),
-                sse: per(Transport::Sse),
+                ws: Arc::new(per(Transport::Ws)),
+                sse: Arc::new(per(Transport::Sse)),
                 client_errors,
                 rejections,
                 families,

@@ -14,8 +14,11 @@ use std::{borrow::Cow, net::SocketAddr, sync::Arc};
 use fanout::{ChannelName, Position};
 
 use crate::{
-    Client, Context, ErrorCode, Protocol, Refusal, connection::Connection, outbox::Outbox,
-    sse::cursor, subscriptions,
+    Client, Context, ErrorCode, Protocol, Refusal,
+    connection::Connection,
+    outbox::{Direct, Outbox},
+    sse::cursor,
+    subscriptions,
 };
 
 /// The most channels one URL may name, whatever its site's limit (which
@@ -141,14 +144,17 @@ impl Opening {
 
     /// Subscribes an admitted client to every channel, each from its
     /// cursor position, and reads what each missed. The connection starts
-    /// with [`Subscribed::start`].
+    /// with [`Subscribed::start`]. With `direct`, the hub may write to the
+    /// connection's socket itself while it is parked (`outbox.rs`).
     pub(crate) async fn subscribe(
         self,
         context: &Context,
         client: &Client,
         peer: SocketAddr,
+        direct: Option<Direct>,
     ) -> Result<Subscribed, Refusal> {
-        let outbox = Arc::new(Outbox::new(context.config().outbox_max_bytes));
+        let limit = context.config().outbox_max_bytes;
+        let outbox = Arc::new(Outbox::new(limit, direct));
         let mut opened = Vec::with_capacity(self.channels.len());
         for (slot, channel) in self.channels.iter().enumerate() {
             let since = self.cursor.as_ref().map(|cursor| cursor[slot]);

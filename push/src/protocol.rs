@@ -20,6 +20,7 @@ pub mod native;
 
 use std::{sync::Arc, time::Duration};
 
+use bytes::Bytes;
 use fanout::{ChannelKey, ChannelName, Message, Position};
 
 use crate::{CloseReason, Refusal, Transport, connection::Outgoing, subscriptions::Subscriptions};
@@ -42,6 +43,13 @@ pub trait Protocol: Send + Unpin + 'static {
     /// Appends a published message to `out`: the part every subscriber
     /// shares from this protocol's slot, and anything of this connection's own.
     fn message(&mut self, message: &Arc<Message>, view: &Subscriptions, out: &mut Outgoing);
+
+    /// A published message's whole frame, when it is the same bytes for
+    /// every subscriber (nothing of the connection's own in it): the hub
+    /// then writes it straight to the socket of a connection that has
+    /// nothing else to do (`outbox.rs`). It must be what
+    /// [`Protocol::message`] queues.
+    const SHARED_FRAME: Option<fn(&Message) -> Bytes> = None;
 
     /// The WebSocket close code for `reason`, on protocols a WebSocket carries.
     fn close_code(&self, reason: CloseReason) -> u16 {

@@ -40,6 +40,12 @@ pub trait Link: Send + Unpin + 'static {
         send::poll_send_vectored(self.stream(), cx, slices)
     }
 
+    /// Whether the link has nothing of its own waiting to be written: the
+    /// connection may then park, and the hub write to the socket.
+    fn idle(&self) -> bool {
+        true
+    }
+
     /// Writes out what the link queued of its own (a WebSocket's Pongs).
     /// Called only between whole frames of ours.
     fn poll_flush(&mut self, _cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
@@ -93,13 +99,15 @@ pub enum Inbound {
 /// A connection on its transport; spawn it and it runs until the
 /// connection ends.
 pub struct Session<L: Link, P: Protocol> {
-    link: L,
+    /// Dropped before the link: the connection's drop unparks its outbox,
+    /// so that the hub never writes to a socket the link has closed.
     connection: Connection<P>,
+    link: L,
 }
 
 impl<L: Link, P: Protocol> Session<L, P> {
     pub(crate) fn new(link: L, connection: Connection<P>) -> Self {
-        Self { link, connection }
+        Self { connection, link }
     }
 
     /// Writes what the core queued, after the link's own bytes.
@@ -172,7 +180,10 @@ impl<L: Link, P: Protocol> Future for Session<L, P> {
                     this.connection.finish(reason);
                     return Poll::Ready(());
                 }
-                Ok(false) => return Poll::Pending,
+                Ok(false) => {
+                    this.connection.park(this.link.idle());
+                    return Poll::Pending;
+                }
                 Ok(true) => {}
             }
         }

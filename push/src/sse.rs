@@ -169,7 +169,10 @@ async fn open<P: Protocol>(
     peer: SocketAddr,
     protocol: P,
 ) -> Result<Connection<P>, Refusal> {
-    let subscribed = request.opening.subscribe(context, &client, peer).await?;
+    let subscribed = request
+        .opening
+        .subscribe(context, &client, peer, None)
+        .await?;
     Ok(subscribed.start(context.clone(), client, protocol, peer))
 }
 

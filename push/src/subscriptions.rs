@@ -154,6 +154,18 @@ impl Subscriptions {
         }
     }
 
+    /// The slot and position of the one subscription, when there is
+    /// exactly one (what a connection may park with, `outbox.rs`).
+    pub(crate) fn only(&self) -> Option<(u32, Position)> {
+        let mut live = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, sub)| Some((slot as u32, sub.as_ref()?.position)));
+        let only = live.next()?;
+        live.next().is_none().then_some(only)
+    }
+
     /// The channel of `slot`, if it is subscribed.
     pub(crate) fn channel(&self, slot: u32) -> Option<&ChannelKey> {
         let sub = self.slots.get(slot as usize)?.as_ref()?;

@@ -10,7 +10,7 @@ pub(crate) mod frame;
 pub(crate) mod reader;
 mod socket;
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, os::fd::AsRawFd};
 
 use bytes::Bytes;
 use tokio::{
@@ -22,7 +22,7 @@ pub use socket::WsSocket;
 
 use crate::{
     Client, CloseReason, Context, Event, Opening, Protocol, Refusal, connection::Outgoing,
-    session::Session, subscriptions::Subscriptions,
+    outbox::Direct, session::Session, subscriptions::Subscriptions,
 };
 
 /// A WebSocket connection speaking protocol `P`.
@@ -68,9 +68,15 @@ pub async fn start<P: Protocol>(
         opening.admit(&context, &client)?;
         Ok((client, opening))
     });
+    // The hub may write this protocol's frames to the socket itself.
+    let direct = P::SHARED_FRAME.map(|frame| Direct {
+        fd: stream.as_raw_fd(),
+        frame,
+        counters: context.metrics().transport(P::TRANSPORT).clone(),
+    });
     let subscribed = match admitted {
         Ok((client, opening)) => opening
-            .subscribe(&context, &client, peer)
+            .subscribe(&context, &client, peer, direct)
             .await
             .map(|subscribed| (client, subscribed)),
         Err(refusal) => Err(refusal),

@@ -12,8 +12,9 @@
 //! - Each queue is bounded: past [`QUEUE_LIMIT`] messages, publishers wait
 //!   (after releasing every lock) until the worker catches up.
 //! - A queued message counts as pending work in [`crate::lag`] until the
-//!   worker has handed it to the hub, so a queue that falls behind shows as
-//!   delivery lag at once.
+//!   worker has handed it to the hub and flushed the subscribers that write
+//!   it themselves, so a queue that falls behind shows as delivery lag at
+//!   once.
 //! - Each queue counts what it was handed and what its worker delivered, so
 //!   that shutdown can wait until every acknowledged message reached the hub
 //!   ([`Delivery::flushed`]) before it tells clients to go.
@@ -30,12 +31,16 @@ use std::{
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::{Hub, Message};
+use crate::{Flushes, Hub, Message};
 
 /// Worker tasks, each with its queue. Channels are spread over them.
 const WORKERS: usize = 4;
 /// Messages a queue may hold before publishers wait.
 pub(crate) const QUEUE_LIMIT: usize = 4096;
+/// Messages handed to the hub before their subscribers are flushed: under
+/// load, a connection the hub writes to itself gets up to this many in one
+/// write; idle, each message is flushed as it comes.
+const MESSAGES_PER_FLUSH: usize = 32;
 
 pub(crate) struct Delivery {
     queues: Box<[Arc<Queue>]>,
@@ -124,18 +129,33 @@ impl Queue {
 
 async fn run(queue: Arc<Queue>, hub: Hub) {
     let mut batch = VecDeque::new();
+    // Handed over, not yet flushed: the subscribers to flush, and the
+    // messages' stamps, pending for the lag until then.
+    let mut flushes = Flushes::new();
+    let mut stamps = Vec::new();
     loop {
         let work = queue.work.notified();
         std::mem::swap(&mut batch, &mut *queue.items.lock());
         if batch.is_empty() {
-            work.await;
+            if stamps.is_empty() {
+                work.await;
+            } else {
+                // Nothing more came: write what was handed over.
+                flush(&mut flushes, &mut stamps).await;
+            }
             continue;
         }
         queue.room.notify_waiters();
         let count = batch.len() as u64;
+        // While messages keep coming, up to MESSAGES_PER_FLUSH are handed
+        // over before their flush, so that a subscriber the hub writes to
+        // itself gets them in one write.
         for message in batch.drain(..) {
-            hub.deliver(&message);
-            crate::lag::settled(message.stamp());
+            hub.hand_over(&message, &mut flushes);
+            stamps.push(message.stamp());
+            if stamps.len() >= MESSAGES_PER_FLUSH {
+                flush(&mut flushes, &mut stamps).await;
+            }
         }
         queue.delivered.fetch_add(count, Ordering::SeqCst);
         queue.caught_up.notify_waiters();
@@ -144,5 +164,13 @@ async fn run(queue: Arc<Queue>, hub: Hub) {
         }
         // A long batch should not keep other tasks from the core.
         tokio::task::yield_now().await;
+    }
+}
+
+/// Flushes the subscribers handed over to, then settles their messages.
+async fn flush(flushes: &mut Flushes, stamps: &mut Vec<u32>) {
+    std::mem::take(flushes).flush_yielding().await;
+    for stamp in stamps.drain(..) {
+        crate::lag::settled(stamp);
     }
 }

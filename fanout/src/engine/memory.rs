@@ -334,8 +334,9 @@ mod tests {
     struct Recorder(Mutex<Vec<u64>>);
 
     impl Subscriber for Recorder {
-        fn deliver(&self, _slot: u32, message: &Arc<Message>) {
+        fn deliver(&self, _slot: u32, message: &Arc<Message>) -> crate::Handoff {
             self.0.lock().push(message.offset());
+            crate::Handoff::Queued
         }
     }
 

@@ -34,7 +34,7 @@ use prometheus::IntCounter;
 use tokio::sync::Notify;
 
 use super::{payload::ShardPayload, shard_channel, shard_of};
-use crate::{ChannelKey, Hub, Message, Position, Subscriber};
+use crate::{ChannelKey, Handoff, Hub, Message, Position, Subscriber};
 
 /// Recipients looked up between two yields.
 const CHUNK: usize = 1024;
@@ -198,7 +198,7 @@ async fn expand(hub: &Hub, shard_message: &Message, name: &mut String, expanded:
 }
 
 impl Subscriber for Expander {
-    fn deliver(&self, _slot: u32, message: &Arc<Message>) {
+    fn deliver(&self, _slot: u32, message: &Arc<Message>) -> Handoff {
         {
             let mut queue = self.queue.lock();
             let site = message.channel.site();
@@ -209,7 +209,7 @@ impl Subscriber for Expander {
             if let Some(lost) = &mut backlog.lost {
                 lost.insert(message.channel.clone(), message.position);
                 self.dropped.inc();
-                return;
+                return Handoff::Queued;
             }
             if backlog.queued >= self.per_site {
                 backlog.lost = Some(HashMap::from([(message.channel.clone(), message.position)]));
@@ -221,6 +221,7 @@ impl Subscriber for Expander {
             }
         }
         self.wake.notify_one();
+        Handoff::Queued
     }
 }
 
@@ -233,12 +234,13 @@ mod tests {
     struct Recorder(parking_lot::Mutex<Vec<(String, u64, bool)>>);
 
     impl Subscriber for Recorder {
-        fn deliver(&self, _slot: u32, message: &Arc<Message>) {
+        fn deliver(&self, _slot: u32, message: &Arc<Message>) -> Handoff {
             self.0.lock().push((
                 message.channel.name().to_string(),
                 message.offset(),
                 message.is_gap(),
             ));
+            Handoff::Queued
         }
     }
 

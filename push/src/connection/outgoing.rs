@@ -57,6 +57,16 @@ impl Outgoing {
         });
     }
 
+    /// Queues the rest of a frame that another writer began (the hub, on a
+    /// parked connection): it has started, so nothing may cut it.
+    pub(crate) fn push_rest(&mut self, bytes: Bytes) {
+        self.chunks.push_back(Chunk {
+            bytes,
+            ends_frame: true,
+            started: true,
+        });
+    }
+
     /// Queues `bytes` ahead of everything else (an HTTP response head).
     pub(crate) fn push_front(&mut self, bytes: Bytes) {
         self.chunks.push_front(Chunk {

@@ -34,6 +34,8 @@ const MIN_SHUTDOWN_RETRY_MS: u128 = 1000;
 impl Protocol for NativeWs {
     const TRANSPORT: Transport = Transport::Ws;
 
+    const SHARED_FRAME: Option<fn(&Message) -> Bytes> = Some(ws_message);
+
     fn parse(&mut self, frame: ClientFrame<'_>) -> Result<Intent, Refusal> {
         match frame {
             ClientFrame::Text(text) => parse::parse(text),

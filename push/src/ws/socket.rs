@@ -220,6 +220,13 @@ impl Link for WsSocket {
         &self.stream
     }
 
+    /// No Pong or close frame of ours waits.
+    fn idle(&self) -> bool {
+        self.reader
+            .extra()
+            .is_none_or(|control| control.reply.is_empty())
+    }
+
     /// Writes out our Pongs and close frame.
     fn poll_flush(&mut self, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
         let Self { stream, reader } = self;

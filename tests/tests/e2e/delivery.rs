@@ -364,9 +364,10 @@ async fn sse_on_a_reused_keep_alive_connection_resumes_and_streams() {
     );
 }
 
-/// A WebSocket that reads slowly makes Herald's writes stop part way through a frame, again and
-/// again: every message must still arrive whole, in order and once, and each be counted once as
-/// delivered.
+/// A WebSocket with one channel and nothing else to do gets its messages written by the hub
+/// itself (`push/src/outbox.rs`, "parked"). One that reads slowly makes those writes stop part
+/// way through a frame and hand the rest to its connection: every message must still arrive
+/// whole, in order and once, and each be counted once as delivered.
 #[tokio::test]
 async fn a_slow_reader_on_one_channel_gets_large_messages_whole_in_order_and_counted_once() {
     const BURST: u64 = 200;
@@ -387,13 +388,13 @@ async fn a_slow_reader_on_one_channel_gets_large_messages_whole_in_order_and_cou
         published.push(herald.publish("big", &payload(n)).await);
     }
     // Nothing was read meanwhile: 6 MB, past what a socket's send buffer grows to by default
-    // (`tcp_wmem`, 4 MB), so writes stopped part way through a frame.
+    // (`tcp_wmem`, 4 MB), so the hub's writes stopped part way through a frame.
     for (n, position) in (1..=BURST).zip(&published) {
         let message = ws.next_message(WS_TIMEOUT).await;
         assert_eq!(&message.position, position);
         assert_eq!(message.data, payload(n), "message {n} arrives whole");
     }
-    // Caught up, it gets each new message at once.
+    // Caught up, the connection is left to the hub again.
     for n in BURST + 1..=BURST + AFTER {
         let position = herald.publish("big", &payload(n)).await;
         let message = ws.next_message(WS_TIMEOUT).await;

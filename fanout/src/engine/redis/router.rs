@@ -22,12 +22,12 @@ use std::{
 
 use fred::{interfaces::EventInterface, types::Message as RedisMessage};
 use tokio::{
-    sync::broadcast::error::RecvError,
+    sync::broadcast::error::{RecvError, TryRecvError},
     task::{Id, JoinError, JoinSet},
 };
 
 use super::{RedisEngine, parse_payload, state::Live};
-use crate::{ChannelKey, Message};
+use crate::{ChannelKey, Flushes, Message};
 
 /// Tries of a history read that fills a gap, and the pause between them
 /// (together longer than a Redis restart takes to load a modest AOF).
@@ -39,6 +39,10 @@ const FILL_RETRY: Duration = Duration::from_millis(100);
 const MAX_FILLS: usize = 16;
 /// Live messages held per filling channel.
 const HELD_LIMIT: usize = 4096;
+
+/// Messages already received that are handed to the hub before one flush
+/// of their subscribers (as the memory engine's delivery workers do).
+const MESSAGES_PER_FLUSH: usize = 16;
 
 pub(super) async fn run(engine: Arc<RedisEngine>) {
     let mut messages = engine.subscriber.message_rx();
@@ -64,17 +68,32 @@ pub(super) async fn run(engine: Arc<RedisEngine>) {
                     router.fill(channel);
                 }
             }
-            message = messages.recv() => match message {
-                Ok(message) => router.on_message(message),
-                Err(RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "Redis pub/sub receiver lagged; refilling from history");
-                    engine.redis_metrics.lagged.inc();
-                    for (channel, _) in engine.channels.active() {
-                        router.fill(channel);
+            message = messages.recv() => {
+                // What else already waits is handed over before one flush,
+                // so that a subscriber the hub writes to itself gets it in
+                // one write.
+                let mut flushes = Flushes::new();
+                let mut next = Some(message);
+                let mut handled = 0;
+                while let Some(received) = next.take() {
+                    match received {
+                        Ok(message) => router.on_message(message, &mut flushes),
+                        Err(RecvError::Lagged(missed)) => router.lagged(missed),
+                        Err(RecvError::Closed) => return,
                     }
+                    handled += 1;
+                    if handled == MESSAGES_PER_FLUSH {
+                        break;
+                    }
+                    next = match messages.try_recv() {
+                        Ok(message) => Some(Ok(message)),
+                        Err(TryRecvError::Empty) => None,
+                        Err(TryRecvError::Lagged(missed)) => Some(Err(RecvError::Lagged(missed))),
+                        Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
+                    };
                 }
-                Err(RecvError::Closed) => return,
-            },
+                flushes.flush_yielding().await;
+            }
         }
     }
 }
@@ -116,7 +135,22 @@ impl Router {
         }
     }
 
-    fn on_message(&mut self, message: RedisMessage) {
+    /// The pub/sub receiver missed `missed` messages: every active channel
+    /// is filled from history.
+    fn lagged(&mut self, missed: u64) {
+        tracing::warn!(
+            missed,
+            "Redis pub/sub receiver lagged; refilling from history"
+        );
+        self.engine.redis_metrics.lagged.inc();
+        for (channel, _) in self.engine.channels.active() {
+            self.fill(channel);
+        }
+    }
+
+    /// Takes one message from Redis: hands it to the hub now (its
+    /// subscribers joining `flushes`), or holds it while its channel fills.
+    fn on_message(&mut self, message: RedisMessage, flushes: &mut Flushes) {
         let engine = &self.engine;
         engine.redis_metrics.received.inc();
         let Some(name) = engine.keyspace.channel_of(&message.channel) else {
@@ -139,7 +173,10 @@ impl Router {
         }
         match engine.channels.live(&channel, position) {
             Live::NotWatched | Live::Duplicate => {}
-            Live::Deliver => engine.deliver(Message::new(channel, position, data)),
+            Live::Deliver => {
+                let message = Arc::new(Message::new(channel, position, data));
+                engine.hub.hand_over(&message, flushes);
+            }
             behind @ (Live::Gap { .. } | Live::Behind) => {
                 if behind != Live::Behind {
                     engine.redis_metrics.gaps_detected.inc();
