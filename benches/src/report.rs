@@ -888,25 +888,42 @@ const METHOD: &str = "
     (13–15 µs) is more than half its total, so no server on this kernel reaches half of Nchan's
     cost per connection. (Subscribing with a frame after the upgrade instead costs Herald a read
     and a write more: 24–26 µs against 18–22 µs in the URL, same binary, alternating runs.)
-  - *A broadcast to 10,000 at 1–10 msg/s*: 82–87 % kernel (the send path with the receiver's
-    wake-up and the retransmit timer, per delivery). With a task per connection woken for each
-    message, Herald's user time was 1.2–1.6 µs per delivery, per-connection cache misses: the
-    socket's readiness, the task's wake-up (`push_back`), the outbox drain and the core's
-    `deliver`, 1–2.5 % each. A connection with nothing else to do and one channel is now
-    *parked*: the hub writes the shared frame to its socket itself, without waking its task
-    (ARCHITECTURE.md). Same binary otherwise, alternating runs on this machine: 0.4–0.6 µs of user
-    time per delivery against 1.3–1.6, p99 107–120 ms against 119–130. What is left is the
-    registry walk, one outbox lock and the `sendmsg` call; the system time, which both servers
-    pay alike, is the floor of the latency at light load (a broadcast's last delivery waits for
-    every write before it on the core).
+  - *A broadcast to 10,000 at 1–10 msg/s*: 82–92 % kernel (the send path with the receiver's
+    wake-up and the retransmit timer, per delivery; on loopback the sending core also runs the
+    receiving side). With a task per connection woken for each message, Herald's user time was
+    1.2–1.6 µs per delivery, per-connection cache misses: the socket's readiness, the task's
+    wake-up (`push_back`), the outbox drain and the core's `deliver`, 1–2.5 % each. A connection
+    with nothing else to do and one channel is now *parked*: the hub writes the shared frame to
+    its socket itself, without waking its task (ARCHITECTURE.md). Alternating runs on this kernel
+    (2026-12-04, 19:00 UTC): 0.4–0.6 µs of user time per delivery against 1.3–1.6, p99 107–120 ms
+    against 119–130. What is left, by profile: the `sendmsg` call's own entry (about a third), the
+    outbox's cache line in `Outbox::flush` (a quarter), the registry walk. Later that day the same
+    machine's writes cost 2.5× those of the before column (system CPU per delivery 13.8 µs
+    against 5.5; Nchan's user time 2.9 µs against 1.9), and the user time rose with them: 1.0–1.9
+    µs parked against 1.9–2.3 with a task per connection, alternating runs at 21:00 UTC.
+  - *Light-load latency*: a broadcast's last delivery waits for every write before it on the
+    core, so its p99 is about N × (kernel + user time per delivery). The kernel's part is the
+    same for both servers (13.8 µs against 14.2 µs in the run above), so even with no user time
+    at all Herald's p99 could not go under kernel ÷ (kernel + Nchan's user time) of Nchan's:
+    0.83× in the run above, 0.74× in the before column's. Herald is at 0.89× and 0.93× there;
+    the parked build's first full run, on the faster afternoon machine, measured 0.72×.
+  - *Parked writes in a busy node*: written as each message came, a reconnect storm's
+    connections lost the gathering of several messages into one write that a task per
+    connection gets when all are woken at once and run late; a node restart on Redis then cost
+    1.5–2× the CPU per reconnect. So when other tasks hold the thread longer than the writes do,
+    the hub wakes the rest of the batch instead. `reconnect --clients 15000 --redis --restart
+    term`, alternating runs of each build, 4 each: 185–257 µs per reconnect parked, against
+    191–645 µs with a task per connection.
   - *Publish calls in flight*: with N calls in flight and a node fanning out M messages a
     second, a call takes N ÷ M on average (Little's law), and the latency counts it. At 32 in
     flight and 10,000 subscribers that is 32 ÷ 140–220 messages a second = 145–230 ms before the
-    message is even queued for delivery; the delivery lag the node allows itself comes on top
-    (publishers are pushed back once it passes half of `delivery.max_lag_ms`, 125 ms by default:
-    the server lag p99 column). So a p99 under 250 ms at 32 in flight needs a core several
-    times faster, a smaller `delivery.max_lag_ms`, or fewer calls in flight: it is set by the
-    publisher's queue, not by the fan-out.
+    message is even queued for delivery (32 ÷ 89 = 360 ms in the run above); the delivery lag the
+    node allows itself comes on top (publishers are pushed back once it passes half of
+    `delivery.max_lag_ms`, 125 ms by default: the server lag p99 column). And no lag bound is
+    under one message's own fan-out: 10,000 writes at 14 µs each took 140 ms in the run above. So
+    a p99 under 250 ms at 32 in flight needs a core several times faster, a smaller
+    `delivery.max_lag_ms`, or fewer calls in flight: it is set by the publisher's queue and the
+    kernel's cost per write, not by Herald's part of the fan-out.
 
 ## Other scenarios
 

@@ -31,6 +31,6 @@ pub use fanout::Fanout;
 pub use history::HistoryConfig;
 pub use message::{ENCODINGS, Epoch, InvalidEpoch, InvalidPosition, Message, Position};
 pub use metrics::Metrics;
-pub use registry::{ChannelWatcher, Flushes, Handoff, Hub, Registration, Subscriber, Watch};
+pub use registry::{ChannelWatcher, Flush, Flushes, Handoff, Hub, Registration, Subscriber, Watch};
 pub use subscription::Subscription;
 pub use timeline::{DEFAULT_EXPANDER_QUEUE_PER_SITE, DeliveryReport, Recipients, TimelineSettings};

@@ -22,6 +22,7 @@ use std::{
     collections::HashMap,
     hash::{BuildHasher, RandomState},
     sync::{Arc, OnceLock, Weak},
+    time::{Duration, Instant},
 };
 
 use parking_lot::Mutex;
@@ -48,8 +49,22 @@ pub trait Subscriber: Send + Sync + 'static {
 
     /// Called after a `deliver` that answered [`Handoff::Flush`], with no
     /// registry lock held (a caller may still hold its channel's log): it
-    /// may write what it queued to a socket, without blocking.
-    fn flush(&self) {}
+    /// may write what it queued to a socket, without blocking, or, as
+    /// `how` asks, leave it to its own task.
+    fn flush(&self, how: Flush) {
+        let _ = how;
+    }
+}
+
+/// How [`Subscriber::flush`] is to pass on what it queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Write it now, from the caller's thread.
+    Write,
+    /// Wake the subscriber's own task to write it. The node is busy: by
+    /// the time the task runs, later messages have queued too, and go out
+    /// in the same write.
+    Wake,
 }
 
 /// What a subscriber did with a message it was handed.
@@ -63,8 +78,9 @@ pub enum Handoff {
 
 /// Subscribers that asked to be flushed ([`Handoff::Flush`]), gathered
 /// over one or more [`Hub::hand_over`]s, each once. Whatever is not flushed
-/// explicitly is flushed when this is dropped, so that no subscriber waits
-/// for a flush that never comes.
+/// explicitly is handed to its subscriber's task ([`Flush::Wake`]) when
+/// this is dropped, so that no subscriber waits for a flush that never
+/// comes.
 pub struct Flushes(Vec<Arc<dyn Subscriber>>);
 
 thread_local! {
@@ -78,8 +94,14 @@ thread_local! {
 const SPARE_KEPT: usize = 16 * 1024;
 
 /// Flushes [`Flushes::flush_yielding`] does before it lets other tasks run:
-/// well under a millisecond of socket writes.
+/// up to about a millisecond of socket writes.
 const FLUSHES_PER_TURN: usize = 64;
+
+/// Time other tasks held the thread, summed over a batch's yields, past
+/// which [`Flushes::flush_yielding`] counts the node as busy, provided it
+/// is also more than the batch's own writes took. A lone stall of the
+/// machine is shorter; a reconnect storm's handshakes are far longer.
+const BUSY_AFTER: Duration = Duration::from_millis(1);
 
 impl Flushes {
     pub fn new() -> Self {
@@ -89,24 +111,49 @@ impl Flushes {
     /// Flushes every subscriber gathered.
     pub fn flush(mut self) {
         for subscriber in self.0.drain(..) {
-            subscriber.flush();
+            subscriber.flush(Flush::Write);
         }
     }
 
     /// [`Flushes::flush`] for a task: other tasks run every
     /// [`FLUSHES_PER_TURN`] flushes (socket writes), so that a fan-out to
     /// many sockets does not hold its worker thread for all of them.
+    ///
+    /// When those other tasks hold the thread longer than the writes do
+    /// (past [`BUSY_AFTER`] in all), the node is busy, with a reconnect
+    /// storm's handshakes say, and the rest of the batch is woken at once
+    /// ([`Flush::Wake`]) instead of written one by one: woken together and
+    /// run late, each connection then gathers every message that reached
+    /// it meanwhile into one write, as it would without direct writes.
     pub async fn flush_yielding(mut self) {
         // Popped one by one, so that what is left is still flushed by the
         // drop if the task is cancelled; in the order handed over.
         self.0.reverse();
         let mut done = 0;
+        let mut writing = Duration::ZERO;
+        let mut yielded = Duration::ZERO;
+        let mut turn = Instant::now();
         while let Some(subscriber) = self.0.pop() {
-            subscriber.flush();
+            subscriber.flush(Flush::Write);
             done += 1;
             if done % FLUSHES_PER_TURN == 0 {
+                let yielding = Instant::now();
+                writing += yielding - turn;
                 tokio::task::yield_now().await;
+                turn = Instant::now();
+                yielded += turn - yielding;
+                if yielded >= BUSY_AFTER && yielded > writing {
+                    self.wake_all();
+                    return;
+                }
             }
+        }
+    }
+
+    /// Hands every subscriber left to its own task ([`Flush::Wake`]).
+    fn wake_all(&mut self) {
+        for subscriber in self.0.drain(..) {
+            subscriber.flush(Flush::Wake);
         }
     }
 }
@@ -119,9 +166,8 @@ impl Default for Flushes {
 
 impl Drop for Flushes {
     fn drop(&mut self) {
-        for subscriber in self.0.drain(..) {
-            subscriber.flush();
-        }
+        // Cancelled, or never flushed: the subscribers' tasks write it.
+        self.wake_all();
         let room = std::mem::take(&mut self.0);
         if room.capacity() > 0 && room.capacity() <= SPARE_KEPT {
             SPARE.set(room);
@@ -387,6 +433,80 @@ mod tests {
             position,
             Bytes::new(),
         ))
+    }
+
+    /// Records how each flush was asked for.
+    #[derive(Default)]
+    struct FlushRecorder(Mutex<Vec<Flush>>);
+
+    impl Subscriber for FlushRecorder {
+        fn deliver(&self, _slot: u32, _message: &Arc<Message>) -> Handoff {
+            Handoff::Flush
+        }
+
+        fn flush(&self, how: Flush) {
+            self.0.lock().push(how);
+        }
+    }
+
+    /// Hands one message to `count` subscribers of one channel; returns
+    /// them in the order subscribed, with what must outlive the flushes.
+    fn handed_over(count: usize) -> (Vec<Arc<FlushRecorder>>, Flushes, Vec<Registration>) {
+        let hub = Hub::new(Metrics::default());
+        let channel = ChannelKey::parse("s/a").unwrap();
+        let mut subscribers = Vec::new();
+        let mut registrations = Vec::new();
+        for slot in 0..count {
+            let subscriber = Arc::new(FlushRecorder::default());
+            let registration =
+                hub.subscribe(channel.clone(), subscriber.clone(), slot as u32, Watch::No);
+            subscribers.push(subscriber);
+            registrations.push(registration);
+        }
+        let mut flushes = Flushes::new();
+        assert_eq!(hub.hand_over(&message("a", 1), &mut flushes), count);
+        (subscribers, flushes, registrations)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_quiet_node_writes_every_subscriber_itself() {
+        let (subscribers, flushes, _registrations) = handed_over(FLUSHES_PER_TURN * 3);
+        flushes.flush_yielding().await;
+        for subscriber in &subscribers {
+            assert_eq!(*subscriber.0.lock(), [Flush::Write]);
+        }
+    }
+
+    /// A task that holds the thread for several milliseconds at each turn
+    /// (a reconnect storm's handshakes): after the first turn's writes, the
+    /// rest of the batch is woken at once.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_busy_node_wakes_the_rest_of_the_batch_at_once() {
+        let (subscribers, flushes, _registrations) = handed_over(FLUSHES_PER_TURN * 3);
+        let busy = tokio::spawn(async {
+            for _ in 0..3 {
+                std::thread::sleep(BUSY_AFTER * 3);
+                tokio::task::yield_now().await;
+            }
+        });
+        flushes.flush_yielding().await;
+        busy.await.unwrap();
+        let (written, woken) = subscribers.split_at(FLUSHES_PER_TURN);
+        for subscriber in written {
+            assert_eq!(*subscriber.0.lock(), [Flush::Write]);
+        }
+        for subscriber in woken {
+            assert_eq!(*subscriber.0.lock(), [Flush::Wake]);
+        }
+    }
+
+    #[test]
+    fn flushes_dropped_unflushed_wake_their_subscribers() {
+        let (subscribers, flushes, _registrations) = handed_over(3);
+        drop(flushes);
+        for subscriber in &subscribers {
+            assert_eq!(*subscriber.0.lock(), [Flush::Wake]);
+        }
     }
 
     #[test]

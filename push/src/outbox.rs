@@ -47,7 +47,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use fanout::{Handoff, Message, Position, Subscriber};
+use fanout::{Flush, Handoff, Message, Position, Subscriber};
 use nix::sys::socket::{MsgFlags, SockaddrStorage, sendmsg};
 use parking_lot::Mutex;
 use thin_vec::ThinVec;
@@ -472,8 +472,9 @@ impl Subscriber for Outbox {
         Handoff::Queued
     }
 
-    /// The hub's write to a parked connection.
-    fn flush(&self) {
+    /// The hub's write to a parked connection, or (`Flush::Wake`) its
+    /// unparking, so that its task writes instead.
+    fn flush(&self, how: Flush) {
         let Some(frame) = self.frame else {
             return;
         };
@@ -482,10 +483,11 @@ impl Subscriber for Outbox {
             if state.queue.is_empty() {
                 return;
             }
-            let wrote = if state.flags & DIRECT != 0 {
+            let wrote = if state.flags & DIRECT != 0 && how == Flush::Write {
                 self.write_queue(&mut state, frame)
             } else {
-                // Unparked meanwhile: the task has it (a wake-up spare).
+                // Unparked meanwhile (the task has it: a wake-up spare), or
+                // to be written by the task.
                 Wrote::Stopped
             };
             match wrote {
@@ -651,7 +653,7 @@ mod tests {
         outbox.park(3, at(10));
         for offset in 11..=12 {
             assert_eq!(outbox.deliver(3, &message(5, offset)), Handoff::Flush);
-            outbox.flush();
+            outbox.flush(Flush::Write);
         }
         assert_eq!(read_all(&mut peer), b"xxxxxxxxxx");
         assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "the task slept");
@@ -662,6 +664,30 @@ mod tests {
         assert_eq!(outbox.deliver(3, &message(5, 13)), Handoff::Queued);
         assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
         assert!(read_all(&mut peer).is_empty());
+    }
+
+    #[test]
+    fn a_busy_hub_hands_a_parked_connection_back_to_its_task() {
+        let (outbox, _ours, mut peer) = direct(1 << 20);
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(wakes.clone());
+        outbox.drain(true, &waker);
+        outbox.park(3, at(10));
+        assert_eq!(outbox.deliver(3, &message(5, 11)), Handoff::Flush);
+        outbox.flush(Flush::Wake);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the task is woken");
+        assert!(read_all(&mut peer).is_empty(), "nothing was written");
+        // Unparked: what comes next queues for the task too, and the task
+        // writes both in one go.
+        assert_eq!(outbox.deliver(3, &message(5, 12)), Handoff::Queued);
+        let drained = outbox.drain(true, &waker);
+        assert_eq!(drained.parked, Some((3, at(10))), "nothing went out");
+        let offsets: Vec<u64> = drained
+            .items
+            .iter()
+            .map(|item| item.message.position.offset)
+            .collect();
+        assert_eq!(offsets, [11, 12]);
     }
 
     #[test]
@@ -688,7 +714,7 @@ mod tests {
             outbox.drain(true, &waker);
             outbox.park(3, at(10));
             assert_eq!(outbox.deliver(slot, &uncovered), Handoff::Flush);
-            outbox.flush();
+            outbox.flush(Flush::Write);
             assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the task is woken");
             assert!(read_all(&mut peer).is_empty(), "nothing was written");
             let drained = outbox.drain(true, &waker);
@@ -707,7 +733,7 @@ mod tests {
         outbox.park(0, at(0));
         let big = message(4 << 20, 1);
         outbox.deliver(0, &big);
-        outbox.flush();
+        outbox.flush(Flush::Write);
         assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the task takes over");
         // Behind it, a message for the task, and an overflow that keeps the started frame.
         outbox.deliver(0, &message(5, 2));
@@ -731,7 +757,7 @@ mod tests {
         outbox.drain(true, Waker::noop());
         outbox.park(0, at(0));
         outbox.deliver(0, &message(4 << 20, 1));
-        outbox.flush();
+        outbox.flush(Flush::Write);
         outbox.deliver(0, &message(2 << 20, 2));
         let drained = outbox.drain(true, Waker::noop());
         assert!(drained.overflowed);
@@ -746,7 +772,7 @@ mod tests {
         outbox.park(0, at(0));
         outbox.detach();
         assert_eq!(outbox.deliver(0, &message(5, 1)), Handoff::Queued);
-        outbox.flush();
+        outbox.flush(Flush::Write);
         assert!(read_all(&mut peer).is_empty());
     }
 }
