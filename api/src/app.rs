@@ -130,6 +130,10 @@ impl App {
                 format!("{:?}", old.metrics) != format!("{:?}", new.metrics),
             ),
             (
+                "meteor",
+                format!("{:?}", old.meteor) != format!("{:?}", new.meteor),
+            ),
+            (
                 "timeline",
                 format!("{:?}", old.timeline) != format!("{:?}", new.timeline),
             ),

@@ -48,6 +48,8 @@ pub struct Config {
     pub listener: ListenerConfig,
     pub delivery: DeliveryConfig,
     pub metrics: MetricsConfig,
+    /// The Meteor controller port (`[meteor]`), off unless `meteor.listen` is set.
+    pub meteor: Option<MeteorConfig>,
     /// Every site served; without `[[sites]]`, the one implicit site
     /// (`default`), which is the dev site when it has no secret. The
     /// server moves them into its site table at start (`push::sites`), so
@@ -146,6 +148,18 @@ pub struct MetricsConfig {
     /// A listener of its own serving `/metrics` (and `/healthz`); the main
     /// listener then does not serve `/metrics`.
     pub listen: Option<SocketAddr>,
+}
+
+/// The Meteor controller port: the line protocol a StatusNet or GNU social
+/// site's Meteor plugin publishes with (docs/compat.md).
+#[derive(Debug, Clone)]
+pub struct MeteorConfig {
+    pub listen: SocketAddr,
+    /// The site whose channels the port publishes to.
+    pub site: String,
+    /// The plugin's `channelbase`: a name that starts with it and a `-`
+    /// is that site's channel with the prefix taken off.
+    pub channelbase: String,
 }
 
 #[derive(Debug, Clone)]

@@ -1,4 +1,5 @@
-//! The configuration file and the `/api/deliver` body, as the fuzz targets
+//! The configuration file, the `/api/deliver` body and a Meteor controller
+//! line, as the fuzz targets
 //! in `fuzz/` read them, and the replay of their committed corpora as unit
 //! tests (so stable CI runs every input the fuzzers kept, without nightly).
 //! Not an API: nothing outside the fuzz targets may depend on it.
@@ -6,7 +7,11 @@
 use bytes::Bytes;
 use fanout::Recipients;
 
-use crate::{config, http::deliver::parse};
+use crate::{
+    config,
+    http::deliver::parse,
+    meteor::{command, controller::message_data, unslash::strip_slashes},
+};
 
 /// The text of a configuration file, parsed and validated.
 pub fn config(data: &[u8]) {
@@ -32,6 +37,19 @@ pub fn deliver_body(data: &[u8]) {
             serde_json::from_slice::<serde::de::IgnoredAny>(&delivery.data).is_ok(),
             "data {:?} is not JSON",
             String::from_utf8_lossy(&delivery.data)
+        );
+    }
+}
+
+/// One line of the Meteor controller port. A message it would publish is
+/// JSON once unescaped, whatever the text.
+pub fn meteor_line(data: &[u8]) {
+    if let Some(command::Command::AddMessage { text, .. }) = command::parse(data) {
+        let message = message_data(strip_slashes(text));
+        assert!(
+            serde_json::from_slice::<serde::de::IgnoredAny>(&message).is_ok(),
+            "message {:?} is not JSON",
+            String::from_utf8_lossy(&message)
         );
     }
 }
@@ -62,5 +80,10 @@ mod tests {
     #[test]
     fn replays_the_deliver_body_corpus() {
         replay("deliver_body", deliver_body);
+    }
+
+    #[test]
+    fn replays_the_meteor_line_corpus() {
+        replay("meteor_line", meteor_line);
     }
 }

@@ -8,7 +8,7 @@ mod echo;
 mod history;
 mod idempotency;
 mod publish;
-mod pushback;
+pub(crate) mod pushback;
 mod reply;
 mod sse;
 pub(crate) mod upgrade;

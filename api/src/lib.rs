@@ -11,6 +11,7 @@ pub mod config;
 pub mod fuzz;
 mod http;
 pub mod logging;
+mod meteor;
 mod metrics;
 mod server;
 

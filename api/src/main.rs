@@ -40,6 +40,10 @@ struct Cli {
     /// not serve (also HERALD_METRICS_LISTEN).
     #[arg(long, value_name = "ADDR:PORT")]
     metrics_listen: Option<String>,
+    /// The Meteor controller port, for StatusNet's Meteor plugin; off
+    /// unless given (also HERALD_METEOR_LISTEN; docs/compat.md).
+    #[arg(long, value_name = "ADDR:PORT")]
+    meteor_listen: Option<String>,
     /// Let the dev site (no publish secret, no [[sites]]) listen on an
     /// address other than loopback (also HERALD_PUBLISH_ALLOW_DEV_SITE_ON_NETWORK).
     #[arg(long)]
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         engine: cli.engine,
         redis_url: cli.redis_url,
         metrics_listen: cli.metrics_listen,
+        meteor_listen: cli.meteor_listen,
         allow_dev_site_on_network: cli.allow_dev_site_on_network,
         reuseport: cli.reuseport,
     };

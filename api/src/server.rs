@@ -58,6 +58,8 @@ pub struct Server {
     listener: TcpListener,
     /// The listener of `metrics.listen`, when set.
     metrics_listener: Option<TcpListener>,
+    /// The Meteor controller port (`meteor.listen`), when set.
+    meteor_listener: Option<TcpListener>,
     app: App,
 }
 
@@ -140,10 +142,19 @@ impl Server {
         if let Some(metrics_listener) = &metrics_listener {
             tracing::info!(listen = %metrics_listener.local_addr()?, "metrics listener started; the main listener does not serve /metrics");
         }
+        let meteor_listener = match &config.meteor {
+            Some(meteor) => {
+                let listener = crate::meteor::bind(meteor).await?;
+                crate::meteor::log_listening(&listener, meteor);
+                Some(listener)
+            }
+            None => None,
+        };
         let app = App::new(config, fanout, sessions, registry, metrics);
         Ok(Server {
             listener,
             metrics_listener,
+            meteor_listener,
             app,
         })
     }
@@ -169,6 +180,7 @@ impl Server {
         let Server {
             listener,
             metrics_listener,
+            meteor_listener,
             app,
         } = self;
         let listener_config = app.config().listener.clone();
@@ -178,6 +190,13 @@ impl Server {
                 metrics_listener,
                 app.clone(),
                 header_timeout,
+            ));
+        }
+        if let (Some(meteor_listener), Some(meteor)) = (meteor_listener, &app.config().meteor) {
+            tokio::spawn(crate::meteor::serve(
+                meteor_listener,
+                app.clone(),
+                meteor.clone(),
             ));
         }
         let (stop_tx, stop_rx) = watch::channel(false);

@@ -125,7 +125,7 @@ impl ChannelKey {
 }
 
 /// The start of an internal channel's name.
-const INTERNAL: &str = "~";
+pub(crate) const INTERNAL: &str = "~";
 
 impl TimelineKind {
     pub fn as_str(self) -> &'static str {

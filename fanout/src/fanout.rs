@@ -73,6 +73,23 @@ impl Fanout {
         channel.timeline().is_none() && !self.hub.has_subscribers(channel.as_str())
     }
 
+    /// How many of this node's connections listen to `channel` (an ordinary
+    /// channel: a timeline's listeners are its shard's).
+    pub fn local_subscribers(&self, channel: &ChannelKey) -> usize {
+        self.hub.subscriber_count(channel.as_str())
+    }
+
+    /// The ordinary channels of `site` that connections on this node listen
+    /// to. It visits every channel of the node: for rare, operator-driven
+    /// listings, never on a publish or delivery path.
+    pub fn local_channels(&self, site: &str) -> Vec<ChannelKey> {
+        self.hub.channels_where(|channel| {
+            channel.site() == site
+                && channel.timeline().is_none()
+                && !channel.name().starts_with(crate::channel::INTERNAL)
+        })
+    }
+
     /// Publishes each message; a message to a timeline channel goes to its
     /// user through the user's shard.
     pub async fn publish(&self, batch: Vec<PublishRequest>) -> Result<Vec<Published>, Error> {

@@ -16,6 +16,7 @@ pub(crate) struct RawConfig {
     pub shutdown: RawShutdown,
     pub listener: RawListener,
     pub metrics: RawMetrics,
+    pub meteor: RawMeteor,
     pub limits: RawLimits,
     pub timeline: RawTimeline,
     pub deliver: RawDeliver,
@@ -47,6 +48,18 @@ pub(crate) struct RawListener {
 pub(crate) struct RawMetrics {
     /// A listener of its own for `/metrics`; none by default.
     pub listen: Option<String>,
+}
+
+/// The Meteor controller port; off without `listen`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawMeteor {
+    pub listen: Option<String>,
+    pub site: Option<String>,
+    pub channelbase: String,
+    /// Whether `listen` may be an address other than loopback: the port has
+    /// no authentication, as Meteor's had none.
+    pub allow_network: bool,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -241,6 +254,7 @@ impl Default for RawConfig {
             shutdown: RawShutdown::default(),
             listener: RawListener::default(),
             metrics: RawMetrics::default(),
+            meteor: RawMeteor::default(),
             limits: RawLimits::default(),
             timeline: RawTimeline::default(),
             deliver: RawDeliver::default(),
@@ -386,6 +400,10 @@ pub(crate) const KEYS: &[(&str, Kind)] = &[
     ("listener.header_timeout_secs", Kind::Int),
     ("listener.reuseport", Kind::Bool),
     ("metrics.listen", Kind::Str),
+    ("meteor.listen", Kind::Str),
+    ("meteor.site", Kind::Str),
+    ("meteor.channelbase", Kind::Str),
+    ("meteor.allow_network", Kind::Bool),
     ("timeline.shards", Kind::Int),
     ("timeline.expander_queue_per_site", Kind::Int),
     ("deliver.max_body_bytes", Kind::Int),

@@ -8,8 +8,8 @@ use push::SessionConfig;
 use toml::{Table, Value};
 
 use super::{
-    Config, ConfigError, DeliveryConfig, EngineKind, ListenerConfig, LogConfig, MetricsConfig,
-    PublishConfig, RedisSettings, ShutdownConfig, TimelineConfig,
+    Config, ConfigError, DeliveryConfig, EngineKind, ListenerConfig, LogConfig, MeteorConfig,
+    MetricsConfig, PublishConfig, RedisSettings, ShutdownConfig, TimelineConfig,
     raw::{KEYS, Kind, RawConfig, RawConnection, RawListener, RawLog, RawShutdown, env_name},
     sites::sites,
 };
@@ -22,6 +22,7 @@ pub struct Overrides {
     pub engine: Option<String>,
     pub redis_url: Option<String>,
     pub metrics_listen: Option<String>,
+    pub meteor_listen: Option<String>,
     /// `--allow-dev-site-on-network`.
     pub allow_dev_site_on_network: bool,
     /// `--reuseport`.
@@ -66,6 +67,7 @@ pub fn load(
         ("engine", &overrides.engine),
         ("redis_url", &overrides.redis_url),
         ("metrics.listen", &overrides.metrics_listen),
+        ("meteor.listen", &overrides.meteor_listen),
     ];
     for (key, value) in flags {
         if let Some(value) = value {
@@ -186,6 +188,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             None => None,
         },
     };
+    let meteor = meteor(&raw, &sites)?;
     dev_site_stays_local(&raw, listen, &sites)?;
     let ws_echo = ws_echo(&raw, listen)?;
     Ok(Config {
@@ -200,9 +203,60 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         listener,
         delivery,
         metrics,
+        meteor,
         sites,
         ws_echo,
     })
+}
+
+/// The Meteor port, when `meteor.listen` is set: on loopback unless the
+/// operator allows the network in so many words (anyone who reaches it
+/// publishes), for the one site named, or the only one.
+fn meteor(
+    raw: &RawConfig,
+    sites: &[::sites::SiteSettings],
+) -> Result<Option<MeteorConfig>, ConfigError> {
+    let Some(text) = &raw.meteor.listen else {
+        return Ok(None);
+    };
+    let listen = listen("meteor.listen", text)?;
+    if !listen.ip().is_loopback() && !raw.meteor.allow_network {
+        return Err(ConfigError::new(
+            "meteor.listen",
+            format!(
+                "the Meteor port has no authentication, so it listens on loopback unless \
+                 meteor.allow_network = true; firewall {listen} before allowing it"
+            ),
+        ));
+    }
+    let site = match (&raw.meteor.site, sites) {
+        (Some(id), _) if sites.iter().any(|site| site.id == *id) => id.clone(),
+        (Some(id), _) => {
+            return Err(ConfigError::new(
+                "meteor.site",
+                format!("no site {id:?} is configured"),
+            ));
+        }
+        (None, [only]) => only.id.clone(),
+        (None, _) => {
+            return Err(ConfigError::new(
+                "meteor.site",
+                "several sites are configured: name the one the Meteor port publishes for",
+            ));
+        }
+    };
+    let channelbase = raw.meteor.channelbase.clone();
+    if channelbase.contains(char::is_whitespace) {
+        return Err(ConfigError::new(
+            "meteor.channelbase",
+            "a channel base cannot contain whitespace",
+        ));
+    }
+    Ok(Some(MeteorConfig {
+        listen,
+        site,
+        channelbase,
+    }))
 }
 
 /// The echo route answers anyone who connects, with no site's limits on
@@ -629,6 +683,22 @@ mod tests {
                 "HERALD_PUBLISH_ALLOW_DEV_SITE_ON_NETWORK",
             ),
             (&[("HERALD_METRICS_LISTEN", "metrics")], "metrics.listen"),
+            (&[("HERALD_METEOR_LISTEN", "4671")], "meteor.listen"),
+            (&[("HERALD_METEOR_LISTEN", "0.0.0.0:4671")], "meteor.listen"),
+            (
+                &[
+                    ("HERALD_METEOR_LISTEN", "127.0.0.1:4671"),
+                    ("HERALD_METEOR_SITE", "elsewhere"),
+                ],
+                "meteor.site",
+            ),
+            (
+                &[
+                    ("HERALD_METEOR_LISTEN", "127.0.0.1:4671"),
+                    ("HERALD_METEOR_CHANNELBASE", "my site"),
+                ],
+                "meteor.channelbase",
+            ),
             (
                 &[("HERALD_LISTENER_MAX_PENDING", "0")],
                 "listener.max_pending",
@@ -654,6 +724,28 @@ mod tests {
             let error = load(&Overrides::default(), env(vars)).unwrap_err();
             assert_eq!(error.key, *key, "{vars:?}: {error}");
         }
+    }
+
+    #[test]
+    fn the_meteor_port_is_off_unless_configured_and_serves_the_only_site() {
+        let config = load(&Overrides::default(), env(&[])).unwrap();
+        assert!(config.meteor.is_none());
+        let vars = [
+            ("HERALD_METEOR_LISTEN", "127.0.0.1:4671"),
+            ("HERALD_METEOR_CHANNELBASE", "mysite"),
+        ];
+        let meteor = load(&Overrides::default(), env(&vars))
+            .unwrap()
+            .meteor
+            .unwrap();
+        assert_eq!(meteor.listen.to_string(), "127.0.0.1:4671");
+        assert_eq!(meteor.site, "default");
+        assert_eq!(meteor.channelbase, "mysite");
+        let vars = [
+            ("HERALD_METEOR_LISTEN", "0.0.0.0:4671"),
+            ("HERALD_METEOR_ALLOW_NETWORK", "true"),
+        ];
+        assert!(load(&Overrides::default(), env(&vars)).is_ok());
     }
 
     #[test]
