@@ -400,9 +400,18 @@ async fn a_slow_reader_on_one_channel_gets_large_messages_whole_in_order_and_cou
         let message = ws.next_message(WS_TIMEOUT).await;
         assert_eq!((message.position, message.data), (position, payload(n)));
     }
-    let metrics = herald.metrics().await;
+    // Counted once each write has returned on the server, which may be a moment after the
+    // client has read it: wait for the count to reach the deliveries, then hold it to them.
     let labels = [("transport", "ws")];
-    let delivered = metric_value(&metrics, "herald_messages_delivered_total", &labels);
+    let deadline = std::time::Instant::now() + WS_TIMEOUT;
+    let delivered = loop {
+        let metrics = herald.metrics().await;
+        let delivered = metric_value(&metrics, "herald_messages_delivered_total", &labels);
+        if delivered >= (BURST + AFTER) as f64 || std::time::Instant::now() >= deadline {
+            break delivered;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_eq!(
         delivered,
         (BURST + AFTER) as f64,

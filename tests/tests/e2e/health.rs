@@ -33,13 +33,20 @@ async fn metrics_count_connections_and_deliveries() {
 
     herald.publish("public", "1").await;
     ws.next_message(WS_TIMEOUT).await;
-    let text = herald.metrics().await;
-    assert!(
-        metric_value(
+    // Counted once the write has returned on the server, which may be a
+    // moment after the client has read it: poll briefly.
+    let deadline = std::time::Instant::now() + WS_TIMEOUT;
+    loop {
+        let text = herald.metrics().await;
+        let delivered = metric_value(
             &text,
             "herald_messages_delivered_total",
-            &[("transport", "ws")]
-        ) >= 1.0,
-        "{text}"
-    );
+            &[("transport", "ws")],
+        );
+        if delivered >= 1.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
