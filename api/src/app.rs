@@ -134,6 +134,10 @@ impl App {
                 format!("{:?}", old.meteor) != format!("{:?}", new.meteor),
             ),
             (
+                "stomp",
+                format!("{:?}", old.stomp) != format!("{:?}", new.stomp),
+            ),
+            (
                 "timeline",
                 format!("{:?}", old.timeline) != format!("{:?}", new.timeline),
             ),

@@ -49,7 +49,10 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub metrics: MetricsConfig,
     /// The Meteor controller port (`[meteor]`), off unless `meteor.listen` is set.
-    pub meteor: Option<MeteorConfig>,
+    pub meteor: Option<CompatPortConfig>,
+    /// The STOMP publish port for Orbited sites (`[stomp]`), off unless
+    /// `stomp.listen` is set.
+    pub stomp: Option<CompatPortConfig>,
     /// Every site served; without `[[sites]]`, the one implicit site
     /// (`default`), which is the dev site when it has no secret. The
     /// server moves them into its site table at start (`push::sites`), so
@@ -150,15 +153,16 @@ pub struct MetricsConfig {
     pub listen: Option<SocketAddr>,
 }
 
-/// The Meteor controller port: the line protocol a StatusNet or GNU social
-/// site's Meteor plugin publishes with (docs/compat.md).
+/// A publish port of a server Herald replaces (docs/compat.md): Meteor's
+/// controller port (`[meteor]`) or Orbited's STOMP broker (`[stomp]`).
 #[derive(Debug, Clone)]
-pub struct MeteorConfig {
+pub struct CompatPortConfig {
     pub listen: SocketAddr,
     /// The site whose channels the port publishes to.
     pub site: String,
-    /// The plugin's `channelbase`: a name that starts with it and a `-`
-    /// is that site's channel with the prefix taken off.
+    /// The site plugin's `channelbase`: a name that starts with it (and a
+    /// `-` for Meteor, a `/` for STOMP) is that site's channel with the
+    /// prefix taken off.
     pub channelbase: String,
 }
 

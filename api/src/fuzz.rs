@@ -1,5 +1,5 @@
-//! The configuration file, the `/api/deliver` body and a Meteor controller
-//! line, as the fuzz targets
+//! The configuration file, the `/api/deliver` body, a Meteor controller
+//! line and STOMP frames, as the fuzz targets
 //! in `fuzz/` read them, and the replay of their committed corpora as unit
 //! tests (so stable CI runs every input the fuzzers kept, without nightly).
 //! Not an API: nothing outside the fuzz targets may depend on it.
@@ -8,9 +8,13 @@ use bytes::Bytes;
 use fanout::Recipients;
 
 use crate::{
+    compat::{
+        meteor::{command, unslash::strip_slashes},
+        publish::message_data,
+        stomp::frame,
+    },
     config,
     http::deliver::parse,
-    meteor::{command, controller::message_data, unslash::strip_slashes},
 };
 
 /// The text of a configuration file, parsed and validated.
@@ -54,6 +58,22 @@ pub fn meteor_line(data: &[u8]) {
     }
 }
 
+/// The bytes a STOMP client sends. Each frame taken comes off the front of
+/// what was read, so the reader always moves on or waits for more.
+pub fn stomp_frames(data: &[u8]) {
+    let mut buffer = bytes::BytesMut::from(data);
+    loop {
+        let before = buffer.len();
+        match frame::parse(&mut buffer) {
+            frame::Parsed::Frame(frame) => {
+                assert!(buffer.len() < before, "a frame took no bytes");
+                assert!(!frame.command.is_empty());
+            }
+            frame::Parsed::Incomplete | frame::Parsed::Invalid(_) => return,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +105,10 @@ mod tests {
     #[test]
     fn replays_the_meteor_line_corpus() {
         replay("meteor_line", meteor_line);
+    }
+
+    #[test]
+    fn replays_the_stomp_frames_corpus() {
+        replay("stomp_frames", stomp_frames);
     }
 }

@@ -4,6 +4,7 @@
 //! graceful shutdown. The `herald` binary in `main.rs` wires it together.
 
 mod app;
+mod compat;
 pub mod config;
 /// The configuration and delivery parsers, for the fuzz targets in `fuzz/`
 /// only. Not an API: nothing else may depend on it.
@@ -11,7 +12,6 @@ pub mod config;
 pub mod fuzz;
 mod http;
 pub mod logging;
-mod meteor;
 mod metrics;
 mod server;
 

@@ -44,6 +44,10 @@ struct Cli {
     /// unless given (also HERALD_METEOR_LISTEN; docs/compat.md).
     #[arg(long, value_name = "ADDR:PORT")]
     meteor_listen: Option<String>,
+    /// The STOMP publish port, for StatusNet's Orbited plugin; off unless
+    /// given (also HERALD_STOMP_LISTEN; docs/compat.md).
+    #[arg(long, value_name = "ADDR:PORT")]
+    stomp_listen: Option<String>,
     /// Let the dev site (no publish secret, no [[sites]]) listen on an
     /// address other than loopback (also HERALD_PUBLISH_ALLOW_DEV_SITE_ON_NETWORK).
     #[arg(long)]
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
         redis_url: cli.redis_url,
         metrics_listen: cli.metrics_listen,
         meteor_listen: cli.meteor_listen,
+        stomp_listen: cli.stomp_listen,
         allow_dev_site_on_network: cli.allow_dev_site_on_network,
         reuseport: cli.reuseport,
     };

@@ -60,6 +60,8 @@ pub struct Server {
     metrics_listener: Option<TcpListener>,
     /// The Meteor controller port (`meteor.listen`), when set.
     meteor_listener: Option<TcpListener>,
+    /// The STOMP publish port (`stomp.listen`), when set.
+    stomp_listener: Option<TcpListener>,
     app: App,
 }
 
@@ -144,10 +146,14 @@ impl Server {
         }
         let meteor_listener = match &config.meteor {
             Some(meteor) => {
-                let listener = crate::meteor::bind(meteor).await?;
-                crate::meteor::log_listening(&listener, meteor);
+                let listener = crate::compat::meteor::bind(meteor).await?;
+                crate::compat::meteor::log_listening(&listener, meteor);
                 Some(listener)
             }
+            None => None,
+        };
+        let stomp_listener = match &config.stomp {
+            Some(stomp) => Some(crate::compat::stomp::bind(stomp).await?),
             None => None,
         };
         let app = App::new(config, fanout, sessions, registry, metrics);
@@ -155,6 +161,7 @@ impl Server {
             listener,
             metrics_listener,
             meteor_listener,
+            stomp_listener,
             app,
         })
     }
@@ -181,6 +188,7 @@ impl Server {
             listener,
             metrics_listener,
             meteor_listener,
+            stomp_listener,
             app,
         } = self;
         let listener_config = app.config().listener.clone();
@@ -193,10 +201,17 @@ impl Server {
             ));
         }
         if let (Some(meteor_listener), Some(meteor)) = (meteor_listener, &app.config().meteor) {
-            tokio::spawn(crate::meteor::serve(
+            tokio::spawn(crate::compat::meteor::serve(
                 meteor_listener,
                 app.clone(),
                 meteor.clone(),
+            ));
+        }
+        if let (Some(stomp_listener), Some(stomp)) = (stomp_listener, &app.config().stomp) {
+            tokio::spawn(crate::compat::stomp::serve(
+                stomp_listener,
+                app.clone(),
+                stomp.clone(),
             ));
         }
         let (stop_tx, stop_rx) = watch::channel(false);

@@ -14,7 +14,7 @@
 //! firewall it.
 
 pub(crate) mod command;
-pub(crate) mod controller;
+mod controller;
 mod lines;
 pub(crate) mod unslash;
 
@@ -26,7 +26,7 @@ use tokio::{
     sync::Semaphore,
 };
 
-use crate::{App, config::MeteorConfig};
+use crate::{App, config::CompatPortConfig};
 use controller::Controller;
 use lines::{Line, Lines};
 
@@ -36,7 +36,7 @@ use lines::{Line, Lines};
 const MAX_CONNECTIONS: usize = 1024;
 
 /// Binds the port; the caller serves it with [`serve`] once the server runs.
-pub(crate) async fn bind(config: &MeteorConfig) -> anyhow::Result<TcpListener> {
+pub(crate) async fn bind(config: &CompatPortConfig) -> anyhow::Result<TcpListener> {
     use anyhow::Context as _;
     TcpListener::bind(config.listen)
         .await
@@ -44,7 +44,7 @@ pub(crate) async fn bind(config: &MeteorConfig) -> anyhow::Result<TcpListener> {
 }
 
 /// Serves the controller port for as long as the process runs.
-pub(crate) async fn serve(listener: TcpListener, app: App, config: MeteorConfig) {
+pub(crate) async fn serve(listener: TcpListener, app: App, config: CompatPortConfig) {
     let controller = Arc::new(Controller::new(app, config));
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -93,7 +93,7 @@ async fn converse(stream: TcpStream, controller: &Controller) -> std::io::Result
 }
 
 /// The address the port is bound to, for the start-up log.
-pub(crate) fn log_listening(listener: &TcpListener, config: &MeteorConfig) {
+pub(crate) fn log_listening(listener: &TcpListener, config: &CompatPortConfig) {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(
         listen = ?addr,

@@ -16,7 +16,8 @@ pub(crate) struct RawConfig {
     pub shutdown: RawShutdown,
     pub listener: RawListener,
     pub metrics: RawMetrics,
-    pub meteor: RawMeteor,
+    pub meteor: RawCompatPort,
+    pub stomp: RawCompatPort,
     pub limits: RawLimits,
     pub timeline: RawTimeline,
     pub deliver: RawDeliver,
@@ -50,15 +51,15 @@ pub(crate) struct RawMetrics {
     pub listen: Option<String>,
 }
 
-/// The Meteor controller port; off without `listen`.
+/// A compatibility publish port (`[meteor]`, `[stomp]`); off without `listen`.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
-pub(crate) struct RawMeteor {
+pub(crate) struct RawCompatPort {
     pub listen: Option<String>,
     pub site: Option<String>,
     pub channelbase: String,
-    /// Whether `listen` may be an address other than loopback: the port has
-    /// no authentication, as Meteor's had none.
+    /// Whether `listen` may be an address other than loopback: Meteor's
+    /// port has no authentication, and STOMP's sends its passcode in clear.
     pub allow_network: bool,
 }
 
@@ -254,7 +255,8 @@ impl Default for RawConfig {
             shutdown: RawShutdown::default(),
             listener: RawListener::default(),
             metrics: RawMetrics::default(),
-            meteor: RawMeteor::default(),
+            meteor: RawCompatPort::default(),
+            stomp: RawCompatPort::default(),
             limits: RawLimits::default(),
             timeline: RawTimeline::default(),
             deliver: RawDeliver::default(),
@@ -404,6 +406,10 @@ pub(crate) const KEYS: &[(&str, Kind)] = &[
     ("meteor.site", Kind::Str),
     ("meteor.channelbase", Kind::Str),
     ("meteor.allow_network", Kind::Bool),
+    ("stomp.listen", Kind::Str),
+    ("stomp.site", Kind::Str),
+    ("stomp.channelbase", Kind::Str),
+    ("stomp.allow_network", Kind::Bool),
     ("timeline.shards", Kind::Int),
     ("timeline.expander_queue_per_site", Kind::Int),
     ("deliver.max_body_bytes", Kind::Int),

@@ -8,9 +8,12 @@ use push::SessionConfig;
 use toml::{Table, Value};
 
 use super::{
-    Config, ConfigError, DeliveryConfig, EngineKind, ListenerConfig, LogConfig, MeteorConfig,
+    CompatPortConfig, Config, ConfigError, DeliveryConfig, EngineKind, ListenerConfig, LogConfig,
     MetricsConfig, PublishConfig, RedisSettings, ShutdownConfig, TimelineConfig,
-    raw::{KEYS, Kind, RawConfig, RawConnection, RawListener, RawLog, RawShutdown, env_name},
+    raw::{
+        KEYS, Kind, RawCompatPort, RawConfig, RawConnection, RawListener, RawLog, RawShutdown,
+        env_name,
+    },
     sites::sites,
 };
 
@@ -23,6 +26,7 @@ pub struct Overrides {
     pub redis_url: Option<String>,
     pub metrics_listen: Option<String>,
     pub meteor_listen: Option<String>,
+    pub stomp_listen: Option<String>,
     /// `--allow-dev-site-on-network`.
     pub allow_dev_site_on_network: bool,
     /// `--reuseport`.
@@ -68,6 +72,7 @@ pub fn load(
         ("redis_url", &overrides.redis_url),
         ("metrics.listen", &overrides.metrics_listen),
         ("meteor.listen", &overrides.meteor_listen),
+        ("stomp.listen", &overrides.stomp_listen),
     ];
     for (key, value) in flags {
         if let Some(value) = value {
@@ -188,7 +193,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             None => None,
         },
     };
-    let meteor = meteor(&raw, &sites)?;
+    let meteor = compat_port("meteor", "Meteor", &raw.meteor, &sites)?;
+    let stomp = compat_port("stomp", "STOMP", &raw.stomp, &sites)?;
     dev_site_stays_local(&raw, listen, &sites)?;
     let ws_echo = ws_echo(&raw, listen)?;
     Ok(Config {
@@ -204,58 +210,67 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         delivery,
         metrics,
         meteor,
+        stomp,
         sites,
         ws_echo,
     })
 }
 
-/// The Meteor port, when `meteor.listen` is set: on loopback unless the
-/// operator allows the network in so many words (anyone who reaches it
-/// publishes), for the one site named, or the only one.
-fn meteor(
-    raw: &RawConfig,
+/// A compatibility publish port (`[meteor]` or `[stomp]`), when its
+/// `listen` is set: on loopback unless the operator allows the network in so
+/// many words (Meteor's port has no authentication, and a STOMP passcode
+/// travels in clear), for the one site named, or the only one.
+fn compat_port(
+    section: &str,
+    protocol: &str,
+    raw: &RawCompatPort,
     sites: &[::sites::SiteSettings],
-) -> Result<Option<MeteorConfig>, ConfigError> {
-    let Some(text) = &raw.meteor.listen else {
+) -> Result<Option<CompatPortConfig>, ConfigError> {
+    let Some(text) = &raw.listen else {
         return Ok(None);
     };
-    let listen = listen("meteor.listen", text)?;
-    if !listen.ip().is_loopback() && !raw.meteor.allow_network {
+    let key = |name: &str| format!("{section}.{name}");
+    let listen = listen(&key("listen"), text)?;
+    if !listen.ip().is_loopback() && !raw.allow_network {
         return Err(ConfigError::new(
-            "meteor.listen",
+            key("listen"),
             format!(
-                "the Meteor port has no authentication, so it listens on loopback unless \
-                 meteor.allow_network = true; firewall {listen} before allowing it"
+                "the {protocol} port listens on loopback unless {section}.allow_network = true \
+                 (see docs/compat.md); firewall {listen} before allowing it"
             ),
         ));
     }
-    let site = match (&raw.meteor.site, sites) {
+    let site = match (&raw.site, sites) {
         (Some(id), _) if sites.iter().any(|site| site.id == *id) => id.clone(),
         (Some(id), _) => {
             return Err(ConfigError::new(
-                "meteor.site",
+                key("site"),
                 format!("no site {id:?} is configured"),
             ));
         }
         (None, [only]) => only.id.clone(),
         (None, _) => {
             return Err(ConfigError::new(
-                "meteor.site",
-                "several sites are configured: name the one the Meteor port publishes for",
+                key("site"),
+                format!(
+                    "several sites are configured: name the one the {protocol} port publishes for"
+                ),
             ));
         }
     };
-    let channelbase = raw.meteor.channelbase.clone();
-    if channelbase.contains(char::is_whitespace) {
+    if raw
+        .channelbase
+        .contains(|c: char| c.is_whitespace() || c == '/')
+    {
         return Err(ConfigError::new(
-            "meteor.channelbase",
-            "a channel base cannot contain whitespace",
+            key("channelbase"),
+            "a channel base cannot contain whitespace or '/'",
         ));
     }
-    Ok(Some(MeteorConfig {
+    Ok(Some(CompatPortConfig {
         listen,
         site,
-        channelbase,
+        channelbase: raw.channelbase.clone(),
     }))
 }
 

@@ -8,14 +8,13 @@ use std::{
     time::Instant,
 };
 
-use bytes::Bytes;
-use fanout::{ChannelKey, ChannelName, PublishRequest};
+use fanout::{ChannelKey, ChannelName};
 
 use super::{
     command::{Command, INVALID},
     unslash::strip_slashes,
 };
-use crate::{App, config::MeteorConfig, http::pushback};
+use crate::{App, compat::publish::publish, config::CompatPortConfig};
 
 /// What to send back, and whether the connection ends after it.
 pub(crate) struct Reply {
@@ -43,12 +42,12 @@ struct Stats {
 /// The controller: one per port, shared by its connections.
 pub(crate) struct Controller {
     app: App,
-    config: MeteorConfig,
+    config: CompatPortConfig,
     stats: Stats,
 }
 
 impl Controller {
-    pub(crate) fn new(app: App, config: MeteorConfig) -> Self {
+    pub(crate) fn new(app: App, config: CompatPortConfig) -> Self {
         Self {
             app,
             config,
@@ -137,52 +136,16 @@ impl Controller {
     }
 
     async fn add_message(&self, channel: &str, text: &[u8]) -> Reply {
-        let Some(site) = self.app.sessions().sites().by_id(&self.config.site) else {
-            return Reply::line(format!(
-                "ERR Site {} is not configured; nothing was published",
-                self.config.site
-            ));
-        };
         let name = match self.channel_name(channel) {
             Ok(name) => name,
             Err(error) => return Reply::line(format!("ERR Invalid channel name: {error}")),
         };
-        let data = message_data(strip_slashes(text));
-        let max = site.settings().limits.max_message_bytes;
-        if data.len() > max {
-            return Reply::line(format!(
-                "ERR Message too large: at most {max} bytes; nothing was published"
-            ));
-        }
-        if pushback::wait_for_delivery(&self.app, site.id())
-            .await
-            .is_err()
-        {
-            return Reply::line(
-                "ERR Delivery is lagging on this node; nothing was published, retry in a second",
-            );
-        }
-        if let Err(wait) = site.take_publish(1) {
-            return Reply::line(format!(
-                "ERR Publish rate limit reached; nothing was published, retry in {} ms",
-                wait.as_millis().max(1)
-            ));
-        }
-        let request = PublishRequest {
-            channel: ChannelKey::new(site.id(), &name),
-            data,
-            dedupe: None,
-        };
-        match self.app.fanout().publish(vec![request]).await {
-            Ok(published) => {
+        match publish(&self.app, &self.config.site, &name, strip_slashes(text)).await {
+            Ok(offset) => {
                 self.stats.messages.fetch_add(1, Ordering::Relaxed);
-                let offset = published.first().map_or(0, |p| p.position.offset);
                 Reply::line(format!("OK\t{offset}"))
             }
-            Err(error) => {
-                tracing::warn!(site = site.id(), %error, "meteor publish failed");
-                Reply::line(format!("ERR Publish failed: {error}"))
-            }
+            Err(refused) => Reply::line(format!("ERR {refused}")),
         }
     }
 
@@ -224,32 +187,5 @@ impl Controller {
             self.stats.messages.load(Ordering::Relaxed),
         );
         Reply { text, close: false }
-    }
-}
-
-/// What subscribers get for a message's text: the text itself when it is
-/// JSON, as the plugin's always is; any other text as a JSON string, since
-/// every Herald message is JSON.
-pub(crate) fn message_data(text: Vec<u8>) -> Bytes {
-    if serde_json::from_slice::<serde::de::IgnoredAny>(&text).is_ok() {
-        return Bytes::from(text);
-    }
-    let text = String::from_utf8_lossy(&text);
-    Bytes::from(serde_json::Value::String(text.into_owned()).to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::message_data;
-
-    #[test]
-    fn json_goes_through_byte_for_byte_and_other_text_as_a_string() {
-        let json = br#"{"text":"it's","id":1}"#.to_vec();
-        assert_eq!(&message_data(json.clone())[..], &json[..]);
-        assert_eq!(
-            &message_data(b"hello \"you\"".to_vec())[..],
-            br#""hello \"you\"""#
-        );
-        assert_eq!(&message_data(b"".to_vec())[..], br#""""#);
     }
 }

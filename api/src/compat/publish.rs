@@ -1,0 +1,109 @@
+//! One message published from a compatibility port (Meteor, STOMP): the
+//! same checks, pushback and rate limit as `POST /api/publish`, with each
+//! refusal worded for the port to pass on in its own protocol's error.
+
+use std::fmt;
+
+use bytes::Bytes;
+use fanout::{ChannelKey, ChannelName, PublishRequest};
+
+use crate::{App, http::pushback};
+
+/// Why nothing was published; its `Display` is the sentence the port sends.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    SiteGone(String),
+    TooLarge { max: usize },
+    Lagging,
+    RateLimited { retry_ms: u128 },
+    Failed(fanout::Error),
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::SiteGone(site) => {
+                write!(f, "Site {site} is not configured; nothing was published")
+            }
+            Self::TooLarge { max } => {
+                write!(
+                    f,
+                    "Message too large: at most {max} bytes; nothing was published"
+                )
+            }
+            Self::Lagging => f.write_str(
+                "Delivery is lagging on this node; nothing was published, retry in a second",
+            ),
+            Self::RateLimited { retry_ms } => write!(
+                f,
+                "Publish rate limit reached; nothing was published, retry in {retry_ms} ms"
+            ),
+            Self::Failed(error) => write!(f, "Publish failed: {error}"),
+        }
+    }
+}
+
+/// Publishes `text` to `channel` of `site`; answers the message's offset.
+/// Text that is JSON goes out byte for byte; any other text as a JSON
+/// string, since every Herald message is JSON.
+pub(crate) async fn publish(
+    app: &App,
+    site: &str,
+    channel: &ChannelName,
+    text: Vec<u8>,
+) -> Result<u64, Refused> {
+    let Some(site) = app.sessions().sites().by_id(site) else {
+        return Err(Refused::SiteGone(site.to_string()));
+    };
+    let data = message_data(text);
+    let max = site.settings().limits.max_message_bytes;
+    if data.len() > max {
+        return Err(Refused::TooLarge { max });
+    }
+    if pushback::wait_for_delivery(app, site.id()).await.is_err() {
+        return Err(Refused::Lagging);
+    }
+    if let Err(wait) = site.take_publish(1) {
+        return Err(Refused::RateLimited {
+            retry_ms: wait.as_millis().max(1),
+        });
+    }
+    let request = PublishRequest {
+        channel: ChannelKey::new(site.id(), channel),
+        data,
+        dedupe: None,
+    };
+    match app.fanout().publish(vec![request]).await {
+        Ok(published) => Ok(published.first().map_or(0, |p| p.position.offset)),
+        Err(error) => {
+            tracing::warn!(site = site.id(), %error, "compatibility port publish failed");
+            Err(Refused::Failed(error))
+        }
+    }
+}
+
+/// What subscribers get for a message's text: the text itself when it is
+/// JSON, any other text as a JSON string.
+pub(crate) fn message_data(text: Vec<u8>) -> Bytes {
+    if serde_json::from_slice::<serde::de::IgnoredAny>(&text).is_ok() {
+        return Bytes::from(text);
+    }
+    let text = String::from_utf8_lossy(&text);
+    Bytes::from(serde_json::Value::String(text.into_owned()).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::message_data;
+
+    #[test]
+    fn json_goes_through_byte_for_byte_and_other_text_as_a_string() {
+        let json = br#"{"text":"it's","id":1}"#.to_vec();
+        assert_eq!(&message_data(json.clone())[..], &json[..]);
+        assert_eq!(
+            &message_data(b"hello \"you\"".to_vec())[..],
+            br#""hello \"you\"""#
+        );
+        assert_eq!(&message_data(b"".to_vec())[..], br#""""#);
+    }
+}
