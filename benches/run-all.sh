@@ -15,7 +15,8 @@
 # (e.g. --quick for a fast check of the pipeline, --docs DIR to write elsewhere, --only sites to
 # rewrite the idle-sites section alone: Herald only, about 10 s, no Nchan needed; --only fanout
 # for the timeline fan-out section: Herald and Redis, about a minute; --only restart for the
-# node-restart section: Herald and Redis, about a minute).
+# node-restart section: Herald and Redis, about a minute; --only publish for the publish-cost
+# section: Herald and Nchan, about half a minute).
 #
 # herald-bench pins by default: on 2 CPUs or more, the servers run on the first half of the CPUs
 # and the bench with its workers on the rest (CPU 0 and CPU 1 on a 2-core machine), since sharing

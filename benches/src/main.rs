@@ -14,7 +14,9 @@
 //!   15,000 of them connected; time until the last has it, engine messages,
 //!   and the latency of an unrelated channel during the delivery against idle;
 //! - `soak`: Herald alone under connection churn and publishing for N
-//!   seconds; its RSS, file descriptors, tasks and threads over time.
+//!   seconds; its RSS, file descriptors, tasks and threads over time;
+//! - `publish`: server CPU per publish, one at a time, by each way in (HTTP;
+//!   Herald's Meteor and STOMP ports too).
 //!
 //! `report` runs the set behind `docs/benchmarks.md` and rewrites it.
 //! Connections are held by worker processes (this binary re-executed as
@@ -38,6 +40,7 @@ mod nchan;
 mod outcome;
 mod plot;
 mod process;
+mod publish;
 mod publisher;
 mod queues;
 mod reconnect;
@@ -111,6 +114,8 @@ pub enum Scenario {
     Fanout(fanout::Args),
     /// Herald alone: connection churn and publishing for N seconds; RSS, fds, tasks over time.
     Soak(soak::Args),
+    /// Server CPU per publish, one at a time: HTTP, and Herald's Meteor and STOMP ports.
+    Publish(publish::Args),
 }
 
 impl Scenario {
@@ -121,6 +126,7 @@ impl Scenario {
             Scenario::Channels(a) => Some(&mut a.common),
             Scenario::Reconnect(a) => Some(&mut a.common),
             Scenario::Fanout(a) => Some(&mut a.common),
+            Scenario::Publish(a) => Some(&mut a.common),
             Scenario::Sites(_) | Scenario::Soak(_) => None,
         }
     }
@@ -135,6 +141,7 @@ impl Scenario {
             Scenario::Channels(a) => &mut a.common.target.pinning,
             Scenario::Reconnect(a) => &mut a.common.target.pinning,
             Scenario::Fanout(a) => &mut a.common.target.pinning,
+            Scenario::Publish(a) => &mut a.common.target.pinning,
         }
     }
 
@@ -153,6 +160,7 @@ impl Scenario {
             Scenario::Channels(a) => &a.common.target.pinning,
             Scenario::Reconnect(a) => &a.common.target.pinning,
             Scenario::Fanout(a) => &a.common.target.pinning,
+            Scenario::Publish(a) => &a.common.target.pinning,
         }
     }
 
@@ -163,6 +171,7 @@ impl Scenario {
             Scenario::Channels(a) => Some(&a.common),
             Scenario::Reconnect(a) => Some(&a.common),
             Scenario::Fanout(a) => Some(&a.common),
+            Scenario::Publish(a) => Some(&a.common),
             Scenario::Sites(_) | Scenario::Soak(_) => None,
         }
     }
@@ -214,6 +223,7 @@ impl Scenario {
                 Scenario::Channels(a) => broadcast::run_channels(a).await,
                 Scenario::Reconnect(a) => reconnect::run(a).await,
                 Scenario::Fanout(a) => fanout::run(a).await,
+                Scenario::Publish(a) => publish::run(a).await,
                 Scenario::Sites(_) | Scenario::Soak(_) => unreachable!("handled above"),
             }
         };

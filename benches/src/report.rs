@@ -5,6 +5,7 @@
 
 mod baseline;
 mod fanout;
+mod publish;
 mod restart;
 mod saturation;
 mod storm;
@@ -57,6 +58,9 @@ pub enum Section {
     /// "Node restart": `herald-bench reconnect --redis --restart`, Herald
     /// alone, 15,000 clients through three restarts, about a minute.
     Restart,
+    /// "Publishing, by each way in": `herald-bench publish`, Herald (HTTP,
+    /// Meteor, STOMP) and Nchan (HTTP), about half a minute.
+    Publish,
 }
 
 /// The heading of the idle-sites section, which `--only sites` looks for.
@@ -222,6 +226,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     let broadcast = Broadcast { rates, saturation };
     let storms = storm::measure(args, scale(10_000)).await?;
     let restarts = restart::measure(args, scale(15_000)).await?;
+    let publishing = publish::measure_publish(args).await?;
 
     let img = args.docs.join("img");
     std::fs::create_dir_all(&img)?;
@@ -275,6 +280,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         &timelines,
         &storms,
         &restarts,
+        &publishing,
     )
     .await;
     let path = args.docs.join("benchmarks.md");
@@ -443,6 +449,7 @@ async fn page(
     timelines: &[Variant],
     storms: &[Row],
     restarts: &[Variant],
+    publishing: &Row,
 ) -> String {
     let machine = machine().await;
     let cpus = if broadcast.saturation.unpinned.is_some() {
@@ -629,6 +636,7 @@ async fn page(
     out.push_str(&fanout::section(timelines, &args.pinning));
     out.push_str(&storm::section(storms));
     out.push_str(&restart::section(restarts, &args.pinning));
+    out.push_str(&publish::section(publishing));
     out.push_str(&method(&args.pinning));
     out
 }
@@ -659,6 +667,10 @@ async fn only(args: &Args, section: Section) -> anyhow::Result<()> {
         Section::Fanout => (
             fanout::HEADING,
             fanout::section(&fanout::measure(args).await?, &args.pinning),
+        ),
+        Section::Publish => (
+            publish::HEADING,
+            publish::section(&publish::measure_publish(args).await?),
         ),
         Section::Restart => {
             let clients = if args.quick { 1_500 } else { 15_000 };
@@ -934,6 +946,7 @@ target/release/herald-bench reconnect --clients 5000 --transport sse   # Last-Ev
 target/release/herald-bench reconnect --clients 15000 --redis --restart kill   # the node restarted; clients follow it
 target/release/herald-bench compare broadcast --subscribers 1000   # Herald, then Nchan, with ratios
 target/release/herald-bench compare broadcast --subscribers 10000 --in-flight 8   # 8 publish calls in flight
+target/release/herald-bench compare publish                        # server CPU per publish: HTTP; Herald's Meteor and STOMP ports
 target/release/herald-bench broadcast --subscribers 1000 --json out.json --plot out/
 cargo bench -p herald-bench                                        # criterion: hub delivery, frame encoding
 ```
