@@ -5,7 +5,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use herald_tests::{Herald, SSE_TIMEOUT, SseClient, WS_TIMEOUT, WsClient, free_port};
+use herald_tests::{Herald, Redis, SSE_TIMEOUT, SseClient, WS_TIMEOUT, WsClient, free_port};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::TcpStream,
@@ -137,6 +137,38 @@ async fn the_plugins_own_publish_code_reaches_websocket_and_sse_byte_for_byte() 
     let (_, replies) = php_publish(port, "mysite", &["all/evan"]).await;
     assert_eq!(replies, ["mysite-all-evan\tOK\t2"]);
     assert_eq!(ws.next_message(WS_TIMEOUT).await.position.offset, 2);
+}
+
+/// On the Redis engine a message published through the Meteor port of one node is an ordinary
+/// publish: a subscriber on another node gets it, and a client resuming there recovers it.
+#[tokio::test]
+async fn on_redis_a_meteor_publish_reaches_other_nodes_and_is_recovered() {
+    let redis = Redis::start();
+    let port = free_port();
+    let a = crate::redis::node(&redis.url())
+        .arg("--meteor-listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .start();
+    let b = crate::redis::node(&redis.url()).start();
+    let mut on_b = WsClient::connect(&b.ws_url("/ws")).await;
+    on_b.subscribe("public").await;
+
+    let (json, replies) = php_publish(port, "", &["public"]).await;
+    assert_eq!(replies, ["public\tOK\t1"]);
+    let first = on_b.next_message(WS_TIMEOUT).await;
+    assert_eq!((first.position.offset, &first.data), (1, &json));
+
+    // Published while nobody listens on node A; a client resuming there from the first gets it.
+    let (_, replies) = php_publish(port, "", &["public"]).await;
+    assert_eq!(replies, ["public\tOK\t2"]);
+    let mut on_a = WsClient::connect(&a.ws_url("/ws")).await;
+    let subscribed = on_a
+        .subscribe_since("public", &first.position.epoch, 1)
+        .await;
+    assert_eq!(subscribed["recovered"], true, "{subscribed}");
+    let missed = on_a.next_message(WS_TIMEOUT).await;
+    assert_eq!((missed.position.offset, &missed.data), (2, &json));
+    assert_eq!(on_b.next_message(WS_TIMEOUT).await.position.offset, 2);
 }
 
 #[tokio::test]
