@@ -28,6 +28,8 @@ pub(crate) struct Metrics {
     pub pushback_refusals: IntCounter,
     /// Seconds publishes and deliveries spent waiting for the lag, in all.
     pub pushback_wait_seconds: Counter,
+    /// Publishes through the compatibility ports, by port and result.
+    pub compat_publishes: IntCounterVec,
 }
 
 impl Metrics {
@@ -100,7 +102,17 @@ impl Metrics {
             "Seconds publishes and deliveries spent waiting for delivery to catch up, in all.",
         )?;
         registry.register(Box::new(pushback_wait_seconds.clone()))?;
+        let compat_publishes = IntCounterVec::new(
+            Opts::new(
+                "herald_compat_publishes_total",
+                "Publishes through the compatibility ports (Meteor ADDMESSAGE, STOMP SEND), by \
+                 port (meteor, stomp) and result (published, refused).",
+            ),
+            &["port", "result"],
+        )?;
+        registry.register(Box::new(compat_publishes.clone()))?;
         Ok(Self {
+            compat_publishes,
             delivery_lag_seconds,
             pushback_waits,
             pushback_refusals,

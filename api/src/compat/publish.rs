@@ -43,10 +43,56 @@ impl fmt::Display for Refused {
     }
 }
 
-/// Publishes `text` to `channel` of `site`; answers the message's offset.
+/// Which compatibility port a publish came through, for the metrics.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Port {
+    Meteor,
+    Stomp,
+}
+
+impl Port {
+    fn label(self) -> &'static str {
+        match self {
+            Port::Meteor => "meteor",
+            Port::Stomp => "stomp",
+        }
+    }
+}
+
+/// Counts a publish the port refused before it got here (a bad channel
+/// name or destination).
+pub(crate) fn count_refused(app: &App, port: Port) {
+    app.metrics()
+        .compat_publishes
+        .with_label_values(&[port.label(), "refused"])
+        .inc();
+}
+
+/// Publishes `text` to `channel` of `site` and counts the result under
+/// `port`; answers the message's offset.
+pub(crate) async fn publish(
+    app: &App,
+    port: Port,
+    site: &str,
+    channel: &ChannelName,
+    text: Vec<u8>,
+) -> Result<u64, Refused> {
+    let result = publish_checked(app, site, channel, text).await;
+    let outcome = if result.is_ok() {
+        "published"
+    } else {
+        "refused"
+    };
+    app.metrics()
+        .compat_publishes
+        .with_label_values(&[port.label(), outcome])
+        .inc();
+    result
+}
+
 /// Text that is JSON goes out byte for byte; any other text as a JSON
 /// string, since every Herald message is JSON.
-pub(crate) async fn publish(
+async fn publish_checked(
     app: &App,
     site: &str,
     channel: &ChannelName,

@@ -30,7 +30,11 @@ use tokio::{
     sync::Semaphore,
 };
 
-use crate::{App, compat::publish::publish, config::CompatPortConfig};
+use crate::{
+    App,
+    compat::publish::{Port, count_refused, publish},
+    config::CompatPortConfig,
+};
 use frame::{Frame, Parsed, encode};
 
 /// Connections served at once; past it, a new one gets an `ERROR` frame.
@@ -244,15 +248,23 @@ impl Broker {
 
     async fn send(&self, frame: &Frame) -> Result<(), String> {
         let Some(destination) = frame.header("destination") else {
+            count_refused(&self.app, Port::Stomp);
             return Err("SEND needs a destination header".into());
         };
-        let channel = self
-            .channel(destination)
-            .map_err(|error| format!("invalid destination {destination}: {error}"))?;
-        publish(&self.app, &self.config.site, &channel, frame.body.to_vec())
-            .await
-            .map(|_| ())
-            .map_err(|refused| refused.to_string())
+        let channel = self.channel(destination).map_err(|error| {
+            count_refused(&self.app, Port::Stomp);
+            format!("invalid destination {destination}: {error}")
+        })?;
+        publish(
+            &self.app,
+            Port::Stomp,
+            &self.config.site,
+            &channel,
+            frame.body.to_vec(),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|refused| refused.to_string())
     }
 
     /// Herald's channel for an Orbited destination, by the rule the Meteor

@@ -5,7 +5,9 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use herald_tests::{Herald, Redis, SSE_TIMEOUT, SseClient, WS_TIMEOUT, WsClient, free_port};
+use herald_tests::{
+    Herald, Redis, SSE_TIMEOUT, SseClient, WS_TIMEOUT, WsClient, free_port, metric_value,
+};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::TcpStream,
@@ -299,6 +301,22 @@ async fn bad_lines_get_err_and_leave_nothing_published_or_stuck() {
     controller.send(b"ADDMESSAGE public 3\n").await;
     assert_eq!(controller.line().await, "OK\t3");
     assert_eq!(ws.next_message(WS_TIMEOUT).await.data, "3");
+
+    // Counted by result: the bad channel and the message too large were refused publishes
+    // (lines that were no command at all are not publishes).
+    let metrics = herald.metrics().await;
+    let count = |result| {
+        metric_value(
+            &metrics,
+            "herald_compat_publishes_total",
+            &[("port", "meteor"), ("result", result)],
+        )
+    };
+    assert_eq!(
+        (count("published"), count("refused")),
+        (3.0, 2.0),
+        "{metrics}"
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use herald_tests::{
-    Herald, SSE_TIMEOUT, Site, SseClient, WS_TIMEOUT, WsClient, free_port, sites_toml,
+    Herald, SSE_TIMEOUT, Site, SseClient, WS_TIMEOUT, WsClient, free_port, metric_value, sites_toml,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -216,6 +216,21 @@ async fn every_refusal_is_an_error_frame_then_the_close() {
     assert_eq!(
         (message.position.offset, message.data.as_str()),
         (1, r#"{"n":1}"#)
+    );
+
+    // Counted by result: no destination, a bad one and a message too large were refused SENDs.
+    let metrics = herald.metrics().await;
+    let count = |result| {
+        metric_value(
+            &metrics,
+            "herald_compat_publishes_total",
+            &[("port", "stomp"), ("result", result)],
+        )
+    };
+    assert_eq!(
+        (count("published"), count("refused")),
+        (1.0, 3.0),
+        "{metrics}"
     );
 }
 

@@ -14,7 +14,11 @@ use super::{
     command::{Command, INVALID},
     unslash::strip_slashes,
 };
-use crate::{App, compat::publish::publish, config::CompatPortConfig};
+use crate::{
+    App,
+    compat::publish::{Port, count_refused, publish},
+    config::CompatPortConfig,
+};
 
 /// What to send back, and whether the connection ends after it.
 pub(crate) struct Reply {
@@ -138,9 +142,13 @@ impl Controller {
     async fn add_message(&self, channel: &str, text: &[u8]) -> Reply {
         let name = match self.channel_name(channel) {
             Ok(name) => name,
-            Err(error) => return Reply::line(format!("ERR Invalid channel name: {error}")),
+            Err(error) => {
+                count_refused(&self.app, Port::Meteor);
+                return Reply::line(format!("ERR Invalid channel name: {error}"));
+            }
         };
-        match publish(&self.app, &self.config.site, &name, strip_slashes(text)).await {
+        let text = strip_slashes(text);
+        match publish(&self.app, Port::Meteor, &self.config.site, &name, text).await {
             Ok(offset) => {
                 self.stats.messages.fetch_add(1, Ordering::Relaxed);
                 Reply::line(format!("OK\t{offset}"))
