@@ -319,6 +319,31 @@ async fn bad_lines_get_err_and_leave_nothing_published_or_stuck() {
     );
 }
 
+/// A controller that sends and never reads its replies stalls only itself: another publisher on
+/// the port is answered at once.
+#[tokio::test]
+async fn a_peer_that_never_reads_stalls_no_other_publisher() {
+    let (herald, port) = start_with_meteor("");
+    let mut ws = WsClient::connect(&herald.ws_url("/ws")).await;
+    ws.subscribe("public").await;
+    let mut deaf = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    // Far more replies than two socket buffers hold, none of them read.
+    let flood = "SHOWSTATS\n".repeat(100_000);
+    let writing = tokio::spawn(async move {
+        let _ = deaf.write_all(flood.as_bytes()).await;
+        deaf
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut controller = Controller::connect(port).await;
+    controller.send(b"ADDMESSAGE public 1\n").await;
+    assert_eq!(controller.line().await, "OK\t1");
+    assert_eq!(ws.next_message(WS_TIMEOUT).await.data, "1");
+    writing.abort();
+}
+
 #[test]
 fn the_port_stays_on_loopback_unless_the_network_is_allowed() {
     let finished = Herald::builder()
