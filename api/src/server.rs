@@ -145,15 +145,20 @@ impl Server {
             tracing::info!(listen = %metrics_listener.local_addr()?, "metrics listener started; the main listener does not serve /metrics");
         }
         let meteor_listener = match &config.meteor {
-            Some(meteor) => {
-                let listener = crate::compat::meteor::bind(meteor).await?;
-                crate::compat::meteor::log_listening(&listener, meteor);
-                Some(listener)
-            }
+            Some(meteor) => Some(
+                crate::compat::bind(
+                    meteor,
+                    "meteor.listen",
+                    "Meteor controller port listening (no authentication: firewall it)",
+                )
+                .await?,
+            ),
             None => None,
         };
         let stomp_listener = match &config.stomp {
-            Some(stomp) => Some(crate::compat::stomp::bind(stomp).await?),
+            Some(stomp) => Some(
+                crate::compat::bind(stomp, "stomp.listen", "STOMP publish port listening").await?,
+            ),
             None => None,
         };
         let app = App::new(config, fanout, sessions, registry, metrics);

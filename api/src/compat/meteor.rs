@@ -18,60 +18,31 @@ mod controller;
 mod lines;
 pub(crate) mod unslash;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use tokio::{
     io::AsyncWriteExt,
     net::{TcpListener, TcpStream},
-    sync::Semaphore,
 };
 
-use crate::{App, config::CompatPortConfig};
+use crate::{
+    App,
+    compat::{MAX_CONNECTIONS, accept_each},
+    config::CompatPortConfig,
+};
 use controller::Controller;
 use lines::{Line, Lines};
-
-/// Controller connections served at once; past it, a new one is answered
-/// with an error and closed. A site's publishers hold one persistent socket
-/// per PHP worker, so this is far above what a busy site needs.
-const MAX_CONNECTIONS: usize = 1024;
-
-/// Binds the port; the caller serves it with [`serve`] once the server runs.
-pub(crate) async fn bind(config: &CompatPortConfig) -> anyhow::Result<TcpListener> {
-    use anyhow::Context as _;
-    TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (meteor.listen)", config.listen))
-}
 
 /// Serves the controller port for as long as the process runs.
 pub(crate) async fn serve(listener: TcpListener, app: App, config: CompatPortConfig) {
     let controller = Arc::new(Controller::new(app, config));
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (mut stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "meteor listener: accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tokio::spawn(async move {
-                let refusal =
-                    format!("ERR Too many controller connections (at most {MAX_CONNECTIONS})\r\n");
-                let _ = stream.write_all(refusal.as_bytes()).await;
-            });
-            continue;
-        };
+    let refusal =
+        format!("ERR Too many controller connections (at most {MAX_CONNECTIONS})\r\n").into_bytes();
+    accept_each(listener, "meteor", refusal, move |stream| {
         let controller = controller.clone();
-        tokio::spawn(async move {
-            if let Err(error) = converse(stream, &controller).await {
-                tracing::debug!(client.addr = %peer, %error, "meteor connection ended with an error");
-            }
-            drop(slot);
-        });
-    }
+        async move { converse(stream, &controller).await }
+    })
+    .await;
 }
 
 /// Answers one connection's commands until it quits or closes.
@@ -90,15 +61,4 @@ async fn converse(stream: TcpStream, controller: &Controller) -> std::io::Result
         }
     }
     Ok(())
-}
-
-/// The address the port is bound to, for the start-up log.
-pub(crate) fn log_listening(listener: &TcpListener, config: &CompatPortConfig) {
-    let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(
-        listen = ?addr,
-        site = config.site,
-        channelbase = config.channelbase,
-        "meteor controller port listening (no authentication: firewall it)"
-    );
 }

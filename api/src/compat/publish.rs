@@ -43,6 +43,15 @@ impl fmt::Display for Refused {
     }
 }
 
+/// The largest message `site` accepts (0 once the site is gone): what a
+/// port's line or frame bound follows.
+pub(crate) fn max_message_bytes(app: &App, site: &str) -> usize {
+    app.sessions()
+        .sites()
+        .by_id(site)
+        .map_or(0, |site| site.settings().limits.max_message_bytes)
+}
+
 /// Which compatibility port a publish came through, for the metrics.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Port {

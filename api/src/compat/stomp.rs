@@ -14,7 +14,6 @@
 pub(crate) mod frame;
 
 use std::{
-    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -27,18 +26,18 @@ use fanout::ChannelName;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    sync::Semaphore,
 };
 
 use crate::{
     App,
-    compat::publish::{Port, count_refused, publish},
+    compat::{
+        MAX_CONNECTIONS, accept_each,
+        publish::{Port, count_refused, max_message_bytes, publish},
+        without_base,
+    },
     config::CompatPortConfig,
 };
 use frame::{Frame, Parsed, encode};
-
-/// Connections served at once; past it, a new one gets an `ERROR` frame.
-const MAX_CONNECTIONS: usize = 1024;
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 8 * 1024;
@@ -58,22 +57,6 @@ struct Broker {
     sessions: AtomicU64,
 }
 
-/// Binds the port; the caller serves it with [`serve`] once the server runs.
-pub(crate) async fn bind(config: &CompatPortConfig) -> anyhow::Result<TcpListener> {
-    use anyhow::Context as _;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (stomp.listen)", config.listen))?;
-    let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(
-        listen = ?addr,
-        site = config.site,
-        channelbase = config.channelbase,
-        "STOMP publish port listening"
-    );
-    Ok(listener)
-}
-
 /// Serves the port for as long as the process runs.
 pub(crate) async fn serve(listener: TcpListener, app: App, config: CompatPortConfig) {
     let broker = Arc::new(Broker {
@@ -81,33 +64,13 @@ pub(crate) async fn serve(listener: TcpListener, app: App, config: CompatPortCon
         config,
         sessions: AtomicU64::new(0),
     });
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (mut stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "STOMP listener: accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tokio::spawn(async move {
-                let message = format!("too many connections (at most {MAX_CONNECTIONS})");
-                let _ = stream
-                    .write_all(&encode("ERROR", &[("message", &message)], ""))
-                    .await;
-            });
-            continue;
-        };
+    let message = format!("too many connections (at most {MAX_CONNECTIONS})");
+    let refusal = encode("ERROR", &[("message", &message)], "");
+    accept_each(listener, "stomp", refusal, move |stream| {
         let broker = broker.clone();
-        tokio::spawn(async move {
-            if let Err(error) = converse(stream, &broker).await {
-                tracing::debug!(client.addr = %peer, %error, "STOMP connection ended with an error");
-            }
-            drop(slot);
-        });
-    }
+        async move { converse(stream, &broker).await }
+    })
+    .await;
 }
 
 /// What a frame leads to.
@@ -161,13 +124,7 @@ impl Broker {
     /// The largest frame worth reading: the site's largest message and room
     /// for the headers.
     fn max_frame(&self) -> usize {
-        let max_message = self
-            .app
-            .sessions()
-            .sites()
-            .by_id(&self.config.site)
-            .map_or(0, |site| site.settings().limits.max_message_bytes);
-        max_message + HEAD_ROOM
+        max_message_bytes(&self.app, &self.config.site) + HEAD_ROOM
     }
 
     async fn handle(
@@ -273,14 +230,7 @@ impl Broker {
     /// the Meteor plugin gives the same timeline).
     fn channel(&self, destination: &str) -> Result<ChannelName, fanout::Error> {
         let path = destination.strip_prefix('/').unwrap_or(destination);
-        let base = &self.config.channelbase;
-        let path = match path
-            .strip_prefix(base.as_str())
-            .and_then(|rest| rest.strip_prefix('/'))
-        {
-            Some(rest) if !base.is_empty() => rest,
-            _ => path,
-        };
+        let path = without_base(path, &self.config.channelbase, '/');
         ChannelName::new(&path.replace('/', "-"))
     }
 }

@@ -16,7 +16,10 @@ use super::{
 };
 use crate::{
     App,
-    compat::publish::{Port, count_refused, publish},
+    compat::{
+        publish::{Port, count_refused, max_message_bytes, publish},
+        without_base,
+    },
     config::CompatPortConfig,
 };
 
@@ -67,12 +70,7 @@ impl Controller {
     /// largest message the site accepts, every byte of it escaped, to the
     /// longest channel name with the channel base.
     pub(crate) fn max_line(&self) -> usize {
-        let max_message = self
-            .app
-            .sessions()
-            .sites()
-            .by_id(&self.config.site)
-            .map_or(0, |site| site.settings().limits.max_message_bytes);
+        let max_message = max_message_bytes(&self.app, &self.config.site);
         "ADDMESSAGE ".len()
             + self.config.channelbase.len()
             + 1
@@ -115,15 +113,7 @@ impl Controller {
     /// Herald's channel for a Meteor channel name: the channel base and its
     /// `-` come off when the name starts with them.
     fn channel_name(&self, meteor_name: &str) -> Result<ChannelName, fanout::Error> {
-        let base = &self.config.channelbase;
-        let name = match meteor_name
-            .strip_prefix(base.as_str())
-            .and_then(|rest| rest.strip_prefix('-'))
-        {
-            Some(rest) if !base.is_empty() => rest,
-            _ => meteor_name,
-        };
-        ChannelName::new(name)
+        ChannelName::new(without_base(meteor_name, &self.config.channelbase, '-'))
     }
 
     fn channel(&self, meteor_name: &str) -> Option<ChannelKey> {
