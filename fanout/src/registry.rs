@@ -51,9 +51,7 @@ pub trait Subscriber: Send + Sync + 'static {
     /// registry lock held (a caller may still hold its channel's log): it
     /// may write what it queued to a socket, without blocking, or, as
     /// `how` asks, leave it to its own task.
-    fn flush(&self, how: Flush) {
-        let _ = how;
-    }
+    fn flush(&self, _how: Flush) {}
 }
 
 /// How [`Subscriber::flush`] is to pass on what it queued.
@@ -126,8 +124,8 @@ impl Flushes {
     /// run late, each connection then gathers every message that reached
     /// it meanwhile into one write, as it would without direct writes.
     pub async fn flush_yielding(mut self) {
-        // Popped one by one, so that what is left is still flushed by the
-        // drop if the task is cancelled; in the order handed over.
+        // Popped one by one, so that what is left is still handed to its
+        // tasks by the drop if the task is cancelled; in the order handed over.
         self.0.reverse();
         let mut done = 0;
         let mut writing = Duration::ZERO;
