@@ -344,6 +344,32 @@ async fn a_peer_that_never_reads_stalls_no_other_publisher() {
     writing.abort();
 }
 
+/// The site's publish rate holds on the port as on HTTP: past the burst, `ERR` and nothing
+/// published.
+#[tokio::test]
+async fn past_the_sites_publish_rate_an_addmessage_is_refused() {
+    let port = free_port();
+    let herald = Herald::builder()
+        .arg("--meteor-listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .env("HERALD_LIMITS_PUBLISH_RATE", "1")
+        .env("HERALD_LIMITS_PUBLISH_BURST", "1")
+        .start();
+    let mut ws = WsClient::connect(&herald.ws_url("/ws")).await;
+    ws.subscribe("public").await;
+    let mut controller = Controller::connect(port).await;
+    controller
+        .send(b"ADDMESSAGE public 1\nADDMESSAGE public 2\n")
+        .await;
+    assert_eq!(controller.line().await, "OK\t1");
+    let reply = controller.line().await;
+    assert!(
+        reply.starts_with("ERR Publish rate limit reached; nothing was published"),
+        "{reply}"
+    );
+    assert_eq!(ws.next_message(WS_TIMEOUT).await.data, "1");
+}
+
 #[test]
 fn the_port_stays_on_loopback_unless_the_network_is_allowed() {
     let finished = Herald::builder()

@@ -152,6 +152,10 @@ async fn every_refusal_is_an_error_frame_then_the_close() {
         ),
         (b"hello\n\n\0".to_vec(), "malformed frame"),
         (
+            format!("{connect}{connect}").into_bytes(),
+            "already connected",
+        ),
+        (
             format!("{connect}SEND\n\n1\0").into_bytes(),
             "SEND needs a destination header",
         ),
