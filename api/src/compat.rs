@@ -1,9 +1,9 @@
 //! The publisher ports of the servers Herald replaces (docs/compat.md):
 //! Meteor's controller port and Orbited's STOMP broker, each speaking its
 //! own wire protocol, and both publishing through [`publish`] exactly as
-//! `POST /api/publish` does. What they share lives here: binding a port,
-//! the accept loop with its connection cap, and taking a site plugin's
-//! channel base off a name.
+//! `POST /api/publish` does. What they share lives here: binding a port
+//! and the accept loop with its connection cap. Their channel names follow
+//! `push::statusnet`, as Meteor's `/push` subscribers do.
 
 pub(crate) mod meteor;
 pub(crate) mod publish;
@@ -32,7 +32,7 @@ pub(crate) async fn bind(
     tracing::info!(
         listen = ?addr,
         site = config.site,
-        channelbase = config.channelbase,
+        channelbase = config.names.channelbase,
         "{what}"
     );
     Ok(listener)
@@ -82,30 +82,5 @@ pub(crate) async fn accept_each<F, Fut>(
             }
             drop(slot);
         });
-    }
-}
-
-/// A channel name without the site plugin's channel base: the name after
-/// `base` and `separator` when it starts with them, else the name as it is.
-pub(crate) fn without_base<'a>(name: &'a str, base: &str, separator: char) -> &'a str {
-    if base.is_empty() {
-        return name;
-    }
-    name.strip_prefix(base)
-        .and_then(|rest| rest.strip_prefix(separator))
-        .unwrap_or(name)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::without_base;
-
-    #[test]
-    fn the_channel_base_comes_off_only_with_its_separator() {
-        assert_eq!(without_base("mysite-all-evan", "mysite", '-'), "all-evan");
-        assert_eq!(without_base("mysite/tag/rust", "mysite", '/'), "tag/rust");
-        assert_eq!(without_base("mysiteother", "mysite", '-'), "mysiteother");
-        assert_eq!(without_base("public", "mysite", '-'), "public");
-        assert_eq!(without_base("-public", "", '-'), "-public");
     }
 }

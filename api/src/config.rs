@@ -160,10 +160,11 @@ pub struct CompatPortConfig {
     pub listen: SocketAddr,
     /// The site whose channels the port publishes to.
     pub site: String,
-    /// The site plugin's `channelbase`: a name that starts with it (and a
-    /// `-` for Meteor, a `/` for STOMP) is that site's channel with the
-    /// prefix taken off.
-    pub channelbase: String,
+    /// How the site plugin's names become the site's channels: its
+    /// `channelbase` (a name that starts with it and a `-` for Meteor, a `/`
+    /// for STOMP, is that site's channel with the prefix taken off), and
+    /// `compat.user_timelines` (`push::statusnet`).
+    pub names: push::statusnet::StatusNetNames,
 }
 
 #[derive(Debug, Clone)]

@@ -7,6 +7,7 @@ pub(crate) mod deliver;
 mod echo;
 mod history;
 mod idempotency;
+mod meteor_push;
 mod publish;
 pub(crate) mod pushback;
 mod reply;
@@ -50,6 +51,10 @@ pub(crate) async fn handle(
         "/api/history" => ("history", history::handle(&app, peer, &request).await),
         "/healthz" => ("healthz", reply::text(StatusCode::OK, "ok")),
         "/readyz" => ("readyz", readyz(&app)),
+        push if push.starts_with("/push/") => (
+            "meteor_push",
+            meteor_push::handle(&app, peer, &request).await,
+        ),
         // With a metrics listener of its own, metrics are not served to
         // whoever can reach the public port.
         "/metrics" if app.config().metrics.listen.is_none() => ("metrics", metrics(&app)),

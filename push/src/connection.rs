@@ -206,6 +206,7 @@ impl<P: Protocol> Connection<P> {
             self.subscriptions.advance(slot, history.position);
         }
         self.metrics().delivered.inc_by(replayed);
+        self.end_if_answered();
     }
 
     // === what the client says ===
@@ -437,6 +438,9 @@ impl<P: Protocol> Connection<P> {
             self.deliver(drained.items);
             progressed = true;
         }
+        if progressed {
+            self.end_if_answered();
+        }
         progressed
     }
 
@@ -554,13 +558,21 @@ impl<P: Protocol> Connection<P> {
 
     // === closing ===
 
+    /// Ends a response whose protocol has said all it will (a long-poll
+    /// that got its messages or its ping).
+    fn end_if_answered(&mut self) {
+        if self.closing.is_none() && self.protocol.answered() {
+            self.begin_close(CloseReason::Answered, "answered", None);
+        }
+    }
+
     /// Starts closing for `reason`: queues the protocol's last words and
     /// arms the deadline. `message` is for people; `reconnect_after` comes
     /// with a shutdown.
     ///
     /// A shutdown keeps everything queued ahead of its advice: those are
     /// messages their publishers were told were accepted, and the client is
-    /// reading. Any other close drops what is queued (all but the rest of a
+    /// reading; an answered long-poll keeps its answer. Any other close drops what is queued (all but the rest of a
     /// frame on its way): the client is not reading, is gone, or is told
     /// its connection is over, and resumes from history.
     pub(crate) fn begin_close(
@@ -572,7 +584,11 @@ impl<P: Protocol> Connection<P> {
         if self.closing.is_some() {
             return;
         }
-        if reason != CloseReason::Code(ErrorCode::Shutdown) {
+        // An answered long-poll's messages are its answer.
+        if !matches!(
+            reason,
+            CloseReason::Code(ErrorCode::Shutdown) | CloseReason::Answered
+        ) {
             self.out.keep_started_frame();
         }
         self.encode(Event::Closing {

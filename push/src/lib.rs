@@ -25,6 +25,7 @@ mod context;
 /// Not an API: nothing else may depend on it.
 #[doc(hidden)]
 pub mod fuzz;
+pub mod meteor;
 mod metrics;
 mod opening;
 mod outbox;
@@ -33,6 +34,7 @@ mod refusal;
 mod send;
 mod session;
 pub mod sse;
+pub mod statusnet;
 mod subscriptions;
 mod tracker;
 mod transport;
@@ -45,10 +47,10 @@ pub use connection::{Chunks, Connection, Outgoing};
 pub use context::Context;
 pub use metrics::Metrics;
 pub use opening::{MAX_URL_CHANNELS, Opening};
-pub use protocol::{ClientFrame, Event, Intent, NativeSse, NativeWs, Protocol};
+pub use protocol::{ClientFrame, Event, Intent, MeteorStream, NativeSse, NativeWs, Protocol};
 pub use refusal::{CloseReason, CodeInfo, ErrorCode, Refusal};
 pub use session::{Frames, Inbound, Link, Session};
-pub use subscriptions::Subscriptions;
+pub use subscriptions::{Backlog, Subscriptions};
 pub use tracker::Tracker;
 pub use transport::Transport;
 

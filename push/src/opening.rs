@@ -18,7 +18,7 @@ use crate::{
     connection::Connection,
     outbox::{Direct, Outbox},
     sse::cursor,
-    subscriptions,
+    subscriptions::{self, Backlog},
 };
 
 /// The most channels one URL may name, whatever its site's limit (which
@@ -33,6 +33,8 @@ pub struct Opening {
     pub(crate) channels: Vec<ChannelName>,
     /// One position per channel, in the same order.
     pub(crate) cursor: Option<Vec<Position>>,
+    /// Or one backlog per channel, in the same order (Meteor's URLs).
+    pub(crate) backlogs: Option<Vec<Backlog>>,
 }
 
 /// The query parameters a connection's URL may carry.
@@ -106,7 +108,21 @@ impl Opening {
             None => None,
             Some(text) => Some(resume_cursor(text, channels.len())?),
         };
-        Ok(Opening { channels, cursor })
+        Ok(Opening {
+            channels,
+            cursor,
+            backlogs: None,
+        })
+    }
+
+    /// `channels`, each replaying its `backlogs` entry of what it keeps.
+    pub(crate) fn with_backlogs(channels: Vec<ChannelName>, backlogs: Vec<Backlog>) -> Self {
+        debug_assert_eq!(channels.len(), backlogs.len());
+        Opening {
+            channels,
+            cursor: None,
+            backlogs: Some(backlogs),
+        }
     }
 
     /// Checks that `client` may read every channel and no more of them than
@@ -157,9 +173,18 @@ impl Opening {
         let outbox = Arc::new(Outbox::new(limit, direct));
         let mut opened = Vec::with_capacity(self.channels.len());
         for (slot, channel) in self.channels.iter().enumerate() {
-            let since = self.cursor.as_ref().map(|cursor| cursor[slot]);
             let key = client.scope(channel);
-            match subscriptions::open(context, &outbox, slot as u32, key, since).await {
+            let subscribed = match &self.backlogs {
+                Some(backlogs) => {
+                    subscriptions::open_backlog(context, &outbox, slot as u32, key, backlogs[slot])
+                        .await
+                }
+                None => {
+                    let since = self.cursor.as_ref().map(|cursor| cursor[slot]);
+                    subscriptions::open(context, &outbox, slot as u32, key, since).await
+                }
+            };
+            match subscribed {
                 Ok(subscription) => opened.push(subscription),
                 Err(error) => {
                     tracing::warn!(client.addr = %peer, %error, "subscribe at opening failed");

@@ -16,6 +16,7 @@
 //! - Encoding never fails and never blocks: it only appends chunks.
 
 pub mod echo;
+pub mod meteor;
 pub mod native;
 
 use std::{sync::Arc, time::Duration};
@@ -25,6 +26,7 @@ use fanout::{ChannelKey, ChannelName, Message, Position};
 
 use crate::{CloseReason, Refusal, Transport, connection::Outgoing, subscriptions::Subscriptions};
 
+pub use meteor::MeteorStream;
 pub use native::{NativeSse, NativeWs};
 
 /// One wire protocol as one transport carries it.
@@ -50,6 +52,13 @@ pub trait Protocol: Send + Unpin + 'static {
     /// nothing else to do (`outbox.rs`). It must be what
     /// [`Protocol::message`] queues.
     const SHARED_FRAME: Option<fn(&Message) -> Bytes> = None;
+
+    /// Whether this connection's response has said all it will (a
+    /// long-poll that was answered): the core then ends it
+    /// ([`CloseReason::Answered`]) once what is queued is written.
+    fn answered(&self) -> bool {
+        false
+    }
 
     /// The WebSocket close code for `reason`, on protocols a WebSocket carries.
     fn close_code(&self, reason: CloseReason) -> u16 {
@@ -132,6 +141,8 @@ pub enum Event<'a> {
 pub(crate) enum Slot {
     NativeWs = 0,
     NativeSse = 1,
+    /// A message's text as Meteor's templates quote it.
+    MeteorText = 2,
 }
 
 impl Slot {
@@ -144,7 +155,11 @@ impl Slot {
 mod tests {
     #[test]
     fn every_slot_fits_the_message_cache() {
-        for slot in [super::Slot::NativeWs, super::Slot::NativeSse] {
+        for slot in [
+            super::Slot::NativeWs,
+            super::Slot::NativeSse,
+            super::Slot::MeteorText,
+        ] {
             assert!(slot.index() < fanout::ENCODINGS, "{slot:?}");
         }
     }

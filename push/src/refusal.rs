@@ -287,6 +287,9 @@ pub enum CloseReason {
     ClientClosed,
     /// The socket failed.
     IoError,
+    /// The response said all it had to, and the client comes back for more
+    /// (a long-poll that was answered: Meteor's `longpoll` mode).
+    Answered,
     /// Herald ended it; the code says why.
     Code(ErrorCode),
 }
@@ -296,6 +299,7 @@ impl CloseReason {
         match self {
             CloseReason::ClientClosed => "client_closed",
             CloseReason::IoError => "io_error",
+            CloseReason::Answered => "answered",
             CloseReason::Code(code) => code.as_str(),
         }
     }
@@ -303,23 +307,27 @@ impl CloseReason {
     /// The native WebSocket close code for this reason.
     pub fn ws_code(self) -> u16 {
         match self {
-            CloseReason::ClientClosed | CloseReason::IoError => 1000,
+            CloseReason::ClientClosed | CloseReason::IoError | CloseReason::Answered => 1000,
             CloseReason::Code(code) => code.close_code(),
         }
     }
 
     /// The reasons a connection ends with, in the order their metric series
-    /// are created: the two of the client's doing, then every code with a
-    /// close code of its own.
+    /// are created: the two of the client's doing, a long-poll's answer,
+    /// then every code with a close code of its own.
     pub(crate) fn all() -> impl Iterator<Item = CloseReason> {
-        [CloseReason::ClientClosed, CloseReason::IoError]
-            .into_iter()
-            .chain(
-                ErrorCode::TABLE
-                    .iter()
-                    .filter(|row| row.close_code.is_some())
-                    .map(|row| CloseReason::Code(row.code)),
-            )
+        [
+            CloseReason::ClientClosed,
+            CloseReason::IoError,
+            CloseReason::Answered,
+        ]
+        .into_iter()
+        .chain(
+            ErrorCode::TABLE
+                .iter()
+                .filter(|row| row.close_code.is_some())
+                .map(|row| CloseReason::Code(row.code)),
+        )
     }
 }
 

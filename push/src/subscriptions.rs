@@ -115,6 +115,74 @@ pub(crate) fn open(
     }
 }
 
+/// What a subscription replays of what its channel keeps, by position in
+/// the history rather than by a cursor the server handed out: how Meteor's
+/// subscriber URLs ask (`.r<id>`, `.b<n>`, `.h`, docs/compat.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backlog {
+    /// Nothing: live messages only.
+    None,
+    /// The kept messages from this offset on (none when every kept offset is lower).
+    From(u64),
+    /// The newest `n` kept messages.
+    Last(u64),
+    /// Everything kept.
+    All,
+}
+
+impl Backlog {
+    /// The part of `kept` (oldest first) this backlog asks for.
+    fn pick(self, kept: Vec<Arc<Message>>) -> Vec<Arc<Message>> {
+        let skip = match self {
+            Backlog::None => kept.len(),
+            Backlog::From(offset) => kept.iter().take_while(|m| m.offset() < offset).count(),
+            Backlog::Last(n) => kept
+                .len()
+                .saturating_sub(usize::try_from(n).unwrap_or(usize::MAX)),
+            Backlog::All => 0,
+        };
+        kept.into_iter().skip(skip).collect()
+    }
+}
+
+/// Registers `outbox` for `channel` in `slot`, then replays what `backlog`
+/// picks of what the channel keeps, as a recovered replay: live messages
+/// after it follow without gap or duplicate, by the same rule as [`open`].
+pub(crate) fn open_backlog(
+    context: &Context,
+    outbox: &Arc<Outbox>,
+    slot: u32,
+    channel: ChannelKey,
+    backlog: Backlog,
+) -> impl Future<Output = Result<Opened, Error>> + Send + 'static {
+    let fanout = context.fanout().clone();
+    let subscriber = outbox.clone();
+    async move {
+        let guard = fanout.subscribe(channel, subscriber, slot);
+        let (position, messages) = if backlog == Backlog::None {
+            (fanout.position(guard.channel()).await?, Vec::new())
+        } else {
+            // No position asked for: the engine hands out all it keeps.
+            let kept = fanout.history(guard.channel(), None).await?;
+            (kept.position, backlog.pick(kept.messages))
+        };
+        let since = messages.first().map_or(position, |first| Position {
+            epoch: first.position.epoch,
+            offset: first.offset().saturating_sub(1),
+        });
+        Ok(Opened {
+            slot,
+            guard,
+            history: History {
+                position,
+                recovered: true,
+                messages,
+            },
+            since: Some(since),
+        })
+    }
+}
+
 impl Subscriptions {
     pub(crate) fn len(&self) -> usize {
         self.slots.iter().filter(|s| s.is_some()).count()

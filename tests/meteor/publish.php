@@ -9,6 +9,7 @@
 //
 // Usage: php publish.php HOST PORT CHANNELBASE PATH [PATH...]
 //   CHANNELBASE may be '' (none); a PATH is a timeline path with '/' between its parts: all/evan
+// The notice's id is 123, or NOTICE_ID from the environment (its text then ends in " #<id>").
 // Prints the notice's JSON (json_encode, as the plugin encodes it) on the first line, then one
 // line per PATH: the channel, a tab, and Herald's reply without its line end.
 
@@ -70,13 +71,15 @@ $paths = array_slice($argv, 4);
 // A notice as RealtimePlugin::noticeAsJson() shapes it (shared/reference/protocols.md §5.4), with
 // what addslashes escapes (quotes, apostrophes, backslashes) and what json_encode escapes (slashes,
 // non-ASCII text) in it.
+$id = (int) (getenv('NOTICE_ID') ?: 123);
+$text = "It's a \"quoted\" notice with a back\\slash, caf\u{e9} and \u{1f600} #rust";
 $notice = [
-    'text' => "It's a \"quoted\" notice with a back\\slash, caf\u{e9} and \u{1f600} #rust",
+    'text' => $id === 123 ? $text : "$text #$id",
     'truncated' => false,
     'created_at' => 'Sat Jul 23 12:00:00 +0000 2011',
     'in_reply_to_status_id' => null,
     'source' => 'web',
-    'id' => 123,
+    'id' => $id,
     'in_reply_to_user_id' => null,
     'in_reply_to_screen_name' => null,
     'geo' => null,

@@ -1,4 +1,5 @@
-//! Herald's browser assets (the demo page and the `herald.js` client), embedded into the binary.
+//! Herald's browser assets (the demo page, the `herald.js` client, and `meteor.js` for pages
+//! written for Meteor: docs/compat.md), embedded into the binary.
 //!
 //! The files live under `web/assets/` and are compiled in with `include_bytes!`, so the `herald`
 //! binary serves them with no files on disk. They are plain HTML, CSS and JavaScript modules:
@@ -49,6 +50,13 @@ const ASSETS: &[(&str, Asset)] = &[
         },
     ),
     (
+        "/meteor.js",
+        Asset {
+            content_type: JS,
+            body: include_bytes!("../assets/meteor.js"),
+        },
+    ),
+    (
         "/herald.js",
         Asset {
             content_type: JS,
@@ -73,6 +81,7 @@ mod tests {
             ("/demo.css", CSS),
             ("/demo.js", JS),
             ("/herald.js", JS),
+            ("/meteor.js", JS),
         ] {
             let found = asset(path).unwrap_or_else(|| panic!("{path} is not served"));
             assert_eq!(found.content_type, content_type, "{path}");

@@ -33,7 +33,6 @@ use crate::{
     compat::{
         MAX_CONNECTIONS, accept_each,
         publish::{Port, count_refused, max_message_bytes, publish},
-        without_base,
     },
     config::CompatPortConfig,
 };
@@ -225,12 +224,9 @@ impl Broker {
     }
 
     /// Herald's channel for an Orbited destination, by the rule the Meteor
-    /// port follows: the leading `/` and the channel base come off, and the
-    /// path's parts are joined with `-` (`/all/evan` is `all-evan`, the name
-    /// the Meteor plugin gives the same timeline).
+    /// port follows (`push::statusnet`): `/all/evan` is `all-evan`, the
+    /// name the Meteor plugin gives the same timeline.
     fn channel(&self, destination: &str) -> Result<ChannelName, fanout::Error> {
-        let path = destination.strip_prefix('/').unwrap_or(destination);
-        let path = without_base(path, &self.config.channelbase, '/');
-        ChannelName::new(&path.replace('/', "-"))
+        self.config.names.stomp(destination)
     }
 }

@@ -18,6 +18,7 @@ pub(crate) struct RawConfig {
     pub metrics: RawMetrics,
     pub meteor: RawCompatPort,
     pub stomp: RawCompatPort,
+    pub compat: RawCompat,
     pub limits: RawLimits,
     pub timeline: RawTimeline,
     pub deliver: RawDeliver,
@@ -61,6 +62,25 @@ pub(crate) struct RawCompatPort {
     /// Whether `listen` may be an address other than loopback: Meteor's
     /// port has no authentication, and STOMP's sends its passcode in clear.
     pub allow_network: bool,
+}
+
+/// What every compatibility way in shares (`[compat]`): how StatusNet's
+/// per-user timeline names map to Herald's timelines.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawCompat {
+    /// `plain` or `nick`; `nicks_file` implies the table.
+    pub user_timelines: String,
+    pub nicks_file: Option<String>,
+}
+
+impl Default for RawCompat {
+    fn default() -> Self {
+        Self {
+            user_timelines: "plain".into(),
+            nicks_file: None,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -257,6 +277,7 @@ impl Default for RawConfig {
             metrics: RawMetrics::default(),
             meteor: RawCompatPort::default(),
             stomp: RawCompatPort::default(),
+            compat: RawCompat::default(),
             limits: RawLimits::default(),
             timeline: RawTimeline::default(),
             deliver: RawDeliver::default(),
@@ -410,6 +431,8 @@ pub(crate) const KEYS: &[(&str, Kind)] = &[
     ("stomp.site", Kind::Str),
     ("stomp.channelbase", Kind::Str),
     ("stomp.allow_network", Kind::Bool),
+    ("compat.user_timelines", Kind::Str),
+    ("compat.nicks_file", Kind::Str),
     ("timeline.shards", Kind::Int),
     ("timeline.expander_queue_per_site", Kind::Int),
     ("deliver.max_body_bytes", Kind::Int),

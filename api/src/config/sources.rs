@@ -4,15 +4,18 @@ use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
 use fanout::HistoryConfig;
 use ipnet::IpNet;
-use push::SessionConfig;
+use push::{
+    SessionConfig,
+    statusnet::{StatusNetNames, UserTimelines, parse_nicks},
+};
 use toml::{Table, Value};
 
 use super::{
     CompatPortConfig, Config, ConfigError, DeliveryConfig, EngineKind, ListenerConfig, LogConfig,
     MetricsConfig, PublishConfig, RedisSettings, ShutdownConfig, TimelineConfig,
     raw::{
-        KEYS, Kind, RawCompatPort, RawConfig, RawConnection, RawListener, RawLog, RawShutdown,
-        env_name,
+        KEYS, Kind, RawCompat, RawCompatPort, RawConfig, RawConnection, RawListener, RawLog,
+        RawShutdown, env_name,
     },
     sites::sites,
 };
@@ -193,8 +196,9 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             None => None,
         },
     };
-    let meteor = compat_port("meteor", "Meteor", &raw.meteor, &sites)?;
-    let stomp = compat_port("stomp", "STOMP", &raw.stomp, &sites)?;
+    let users = user_timelines(&raw.compat)?;
+    let meteor = compat_port("meteor", "Meteor", &raw.meteor, &sites, &users)?;
+    let stomp = compat_port("stomp", "STOMP", &raw.stomp, &sites, &users)?;
     dev_site_stays_local(&raw, listen, &sites)?;
     let ws_echo = ws_echo(&raw, listen)?;
     Ok(Config {
@@ -225,6 +229,7 @@ fn compat_port(
     protocol: &str,
     raw: &RawCompatPort,
     sites: &[::sites::SiteSettings],
+    users: &UserTimelines,
 ) -> Result<Option<CompatPortConfig>, ConfigError> {
     let Some(text) = &raw.listen else {
         return Ok(None);
@@ -270,8 +275,33 @@ fn compat_port(
     Ok(Some(CompatPortConfig {
         listen,
         site,
-        channelbase: raw.channelbase.clone(),
+        names: StatusNetNames {
+            channelbase: raw.channelbase.clone(),
+            users: users.clone(),
+        },
     }))
+}
+
+/// How StatusNet's `all-<nick>` and `replies-<nick>` map to Herald's
+/// timelines (`compat.user_timelines`, `compat.nicks_file`): the table is
+/// read once, at start.
+fn user_timelines(raw: &RawCompat) -> Result<UserTimelines, ConfigError> {
+    if let Some(path) = &raw.nicks_file {
+        let key = "compat.nicks_file";
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| ConfigError::new(key, format!("cannot read {path}: {error}")))?;
+        let table = parse_nicks(&text)
+            .map_err(|error| ConfigError::new(key, format!("{path}: {error}")))?;
+        return Ok(UserTimelines::Table(std::sync::Arc::new(table)));
+    }
+    match raw.user_timelines.as_str() {
+        "plain" => Ok(UserTimelines::Plain),
+        "nick" => Ok(UserTimelines::NickIsId),
+        other => Err(ConfigError::new(
+            "compat.user_timelines",
+            format!("{other:?} is not \"plain\" or \"nick\" (or set compat.nicks_file)"),
+        )),
+    }
 }
 
 /// The echo route answers anyone who connects, with no site's limits on
@@ -715,6 +745,14 @@ mod tests {
                 "meteor.channelbase",
             ),
             (
+                &[("HERALD_COMPAT_USER_TIMELINES", "by-id")],
+                "compat.user_timelines",
+            ),
+            (
+                &[("HERALD_COMPAT_NICKS_FILE", "/nonexistent/herald-nicks")],
+                "compat.nicks_file",
+            ),
+            (
                 &[("HERALD_LISTENER_MAX_PENDING", "0")],
                 "listener.max_pending",
             ),
@@ -755,12 +793,49 @@ mod tests {
             .unwrap();
         assert_eq!(meteor.listen.to_string(), "127.0.0.1:4671");
         assert_eq!(meteor.site, "default");
-        assert_eq!(meteor.channelbase, "mysite");
+        assert_eq!(meteor.names.channelbase, "mysite");
         let vars = [
             ("HERALD_METEOR_LISTEN", "0.0.0.0:4671"),
             ("HERALD_METEOR_ALLOW_NETWORK", "true"),
         ];
         assert!(load(&Overrides::default(), env(&vars)).is_ok());
+        let vars = [
+            ("HERALD_METEOR_LISTEN", "127.0.0.1:4671"),
+            ("HERALD_COMPAT_USER_TIMELINES", "nick"),
+        ];
+        let meteor = load(&Overrides::default(), env(&vars))
+            .unwrap()
+            .meteor
+            .unwrap();
+        assert_eq!(
+            meteor.names.meteor("all-evan").unwrap().as_str(),
+            "user:evan"
+        );
+    }
+
+    #[test]
+    fn a_nick_table_is_read_at_start_and_its_bad_lines_named() {
+        let path = std::env::temp_dir().join(format!("herald-nicks-unit-{}", std::process::id()));
+        let file = path.to_string_lossy().into_owned();
+        std::fs::write(&path, "evan 7\nzach\n").unwrap();
+        let error = load(
+            &Overrides::default(),
+            env(&[("HERALD_COMPAT_NICKS_FILE", &file)]),
+        )
+        .unwrap_err();
+        assert_eq!(error.key, "compat.nicks_file");
+        assert!(error.to_string().contains("line 2"), "{error}");
+        std::fs::write(&path, "evan 7\n").unwrap();
+        let vars = [
+            ("HERALD_STOMP_LISTEN", "127.0.0.1:61613"),
+            ("HERALD_COMPAT_NICKS_FILE", file.as_str()),
+        ];
+        let stomp = load(&Overrides::default(), env(&vars))
+            .unwrap()
+            .stomp
+            .unwrap();
+        assert_eq!(stomp.names.stomp("/all/evan").unwrap().as_str(), "user:7");
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

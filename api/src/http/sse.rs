@@ -24,7 +24,7 @@ use crate::App;
 /// An SSE stream as a hyper response body, whatever protocol it speaks.
 /// Boxed: this path is the rare one (see `push::sse`), and one body type
 /// serves every stream route.
-pub(crate) struct SseBody(Box<dyn Chunks>);
+pub(crate) struct SseBody(pub(crate) Box<dyn Chunks>);
 
 impl HttpBody for SseBody {
     type Data = Bytes;

@@ -161,7 +161,7 @@ enum LastWords {
 
 fn last_words(reason: CloseReason, transport: Transport) -> LastWords {
     match reason {
-        CloseReason::ClientClosed | CloseReason::IoError => LastWords::None,
+        CloseReason::ClientClosed | CloseReason::IoError | CloseReason::Answered => LastWords::None,
         CloseReason::Code(ErrorCode::Shutdown) => LastWords::Reconnect,
         // A WebSocket whose client broke the framing hears it in the RFC
         // 6455 close code (100x) alone: a frame of ours could not be read

@@ -6,18 +6,12 @@
 //! through its stdin/stdout line protocol (documented at the top of `demo.mjs`).
 //! Set-up, once per machine, as root: `scripts/install-test-deps.sh`.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::Arc;
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herald_tests::{Herald, free_port};
-use parking_lot::Mutex;
 
-/// Chromium as Debian installs it; `npx playwright install` needs the internet.
-const CHROMIUM: &str = "/usr/bin/chromium";
+use crate::node_script::{Node, browser_dir, check_dependencies};
 
 /// The time-outs below leave `demo.mjs` room to hit its own (shorter) ones first and print what
 /// the page showed.
@@ -28,7 +22,7 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[test]
 fn demo_page_shows_curl_notices_and_reconnects_after_a_restart() {
-    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    let browser_dir = browser_dir();
     check_dependencies(&browser_dir);
 
     // The restarted server must come back on the same port, or the page could not find it.
@@ -36,7 +30,7 @@ fn demo_page_shows_curl_notices_and_reconnects_after_a_restart() {
     let mut herald = Herald::builder().listen(&listen).start();
     let base_url = format!("http://{}", herald.addr);
     let publish_url = herald.url("/api/publish");
-    let mut node = Node::spawn(&browser_dir, &base_url);
+    let mut node = Node::spawn(&browser_dir, "demo.mjs", &[&base_url]);
     node.expect("READY", READY_TIMEOUT);
 
     // Unique texts, so that a notice can only be found where this run put it.
@@ -76,36 +70,6 @@ fn demo_page_shows_curl_notices_and_reconnects_after_a_restart() {
     drop(herald);
 }
 
-/// Fails with the set-up command when something the test needs is not installed.
-fn check_dependencies(browser_dir: &Path) {
-    let mut missing = Vec::new();
-    if !browser_dir
-        .join("node_modules/playwright-core/package.json")
-        .is_file()
-    {
-        missing.push(format!("{}/node_modules", browser_dir.display()));
-    }
-    if !Path::new(CHROMIUM).is_file() {
-        missing.push(CHROMIUM.to_owned());
-    }
-    for tool in ["node", "curl"] {
-        let found = Command::new(tool)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !found {
-            missing.push(tool.to_owned());
-        }
-    }
-    assert!(
-        missing.is_empty(),
-        "the browser test needs {}: run `scripts/install-test-deps.sh` (as root) first",
-        missing.join(", ")
-    );
-}
-
 /// Publishes notice `n` to `public` and `user:42` (the demo page's default user) with curl.
 fn curl_publish(url: &str, n: u64, text: &str) {
     let body = serde_json::json!({
@@ -136,155 +100,6 @@ fn curl_publish(url: &str, n: u64, text: &str) {
         Some(2),
         "publish should answer one result per channel: {answer}"
     );
-}
-
-/// `tests/browser/demo.mjs`, running, with its output gathered line by line.
-struct Node {
-    child: Child,
-    /// Commands go here; `None` once closed, which also ends the script.
-    stdin: Option<ChildStdin>,
-    /// Every stdout line, as the reader thread gets it; disconnects when the script exits.
-    lines: mpsc::Receiver<String>,
-    /// The stdout lines received so far, for failure messages.
-    transcript: Vec<String>,
-    /// Everything the script wrote to stderr (Node's own errors).
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Node {
-    fn spawn(browser_dir: &Path, base_url: &str) -> Node {
-        let script: PathBuf = browser_dir.join("demo.mjs");
-        let mut child = Command::new("node")
-            .arg(&script)
-            .arg(base_url)
-            .current_dir(browser_dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn node {}: {e}", script.display()));
-
-        let (tx, lines) = mpsc::channel();
-        let stdout = child.stdout.take().expect("stdout is piped");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().expect("stderr is piped");
-        let sink = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            let mut chunk = [0; 4096];
-            while let Ok(n @ 1..) = pipe.read(&mut chunk) {
-                sink.lock().push_str(&String::from_utf8_lossy(&chunk[..n]));
-            }
-        });
-        Node {
-            stdin: child.stdin.take(),
-            child,
-            lines,
-            transcript: Vec::new(),
-            stderr,
-        }
-    }
-
-    fn send(&mut self, command: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin is open");
-        if let Err(e) = writeln!(stdin, "{command}").and_then(|()| stdin.flush()) {
-            self.fail(&format!(
-                "could not send {command:?} to the browser script: {e}"
-            ));
-        }
-    }
-
-    /// Waits for the line `want`, failing on `FAIL …`, on exit, or after `timeout`.
-    fn expect(&mut self, want: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let failed = line.starts_with("FAIL");
-                    let found = line == want;
-                    self.transcript.push(line);
-                    if found {
-                        return;
-                    }
-                    if failed {
-                        self.fail(&format!(
-                            "the browser script failed while we waited for {want}"
-                        ));
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    self.fail(&format!(
-                        "no {want} from the browser script within {timeout:?}"
-                    ));
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.fail(&format!("the browser script exited before saying {want}"));
-                }
-            }
-        }
-    }
-
-    /// Waits for a clean exit after `BYE`.
-    fn finish(&mut self) {
-        self.stdin = None;
-        let deadline = Instant::now() + SEE_TIMEOUT;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) if status.success() => {
-                    // Shown with `--nocapture`: the page's status changes and expected noise.
-                    eprintln!("{}", self.transcript.join("\n"));
-                    return;
-                }
-                Ok(Some(status)) => self.fail(&format!("the browser script exited with {status}")),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Ok(None) => self.fail("the browser script did not exit after BYE"),
-                Err(e) => self.fail(&format!("wait for the browser script: {e}")),
-            }
-        }
-    }
-
-    /// Collects the rest of the script's output (it dumps the page after `FAIL`) and panics.
-    fn fail(&mut self, reason: &str) -> ! {
-        self.stdin = None;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while let Ok(line) = self
-            .lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            self.transcript.push(line);
-        }
-        panic!(
-            "{reason}\n----- browser script stdout -----\n{}\n----- browser script stderr -----\n{}",
-            self.transcript.join("\n"),
-            self.stderr.lock()
-        );
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        // Closing stdin makes the script close the browser and exit; kill it if it does not.
-        self.stdin = None;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while matches!(self.child.try_wait(), Ok(None)) {
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
 }
 
 fn unix_now() -> Duration {

@@ -16,7 +16,7 @@ use tokio::{
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A Herald with the Meteor port on a free loopback port; returns it and the port.
-fn start_with_meteor(channelbase: &str) -> (Herald, u16) {
+pub(crate) fn start_with_meteor(channelbase: &str) -> (Herald, u16) {
     let port = free_port();
     let herald = Herald::builder()
         .arg("--meteor-listen")
@@ -79,9 +79,24 @@ fn publish_php() -> PathBuf {
 }
 
 /// Runs the plugin's publish code; returns the JSON it encoded and its replies per channel.
-async fn php_publish(port: u16, channelbase: &str, paths: &[&str]) -> (String, Vec<String>) {
+pub(crate) async fn php_publish(
+    port: u16,
+    channelbase: &str,
+    paths: &[&str],
+) -> (String, Vec<String>) {
+    php_publish_notice(port, channelbase, paths, 123).await
+}
+
+/// [`php_publish`] of the notice with id `id`.
+pub(crate) async fn php_publish_notice(
+    port: u16,
+    channelbase: &str,
+    paths: &[&str],
+    id: u64,
+) -> (String, Vec<String>) {
     let output = tokio::process::Command::new("php")
         .arg(publish_php())
+        .env("NOTICE_ID", id.to_string())
         .arg("127.0.0.1")
         .arg(port.to_string())
         .arg(channelbase)

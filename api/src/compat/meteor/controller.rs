@@ -16,10 +16,7 @@ use super::{
 };
 use crate::{
     App,
-    compat::{
-        publish::{Port, count_refused, max_message_bytes, publish},
-        without_base,
-    },
+    compat::publish::{Port, count_refused, max_message_bytes, publish},
     config::CompatPortConfig,
 };
 
@@ -72,7 +69,7 @@ impl Controller {
     pub(crate) fn max_line(&self) -> usize {
         let max_message = max_message_bytes(&self.app, &self.config.site);
         "ADDMESSAGE ".len()
-            + self.config.channelbase.len()
+            + self.config.names.channelbase.len()
             + 1
             + fanout::MAX_CHANNEL_LEN
             + 1
@@ -110,10 +107,9 @@ impl Controller {
         }
     }
 
-    /// Herald's channel for a Meteor channel name: the channel base and its
-    /// `-` come off when the name starts with them.
+    /// Herald's channel for a Meteor channel name (`push::statusnet`).
     fn channel_name(&self, meteor_name: &str) -> Result<ChannelName, fanout::Error> {
-        ChannelName::new(without_base(meteor_name, &self.config.channelbase, '-'))
+        self.config.names.meteor(meteor_name)
     }
 
     fn channel(&self, meteor_name: &str) -> Option<ChannelKey> {
@@ -123,7 +119,7 @@ impl Controller {
 
     /// The Meteor name of one of the site's channels.
     fn meteor_name(&self, channel: &ChannelKey) -> String {
-        match self.config.channelbase.as_str() {
+        match self.config.names.channelbase.as_str() {
             "" => channel.name().to_string(),
             base => format!("{base}-{}", channel.name()),
         }
