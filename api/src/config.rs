@@ -53,6 +53,10 @@ pub struct Config {
     /// The STOMP publish port for Orbited sites (`[stomp]`), off unless
     /// `stomp.listen` is set.
     pub stomp: Option<CompatPortConfig>,
+    /// How StatusNet's per-user timeline names map to Herald's
+    /// (`compat.user_timelines`, `compat.nicks_file`): the ports' `names`
+    /// carry it, and `/stomp` uses it when no STOMP port is configured.
+    pub user_timelines: push::statusnet::UserTimelines,
     /// Every site served; without `[[sites]]`, the one implicit site
     /// (`default`), which is the dev site when it has no secret. The
     /// server moves them into its site table at start (`push::sites`), so

@@ -11,7 +11,6 @@ use crate::{
     compat::{
         meteor::{command, unslash::strip_slashes},
         publish::message_data,
-        stomp::frame,
     },
     config,
     http::deliver::parse,
@@ -64,12 +63,12 @@ pub fn stomp_frames(data: &[u8]) {
     let mut buffer = bytes::BytesMut::from(data);
     loop {
         let before = buffer.len();
-        match frame::parse(&mut buffer) {
-            frame::Parsed::Frame(frame) => {
+        match push::stomp::parse(&mut buffer) {
+            push::stomp::Parsed::Frame(frame) => {
                 assert!(buffer.len() < before, "a frame took no bytes");
                 assert!(!frame.command.is_empty());
             }
-            frame::Parsed::Incomplete | frame::Parsed::Invalid(_) => return,
+            push::stomp::Parsed::Incomplete | push::stomp::Parsed::Invalid(_) => return,
         }
     }
 }

@@ -12,6 +12,7 @@ mod publish;
 pub(crate) mod pushback;
 mod reply;
 mod sse;
+mod stomp;
 pub(crate) mod upgrade;
 
 use std::net::SocketAddr;
@@ -46,6 +47,7 @@ pub(crate) async fn handle(
         "/ws" => ("ws", upgrade::native(&app, peer, request)),
         "/ws/echo" if echo::serves(&app, peer) => ("ws_echo", echo::handle(&app, peer, request)),
         "/sse" => ("sse", sse::handle(&app, peer, &request).await),
+        "/stomp" => ("stomp", stomp::handle(&app, peer, request)),
         "/api/publish" => ("publish", publish::handle(&app, peer, request).await),
         "/api/deliver" => ("deliver", deliver::handle(&app, peer, request).await),
         "/api/history" => ("history", history::handle(&app, peer, &request).await),

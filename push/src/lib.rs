@@ -35,6 +35,7 @@ mod send;
 mod session;
 pub mod sse;
 pub mod statusnet;
+pub mod stomp;
 mod subscriptions;
 mod tracker;
 mod transport;
@@ -47,7 +48,9 @@ pub use connection::{Chunks, Connection, Outgoing};
 pub use context::Context;
 pub use metrics::Metrics;
 pub use opening::{MAX_URL_CHANNELS, Opening};
-pub use protocol::{ClientFrame, Event, Intent, MeteorStream, NativeSse, NativeWs, Protocol};
+pub use protocol::{
+    ClientFrame, Event, Intent, MeteorStream, NativeSse, NativeWs, Protocol, StompWs,
+};
 pub use refusal::{CloseReason, CodeInfo, ErrorCode, Refusal};
 pub use session::{Frames, Inbound, Link, Session};
 pub use subscriptions::{Backlog, Subscriptions};

@@ -18,6 +18,7 @@
 pub mod echo;
 pub mod meteor;
 pub mod native;
+pub mod stomp;
 
 use std::{sync::Arc, time::Duration};
 
@@ -28,6 +29,7 @@ use crate::{CloseReason, Refusal, Transport, connection::Outgoing, subscriptions
 
 pub use meteor::MeteorStream;
 pub use native::{NativeSse, NativeWs};
+pub use stomp::StompWs;
 
 /// One wire protocol as one transport carries it.
 pub trait Protocol: Send + Unpin + 'static {

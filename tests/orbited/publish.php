@@ -72,9 +72,10 @@ if ($argc < 8) {
 [, $host, $port, $login, $passcode, $channelbase, $receipts] = $argv;
 $paths = array_slice($argv, 7);
 
+// The notice's id is 124, or NOTICE_ID from the environment.
 $notice = [
     'text' => "It's a \"quoted\" notice with a back\\slash, caf\u{e9} and \u{1f600} #rust",
-    'id' => 124,
+    'id' => (int) (getenv('NOTICE_ID') ?: 124),
     'source' => 'web',
     'user' => ['id' => 1, 'screen_name' => 'evan', 'profile_url' => 'http://example.net/evan'],
     'html' => htmlspecialchars('<p>It\'s a "quoted" notice</p>'),

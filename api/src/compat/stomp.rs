@@ -9,9 +9,8 @@
 //! the site's channel like any other; a `receipt` header is answered with a
 //! `RECEIPT` once the message is accepted. Any refusal is an `ERROR` frame
 //! with a `message` header, after which the connection is closed, as STOMP
-//! has it. Subscribing is not served here.
-
-pub(crate) mod frame;
+//! has it. Subscribing is not served here (STOMP over WebSocket, `/stomp`,
+//! is: `push::protocol::stomp`).
 
 use std::{
     sync::{
@@ -36,7 +35,7 @@ use crate::{
     },
     config::CompatPortConfig,
 };
-use frame::{Frame, Parsed, encode};
+use push::stomp::{self as frame, Frame, Parsed, encode};
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 8 * 1024;

@@ -215,6 +215,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         metrics,
         meteor,
         stomp,
+        user_timelines: users,
         sites,
         ws_echo,
     })

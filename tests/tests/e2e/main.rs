@@ -24,6 +24,7 @@
 //! - `redis_sentinel` — the fan-out and resume cases with the master found through a Sentinel
 //! - `sites`         — sites and security: publish credentials (bearer, HMAC, replay), tokens and refresh, channel rules, origins, per-site limits, SIGHUP reloads and secret rotation, isolation between sites (memory and Redis), the PHP example; bodies read only after the credential (408 deadline, 503 budget, 415 JSON only), the dev site behind a proxy, replays across Redis nodes, every refusal held to the code docs/protocol.md gives it
 //! - `stomp`         — the STOMP publish port: StatusNet's Orbited plugin frames (`Stomp.php` wire format, PHP) reach WebSocket and SSE subscribers byte for byte; site key and secret checked; every refusal an `ERROR` frame then the close, nothing published; receipts, STOMP 1.2, loopback unless allowed
+//! - `stomp_ws`      — STOMP over WebSocket (`/stomp`): `@stomp/stompjs` in Node and a native client get the Orbited plugin's notices byte for byte; receipts, unsubscribe, heart-beats; `SEND` and every bad frame an `ERROR` frame with the connection kept; subprotocol negotiation
 //! - `timelines`     — `POST /api/deliver`: one message per shard touched, each connected recipient once and nobody else (memory; three Redis nodes with 3,000 clients; a Cluster), recovery on another node, catch-up after a Redis restart or dropped subscriptions, every refusal, `Idempotency-Key` on publish and deliver, nginx's shard hash
 //! - `echo`          — `/ws/echo` (the Autobahn route): echoes text and binary under `/ws`'s frame limit, 404 unless configured, refused on a non-loopback listen
 //! - `ws_url`        — `GET /ws?channel=…&since=…`: subscribed in the URL with no frame (`welcome`, `subscribed` in URL order, the replay, then live), every refusal of URL channels as an `error` frame and close 1008, on the listener's path and on hyper's
@@ -55,5 +56,6 @@ mod shutdown;
 mod sites;
 mod slow_consumer;
 mod stomp;
+mod stomp_ws;
 mod timelines;
 mod ws_url;

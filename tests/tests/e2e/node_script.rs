@@ -117,16 +117,33 @@ impl Node {
 
     /// Waits for the line `want`, failing on `FAIL …`, on exit, or after `timeout`.
     pub(crate) fn expect(&mut self, want: &str, timeout: Duration) {
+        self.expect_line(want, |line| line == want, timeout);
+    }
+
+    /// Waits for a line starting with `prefix` and answers the rest of it.
+    pub(crate) fn expect_prefix(&mut self, prefix: &str, timeout: Duration) -> String {
+        let line = self.expect_line(prefix, |line| line.starts_with(prefix), timeout);
+        line[prefix.len()..].to_owned()
+    }
+
+    /// Waits for the first line that `wanted` takes (skipping others), failing on `FAIL …`, on
+    /// exit, or after `timeout`; `want` says what was awaited.
+    fn expect_line(
+        &mut self,
+        want: &str,
+        wanted: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
                     let failed = line.starts_with("FAIL");
-                    let found = line == want;
-                    self.transcript.push(line);
+                    let found = wanted(&line);
+                    self.transcript.push(line.clone());
                     if found {
-                        return;
+                        return line;
                     }
                     if failed {
                         self.fail(&format!(

@@ -1,5 +1,7 @@
 //! STOMP 1.0–1.2 frames: parsed from what a connection has read so far, and
-//! written. Header values are taken with their leading spaces trimmed,
+//! written. Both STOMP ways in use them: the publish port for Orbited sites
+//! (`api::compat::stomp`, frames on a TCP stream) and STOMP over WebSocket
+//! (`protocol/stomp.rs`, one frame per WebSocket message). Header values are taken with their leading spaces trimmed,
 //! because the PHP client StatusNet bundles (`extlib/Stomp.php`) writes
 //! `name: value` (`../shared/reference/protocols.md` §4); a repeated header
 //! keeps its first value, as STOMP 1.2 says.
@@ -8,14 +10,14 @@ use bytes::{Buf, Bytes, BytesMut};
 
 /// A frame from the client.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Frame {
+pub struct Frame {
     pub command: String,
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
 }
 
 impl Frame {
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(key, _)| key == name)
@@ -25,7 +27,7 @@ impl Frame {
 
 /// What the bytes read so far hold.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Parsed {
+pub enum Parsed {
     /// A whole frame, taken off the buffer.
     Frame(Frame),
     /// Not a whole frame yet.
@@ -36,7 +38,7 @@ pub(crate) enum Parsed {
 
 /// Takes the next frame off `buffer`, skipping the line ends that may come
 /// between frames (heart-beats, the `\n` after a frame's NUL).
-pub(crate) fn parse(buffer: &mut BytesMut) -> Parsed {
+pub fn parse(buffer: &mut BytesMut) -> Parsed {
     let start = buffer
         .iter()
         .position(|&byte| byte != b'\n' && byte != b'\r')
@@ -109,7 +111,7 @@ fn find(buffer: &[u8], lf: &[u8], crlf: &[u8]) -> Option<(usize, usize)> {
 
 /// A server frame, ending in NUL and LF: the PHP client reads until it sees
 /// both, so a frame without the LF would leave it waiting.
-pub(crate) fn encode(command: &str, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
+pub fn encode(command: &str, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(command.len() + body.len() + 64);
     out.extend_from_slice(command.as_bytes());
     out.push(b'\n');
