@@ -162,6 +162,8 @@ pub struct MetricsConfig {
 #[derive(Debug, Clone)]
 pub struct CompatPortConfig {
     pub listen: SocketAddr,
+    /// Meteor's UDP `ADDMESSAGE` listener (`meteor.udp_listen`), off unless set.
+    pub udp_listen: Option<SocketAddr>,
     /// The site whose channels the port publishes to.
     pub site: String,
     /// How the site plugin's names become the site's channels: its

@@ -60,6 +60,8 @@ pub struct Server {
     metrics_listener: Option<TcpListener>,
     /// The Meteor controller port (`meteor.listen`), when set.
     meteor_listener: Option<TcpListener>,
+    /// Its UDP listener (`meteor.udp_listen`), when set.
+    meteor_udp: Option<tokio::net::UdpSocket>,
     /// The STOMP publish port (`stomp.listen`), when set.
     stomp_listener: Option<TcpListener>,
     app: App,
@@ -155,6 +157,16 @@ impl Server {
             ),
             None => None,
         };
+        let meteor_udp = match config.meteor.as_ref().and_then(|m| m.udp_listen) {
+            Some(addr) => {
+                let socket = tokio::net::UdpSocket::bind(addr).await.map_err(|e| {
+                    anyhow::anyhow!("cannot listen on {addr} (meteor.udp_listen): {e}")
+                })?;
+                tracing::info!(listen = ?socket.local_addr().ok(), "Meteor UDP listener (no authentication, no replies: firewall it)");
+                Some(socket)
+            }
+            None => None,
+        };
         let stomp_listener = match &config.stomp {
             Some(stomp) => Some(
                 crate::compat::bind(stomp, "stomp.listen", "STOMP publish port listening").await?,
@@ -166,6 +178,7 @@ impl Server {
             listener,
             metrics_listener,
             meteor_listener,
+            meteor_udp,
             stomp_listener,
             app,
         })
@@ -193,6 +206,7 @@ impl Server {
             listener,
             metrics_listener,
             meteor_listener,
+            meteor_udp,
             stomp_listener,
             app,
         } = self;
@@ -208,6 +222,7 @@ impl Server {
         if let (Some(meteor_listener), Some(meteor)) = (meteor_listener, &app.config().meteor) {
             tokio::spawn(crate::compat::meteor::serve(
                 meteor_listener,
+                meteor_udp,
                 app.clone(),
                 meteor.clone(),
             ));

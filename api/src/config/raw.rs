@@ -57,6 +57,9 @@ pub(crate) struct RawMetrics {
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct RawCompatPort {
     pub listen: Option<String>,
+    /// Meteor's UDP `ADDMESSAGE` listener (`meteor.udp_listen`); the STOMP
+    /// port has none.
+    pub udp_listen: Option<String>,
     pub site: Option<String>,
     pub channelbase: String,
     /// Whether `listen` may be an address other than loopback: Meteor's
@@ -424,10 +427,12 @@ pub(crate) const KEYS: &[(&str, Kind)] = &[
     ("listener.reuseport", Kind::Bool),
     ("metrics.listen", Kind::Str),
     ("meteor.listen", Kind::Str),
+    ("meteor.udp_listen", Kind::Str),
     ("meteor.site", Kind::Str),
     ("meteor.channelbase", Kind::Str),
     ("meteor.allow_network", Kind::Bool),
     ("stomp.listen", Kind::Str),
+    ("stomp.udp_listen", Kind::Str),
     ("stomp.site", Kind::Str),
     ("stomp.channelbase", Kind::Str),
     ("stomp.allow_network", Kind::Bool),

@@ -232,19 +232,40 @@ fn compat_port(
     sites: &[::sites::SiteSettings],
     users: &UserTimelines,
 ) -> Result<Option<CompatPortConfig>, ConfigError> {
+    let key = |name: &str| format!("{section}.{name}");
+    let udp_listen = match &raw.udp_listen {
+        Some(_) if section != "meteor" => {
+            return Err(ConfigError::new(
+                key("udp_listen"),
+                "only the Meteor port has a UDP listener",
+            ));
+        }
+        Some(_) if raw.listen.is_none() => {
+            return Err(ConfigError::new(
+                key("udp_listen"),
+                "set meteor.listen too: the UDP listener publishes for the Meteor port's site",
+            ));
+        }
+        Some(text) => Some(listen(&key("udp_listen"), text)?),
+        None => None,
+    };
     let Some(text) = &raw.listen else {
         return Ok(None);
     };
-    let key = |name: &str| format!("{section}.{name}");
     let listen = listen(&key("listen"), text)?;
-    if !listen.ip().is_loopback() && !raw.allow_network {
-        return Err(ConfigError::new(
-            key("listen"),
-            format!(
-                "the {protocol} port listens on loopback unless {section}.allow_network = true \
-                 (see docs/compat.md); firewall {listen} before allowing it"
-            ),
-        ));
+    for (name, addr) in [("listen", Some(listen)), ("udp_listen", udp_listen)] {
+        if let Some(addr) = addr
+            && !addr.ip().is_loopback()
+            && !raw.allow_network
+        {
+            return Err(ConfigError::new(
+                key(name),
+                format!(
+                    "the {protocol} port listens on loopback unless {section}.allow_network = \
+                     true (see docs/compat.md); firewall {addr} before allowing it"
+                ),
+            ));
+        }
     }
     let site = match (&raw.site, sites) {
         (Some(id), _) if sites.iter().any(|site| site.id == *id) => id.clone(),
@@ -275,6 +296,7 @@ fn compat_port(
     }
     Ok(Some(CompatPortConfig {
         listen,
+        udp_listen,
         site,
         names: StatusNetNames {
             channelbase: raw.channelbase.clone(),
@@ -744,6 +766,24 @@ mod tests {
                     ("HERALD_METEOR_CHANNELBASE", "my site"),
                 ],
                 "meteor.channelbase",
+            ),
+            (
+                &[("HERALD_METEOR_UDP_LISTEN", "127.0.0.1:4671")],
+                "meteor.udp_listen",
+            ),
+            (
+                &[
+                    ("HERALD_METEOR_LISTEN", "127.0.0.1:4671"),
+                    ("HERALD_METEOR_UDP_LISTEN", "0.0.0.0:4671"),
+                ],
+                "meteor.udp_listen",
+            ),
+            (
+                &[
+                    ("HERALD_STOMP_LISTEN", "127.0.0.1:61613"),
+                    ("HERALD_STOMP_UDP_LISTEN", "127.0.0.1:61613"),
+                ],
+                "stomp.udp_listen",
             ),
             (
                 &[("HERALD_COMPAT_USER_TIMELINES", "by-id")],

@@ -399,3 +399,56 @@ fn the_port_stays_on_loopback_unless_the_network_is_allowed() {
         finished.stderr
     );
 }
+
+/// `meteor.udp_listen`: one `ADDMESSAGE` per datagram, published with no reply; a datagram over
+/// 8192 bytes, or any other command, publishes nothing and is counted as refused.
+#[tokio::test]
+async fn the_udp_listener_publishes_each_addmessage_datagram() {
+    let (port, udp_port) = (free_port(), free_port());
+    let herald = Herald::builder()
+        .arg("--meteor-listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .env("HERALD_METEOR_UDP_LISTEN", format!("127.0.0.1:{udp_port}"))
+        .start();
+    let mut ws = WsClient::connect(&herald.ws_url("/ws")).await;
+    ws.subscribe("public").await;
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    udp.connect(("127.0.0.1", udp_port)).await.expect("connect");
+
+    let oversized = format!("ADDMESSAGE public \"{}\"", "x".repeat(8192));
+    for datagram in [oversized.as_str(), "LISTCHANNELS", "ADDMESSAGE bad%name 1"] {
+        udp.send(datagram.as_bytes()).await.expect("send");
+    }
+    udp.send(b"ADDMESSAGE public {\\\"via\\\":\\\"udp\\\"}\n")
+        .await
+        .expect("send");
+    let message = ws.next_message(WS_TIMEOUT).await;
+    assert_eq!(
+        (message.position.offset, message.data.as_str()),
+        (1, r#"{"via":"udp"}"#),
+        "only the good datagram was published, addslashes undone"
+    );
+    // Counted once the publish returns, which may be a moment after the delivery: polled.
+    let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
+    loop {
+        let metrics = herald_tests::Request::get(herald.addr, "/metrics")
+            .send()
+            .await
+            .text();
+        let count = |result| {
+            metric_value(
+                &metrics,
+                "herald_compat_publishes_total",
+                &[("port", "meteor"), ("result", result)],
+            )
+        };
+        let counts = (count("published"), count("refused"));
+        if counts == (1.0, 3.0) || tokio::time::Instant::now() > deadline {
+            assert_eq!(counts, (1.0, 3.0), "published, refused");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -63,6 +63,10 @@ impl Controller {
         }
     }
 
+    pub(crate) fn app(&self) -> &App {
+        &self.app
+    }
+
     /// The longest line worth reading whole: an `ADDMESSAGE` of the
     /// largest message the site accepts, every byte of it escaped, to the
     /// longest channel name with the channel base.
