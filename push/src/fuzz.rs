@@ -8,8 +8,10 @@
 //! Not an API: nothing outside the fuzz targets may depend on it.
 
 use crate::{
-    ClientFrame, MAX_URL_CHANNELS, NativeWs, Opening, Protocol,
+    ClientFrame, Intent, MAX_URL_CHANNELS, NativeWs, Opening, Protocol, StompWs,
+    meteor::{self, PushHeaders},
     sse::{self, MAX_REQUEST_CHANNELS, SseHeaders},
+    statusnet::{StatusNetNames, UserTimelines},
     ws::reader::Reader,
 };
 
@@ -127,6 +129,75 @@ pub fn ws_query(data: &[u8]) {
     }
 }
 
+/// A Meteor subscriber URL (`/push/<hostid>/<mode>/<channel>[suffix]…`,
+/// with a query). What parses names each channel once, at most
+/// [`meteor::MAX_CHANNELS`] of them, with one backlog each.
+pub fn meteor_push_url(data: &[u8]) {
+    let Ok(target) = std::str::from_utf8(data) else {
+        return;
+    };
+    let names = StatusNetNames {
+        channelbase: "site".into(),
+        users: UserTimelines::NickIsId,
+    };
+    let Ok(request) = meteor::check("GET", target, "key", &names, PushHeaders::default()) else {
+        return;
+    };
+    let opening = &request.stream.opening;
+    let channels = &opening.channels;
+    assert!(
+        !channels.is_empty() && channels.len() <= meteor::MAX_CHANNELS,
+        "{target:?}"
+    );
+    for (i, channel) in channels.iter().enumerate() {
+        assert!(
+            !channels[..i].contains(channel),
+            "{channel} twice: {target:?}"
+        );
+    }
+    let backlogs = opening.backlogs.as_ref().map(Vec::len);
+    assert_eq!(backlogs, Some(channels.len()), "{target:?}");
+}
+
+/// What a STOMP-over-WebSocket client sends: messages separated by NUL
+/// bytes, each handed to the protocol as one frame (its NUL put back), after
+/// a `CONNECT` when the first byte is odd. Whatever it sends, no two live
+/// subscriptions share an id or a channel.
+pub fn stomp_ws_frames(data: &[u8]) {
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let mut stomp = StompWs::default();
+    if first & 1 == 1 {
+        let _ = stomp.parse(ClientFrame::Text("CONNECT\naccept-version:1.2\n\n\0"));
+    }
+    let mut subscribed: Vec<String> = Vec::new();
+    for message in rest.split(|&b| b == 0) {
+        let mut frame = message.to_vec();
+        frame.push(0);
+        let parsed = match std::str::from_utf8(&frame) {
+            Ok(text) => stomp.parse(ClientFrame::Text(text)),
+            Err(_) => stomp.parse(ClientFrame::Binary(&frame)),
+        };
+        match parsed {
+            Ok(Intent::Subscribe { channel, .. }) => {
+                assert!(
+                    !subscribed.contains(&channel.to_string()),
+                    "{channel} twice"
+                );
+                subscribed.push(channel.to_string());
+            }
+            Ok(Intent::Unsubscribe { channel }) => {
+                assert!(
+                    subscribed.contains(&channel.to_string()),
+                    "{channel} never subscribed"
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Replays every file of `fuzz/corpus/<target>` through `run`.
 #[cfg(test)]
 pub(crate) fn replay(target: &str, run: fn(&[u8])) {
@@ -170,5 +241,15 @@ mod tests {
     #[test]
     fn replays_the_ws_query_corpus() {
         replay("ws_query", ws_query);
+    }
+
+    #[test]
+    fn replays_the_meteor_push_url_corpus() {
+        replay("meteor_push_url", meteor_push_url);
+    }
+
+    #[test]
+    fn replays_the_stomp_ws_frames_corpus() {
+        replay("stomp_ws_frames", stomp_ws_frames);
     }
 }
