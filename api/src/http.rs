@@ -10,6 +10,8 @@ mod idempotency;
 mod meteor_push;
 mod publish;
 pub(crate) mod pushback;
+mod pusher;
+mod pusher_events;
 mod reply;
 mod sse;
 mod stomp;
@@ -53,6 +55,15 @@ pub(crate) async fn handle(
         "/api/history" => ("history", history::handle(&app, peer, &request).await),
         "/healthz" => ("healthz", reply::text(StatusCode::OK, "ok")),
         "/readyz" => ("readyz", readyz(&app)),
+        app_key if app_key.starts_with("/app/") => ("pusher", pusher::handle(&app, peer, request)),
+        events if events.starts_with("/apps/") && events.ends_with("/batch_events") => (
+            "pusher_events",
+            pusher_events::handle(&app, peer, request, true).await,
+        ),
+        events if events.starts_with("/apps/") && events.ends_with("/events") => (
+            "pusher_events",
+            pusher_events::handle(&app, peer, request, false).await,
+        ),
         push if push.starts_with("/push/") => (
             "meteor_push",
             meteor_push::handle(&app, peer, &request).await,

@@ -43,6 +43,12 @@ impl PublishRequest {
             dedupe: None,
         }
     }
+
+    /// A publish of `data` under the event name `event` (a Pusher event),
+    /// which every engine keeps with it ([`crate::message::stored_with_event`]).
+    pub fn with_event(channel: ChannelKey, event: &str, data: &[u8]) -> Self {
+        Self::new(channel, crate::message::stored_with_event(event, data))
+    }
 }
 
 /// What became of one published message.

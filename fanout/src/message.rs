@@ -110,6 +110,9 @@ pub struct Message {
     pub position: Position,
     /// The payload exactly as the publisher sent it (for the native protocol, JSON).
     pub data: Bytes,
+    /// The event name it was published under, when its publisher gave one
+    /// (a Pusher event's `name`): what Pusher clients listen for.
+    pub event: Option<Box<str>>,
     /// One lazily built encoding per wire format, so a message going to 10k
     /// WebSocket subscribers is framed once, not 10k times.
     encoded: [OnceLock<Bytes>; ENCODINGS],
@@ -120,12 +123,41 @@ pub struct Message {
     stamp: u32,
 }
 
+/// The bytes an engine stores and passes around for a message published
+/// with an event name: NUL, the name, NUL, then the data. A message's data
+/// is JSON, which never starts with NUL, so a message without a name is
+/// stored as its data alone, as it always was, and engines stay unaware.
+pub fn stored_with_event(event: &str, data: &[u8]) -> Bytes {
+    let mut stored = Vec::with_capacity(event.len() + data.len() + 2);
+    stored.push(0);
+    stored.extend_from_slice(event.as_bytes());
+    stored.push(0);
+    stored.extend_from_slice(data);
+    Bytes::from(stored)
+}
+
+/// The event name and the data of stored bytes ([`stored_with_event`]).
+fn split_stored(stored: Bytes) -> (Option<Box<str>>, Bytes) {
+    if stored.first() != Some(&0) {
+        return (None, stored);
+    }
+    let Some(end) = stored[1..].iter().position(|&b| b == 0) else {
+        return (None, stored);
+    };
+    let name = String::from_utf8_lossy(&stored[1..=end]).into();
+    (Some(name), stored.slice(end + 2..))
+}
+
 impl Message {
-    pub fn new(channel: ChannelKey, position: Position, data: Bytes) -> Self {
+    /// A message of `channel` at `position`, from the bytes its engine
+    /// stored (its data, with its event name in front when it has one).
+    pub fn new(channel: ChannelKey, position: Position, stored: Bytes) -> Self {
+        let (event, data) = split_stored(stored);
         Self {
             channel,
             position,
             data,
+            event,
             encoded: Default::default(),
             gap: false,
             stamp: crate::lag::now_ms(),
@@ -190,6 +222,29 @@ mod tests {
         assert!("+1".parse::<Epoch>().is_err());
         assert!("xyz".parse::<Epoch>().is_err());
         assert!("1ffffffffffffffff".parse::<Epoch>().is_err());
+    }
+
+    #[test]
+    fn event_names_travel_in_front_of_the_data() {
+        let channel = ChannelKey::parse("s/public").unwrap();
+        let position = Position {
+            epoch: Epoch::from_u64(1),
+            offset: 1,
+        };
+        let named = Message::new(
+            channel.clone(),
+            position,
+            stored_with_event("new-notice", br#"{"id":1}"#),
+        );
+        assert_eq!(named.event.as_deref(), Some("new-notice"));
+        assert_eq!(named.data, r#"{"id":1}"#);
+        let plain = Message::new(channel.clone(), position, Bytes::from_static(b"{}"));
+        assert_eq!((plain.event, &plain.data[..]), (None, &b"{}"[..]));
+        let unnamed = Message::new(channel, position, stored_with_event("", b"[]"));
+        assert_eq!(
+            (unnamed.event.as_deref(), &unnamed.data[..]),
+            (Some(""), &b"[]"[..])
+        );
     }
 
     #[test]

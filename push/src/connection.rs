@@ -327,7 +327,7 @@ impl<P: Protocol> Connection<P> {
             self.count_rejection(refusal.code);
             return self.refuse_frame(refusal.on_channel(channel.as_str()));
         }
-        let connection_id = format!("{:x}", self.id());
+        let connection_id = P::connection_id(self.id());
         let proof = ChannelProof {
             connection_id: &connection_id,
             signature,

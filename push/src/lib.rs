@@ -49,7 +49,7 @@ pub use context::Context;
 pub use metrics::Metrics;
 pub use opening::{MAX_URL_CHANNELS, Opening};
 pub use protocol::{
-    ClientFrame, Event, Intent, MeteorStream, NativeSse, NativeWs, Protocol, StompWs,
+    ClientFrame, Event, Intent, MeteorStream, NativeSse, NativeWs, Protocol, PusherWs, StompWs,
 };
 pub use refusal::{CloseReason, CodeInfo, ErrorCode, Refusal};
 pub use session::{Frames, Inbound, Link, Session};

@@ -18,6 +18,7 @@
 pub mod echo;
 pub mod meteor;
 pub mod native;
+pub mod pusher;
 pub mod stomp;
 
 use std::{sync::Arc, time::Duration};
@@ -29,6 +30,7 @@ use crate::{CloseReason, Refusal, Transport, connection::Outgoing, subscriptions
 
 pub use meteor::MeteorStream;
 pub use native::{NativeSse, NativeWs};
+pub use pusher::PusherWs;
 pub use stomp::StompWs;
 
 /// One wire protocol as one transport carries it.
@@ -54,6 +56,12 @@ pub trait Protocol: Send + Unpin + 'static {
     /// nothing else to do (`outbox.rs`). It must be what
     /// [`Protocol::message`] queues.
     const SHARED_FRAME: Option<fn(&Message) -> Bytes> = None;
+
+    /// The connection id as this protocol shows it to its client, and as
+    /// channel signatures sign it (`socket_id:channel`).
+    fn connection_id(id: u64) -> String {
+        format!("{id:x}")
+    }
 
     /// Whether this connection's response has said all it will (a
     /// long-poll that was answered): the core then ends it
@@ -145,6 +153,8 @@ pub(crate) enum Slot {
     NativeSse = 1,
     /// A message's text as Meteor's templates quote it.
     MeteorText = 2,
+    /// A message's Pusher frame.
+    PusherWs = 3,
 }
 
 impl Slot {
@@ -161,6 +171,7 @@ mod tests {
             super::Slot::NativeWs,
             super::Slot::NativeSse,
             super::Slot::MeteorText,
+            super::Slot::PusherWs,
         ] {
             assert!(slot.index() < fanout::ENCODINGS, "{slot:?}");
         }

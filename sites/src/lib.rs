@@ -16,6 +16,7 @@ mod bucket;
 pub mod fuzz;
 mod ip_limits;
 mod limit;
+pub mod pusher;
 mod replay;
 mod settings;
 pub mod signature;

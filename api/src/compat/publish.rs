@@ -1,4 +1,5 @@
-//! One message published from a compatibility port (Meteor, STOMP): the
+//! One message published from a compatibility way in (Meteor, STOMP, the
+//! Pusher REST API): the
 //! same checks, pushback and rate limit as `POST /api/publish`, with each
 //! refusal worded for the port to pass on in its own protocol's error.
 
@@ -57,6 +58,7 @@ pub(crate) fn max_message_bytes(app: &App, site: &str) -> usize {
 pub(crate) enum Port {
     Meteor,
     Stomp,
+    Pusher,
 }
 
 impl Port {
@@ -64,6 +66,7 @@ impl Port {
         match self {
             Port::Meteor => "meteor",
             Port::Stomp => "stomp",
+            Port::Pusher => "pusher",
         }
     }
 }
@@ -86,7 +89,19 @@ pub(crate) async fn publish(
     channel: &ChannelName,
     text: Vec<u8>,
 ) -> Result<u64, Refused> {
-    let result = publish_checked(app, site, channel, text).await;
+    publish_event(app, port, site, channel, None, text).await
+}
+
+/// [`publish`] under the event name `event` (a Pusher event's `name`).
+pub(crate) async fn publish_event(
+    app: &App,
+    port: Port,
+    site: &str,
+    channel: &ChannelName,
+    event: Option<&str>,
+    text: Vec<u8>,
+) -> Result<u64, Refused> {
+    let result = publish_checked(app, site, channel, event, text).await;
     let outcome = if result.is_ok() {
         "published"
     } else {
@@ -105,6 +120,7 @@ async fn publish_checked(
     app: &App,
     site: &str,
     channel: &ChannelName,
+    event: Option<&str>,
     text: Vec<u8>,
 ) -> Result<u64, Refused> {
     let Some(site) = app.sessions().sites().by_id(site) else {
@@ -123,10 +139,10 @@ async fn publish_checked(
             retry_ms: wait.as_millis().max(1),
         });
     }
-    let request = PublishRequest {
-        channel: ChannelKey::new(site.id(), channel),
-        data,
-        dedupe: None,
+    let channel = ChannelKey::new(site.id(), channel);
+    let request = match event {
+        Some(event) => PublishRequest::with_event(channel, event, &data),
+        None => PublishRequest::new(channel, data),
     };
     match app.fanout().publish(vec![request]).await {
         Ok(published) => Ok(published.first().map_or(0, |p| p.position.offset)),

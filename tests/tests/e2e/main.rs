@@ -17,6 +17,7 @@
 //! - `listener`      — before a request is known: partial request lines cost no CPU and end with their peers, `listener.max_pending`, the header deadline, TCP keepalive on SSE, `metrics.listen`
 //! - `meteor`        — the Meteor controller port: StatusNet's Meteor plugin code (PHP) publishes unchanged and WebSocket and SSE subscribers get the JSON byte for byte; on Redis it reaches other nodes and is recovered there; `COUNTSUBSCRIBERS`, `LISTCHANNELS`, `SHOWSTATS`, `QUIT` answered in order; bad lines get `ERR` and publish nothing; loopback unless allowed
 //! - `meteor_push`   — Meteor's subscriber side: a Chromium page loading `/meteor.js` and running the plugin's `meteorupdater.js` flow renders the plugin's notices, streaming and long-polling; `/push` lines in Meteor's templates with the JSON byte for byte; `.r`/`.b`/`.h` on two Redis nodes; every refusal; `compat.nicks_file` maps `all-<nick>` to the user's timeline
+//! - `pusher`        — the Pusher protocol and REST API: pusher-js receives what the npm `pusher` library triggers (public, private, batch) and what Herald's API publishes; forged signatures and presence get `pusher:error`; unknown keys close 4001; every unsigned or wrongly signed REST request is 401, bad bodies 400
 //! - `lifecycle`     — one-off channels are freed when their history expires; watched ones are kept
 //! - `redis`         — the Redis engine across nodes (own `redis-server` each): fan-out once and in order, resume on another node, upstream subscriptions follow local interest, history overflow and lost history; `redis::failure`: Redis SIGKILLed and restarted (503 while down, nothing acknowledged lost), a node SIGKILLed; `redis::churn`: subscribers joining and leaving busy channels; `redis::readiness`: `/readyz` follows the upstream subscriptions (SUBSCRIBE refused, then allowed again), and a channel whose history fails delays no other; `redis::regression`: Redis coming back behind where it was starts a new epoch; `redis::matrix`: the failure matrix of docs/reliability.md (Redis killed with and without persistence, Sentinel failover to a lagging replica, Cluster primary failover, node killed, SUBSCRIBE refused), silent losses 0
 //! - `redis_cluster` — the fan-out, resume and interest cases on a three-master Redis Cluster (sharded pub/sub); lost pub/sub connections, and a master failover with replicas, after which every node delivers again on every shard
@@ -46,6 +47,7 @@ mod meteor;
 mod meteor_push;
 mod node_script;
 mod pushback;
+mod pusher;
 mod recovery;
 mod redis;
 mod redis_cluster;

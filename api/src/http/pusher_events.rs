@@ -1,0 +1,202 @@
+//! The Pusher REST API's publishing: `POST /apps/<id>/events` and
+//! `POST /apps/<id>/batch_events`, signed the Pusher way
+//! (`sites::pusher`), so that the Pusher server libraries (PHP, Python,
+//! Node, …) publish to Herald unchanged (docs/compat.md). A site's id, key
+//! and secret are its Pusher `app_id`, `key` and `secret`.
+//!
+//! Every request without a valid signature is 401, whatever else is wrong
+//! with it: the signature is checked before the body is looked at. Each
+//! event is published as `POST /api/publish` would (the site's checks,
+//! pushback and rate), under its event name.
+
+use std::net::SocketAddr;
+
+use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
+use push::{ErrorCode, Refusal};
+use serde_json::Value;
+use sites::pusher;
+
+use super::{
+    Body,
+    body::{self, BodyLimits},
+    reply,
+};
+use crate::{
+    App,
+    compat::publish::{Port, Refused, message_data, publish_event},
+};
+
+/// The most channels one event names (Pusher's own limit).
+const MAX_CHANNELS: usize = 100;
+/// The most events in one batch (Pusher's hosted clusters take 10).
+const MAX_BATCH: usize = 10;
+/// The longest event name (Pusher's limit).
+const MAX_EVENT_NAME: usize = 200;
+
+/// One event to publish.
+struct PusherEvent {
+    name: String,
+    data: Vec<u8>,
+    channels: Vec<String>,
+}
+
+pub(crate) async fn handle(
+    app: &App,
+    _peer: SocketAddr,
+    request: Request<Incoming>,
+    batch: bool,
+) -> Response<Body> {
+    if request.method() != Method::POST {
+        let mut answer = reply::refuse(ErrorCode::MethodNotAllowed, "this route takes POST");
+        answer
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+        return answer;
+    }
+    let path = request.uri().path().to_string();
+    let query = request.uri().query().unwrap_or("").to_string();
+    let unsigned = |why: &str| reply::refuse(ErrorCode::Unauthorized, why);
+    let Some(site) = pusher::auth_key(&query).and_then(|key| app.sessions().sites().by_key(&key))
+    else {
+        return unsigned("auth_key names no site: sign the request with the site's key and secret");
+    };
+    let app_id = path
+        .strip_prefix("/apps/")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default();
+    if app_id != site.id() {
+        return unsigned("the app id in the path is not the id of the site auth_key names");
+    }
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let limits = BodyLimits {
+        max_bytes: app.config().publish.max_body_bytes,
+        deadline: app.config().publish.body_timeout,
+    };
+    let read = match body::read(body, declared, limits, app.body_budget()).await {
+        Ok(read) => read,
+        Err(refusal) => return reply::refusal(&refusal),
+    };
+    let settings = site.settings();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let body = Some(&read.bytes[..]);
+    if let Err(why) = pusher::verify(&settings.secrets, "POST", &path, &query, body, now) {
+        app.sessions()
+            .metrics()
+            .reject(site.id(), ErrorCode::Unauthorized);
+        return unsigned(&why.to_string());
+    }
+    let events = match parse(&read.bytes, batch) {
+        Ok(events) => events,
+        Err(refusal) => return reply::refusal(&refusal),
+    };
+    for event in events {
+        for channel in &event.channels {
+            let name = match fanout::ChannelName::new(channel) {
+                Ok(name) => name,
+                Err(error) => {
+                    return reply::refuse(
+                        ErrorCode::InvalidChannel,
+                        &format!("{channel}: {error}"),
+                    );
+                }
+            };
+            let published = publish_event(
+                app,
+                Port::Pusher,
+                site.id(),
+                &name,
+                Some(&event.name),
+                event.data.clone(),
+            )
+            .await;
+            if let Err(refused) = published {
+                return refused_answer(&refused);
+            }
+        }
+    }
+    reply::json(StatusCode::OK, "{}".to_string())
+}
+
+/// The answer to a publish the site's checks refused.
+fn refused_answer(refused: &Refused) -> Response<Body> {
+    let code = match refused {
+        Refused::SiteGone(_) => ErrorCode::SiteUnknown,
+        Refused::TooLarge { .. } => ErrorCode::PayloadTooLarge,
+        Refused::Lagging => ErrorCode::DeliveryLagging,
+        Refused::RateLimited { .. } => ErrorCode::RateLimited,
+        Refused::Failed(_) => ErrorCode::Unavailable,
+    };
+    let mut answer = reply::refusal(&Refusal::new(code, refused.to_string()));
+    if matches!(refused, Refused::Lagging | Refused::RateLimited { .. }) {
+        answer
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(1));
+    }
+    answer
+}
+
+fn bad(message: impl Into<String>) -> Refusal {
+    Refusal::new(ErrorCode::BadRequest, message.into())
+}
+
+/// The events of a body: one (`events`) or a batch (`batch_events`).
+fn parse(body: &[u8], batch: bool) -> Result<Vec<PusherEvent>, Refusal> {
+    let json: Value = serde_json::from_slice(body)
+        .map_err(|e| Refusal::new(ErrorCode::BadJson, format!("the body is not JSON: {e}")))?;
+    if !batch {
+        return Ok(vec![event(&json, false)?]);
+    }
+    let items = json
+        .get("batch")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("a batch body is {\"batch\":[…]}"))?;
+    if items.len() > MAX_BATCH {
+        return Err(bad(format!("a batch holds at most {MAX_BATCH} events")));
+    }
+    items.iter().map(|item| event(item, true)).collect()
+}
+
+/// One event: `name`, `data` (a string, as the libraries send it) and
+/// `channels` (or, in a batch, one `channel`).
+fn event(json: &Value, in_batch: bool) -> Result<PusherEvent, Refusal> {
+    let name = json
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|name| !name.is_empty() && name.len() <= MAX_EVENT_NAME)
+        .ok_or_else(|| bad(format!("name: a string of 1 to {MAX_EVENT_NAME} bytes")))?;
+    if name.contains('\0') {
+        return Err(bad("name: no NUL"));
+    }
+    // The libraries send data as a string (JSON they encoded); a string
+    // that is JSON is published as that JSON, any other as a JSON string.
+    let data = match json.get("data") {
+        Some(Value::String(text)) => message_data(text.clone().into_bytes()).to_vec(),
+        Some(other) => other.to_string().into_bytes(),
+        None => return Err(bad("data is required")),
+    };
+    let channels: Vec<String> = match (json.get("channels"), json.get("channel")) {
+        (Some(Value::Array(list)), None) if !in_batch => list
+            .iter()
+            .map(|c| c.as_str().map(str::to_string))
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad("channels: an array of strings"))?,
+        (None, Some(Value::String(channel))) => vec![channel.clone()],
+        _ if in_batch => return Err(bad("a batch event names one channel")),
+        _ => return Err(bad("channels: an array of 1 to 100 channel names")),
+    };
+    if channels.is_empty() || channels.len() > MAX_CHANNELS {
+        return Err(bad(format!("channels: 1 to {MAX_CHANNELS} of them")));
+    }
+    Ok(PusherEvent {
+        name: name.to_string(),
+        data,
+        channels,
+    })
+}

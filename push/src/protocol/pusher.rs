@@ -1,0 +1,360 @@
+//! The Pusher Channels protocol, versions 6 and 7 (`GET /app/<key>`,
+//! docs/compat.md), for pusher-js, Laravel Echo and the Pusher mobile SDKs.
+//!
+//! Every WebSocket text frame is one JSON object: `event`, `channel`,
+//! `data`. Server frames carry `data` as a JSON-encoded string; client
+//! frames as an object (or, from pysher, a string).
+//!
+//! | client frame | intent | answer |
+//! |---|---|---|
+//! | `pusher:subscribe` (`channel`, `auth`) | [`Intent::Subscribe`], `auth` without its `key:` as the signature | `pusher_internal:subscription_succeeded` |
+//! | `pusher:unsubscribe` | [`Intent::Unsubscribe`] | nothing |
+//! | `pusher:ping` | [`Intent::Ping`] | `pusher:pong` |
+//! | `pusher:pong` | heard, nothing answered | |
+//! | `presence-…` subscribes, `pusher:signin`, `client-…` events | refused (not served yet) | `pusher:error` |
+//!
+//! The socket id is the connection's id written `<digits>.<digits>`, and a
+//! `private-` channel's `auth` is checked as Herald checks any channel
+//! signature, which is Pusher's formula: the HMAC of `socket_id:channel`
+//! under the site's secret. A message's frame is the same bytes for every
+//! Pusher subscriber (its event name, its channel, its data as a string),
+//! encoded once in its own slot, so an idle Pusher connection parks as a
+//! native one does.
+
+use std::{borrow::Cow, sync::Arc};
+
+use bytes::Bytes;
+use fanout::{ChannelName, Message};
+use serde_json::{Value, json};
+
+use super::{ClientFrame, Event, Intent, Protocol, Slot};
+use crate::{
+    CloseReason, ErrorCode, Refusal, Transport, connection::Outgoing, subscriptions::Subscriptions,
+    ws,
+};
+
+/// The event name of a message published without one (through the native
+/// API, Meteor or STOMP).
+pub const DEFAULT_EVENT: &str = "message";
+
+/// Pusher on one WebSocket.
+#[derive(Debug, Default)]
+pub struct PusherWs {
+    /// Channels whose `subscription_succeeded` was sent: a later
+    /// `subscribed` (a reset of the channel's positions) says nothing new
+    /// to a Pusher client, which has no positions.
+    confirmed: Vec<Box<str>>,
+    /// The last intent was a `pusher:pong`: its answer is silence.
+    swallow_pong: bool,
+}
+
+fn refuse(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Refusal {
+    Refusal::new(code, message)
+}
+
+/// The socket id Pusher clients see for connection `id`: `^\d+\.\d+$`, as
+/// the Pusher server libraries check.
+pub fn socket_id(id: u64) -> String {
+    format!("{}.{}", id / 1_000_000_000, id % 1_000_000_000)
+}
+
+impl PusherWs {
+    fn subscribe(data: &Value) -> Result<Intent, Refusal> {
+        let Some(name) = data.get("channel").and_then(Value::as_str) else {
+            return Err(refuse(
+                ErrorCode::MissingChannel,
+                "pusher:subscribe needs data.channel",
+            ));
+        };
+        if name.starts_with("presence-") {
+            return Err(refuse(
+                ErrorCode::Forbidden,
+                "presence channels are not served by this Herald yet",
+            )
+            .on_channel(name));
+        }
+        if name.starts_with("#server-to-user-") {
+            return Err(refuse(
+                ErrorCode::Forbidden,
+                "user sign-in is not served by this Herald yet",
+            )
+            .on_channel(name));
+        }
+        let channel = ChannelName::new(name)
+            .map_err(|e| refuse(ErrorCode::InvalidChannel, e.to_string()).on_channel(name))?;
+        // `<key>:<hex HMAC>`; the HMAC is what proves the subscribe.
+        let signature = data
+            .get("auth")
+            .and_then(Value::as_str)
+            .filter(|auth| !auth.is_empty())
+            .map(|auth| {
+                auth.rsplit_once(':')
+                    .map_or(auth, |(_, hex)| hex)
+                    .to_string()
+            });
+        Ok(Intent::Subscribe {
+            channel,
+            since: None,
+            signature,
+        })
+    }
+}
+
+impl Protocol for PusherWs {
+    const TRANSPORT: Transport = Transport::Ws;
+
+    fn connection_id(id: u64) -> String {
+        socket_id(id)
+    }
+
+    const SHARED_FRAME: Option<fn(&Message) -> Bytes> = Some(pusher_message);
+
+    fn parse(&mut self, frame: ClientFrame<'_>) -> Result<Intent, Refusal> {
+        self.swallow_pong = false;
+        let ClientFrame::Text(text) = frame else {
+            return Err(refuse(
+                ErrorCode::BadFrame,
+                "binary frames are not part of the Pusher protocol",
+            ));
+        };
+        let message: Value = serde_json::from_str(text)
+            .map_err(|e| refuse(ErrorCode::BadJson, format!("not a Pusher frame: {e}")))?;
+        let Some(event) = message.get("event").and_then(Value::as_str) else {
+            return Err(refuse(
+                ErrorCode::BadFrame,
+                "a Pusher frame names its event",
+            ));
+        };
+        // pysher sends its data as a string.
+        let data = match message.get("data") {
+            Some(Value::String(text)) => serde_json::from_str(text).unwrap_or(Value::Null),
+            Some(data) => data.clone(),
+            None => Value::Null,
+        };
+        match event {
+            "pusher:subscribe" => Self::subscribe(&data),
+            "pusher:unsubscribe" => {
+                let name = data.get("channel").and_then(Value::as_str).unwrap_or("");
+                let channel = ChannelName::new(name).map_err(|e| {
+                    refuse(ErrorCode::InvalidChannel, e.to_string()).on_channel(name)
+                })?;
+                Ok(Intent::Unsubscribe { channel })
+            }
+            "pusher:ping" => Ok(Intent::Ping),
+            "pusher:pong" => {
+                self.swallow_pong = true;
+                Ok(Intent::Ping)
+            }
+            "pusher:signin" => Err(refuse(
+                ErrorCode::Forbidden,
+                "user sign-in is not served by this Herald yet",
+            )),
+            event if event.starts_with("client-") => Err(refuse(
+                ErrorCode::Forbidden,
+                "client events are not enabled on this site",
+            )),
+            event => Err(refuse(
+                ErrorCode::UnknownType,
+                format!("unknown event {event}"),
+            )),
+        }
+    }
+
+    fn encode(&mut self, event: Event<'_>, _view: &Subscriptions, out: &mut Outgoing) {
+        let frame = match event {
+            Event::Opened {
+                connection_id,
+                ping_interval,
+                ..
+            } => {
+                let data = json!({
+                    "socket_id": socket_id(connection_id),
+                    "activity_timeout": ping_interval.as_secs().max(1),
+                });
+                json!({"event": "pusher:connection_established", "data": data.to_string()})
+            }
+            Event::Subscribed { channel, .. } => {
+                let name = channel.name();
+                if self.confirmed.iter().any(|c| &**c == name) {
+                    return;
+                }
+                self.confirmed.push(name.into());
+                json!({
+                    "event": "pusher_internal:subscription_succeeded",
+                    "channel": name,
+                    "data": "{}",
+                })
+            }
+            Event::Unsubscribed { channel } => {
+                self.confirmed.retain(|c| **c != *channel.as_str());
+                return;
+            }
+            Event::Pong => {
+                if std::mem::take(&mut self.swallow_pong) {
+                    return;
+                }
+                json!({"event": "pusher:pong", "data": "{}"})
+            }
+            Event::Refused(refusal) => {
+                let message = match &refusal.channel {
+                    Some(channel) => format!("{channel}: {}", refusal.message),
+                    None => refusal.message.to_string(),
+                };
+                // A refused frame is not fatal: Pusher says so with no code.
+                json!({"event": "pusher:error", "data": {"code": null, "message": message}})
+            }
+            // Browsers and the `ws` package answer a WebSocket Ping by
+            // themselves; pusher-js pings on its own `activity_timeout`.
+            Event::Heartbeat => return out.push(ws::frame::ping()),
+            Event::Closing {
+                reason, message, ..
+            } => {
+                let code = close_code(reason);
+                if code < 4000 {
+                    return;
+                }
+                json!({"event": "pusher:error", "data": {"code": code, "message": message}})
+            }
+            Event::Refreshed { .. } => return,
+        };
+        out.push(ws::frame::text(frame.to_string().as_bytes()));
+    }
+
+    fn message(&mut self, message: &Arc<Message>, _view: &Subscriptions, out: &mut Outgoing) {
+        out.push(pusher_message(message));
+    }
+
+    fn close_code(&self, reason: CloseReason) -> u16 {
+        close_code(reason)
+    }
+}
+
+/// The close code pusher-js acts on for `reason` (protocols.md §1.5):
+/// 4001–4099 it never retries, 4100–4199 it retries after a second,
+/// 4200–4299 at once.
+fn close_code(reason: CloseReason) -> u16 {
+    let CloseReason::Code(code) = reason else {
+        return reason.ws_code();
+    };
+    match code {
+        ErrorCode::SiteUnknown => 4001,
+        ErrorCode::SiteRemoved => 4003,
+        ErrorCode::Shutdown => 4200,
+        ErrorCode::IdleTimeout => 4201,
+        // Framing errors keep their RFC 6455 codes, which pusher-js retries.
+        ErrorCode::ProtocolError | ErrorCode::InvalidPayload | ErrorCode::MessageTooBig => {
+            code.close_code()
+        }
+        code if code.is_temporary() || code == ErrorCode::SlowConsumer => 4100,
+        _ => 4009,
+    }
+}
+
+/// A message's Pusher frame, built once and shared by every Pusher
+/// subscriber: its event name ([`DEFAULT_EVENT`] without one), its channel,
+/// and its data as a JSON-encoded string.
+pub(crate) fn pusher_message(message: &Message) -> Bytes {
+    message.encoded(Slot::PusherWs.index(), |m| {
+        let data = String::from_utf8_lossy(&m.data);
+        let frame = json!({
+            "event": m.event.as_deref().unwrap_or(DEFAULT_EVENT),
+            "channel": m.channel.name(),
+            "data": data,
+        });
+        ws::frame::text(frame.to_string().as_bytes())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Intent, ErrorCode> {
+        PusherWs::default()
+            .parse(ClientFrame::Text(text))
+            .map_err(|r| r.code)
+    }
+
+    #[test]
+    fn socket_ids_are_digits_dot_digits() {
+        assert_eq!(socket_id(123_000_000_456), "123.456");
+        assert_eq!(socket_id(7), "0.7");
+    }
+
+    #[test]
+    fn client_frames_become_intents() {
+        let subscribe = parse(
+            r#"{"event":"pusher:subscribe","data":{"auth":"app-key:02191fa5e537ed34e8f6d37d3be420047de41ffd8ce93ed6f1552981fab10162","channel":"private-user-7"}}"#,
+        );
+        match subscribe {
+            Ok(Intent::Subscribe {
+                channel, signature, ..
+            }) => {
+                assert_eq!(channel.as_str(), "private-user-7");
+                assert_eq!(
+                    signature.as_deref(),
+                    Some("02191fa5e537ed34e8f6d37d3be420047de41ffd8ce93ed6f1552981fab10162")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(r#"{"event":"pusher:subscribe","data":{"auth":"","channel":"timeline-public"}}"#),
+            Ok(Intent::Subscribe {
+                signature: None,
+                ..
+            })
+        ));
+        assert_eq!(
+            parse(r#"{"event":"pusher:ping","data":{}}"#),
+            Ok(Intent::Ping)
+        );
+        assert_eq!(
+            parse(r#"{"event":"pusher:ping","data":""}"#),
+            Ok(Intent::Ping)
+        );
+        assert!(matches!(
+            parse(r#"{"event":"pusher:unsubscribe","data":{"channel":"a"}}"#),
+            Ok(Intent::Unsubscribe { .. })
+        ));
+        let cases = [
+            (
+                r#"{"event":"pusher:subscribe","data":{}}"#,
+                ErrorCode::MissingChannel,
+            ),
+            (
+                r#"{"event":"pusher:subscribe","data":{"channel":"presence-room"}}"#,
+                ErrorCode::Forbidden,
+            ),
+            (
+                r#"{"event":"pusher:subscribe","data":{"channel":"a,b"}}"#,
+                ErrorCode::InvalidChannel,
+            ),
+            (
+                r#"{"event":"client-typing","channel":"private-a","data":{}}"#,
+                ErrorCode::Forbidden,
+            ),
+            (
+                r#"{"event":"pusher:signin","data":{}}"#,
+                ErrorCode::Forbidden,
+            ),
+            (r#"{"event":"nope","data":{}}"#, ErrorCode::UnknownType),
+            ("not json", ErrorCode::BadJson),
+        ];
+        for (frame, code) in cases {
+            assert_eq!(parse(frame).err(), Some(code), "{frame}");
+        }
+    }
+
+    #[test]
+    fn close_codes_follow_what_pusher_js_does() {
+        let code = |c| close_code(CloseReason::Code(c));
+        assert_eq!(code(ErrorCode::SiteUnknown), 4001);
+        assert_eq!(code(ErrorCode::Shutdown), 4200);
+        assert_eq!(code(ErrorCode::IdleTimeout), 4201);
+        assert_eq!(code(ErrorCode::SlowConsumer), 4100);
+        assert_eq!(code(ErrorCode::SiteConnectionLimit), 4100);
+        assert_eq!(code(ErrorCode::TokenInvalid), 4009);
+        assert_eq!(close_code(CloseReason::ClientClosed), 1000);
+    }
+}

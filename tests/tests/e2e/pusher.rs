@@ -1,0 +1,313 @@
+//! The Pusher Channels protocol (`/app/<key>`) and REST API (`/apps/<id>/events`,
+//! `/batch_events`): pusher-js 8.6.0 (Node) receives what the npm `pusher` 5.3.4 server library
+//! triggers, on public and private channels (authorized by the library's own `authorizeChannel`),
+//! and what Herald's native API publishes; a native subscriber gets the same JSON byte for byte;
+//! a forged signature, presence and an unknown key get what pusher-js expects; every unsigned or
+//! wrongly signed REST request is 401, and bad bodies get their 400.
+
+use std::time::Duration;
+
+use herald_tests::{
+    Herald, Request, Site, WS_TIMEOUT, WsClient, WsEvent, hmac_hex, sites_toml, unix_now,
+};
+use md5::{Digest, Md5};
+
+use crate::node_script::{Node, browser_dir, check_dependencies};
+
+const STEP_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn start(site: &Site) -> Herald {
+    Herald::builder()
+        .config_toml(sites_toml("", &[site]))
+        .start()
+}
+
+#[test]
+fn pusher_js_receives_what_the_pusher_server_library_triggers() {
+    let browser_dir = browser_dir();
+    check_dependencies(&browser_dir);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let site = Site::new("blog");
+    let herald = start(&site);
+    let mut native = runtime.block_on(WsClient::connect(
+        &herald.ws_url(&format!("/ws?key={}", site.key)),
+    ));
+    runtime.block_on(native.subscribe("timeline-public"));
+
+    let port = herald.addr.port().to_string();
+    let args = ["127.0.0.1", &port, &site.id, &site.key, site.secret()];
+    let mut node = Node::spawn(&browser_dir, "pusher.mjs", &args);
+    let socket_id = node.expect_prefix("CONNECTED ", STEP_TIMEOUT);
+    let (high, low) = socket_id.split_once('.').expect("digits.digits");
+    assert!(
+        !high.is_empty() && (high.bytes().chain(low.bytes())).all(|b| b.is_ascii_digit()),
+        "{socket_id}"
+    );
+    for channel in ["timeline-public", "private-user-7"] {
+        node.send(&format!("SUB {channel}"));
+        node.expect(&format!("SUBSCRIBED {channel}"), STEP_TIMEOUT);
+    }
+
+    let notice = r#"{"id":2,"text":"from server lib"}"#;
+    node.send(&format!("TRIGGER timeline-public new-notice {notice}"));
+    node.expect("TRIGGERED 200", STEP_TIMEOUT);
+    node.expect(
+        &format!("EVENT timeline-public new-notice {notice}"),
+        STEP_TIMEOUT,
+    );
+    let on_native = runtime.block_on(native.next_message(WS_TIMEOUT));
+    assert_eq!(
+        on_native.data, notice,
+        "the JSON the library sent, byte for byte"
+    );
+
+    node.send(r#"TRIGGER private-user-7 new-notice {"id":3}"#);
+    node.expect("TRIGGERED 200", STEP_TIMEOUT);
+    node.expect(r#"EVENT private-user-7 new-notice {"id":3}"#, STEP_TIMEOUT);
+
+    node.send(r#"BATCH timeline-public new-notice {"id":4}"#);
+    node.expect("TRIGGERED 200", STEP_TIMEOUT);
+    node.expect(
+        r#"EVENT timeline-public new-notice {"id":4,"part":1}"#,
+        STEP_TIMEOUT,
+    );
+    node.expect(
+        r#"EVENT timeline-public new-notice {"id":4,"part":2}"#,
+        STEP_TIMEOUT,
+    );
+
+    // Published through Herald's own API, without an event name: event `message`.
+    let response = runtime.block_on(
+        site.publish_request(herald.addr, "timeline-public", r#"{"id":5}"#)
+            .send(),
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    node.expect(r#"EVENT timeline-public message {"id":5}"#, STEP_TIMEOUT);
+
+    // A forged channel authorization, and a presence channel (not served yet): pusher:error,
+    // and the connection carries on.
+    node.send("SUBFORGED private-forged");
+    let error = node.expect_prefix("ERROR ", STEP_TIMEOUT);
+    assert!(
+        error.contains(r#""code":null"#) && error.contains("private-forged: the signature"),
+        "{error}"
+    );
+    node.send("SUB presence-room");
+    let error = node.expect_prefix("ERROR ", STEP_TIMEOUT);
+    assert!(
+        error.contains("presence channels are not served"),
+        "{error}"
+    );
+    node.send(r#"TRIGGER timeline-public new-notice {"id":6}"#);
+    node.expect(r#"EVENT timeline-public new-notice {"id":6}"#, STEP_TIMEOUT);
+
+    node.send("DONE");
+    node.expect("BYE", STEP_TIMEOUT);
+    node.finish();
+    drop(herald);
+}
+
+/// A REST request signed the way the Pusher libraries sign it (protocols.md §1.7).
+fn signed(
+    site: &Site,
+    herald: &Herald,
+    path: &str,
+    body: &str,
+    secret: &str,
+    timestamp: u64,
+) -> Request {
+    let md5 = hex::encode(Md5::digest(body.as_bytes()));
+    let query = format!(
+        "auth_key={}&auth_timestamp={timestamp}&auth_version=1.0&body_md5={md5}",
+        site.key
+    );
+    let signature = hmac_hex(secret, &format!("POST\n{path}\n{query}"));
+    Request::post(
+        herald.addr,
+        &format!("{path}?{query}&auth_signature={signature}"),
+    )
+    .json_body(body)
+}
+
+#[tokio::test]
+async fn rest_requests_are_401_unless_signed_and_bad_bodies_get_their_400() {
+    let site = Site::new("blog");
+    let herald = start(&site);
+    let mut native = WsClient::connect(&herald.ws_url(&format!("/ws?key={}", site.key))).await;
+    native.subscribe("a").await;
+    let now = unix_now();
+    let path = "/apps/blog/events";
+    let body = r#"{"name":"e","data":"{\"n\":1}","channels":["a"]}"#;
+
+    let unsigned = Request::post(herald.addr, path)
+        .json_body(body)
+        .send()
+        .await;
+    unsigned.assert_error(401, "unauthorized");
+    let cases = [
+        (
+            "wrong secret",
+            signed(&site, &herald, path, body, "not-the-secret-at-all", now),
+        ),
+        (
+            "stale",
+            signed(&site, &herald, path, body, site.secret(), now - 601),
+        ),
+        (
+            "another app's path",
+            signed(
+                &site,
+                &herald,
+                "/apps/other/events",
+                body,
+                site.secret(),
+                now,
+            ),
+        ),
+    ];
+    for (why, request) in cases {
+        let answer = request.send().await;
+        assert_eq!(answer.status, 401, "{why}: {}", answer.text());
+        answer.assert_error(401, "unauthorized");
+    }
+    // A body other than the one signed.
+    let tampered = signed(&site, &herald, path, body, site.secret(), now)
+        .json_body(&body.replace("\\\"n\\\":1", "\\\"n\\\":2"));
+    let answer = tampered.send().await;
+    answer.assert_error(401, "unauthorized");
+    assert!(answer.text().contains("body_md5"), "{}", answer.text());
+
+    let bad_bodies = [
+        ("not json", "bad_json"),
+        (r#"{"data":"{}","channels":["a"]}"#, "bad_request"),
+        (r#"{"name":"e","channels":["a"]}"#, "bad_request"),
+        (r#"{"name":"e","data":"{}","channels":[]}"#, "bad_request"),
+        (
+            r#"{"name":"e","data":"{}","channels":["a b"]}"#,
+            "invalid_channel",
+        ),
+    ];
+    for (bad, code) in bad_bodies {
+        signed(&site, &herald, path, bad, site.secret(), now)
+            .send()
+            .await
+            .assert_error(400, code);
+    }
+    let eleven: Vec<String> = (0..11)
+        .map(|i| format!(r#"{{"channel":"a","name":"e","data":"{{\"n\":{i}}}"}}"#))
+        .collect();
+    let batch = format!(r#"{{"batch":[{}]}}"#, eleven.join(","));
+    signed(
+        &site,
+        &herald,
+        "/apps/blog/batch_events",
+        &batch,
+        site.secret(),
+        now,
+    )
+    .send()
+    .await
+    .assert_error(400, "bad_request");
+    Request::get(herald.addr, path)
+        .send()
+        .await
+        .assert_error(405, "method_not_allowed");
+
+    // Nothing refused was published; the signed one is.
+    let good = signed(&site, &herald, path, body, site.secret(), now)
+        .send()
+        .await;
+    assert_eq!((good.status, good.text().as_str()), (200, "{}"));
+    let message = native.next_message(WS_TIMEOUT).await;
+    assert_eq!(
+        (message.position.offset, message.data.as_str()),
+        (1, r#"{"n":1}"#)
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_key_is_told_4001_which_pusher_js_does_not_retry() {
+    let site = Site::new("blog");
+    let herald = start(&site);
+    let mut client =
+        WsClient::connect_silent(&herald.ws_url("/app/no-such-key?protocol=7&client=js")).await;
+    let error = client.next_json(WS_TIMEOUT).await;
+    assert_eq!(error["event"], "pusher:error", "{error}");
+    assert_eq!(error["data"]["code"], 4001, "{error}");
+    match client.next_event(WS_TIMEOUT).await {
+        WsEvent::Close(code, _) => assert_eq!(code, 4001),
+        other => panic!("expected the close, got {other:?}"),
+    }
+    let mut fine =
+        WsClient::connect_silent(&herald.ws_url(&format!("/app/{}?protocol=7", site.key))).await;
+    let established = fine.next_json(WS_TIMEOUT).await;
+    assert_eq!(established["event"], "pusher:connection_established");
+    let data: serde_json::Value =
+        serde_json::from_str(established["data"].as_str().expect("data is a string")).unwrap();
+    assert!(data["activity_timeout"].as_u64().unwrap_or(0) > 0, "{data}");
+}
+
+/// On Redis an event name travels with its message: a Pusher client on another node gets the
+/// event under its name, and a native client resuming from history gets the data alone.
+#[tokio::test]
+async fn on_redis_event_names_reach_other_nodes_and_history_keeps_the_data_alone() {
+    let redis = herald_tests::Redis::start();
+    let site = Site::new("blog");
+    let toml = sites_toml("", &[&site]);
+    let a = crate::redis::node(&redis.url())
+        .config_toml(toml.clone())
+        .start();
+    let b = crate::redis::node(&redis.url()).config_toml(toml).start();
+    let mut pusher =
+        WsClient::connect_silent(&b.ws_url(&format!("/app/{}?protocol=7", site.key))).await;
+    let established = pusher.next_json(WS_TIMEOUT).await;
+    assert_eq!(established["event"], "pusher:connection_established");
+    pusher
+        .send_text(r#"{"event":"pusher:subscribe","data":{"auth":"","channel":"timeline-public"}}"#)
+        .await;
+    let succeeded = pusher.next_json(WS_TIMEOUT).await;
+    assert_eq!(
+        succeeded["event"], "pusher_internal:subscription_succeeded",
+        "{succeeded}"
+    );
+
+    let body = r#"{"name":"new-notice","data":"{\"id\":7}","channels":["timeline-public"]}"#;
+    let answer = signed(
+        &site,
+        &a,
+        "/apps/blog/events",
+        body,
+        site.secret(),
+        unix_now(),
+    )
+    .send()
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let frame = pusher.next_json(WS_TIMEOUT).await;
+    assert_eq!(
+        frame,
+        serde_json::json!({"event":"new-notice","channel":"timeline-public","data":"{\"id\":7}"})
+    );
+
+    let mut native = WsClient::connect(&b.ws_url(&format!("/ws?key={}", site.key))).await;
+    let epoch = frame_epoch(&mut native).await;
+    let subscribed = native.subscribe_since("timeline-public", &epoch, 0).await;
+    assert_eq!(subscribed["recovered"], true, "{subscribed}");
+    let replayed = native.next_message(WS_TIMEOUT).await;
+    assert_eq!(
+        replayed.data, r#"{"id":7}"#,
+        "history holds the data without the event name"
+    );
+}
+
+/// The epoch of `timeline-public`, read with a subscribe and an unsubscribe.
+async fn frame_epoch(native: &mut WsClient) -> String {
+    let subscribed = native.subscribe("timeline-public").await;
+    let epoch = subscribed["epoch"].as_str().expect("an epoch").to_owned();
+    native
+        .send_json(&serde_json::json!({"type":"unsubscribe","channel":"timeline-public"}))
+        .await;
+    let answer = native.next_json(WS_TIMEOUT).await;
+    assert_eq!(answer["type"], "unsubscribed", "{answer}");
+    epoch
+}
