@@ -44,10 +44,11 @@ impl PublishRequest {
         }
     }
 
-    /// A publish of `data` under the event name `event` (a Pusher event),
-    /// which every engine keeps with it ([`crate::message::stored_with_event`]).
-    pub fn with_event(channel: ChannelKey, event: &str, data: &[u8]) -> Self {
-        Self::new(channel, crate::message::stored_with_event(event, data))
+    /// A publish of `data` with `tags` (a Pusher event's name, the socket
+    /// it must skip), which every engine keeps with it
+    /// ([`crate::message::stored_with_tags`]).
+    pub fn tagged(channel: ChannelKey, tags: crate::Tags<'_>, data: &[u8]) -> Self {
+        Self::new(channel, crate::message::stored_with_tags(tags, data))
     }
 }
 

@@ -29,7 +29,7 @@ pub use engine::{
 pub use error::Error;
 pub use fanout::Fanout;
 pub use history::HistoryConfig;
-pub use message::{ENCODINGS, Epoch, InvalidEpoch, InvalidPosition, Message, Position};
+pub use message::{ENCODINGS, Epoch, InvalidEpoch, InvalidPosition, Message, Position, Tags};
 pub use metrics::Metrics;
 pub use registry::{ChannelWatcher, Flush, Flushes, Handoff, Hub, Registration, Subscriber, Watch};
 pub use subscription::Subscription;

@@ -113,6 +113,9 @@ pub struct Message {
     /// The event name it was published under, when its publisher gave one
     /// (a Pusher event's `name`): what Pusher clients listen for.
     pub event: Option<Box<str>>,
+    /// The connection that must not get it (a Pusher publish's `socket_id`:
+    /// the connection whose user caused it).
+    pub excluded: Option<u64>,
     /// One lazily built encoding per wire format, so a message going to 10k
     /// WebSocket subscribers is framed once, not 10k times.
     encoded: [OnceLock<Bytes>; ENCODINGS],
@@ -123,41 +126,67 @@ pub struct Message {
     stamp: u32,
 }
 
-/// The bytes an engine stores and passes around for a message published
-/// with an event name: NUL, the name, NUL, then the data. A message's data
-/// is JSON, which never starts with NUL, so a message without a name is
-/// stored as its data alone, as it always was, and engines stay unaware.
-pub fn stored_with_event(event: &str, data: &[u8]) -> Bytes {
-    let mut stored = Vec::with_capacity(event.len() + data.len() + 2);
+/// What a message carries besides its data: set by publishers that speak
+/// another protocol (Pusher), and kept by every engine with the data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tags<'a> {
+    /// [`Message::event`].
+    pub event: Option<&'a str>,
+    /// [`Message::excluded`].
+    pub excluded: Option<u64>,
+}
+
+/// The bytes an engine stores and passes around for a message with
+/// [`Tags`]: NUL, the event name, NUL, the excluded connection's id in
+/// decimal, NUL, then the data (either field empty when absent). A
+/// message's data is JSON, which never starts with NUL, so a message
+/// without tags is stored as its data alone, as it always was, and engines
+/// stay unaware.
+pub fn stored_with_tags(tags: Tags<'_>, data: &[u8]) -> Bytes {
+    if tags == Tags::default() {
+        return Bytes::copy_from_slice(data);
+    }
+    let event = tags.event.unwrap_or_default();
+    let excluded = tags.excluded.map(|id| id.to_string()).unwrap_or_default();
+    let mut stored = Vec::with_capacity(event.len() + excluded.len() + data.len() + 3);
     stored.push(0);
     stored.extend_from_slice(event.as_bytes());
+    stored.push(0);
+    stored.extend_from_slice(excluded.as_bytes());
     stored.push(0);
     stored.extend_from_slice(data);
     Bytes::from(stored)
 }
 
-/// The event name and the data of stored bytes ([`stored_with_event`]).
-fn split_stored(stored: Bytes) -> (Option<Box<str>>, Bytes) {
+/// The tags and the data of stored bytes ([`stored_with_tags`]).
+fn split_stored(stored: Bytes) -> (Option<Box<str>>, Option<u64>, Bytes) {
     if stored.first() != Some(&0) {
-        return (None, stored);
+        return (None, None, stored);
     }
-    let Some(end) = stored[1..].iter().position(|&b| b == 0) else {
-        return (None, stored);
+    let mut fields = stored[1..].splitn(3, |&b| b == 0);
+    let (Some(event), Some(excluded), Some(data)) = (fields.next(), fields.next(), fields.next())
+    else {
+        return (None, None, stored);
     };
-    let name = String::from_utf8_lossy(&stored[1..=end]).into();
-    (Some(name), stored.slice(end + 2..))
+    let start = stored.len() - data.len();
+    let event = (!event.is_empty()).then(|| String::from_utf8_lossy(event).into());
+    let excluded = std::str::from_utf8(excluded)
+        .ok()
+        .and_then(|id| id.parse().ok());
+    (event, excluded, stored.slice(start..))
 }
 
 impl Message {
     /// A message of `channel` at `position`, from the bytes its engine
     /// stored (its data, with its event name in front when it has one).
     pub fn new(channel: ChannelKey, position: Position, stored: Bytes) -> Self {
-        let (event, data) = split_stored(stored);
+        let (event, excluded, data) = split_stored(stored);
         Self {
             channel,
             position,
             data,
             event,
+            excluded,
             encoded: Default::default(),
             gap: false,
             stamp: crate::lag::now_ms(),
@@ -225,25 +254,44 @@ mod tests {
     }
 
     #[test]
-    fn event_names_travel_in_front_of_the_data() {
+    fn tags_travel_in_front_of_the_data() {
         let channel = ChannelKey::parse("s/public").unwrap();
         let position = Position {
             epoch: Epoch::from_u64(1),
             offset: 1,
         };
+        let tags = Tags {
+            event: Some("new-notice"),
+            excluded: Some(123_000_000_456),
+        };
         let named = Message::new(
             channel.clone(),
             position,
-            stored_with_event("new-notice", br#"{"id":1}"#),
+            stored_with_tags(tags, br#"{"id":1}"#),
         );
         assert_eq!(named.event.as_deref(), Some("new-notice"));
+        assert_eq!(named.excluded, Some(123_000_000_456));
         assert_eq!(named.data, r#"{"id":1}"#);
         let plain = Message::new(channel.clone(), position, Bytes::from_static(b"{}"));
-        assert_eq!((plain.event, &plain.data[..]), (None, &b"{}"[..]));
-        let unnamed = Message::new(channel, position, stored_with_event("", b"[]"));
         assert_eq!(
-            (unnamed.event.as_deref(), &unnamed.data[..]),
-            (Some(""), &b"[]"[..])
+            (plain.event, plain.excluded, &plain.data[..]),
+            (None, None, &b"{}"[..])
+        );
+        let untagged = stored_with_tags(Tags::default(), b"[]");
+        assert_eq!(&untagged[..], b"[]", "no tags, no envelope");
+        let only_excluded = Tags {
+            event: None,
+            excluded: Some(7),
+        };
+        let message = Message::new(
+            channel,
+            position,
+            stored_with_tags(only_excluded, b"\"\0\""),
+        );
+        assert_eq!(
+            (message.event, message.excluded, &message.data[..]),
+            (None, Some(7), &b"\"\0\""[..]),
+            "NUL inside the data stays data"
         );
     }
 

@@ -518,9 +518,12 @@ impl<P: Protocol> Connection<P> {
         }
     }
 
-    /// Encodes live messages the client has not had.
+    /// Encodes live messages the client has not had, but those that must
+    /// skip this connection (a Pusher publish's `socket_id`), which still
+    /// move its position on.
     fn deliver(&mut self, items: Queue) {
         let mut sent = 0;
+        let id = self.id();
         for Queued { slot, message, .. } in items {
             match self.subscriptions.accept(slot, &message) {
                 Accept::Skip => continue,
@@ -534,6 +537,9 @@ impl<P: Protocol> Connection<P> {
                 Accept::AfterReset(position) => {
                     self.announce_reset(slot, &message.channel, position);
                 }
+            }
+            if message.excluded == Some(id) {
+                continue;
             }
             self.protocol
                 .message(&message, &self.subscriptions, &mut self.out);

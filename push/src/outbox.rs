@@ -353,6 +353,7 @@ impl Outbox {
                 let covered = item.written == 0
                     && item.slot == u32::from(state.parked_slot)
                     && !message.is_gap()
+                    && message.excluded != Some(self.id)
                     && next.epoch == position.epoch
                     && next.offset > position.offset;
                 if !covered {

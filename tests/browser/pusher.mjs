@@ -11,6 +11,8 @@
 //   test → SUB <channel>                             subscribe     → SUBSCRIBED <channel>
 //   test → SUBFORGED <channel>                       subscribe with a wrong signature
 //   test → TRIGGER <channel> <event> <json>          npm pusher trigger() → TRIGGERED <status>
+//   test → TRIGGEROTHERS <channel> <event> <json>   trigger() with this client's socket_id, so
+//                                                    that it skips this client → TRIGGERED <status>
 //   test → BATCH <channel> <event> <json>            triggerBatch() of two events to <channel>
 //                                                    → TRIGGERED <status>
 //   test → DONE                                      disconnect    → BYE
@@ -74,6 +76,11 @@ for await (const line of createInterface({ input: process.stdin })) {
     } else if (command === "TRIGGER") {
       const [channel, event, ...json] = rest;
       const response = await server.trigger(channel, event, JSON.parse(json.join(" ")));
+      say(`TRIGGERED ${response.status}`);
+    } else if (command === "TRIGGEROTHERS") {
+      const [channel, event, ...json] = rest;
+      const params = { socket_id: client.connection.socket_id };
+      const response = await server.trigger(channel, event, JSON.parse(json.join(" ")), params);
       say(`TRIGGERED ${response.status}`);
     } else if (command === "BATCH") {
       const [channel, event, ...json] = rest;

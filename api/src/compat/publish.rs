@@ -6,7 +6,7 @@
 use std::fmt;
 
 use bytes::Bytes;
-use fanout::{ChannelKey, ChannelName, PublishRequest};
+use fanout::{ChannelKey, ChannelName, PublishRequest, Tags};
 
 use crate::{App, http::pushback};
 
@@ -89,19 +89,19 @@ pub(crate) async fn publish(
     channel: &ChannelName,
     text: Vec<u8>,
 ) -> Result<u64, Refused> {
-    publish_event(app, port, site, channel, None, text).await
+    publish_tagged(app, port, site, channel, Tags::default(), text).await
 }
 
-/// [`publish`] under the event name `event` (a Pusher event's `name`).
-pub(crate) async fn publish_event(
+/// [`publish`] with `tags` (a Pusher event's `name`, the socket it skips).
+pub(crate) async fn publish_tagged(
     app: &App,
     port: Port,
     site: &str,
     channel: &ChannelName,
-    event: Option<&str>,
+    tags: Tags<'_>,
     text: Vec<u8>,
 ) -> Result<u64, Refused> {
-    let result = publish_checked(app, site, channel, event, text).await;
+    let result = publish_checked(app, site, channel, tags, text).await;
     let outcome = if result.is_ok() {
         "published"
     } else {
@@ -120,7 +120,7 @@ async fn publish_checked(
     app: &App,
     site: &str,
     channel: &ChannelName,
-    event: Option<&str>,
+    tags: Tags<'_>,
     text: Vec<u8>,
 ) -> Result<u64, Refused> {
     let Some(site) = app.sessions().sites().by_id(site) else {
@@ -140,10 +140,7 @@ async fn publish_checked(
         });
     }
     let channel = ChannelKey::new(site.id(), channel);
-    let request = match event {
-        Some(event) => PublishRequest::with_event(channel, event, &data),
-        None => PublishRequest::new(channel, data),
-    };
+    let request = PublishRequest::tagged(channel, tags, &data);
     match app.fanout().publish(vec![request]).await {
         Ok(published) => Ok(published.first().map_or(0, |p| p.position.offset)),
         Err(error) => {

@@ -11,7 +11,9 @@
 
 use std::net::SocketAddr;
 
+use fanout::Tags;
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
+use push::protocol::pusher::connection_of;
 use push::{ErrorCode, Refusal};
 use serde_json::Value;
 use sites::pusher;
@@ -23,7 +25,7 @@ use super::{
 };
 use crate::{
     App,
-    compat::publish::{Port, Refused, message_data, publish_event},
+    compat::publish::{Port, Refused, message_data, publish_tagged},
 };
 
 /// The most channels one event names (Pusher's own limit).
@@ -38,6 +40,8 @@ struct PusherEvent {
     name: String,
     data: Vec<u8>,
     channels: Vec<String>,
+    /// The connection of `socket_id`, which does not get the event.
+    excluded: Option<u64>,
 }
 
 pub(crate) async fn handle(
@@ -107,12 +111,16 @@ pub(crate) async fn handle(
                     );
                 }
             };
-            let published = publish_event(
+            let tags = Tags {
+                event: Some(&event.name),
+                excluded: event.excluded,
+            };
+            let published = publish_tagged(
                 app,
                 Port::Pusher,
                 site.id(),
                 &name,
-                Some(&event.name),
+                tags,
                 event.data.clone(),
             )
             .await;
@@ -194,9 +202,17 @@ fn event(json: &Value, in_batch: bool) -> Result<PusherEvent, Refusal> {
     if channels.is_empty() || channels.len() > MAX_CHANNELS {
         return Err(bad(format!("channels: 1 to {MAX_CHANNELS} of them")));
     }
+    let excluded = match json.get("socket_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => Some(
+            connection_of(id).ok_or_else(|| bad(format!("socket_id {id:?} is not a socket id")))?,
+        ),
+        Some(_) => return Err(bad("socket_id: a string")),
+    };
     Ok(PusherEvent {
         name: name.to_string(),
         data,
         channels,
+        excluded,
     })
 }

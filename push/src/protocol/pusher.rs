@@ -58,6 +58,18 @@ pub fn socket_id(id: u64) -> String {
     format!("{}.{}", id / 1_000_000_000, id % 1_000_000_000)
 }
 
+/// The connection id of a socket id ([`socket_id`]), when it is one.
+pub fn connection_of(socket_id: &str) -> Option<u64> {
+    let (high, low) = socket_id.split_once('.')?;
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !all_digits(high) || !all_digits(low) || low.len() > 9 {
+        return None;
+    }
+    let high: u64 = high.parse().ok()?;
+    let low: u64 = low.parse().ok()?;
+    high.checked_mul(1_000_000_000)?.checked_add(low)
+}
+
 impl PusherWs {
     fn subscribe(data: &Value) -> Result<Intent, Refusal> {
         let Some(name) = data.get("channel").and_then(Value::as_str) else {
@@ -279,6 +291,20 @@ mod tests {
     fn socket_ids_are_digits_dot_digits() {
         assert_eq!(socket_id(123_000_000_456), "123.456");
         assert_eq!(socket_id(7), "0.7");
+        for id in [0, 7, 123_000_000_456, u64::MAX >> 11] {
+            assert_eq!(connection_of(&socket_id(id)), Some(id));
+        }
+        for bad in [
+            "",
+            "1",
+            "1.",
+            ".1",
+            "a.1",
+            "1.1234567890",
+            "99999999999999999999.1",
+        ] {
+            assert_eq!(connection_of(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -76,6 +76,28 @@ fn pusher_js_receives_what_the_pusher_server_library_triggers() {
         STEP_TIMEOUT,
     );
 
+    // With the client's socket_id, the event skips it; the native subscriber gets it, and the
+    // next event is the client's next line.
+    node.send(r#"TRIGGEROTHERS timeline-public new-notice {"id":"not for me"}"#);
+    node.expect("TRIGGERED 200", STEP_TIMEOUT);
+    let reached_native = (0..10).any(|_| {
+        runtime
+            .block_on(native.next_message(WS_TIMEOUT))
+            .data
+            .contains("not for me")
+    });
+    assert!(
+        reached_native,
+        "the native subscriber gets what skips the Pusher client"
+    );
+    node.send(r#"TRIGGER timeline-public new-notice {"id":"after"}"#);
+    node.expect("TRIGGERED 200", STEP_TIMEOUT);
+    assert_eq!(
+        node.expect_prefix("EVENT ", STEP_TIMEOUT),
+        r#"timeline-public new-notice {"id":"after"}"#,
+        "the event published with this client's socket_id never reached it"
+    );
+
     // Published through Herald's own API, without an event name: event `message`.
     let response = runtime.block_on(
         site.publish_request(herald.addr, "timeline-public", r#"{"id":5}"#)
