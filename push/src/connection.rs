@@ -304,7 +304,74 @@ impl<P: Protocol> Connection<P> {
                     self.refuse_frame(refusal);
                 }
             },
+            Intent::Publish {
+                channel,
+                event,
+                data,
+            } => {
+                if let Err(refusal) = self.publish(&channel, &event, &data) {
+                    self.count_rejection(refusal.code);
+                    self.refuse_frame(refusal.on_channel(channel.as_str()));
+                }
+            }
         }
+    }
+
+    /// Publishes a client's event to the other subscribers of a private
+    /// channel it is subscribed to, when its site allows client events,
+    /// within the site's message size and publish rate. The engine's answer
+    /// is not waited for: a client event has no acknowledgement.
+    fn publish(&mut self, channel: &ChannelName, event: &str, data: &Bytes) -> Result<(), Refusal> {
+        let site = self.client.site();
+        let settings = site.settings();
+        if !settings.client_events {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                "client events are not enabled on this site",
+            ));
+        }
+        if !channel.as_str().starts_with("private-") {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                "client events go to private channels only",
+            ));
+        }
+        let key = self.client.scope(channel);
+        if self.subscriptions.find(&key).is_none() {
+            return Err(Refusal::new(
+                ErrorCode::NotSubscribed,
+                "subscribe to the channel before sending it events",
+            ));
+        }
+        let max = settings.limits.max_message_bytes;
+        if data.len() > max {
+            return Err(Refusal::new(
+                ErrorCode::PayloadTooLarge,
+                format!("a client event's data may be at most {max} bytes"),
+            ));
+        }
+        if let Err(wait) = site.take_publish(1) {
+            return Err(Refusal::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "this site's publish_rate is reached; retry in {} ms",
+                    wait.as_millis().max(1)
+                ),
+            ));
+        }
+        let tags = fanout::Tags {
+            event: Some(event),
+            excluded: Some(self.id()),
+        };
+        let request = fanout::PublishRequest::tagged(key, tags, data);
+        let fanout = self.context.fanout().clone();
+        let id = self.id();
+        tokio::spawn(async move {
+            if let Err(error) = fanout.publish(vec![request]).await {
+                tracing::debug!(conn.id = id, %error, "client event not published");
+            }
+        });
+        Ok(())
     }
 
     fn subscribe(

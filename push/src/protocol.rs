@@ -102,6 +102,13 @@ pub enum Intent {
     Refresh {
         token: String,
     },
+    /// Send `data` as `event` to the channel's other subscribers (a Pusher
+    /// `client-` event), where the site allows it.
+    Publish {
+        channel: ChannelName,
+        event: String,
+        data: Bytes,
+    },
 }
 
 /// What the connection core tells a client, whatever its protocol.

@@ -152,6 +152,7 @@ mod tests {
             token_keys: Vec::new(),
             mode: Mode::Public,
             allowed_origins: Vec::new(),
+            client_events: false,
             limits: SiteLimits::default(),
         }
     }

@@ -89,6 +89,9 @@ pub struct SiteSettings {
     pub mode: Mode,
     /// Origins a browser may connect from; empty allows any.
     pub allowed_origins: Vec<String>,
+    /// Whether clients may send events to the other subscribers of a
+    /// private channel they are subscribed to (Pusher's `client-` events).
+    pub client_events: bool,
     pub limits: SiteLimits,
 }
 
@@ -102,6 +105,7 @@ impl SiteSettings {
             token_keys: Vec::new(),
             mode: Mode::Public,
             allowed_origins: Vec::new(),
+            client_events: false,
             limits,
         }
     }

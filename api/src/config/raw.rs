@@ -174,6 +174,9 @@ pub(crate) struct RawSite {
     pub mode: String,
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// Pusher `client-` events on private channels.
+    #[serde(default)]
+    pub client_events: bool,
     #[serde(default)]
     pub limits: RawSiteLimits,
 }

@@ -217,6 +217,7 @@ fn site_settings(
         token_keys,
         mode,
         allowed_origins,
+        client_events: raw.client_events,
         limits,
     })
 }

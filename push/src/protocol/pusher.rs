@@ -11,7 +11,8 @@
 //! | `pusher:unsubscribe` | [`Intent::Unsubscribe`] | nothing |
 //! | `pusher:ping` | [`Intent::Ping`] | `pusher:pong` |
 //! | `pusher:pong` | heard, nothing answered | |
-//! | `presence-…` subscribes, `pusher:signin`, `client-…` events | refused (not served yet) | `pusher:error` |
+//! | `client-…` (`channel`, `data`) | [`Intent::Publish`]: the core checks the site allows it | nothing; the channel's other subscribers get it |
+//! | `presence-…` subscribes, `pusher:signin` | refused (not served yet) | `pusher:error` |
 //!
 //! The socket id is the connection's id written `<digits>.<digits>`, and a
 //! `private-` channel's `auth` is checked as Herald checks any channel
@@ -161,10 +162,26 @@ impl Protocol for PusherWs {
                 ErrorCode::Forbidden,
                 "user sign-in is not served by this Herald yet",
             )),
-            event if event.starts_with("client-") => Err(refuse(
-                ErrorCode::Forbidden,
-                "client events are not enabled on this site",
-            )),
+            event if event.starts_with("client-") => {
+                let name = message.get("channel").and_then(Value::as_str).unwrap_or("");
+                let channel = ChannelName::new(name).map_err(|e| {
+                    refuse(ErrorCode::InvalidChannel, e.to_string()).on_channel(name)
+                })?;
+                // The data as JSON text: a string that holds JSON is that
+                // JSON, as the REST API takes it.
+                let data = match message.get("data") {
+                    Some(Value::String(text)) if serde_json::from_str::<Value>(text).is_ok() => {
+                        text.clone()
+                    }
+                    Some(data) => data.to_string(),
+                    None => "null".to_string(),
+                };
+                Ok(Intent::Publish {
+                    channel,
+                    event: event.to_string(),
+                    data: Bytes::from(data),
+                })
+            }
             event => Err(refuse(
                 ErrorCode::UnknownType,
                 format!("unknown event {event}"),
@@ -339,6 +356,14 @@ mod tests {
             parse(r#"{"event":"pusher:ping","data":""}"#),
             Ok(Intent::Ping)
         );
+        assert_eq!(
+            parse(r#"{"event":"client-typing","channel":"private-a","data":{"typing":true}}"#),
+            Ok(Intent::Publish {
+                channel: ChannelName::new("private-a").unwrap(),
+                event: "client-typing".into(),
+                data: Bytes::from_static(br#"{"typing":true}"#),
+            })
+        );
         assert!(matches!(
             parse(r#"{"event":"pusher:unsubscribe","data":{"channel":"a"}}"#),
             Ok(Intent::Unsubscribe { .. })
@@ -357,8 +382,8 @@ mod tests {
                 ErrorCode::InvalidChannel,
             ),
             (
-                r#"{"event":"client-typing","channel":"private-a","data":{}}"#,
-                ErrorCode::Forbidden,
+                r#"{"event":"client-typing","channel":"a b","data":{}}"#,
+                ErrorCode::InvalidChannel,
             ),
             (
                 r#"{"event":"pusher:signin","data":{}}"#,

@@ -333,3 +333,104 @@ async fn frame_epoch(native: &mut WsClient) -> String {
     assert_eq!(answer["type"], "unsubscribed", "{answer}");
     epoch
 }
+
+/// A raw Pusher connection to `/app/<key>`: answers it and its socket id.
+async fn pusher_socket(herald: &Herald, key: &str) -> (WsClient, String) {
+    let mut client =
+        WsClient::connect_silent(&herald.ws_url(&format!("/app/{key}?protocol=7"))).await;
+    let established = client.next_json(WS_TIMEOUT).await;
+    assert_eq!(
+        established["event"], "pusher:connection_established",
+        "{established}"
+    );
+    let data: serde_json::Value =
+        serde_json::from_str(established["data"].as_str().expect("a string")).expect("JSON");
+    let socket_id = data["socket_id"].as_str().expect("a socket id").to_owned();
+    (client, socket_id)
+}
+
+/// Subscribes with the site's Pusher authorization (`key:hex(HMAC(secret, socket_id:channel))`).
+async fn subscribe_private(client: &mut WsClient, site: &Site, socket_id: &str, channel: &str) {
+    let auth = format!(
+        "{}:{}",
+        site.key,
+        site.channel_signature(socket_id, channel)
+    );
+    let frame =
+        serde_json::json!({"event":"pusher:subscribe","data":{"auth":auth,"channel":channel}});
+    client.send_json(&frame).await;
+    let answer = client.next_json(WS_TIMEOUT).await;
+    assert_eq!(
+        answer["event"], "pusher_internal:subscription_succeeded",
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn client_events_reach_the_other_subscribers_where_the_site_allows_them() {
+    let allowing = Site::new("chat");
+    let other = Site::new("blog");
+    let toml = sites_toml("", &[&other]) + "\n" + &allowing.toml() + "client_events = true\n";
+    let herald = Herald::builder().config_toml(toml).start();
+
+    let (mut sender, sender_id) = pusher_socket(&herald, &allowing.key).await;
+    let (mut receiver, receiver_id) = pusher_socket(&herald, &allowing.key).await;
+    subscribe_private(&mut sender, &allowing, &sender_id, "private-room").await;
+    subscribe_private(&mut receiver, &allowing, &receiver_id, "private-room").await;
+
+    sender
+        .send_text(r#"{"event":"client-typing","channel":"private-room","data":{"typing":true}}"#)
+        .await;
+    let relayed = receiver.next_json(WS_TIMEOUT).await;
+    assert_eq!(
+        relayed,
+        serde_json::json!({"event":"client-typing","channel":"private-room","data":"{\"typing\":true}"})
+    );
+    // Never back to the sender: its next frame is the answer to its ping.
+    sender
+        .send_text(r#"{"event":"pusher:ping","data":{}}"#)
+        .await;
+    assert_eq!(sender.next_json(WS_TIMEOUT).await["event"], "pusher:pong");
+
+    // Refused: a public channel, a channel not subscribed to, and a site that does not allow them.
+    let refusals = [
+        (
+            r#"{"event":"client-x","channel":"public","data":{}}"#,
+            "private channels only",
+        ),
+        (
+            r#"{"event":"client-x","channel":"private-elsewhere","data":{}}"#,
+            "subscribe to the channel",
+        ),
+    ];
+    for (frame, why) in refusals {
+        sender.send_text(frame).await;
+        let error = sender.next_json(WS_TIMEOUT).await;
+        assert_eq!(error["event"], "pusher:error", "{error}");
+        assert!(
+            error["data"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains(why),
+            "{error}"
+        );
+    }
+    let (mut elsewhere, elsewhere_id) = pusher_socket(&herald, &other.key).await;
+    subscribe_private(&mut elsewhere, &other, &elsewhere_id, "private-room").await;
+    elsewhere
+        .send_text(r#"{"event":"client-x","channel":"private-room","data":{}}"#)
+        .await;
+    let error = elsewhere.next_json(WS_TIMEOUT).await;
+    assert!(
+        error["data"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not enabled on this site"),
+        "{error}"
+    );
+    // The receiver got nothing of the refused ones.
+    receiver
+        .send_text(r#"{"event":"pusher:ping","data":{}}"#)
+        .await;
+    assert_eq!(receiver.next_json(WS_TIMEOUT).await["event"], "pusher:pong");
+}
