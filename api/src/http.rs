@@ -56,13 +56,9 @@ pub(crate) async fn handle(
         "/healthz" => ("healthz", reply::text(StatusCode::OK, "ok")),
         "/readyz" => ("readyz", readyz(&app)),
         app_key if app_key.starts_with("/app/") => ("pusher", pusher::handle(&app, peer, request)),
-        events if events.starts_with("/apps/") && events.ends_with("/batch_events") => (
+        events if events.starts_with("/apps/") && events.ends_with("events") => (
             "pusher_events",
-            pusher_events::handle(&app, peer, request, true).await,
-        ),
-        events if events.starts_with("/apps/") && events.ends_with("/events") => (
-            "pusher_events",
-            pusher_events::handle(&app, peer, request, false).await,
+            pusher_events::handle(&app, peer, request).await,
         ),
         push if push.starts_with("/push/") => (
             "meteor_push",

@@ -29,6 +29,9 @@ struct Details {
     /// The address, when it was counted against the site's per-IP limits.
     counted_ip: Option<IpAddr>,
     token: Option<Claims>,
+    /// The user a signed sign-in (Pusher's `pusher:signin`) proved this
+    /// connection is, when it has no token.
+    signed_in: Option<Box<str>>,
 }
 
 /// How a subscribe proves it may read a `private-` channel (WebSocket only).
@@ -46,8 +49,13 @@ pub(crate) fn unix_now() -> u64 {
 
 impl Client {
     pub(crate) fn new(site: Arc<Site>, counted_ip: Option<IpAddr>, token: Option<Claims>) -> Self {
-        let details = (counted_ip.is_some() || token.is_some())
-            .then(|| Box::new(Details { counted_ip, token }));
+        let details = (counted_ip.is_some() || token.is_some()).then(|| {
+            Box::new(Details {
+                counted_ip,
+                token,
+                signed_in: None,
+            })
+        });
         Self { site, details }
     }
 
@@ -59,9 +67,63 @@ impl Client {
         &self.site
     }
 
-    /// The token's user, if the client has a token.
+    /// The client's user: its token's, or the one it signed in as.
     pub fn user(&self) -> Option<&str> {
-        self.token().map(|claims| &*claims.sub)
+        let details = self.details.as_ref()?;
+        match &details.token {
+            Some(claims) => Some(&claims.sub),
+            None => details.signed_in.as_deref(),
+        }
+    }
+
+    /// Signs the connection in as the user of `user_data` (JSON with a
+    /// string `id`), when `signature` is the site's HMAC of
+    /// `connection_id::user::user_data` (Pusher's user authentication).
+    /// Answers the user id. A client with a token, or already signed in,
+    /// may only sign in as the same user.
+    pub(crate) fn sign_in(
+        &mut self,
+        connection_id: &str,
+        user_data: &str,
+        given: &str,
+    ) -> Result<String, Refusal> {
+        let settings = self.site.settings();
+        let parts = [connection_id.as_bytes(), b"::user::", user_data.as_bytes()];
+        let verified = signature::parse(given)
+            .is_some_and(|given| signature::verify(&settings.secrets, &parts, &given));
+        if !verified {
+            return Err(Refusal::new(
+                ErrorCode::SignatureInvalid,
+                "the sign-in is not signed by the site for this connection and user data",
+            ));
+        }
+        let id = serde_json::from_str::<serde_json::Value>(user_data)
+            .ok()
+            .and_then(|data| data.get("id")?.as_str().map(str::to_string))
+            .filter(|id| fanout::timeline::is_user_id(id))
+            .ok_or_else(|| {
+                Refusal::new(
+                    ErrorCode::BadRequest,
+                    "user_data is JSON with an id of 1 to 100 channel-name characters",
+                )
+            })?;
+        if self.user().is_some_and(|user| user != id) {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                "this connection is already another user's",
+            ));
+        }
+        let details = self.details.get_or_insert_with(|| {
+            Box::new(Details {
+                counted_ip: None,
+                token: None,
+                signed_in: None,
+            })
+        });
+        if details.token.is_none() {
+            details.signed_in = Some(id.as_str().into());
+        }
+        Ok(id)
     }
 
     /// When the token expires (Unix seconds), if the client has one.
@@ -122,8 +184,8 @@ impl Client {
             return Ok(());
         }
         if let Some((_, owner)) = channel.timeline() {
-            return match token {
-                Some(claims) if *claims.sub == *owner => Ok(()),
+            return match self.user() {
+                Some(user) if user == owner => Ok(()),
                 Some(_) => Err(Refusal::new(
                     ErrorCode::Forbidden,
                     "this channel belongs to another user",

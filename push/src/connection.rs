@@ -304,6 +304,21 @@ impl<P: Protocol> Connection<P> {
                     self.refuse_frame(refusal);
                 }
             },
+            Intent::SignIn {
+                user_data,
+                signature,
+            } => {
+                let connection_id = P::connection_id(self.id());
+                match self.client.sign_in(&connection_id, &user_data, &signature) {
+                    Ok(_) => self.encode(Event::SignedIn {
+                        user_data: &user_data,
+                    }),
+                    Err(refusal) => {
+                        self.count_rejection(refusal.code);
+                        self.refuse_frame(refusal);
+                    }
+                }
+            }
             Intent::Publish {
                 channel,
                 event,

@@ -102,6 +102,12 @@ pub enum Intent {
     Refresh {
         token: String,
     },
+    /// Be the user of `user_data`, which the site signed for this
+    /// connection (Pusher's `pusher:signin`).
+    SignIn {
+        user_data: String,
+        signature: String,
+    },
     /// Send `data` as `event` to the channel's other subscribers (a Pusher
     /// `client-` event), where the site allows it.
     Publish {
@@ -137,6 +143,10 @@ pub enum Event<'a> {
     /// The answer to [`Intent::Refresh`].
     Refreshed {
         expires_at: u64,
+    },
+    /// The answer to [`Intent::SignIn`]: the user data, as signed.
+    SignedIn {
+        user_data: &'a str,
     },
     /// A client frame was refused; the connection stays open.
     Refused(&'a Refusal),

@@ -15,7 +15,11 @@
 //                                                    that it skips this client → TRIGGERED <status>
 //   test → BATCH <channel> <event> <json>            triggerBatch() of two events to <channel>
 //                                                    → TRIGGERED <status>
+//   test → SIGNIN <user id>                          pusher.signin(), authenticated by the
+//                                                    library's authenticateUser → SIGNEDIN
+//   test → TOUSER <user id> <event> <json>           sendToUser()  → TRIGGERED <status>
 //   test → DONE                                      disconnect    → BYE
+//   node → USEREVENT <event> <data as JSON>          each event to the signed-in user
 //   node → EVENT <channel> <event> <data as JSON>    each event a channel gets
 //   node → ERROR <data as JSON>                      each pusher:error
 // Failures print `FAIL <reason>`.
@@ -32,6 +36,7 @@ if (!secret) {
 const say = (line) => console.log(line);
 const server = new PusherServer({ appId, key, secret, host, port, useTLS: false });
 let forged = new Set();
+let signInAs = "";
 
 const client = new Pusher(key, {
   wsHost: host,
@@ -39,6 +44,11 @@ const client = new Pusher(key, {
   forceTLS: false,
   enabledTransports: ["ws"],
   cluster: "mt1",
+  userAuthentication: {
+    customHandler: (params, callback) => {
+      callback(null, server.authenticateUser(params.socketId, { id: signInAs, user_info: {} }));
+    },
+  },
   channelAuthorization: {
     customHandler: (params, callback) => {
       const presence = params.channelName.startsWith("presence-")
@@ -89,6 +99,18 @@ for await (const line of createInterface({ input: process.stdin })) {
         { channel, name: event, data: { ...data, part: 1 } },
         { channel, name: event, data: { ...data, part: 2 } },
       ]);
+      say(`TRIGGERED ${response.status}`);
+    } else if (command === "SIGNIN") {
+      signInAs = rest[0];
+      client.user.bind_global((event, data) => {
+        if (event.startsWith("pusher")) return;
+        say(`USEREVENT ${event} ${JSON.stringify(data)}`);
+      });
+      client.bind("pusher:signin_success", () => say("SIGNEDIN"));
+      client.signin();
+    } else if (command === "TOUSER") {
+      const [user, event, ...json] = rest;
+      const response = await server.sendToUser(user, event, JSON.parse(json.join(" ")));
       say(`TRIGGERED ${response.status}`);
     } else if (command === "DONE") {
       client.disconnect();

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 
 use fanout::Tags;
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
-use push::protocol::pusher::connection_of;
+use push::protocol::pusher::{connection_of, herald_channel};
 use push::{ErrorCode, Refusal};
 use serde_json::Value;
 use sites::pusher;
@@ -44,11 +44,21 @@ struct PusherEvent {
     excluded: Option<u64>,
 }
 
+/// What a path asks for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `/apps/<id>/events`
+    Events,
+    /// `/apps/<id>/batch_events`
+    Batch,
+    /// `/apps/<id>/users/<user>/events`: to a signed-in user's connections.
+    User,
+}
+
 pub(crate) async fn handle(
     app: &App,
     _peer: SocketAddr,
     request: Request<Incoming>,
-    batch: bool,
 ) -> Response<Body> {
     if request.method() != Method::POST {
         let mut answer = reply::refuse(ErrorCode::MethodNotAllowed, "this route takes POST");
@@ -64,10 +74,13 @@ pub(crate) async fn handle(
     else {
         return unsigned("auth_key names no site: sign the request with the site's key and secret");
     };
-    let app_id = path
-        .strip_prefix("/apps/")
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or_default();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (app_id, kind, user) = match segments[..] {
+        ["apps", id, "events"] => (id, Kind::Events, None),
+        ["apps", id, "batch_events"] => (id, Kind::Batch, None),
+        ["apps", id, "users", user, "events"] => (id, Kind::User, Some(user.to_string())),
+        _ => return reply::refuse(ErrorCode::NotFound, "no such route"),
+    };
     if app_id != site.id() {
         return unsigned("the app id in the path is not the id of the site auth_key names");
     }
@@ -96,13 +109,13 @@ pub(crate) async fn handle(
             .reject(site.id(), ErrorCode::Unauthorized);
         return unsigned(&why.to_string());
     }
-    let events = match parse(&read.bytes, batch) {
+    let events = match parse(&read.bytes, kind, user.as_deref()) {
         Ok(events) => events,
         Err(refusal) => return reply::refusal(&refusal),
     };
     for event in events {
         for channel in &event.channels {
-            let name = match fanout::ChannelName::new(channel) {
+            let name = match herald_channel(channel) {
                 Ok(name) => name,
                 Err(error) => {
                     return reply::refuse(
@@ -154,12 +167,29 @@ fn bad(message: impl Into<String>) -> Refusal {
     Refusal::new(ErrorCode::BadRequest, message.into())
 }
 
-/// The events of a body: one (`events`) or a batch (`batch_events`).
-fn parse(body: &[u8], batch: bool) -> Result<Vec<PusherEvent>, Refusal> {
+/// The events of a body: one (`events`), a batch (`batch_events`), or one
+/// to `user`'s channel, `user:<id>` (a signed-in Pusher client's
+/// `#server-to-user-<id>`).
+fn parse(body: &[u8], kind: Kind, user: Option<&str>) -> Result<Vec<PusherEvent>, Refusal> {
     let json: Value = serde_json::from_slice(body)
         .map_err(|e| Refusal::new(ErrorCode::BadJson, format!("the body is not JSON: {e}")))?;
-    if !batch {
-        return Ok(vec![event(&json, false)?]);
+    match (kind, user) {
+        (Kind::Events, _) => return Ok(vec![event(&json, false)?]),
+        (Kind::User, Some(user)) => {
+            if !fanout::timeline::is_user_id(user) {
+                return Err(Refusal::new(
+                    ErrorCode::InvalidChannel,
+                    format!("{user:?} cannot be a user id"),
+                ));
+            }
+            let mut json = json;
+            if let Some(object) = json.as_object_mut() {
+                let channel = format!("#server-to-user-{user}");
+                object.insert("channels".into(), Value::from(vec![channel]));
+            }
+            return Ok(vec![event(&json, false)?]);
+        }
+        _ => {}
     }
     let items = json
         .get("batch")

@@ -98,7 +98,8 @@ impl Protocol for MeteorStream {
             | Event::Refused(_)
             | Event::Unsubscribed { .. }
             | Event::Pong
-            | Event::Refreshed { .. } => {}
+            | Event::Refreshed { .. }
+            | Event::SignedIn { .. } => {}
         }
     }
 

@@ -62,6 +62,8 @@ impl Protocol for NativeWs {
             Event::Unsubscribed { channel } => json::unsubscribed(channel),
             Event::Pong => json::pong(),
             Event::Refreshed { expires_at } => json::refreshed(expires_at),
+            // The native protocol has no sign-in: its clients bring tokens.
+            Event::SignedIn { .. } => return,
             Event::Refused(refusal) => json::error(Typed::Yes, refusal),
             Event::Heartbeat => return out.push(ws::frame::ping()),
             Event::Closing {
@@ -139,7 +141,10 @@ impl Protocol for NativeSse {
                 }
             },
             // Answers to client frames, which an event stream never has.
-            Event::Unsubscribed { .. } | Event::Pong | Event::Refreshed { .. } => {}
+            Event::Unsubscribed { .. }
+            | Event::Pong
+            | Event::Refreshed { .. }
+            | Event::SignedIn { .. } => {}
         }
     }
 

@@ -12,7 +12,12 @@
 //! | `pusher:ping` | [`Intent::Ping`] | `pusher:pong` |
 //! | `pusher:pong` | heard, nothing answered | |
 //! | `client-…` (`channel`, `data`) | [`Intent::Publish`]: the core checks the site allows it | nothing; the channel's other subscribers get it |
-//! | `presence-…` subscribes, `pusher:signin` | refused (not served yet) | `pusher:error` |
+//! | `pusher:signin` (`auth`, `user_data`) | [`Intent::SignIn`] | `pusher:signin_success` |
+//! | `presence-…` subscribes | refused (not served yet) | `pusher:error` |
+//!
+//! A signed-in user's `#server-to-user-<id>` is Herald's `user:<id>`, which
+//! only that user may read: server-to-user events (`POST
+//! /apps/<id>/users/<user>/events`) and timeline deliveries reach it.
 //!
 //! The socket id is the connection's id written `<digits>.<digits>`, and a
 //! `private-` channel's `auth` is checked as Herald checks any channel
@@ -86,14 +91,14 @@ impl PusherWs {
             )
             .on_channel(name));
         }
-        if name.starts_with("#server-to-user-") {
+        if is_timeline(name) {
             return Err(refuse(
                 ErrorCode::Forbidden,
-                "user sign-in is not served by this Herald yet",
+                "a user's channel is #server-to-user-<id>, after pusher:signin",
             )
             .on_channel(name));
         }
-        let channel = ChannelName::new(name)
+        let channel = herald_channel(name)
             .map_err(|e| refuse(ErrorCode::InvalidChannel, e.to_string()).on_channel(name))?;
         // `<key>:<hex HMAC>`; the HMAC is what proves the subscribe.
         let signature = data
@@ -148,7 +153,7 @@ impl Protocol for PusherWs {
             "pusher:subscribe" => Self::subscribe(&data),
             "pusher:unsubscribe" => {
                 let name = data.get("channel").and_then(Value::as_str).unwrap_or("");
-                let channel = ChannelName::new(name).map_err(|e| {
+                let channel = herald_channel(name).map_err(|e| {
                     refuse(ErrorCode::InvalidChannel, e.to_string()).on_channel(name)
                 })?;
                 Ok(Intent::Unsubscribe { channel })
@@ -158,10 +163,23 @@ impl Protocol for PusherWs {
                 self.swallow_pong = true;
                 Ok(Intent::Ping)
             }
-            "pusher:signin" => Err(refuse(
-                ErrorCode::Forbidden,
-                "user sign-in is not served by this Herald yet",
-            )),
+            "pusher:signin" => {
+                let user_data = data.get("user_data").and_then(Value::as_str);
+                let auth = data.get("auth").and_then(Value::as_str);
+                let (Some(user_data), Some(auth)) = (user_data, auth) else {
+                    return Err(refuse(
+                        ErrorCode::BadRequest,
+                        "pusher:signin needs data.auth and data.user_data",
+                    ));
+                };
+                Ok(Intent::SignIn {
+                    user_data: user_data.to_string(),
+                    signature: auth
+                        .rsplit_once(':')
+                        .map_or(auth, |(_, hex)| hex)
+                        .to_string(),
+                })
+            }
             event if event.starts_with("client-") => {
                 let name = message.get("channel").and_then(Value::as_str).unwrap_or("");
                 let channel = ChannelName::new(name).map_err(|e| {
@@ -210,7 +228,7 @@ impl Protocol for PusherWs {
                 self.confirmed.push(name.into());
                 json!({
                     "event": "pusher_internal:subscription_succeeded",
-                    "channel": name,
+                    "channel": pusher_channel(name),
                     "data": "{}",
                 })
             }
@@ -244,6 +262,10 @@ impl Protocol for PusherWs {
                 }
                 json!({"event": "pusher:error", "data": {"code": code, "message": message}})
             }
+            Event::SignedIn { user_data } => {
+                let data = json!({ "user_data": user_data });
+                json!({"event": "pusher:signin_success", "data": data.to_string()})
+            }
             Event::Refreshed { .. } => return,
         };
         out.push(ws::frame::text(frame.to_string().as_bytes()));
@@ -255,6 +277,36 @@ impl Protocol for PusherWs {
 
     fn close_code(&self, reason: CloseReason) -> u16 {
         close_code(reason)
+    }
+}
+
+/// The prefix of a signed-in user's channel in Pusher.
+const USER_CHANNEL: &str = "#server-to-user-";
+
+/// Whether `name` is one of Herald's timeline channels (`user:…`,
+/// `replies:…`), which Pusher clients do not name.
+fn is_timeline(name: &str) -> bool {
+    name.starts_with("user:") || name.starts_with("replies:")
+}
+
+/// Herald's channel for a Pusher channel name: a signed-in user's
+/// `#server-to-user-<id>` is the user's own channel, `user:<id>`, which
+/// server-to-user events and timeline deliveries publish to.
+pub fn herald_channel(name: &str) -> Result<ChannelName, fanout::Error> {
+    match name.strip_prefix(USER_CHANNEL) {
+        Some(user) if fanout::timeline::is_user_id(user) => {
+            ChannelName::new(&format!("user:{user}"))
+        }
+        // Refused for its `#`, as any name Herald does not take.
+        _ => ChannelName::new(name),
+    }
+}
+
+/// The Pusher name of one of Herald's channels ([`herald_channel`] back).
+fn pusher_channel(name: &str) -> Cow<'_, str> {
+    match name.strip_prefix("user:") {
+        Some(user) => Cow::Owned(format!("{USER_CHANNEL}{user}")),
+        None => Cow::Borrowed(name),
     }
 }
 
@@ -287,7 +339,7 @@ pub(crate) fn pusher_message(message: &Message) -> Bytes {
         let data = String::from_utf8_lossy(&m.data);
         let frame = json!({
             "event": m.event.as_deref().unwrap_or(DEFAULT_EVENT),
-            "channel": m.channel.name(),
+            "channel": pusher_channel(m.channel.name()),
             "data": data,
         });
         ws::frame::text(frame.to_string().as_bytes())
@@ -387,6 +439,10 @@ mod tests {
             ),
             (
                 r#"{"event":"pusher:signin","data":{}}"#,
+                ErrorCode::BadRequest,
+            ),
+            (
+                r#"{"event":"pusher:subscribe","data":{"channel":"user:7"}}"#,
                 ErrorCode::Forbidden,
             ),
             (r#"{"event":"nope","data":{}}"#, ErrorCode::UnknownType),
@@ -395,6 +451,28 @@ mod tests {
         for (frame, code) in cases {
             assert_eq!(parse(frame).err(), Some(code), "{frame}");
         }
+    }
+
+    #[test]
+    fn a_users_channel_is_herald_s_user_channel() {
+        assert_eq!(
+            herald_channel("#server-to-user-42").unwrap().as_str(),
+            "user:42"
+        );
+        assert_eq!(pusher_channel("user:42"), "#server-to-user-42");
+        assert_eq!(herald_channel("private-a").unwrap().as_str(), "private-a");
+        assert_eq!(pusher_channel("private-a"), "private-a");
+        assert!(herald_channel("#server-to-user-").is_err());
+        let signin = parse(
+            r#"{"event":"pusher:signin","data":{"auth":"app-key:ce5a","user_data":"{\"id\":\"42\"}"}}"#,
+        );
+        assert_eq!(
+            signin,
+            Ok(Intent::SignIn {
+                user_data: r#"{"id":"42"}"#.into(),
+                signature: "ce5a".into(),
+            })
+        );
     }
 
     #[test]

@@ -286,7 +286,7 @@ impl Protocol for StompWs {
                     out.push(error_frame(code, message));
                 }
             }
-            Event::Refreshed { .. } => {}
+            Event::Refreshed { .. } | Event::SignedIn { .. } => {}
         }
     }
 

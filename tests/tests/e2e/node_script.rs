@@ -126,6 +126,34 @@ impl Node {
         line[prefix.len()..].to_owned()
     }
 
+    /// Waits up to `timeout` for a line starting with `prefix` and answers the rest of it, or
+    /// an empty string if none came (other lines are kept in the transcript and skipped).
+    pub(crate) fn expect_prefix_within(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.strip_prefix(prefix).map(str::to_owned);
+                    let failed = line.starts_with("FAIL");
+                    self.transcript.push(line);
+                    if failed {
+                        self.fail(&format!(
+                            "the browser script failed while we waited for {prefix}"
+                        ));
+                    }
+                    if let Some(rest) = found {
+                        return rest;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => return String::new(),
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.fail(&format!("the browser script exited before saying {prefix}"));
+                }
+            }
+        }
+    }
+
     /// Waits for the first line that `wanted` takes (skipping others), failing on `FAIL …`, on
     /// exit, or after `timeout`; `want` says what was awaited.
     fn expect_line(

@@ -123,6 +123,28 @@ fn pusher_js_receives_what_the_pusher_server_library_triggers() {
     node.send(r#"TRIGGER timeline-public new-notice {"id":6}"#);
     node.expect(r#"EVENT timeline-public new-notice {"id":6}"#, STEP_TIMEOUT);
 
+    // Signed in by the library's authenticateUser, the client gets what sendToUser sends it,
+    // and what a timeline delivery brings its user.
+    node.send("SIGNIN 42");
+    node.expect("SIGNEDIN", STEP_TIMEOUT);
+    // pusher-js subscribes to #server-to-user-42 by itself once signed in: give it a moment by
+    // waiting for an event that goes through, sent until one arrives.
+    let mut seen = String::new();
+    for attempt in 0..20 {
+        node.send(&format!(r#"TOUSER 42 notice {{"n":{attempt}}}"#));
+        node.expect("TRIGGERED 200", STEP_TIMEOUT);
+        seen = node.expect_prefix_within("USEREVENT ", Duration::from_millis(500));
+        if !seen.is_empty() {
+            break;
+        }
+    }
+    assert!(seen.starts_with(r#"notice {"n":"#), "{seen}");
+    let delivery =
+        herald_tests::Delivery::user([42], r#"{"id":8,"text":"home"}"#).bearer(site.secret());
+    let answer = runtime.block_on(delivery.send(herald.addr));
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    node.expect(r#"USEREVENT message {"id":8,"text":"home"}"#, STEP_TIMEOUT);
+
     node.send("DONE");
     node.expect("BYE", STEP_TIMEOUT);
     node.finish();
@@ -433,4 +455,60 @@ async fn client_events_reach_the_other_subscribers_where_the_site_allows_them() 
         .send_text(r#"{"event":"pusher:ping","data":{}}"#)
         .await;
     assert_eq!(receiver.next_json(WS_TIMEOUT).await["event"], "pusher:pong");
+}
+
+#[tokio::test]
+async fn a_users_channel_is_only_for_the_connection_signed_in_as_that_user() {
+    let site = Site::new("blog");
+    let herald = start(&site);
+    let (mut client, socket_id) = pusher_socket(&herald, &site.key).await;
+    let subscribe = |channel: &str| serde_json::json!({"event":"pusher:subscribe","data":{"auth":"","channel":channel}});
+    // Not signed in: no user's channel.
+    client.send_json(&subscribe("#server-to-user-42")).await;
+    let error = client.next_json(WS_TIMEOUT).await;
+    assert_eq!(error["event"], "pusher:error", "{error}");
+
+    let user_data = r#"{"id":"42","user_info":{"nickname":"evan"}}"#;
+    let forged = serde_json::json!({"event":"pusher:signin","data":{
+        "auth": format!("{}:{}", site.key, hmac_hex(site.secret(), &format!("{socket_id}::user::{{\"id\":\"43\"}}"))),
+        "user_data": user_data}});
+    client.send_json(&forged).await;
+    let error = client.next_json(WS_TIMEOUT).await;
+    assert!(
+        error["data"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not signed by the site"),
+        "{error}"
+    );
+    let auth = hmac_hex(site.secret(), &format!("{socket_id}::user::{user_data}"));
+    let signin = serde_json::json!({"event":"pusher:signin","data":{
+        "auth": format!("{}:{auth}", site.key), "user_data": user_data}});
+    client.send_json(&signin).await;
+    let success = client.next_json(WS_TIMEOUT).await;
+    assert_eq!(success["event"], "pusher:signin_success", "{success}");
+    let data: serde_json::Value =
+        serde_json::from_str(success["data"].as_str().expect("a string")).expect("JSON");
+    assert_eq!(data["user_data"], user_data, "the user data as signed");
+
+    client.send_json(&subscribe("#server-to-user-43")).await;
+    let error = client.next_json(WS_TIMEOUT).await;
+    assert!(
+        error["data"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("another user"),
+        "{error}"
+    );
+    client.send_json(&subscribe("#server-to-user-42")).await;
+    let succeeded = client.next_json(WS_TIMEOUT).await;
+    assert_eq!(
+        succeeded["event"], "pusher_internal:subscription_succeeded",
+        "{succeeded}"
+    );
+    assert_eq!(succeeded["channel"], "#server-to-user-42");
+    // Herald's own name for it is not a Pusher client's to use.
+    client.send_json(&subscribe("user:42")).await;
+    let error = client.next_json(WS_TIMEOUT).await;
+    assert_eq!(error["event"], "pusher:error", "{error}");
 }
