@@ -131,8 +131,10 @@ async fn websocket(
     let url = Url::parse(&ws_url(templates, addr, channel, resume))?;
     let stream = connect_tcp(&url.authority, source).await?;
     let mut ws = WsConn::handshake(stream, &url).await?;
-    if templates.protocol == Protocol::Herald {
-        ws.expect_type("welcome").await?;
+    match templates.protocol {
+        Protocol::Herald => ws.expect_type("welcome").await?,
+        Protocol::Pusher => ws.expect_event("pusher:connection_established").await?,
+        Protocol::Plain => {}
     }
     if let Some(frame) = &templates.ws_subscribe {
         let mut frame = fill(frame, addr, channel);
@@ -146,8 +148,13 @@ async fn websocket(
             }
         }
         ws.send_text(&frame).await?;
-        if templates.protocol == Protocol::Herald {
-            ws.expect_type("subscribed").await?;
+        match templates.protocol {
+            Protocol::Herald => ws.expect_type("subscribed").await?,
+            Protocol::Pusher => {
+                ws.expect_event("pusher_internal:subscription_succeeded")
+                    .await?;
+            }
+            Protocol::Plain => {}
         }
     } else if templates.protocol == Protocol::Herald {
         // Subscribed in the URL: `subscribed` follows `welcome` unasked.
@@ -257,6 +264,8 @@ struct Keys {
     /// The opening of a payload as [`payload`] writes it: `{` is rare in a
     /// message, so this is found much faster than `"t":` alone.
     payload: Finder<'static>,
+    /// The same inside a JSON string (a Pusher frame's `data`).
+    escaped_payload: Finder<'static>,
     sent: Finder<'static>,
     seq: Finder<'static>,
     epoch: Finder<'static>,
@@ -265,6 +274,7 @@ struct Keys {
 
 static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys {
     payload: Finder::new(br#"{"t":"#),
+    escaped_payload: Finder::new(br#"{\"t\":"#),
     sent: Finder::new(br#""t":"#),
     seq: Finder::new(br#""seq":"#),
     epoch: Finder::new(br#""epoch":""#),
@@ -299,6 +309,14 @@ impl Batch {
                     }
                 }
             }
+        }
+        if protocol == Protocol::Pusher {
+            // Keys in any order; inside `data` every quote is escaped.
+            if memchr::memmem::find(text, br#""event":"message""#).is_none() {
+                return true;
+            }
+            self.deliveries.push(escaped_delivery(text));
+            return true;
         }
         self.deliveries.push(delivery(text));
         true
@@ -346,6 +364,31 @@ fn delivery(data: &[u8]) -> Delivery {
     Delivery {
         sent_us: number_field(data, &KEYS.sent),
         seq: number_field(data, &KEYS.seq),
+    }
+}
+
+/// A Pusher frame's payload: `{\"t\":…,\"seq\":…` inside its `data` string.
+fn escaped_delivery(frame: &[u8]) -> Delivery {
+    let Some(at) = KEYS.escaped_payload.find(frame) else {
+        return Delivery {
+            sent_us: None,
+            seq: None,
+        };
+    };
+    let start = at + KEYS.escaped_payload.needle().len();
+    let Some((sent_us, len)) = digits(&frame[start..]) else {
+        return Delivery {
+            sent_us: None,
+            seq: None,
+        };
+    };
+    let seq = frame[start + len..]
+        .strip_prefix(br#",\"seq\":"#)
+        .and_then(digits)
+        .map(|(seq, _)| seq);
+    Delivery {
+        sent_us: Some(sent_us),
+        seq,
     }
 }
 
@@ -521,6 +564,22 @@ mod tests {
         assert_eq!(batch.deliveries.len(), 2);
         assert!(!batch.sse_event(&event(Some(b"reconnect")), None, true));
         assert!(batch.ended);
+    }
+
+    #[test]
+    fn takes_pusher_frames_and_skips_the_rest() {
+        let data = payload(1_700_000_000_000_000, 7, 0);
+        let frame = serde_json::json!({"event":"message","channel":"bench","data":data});
+        let mut batch = Batch::default();
+        assert!(batch.ws_message(Protocol::Pusher, frame.to_string().as_bytes(), true));
+        assert!(batch.ws_message(
+            Protocol::Pusher,
+            br#"{"event":"pusher:pong","data":"{}"}"#,
+            true
+        ));
+        assert_eq!(batch.deliveries.len(), 1);
+        assert_eq!(batch.deliveries[0].sent_us, Some(1_700_000_000_000_000));
+        assert_eq!(batch.deliveries[0].seq, Some(7));
     }
 
     #[test]

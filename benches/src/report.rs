@@ -6,6 +6,7 @@
 mod baseline;
 mod fanout;
 mod publish;
+mod pusher;
 mod restart;
 mod saturation;
 mod storm;
@@ -61,6 +62,9 @@ pub enum Section {
     /// "Publishing, by each way in": `herald-bench publish`, Herald (HTTP,
     /// Meteor, STOMP) and Nchan (HTTP), about half a minute.
     Publish,
+    /// "The Pusher protocol": idle and broadcast clients on Herald's Pusher
+    /// protocol against native ones and Nchan, about two minutes.
+    Pusher,
 }
 
 /// The heading of the idle-sites section, which `--only sites` looks for.
@@ -227,6 +231,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     let storms = storm::measure(args, scale(10_000)).await?;
     let restarts = restart::measure(args, scale(15_000)).await?;
     let publishing = publish::measure_publish(args).await?;
+    let pushers = pusher::measure_pusher(args).await?;
 
     let img = args.docs.join("img");
     std::fs::create_dir_all(&img)?;
@@ -281,6 +286,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         &storms,
         &restarts,
         &publishing,
+        &pushers,
     )
     .await;
     let path = args.docs.join("benchmarks.md");
@@ -450,6 +456,7 @@ async fn page(
     storms: &[Row],
     restarts: &[Variant],
     publishing: &Row,
+    pushers: &pusher::Pusher,
 ) -> String {
     let machine = machine().await;
     let cpus = if broadcast.saturation.unpinned.is_some() {
@@ -637,6 +644,7 @@ async fn page(
     out.push_str(&storm::section(storms));
     out.push_str(&restart::section(restarts, &args.pinning));
     out.push_str(&publish::section(publishing));
+    out.push_str(&pusher::section(pushers, &args.pinning));
     out.push_str(&method(&args.pinning));
     out
 }
@@ -671,6 +679,10 @@ async fn only(args: &Args, section: Section) -> anyhow::Result<()> {
         Section::Publish => (
             publish::HEADING,
             publish::section(&publish::measure_publish(args).await?),
+        ),
+        Section::Pusher => (
+            pusher::HEADING,
+            pusher::section(&pusher::measure_pusher(args).await?, &args.pinning),
         ),
         Section::Restart => {
             let clients = if args.quick { 1_500 } else { 15_000 };

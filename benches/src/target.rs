@@ -43,6 +43,11 @@ pub enum Protocol {
     /// The URL names the channel and the subscription is live once the
     /// response head has arrived (Nchan); resume with `Last-Event-ID` (SSE).
     Plain,
+    /// The Pusher Channels protocol (Herald's `/app/<key>`):
+    /// `pusher:connection_established`, then `pusher:subscribe` and
+    /// `pusher_internal:subscription_succeeded`; a message's data is a JSON
+    /// string. No resume.
+    Pusher,
 }
 
 /// The requests a benchmark makes, as templates.
@@ -138,6 +143,10 @@ pub struct TargetArgs {
     /// Where Nchan's private nginx prefix folders go.
     #[arg(long, default_value = "/tmp/herald-bench")]
     pub work_dir: PathBuf,
+    /// Herald's WebSocket clients speak the Pusher protocol (`/app/<key>` of
+    /// the dev site, `pusher:subscribe`) instead of the native one.
+    #[arg(long)]
+    pub pusher: bool,
     /// Override the WebSocket subscribe URL template.
     #[arg(long)]
     pub ws_url: Option<String>,
@@ -171,6 +180,13 @@ impl TargetArgs {
 
     pub fn templates(&self) -> Templates {
         let mut t = Templates::preset(self.target);
+        if self.pusher && self.target == Preset::Herald {
+            t.protocol = Protocol::Pusher;
+            // The dev site's key is `default`.
+            t.ws_url = "ws://{addr}/app/default?protocol=7".into();
+            t.ws_subscribe =
+                Some(r#"{"event":"pusher:subscribe","data":{"channel":"{channel}"}}"#.into());
+        }
         if let Some(v) = &self.ws_url {
             t.ws_url = v.clone();
         }

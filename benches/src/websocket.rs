@@ -70,13 +70,24 @@ impl WsConn {
     /// Waits for a text message that contains `"type":"<kind>"`, skipping
     /// others; a `"type":"error"` message first is an error.
     pub async fn expect_type(&mut self, kind: &str) -> anyhow::Result<()> {
-        let wanted = format!(r#""type":"{kind}""#);
+        self.expect_field("type", kind).await
+    }
+
+    /// Reads until a frame with `"event":"<event>"` (the Pusher protocol).
+    pub async fn expect_event(&mut self, event: &str) -> anyhow::Result<()> {
+        self.expect_field("event", event).await
+    }
+
+    async fn expect_field(&mut self, field: &str, kind: &str) -> anyhow::Result<()> {
+        let wanted = format!(r#""{field}":"{kind}""#);
         loop {
             let mut found: Option<Result<(), String>> = None;
             let flow = self.parse(|text| {
                 if memmem::find(text, wanted.as_bytes()).is_some() {
                     found = Some(Ok(()));
-                } else if memmem::find(text, br#""type":"error""#).is_some() {
+                } else if memmem::find(text, br#""type":"error""#).is_some()
+                    || memmem::find(text, br#""event":"pusher:error""#).is_some()
+                {
                     found = Some(Err(String::from_utf8_lossy(text).into_owned()));
                 }
                 found.is_none()

@@ -197,7 +197,7 @@ impl<L: Link, P: Protocol> Future for Session<L, P> {
 mod tests {
     use std::mem::size_of;
 
-    use crate::{NativeSse, NativeWs, sse::SseSession, ws::WsSession};
+    use crate::{NativeSse, NativeWs, PusherWs, sse::SseSession, ws::WsSession};
 
     /// Every idle connection is one tokio task, and tokio rounds a task's
     /// cell up: futures up to 160 bytes get a 256-byte cell, up to 288 a
@@ -212,5 +212,8 @@ mod tests {
         // The socket and one pointer (`ws/socket.rs`) beside the core.
         let ws = size_of::<WsSession<NativeWs>>();
         assert!(ws <= 160, "a WebSocket session is {ws} bytes");
+        // Pusher clients cost what native ones do (docs/benchmarks.md).
+        let pusher = size_of::<WsSession<PusherWs>>();
+        assert!(pusher <= 160, "a Pusher session is {pusher} bytes");
     }
 }

@@ -43,13 +43,10 @@ use crate::{
 /// API, Meteor or STOMP).
 pub const DEFAULT_EVENT: &str = "message";
 
-/// Pusher on one WebSocket.
+/// Pusher on one WebSocket. One byte of state: a Pusher session stays in
+/// the allocation class of a native one (`session.rs`).
 #[derive(Debug, Default)]
 pub struct PusherWs {
-    /// Channels whose `subscription_succeeded` was sent: a later
-    /// `subscribed` (a reset of the channel's positions) says nothing new
-    /// to a Pusher client, which has no positions.
-    confirmed: Vec<Box<str>>,
     /// The last intent was a `pusher:pong`: its answer is silence.
     swallow_pong: bool,
 }
@@ -220,22 +217,16 @@ impl Protocol for PusherWs {
                 });
                 json!({"event": "pusher:connection_established", "data": data.to_string()})
             }
-            Event::Subscribed { channel, .. } => {
-                let name = channel.name();
-                if self.confirmed.iter().any(|c| &**c == name) {
-                    return;
-                }
-                self.confirmed.push(name.into());
-                json!({
-                    "event": "pusher_internal:subscription_succeeded",
-                    "channel": pusher_channel(name),
-                    "data": "{}",
-                })
-            }
-            Event::Unsubscribed { channel } => {
-                self.confirmed.retain(|c| **c != *channel.as_str());
-                return;
-            }
+            // Also when a channel's positions were reset under the client
+            // (its history lost): a Pusher client has no positions, and
+            // hears `subscription_succeeded` again, as after a reconnect,
+            // which is when apps reload what they show.
+            Event::Subscribed { channel, .. } => json!({
+                "event": "pusher_internal:subscription_succeeded",
+                "channel": pusher_channel(channel.name()),
+                "data": "{}",
+            }),
+            Event::Unsubscribed { .. } => return,
             Event::Pong => {
                 if std::mem::take(&mut self.swallow_pong) {
                     return;
