@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what Herald's integration tests need on a Debian machine: Chromium, curl, Redis and the
-# PHP command line (for the PHP example's test) from Debian, and playwright-core (from
-# tests/browser/package-lock.json) for the browser test; and nginx with the Nchan module, the peer
-# that `herald-bench compare` measures Herald against.
+# PHP command line (for the PHP example's test) from Debian, and the npm clients (from
+# tests/browser/package-lock.json: playwright-core, @stomp/stompjs, pusher-js, laravel-echo, the
+# `pusher` library) and the Python ones (tests/python/requirements.txt, in a venv there); and nginx
+# with the Nchan module, the peer that `herald-bench compare` measures Herald against.
 #
 # Run as root (apt-get). Idempotent: it installs only what is missing, runs `apt-get update` only
 # when a package is missing, and reruns `npm ci` only when the lock file changed.
@@ -56,4 +57,19 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$wanted" ]]; then
   echo "$wanted" >"$stamp"
 fi
 
-echo "install-test-deps: ready (chromium, curl, redis-server, php-cli, nginx + nchan, playwright-core)"
+# --- Python clients (tests/python/requirements.txt) ----------------------------------------------
+
+python_dir="$root/tests/python"
+venv="$python_dir/.venv"
+command -v python3 >/dev/null || fail "python3 not found: install Python 3.11 with venv and pip"
+py_stamp="$venv/.herald-requirements.sha256"
+py_wanted="$(sha256sum "$python_dir/requirements.txt" | cut -d' ' -f1)"
+if [[ ! -f $py_stamp || $(cat "$py_stamp") != "$py_wanted" ]]; then
+  echo "install-test-deps: pip install -r tests/python/requirements.txt (in tests/python/.venv)"
+  [[ -x $venv/bin/python ]] || python3 -m venv "$venv" || fail "python3 -m venv failed"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$python_dir/requirements.txt" \
+    || fail "pip install in $venv failed"
+  echo "$py_wanted" >"$py_stamp"
+fi
+
+echo "install-test-deps: ready (chromium, curl, redis-server, php-cli, nginx + nchan, playwright-core, the Python Pusher clients)"

@@ -512,3 +512,96 @@ async fn a_users_channel_is_only_for_the_connection_signed_in_as_that_user() {
     let error = client.next_json(WS_TIMEOUT).await;
     assert_eq!(error["event"], "pusher:error", "{error}");
 }
+
+/// The Python clients' interpreter (`scripts/install-test-deps.sh` makes the venv).
+fn python() -> std::path::PathBuf {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/.venv/bin/python");
+    assert!(
+        python.is_file(),
+        "no {}: run `scripts/install-test-deps.sh` first",
+        python.display()
+    );
+    python
+}
+
+fn python_script(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(name)
+}
+
+#[test]
+fn laravel_echo_and_pysher_get_what_the_python_library_triggers() {
+    let browser_dir = browser_dir();
+    check_dependencies(&browser_dir);
+    // The PyPI library wants a numeric app id: a site with one.
+    let site = Site::new("12345");
+    let herald = start(&site);
+    let port = herald.addr.port().to_string();
+    let args = ["127.0.0.1", &port, &site.id, &site.key, site.secret()];
+    let mut echo = Node::spawn(&browser_dir, "echo.mjs", &args);
+    echo.send("PUBLIC timeline-public new-notice");
+    echo.expect("LISTENING timeline-public", STEP_TIMEOUT);
+    echo.send("PRIVATE user-7 new-notice");
+    echo.expect("LISTENING private-user-7", STEP_TIMEOUT);
+
+    // pysher speaks protocol 6; it prints one line per event, read as a child's stdout.
+    let mut pysher = std::process::Command::new(python())
+        .arg(python_script("pysher_listen.py"))
+        .args([
+            "127.0.0.1",
+            &port,
+            &site.key,
+            "timeline-public",
+            "new-notice",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run pysher_listen.py");
+    let (lines, pysher_lines) = std::sync::mpsc::channel();
+    let stdout = pysher.stdout.take().expect("piped");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_pysher_line = || {
+        pysher_lines
+            .recv_timeout(STEP_TIMEOUT)
+            .expect("a line from pysher in time")
+    };
+    assert_eq!(next_pysher_line(), "SUBSCRIBED");
+
+    let trigger = |channel: &str, data: &str| {
+        let output = std::process::Command::new(python())
+            .arg(python_script("pusher_trigger.py"))
+            .args(["127.0.0.1", &port, &site.id, &site.key, site.secret()])
+            .args([channel, "new-notice", data])
+            .output()
+            .expect("run pusher_trigger.py");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "pusher_trigger.py: {stdout}");
+        assert_eq!(stdout.trim(), "{}", "the library's answer");
+    };
+    trigger("timeline-public", r#"{"id":10}"#);
+    echo.expect(
+        r#"EVENT timeline-public new-notice {"id":10}"#,
+        STEP_TIMEOUT,
+    );
+    // The library sends json.dumps(data), spaces and all, and Herald keeps it byte for byte.
+    assert_eq!(next_pysher_line(), r#"EVENT {"id": 10}"#);
+    trigger("private-user-7", r#"{"id":11}"#);
+    echo.expect(r#"EVENT private-user-7 new-notice {"id":11}"#, STEP_TIMEOUT);
+
+    echo.send("DONE");
+    echo.expect("BYE", STEP_TIMEOUT);
+    echo.finish();
+    let _ = pysher.kill();
+    let _ = pysher.wait();
+}
