@@ -262,10 +262,12 @@ async fn rest_requests_are_401_unless_signed_and_bad_bodies_get_their_400() {
         .send()
         .await;
     assert_eq!((good.status, good.text().as_str()), (200, "{}"));
-    let message = native.next_message(WS_TIMEOUT).await;
+    let message = native.next_json(WS_TIMEOUT).await;
+    assert_eq!(message["offset"], 1, "{message}");
+    assert_eq!(message["data"], serde_json::json!({"n":1}), "{message}");
     assert_eq!(
-        (message.position.offset, message.data.as_str()),
-        (1, r#"{"n":1}"#)
+        message["event"], "e",
+        "native clients see the event name too: {message}"
     );
 }
 

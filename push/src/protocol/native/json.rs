@@ -100,11 +100,17 @@ pub(crate) fn message(message: &Message, typed: Typed, out: &mut BytesMut) {
     }
     let _ = write!(
         head,
-        r#""channel":"{}","epoch":"{}","offset":{},"data":"#,
+        r#""channel":"{}","epoch":"{}","offset":{},"#,
         message.channel.name(),
         message.position.epoch,
         message.position.offset
     );
+    // Only a message published with a name has one (a Pusher event's).
+    if let Some(event) = &message.event {
+        let name = serde_json::Value::from(&**event);
+        let _ = write!(head, r#""event":{name},"#);
+    }
+    head.push_str(r#""data":"#);
     out.put_slice(head.as_bytes());
     out.put_slice(&message.data);
     out.put_u8(b'}');
@@ -114,6 +120,37 @@ pub(crate) fn message(message: &Message, typed: Typed, out: &mut BytesMut) {
 mod tests {
     use super::*;
     use crate::ErrorCode;
+
+    #[test]
+    fn a_message_names_its_event_when_it_has_one() {
+        let channel = fanout::ChannelKey::parse("s/public").unwrap();
+        let position = fanout::Position {
+            epoch: fanout::Epoch::from_u64(1),
+            offset: 2,
+        };
+        let tags = fanout::Tags {
+            event: Some("new \"notice\""),
+            excluded: None,
+        };
+        let stored = fanout::PublishRequest::tagged(channel.clone(), tags, b"{}").data;
+        let mut out = BytesMut::new();
+        message(
+            &Message::new(channel.clone(), position, stored),
+            Typed::Yes,
+            &mut out,
+        );
+        assert_eq!(
+            &out[..],
+            br#"{"type":"message","channel":"public","epoch":"1","offset":2,"event":"new \"notice\"","data":{}}"#
+        );
+        let mut out = BytesMut::new();
+        let plain = Message::new(channel, position, bytes::Bytes::from_static(b"[]"));
+        message(&plain, Typed::No, &mut out);
+        assert_eq!(
+            &out[..],
+            br#"{"channel":"public","epoch":"1","offset":2,"data":[]}"#
+        );
+    }
 
     #[test]
     fn errors_put_the_type_first_and_name_their_channel() {
