@@ -8,7 +8,7 @@
 //! Not an API: nothing outside the fuzz targets may depend on it.
 
 use crate::{
-    ClientFrame, Intent, MAX_URL_CHANNELS, NativeWs, Opening, Protocol, StompWs,
+    ClientFrame, Intent, MAX_URL_CHANNELS, NativeWs, Opening, Protocol, PusherWs, StompWs,
     meteor::{self, PushHeaders},
     sse::{self, MAX_REQUEST_CHANNELS, SseHeaders},
     statusnet::{StatusNetNames, UserTimelines},
@@ -198,6 +198,32 @@ pub fn stomp_ws_frames(data: &[u8]) {
     }
 }
 
+/// One client frame of the Pusher protocol (text if UTF-8, else binary).
+/// A subscribe names a Herald channel; a client event a `client-` event
+/// whose data is JSON.
+pub fn pusher_frame(data: &[u8]) {
+    let frame = match std::str::from_utf8(data) {
+        Ok(text) => ClientFrame::Text(text),
+        Err(_) => ClientFrame::Binary(data),
+    };
+    match PusherWs::default().parse(frame) {
+        Ok(Intent::Subscribe { channel, .. }) => {
+            assert!(
+                fanout::ChannelName::new(channel.as_str()).is_ok(),
+                "{channel}"
+            );
+        }
+        Ok(Intent::Publish { event, data, .. }) => {
+            assert!(event.starts_with("client-"), "{event}");
+            assert!(
+                serde_json::from_slice::<serde_json::Value>(&data).is_ok(),
+                "a client event's data is JSON: {data:?}"
+            );
+        }
+        _ => {}
+    }
+}
+
 /// Replays every file of `fuzz/corpus/<target>` through `run`.
 #[cfg(test)]
 pub(crate) fn replay(target: &str, run: fn(&[u8])) {
@@ -246,6 +272,11 @@ mod tests {
     #[test]
     fn replays_the_meteor_push_url_corpus() {
         replay("meteor_push_url", meteor_push_url);
+    }
+
+    #[test]
+    fn replays_the_pusher_frame_corpus() {
+        replay("pusher_frame", pusher_frame);
     }
 
     #[test]
