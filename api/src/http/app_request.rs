@@ -62,11 +62,7 @@ pub(crate) async fn read(
     };
     require_json(&parts.headers).map_err(|refusal| unread(&refuse(refusal)))?;
     let dedupe = idempotency::key(&parts.headers).map_err(|refusal| unread(&refusal))?;
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = body::declared_length(&parts.headers);
     let limits = BodyLimits {
         max_bytes: max_body,
         deadline: app.config().publish.body_timeout,

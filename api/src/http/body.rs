@@ -40,6 +40,14 @@ pub(crate) struct ReadBody {
     pub reservation: Reservation,
 }
 
+/// The length a request's `Content-Length` declares, when it declares one.
+pub(crate) fn declared_length(headers: &hyper::HeaderMap) -> Option<u64> {
+    headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
 /// The limits a body is read within.
 pub(crate) struct BodyLimits {
     /// The largest body, in bytes.

@@ -85,11 +85,7 @@ pub(crate) async fn handle(
         return unsigned("the app id in the path is not the id of the site auth_key names");
     }
     let (parts, body) = request.into_parts();
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = body::declared_length(&parts.headers);
     let limits = BodyLimits {
         max_bytes: app.config().publish.max_body_bytes,
         deadline: app.config().publish.body_timeout,
