@@ -1,11 +1,13 @@
-//! The Pusher REST API's publishing: `POST /apps/<id>/events` and
-//! `POST /apps/<id>/batch_events`, signed the Pusher way
+//! The Pusher REST API's publishing: `POST /apps/<id>/events`,
+//! `POST /apps/<id>/batch_events` and `POST /apps/<id>/users/<user>/events`
+//! (to a signed-in user's `#server-to-user-<user>`), signed the Pusher way
 //! (`sites::pusher`), so that the Pusher server libraries (PHP, Python,
 //! Node, …) publish to Herald unchanged (docs/compat.md). A site's id, key
 //! and secret are its Pusher `app_id`, `key` and `secret`.
 //!
 //! Every request without a valid signature is 401, whatever else is wrong
-//! with it: the signature is checked before the body is looked at. Each
+//! with it: the signature is checked before the body is parsed (a path of
+//! another shape under `/apps/` is 404). Each
 //! event is published as `POST /api/publish` would (the site's checks,
 //! pushback and rate), under its event name.
 
