@@ -13,7 +13,7 @@
 
 use std::net::SocketAddr;
 
-use fanout::Tags;
+use fanout::{ChannelName, Tags};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
 use push::protocol::pusher::{connection_of, herald_channel};
 use push::{ErrorCode, Refusal};
@@ -41,7 +41,8 @@ const MAX_EVENT_NAME: usize = 200;
 struct PusherEvent {
     name: String,
     data: Vec<u8>,
-    channels: Vec<String>,
+    /// Herald's channels, every one checked before anything is published.
+    channels: Vec<ChannelName>,
     /// The connection of `socket_id`, which does not get the event.
     excluded: Option<u64>,
 }
@@ -112,29 +113,13 @@ pub(crate) async fn handle(
         Err(refusal) => return reply::refusal(&refusal),
     };
     for event in events {
-        for channel in &event.channels {
-            let name = match herald_channel(channel) {
-                Ok(name) => name,
-                Err(error) => {
-                    return reply::refuse(
-                        ErrorCode::InvalidChannel,
-                        &format!("{channel}: {error}"),
-                    );
-                }
-            };
+        for name in &event.channels {
             let tags = Tags {
                 event: Some(&event.name),
                 excluded: event.excluded,
             };
-            let published = publish_tagged(
-                app,
-                Port::Pusher,
-                site.id(),
-                &name,
-                tags,
-                event.data.clone(),
-            )
-            .await;
+            let published =
+                publish_tagged(app, Port::Pusher, site.id(), name, tags, event.data.clone()).await;
             if let Err(refused) = published {
                 return refused_answer(&refused);
             }
@@ -230,6 +215,14 @@ fn event(json: &Value, in_batch: bool) -> Result<PusherEvent, Refusal> {
     if channels.is_empty() || channels.len() > MAX_CHANNELS {
         return Err(bad(format!("channels: 1 to {MAX_CHANNELS} of them")));
     }
+    let channels = channels
+        .iter()
+        .map(|channel| {
+            herald_channel(channel).map_err(|error| {
+                Refusal::new(ErrorCode::InvalidChannel, format!("{channel}: {error}"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let excluded = match json.get("socket_id") {
         None | Some(Value::Null) => None,
         Some(Value::String(id)) => Some(

@@ -230,6 +230,15 @@ async fn rest_requests_are_401_unless_signed_and_bad_bodies_get_their_400() {
             r#"{"name":"e","data":"{}","channels":["a b"]}"#,
             "invalid_channel",
         ),
+        // The good channel before the bad one gets nothing either (offset 1 below says so).
+        (
+            r#"{"name":"e","data":"{}","channels":["a","a b"]}"#,
+            "invalid_channel",
+        ),
+        (
+            r#"{"name":"e","data":"{}","channels":["a"],"socket_id":"not-a-socket"}"#,
+            "bad_request",
+        ),
     ];
     for (bad, code) in bad_bodies {
         signed(&site, &herald, path, bad, site.secret(), now)
@@ -256,6 +265,17 @@ async fn rest_requests_are_401_unless_signed_and_bad_bodies_get_their_400() {
         .send()
         .await
         .assert_error(405, "method_not_allowed");
+    signed(
+        &site,
+        &herald,
+        "/apps/blog/other/events",
+        body,
+        site.secret(),
+        now,
+    )
+    .send()
+    .await
+    .assert_error(404, "not_found");
 
     // Nothing refused was published; the signed one is.
     let good = signed(&site, &herald, path, body, site.secret(), now)
@@ -606,4 +626,68 @@ fn laravel_echo_and_pysher_get_what_the_python_library_triggers() {
     echo.finish();
     let _ = pysher.kill();
     let _ = pysher.wait();
+}
+
+/// A protocol version from the future is refused with `pusher:error` and 4009, which pusher-js
+/// does not retry (docs/compat.md).
+#[tokio::test]
+async fn a_protocol_from_the_future_is_refused_4009() {
+    let site = Site::new("blog");
+    let herald = start(&site);
+    let url = herald.ws_url(&format!("/app/{}?protocol=8", site.key));
+    let mut client = WsClient::connect_silent(&url).await;
+    let error = client.next_json(WS_TIMEOUT).await;
+    assert_eq!(error["event"], "pusher:error", "{error}");
+    assert_eq!(error["data"]["code"], 4009, "{error}");
+    match client.next_event(WS_TIMEOUT).await {
+        WsEvent::Close(code, _) => assert_eq!(code, 4009),
+        other => panic!("expected the close, got {other:?}"),
+    }
+}
+
+/// A sign-in whose user data has no usable id, and a client event over the site's
+/// `max_message_bytes`, are `pusher:error`s; the connection carries on.
+#[tokio::test]
+async fn bad_sign_ins_and_oversized_client_events_get_pusher_errors() {
+    let site = Site::new("chat").limit("max_message_bytes", 64);
+    let toml = sites_toml("", &[])
+        + &site
+            .toml()
+            .replace("\n[sites.limits]", "client_events = true\n\n[sites.limits]");
+    let herald = Herald::builder().config_toml(toml).start();
+    let (mut client, socket_id) = pusher_socket(&herald, &site.key).await;
+    let user_data = r#"{"name":"no id"}"#;
+    let auth = hmac_hex(site.secret(), &format!("{socket_id}::user::{user_data}"));
+    let signin = serde_json::json!({"event":"pusher:signin","data":{
+        "auth": format!("{}:{auth}", site.key), "user_data": user_data}});
+    client.send_json(&signin).await;
+    let error = client.next_json(WS_TIMEOUT).await;
+    assert_eq!(error["event"], "pusher:error", "{error}");
+    assert!(
+        error["data"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("user_data"),
+        "{error}"
+    );
+
+    subscribe_private(&mut client, &site, &socket_id, "private-room").await;
+    let big = "x".repeat(100);
+    client
+        .send_json(
+            &serde_json::json!({"event":"client-x","channel":"private-room","data":{"text":big}}),
+        )
+        .await;
+    let error = client.next_json(WS_TIMEOUT).await;
+    assert!(
+        error["data"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("at most 64 bytes"),
+        "{error}"
+    );
+    client
+        .send_text(r#"{"event":"pusher:ping","data":{}}"#)
+        .await;
+    assert_eq!(client.next_json(WS_TIMEOUT).await["event"], "pusher:pong");
 }
