@@ -645,11 +645,15 @@ async fn a_protocol_from_the_future_is_refused_4009() {
     }
 }
 
-/// A sign-in whose user data has no usable id, and a client event over the site's
-/// `max_message_bytes`, are `pusher:error`s; the connection carries on.
+/// A sign-in whose user data has no usable id, a client event over the site's
+/// `max_message_bytes`, and one past its `publish_rate`, are `pusher:error`s; the connection
+/// carries on.
 #[tokio::test]
 async fn bad_sign_ins_and_oversized_client_events_get_pusher_errors() {
-    let site = Site::new("chat").limit("max_message_bytes", 64);
+    let site = Site::new("chat")
+        .limit("max_message_bytes", 64)
+        .limit("publish_rate", 1)
+        .limit("publish_burst", 1);
     let toml = sites_toml("", &[])
         + &site
             .toml()
@@ -684,6 +688,20 @@ async fn bad_sign_ins_and_oversized_client_events_get_pusher_errors() {
             .as_str()
             .unwrap_or("")
             .contains("at most 64 bytes"),
+        "{error}"
+    );
+    // Past the site's publish_rate: the first goes out, the second is refused.
+    for _ in 0..2 {
+        client
+            .send_text(r#"{"event":"client-x","channel":"private-room","data":{}}"#)
+            .await;
+    }
+    let error = client.next_json(WS_TIMEOUT).await;
+    assert!(
+        error["data"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("publish_rate"),
         "{error}"
     );
     client
