@@ -415,3 +415,24 @@ async fn with_a_nick_table_all_nick_is_the_users_timeline() {
     assert_eq!((plain.channel.as_str(), &plain.data), ("all-zach", &json));
     let _ = std::fs::remove_file(&nicks);
 }
+
+/// Past a limit (here the site's connections), a `/push` request is 503 `unavailable` with
+/// `Retry-After: 2`, and the stream already open keeps going.
+#[tokio::test]
+async fn past_a_limit_a_push_request_is_told_to_retry() {
+    let port = free_port();
+    let herald = Herald::builder()
+        .arg("--meteor-listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .env("HERALD_LIMITS_CONNECTIONS", "1")
+        .start();
+    let mut open = PushStream::open(herald.addr, "/push/1/xhrinteractive/public").await;
+    assert_eq!(open.expect_line().await, ch("public", 0));
+    let refused = Request::get(herald.addr, "/push/2/longpoll/public")
+        .send()
+        .await;
+    refused.assert_error(503, "unavailable");
+    assert_eq!(refused.header("retry-after"), Some("2"));
+    let (json, _) = php_publish(port, "", &["public"]).await;
+    assert_eq!(open.message().await, (1, "public".to_owned(), json));
+}

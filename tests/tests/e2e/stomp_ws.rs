@@ -287,6 +287,17 @@ async fn every_bad_frame_gets_an_error_frame_and_the_connection_keeps_working() 
         next_frame(&mut stomp).await,
         "RECEIPT\nreceipt-id:r1\n\n\0\n"
     );
+    // The same destination again, under another id.
+    send(
+        &mut stomp,
+        "SUBSCRIBE\ndestination:/mysite/public\nid:s2\n\n\0",
+    )
+    .await;
+    let error = next_frame(&mut stomp).await;
+    assert!(
+        error.contains("message:already_subscribed: /mysite/public: already subscribed"),
+        "{error:?}"
+    );
     let json = orbited_publish(port, &site, &["public"], 5).await;
     let message = next_frame(&mut stomp).await;
     assert!(
