@@ -88,6 +88,8 @@ pub struct RedisSettings {
     pub partitions: u16,
     pub linger: Duration,
     pub command_timeout: Duration,
+    /// How long a node may miss heartbeats before its presence members leave.
+    pub presence_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -104,6 +104,7 @@ impl Server {
                     linger: redis.linger,
                     command_timeout: redis.command_timeout,
                     history: config.history,
+                    presence_timeout: redis.presence_timeout,
                 };
                 let redis_metrics = RedisMetrics::register(&registry)?;
                 RedisEngine::connect(hub.clone(), settings, fanout_metrics.clone(), redis_metrics)

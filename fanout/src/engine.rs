@@ -18,7 +18,10 @@ use std::{sync::Arc, time::Duration};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
-use crate::{ChannelKey, Error, Position};
+use crate::{
+    ChannelKey, Error, Position,
+    presence::{Joined, Member},
+};
 
 pub use crate::history::History;
 
@@ -92,6 +95,31 @@ pub trait Engine: Send + Sync + 'static {
     fn flushed(&self) -> BoxFuture<'_, ()> {
         Box::pin(futures_util::future::ready(()))
     }
+
+    /// Makes `member` a member of presence channel `channel` through
+    /// `connection`, on every node, and answers the channel's members with
+    /// the position they were read at (`presence.rs`). The user's first
+    /// connection on the channel publishes its [`crate::presence::MEMBER_ADDED`].
+    /// A membership ends with [`Engine::presence_leave`], which the
+    /// subscription calls when it is dropped, even while this call runs.
+    fn presence_join<'a>(
+        &'a self,
+        channel: &'a ChannelKey,
+        connection: u64,
+        member: Member,
+    ) -> BoxFuture<'a, Result<Joined, Error>>;
+
+    /// Ends `connection`'s membership of `channel`, if it has one; the
+    /// user's last connection there publishes its
+    /// [`crate::presence::MEMBER_REMOVED`]. Nothing waits for it: the
+    /// engine sees it through, retrying while its store is unreachable.
+    fn presence_leave(&self, channel: &ChannelKey, connection: u64);
+
+    /// The members of presence channel `channel`, on every node.
+    fn presence_members<'a>(
+        &'a self,
+        channel: &'a ChannelKey,
+    ) -> BoxFuture<'a, Result<Vec<Member>, Error>>;
 
     /// Whether the engine can take publishes right now (used by `/readyz`).
     fn is_ready(&self) -> bool {

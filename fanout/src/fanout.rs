@@ -8,6 +8,7 @@ use bytes::Bytes;
 use crate::{
     ChannelKey, Error, Hub, Metrics, Position, Subscriber, Subscription, TimelineKind,
     engine::{Engine, History, PublishRequest, Published},
+    presence::{Joined, Member},
     subscription::Owner,
     timeline::{DeliveryReport, Recipients, TimelineSettings, Timelines},
 };
@@ -34,7 +35,7 @@ impl Fanout {
     ) -> Self {
         let timelines = Timelines::start(hub.clone(), timelines, &metrics);
         Self {
-            channels: Owner::channels(hub.clone()),
+            channels: Owner::channels(hub.clone(), engine.clone()),
             hub,
             engine,
             timelines: Arc::new(timelines),
@@ -114,6 +115,22 @@ impl Fanout {
         self.engine
             .position(&self.timelines.source_of(channel))
             .await
+    }
+
+    /// Joins `connection` to presence channel `channel` as `member`
+    /// ([`Engine::presence_join`]); its subscription's drop ends it.
+    pub async fn presence_join(
+        &self,
+        channel: &ChannelKey,
+        connection: u64,
+        member: Member,
+    ) -> Result<Joined, Error> {
+        self.engine.presence_join(channel, connection, member).await
+    }
+
+    /// The members of presence channel `channel`, on every node.
+    pub async fn presence_members(&self, channel: &ChannelKey) -> Result<Vec<Member>, Error> {
+        self.engine.presence_members(channel).await
     }
 
     /// Delivers `data` to the `kind` timelines of `recipients` on `site`:

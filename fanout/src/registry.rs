@@ -52,6 +52,12 @@ pub trait Subscriber: Send + Sync + 'static {
     /// may write what it queued to a socket, without blocking, or, as
     /// `how` asks, leave it to its own task.
     fn flush(&self, _how: Flush) {}
+
+    /// The client connection this subscriber is, where it is one: what a
+    /// presence membership is keyed by ([`crate::presence`]).
+    fn connection_id(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// How [`Subscriber::flush`] is to pass on what it queued.
@@ -354,13 +360,14 @@ impl Hub {
     }
 
     /// Removes a subscriber added with [`Hub::register`].
-    pub(crate) fn unregister(&self, channel: &ChannelKey, key: usize, watch: Watch) {
+    /// Removes a registration; answers the removed subscriber's connection
+    /// id, where it has one.
+    pub(crate) fn unregister(&self, channel: &ChannelKey, key: usize, watch: Watch) -> Option<u64> {
+        let removed;
         {
             let mut shard = self.shard(channel.as_str()).lock();
-            let Some(entries) = shard.get_mut(channel.as_str()) else {
-                return;
-            };
-            entries.try_remove(key);
+            let entries = shard.get_mut(channel.as_str())?;
+            removed = entries.try_remove(key);
             if entries.is_empty() {
                 shard.remove(channel.as_str());
                 self.shared.metrics.active_channels.dec();
@@ -375,6 +382,7 @@ impl Hub {
             }
         }
         self.shared.metrics.subscriptions.dec();
+        removed.and_then(|entry| entry.subscriber.connection_id())
     }
 
     fn notify(&self, f: impl FnOnce(&dyn ChannelWatcher)) {

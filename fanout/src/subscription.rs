@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use crate::{
-    ChannelKey, Hub,
+    ChannelKey, Engine, Hub, presence,
     registry::{Registration, Watch},
 };
 
@@ -33,12 +33,20 @@ pub(crate) struct Owner {
     /// While a timeline is subscribed, the node listens to its shard:
     /// the expander's registration on the shard's channel.
     shard: Option<Registration>,
+    /// The engine that keeps presence channels' members: a subscription
+    /// to one ends its connection's membership when it is dropped. None
+    /// for timelines, which are never presence channels.
+    presence: Option<Arc<dyn Engine>>,
 }
 
 impl Owner {
     /// The owner of every ordinary channel's subscriptions.
-    pub(crate) fn channels(hub: Hub) -> Arc<Self> {
-        Arc::new(Self { hub, shard: None })
+    pub(crate) fn channels(hub: Hub, engine: Arc<dyn Engine>) -> Arc<Self> {
+        Arc::new(Self {
+            hub,
+            shard: None,
+            presence: Some(engine),
+        })
     }
 
     /// The owner of the subscriptions to timelines that `shard` feeds.
@@ -46,6 +54,7 @@ impl Owner {
         Arc::new(Self {
             hub,
             shard: Some(shard),
+            presence: None,
         })
     }
 
@@ -78,13 +87,19 @@ impl Subscription {
 }
 
 impl Drop for Subscription {
-    /// Leaves the hub first; the owner (and with the last timeline of a
-    /// shard, the shard's interest) goes after, with the fields.
+    /// Leaves the hub first, then a presence channel's members; the owner
+    /// (and with the last timeline of a shard, the shard's interest) goes
+    /// after, with the fields.
     fn drop(&mut self) {
         let owner = &self.owner;
-        owner
+        let connection = owner
             .hub
             .unregister(&self.channel, self.key as usize, owner.watch());
+        if let (Some(engine), Some(connection)) = (&owner.presence, connection)
+            && presence::is_presence(self.channel.name())
+        {
+            engine.presence_leave(&self.channel, connection);
+        }
     }
 }
 

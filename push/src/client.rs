@@ -8,7 +8,10 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use fanout::{ChannelKey, ChannelName};
+use fanout::{
+    ChannelKey, ChannelName,
+    presence::{self, Member},
+};
 
 use sites::{
     Mode, Site, signature,
@@ -34,10 +37,13 @@ struct Details {
     signed_in: Option<Box<str>>,
 }
 
-/// How a subscribe proves it may read a `private-` channel (WebSocket only).
+/// How a subscribe proves it may read a `private-` or `presence-` channel
+/// (WebSocket only).
 pub(crate) struct ChannelProof<'a> {
     pub connection_id: &'a str,
     pub signature: Option<&'a str>,
+    /// A presence channel's member, which the signature covers.
+    pub channel_data: Option<&'a str>,
 }
 
 /// Now, in Unix seconds: token times are Unix seconds.
@@ -126,6 +132,48 @@ impl Client {
         Ok(id)
     }
 
+    /// Who this client is on `channel`, when it is a presence channel that
+    /// [`Client::may_read`] let it read: the member of its `channel_data`,
+    /// else its user with no `user_info`. `channel_data` that no signature
+    /// covered (a token grant let the client in) may only name the
+    /// client's own user, except on the dev site.
+    pub(crate) fn member(
+        &self,
+        channel: &ChannelName,
+        channel_data: Option<&str>,
+        signed: bool,
+    ) -> Result<Option<Member>, Refusal> {
+        if !presence::is_presence(channel.as_str()) {
+            return Ok(None);
+        }
+        let invalid = |e: presence::InvalidMember| {
+            Refusal::new(ErrorCode::BadRequest, format!("channel_data: {e}"))
+        };
+        let member = match (channel_data, self.user()) {
+            (Some(data), user) => {
+                let member = Member::from_channel_data(data).map_err(invalid)?;
+                let trusted = signed
+                    || self.site.settings().is_dev()
+                    || user.is_some_and(|user| user == &*member.user_id);
+                if !trusted {
+                    return Err(Refusal::new(
+                        ErrorCode::Forbidden,
+                        "unsigned channel_data may only name the token's own user",
+                    ));
+                }
+                member
+            }
+            (None, Some(user)) => Member::new(user).map_err(invalid)?,
+            (None, None) => {
+                return Err(Refusal::new(
+                    ErrorCode::Forbidden,
+                    "a presence- channel needs a member: channel_data signed by the site, or a token's user",
+                ));
+            }
+        };
+        Ok(Some(member))
+    }
+
     /// When the token expires (Unix seconds), if the client has one.
     pub fn expires_at(&self) -> Option<u64> {
         self.token().map(|claims| claims.exp)
@@ -180,7 +228,15 @@ impl Client {
         }
         let name = channel.as_str();
         let token = self.token();
-        if token.is_some_and(|claims| claims.grants(name)) {
+        // A presence channel's signed member is checked even where a token
+        // grants the channel: the member is trusted as signed
+        // ([`Client::member`]).
+        let signed_member = proof
+            .as_ref()
+            .is_some_and(|p| p.signature.is_some() && p.channel_data.is_some());
+        if token.is_some_and(|claims| claims.grants(name))
+            && !(presence::is_presence(name) && signed_member)
+        {
             return Ok(());
         }
         if let Some((_, owner)) = channel.timeline() {
@@ -196,10 +252,37 @@ impl Client {
                 )),
             };
         }
+        if presence::is_presence(name) {
+            let Some(ChannelProof {
+                connection_id,
+                signature: Some(given),
+                channel_data: Some(channel_data),
+            }) = proof
+            else {
+                return Err(Refusal::new(
+                    ErrorCode::SignatureRequired,
+                    "a presence- channel needs channel_data and the site's signature of it, or a token grant",
+                ));
+            };
+            // Pusher's formula: `socket_id:channel:channel_data`.
+            let [id, colon, channel] = signature::channel_parts(connection_id, name);
+            let parts = [id, colon, channel, b":", channel_data.as_bytes()];
+            let verified = signature::parse(given)
+                .is_some_and(|given| signature::verify(&settings.secrets, &parts, &given));
+            return if verified {
+                Ok(())
+            } else {
+                Err(Refusal::new(
+                    ErrorCode::SignatureInvalid,
+                    "the signature is not the site's for this connection, channel and channel_data",
+                ))
+            };
+        }
         if name.starts_with("private-") {
             let Some(ChannelProof {
                 connection_id,
                 signature: Some(given),
+                ..
             }) = proof
             else {
                 return Err(Refusal::new(

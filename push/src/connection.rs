@@ -174,22 +174,28 @@ impl<P: Protocol> Connection<P> {
             let announced = subscription.announced();
             self.subscriptions
                 .put(subscription.slot, subscription.guard, announced);
-            replays.push((subscription.slot, announced, subscription.history));
+            replays.push((
+                subscription.slot,
+                announced,
+                subscription.history,
+                subscription.members,
+            ));
         }
-        for (slot, position, history) in &replays {
+        for (slot, position, history, members) in &replays {
             if let Some(channel) = self.subscriptions.channel(*slot) {
                 let event = Event::Subscribed {
                     slot: *slot,
                     channel,
                     position: *position,
                     recovered: history.recovered,
+                    members: members.as_deref(),
                 };
                 self.protocol
                     .encode(event, &self.subscriptions, &mut self.out);
             }
         }
         let mut replayed = 0;
-        for (slot, _, history) in &replays {
+        for (slot, _, history, _) in &replays {
             if history.recovered {
                 for message in &history.messages {
                     self.subscriptions.advance(*slot, message.position);
@@ -202,7 +208,7 @@ impl<P: Protocol> Connection<P> {
         // Only now, so that every replayed event's cursor holds what was
         // sent: live messages up to each channel's position when its history
         // was read were in that history (or were not this client's).
-        for (slot, _, history) in replays {
+        for (slot, _, history, _) in replays {
             self.subscriptions.advance(slot, history.position);
         }
         self.metrics().delivered.inc_by(replayed);
@@ -294,7 +300,13 @@ impl<P: Protocol> Connection<P> {
                 channel,
                 since,
                 signature,
-            } => self.subscribe(channel, since, signature.as_deref()),
+                channel_data,
+            } => self.subscribe(
+                channel,
+                since,
+                signature.as_deref(),
+                channel_data.as_deref(),
+            ),
             Intent::Unsubscribe { channel } => self.unsubscribe(&channel),
             Intent::Ping => self.encode(Event::Pong),
             Intent::Refresh { token } => match self.client.refresh(&token) {
@@ -332,8 +344,8 @@ impl<P: Protocol> Connection<P> {
         }
     }
 
-    /// Publishes a client's event to the other subscribers of a private
-    /// channel it is subscribed to, when its site allows client events,
+    /// Publishes a client's event to the other subscribers of a private or
+    /// presence channel it is subscribed to, when its site allows client events,
     /// within the site's message size and publish rate. The engine's answer
     /// is not waited for: a client event has no acknowledgement.
     fn publish(&mut self, channel: &ChannelName, event: &str, data: &Bytes) -> Result<(), Refusal> {
@@ -345,10 +357,11 @@ impl<P: Protocol> Connection<P> {
                 "client events are not enabled on this site",
             ));
         }
-        if !channel.as_str().starts_with("private-") {
+        let name = channel.as_str();
+        if !name.starts_with("private-") && !fanout::presence::is_presence(name) {
             return Err(Refusal::new(
                 ErrorCode::Forbidden,
-                "client events go to private channels only",
+                "client events go to private and presence channels only",
             ));
         }
         let key = self.client.scope(channel);
@@ -394,6 +407,7 @@ impl<P: Protocol> Connection<P> {
         channel: ChannelName,
         since: Option<Position>,
         signature: Option<&str>,
+        channel_data: Option<&str>,
     ) {
         let key = self.client.scope(&channel);
         if self.subscriptions.find(&key).is_some() {
@@ -413,17 +427,26 @@ impl<P: Protocol> Connection<P> {
         let proof = ChannelProof {
             connection_id: &connection_id,
             signature,
+            channel_data,
         };
         if let Err(refusal) = self.client.may_read(&channel, Some(proof)) {
             self.count_rejection(refusal.code);
             return self.refuse_frame(refusal.on_channel(channel.as_str()));
         }
+        let signed = signature.is_some() && channel_data.is_some();
+        let member = match self.client.member(&channel, channel_data, signed) {
+            Ok(member) => member,
+            Err(refusal) => {
+                self.count_rejection(refusal.code);
+                return self.refuse_frame(refusal.on_channel(channel.as_str()));
+            }
+        };
         if let Err(refusal) = opens_in_time(&self.context, &self.client, &key) {
             self.count_rejection(refusal.code);
             return self.refuse_frame(refusal.on_channel(channel.as_str()));
         }
         let slot = self.subscriptions.free_slot();
-        let open = subscriptions::open(&self.context, &self.outbox, slot, key, since);
+        let open = subscriptions::open(&self.context, &self.outbox, slot, key, since, member);
         self.aside = Some(Box::new(Aside::Subscribing(Box::pin(open))));
     }
 
@@ -639,6 +662,7 @@ impl<P: Protocol> Connection<P> {
             channel,
             position,
             recovered: false,
+            members: None,
         };
         self.protocol
             .encode(event, &self.subscriptions, &mut self.out);

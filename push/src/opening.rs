@@ -147,6 +147,7 @@ impl Opening {
         for channel in &self.channels {
             client
                 .may_read(channel, None)
+                .and_then(|()| client.member(channel, None, false).map(drop))
                 .map_err(|refusal| on_channel(channel, refusal))?;
         }
         // After every read check, so that a refused client takes no token
@@ -181,7 +182,9 @@ impl Opening {
                 }
                 None => {
                     let since = self.cursor.as_ref().map(|cursor| cursor[slot]);
-                    subscriptions::open(context, &outbox, slot as u32, key, since).await
+                    // Admitted: a presence channel's member is the token's user.
+                    let member = client.member(channel, None, false).ok().flatten();
+                    subscriptions::open(context, &outbox, slot as u32, key, since, member).await
                 }
             };
             match subscribed {

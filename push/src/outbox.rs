@@ -429,6 +429,10 @@ impl Drop for Outbox {
 }
 
 impl Subscriber for Outbox {
+    fn connection_id(&self) -> Option<u64> {
+        Some(self.id)
+    }
+
     fn deliver(&self, slot: u32, message: &Arc<Message>) -> Handoff {
         let waker = {
             let mut state = self.state.lock();

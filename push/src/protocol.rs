@@ -24,7 +24,7 @@ pub mod stomp;
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use fanout::{ChannelKey, ChannelName, Message, Position};
+use fanout::{ChannelKey, ChannelName, Message, Position, presence::Member};
 
 use crate::{CloseReason, Refusal, Transport, connection::Outgoing, subscriptions::Subscriptions};
 
@@ -90,8 +90,11 @@ pub enum Intent {
     Subscribe {
         channel: ChannelName,
         since: Option<Position>,
-        /// The site's signature for a `private-` channel.
+        /// The site's signature for a `private-` or `presence-` channel.
         signature: Option<String>,
+        /// A `presence-` channel's member: JSON with `user_id` and
+        /// `user_info`, which the signature covers.
+        channel_data: Option<String>,
     },
     Unsubscribe {
         channel: ChannelName,
@@ -134,6 +137,10 @@ pub enum Event<'a> {
         channel: &'a ChannelKey,
         position: Position,
         recovered: bool,
+        /// A presence channel's members when they were read at `position`
+        /// (the member events after it are the changes since); `None` for
+        /// other channels, and when a reset is announced.
+        members: Option<&'a [Member]>,
     },
     Unsubscribed {
         channel: &'a ChannelName,

@@ -8,7 +8,7 @@
 
 use std::{future::Future, sync::Arc};
 
-use fanout::{ChannelKey, Error, History, Message, Position, Subscription};
+use fanout::{ChannelKey, Error, History, Message, Position, Subscription, presence::Member};
 
 use crate::{Client, Context, ErrorCode, Refusal, outbox::Outbox};
 
@@ -48,6 +48,8 @@ pub(crate) struct Opened {
     pub guard: Subscription,
     pub history: History,
     pub since: Option<Position>,
+    /// A presence channel's members, read with `history.position`.
+    pub members: Option<Vec<Member>>,
 }
 
 impl Opened {
@@ -85,20 +87,45 @@ pub(crate) fn opens_in_time(
     })
 }
 
-/// Registers `outbox` for `channel` in `slot`, then reads the history after `since`.
+/// Registers `outbox` for `channel` in `slot`, then reads the history after
+/// `since`. With a `member` (a presence channel), joins it too, after the
+/// registration: the join answers the members with the position they were
+/// read at, which is where a fresh subscriber starts, so that the member
+/// events it gets are exactly the changes since the list. A resumed one
+/// replays from `since` as always, and may hear of a change the list
+/// already shows: adding a member twice or removing one that is gone
+/// changes nothing on the client.
 pub(crate) fn open(
     context: &Context,
     outbox: &Arc<Outbox>,
     slot: u32,
     channel: ChannelKey,
     since: Option<Position>,
+    member: Option<Member>,
 ) -> impl Future<Output = Result<Opened, Error>> + Send + 'static {
     let fanout = context.fanout().clone();
     let subscriber = outbox.clone();
+    let connection = outbox.id();
     async move {
         let guard = fanout.subscribe(channel, subscriber, slot);
-        let history = match since {
-            Some(_) => fanout.history(guard.channel(), since).await?,
+        let mut history = match since {
+            Some(_) => Some(fanout.history(guard.channel(), since).await?),
+            None => None,
+        };
+        let mut members = None;
+        if let Some(member) = member {
+            let joined = fanout
+                .presence_join(guard.channel(), connection, member)
+                .await?;
+            members = Some(joined.members);
+            history.get_or_insert(History {
+                position: joined.position,
+                recovered: false,
+                messages: Vec::new(),
+            });
+        }
+        let history = match history {
+            Some(history) => history,
             // Nothing to replay: the position is all a fresh subscriber needs.
             None => History {
                 position: fanout.position(guard.channel()).await?,
@@ -111,6 +138,7 @@ pub(crate) fn open(
             guard,
             history,
             since,
+            members,
         })
     }
 }
@@ -179,6 +207,7 @@ pub(crate) fn open_backlog(
                 messages,
             },
             since: Some(since),
+            members: None,
         })
     }
 }

@@ -212,6 +212,7 @@ pub(crate) struct RawRedis {
     pub partitions: u64,
     pub linger_ms: u64,
     pub command_timeout_ms: u64,
+    pub presence_timeout_ms: u64,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -301,6 +302,7 @@ impl Default for RawRedis {
             partitions: 16,
             linger_ms: 2000,
             command_timeout_ms: 2000,
+            presence_timeout_ms: 15_000,
         }
     }
 }
@@ -399,6 +401,7 @@ pub(crate) const KEYS: &[(&str, Kind)] = &[
     ("redis.partitions", Kind::Int),
     ("redis.linger_ms", Kind::Int),
     ("redis.command_timeout_ms", Kind::Int),
+    ("redis.presence_timeout_ms", Kind::Int),
     ("log.format", Kind::Str),
     ("log.level", Kind::Str),
     ("publish.secret", Kind::Str),

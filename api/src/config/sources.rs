@@ -603,6 +603,11 @@ fn redis_settings(raw: &RawConfig) -> Result<RedisSettings, ConfigError> {
             raw.redis.command_timeout_ms,
             10,
         )? as u64),
+        presence_timeout: Duration::from_millis(at_least(
+            "redis.presence_timeout_ms",
+            raw.redis.presence_timeout_ms,
+            300,
+        )? as u64),
     })
 }
 

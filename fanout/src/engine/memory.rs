@@ -25,6 +25,8 @@
 //!   before messages that have since expired and been freed is never taken
 //!   for one in the new log: the epoch has moved on (`recovered: false`).
 
+mod presence;
+
 use std::{
     collections::HashMap,
     hash::{BuildHasher, RandomState},
@@ -45,7 +47,9 @@ use crate::{
         delivery::{Delivery, Queue},
     },
     history::{ChannelLog, HistoryConfig},
+    presence::{Joined, Member},
 };
+use presence::PresenceTable;
 
 const SHARDS: usize = 64;
 
@@ -68,6 +72,8 @@ pub struct MemoryEngine {
     /// How many times the sweeper freed a log that had messages; moves the
     /// epoch of logs created afterwards (see the module docs).
     freed_with_messages: AtomicU64,
+    /// Presence channels' members (`memory/presence.rs`).
+    presence: Mutex<PresenceTable>,
 }
 
 impl MemoryEngine {
@@ -101,6 +107,7 @@ impl MemoryEngine {
             metrics,
             epoch_seed: rand::random::<u64>(),
             freed_with_messages: AtomicU64::new(0),
+            presence: Mutex::new(PresenceTable::default()),
         }
     }
 
@@ -290,6 +297,42 @@ impl Engine for MemoryEngine {
             }
             Ok(positions)
         })
+    }
+
+    /// Done at once, under the presence table's lock (`memory/presence.rs`):
+    /// the join, its event and the list are one step.
+    fn presence_join<'a>(
+        &'a self,
+        channel: &'a ChannelKey,
+        connection: u64,
+        member: Member,
+    ) -> BoxFuture<'a, Result<Joined, Error>> {
+        let mut table = self.presence.lock();
+        let position = if table.join(channel, connection, &member) {
+            let added = PublishRequest::new(channel.clone(), member.added(connection));
+            // Not waiting for the delivery queue's room: one small event.
+            self.publish_one(added).0.position
+        } else {
+            self.read(channel, None).position
+        };
+        let members = table.members(channel);
+        drop(table);
+        Box::pin(future::ready(Ok(Joined { position, members })))
+    }
+
+    fn presence_leave(&self, channel: &ChannelKey, connection: u64) {
+        let mut table = self.presence.lock();
+        if let Some(user_id) = table.leave(channel, connection) {
+            let removed = PublishRequest::new(channel.clone(), Member::removed(&user_id));
+            self.publish_one(removed);
+        }
+    }
+
+    fn presence_members<'a>(
+        &'a self,
+        channel: &'a ChannelKey,
+    ) -> BoxFuture<'a, Result<Vec<Member>, Error>> {
+        Box::pin(future::ready(Ok(self.presence.lock().members(channel))))
     }
 
     fn history<'a>(

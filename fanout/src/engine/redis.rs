@@ -47,13 +47,17 @@ mod health;
 mod keepalive;
 mod keys;
 mod metrics;
+mod presence;
 mod replay;
 mod router;
 mod scripts;
 mod state;
 mod subscriptions;
 
-use std::{sync::Arc, time::Duration, time::Instant};
+use std::{
+    sync::{Arc, Weak},
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use fred::{
@@ -94,10 +98,15 @@ pub struct RedisConfig {
     /// Longest wait for a Redis command before it counts as failed.
     pub command_timeout: Duration,
     pub history: HistoryConfig,
+    /// How long a node may go without a heartbeat before its presence
+    /// members are removed (`presence.rs`); it beats every third of it.
+    pub presence_timeout: Duration,
 }
 
 /// The Redis engine. Create it with [`RedisEngine::connect`].
 pub struct RedisEngine {
+    /// The engine itself, for the tasks its calls start (presence joins).
+    me: Weak<RedisEngine>,
     hub: Hub,
     config: RedisConfig,
     keyspace: Keyspace,
@@ -122,6 +131,8 @@ pub struct RedisEngine {
     /// restart resets every channel as it is used, and one line a minute
     /// tells the operator as much as thousands would.
     reset_warned: parking_lot::Mutex<Option<Instant>>,
+    /// This node's presence members and id (`presence.rs`).
+    presence: presence::Presence,
 }
 
 /// How often a new epoch forced by a loss is logged at WARN, at most.
@@ -163,7 +174,8 @@ impl RedisEngine {
             timeout: Some(config.command_timeout),
             ..Options::default()
         };
-        let engine = Arc::new(Self {
+        let engine = Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             keyspace: Keyspace::new(&config.prefix, config.partitions),
             hub: hub.clone(),
             client,
@@ -177,6 +189,7 @@ impl RedisEngine {
             metrics,
             redis_metrics,
             reset_warned: parking_lot::Mutex::new(None),
+            presence: presence::Presence::new(),
         });
         engine.load_library().await?;
         let watcher: Arc<dyn ChannelWatcher> = engine.clone();
@@ -185,6 +198,8 @@ impl RedisEngine {
         tokio::spawn(router::run(engine.clone()));
         tokio::spawn(health::run(engine.clone()));
         tokio::spawn(keepalive::run(engine.clone()));
+        let beat = (engine.config.presence_timeout / 3).max(Duration::from_millis(100));
+        tokio::spawn(presence::run(Arc::downgrade(&engine), beat));
         Ok(engine)
     }
 
@@ -236,6 +251,28 @@ impl RedisEngine {
         result.map_err(|e| Error::Unavailable(e.to_string()))
     }
 
+    /// The arguments of a publish of `data` to `channel` (`publish` in
+    /// `scripts.rs`), which presence's functions take too.
+    fn publish_args(&self, channel: &ChannelKey, data: Bytes, dedupe_ttl: Value) -> Vec<Value> {
+        let history = self.config.history;
+        let [floor_epoch, floor_offset] = self.floor(channel);
+        vec![
+            Value::Bytes(data),
+            Value::Integer(clamped(history.size)),
+            Value::Integer(history.ttl.as_secs().max(1) as i64),
+            Value::from(Epoch::random().to_string()),
+            Value::from(self.keyspace.keys(channel).pubsub),
+            Value::from(if self.sharded { "s" } else { "p" }),
+            dedupe_ttl,
+            floor_epoch,
+            floor_offset,
+            // Past the TTL nothing is kept anyway: trimming by age need not
+            // wait longer.
+            Value::Integer(history.min_age.min(history.ttl).as_millis() as i64),
+            Value::Integer(clamped(history.cap())),
+        ]
+    }
+
     async fn publish_one(&self, request: PublishRequest) -> Result<Published, Error> {
         let keys = self.keyspace.keys(&request.channel);
         let history = self.config.history;
@@ -246,22 +283,7 @@ impl RedisEngine {
             ),
             None => (keys.meta.clone(), Value::from("")),
         };
-        let [floor_epoch, floor_offset] = self.floor(&request.channel);
-        let args: Vec<Value> = vec![
-            Value::Bytes(request.data.clone()),
-            Value::Integer(clamped(history.size)),
-            Value::Integer(history.ttl.as_secs().max(1) as i64),
-            Value::from(Epoch::random().to_string()),
-            Value::from(keys.pubsub.clone()),
-            Value::from(if self.sharded { "s" } else { "p" }),
-            dedupe_ttl,
-            floor_epoch,
-            floor_offset,
-            // Past the TTL nothing is kept anyway: trimming by age need not
-            // wait longer.
-            Value::Integer(history.min_age.min(history.ttl).as_millis() as i64),
-            Value::Integer(clamped(history.cap())),
-        ];
+        let args = self.publish_args(&request.channel, request.data.clone(), dedupe_ttl);
         let reply = self
             .call_function(
                 &self.library.publish,
@@ -575,6 +597,26 @@ impl Engine for RedisEngine {
                 .await?;
             self.read_position(channel).await
         })
+    }
+
+    fn presence_join<'a>(
+        &'a self,
+        channel: &'a ChannelKey,
+        connection: u64,
+        member: crate::presence::Member,
+    ) -> BoxFuture<'a, Result<crate::presence::Joined, Error>> {
+        Box::pin(self.join_presence(channel, connection, member))
+    }
+
+    fn presence_leave(&self, channel: &ChannelKey, connection: u64) {
+        self.leave_presence(channel, connection);
+    }
+
+    fn presence_members<'a>(
+        &'a self,
+        channel: &'a ChannelKey,
+    ) -> BoxFuture<'a, Result<Vec<crate::presence::Member>, Error>> {
+        Box::pin(self.presence_members_of(channel))
     }
 
     /// Ready while Redis answers and this node hears every channel it has

@@ -57,8 +57,9 @@ impl Protocol for NativeWs {
                 channel,
                 position,
                 recovered,
+                members,
                 ..
-            } => json::subscribed(Typed::Yes, channel, position, recovered),
+            } => json::subscribed(Typed::Yes, channel, position, recovered, members),
             Event::Unsubscribed { channel } => json::unsubscribed(channel),
             Event::Pong => json::pong(),
             Event::Refreshed { expires_at } => json::refreshed(expires_at),
@@ -110,9 +111,10 @@ impl Protocol for NativeSse {
                 channel,
                 position,
                 recovered,
+                members,
             } => {
                 let id = sse::cursor::format(view.positions_before(slot, position));
-                let data = json::subscribed(Typed::No, channel, position, recovered);
+                let data = json::subscribed(Typed::No, channel, position, recovered, members);
                 out.push(sse::event::event(Some(&id), Some("subscribed"), &data));
             }
             Event::Refused(refusal) => {

@@ -13,7 +13,7 @@
 //! | `pusher:pong` | heard, nothing answered | |
 //! | `client-…` (`channel`, `data`) | [`Intent::Publish`]: the core checks the site allows it | nothing; the channel's other subscribers get it |
 //! | `pusher:signin` (`auth`, `user_data`) | [`Intent::SignIn`] | `pusher:signin_success` |
-//! | `presence-…` subscribes | refused (not served yet) | `pusher:error` |
+//! | `pusher:subscribe` to `presence-…` (`channel`, `auth`, `channel_data`) | [`Intent::Subscribe`] with the member; `auth` signs `socket_id:channel:channel_data` | `subscription_succeeded` with `presence` (`count`, `ids`, `hash`); then `pusher_internal:member_added`/`member_removed` |
 //!
 //! A signed-in user's `#server-to-user-<id>` is Herald's `user:<id>`, which
 //! only that user may read: server-to-user events (`POST
@@ -30,7 +30,7 @@
 use std::{borrow::Cow, sync::Arc};
 
 use bytes::Bytes;
-use fanout::{ChannelName, Message};
+use fanout::{ChannelName, Message, presence};
 use serde_json::{Value, json};
 
 use super::{ClientFrame, Event, Intent, Protocol, Slot};
@@ -81,13 +81,6 @@ impl PusherWs {
                 "pusher:subscribe needs data.channel",
             ));
         };
-        if name.starts_with("presence-") {
-            return Err(refuse(
-                ErrorCode::Forbidden,
-                "presence channels are not served by this Herald yet",
-            )
-            .on_channel(name));
-        }
         if is_timeline(name) {
             return Err(refuse(
                 ErrorCode::Forbidden,
@@ -107,10 +100,16 @@ impl PusherWs {
                     .map_or(auth, |(_, hex)| hex)
                     .to_string()
             });
+        // A presence channel's member, which the `auth` signs too.
+        let channel_data = data
+            .get("channel_data")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         Ok(Intent::Subscribe {
             channel,
             since: None,
             signature,
+            channel_data,
         })
     }
 }
@@ -221,11 +220,26 @@ impl Protocol for PusherWs {
             // (its history lost): a Pusher client has no positions, and
             // hears `subscription_succeeded` again, as after a reconnect,
             // which is when apps reload what they show.
-            Event::Subscribed { channel, .. } => json!({
-                "event": "pusher_internal:subscription_succeeded",
-                "channel": pusher_channel(channel.name()),
-                "data": "{}",
-            }),
+            // A presence channel's reset is not announced: the member list
+            // pusher-js holds stays right, as member events keep coming.
+            Event::Subscribed {
+                channel,
+                members: None,
+                ..
+            } if presence::is_presence(channel.name()) => return,
+            Event::Subscribed {
+                channel, members, ..
+            } => {
+                let data = match members {
+                    Some(members) => json!({ "presence": presence::pusher_presence(members) }),
+                    None => json!({}),
+                };
+                json!({
+                    "event": "pusher_internal:subscription_succeeded",
+                    "channel": pusher_channel(channel.name()),
+                    "data": data.to_string(),
+                })
+            }
             Event::Unsubscribed { .. } => return,
             Event::Pong => {
                 if std::mem::take(&mut self.swallow_pong) {
@@ -415,10 +429,6 @@ mod tests {
             (
                 r#"{"event":"pusher:subscribe","data":{}}"#,
                 ErrorCode::MissingChannel,
-            ),
-            (
-                r#"{"event":"pusher:subscribe","data":{"channel":"presence-room"}}"#,
-                ErrorCode::Forbidden,
             ),
             (
                 r#"{"event":"pusher:subscribe","data":{"channel":"a,b"}}"#,

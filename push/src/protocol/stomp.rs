@@ -186,6 +186,7 @@ impl StompWs {
             channel,
             since: None,
             signature: None,
+            channel_data: None,
         })
     }
 

@@ -46,6 +46,7 @@ mod listener;
 mod meteor;
 mod meteor_push;
 mod node_script;
+mod presence;
 mod pushback;
 mod pusher;
 mod recovery;

@@ -6,6 +6,10 @@
 //! `herald:{7}:m:public` — the channel's meta hash: `e` (epoch), `o` (last offset)
 //! `herald:{7}:s:public` — its history stream; entry id `<offset>-0`, fields `t` (ms), `d` (data)
 //! `herald:{7}:c:public` — its pub/sub channel; payload `<epoch> <offset> <data>`
+//! `herald:{7}:pu:presence-a`, `…:pi:…`, `…:pc:<node>:…` — a presence
+//! channel's users, their infos and each node's connections (`presence.rs`)
+//! `herald:pn:<node>` — a node's presence channels; `herald:pnodes` — the
+//! nodes' heartbeats
 
 use crate::ChannelKey;
 
@@ -53,6 +57,31 @@ impl Keyspace {
             stream: format!("{base}:s:{}", channel.as_str()),
             pubsub: format!("{base}:c:{}", channel.as_str()),
         }
+    }
+
+    /// A presence channel's keys as its functions take them: meta, stream,
+    /// users, infos and `node`'s connections, all in the channel's slot.
+    pub fn presence(&self, channel: &ChannelKey, node: &str) -> Vec<String> {
+        let keys = self.keys(channel);
+        let base = format!("{}:{{{}}}", self.prefix, keys.partition);
+        let name = channel.as_str();
+        vec![
+            keys.meta,
+            keys.stream,
+            format!("{base}:pu:{name}"),
+            format!("{base}:pi:{name}"),
+            format!("{base}:pc:{node}:{name}"),
+        ]
+    }
+
+    /// A node's index of the presence channels it has members on.
+    pub fn presence_index(&self, node: &str) -> String {
+        format!("{}:pn:{node}", self.prefix)
+    }
+
+    /// The nodes' heartbeats.
+    pub fn presence_nodes(&self) -> String {
+        format!("{}:pnodes", self.prefix)
     }
 
     /// The key that records a publish's idempotency key on `channel`; in the

@@ -101,6 +101,33 @@ local function trim_by_age(stream, offset, size, min_age, now)
   redis.call('XTRIM', stream, 'MINID', (lo + 1) .. '-0')
 end
 
+-- Appends `data` to the channel's stream with the next offset and
+-- publishes it: a publish once its idempotency key was checked, and a
+-- presence event. `args` are the publish's (see below; its data aside).
+-- Returns epoch, offset and why a new epoch was started ('' when not).
+--
+-- Redis does not undo a function's writes when a command in it fails, so
+-- nothing is written before XADD, the one command that can fail (a key of
+-- the wrong type, out of memory): a failed publish burns no offset.
+local function append(meta, stream, data, args)
+  local epoch, top, reset = position(meta, stream, args[4], args[3], args[8], args[9])
+  local offset = top + 1
+  if tonumber(args[11]) > 0 then
+    local now = redis.call('TIME')
+    local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+    -- The cap, trimmed by whole stream nodes: cheap, and never below it.
+    redis.call('XADD', stream, 'MAXLEN', '~', args[11], offset .. '-0', 't', ms, 'd', data)
+    trim_by_age(stream, offset, tonumber(args[2]), tonumber(args[10]), ms)
+    redis.call('EXPIRE', stream, args[3])
+  end
+  redis.call('HSET', meta, 'o', offset)
+  redis.call('EXPIRE', meta, args[3])
+  local command = 'PUBLISH'
+  if args[6] == 's' then command = 'SPUBLISH' end
+  redis.call(command, args[5], epoch .. ' ' .. offset .. ' ' .. data)
+  return epoch, offset, reset
+end
+
 -- Appends a message and publishes it.
 --
 -- KEYS: meta, stream, the idempotency key's key (the meta key again when
@@ -110,10 +137,6 @@ end
 -- and offset ('' ''), history min_age in ms, the most entries kept (the cap;
 -- 0 keeps none). Returns {epoch, offset, 1 if a duplicate else 0, why a new
 -- epoch was started or ''}.
---
--- Redis does not undo a function's writes when a command in it fails, so
--- nothing is written before XADD, the one command that can fail (a key of
--- the wrong type, out of memory): a failed publish burns no offset.
 redis.register_function('HERALD_LIB_publish', function(keys, args)
   if args[7] ~= '' then
     local earlier = redis.call('GET', keys[3])
@@ -122,25 +145,112 @@ redis.register_function('HERALD_LIB_publish', function(keys, args)
       return {string.sub(earlier, 1, space - 1), tonumber(string.sub(earlier, space + 1)), 1, ''}
     end
   end
-  local epoch, top, reset = position(keys[1], keys[2], args[4], args[3], args[8], args[9])
-  local offset = top + 1
-  if tonumber(args[11]) > 0 then
-    local now = redis.call('TIME')
-    local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-    -- The cap, trimmed by whole stream nodes: cheap, and never below it.
-    redis.call('XADD', keys[2], 'MAXLEN', '~', args[11], offset .. '-0', 't', ms, 'd', args[1])
-    trim_by_age(keys[2], offset, tonumber(args[2]), tonumber(args[10]), ms)
-    redis.call('EXPIRE', keys[2], args[3])
-  end
-  redis.call('HSET', keys[1], 'o', offset)
-  redis.call('EXPIRE', keys[1], args[3])
-  local command = 'PUBLISH'
-  if args[6] == 's' then command = 'SPUBLISH' end
-  redis.call(command, args[5], epoch .. ' ' .. offset .. ' ' .. args[1])
+  local epoch, offset, reset = append(keys[1], keys[2], args[1], args)
   if args[7] ~= '' then
     redis.call('SET', keys[3], epoch .. ' ' .. offset, 'EX', args[7])
   end
   return {epoch, offset, 0, reset}
+end)
+
+-- Presence (engine/redis/presence.rs). A presence channel's members live
+-- beside its stream, in its slot: `users` (user id -> how many
+-- connections it has there), `infos` (user id -> its user_info JSON), and
+-- per node `conns` (connection id -> user id), so that a dead node's
+-- connections can be found and removed without touching the others'.
+-- Member events are appended and published as messages, tagged as
+-- message.rs stores tags: NUL, event, NUL, excluded connection, NUL, data.
+
+local function member_added(conn, user, info)
+  return '\0pusher_internal:member_added\0' .. conn .. '\0{"user_id":' .. cjson.encode(user) .. ',"user_info":' .. info .. '}'
+end
+
+local function member_removed(user)
+  return '\0pusher_internal:member_removed\0\0{"user_id":' .. cjson.encode(user) .. '}'
+end
+
+-- One connection's membership ends; the user's last one publishes its leave.
+local function leave(keys, args, conn)
+  local user = redis.call('HGET', keys[5], conn)
+  if not user then return 0 end
+  redis.call('HDEL', keys[5], conn)
+  if redis.call('HINCRBY', keys[3], user, -1) <= 0 then
+    redis.call('HDEL', keys[3], user)
+    redis.call('HDEL', keys[4], user)
+    append(keys[1], keys[2], member_removed(user), args)
+    return 1
+  end
+  return 0
+end
+
+-- Joins a connection to a presence channel.
+--
+-- KEYS: meta, stream, users, infos, this node's conns. ARGV: as a
+-- publish's (ARGV[1] unused), then the connection id, the user id and its
+-- user_info JSON. The user's first connection publishes member_added,
+-- which skips that connection. Returns {epoch, offset, why a new epoch was
+-- started or '', the members as HGETALL infos}: the list and the position
+-- are read together, so the events after the position are exactly the
+-- changes since the list.
+redis.register_function('HERALD_LIB_presence_join', function(keys, args)
+  local conn, user, info = args[12], args[13], args[14]
+  local epoch, offset, reset
+  local news = false
+  if redis.call('HSETNX', keys[5], conn, user) == 1 then
+    news = redis.call('HINCRBY', keys[3], user, 1) == 1
+    redis.call('HSET', keys[4], user, info)
+  end
+  if news then
+    epoch, offset, reset = append(keys[1], keys[2], member_added(conn, user, info), args)
+  else
+    epoch, offset, reset = position(keys[1], keys[2], args[4], args[3], args[8], args[9])
+    redis.call('EXPIRE', keys[1], args[3])
+  end
+  return {epoch, offset, reset, redis.call('HGETALL', keys[4])}
+end)
+
+-- Ends a connection's membership (KEYS as a join's; ARGV a publish's, then
+-- the connection id). Doing it again does nothing. Returns 1 when the user
+-- left the channel.
+redis.register_function('HERALD_LIB_presence_leave', function(keys, args)
+  return leave(keys, args, args[12])
+end)
+
+-- Ends every membership a dead node held on a channel (KEYS as a join's,
+-- with the dead node's conns; ARGV a publish's). Returns how many users left.
+redis.register_function('HERALD_LIB_presence_reap', function(keys, args)
+  local left = 0
+  for _, conn in ipairs(redis.call('HKEYS', keys[5])) do
+    left = left + leave(keys, args, conn)
+  end
+  redis.call('DEL', keys[5])
+  return left
+end)
+
+-- A node's heartbeat. KEYS: the nodes sorted set (node -> its last
+-- heartbeat, Redis' clock in ms). ARGV: the node's id, the timeout in ms.
+-- Returns {1 if the node was known else 0, the nodes found dead}: each dead
+-- node is taken out of the set by this call, so one node reaps it.
+redis.register_function('HERALD_LIB_presence_heartbeat', function(keys, args)
+  local now = redis.call('TIME')
+  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  local known = redis.call('ZSCORE', keys[1], args[1]) and 1 or 0
+  redis.call('ZADD', keys[1], ms, args[1])
+  local dead = redis.call('ZRANGEBYSCORE', keys[1], '-inf', ms - tonumber(args[2]))
+  for _, node in ipairs(dead) do
+    redis.call('ZREM', keys[1], node)
+  end
+  return {known, dead}
+end)
+
+-- Counts a node's memberships per channel (KEYS: the node's index hash;
+-- ARGV: the channel, +1 or -1), dropping channels back at 0: how a dead
+-- node's channels are found. Each connection counts up before its join
+-- and down after its leave, so the count is never below the truth.
+redis.register_function('HERALD_LIB_presence_index', function(keys, args)
+  if redis.call('HINCRBY', keys[1], args[1], args[2]) <= 0 then
+    redis.call('HDEL', keys[1], args[1])
+  end
+  return 0
 end)
 
 -- Reads a channel's position and the history after an offset.
@@ -170,7 +280,7 @@ redis.register_function('HERALD_LIB_read', function(keys, args)
 end)
 "#;
 
-/// The library as Herald loads it, and the names of its two functions.
+/// The library as Herald loads it, and the names of its functions.
 #[derive(Debug, Clone)]
 pub(crate) struct Library {
     /// The code for `FUNCTION LOAD`, with its `#!lua name=…` line.
@@ -179,10 +289,17 @@ pub(crate) struct Library {
     pub publish: String,
     /// Reads the position and history (see `read` in the code).
     pub read: String,
+    /// Presence: joins, leaves, a dead node's reaping, heartbeats and
+    /// each node's index of its channels (see `presence_*` in the code).
+    pub presence_join: String,
+    pub presence_leave: String,
+    pub presence_reap: String,
+    pub presence_heartbeat: String,
+    pub presence_index: String,
 }
 
 /// Names the library after a hash of its code: `herald_<hash>`, its
-/// functions `herald_<hash>_publish` and `herald_<hash>_read`.
+/// functions `herald_<hash>_publish`, `herald_<hash>_read` and so on.
 pub(crate) fn library() -> Library {
     let hash = fred::util::sha1_hash(LIBRARY);
     let name = format!("herald_{}", &hash[..12]);
@@ -193,6 +310,11 @@ pub(crate) fn library() -> Library {
         ),
         publish: format!("{name}_publish"),
         read: format!("{name}_read"),
+        presence_join: format!("{name}_presence_join"),
+        presence_leave: format!("{name}_presence_leave"),
+        presence_reap: format!("{name}_presence_reap"),
+        presence_heartbeat: format!("{name}_presence_heartbeat"),
+        presence_index: format!("{name}_presence_index"),
     }
 }
 
@@ -205,7 +327,15 @@ mod tests {
         let library = library();
         assert!(library.code.starts_with("#!lua name=herald_"));
         assert!(!library.code.contains("HERALD_LIB"));
-        for function in [&library.publish, &library.read] {
+        for function in [
+            &library.publish,
+            &library.read,
+            &library.presence_join,
+            &library.presence_leave,
+            &library.presence_reap,
+            &library.presence_heartbeat,
+            &library.presence_index,
+        ] {
             assert!(
                 library.code.contains(&format!("'{function}'")),
                 "{function}"

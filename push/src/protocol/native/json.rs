@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 
 use bytes::{BufMut, BytesMut};
-use fanout::{ChannelKey, ChannelName, Message, Position};
+use fanout::{ChannelKey, ChannelName, Message, Position, presence::Member};
 
 use crate::Refusal;
 
@@ -45,19 +45,39 @@ pub(crate) fn refreshed(expires_at: u64) -> String {
     format!(r#"{{"type":"refreshed","expires_at":{expires_at}}}"#)
 }
 
+/// `subscribed`; a presence channel's adds `members`, each
+/// `{"user_id":…,"user_info":…}`.
 pub(crate) fn subscribed(
     typed: Typed,
     channel: &ChannelKey,
     position: Position,
     recovered: bool,
+    members: Option<&[Member]>,
 ) -> String {
-    format!(
-        r#"{{{}"channel":"{}","epoch":"{}","offset":{},"recovered":{recovered}}}"#,
+    let mut text = format!(
+        r#"{{{}"channel":"{}","epoch":"{}","offset":{},"recovered":{recovered}"#,
         kind(typed, "subscribed"),
         channel.name(),
         position.epoch,
         position.offset
-    )
+    );
+    if let Some(members) = members {
+        text.push_str(r#","members":["#);
+        for (i, member) in members.iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            let user_id = serde_json::Value::from(&*member.user_id);
+            let _ = write!(
+                text,
+                r#"{{"user_id":{user_id},"user_info":{}}}"#,
+                member.user_info
+            );
+        }
+        text.push(']');
+    }
+    text.push('}');
+    text
 }
 
 pub(crate) fn unsubscribed(channel: &ChannelName) -> String {

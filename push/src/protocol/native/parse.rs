@@ -57,10 +57,23 @@ fn subscribe(frame: &Object) -> Result<Intent, Refusal> {
             );
         }
     };
+    // A presence channel's member, as the site signed it with the
+    // signature (docs/presence.md).
+    let channel_data = match frame.get("channel_data") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(data)) => Some(data.clone()),
+        Some(_) => {
+            return Err(
+                Refusal::new(ErrorCode::BadFrame, "\"channel_data\" must be a string")
+                    .on_channel(channel.as_str()),
+            );
+        }
+    };
     Ok(Intent::Subscribe {
         channel,
         since,
         signature,
+        channel_data,
     })
 }
 
@@ -118,6 +131,7 @@ mod tests {
                     channel: channel("public"),
                     since: None,
                     signature: None,
+                    channel_data: None,
                 }),
             ),
             (
@@ -126,6 +140,7 @@ mod tests {
                     channel: channel("user:1"),
                     since: Some(Position { epoch, offset: 7 }),
                     signature: None,
+                    channel_data: None,
                 }),
             ),
             (
@@ -134,6 +149,7 @@ mod tests {
                     channel: channel("a"),
                     since: None,
                     signature: None,
+                    channel_data: None,
                 }),
             ),
             (
@@ -149,6 +165,7 @@ mod tests {
                     channel: channel("private-a"),
                     since: None,
                     signature: Some("00ff".into()),
+                    channel_data: None,
                 }),
             ),
             (
