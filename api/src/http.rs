@@ -11,6 +11,8 @@ mod meteor_push;
 mod publish;
 pub(crate) mod pushback;
 mod pusher;
+mod pusher_auth;
+mod pusher_channels;
 mod pusher_events;
 mod reply;
 mod sse;
@@ -56,6 +58,10 @@ pub(crate) async fn handle(
         "/healthz" => ("healthz", reply::text(StatusCode::OK, "ok")),
         "/readyz" => ("readyz", readyz(&app)),
         app_key if app_key.starts_with("/app/") => ("pusher", pusher::handle(&app, peer, request)),
+        apps if apps.starts_with("/apps/") && apps.split('/').nth(3) == Some("channels") => (
+            "pusher_channels",
+            pusher_channels::handle(&app, request).await,
+        ),
         events if events.starts_with("/apps/") && events.ends_with("events") => (
             "pusher_events",
             pusher_events::handle(&app, peer, request).await,

@@ -121,6 +121,18 @@ pub trait Engine: Send + Sync + 'static {
         channel: &'a ChannelKey,
     ) -> BoxFuture<'a, Result<Vec<Member>, Error>>;
 
+    /// The subscribers every node has on the ordinary channels of `site`
+    /// whose name starts with `prefix` (`occupancy.rs`). `None` (the
+    /// default): this node's hub is all there is, the memory engine's case.
+    fn occupancy<'a>(
+        &'a self,
+        site: &'a str,
+        prefix: &'a str,
+    ) -> Option<BoxFuture<'a, Result<crate::occupancy::Occupancy, Error>>> {
+        let _ = (site, prefix);
+        None
+    }
+
     /// Whether the engine can take publishes right now (used by `/readyz`).
     fn is_ready(&self) -> bool {
         true

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use crate::{
     ChannelKey, Error, Hub, Metrics, Position, Subscriber, Subscription, TimelineKind,
     engine::{Engine, History, PublishRequest, Published},
+    occupancy::{self, Occupancy},
     presence::{Joined, Member},
     subscription::Owner,
     timeline::{DeliveryReport, Recipients, TimelineSettings, Timelines},
@@ -126,6 +127,15 @@ impl Fanout {
         member: Member,
     ) -> Result<Joined, Error> {
         self.engine.presence_join(channel, connection, member).await
+    }
+
+    /// The subscribers of `site`'s ordinary channels whose name starts
+    /// with `prefix`, on every node (`occupancy.rs`).
+    pub async fn occupancy(&self, site: &str, prefix: &str) -> Result<Occupancy, Error> {
+        match self.engine.occupancy(site, prefix) {
+            Some(everywhere) => everywhere.await,
+            None => Ok(occupancy::local(&self.hub, site, prefix)),
+        }
     }
 
     /// The members of presence channel `channel`, on every node.

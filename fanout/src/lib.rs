@@ -14,6 +14,7 @@ mod history;
 pub mod lag;
 mod message;
 mod metrics;
+pub mod occupancy;
 pub mod presence;
 mod registry;
 mod subscription;

@@ -344,6 +344,23 @@ impl Hub {
         out
     }
 
+    /// The channels `keep` takes, with how many local subscribers each has.
+    /// It visits every channel of the node: for rare, operator-driven
+    /// listings, never on a publish or delivery path.
+    pub fn counts_where(&self, keep: impl Fn(&ChannelKey) -> bool) -> Vec<(ChannelKey, usize)> {
+        let mut out = Vec::new();
+        for shard in &self.shared.shards {
+            let shard = shard.lock();
+            out.extend(
+                shard
+                    .iter()
+                    .filter(|(key, _)| keep(key))
+                    .map(|(key, entries)| (key.clone(), entries.len())),
+            );
+        }
+        out
+    }
+
     /// Whether any local subscriber listens to `channel`.
     pub fn has_subscribers(&self, channel: &str) -> bool {
         self.shard(channel).lock().contains_key(channel)
@@ -359,9 +376,8 @@ impl Hub {
         &self.shared.shards[index]
     }
 
-    /// Removes a subscriber added with [`Hub::register`].
-    /// Removes a registration; answers the removed subscriber's connection
-    /// id, where it has one.
+    /// Removes a subscriber added with [`Hub::register`]; answers the
+    /// removed subscriber's connection id, where it has one.
     pub(crate) fn unregister(&self, channel: &ChannelKey, key: usize, watch: Watch) -> Option<u64> {
         let removed;
         {

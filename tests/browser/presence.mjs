@@ -12,6 +12,7 @@
 //   test → LEAVE <channel>                       unsubscribe → LEFT <channel>
 //   test → CLIENT <channel> <event> <json>       a client event → SENT
 //   test → TRIGGER <channel> <event> <json>      npm pusher trigger() → TRIGGERED <status>
+//   test → GET <path> <params as JSON>           npm pusher get() → GOT <status> <body>
 //   test → DONE                                  disconnect → BYE
 //   node → ADDED <channel> <user id> <info as JSON>   pusher:member_added
 //   node → REMOVED <channel> <user id>                 pusher:member_removed
@@ -96,6 +97,15 @@ for await (const line of createInterface({ input: process.stdin })) {
       const [channel, event, ...json] = rest;
       const response = await server.trigger(channel, event, JSON.parse(json.join(" ")));
       say(`TRIGGERED ${response.status}`);
+    } else if (command === "GET") {
+      const [path, ...json] = rest;
+      try {
+        const response = await server.get({ path, params: JSON.parse(json.join(" ")) });
+        say(`GOT ${response.status} ${JSON.stringify(await response.json())}`);
+      } catch (error) {
+        if (!error || !error.status) throw error;
+        say(`GOT ${error.status} ${error.body}`);
+      }
     } else if (command === "DONE") {
       client.disconnect();
       say("BYE");

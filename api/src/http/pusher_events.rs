@@ -18,11 +18,11 @@ use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
 use push::protocol::pusher::{connection_of, herald_channel};
 use push::{ErrorCode, Refusal};
 use serde_json::Value;
-use sites::pusher;
 
 use super::{
     Body,
     body::{self, BodyLimits},
+    pusher_auth::signed_site,
     reply,
 };
 use crate::{
@@ -72,11 +72,6 @@ pub(crate) async fn handle(
     }
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or("").to_string();
-    let unsigned = |why: &str| reply::refuse(ErrorCode::Unauthorized, why);
-    let Some(site) = pusher::auth_key(&query).and_then(|key| app.sessions().sites().by_key(&key))
-    else {
-        return unsigned("auth_key names no site: sign the request with the site's key and secret");
-    };
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let (app_id, kind, user) = match segments[..] {
         ["apps", id, "events"] => (id, Kind::Events, None),
@@ -84,9 +79,6 @@ pub(crate) async fn handle(
         ["apps", id, "users", user, "events"] => (id, Kind::User, Some(user.to_string())),
         _ => return reply::refuse(ErrorCode::NotFound, "no such route"),
     };
-    if app_id != site.id() {
-        return unsigned("the app id in the path is not the id of the site auth_key names");
-    }
     let (parts, body) = request.into_parts();
     let declared = body::declared_length(&parts.headers);
     let limits = BodyLimits {
@@ -97,17 +89,11 @@ pub(crate) async fn handle(
         Ok(read) => read,
         Err(refusal) => return reply::refusal(&refusal),
     };
-    let settings = site.settings();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     let body = Some(&read.bytes[..]);
-    if let Err(why) = pusher::verify(&settings.secrets, "POST", &path, &query, body, now) {
-        app.sessions()
-            .metrics()
-            .reject(site.id(), ErrorCode::Unauthorized);
-        return unsigned(&why.to_string());
-    }
+    let site = match signed_site(app, app_id, "POST", &path, &query, body) {
+        Ok(site) => site,
+        Err(unsigned) => return reply::refusal(&unsigned),
+    };
     let events = match parse(&read.bytes, kind, user.as_deref()) {
         Ok(events) => events,
         Err(refusal) => return reply::refusal(&refusal),
@@ -194,6 +180,12 @@ fn event(json: &Value, in_batch: bool) -> Result<PusherEvent, Refusal> {
         .ok_or_else(|| bad(format!("name: a string of 1 to {MAX_EVENT_NAME} bytes")))?;
     if name.contains('\0') {
         return Err(bad("name: no NUL"));
+    }
+    // Pusher keeps these for itself; here they would pass for member events.
+    if name.starts_with("pusher:") || name.starts_with("pusher_internal:") {
+        return Err(bad(
+            "name: pusher: and pusher_internal: events are Pusher's own",
+        ));
     }
     // The libraries send data as a string (JSON they encoded); a string
     // that is JSON is published as that JSON, any other as a JSON string.

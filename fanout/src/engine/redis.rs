@@ -43,6 +43,7 @@
 //!   path, one per channel at a time, so a channel whose history cannot be
 //!   read delays no other channel.
 
+mod control;
 mod health;
 mod keepalive;
 mod keys;
@@ -133,6 +134,8 @@ pub struct RedisEngine {
     reset_warned: parking_lot::Mutex<Option<Instant>>,
     /// This node's presence members and id (`presence.rs`).
     presence: presence::Presence,
+    /// Questions to every node, and their answers (`control.rs`).
+    control: control::Control,
 }
 
 /// How often a new epoch forced by a loss is logged at WARN, at most.
@@ -166,8 +169,10 @@ impl RedisEngine {
             });
         let client = builder.build().map_err(unavailable)?;
         let subscriber = builder.build_subscriber_client().map_err(unavailable)?;
+        let control = builder.build_subscriber_client().map_err(unavailable)?;
         client.init().await.map_err(unavailable)?;
         subscriber.init().await.map_err(unavailable)?;
+        control.init().await.map_err(unavailable)?;
         let options = Options {
             fail_fast: true,
             max_attempts: Some(1),
@@ -190,6 +195,7 @@ impl RedisEngine {
             redis_metrics,
             reset_warned: parking_lot::Mutex::new(None),
             presence: presence::Presence::new(),
+            control: control::Control::new(control),
         });
         engine.load_library().await?;
         let watcher: Arc<dyn ChannelWatcher> = engine.clone();
@@ -200,6 +206,7 @@ impl RedisEngine {
         tokio::spawn(keepalive::run(engine.clone()));
         let beat = (engine.config.presence_timeout / 3).max(Duration::from_millis(100));
         tokio::spawn(presence::run(Arc::downgrade(&engine), beat));
+        tokio::spawn(control::run(Arc::downgrade(&engine)));
         Ok(engine)
     }
 
@@ -606,6 +613,14 @@ impl Engine for RedisEngine {
         member: crate::presence::Member,
     ) -> BoxFuture<'a, Result<crate::presence::Joined, Error>> {
         Box::pin(self.join_presence(channel, connection, member))
+    }
+
+    fn occupancy<'a>(
+        &'a self,
+        site: &'a str,
+        prefix: &'a str,
+    ) -> Option<BoxFuture<'a, Result<crate::occupancy::Occupancy, Error>>> {
+        Some(Box::pin(self.occupancy_everywhere(site, prefix)))
     }
 
     fn presence_leave(&self, channel: &ChannelKey, connection: u64) {

@@ -43,11 +43,18 @@ fn next_change(node: &mut Node) -> String {
 }
 
 /// Triggers a marker event through the REST API and answers the next change `node` saw: the
-/// marker itself when nothing came before it.
+/// marker itself when nothing came before it. `trigger` must not be subscribed to the channel:
+/// its `TRIGGERED` and the event's line could come in either order.
 fn change_before_marker(trigger: &mut Node, node: &mut Node, n: u32) -> String {
     trigger.send(&format!(r#"TRIGGER {ROOM} marker {{"n":{n}}}"#));
     trigger.expect("TRIGGERED 200", STEP_TIMEOUT);
     next_change(node)
+}
+
+/// The npm library's `get()` of `path` with `params`: `<status> <body>`.
+fn get(node: &mut Node, path: &str, params: &Value) -> String {
+    node.send(&format!("GET {path} {params}"));
+    node.expect_prefix("GOT ", STEP_TIMEOUT)
 }
 
 fn marker(n: u32) -> String {
@@ -139,6 +146,57 @@ fn pusher_js_members_come_and_go_once_per_user() {
         next_change(&mut bob),
         format!(r#"ADDED {ROOM} carl {{"via":"native"}}"#)
     );
+
+    // The REST API's channel information says the same, through the npm library's get().
+    let info = json!({"info": "user_count,subscription_count"});
+    assert_eq!(
+        get(&mut bob, &format!("/channels/{ROOM}"), &info),
+        r#"200 {"occupied":true,"subscription_count":3,"user_count":3}"#
+    );
+    let presence_only = json!({"filter_by_prefix": "presence-", "info": "user_count"});
+    assert_eq!(
+        get(&mut bob, "/channels", &presence_only),
+        format!(r#"200 {{"channels":{{"{ROOM}":{{"user_count":3}}}}}}"#)
+    );
+    assert_eq!(
+        get(&mut bob, &format!("/channels/{ROOM}/users"), &json!({})),
+        r#"200 {"users":[{"id":"ann"},{"id":"bob"},{"id":"carl"}]}"#
+    );
+    assert_eq!(
+        get(
+            &mut bob,
+            "/channels/nobody-here",
+            &json!({"info": "subscription_count"})
+        ),
+        r#"200 {"occupied":false,"subscription_count":0}"#
+    );
+    // Users of a channel that has none: 400, as Pusher answers.
+    for (path, params) in [
+        ("/channels", json!({"info": "user_count"})),
+        ("/channels/public-x", json!({"info": "user_count"})),
+        ("/channels/public-x/users", json!({})),
+    ] {
+        let answer = get(&mut bob, path, &params);
+        assert!(answer.starts_with("400 "), "{path}: {answer}");
+    }
+    // Unsigned, or signed by another secret: 401.
+    let unsigned = runtime.block_on(
+        herald_tests::Request::get(herald.addr, &format!("/apps/{}/channels", site.id)).send(),
+    );
+    unsigned.assert_error(401, "unauthorized");
+    let forged = format!(
+        "/apps/{}/channels?auth_key={}&auth_timestamp={}&auth_version=1.0&auth_signature={}",
+        site.id,
+        site.key,
+        herald_tests::unix_now(),
+        "0".repeat(64)
+    );
+    let forged = runtime.block_on(herald_tests::Request::get(herald.addr, &forged).send());
+    forged.assert_error(401, "unauthorized");
+    let posted = runtime.block_on(
+        herald_tests::Request::post(herald.addr, &format!("/apps/{}/channels", site.id)).send(),
+    );
+    posted.assert_error(405, "method_not_allowed");
 
     // Ann's last connection goes: she leaves, for both kinds of client.
     ann.send("DONE");
@@ -237,6 +295,8 @@ fn two_nodes_on_redis_share_members_and_a_killed_nodes_members_leave() {
     let site = Site::new("chat");
     let a = redis_node(&redis, &site);
     let b = redis_node(&redis, &site);
+    // Triggers the markers; on no channel itself, so that its lines come in one order.
+    let mut trigger = member(&b, &site, "dave");
 
     let mut ann = member(&a, &site, "ann");
     assert_eq!(join(&mut ann), "1 ann ann");
@@ -261,10 +321,25 @@ fn two_nodes_on_redis_share_members_and_a_killed_nodes_members_leave() {
         format!(r#"ADDED {ROOM} carl {{"via":"native"}}"#)
     );
 
+    // Node A's REST API counts B's subscribers too.
+    let info = json!({"info": "user_count,subscription_count"});
+    assert_eq!(
+        get(&mut ann, &format!("/channels/{ROOM}"), &info),
+        r#"200 {"occupied":true,"subscription_count":3,"user_count":3}"#
+    );
+    assert_eq!(
+        get(
+            &mut ann,
+            "/channels",
+            &json!({"filter_by_prefix": "presence-"})
+        ),
+        format!(r#"200 {{"channels":{{"{ROOM}":{{}}}}}}"#)
+    );
+
     // A second connection of bob's, on the other node: no duplicate join anywhere.
     let mut bob_on_a = member(&a, &site, "bob");
     assert_eq!(join(&mut bob_on_a), "3 ann,bob,carl bob");
-    assert_eq!(change_before_marker(&mut bob, &mut ann, 1), marker(1));
+    assert_eq!(change_before_marker(&mut trigger, &mut ann, 1), marker(1));
     assert_eq!(next_change(&mut bob), marker(1));
 
     // Node A is killed (SIGKILL) under its clients: ann (only there) leaves; bob (also on B)
@@ -285,7 +360,6 @@ fn two_nodes_on_redis_share_members_and_a_killed_nodes_members_leave() {
         "2 bob,carl bob"
     );
     // Nothing more left with the node: the next change bob sees is the marker.
-    let mut trigger = member(&b, &site, "dave");
     assert_eq!(change_before_marker(&mut trigger, &mut bob, 2), marker(2));
 
     // A node started in A's place (a deploy) starts clean: ann joins once, as new.

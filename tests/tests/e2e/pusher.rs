@@ -222,6 +222,11 @@ async fn rest_requests_are_401_unless_signed_and_bad_bodies_get_their_400() {
         (r#"{"data":"{}","channels":["a"]}"#, "bad_request"),
         (r#"{"name":"e","channels":["a"]}"#, "bad_request"),
         (r#"{"name":"e","data":"{}","channels":[]}"#, "bad_request"),
+        // A publisher cannot pass its event off as a presence change.
+        (
+            r#"{"name":"pusher_internal:member_removed","data":"{}","channels":["presence-a"]}"#,
+            "bad_request",
+        ),
         (
             r#"{"name":"e","data":"{}","channels":["a b"]}"#,
             "invalid_channel",

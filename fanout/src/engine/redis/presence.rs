@@ -32,7 +32,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use fred::{
-    interfaces::{ClientLike, HashesInterface, KeysInterface},
+    interfaces::{ClientLike, HashesInterface, KeysInterface, SortedSetsInterface},
     types::Value,
 };
 use parking_lot::Mutex;
@@ -279,7 +279,22 @@ impl RedisEngine {
             .filter_map(|v| v.as_string())
             .collect();
         for node in dead {
-            self.reap(&node).await?;
+            if let Err(error) = self.reap(&node).await {
+                // Back among the dead, so that the next heartbeat of any
+                // node reaps it: its members must not stay for ever.
+                let client = self.client.with_options(&self.options);
+                let _: Result<i64, _> = client
+                    .zadd(
+                        self.keyspace.presence_nodes(),
+                        None,
+                        None,
+                        false,
+                        false,
+                        (0.0, node.as_str()),
+                    )
+                    .await;
+                return Err(error);
+            }
         }
         let retries = std::mem::take(&mut self.presence.local.lock().unfinished_leaves);
         for (channel, connection) in retries {
