@@ -14,6 +14,7 @@ mod http;
 pub mod logging;
 mod metrics;
 mod server;
+mod webhooks;
 
 pub use app::App;
 pub use server::Server;

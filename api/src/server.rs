@@ -116,6 +116,7 @@ impl Server {
             shards: config.timeline.shards,
             expander_queue_per_site: config.timeline.expander_queue_per_site,
         };
+        let events_hub = hub.clone();
         let fanout = Fanout::start(hub, engine, timelines, fanout_metrics);
         let tracker = push::Tracker::default();
         tokio::spawn(tracker.clone().run_ticker(config.connection.ping_interval));
@@ -124,6 +125,12 @@ impl Server {
         // The site table owns the sites from now on; one copy, not two, of
         // what can be ten thousand sites' settings.
         let sites = sites::Sites::new(std::mem::take(&mut config.sites));
+        // Channel events go to the sites' webhooks (docs/compat.md).
+        let webhook_metrics = crate::webhooks::WebhookMetrics::register(&registry)?;
+        events_hub.set_events(crate::webhooks::Webhooks::start(
+            sites.clone(),
+            webhook_metrics,
+        ));
         let sessions = push::Context::new(
             fanout.clone(),
             config.connection.clone(),

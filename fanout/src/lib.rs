@@ -9,6 +9,7 @@
 mod channel;
 mod engine;
 mod error;
+pub mod events;
 mod fanout;
 mod history;
 pub mod lag;

@@ -28,7 +28,7 @@ use std::{
 use parking_lot::Mutex;
 use slab::Slab;
 
-use crate::{ChannelKey, Message, Metrics};
+use crate::{ChannelKey, Message, Metrics, events::ChannelEvents};
 
 /// Number of registry shards. A power of two well above the core count keeps
 /// contention negligible while the empty maps cost about 3 KB in all.
@@ -205,6 +205,9 @@ struct Shared {
     /// Set once by [`Hub::set_watcher`]; weak so that hub and engine do not
     /// keep each other alive.
     watcher: OnceLock<Weak<dyn ChannelWatcher>>,
+    /// Set once by [`Hub::set_events`]: where the engines raise channel
+    /// events (`events.rs`).
+    events: OnceLock<Arc<dyn ChannelEvents>>,
     metrics: Metrics,
 }
 
@@ -241,6 +244,7 @@ impl Hub {
                 shards,
                 hasher: RandomState::new(),
                 watcher: OnceLock::new(),
+                events: OnceLock::new(),
                 metrics,
             }),
         }
@@ -250,6 +254,17 @@ impl Hub {
     /// channels become active or idle on this node. Only the first call counts.
     pub fn set_watcher(&self, watcher: Weak<dyn ChannelWatcher>) {
         let _ = self.shared.watcher.set(watcher);
+    }
+
+    /// Sets where channel events go (once; later calls are ignored).
+    pub fn set_events(&self, events: Arc<dyn ChannelEvents>) {
+        let _ = self.shared.events.set(events);
+    }
+
+    /// The sink for `channel`'s events, when its site wants them.
+    pub(crate) fn events_for(&self, channel: &ChannelKey) -> Option<&dyn ChannelEvents> {
+        let events = self.shared.events.get()?;
+        events.wants(channel.site()).then_some(&**events)
     }
 
     /// Adds `subscriber` to `channel`; its messages arrive tagged with `slot`.

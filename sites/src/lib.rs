@@ -153,6 +153,7 @@ mod tests {
             mode: Mode::Public,
             allowed_origins: Vec::new(),
             client_events: false,
+            webhook_url: None,
             limits: SiteLimits::default(),
         }
     }

@@ -92,6 +92,9 @@ pub struct SiteSettings {
     /// Whether clients may send events to the other subscribers of a
     /// private channel they are subscribed to (Pusher's `client-` events).
     pub client_events: bool,
+    /// Where the site's channel events are POSTed as Pusher webhooks
+    /// (`http://host:port/path`); none when unset.
+    pub webhook_url: Option<String>,
     pub limits: SiteLimits,
 }
 
@@ -106,6 +109,7 @@ impl SiteSettings {
             mode: Mode::Public,
             allowed_origins: Vec::new(),
             client_events: false,
+            webhook_url: None,
             limits,
         }
     }

@@ -177,6 +177,9 @@ pub(crate) struct RawSite {
     /// Pusher `client-` events on private channels.
     #[serde(default)]
     pub client_events: bool,
+    /// Where Pusher webhooks go (`http://…`).
+    #[serde(default)]
+    pub webhook_url: Option<String>,
     #[serde(default)]
     pub limits: RawSiteLimits,
 }

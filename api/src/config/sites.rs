@@ -210,6 +210,10 @@ fn site_settings(
     let mode = mode(index, &raw.mode)?;
     let allowed_origins = allowed_origins(index, &raw.allowed_origins)?;
     let limits = site_limits(index, &raw.limits, defaults)?;
+    let webhook_url = match &raw.webhook_url {
+        Some(url) => Some(webhook_url(&key("webhook_url"), url)?),
+        None => None,
+    };
     Ok(SiteSettings {
         id: raw.id.clone(),
         key: raw.key.clone(),
@@ -218,8 +222,26 @@ fn site_settings(
         mode,
         allowed_origins,
         client_events: raw.client_events,
+        webhook_url,
         limits,
     })
+}
+
+/// A webhook URL Herald can POST to: `http://host[:port]/path`. TLS is
+/// not spoken by Herald's client: an `https://` receiver sits behind a
+/// local proxy.
+fn webhook_url(key: &str, url: &str) -> Result<String, ConfigError> {
+    let refuse = |why: &str| ConfigError::new(key, format!("{url:?}: {why}"));
+    let uri: hyper::Uri = url.parse().map_err(|_| refuse("not a URL"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(refuse(
+            "only http:// is served (Herald's webhook client speaks no TLS: put a local proxy in front of an https receiver)",
+        ));
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(refuse("no host"));
+    }
+    Ok(url.to_string())
 }
 
 fn mode(index: usize, text: &str) -> Result<Mode, ConfigError> {

@@ -46,6 +46,7 @@ use crate::{
         Engine, History, PublishRequest, Published,
         delivery::{Delivery, Queue},
     },
+    events::ChannelEvent,
     history::{ChannelLog, HistoryConfig},
     presence::{Joined, Member},
 };
@@ -255,7 +256,13 @@ impl MemoryEngine {
 }
 
 impl ChannelWatcher for MemoryEngine {
-    fn channel_active(&self, _channel: &ChannelKey) {}
+    /// One node is the whole deployment: its first subscriber occupies
+    /// the channel.
+    fn channel_active(&self, channel: &ChannelKey) {
+        if let Some(events) = self.hub.events_for(channel) {
+            events.event(channel, ChannelEvent::Occupied);
+        }
+    }
 
     /// The last local subscriber left: a log that never had a message goes
     /// now. Called with a hub shard lock held, while a publisher may hold a
@@ -263,6 +270,9 @@ impl ChannelWatcher for MemoryEngine {
     /// sweeper holds an engine shard and asks the hub: so nothing is waited
     /// for here. A lock that is busy leaves the log to the sweeper.
     fn channel_idle(&self, channel: &ChannelKey) {
+        if let Some(events) = self.hub.events_for(channel) {
+            events.event(channel, ChannelEvent::Vacated);
+        }
         let Some(mut shard) = self.shard(channel.as_str()).try_lock() else {
             return;
         };
@@ -309,6 +319,9 @@ impl Engine for MemoryEngine {
     ) -> BoxFuture<'a, Result<Joined, Error>> {
         let mut table = self.presence.lock();
         let position = if table.join(channel, connection, &member) {
+            if let Some(events) = self.hub.events_for(channel) {
+                events.event(channel, ChannelEvent::MemberAdded(member.user_id.clone()));
+            }
             let added = PublishRequest::new(channel.clone(), member.added(connection));
             // Not waiting for the delivery queue's room: one small event.
             self.publish_one(added).0.position
@@ -325,6 +338,9 @@ impl Engine for MemoryEngine {
         if let Some(user_id) = table.leave(channel, connection) {
             let removed = PublishRequest::new(channel.clone(), Member::removed(&user_id));
             self.publish_one(removed);
+            if let Some(events) = self.hub.events_for(channel) {
+                events.event(channel, ChannelEvent::MemberRemoved(user_id));
+            }
         }
     }
 

@@ -48,6 +48,7 @@ mod health;
 mod keepalive;
 mod keys;
 mod metrics;
+mod occupancy;
 mod presence;
 mod replay;
 mod router;
@@ -136,6 +137,8 @@ pub struct RedisEngine {
     presence: presence::Presence,
     /// Questions to every node, and their answers (`control.rs`).
     control: control::Control,
+    /// Occupancy marks on their way to Redis, in order (`occupancy.rs`).
+    occupancy_marks: tokio::sync::mpsc::UnboundedSender<occupancy::Mark>,
 }
 
 /// How often a new epoch forced by a loss is logged at WARN, at most.
@@ -179,6 +182,7 @@ impl RedisEngine {
             timeout: Some(config.command_timeout),
             ..Options::default()
         };
+        let (occupancy_marks, marks) = tokio::sync::mpsc::unbounded_channel();
         let engine = Arc::new_cyclic(|me| Self {
             me: me.clone(),
             keyspace: Keyspace::new(&config.prefix, config.partitions),
@@ -196,6 +200,7 @@ impl RedisEngine {
             reset_warned: parking_lot::Mutex::new(None),
             presence: presence::Presence::new(),
             control: control::Control::new(control),
+            occupancy_marks,
         });
         engine.load_library().await?;
         let watcher: Arc<dyn ChannelWatcher> = engine.clone();
@@ -207,6 +212,7 @@ impl RedisEngine {
         let beat = (engine.config.presence_timeout / 3).max(Duration::from_millis(100));
         tokio::spawn(presence::run(Arc::downgrade(&engine), beat));
         tokio::spawn(control::run(Arc::downgrade(&engine)));
+        tokio::spawn(occupancy::run(Arc::downgrade(&engine), marks));
         Ok(engine)
     }
 
@@ -659,10 +665,12 @@ impl Engine for RedisEngine {
 impl ChannelWatcher for RedisEngine {
     fn channel_active(&self, channel: &ChannelKey) {
         self.channels.set_local(channel, true);
+        self.mark_occupancy(channel, true);
     }
 
     fn channel_idle(&self, channel: &ChannelKey) {
         self.channels.set_local(channel, false);
+        self.mark_occupancy(channel, false);
     }
 }
 

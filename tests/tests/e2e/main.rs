@@ -61,4 +61,5 @@ mod slow_consumer;
 mod stomp;
 mod stomp_ws;
 mod timelines;
+mod webhooks;
 mod ws_url;

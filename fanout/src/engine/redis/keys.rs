@@ -74,6 +74,13 @@ impl Keyspace {
         ]
     }
 
+    /// A channel's occupancy hash: which nodes have subscribers to it
+    /// (kept only for sites that want channel events).
+    pub fn occupancy(&self, channel: &ChannelKey) -> String {
+        let partition = self.partition(channel.as_str());
+        format!("{}:{{{partition}}}:on:{}", self.prefix, channel.as_str())
+    }
+
     /// A node's index of the presence channels it has members on.
     pub fn presence_index(&self, node: &str) -> String {
         format!("{}:pn:{node}", self.prefix)

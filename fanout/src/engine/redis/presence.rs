@@ -41,6 +41,7 @@ use tokio::sync::oneshot;
 use super::{RedisEngine, malformed, parse_epoch};
 use crate::{
     ChannelKey, Error, Position,
+    events::ChannelEvent,
     presence::{Joined, Member},
 };
 
@@ -56,8 +57,9 @@ pub(super) struct Presence {
 #[derive(Default)]
 struct Local {
     members: HashMap<(ChannelKey, u64), Membership>,
-    /// Leaves Redis did not take yet: tried again on each heartbeat.
-    unfinished_leaves: Vec<(ChannelKey, u64)>,
+    /// Leaves Redis did not take yet (channel, connection, user): tried
+    /// again on each heartbeat.
+    unfinished_leaves: Vec<(ChannelKey, u64, Box<str>)>,
 }
 
 enum Membership {
@@ -106,6 +108,7 @@ impl RedisEngine {
         let channel = channel.clone();
         tokio::spawn(async move {
             let result = engine.call_join(&channel, connection, &member).await;
+            let user_id = member.user_id.clone();
             let leave_now = {
                 let mut local = engine.presence.local.lock();
                 let key = (channel.clone(), connection);
@@ -123,7 +126,7 @@ impl RedisEngine {
                 left || result.is_err()
             };
             if leave_now {
-                engine.finish_leave(channel, connection).await;
+                engine.finish_leave(channel, connection, user_id).await;
             }
             let _ = answer.send(result);
         });
@@ -135,7 +138,7 @@ impl RedisEngine {
     /// See [`crate::Engine::presence_leave`].
     pub(super) fn leave_presence(&self, channel: &ChannelKey, connection: u64) {
         let key = (channel.clone(), connection);
-        {
+        let user_id = {
             let mut local = self.presence.local.lock();
             match local.members.get_mut(&key) {
                 Some(Membership::Joining { left, .. }) => {
@@ -143,14 +146,15 @@ impl RedisEngine {
                     *left = true;
                     return;
                 }
-                Some(Membership::Joined(_)) => {
-                    local.members.remove(&key);
-                }
+                Some(Membership::Joined(_)) => match local.members.remove(&key) {
+                    Some(Membership::Joined(member)) => member.user_id,
+                    _ => return,
+                },
                 None => return,
             }
-        }
+        };
         if let Some(engine) = self.me.upgrade() {
-            tokio::spawn(async move { engine.finish_leave(key.0, key.1).await });
+            tokio::spawn(async move { engine.finish_leave(key.0, key.1, user_id).await });
         }
     }
 
@@ -204,6 +208,11 @@ impl RedisEngine {
             .ok_or_else(|| malformed("presence join reply without an offset"))?;
         self.count_reset(channel, parts.next());
         let flat = parts.next().map(Value::into_array).unwrap_or_default();
+        if parts.next().and_then(|v| v.as_i64()) == Some(1)
+            && let Some(events) = self.hub.events_for(channel)
+        {
+            events.event(channel, ChannelEvent::MemberAdded(member.user_id.clone()));
+        }
         let mut members = Vec::with_capacity(flat.len() / 2);
         let mut flat = flat.into_iter();
         while let (Some(user_id), Some(user_info)) = (flat.next(), flat.next()) {
@@ -228,28 +237,40 @@ impl RedisEngine {
 
     /// Ends a membership in Redis, then counts it out of the index; kept
     /// for the next heartbeat when Redis does not take it.
-    async fn finish_leave(&self, channel: ChannelKey, connection: u64) {
-        if let Err(error) = self.call_leave(&channel, connection).await {
-            tracing::debug!(%channel, %error, "presence leave not taken; retried on the next heartbeat");
-            self.presence
-                .local
-                .lock()
-                .unfinished_leaves
-                .push((channel, connection));
+    async fn finish_leave(&self, channel: ChannelKey, connection: u64, user_id: Box<str>) {
+        match self.call_leave(&channel, connection).await {
+            Ok(true) => {
+                if let Some(events) = self.hub.events_for(&channel) {
+                    events.event(&channel, ChannelEvent::MemberRemoved(user_id));
+                }
+            }
+            Ok(false) => {}
+            Err(error) => {
+                tracing::debug!(%channel, %error, "presence leave not taken; retried on the next heartbeat");
+                self.presence
+                    .local
+                    .lock()
+                    .unfinished_leaves
+                    .push((channel, connection, user_id));
+            }
         }
     }
 
-    async fn call_leave(&self, channel: &ChannelKey, connection: u64) -> Result<(), Error> {
+    /// Answers whether the user left the channel.
+    async fn call_leave(&self, channel: &ChannelKey, connection: u64) -> Result<bool, Error> {
         let keys = self.keyspace.presence(channel, &self.presence.node);
         let mut args = self.publish_args(channel, bytes::Bytes::new(), Value::from(""));
         args.push(Value::from(connection.to_string()));
-        self.call_function(&self.library.presence_leave, keys, args)
+        let left = self
+            .call_function(&self.library.presence_leave, keys, args)
             .await?;
-        self.count_index(channel, -1).await
+        self.count_index(channel, -1).await?;
+        Ok(left.as_i64() == Some(1))
     }
 
-    /// Counts this node's memberships on `channel` up or down in its index.
-    async fn count_index(&self, channel: &ChannelKey, delta: i64) -> Result<(), Error> {
+    /// Counts this node's memberships (and occupancy) on `channel` up or
+    /// down in its index, which is how a dead node's channels are found.
+    pub(super) async fn count_index(&self, channel: &ChannelKey, delta: i64) -> Result<(), Error> {
         let index = self.keyspace.presence_index(&self.presence.node);
         let args = vec![Value::from(channel.as_str()), Value::Integer(delta)];
         self.call_function(&self.library.presence_index, vec![index], args)
@@ -297,8 +318,8 @@ impl RedisEngine {
             }
         }
         let retries = std::mem::take(&mut self.presence.local.lock().unfinished_leaves);
-        for (channel, connection) in retries {
-            self.finish_leave(channel, connection).await;
+        for (channel, connection, user_id) in retries {
+            self.finish_leave(channel, connection, user_id).await;
         }
         if !known {
             self.join_again().await;
@@ -320,12 +341,31 @@ impl RedisEngine {
             let Ok(channel) = ChannelKey::parse(name) else {
                 continue;
             };
-            let keys = self.keyspace.presence(&channel, node);
-            let args = self.publish_args(&channel, bytes::Bytes::new(), Value::from(""));
+            let mut keys = self.keyspace.presence(&channel, node);
+            keys.push(self.keyspace.occupancy(&channel));
+            let mut args = self.publish_args(&channel, bytes::Bytes::new(), Value::from(""));
+            args.push(Value::from(node));
             let reply = self
                 .call_function(&self.library.presence_reap, keys, args)
                 .await?;
-            left += reply.as_i64().unwrap_or(0);
+            let mut parts = reply.into_array().into_iter();
+            let users: Vec<String> = parts
+                .next()
+                .map(Value::into_array)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|v| v.as_string())
+                .collect();
+            let vacated = parts.next().and_then(|v| v.as_i64()) == Some(1);
+            left += users.len();
+            if let Some(events) = self.hub.events_for(&channel) {
+                for user in users {
+                    events.event(&channel, ChannelEvent::MemberRemoved(user.into()));
+                }
+                if vacated {
+                    events.event(&channel, ChannelEvent::Vacated);
+                }
+            }
         }
         let _: i64 = client
             .del(&index)

@@ -188,9 +188,9 @@ end
 -- publish's (ARGV[1] unused), then the connection id, the user id and its
 -- user_info JSON. The user's first connection publishes member_added,
 -- which skips that connection. Returns {epoch, offset, why a new epoch was
--- started or '', the members as HGETALL infos}: the list and the position
--- are read together, so the events after the position are exactly the
--- changes since the list.
+-- started or '', the members as HGETALL infos, 1 if the user joined the
+-- channel now}: the list and the position are read together, so the events
+-- after the position are exactly the changes since the list.
 redis.register_function('HERALD_LIB_presence_join', function(keys, args)
   local conn, user, info = args[12], args[13], args[14]
   local epoch, offset, reset
@@ -205,7 +205,7 @@ redis.register_function('HERALD_LIB_presence_join', function(keys, args)
     epoch, offset, reset = position(keys[1], keys[2], args[4], args[3], args[8], args[9])
     redis.call('EXPIRE', keys[1], args[3])
   end
-  return {epoch, offset, reset, redis.call('HGETALL', keys[4])}
+  return {epoch, offset, reset, redis.call('HGETALL', keys[4]), news and 1 or 0}
 end)
 
 -- Ends a connection's membership (KEYS as a join's; ARGV a publish's, then
@@ -215,15 +215,40 @@ redis.register_function('HERALD_LIB_presence_leave', function(keys, args)
   return leave(keys, args, args[12])
 end)
 
--- Ends every membership a dead node held on a channel (KEYS as a join's,
--- with the dead node's conns; ARGV a publish's). Returns how many users left.
+-- Ends every membership a dead node held on a channel, and its occupancy
+-- (KEYS as a join's with the dead node's conns, then the channel's
+-- occupancy hash; ARGV a publish's, then the dead node's id). Returns {the
+-- users who left, 1 if the channel is vacated now}.
 redis.register_function('HERALD_LIB_presence_reap', function(keys, args)
-  local left = 0
+  local left = {}
   for _, conn in ipairs(redis.call('HKEYS', keys[5])) do
-    left = left + leave(keys, args, conn)
+    local user = redis.call('HGET', keys[5], conn)
+    if leave(keys, args, conn) == 1 then
+      table.insert(left, user)
+    end
   end
   redis.call('DEL', keys[5])
-  return left
+  local vacated = 0
+  if redis.call('HDEL', keys[6], args[12]) == 1 and redis.call('HLEN', keys[6]) == 0 then
+    vacated = 1
+  end
+  return {left, vacated}
+end)
+
+-- Whether a channel has subscribers on any node, for sites that want to be
+-- told (webhooks). KEYS: the channel's occupancy hash (node -> 1). ARGV:
+-- the node, 1 when it has its first subscriber or 0 when its last left.
+-- Returns 1 when the channel is occupied now, 2 when it is vacated now, 0
+-- otherwise.
+redis.register_function('HERALD_LIB_occupancy', function(keys, args)
+  if args[2] == '1' then
+    if redis.call('HSET', keys[1], args[1], 1) == 1 and redis.call('HLEN', keys[1]) == 1 then
+      return 1
+    end
+  elseif redis.call('HDEL', keys[1], args[1]) == 1 and redis.call('HLEN', keys[1]) == 0 then
+    return 2
+  end
+  return 0
 end)
 
 -- A node's heartbeat. KEYS: the nodes sorted set (node -> its last
@@ -296,6 +321,8 @@ pub(crate) struct Library {
     pub presence_reap: String,
     pub presence_heartbeat: String,
     pub presence_index: String,
+    /// A channel's occupancy across nodes (see `occupancy` in the code).
+    pub occupancy: String,
 }
 
 /// Names the library after a hash of its code: `herald_<hash>`, its
@@ -315,6 +342,7 @@ pub(crate) fn library() -> Library {
         presence_reap: format!("{name}_presence_reap"),
         presence_heartbeat: format!("{name}_presence_heartbeat"),
         presence_index: format!("{name}_presence_index"),
+        occupancy: format!("{name}_occupancy"),
     }
 }
 
@@ -335,6 +363,7 @@ mod tests {
             &library.presence_reap,
             &library.presence_heartbeat,
             &library.presence_index,
+            &library.occupancy,
         ] {
             assert!(
                 library.code.contains(&format!("'{function}'")),
