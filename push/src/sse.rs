@@ -154,6 +154,7 @@ fn admit_stream(
             origin: request.origin.as_deref(),
             ip: Some(peer.ip().to_canonical()),
             proxied: request.proxied,
+            vouched: request.vouched,
         },
     )?;
     request.opening.admit(context, &client)?;

@@ -32,6 +32,9 @@ pub struct SseRequest {
     pub(crate) origin: Option<String>,
     /// Whether the request came through a proxy (`crate::is_proxied`).
     pub(crate) proxied: bool,
+    /// Whether its protocol verified a credential of its own
+    /// ([`crate::ConnectRequest::vouched`]).
+    pub(crate) vouched: bool,
 }
 
 /// The request headers an SSE stream looks at.
@@ -182,6 +185,7 @@ pub fn check(
         token,
         origin: headers.origin.map(str::to_string),
         proxied: headers.proxied,
+        vouched: false,
     })
 }
 
