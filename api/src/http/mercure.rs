@@ -49,10 +49,10 @@ pub(crate) async fn handle(
         .get(header::ORIGIN)
         .filter(|origin| origin_listed(app, &request, origin))
         .cloned();
-    let response = if request.method() == Method::POST {
-        publish(app, peer, request).await
-    } else {
-        subscribe(app, peer, &request).await
+    let response = match *request.method() {
+        Method::POST => publish(app, peer, request).await,
+        Method::OPTIONS => preflight(),
+        _ => subscribe(app, peer, &request).await,
     };
     with_cors(credentials_origin, response)
 }
@@ -91,6 +91,27 @@ async fn subscribe(app: &App, peer: SocketAddr, request: &Request<Incoming>) -> 
         }
         Answer::Refused(refusal) => refused(&refusal),
     }
+}
+
+/// The answer to a CORS preflight: what a page that subscribes with an
+/// `Authorization` header (an EventSource polyfill) or publishes from the
+/// browser may send. [`with_cors`] adds the origin.
+fn preflight() -> Response<Body> {
+    let mut response = reply::empty(StatusCode::NO_CONTENT);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, Cache-Control, Content-Type, Last-Event-ID"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    response
 }
 
 /// `200` with the headers of every SSE stream but the CORS one, which

@@ -565,3 +565,44 @@ async fn every_refusal_has_its_status_and_harms_no_other_subscriber() {
     let good = published(addr, &writer, &[book, ("data", &"x".repeat(64))]).await;
     assert_eq!(next_update(&mut bystander).await.0, good);
 }
+
+#[tokio::test]
+async fn a_private_site_takes_a_jwt_as_its_token_and_preflights_answer() {
+    let site = Site::new("closed").private();
+    let herald = Herald::builder().config_toml(site_toml(&site)).start();
+    let addr = herald.addr;
+    Request::get(addr, "/.well-known/mercure?topic=*")
+        .send()
+        .await
+        .assert_error(401, "token_required");
+    // Any valid JWT of the site admits the subscriber; its claim still decides what is private.
+    let jwt = mint(KEY, json!({"mercure": {}}));
+    let mut member = subscribe(
+        addr,
+        &format!("/.well-known/mercure?topic=*&authorization={jwt}"),
+        None,
+    )
+    .await;
+    let writer = publisher(KEY, &["*"]);
+    let private = published(addr, &writer, &[("topic", "a"), ("private", "on")]).await;
+    let public = published(addr, &writer, &[("topic", "a"), ("data", "hello")]).await;
+    assert_ne!(private, public);
+    assert_eq!(
+        next_update(&mut member).await,
+        (public, "message".into(), "hello".into())
+    );
+
+    let preflight = Request::new("OPTIONS", addr, "/.well-known/mercure")
+        .header("Origin", "https://app.example")
+        .header("Access-Control-Request-Method", "GET")
+        .header("Access-Control-Request-Headers", "authorization")
+        .send()
+        .await;
+    assert_eq!(preflight.status, 204);
+    assert_eq!(preflight.header("access-control-allow-origin"), Some("*"));
+    assert!(
+        preflight
+            .header("access-control-allow-headers")
+            .is_some_and(|h| h.contains("Authorization"))
+    );
+}
