@@ -17,8 +17,11 @@
 //! `Last-Event-ID` and `Mercure-Last-Event-ID` headers say where the
 //! stream starts: the id resumed from, or the newest id kept, or `earliest`.
 
+mod accept;
 pub mod publish;
 pub mod update;
+
+pub use accept::{accept, is_mercure_request};
 
 use std::{borrow::Cow, net::SocketAddr, sync::Arc};
 
@@ -158,6 +161,29 @@ pub fn site(context: &Context, key: Option<&str>) -> Result<Arc<Site>, Refusal> 
             },
         )
     })
+}
+
+/// `origin` when the site a request's `target` names (`?key=`, or the one
+/// site) lists it in its `allowed_origins`: only such a page may send its
+/// cookie (the `mercureAuthorization` JWT) along, as with a Mercure hub's
+/// `cors_origins`. Any other page reads streams without credentials.
+pub fn listed_origin<'a>(
+    context: &Context,
+    target: &str,
+    origin: Option<&'a str>,
+) -> Option<&'a str> {
+    let origin = origin?;
+    let query = target.split_once('?').map_or("", |(_, query)| query);
+    let key = form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == "key")
+        .map(|(_, value)| value.into_owned());
+    let sites = context.sites();
+    let site = match key {
+        Some(key) => sites.by_key(&key),
+        None => sites.only(),
+    }?;
+    let settings = site.settings();
+    (!settings.allowed_origins.is_empty() && settings.allows_origin(origin)).then_some(origin)
 }
 
 /// The JWT of a request: the bearer of `Authorization`, else the

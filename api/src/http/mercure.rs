@@ -10,9 +10,10 @@
 //! (`push::mercure::update`), so history, Redis and recovery apply to it
 //! unchanged.
 //!
-//! Streams go through hyper, as Meteor's do: the listener's own SSE path
-//! (`push::sse::accept`) serves the native protocol only, and this route
-//! is the compatibility way in (docs/compat.md says what that costs).
+//! A `GET` on a fresh connection never gets here: the listener hands it to
+//! `push::mercure::accept` with its socket, as native `/sse` streams. This
+//! route serves streams asked for on a keep-alive connection that served
+//! other requests first, with the same checks and answer.
 
 use std::net::SocketAddr;
 
@@ -308,25 +309,11 @@ fn refused(refusal: &Refusal) -> Response<Body> {
 }
 
 /// Whether `origin` is one the request's site lists in its
-/// `allowed_origins`: only such a page may send its cookie (the
-/// `mercureAuthorization` JWT) along, as a Mercure hub's `cors_origins`.
+/// `allowed_origins` (`push::mercure::listed_origin`, the rule both paths share).
 fn origin_listed(app: &App, request: &Request<Incoming>, origin: &HeaderValue) -> bool {
-    let Ok(origin) = origin.to_str() else {
-        return false;
-    };
-    let query = request.uri().query().unwrap_or("");
-    let key = form_urlencoded::parse(query.as_bytes())
-        .find(|(name, _)| name == "key")
-        .map(|(_, value)| value.into_owned());
-    let sites = app.sessions().sites();
-    let site = match key {
-        Some(key) => sites.by_key(&key),
-        None => sites.only(),
-    };
-    site.is_some_and(|site| {
-        let settings = site.settings();
-        !settings.allowed_origins.is_empty() && settings.allows_origin(origin)
-    })
+    let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let origin = origin.to_str().ok();
+    mercure::listed_origin(app.sessions(), target, origin).is_some()
 }
 
 /// CORS: a listed origin ([`origin_listed`]) gets its own name back, with

@@ -72,7 +72,7 @@ pub(crate) async fn read(
     parse(&head, MAX_REQUEST_CHANNELS)
 }
 
-async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, Refusal> {
+pub(crate) async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, Refusal> {
     let mut head = Vec::with_capacity(1024);
     loop {
         if head.len() >= MAX_HEAD {

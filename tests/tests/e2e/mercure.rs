@@ -4,8 +4,9 @@
 //! connection is cut, what it missed through its own `Last-Event-ID`; selectors on the wire
 //! (several topics, URI templates, `*`, `match=`); resuming from the header, `lastEventID`,
 //! `last_event_id` and `earliest`, with the `Last-Event-ID` answer headers; the zero-config dev
-//! site with Mercure's development key; and every refusal (400, 401, 403, 413, 415) while
-//! another subscriber keeps receiving.
+//! site with Mercure's development key; a private site; every refusal (400, 401, 403, 413, 415)
+//! while another subscriber keeps receiving; streams on fresh connections (off hyper) and on
+//! reused ones (hyper's) answering the same; and shutdown's `retry:`.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -605,4 +606,85 @@ async fn a_private_site_takes_a_jwt_as_its_token_and_preflights_answer() {
             .header("access-control-allow-headers")
             .is_some_and(|h| h.contains("Authorization"))
     );
+}
+
+/// A fresh connection's stream is served off hyper (as native `/sse`); one asked for on a
+/// keep-alive connection that served another request first (curl given two URLs reuses its
+/// connection just so) is hyper's, with the same answer: headers, resume and live updates.
+#[tokio::test]
+async fn streams_on_fresh_and_reused_connections_answer_the_same() {
+    use std::process::Stdio;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let herald = Herald::start();
+    let addr = herald.addr;
+    let first = published(addr, CONFORMANCE_JWT, &[("topic", "a"), ("data", "one")]).await;
+    let second = published(addr, CONFORMANCE_JWT, &[("topic", "a"), ("data", "two")]).await;
+    let mut fresh = subscribe(addr, "/.well-known/mercure?topic=a", Some(&first)).await;
+    assert_eq!(fresh.header("last-event-id"), Some(first.as_str()));
+    assert_eq!(next_update(&mut fresh).await.0, second);
+
+    let mut curl = tokio::process::Command::new("curl")
+        .args(["-sN", "-i", "--max-time", "20", "-H"])
+        .arg(format!("Last-Event-ID: {first}"))
+        .arg(herald.url("/healthz"))
+        .arg(herald.url("/.well-known/mercure?topic=a"))
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("curl is installed by scripts/install-test-deps.sh");
+    let mut lines = BufReader::new(curl.stdout.take().expect("stdout")).lines();
+    let mut seen = Vec::new();
+    let mut published_live = None;
+    loop {
+        let line = tokio::time::timeout(EVENT_TIMEOUT, lines.next_line())
+            .await
+            .expect("a line in time")
+            .expect("read")
+            .expect("curl ended early");
+        let line = line.trim_end().to_owned();
+        if line.to_ascii_lowercase() == format!("last-event-id: {first}")
+            && published_live.is_none()
+        {
+            published_live =
+                Some(published(addr, CONFORMANCE_JWT, &[("topic", "a"), ("data", "three")]).await);
+        }
+        if let Some(id) = line.strip_prefix("id: ") {
+            seen.push(id.to_owned());
+            if seen.len() == 2 {
+                break;
+            }
+        }
+    }
+    let live = published_live.expect("the stream's head named where it starts");
+    assert_eq!(seen, [second, live], "the replay, then live");
+    let metrics = herald.metrics().await;
+    let via_hyper = herald_tests::metric_value(
+        &metrics,
+        "herald_http_requests_total",
+        &[("route", "mercure"), ("status", "200")],
+    );
+    assert_eq!(
+        via_hyper, 1.0,
+        "only the reused connection's stream was hyper's"
+    );
+}
+
+/// On shutdown a Mercure stream is told when to come back (`retry:`, at least a second) and
+/// ends, so that EventSource reconnects by itself with its `Last-Event-ID`.
+#[tokio::test]
+async fn shutdown_tells_subscribers_when_to_come_back() {
+    let mut herald = Herald::start();
+    let mut stream = subscribe(herald.addr, "/.well-known/mercure?topic=*", None).await;
+    herald.sigterm();
+    assert_eq!(
+        stream.try_next_event(EVENT_TIMEOUT).await,
+        herald_tests::SseNext::Ended
+    );
+    assert!(
+        stream.retry_ms.is_some_and(|retry| retry >= 1000),
+        "retry: {:?}",
+        stream.retry_ms
+    );
+    assert!(herald.wait_exit(EVENT_TIMEOUT).is_some_and(|s| s.success()));
 }
