@@ -328,9 +328,11 @@ async fn start(
         Some(EARLIEST) => Ok((Backlog::All, EARLIEST.to_string())),
         Some(id) => {
             let kept = fanout.history(channel, None).await?;
+            // From the newest: a client that reconnects missed little.
             let found = kept
                 .messages
                 .iter()
+                .rev()
                 .find(|m| Stored::read(&m.data).is_some_and(|update| update.id == id));
             Ok(match found {
                 Some(message) => (Backlog::From(message.offset() + 1), id.to_string()),

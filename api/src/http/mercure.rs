@@ -139,10 +139,7 @@ async fn publish(app: &App, peer: SocketAddr, request: Request<Incoming>) -> Res
             );
             response
         }
-        Err(response) => {
-            count_refused(app, Port::Mercure);
-            response
-        }
+        Err(response) => response,
     }
 }
 
@@ -158,8 +155,14 @@ async fn checked_publish(
     let key = form_urlencoded::parse(query.as_bytes())
         .find(|(name, _)| name == "key")
         .map(|(_, value)| value.into_owned());
-    let site = mercure::site(context, key.as_deref()).map_err(|r| refused(&r))?;
+    // Each refusal before the publish is counted here; the publish's own
+    // (size, rate, pushback) by `publish_request`.
+    let site = mercure::site(context, key.as_deref()).map_err(|r| {
+        count_refused(app, Port::Mercure);
+        refused(&r)
+    })?;
     let refuse = |refusal: Refusal| {
+        count_refused(app, Port::Mercure);
         context.metrics().reject(site.id(), refusal.code);
         refused(&refusal)
     };
