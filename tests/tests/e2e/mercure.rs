@@ -6,11 +6,13 @@
 //! `last_event_id` and `earliest`, with the `Last-Event-ID` answer headers; the zero-config dev
 //! site with Mercure's development key; a private site; every refusal (400, 401, 403, 413, 415)
 //! while another subscriber keeps receiving; streams on fresh connections (off hyper) and on
-//! reused ones (hyper's) answering the same; and shutdown's `retry:`.
+//! reused ones (hyper's) answering the same; shutdown's `retry:`; and two nodes on Redis.
 
 use std::{net::SocketAddr, time::Duration};
 
-use herald_tests::{Herald, Request, Response, Site, SseClient, Token, sites_toml, unix_now};
+use herald_tests::{
+    Herald, Redis, Request, Response, Site, SseClient, Token, sites_toml, unix_now,
+};
 use serde_json::{Value, json};
 
 use crate::node_script::{Node, browser_dir, check_dependencies};
@@ -687,4 +689,28 @@ async fn shutdown_tells_subscribers_when_to_come_back() {
         stream.retry_ms
     );
     assert!(herald.wait_exit(EVENT_TIMEOUT).is_some_and(|s| s.success()));
+}
+
+/// On the Redis engine an update published on one node reaches a subscriber on another, and a
+/// subscriber that comes back to a third point resumes there from its `Last-Event-ID`: the
+/// Mercure channel is a channel like any other to the engine.
+#[tokio::test]
+async fn on_redis_updates_cross_nodes_and_resume_on_another() {
+    let redis = Redis::start();
+    let a = crate::redis::node(&redis.url()).start();
+    let b = crate::redis::node(&redis.url()).start();
+    let mut on_b = subscribe(b.addr, "/.well-known/mercure?topic=*", None).await;
+    let first = published(a.addr, CONFORMANCE_JWT, &[("topic", "x"), ("data", "1")]).await;
+    assert_eq!(
+        next_update(&mut on_b).await,
+        (first.clone(), "message".into(), "1".into())
+    );
+    let second = published(a.addr, CONFORMANCE_JWT, &[("topic", "x"), ("data", "2")]).await;
+    let third = published(b.addr, CONFORMANCE_JWT, &[("topic", "x"), ("data", "3")]).await;
+    let mut resumed = subscribe(a.addr, "/.well-known/mercure?topic=*", Some(&first)).await;
+    assert_eq!(resumed.header("last-event-id"), Some(first.as_str()));
+    assert_eq!(next_update(&mut resumed).await.0, second);
+    assert_eq!(next_update(&mut resumed).await.0, third);
+    assert_eq!(next_update(&mut on_b).await.0, second);
+    assert_eq!(next_update(&mut on_b).await.0, third);
 }
