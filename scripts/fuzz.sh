@@ -14,7 +14,7 @@ runs="${1:-10000000}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(native_frame ws_frames sse_head last_event_id ws_query token config deliver_body meteor_line stomp_frames meteor_push_url stomp_ws_frames pusher_frame pusher_request)
+  targets=(native_frame ws_frames sse_head last_event_id ws_query token config deliver_body meteor_line stomp_frames meteor_push_url stomp_ws_frames pusher_frame pusher_request mercure_request)
 fi
 work="${WORK:-/tmp/herald-fuzz}"
 # No sanitizer: Herald's crates forbid unsafe code, and the parsers run

@@ -7,6 +7,7 @@ pub(crate) mod deliver;
 mod echo;
 mod history;
 mod idempotency;
+mod mercure;
 mod meteor_push;
 mod publish;
 pub(crate) mod pushback;
@@ -55,6 +56,12 @@ pub(crate) async fn handle(
         "/api/publish" => ("publish", publish::handle(&app, peer, request).await),
         "/api/deliver" => ("deliver", deliver::handle(&app, peer, request).await),
         "/api/history" => ("history", history::handle(&app, peer, &request).await),
+        // Publishes and streams are counted apart, as `/api/publish` and `/sse` are.
+        "/.well-known/mercure" if request.method() == Method::POST => (
+            "mercure_publish",
+            mercure::handle(&app, peer, request).await,
+        ),
+        "/.well-known/mercure" => ("mercure", mercure::handle(&app, peer, request).await),
         "/healthz" => ("healthz", reply::text(StatusCode::OK, "ok")),
         "/readyz" => ("readyz", readyz(&app)),
         app_key if app_key.starts_with("/app/") => ("pusher", pusher::handle(&app, peer, request)),

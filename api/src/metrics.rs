@@ -105,8 +105,9 @@ impl Metrics {
         let compat_publishes = IntCounterVec::new(
             Opts::new(
                 "herald_compat_publishes_total",
-                "Publishes through the compatibility ports (Meteor ADDMESSAGE, STOMP SEND), by \
-                 port (meteor, stomp) and result (published, refused).",
+                "Publishes through the compatibility ports (Meteor ADDMESSAGE, STOMP SEND, the \
+                 Pusher REST API, the Mercure hub), by port (meteor, stomp, pusher, mercure) and \
+                 result (published, refused).",
             ),
             &["port", "result"],
         )?;

@@ -347,6 +347,14 @@ async fn route(shared: Shared, stream: TcpStream, peer: SocketAddr, pending: Pen
                 tokio::spawn(session);
             }
         }
+        Route::Mercure => {
+            let sessions = shared.app.sessions().clone();
+            let accepted = push::mercure::accept(sessions, stream, peer, deadline).await;
+            pending.admitted();
+            if let Some(session) = accepted {
+                tokio::spawn(session);
+            }
+        }
         Route::Ws => {
             // The head is read (or the deadline passed) before the place is
             // given back; `accept` spawns the session itself.

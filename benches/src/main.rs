@@ -208,6 +208,15 @@ impl Scenario {
                 "the fanout scenario measures Herald's POST /api/deliver: Nchan has none"
             );
         }
+        if let Some(common) = self.common()
+            && common.target.mercure
+            && !(matches!(self, Scenario::Idle(_)) && common.transport == client::Transport::Sse)
+        {
+            anyhow::bail!(
+                "--mercure measures idle SSE subscribers only (idle --transport sse): the hub's \
+                 subscribers do not hear /api/publish"
+            );
+        }
         let mut scenario = self.clone();
         let common = scenario
             .common_mut()

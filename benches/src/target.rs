@@ -147,6 +147,13 @@ pub struct TargetArgs {
     /// the dev site, `pusher:subscribe`) instead of the native one.
     #[arg(long)]
     pub pusher: bool,
+    /// Herald's SSE clients subscribe to the Mercure hub
+    /// (`/.well-known/mercure?topic=<channel>` of the dev site) instead of
+    /// `/sse`: idle memory per Mercure subscriber against native ones. The
+    /// `idle` scenario on `--transport sse` only, since publishes go to
+    /// `/api/publish`, which the hub's subscribers do not hear.
+    #[arg(long, conflicts_with = "pusher")]
+    pub mercure: bool,
     /// Override the WebSocket subscribe URL template.
     #[arg(long)]
     pub ws_url: Option<String>,
@@ -186,6 +193,12 @@ impl TargetArgs {
             t.ws_url = "ws://{addr}/app/default?protocol=7".into();
             t.ws_subscribe =
                 Some(r#"{"event":"pusher:subscribe","data":{"channel":"{channel}"}}"#.into());
+        }
+        if self.mercure && self.target == Preset::Herald {
+            // Live once the response head has arrived: the hub sends no
+            // event of its own.
+            t.protocol = Protocol::Plain;
+            t.sse_url = "http://{addr}/.well-known/mercure?topic={channel}".into();
         }
         if let Some(v) = &self.ws_url {
             t.ws_url = v.clone();
@@ -370,5 +383,26 @@ mod tests {
             fill(&nchan.ws_url, "127.0.0.1:2", &nchan.user_channel(7)),
             "ws://127.0.0.1:2/sub/user:7"
         );
+    }
+
+    #[test]
+    fn mercure_subscribers_use_the_hub() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            target: TargetArgs,
+        }
+        let cli = Cli::parse_from(["bench", "--mercure"]);
+        let templates = cli.target.templates();
+        assert_eq!(templates.protocol, Protocol::Plain);
+        assert_eq!(
+            fill(&templates.sse_url, "127.0.0.1:1", "bench"),
+            "http://127.0.0.1:1/.well-known/mercure?topic=bench"
+        );
+        let nchan = cli.target.for_preset(Preset::Nchan).templates();
+        assert_eq!(nchan.protocol, Protocol::Plain);
+        assert!(nchan.sse_url.contains("/sub/"));
+        assert!(Cli::try_parse_from(["bench", "--mercure", "--pusher"]).is_err());
     }
 }

@@ -80,6 +80,13 @@ impl ChannelKey {
         Self(Arc::from(format!("{site}/{name}")))
     }
 
+    /// A channel of Herald's own named `~<name>` inside `site`, for a
+    /// protocol that keeps its traffic in a channel nobody else can name
+    /// (Mercure's updates: `push::mercure`).
+    pub fn own(site: &str, name: &ChannelName) -> Self {
+        Self::internal(site, &format!("{INTERNAL}{}", name.as_str()))
+    }
+
     /// A key built from parts already checked (a site's timeline of a user
     /// whose id passed the channel-name rules as part of a name).
     pub(crate) fn trusted(key: String) -> Self {

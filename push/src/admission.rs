@@ -23,6 +23,9 @@ pub struct ConnectRequest<'a> {
     pub ip: Option<IpAddr>,
     /// Whether the request came through a proxy ([`is_proxied`]).
     pub proxied: bool,
+    /// Whether the protocol verified a credential of its own for the site
+    /// (a Mercure subscriber's JWT): a private site then asks for no token.
+    pub vouched: bool,
 }
 
 /// The headers a proxy adds to a request it forwards (RFC 7239, the
@@ -88,7 +91,7 @@ pub fn admit(context: &Context, request: &ConnectRequest<'_>) -> Result<Client, 
         Some(token) => Some(
             token::verify(settings.token_secrets(), token).map_err(|e| refuse(token_refusal(e)))?,
         ),
-        None if settings.mode == Mode::Private => {
+        None if settings.mode == Mode::Private && !request.vouched => {
             return Err(refuse(Refusal::new(
                 ErrorCode::TokenRequired,
                 "this site is private: connect with a token",

@@ -9,6 +9,11 @@
 
 use crate::{
     ClientFrame, Intent, MAX_URL_CHANNELS, NativeWs, Opening, Protocol, PusherWs, StompWs,
+    mercure::{
+        self,
+        publish::PublishForm,
+        update::{Stored, Update},
+    },
     meteor::{self, PushHeaders},
     sse::{self, MAX_REQUEST_CHANNELS, SseHeaders},
     statusnet::{StatusNetNames, UserTimelines},
@@ -159,6 +164,51 @@ pub fn meteor_push_url(data: &[u8]) {
     assert_eq!(backlogs, Some(channels.len()), "{target:?}");
 }
 
+/// What a Mercure client sends: with an even first byte, a subscribe
+/// request's query; with an odd one, a publish form. A form that parses
+/// stores an update that reads back the same (its id, topics and private
+/// flag, and an event that starts with its `id:` line); every selector of
+/// a query that parses is matched against topics, itself included (the
+/// URI template matcher must answer, in time, whatever the template).
+pub fn mercure_request(data: &[u8]) {
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    if first & 1 == 0 {
+        let Ok(query) = std::str::from_utf8(rest) else {
+            return;
+        };
+        let Ok(params) = mercure::Query::parse(query) else {
+            return;
+        };
+        assert!(!params.selectors.is_empty(), "{query:?}");
+        for selector in &params.selectors {
+            for topic in ["https://example.com/books/1", "", selector] {
+                let _ = sites::mercure::matches(selector, topic);
+            }
+        }
+        return;
+    }
+    let Ok(form) = PublishForm::parse(rest) else {
+        return;
+    };
+    let id = form.id.as_deref().unwrap_or("urn:uuid:0");
+    let update = Update {
+        topics: &form.topics,
+        private: form.private,
+        id,
+        kind: form.kind.as_deref(),
+        retry: form.retry,
+        data: &form.data,
+    };
+    let stored = update.store();
+    let read = Stored::read(&stored).unwrap_or_else(|| panic!("{form:?} does not read back"));
+    assert_eq!(read.id, id);
+    assert_eq!(read.private, form.private);
+    assert!(read.topics().eq(form.topics.iter().map(String::as_str)));
+    assert!(stored[read.frame_start..].starts_with(format!("id: {id}\n").as_bytes()));
+}
+
 /// What a STOMP-over-WebSocket client sends: messages separated by NUL
 /// bytes, each handed to the protocol as one frame (its NUL put back), after
 /// a `CONNECT` when the first byte is odd. Whatever it sends, no two live
@@ -282,5 +332,10 @@ mod tests {
     #[test]
     fn replays_the_stomp_ws_frames_corpus() {
         replay("stomp_ws_frames", stomp_ws_frames);
+    }
+
+    #[test]
+    fn replays_the_mercure_request_corpus() {
+        replay("mercure_request", mercure_request);
     }
 }

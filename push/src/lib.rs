@@ -25,6 +25,7 @@ mod context;
 /// Not an API: nothing else may depend on it.
 #[doc(hidden)]
 pub mod fuzz;
+pub mod mercure;
 pub mod meteor;
 mod metrics;
 mod opening;
@@ -49,7 +50,8 @@ pub use context::Context;
 pub use metrics::Metrics;
 pub use opening::{MAX_URL_CHANNELS, Opening};
 pub use protocol::{
-    ClientFrame, Event, Intent, MeteorStream, NativeSse, NativeWs, Protocol, PusherWs, StompWs,
+    ClientFrame, Event, Intent, MercureSse, MeteorStream, NativeSse, NativeWs, Protocol, PusherWs,
+    StompWs,
 };
 pub use refusal::{CloseReason, CodeInfo, ErrorCode, Refusal};
 pub use session::{Frames, Inbound, Link, Session};

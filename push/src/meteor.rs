@@ -132,6 +132,7 @@ pub fn check(
             token,
             origin: headers.origin.map(str::to_string),
             proxied: headers.proxied,
+            vouched: false,
         },
         mode,
     })

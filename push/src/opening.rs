@@ -11,7 +11,7 @@
 
 use std::{borrow::Cow, net::SocketAddr, sync::Arc};
 
-use fanout::{ChannelName, Position};
+use fanout::{ChannelKey, ChannelName, Position};
 
 use crate::{
     Client, Context, ErrorCode, Protocol, Refusal,
@@ -35,6 +35,10 @@ pub struct Opening {
     pub(crate) cursor: Option<Vec<Position>>,
     /// Or one backlog per channel, in the same order (Meteor's URLs).
     pub(crate) backlogs: Option<Vec<Backlog>>,
+    /// The channels are Herald's own (`ChannelKey::own`), which no client
+    /// names: their protocol decides what of them each client gets (a
+    /// Mercure subscriber's topics), so the site's read rules are not asked.
+    pub(crate) own: bool,
 }
 
 /// The query parameters a connection's URL may carry.
@@ -112,6 +116,7 @@ impl Opening {
             channels,
             cursor,
             backlogs: None,
+            own: false,
         })
     }
 
@@ -122,6 +127,24 @@ impl Opening {
             channels,
             cursor: None,
             backlogs: Some(backlogs),
+            own: false,
+        }
+    }
+
+    /// Herald's own channel `channel` of the client's site, replaying `backlog`.
+    pub(crate) fn own(channel: ChannelName, backlog: Backlog) -> Self {
+        Opening {
+            own: true,
+            ..Self::with_backlogs(vec![channel], vec![backlog])
+        }
+    }
+
+    /// `channel` as a channel of `client`'s site.
+    fn scope(&self, client: &Client, channel: &ChannelName) -> ChannelKey {
+        if self.own {
+            ChannelKey::own(client.site().id(), channel)
+        } else {
+            client.scope(channel)
         }
     }
 
@@ -144,7 +167,7 @@ impl Opening {
             let message = format!("{channel}: {}", refusal.message);
             refuse(Refusal::new(refusal.code, message))
         };
-        for channel in &self.channels {
+        for channel in self.channels.iter().filter(|_| !self.own) {
             client
                 .may_read(channel, None)
                 .and_then(|()| client.member(channel, None, false).map(drop))
@@ -153,7 +176,7 @@ impl Opening {
         // After every read check, so that a refused client takes no token
         // from the site's bucket.
         for channel in &self.channels {
-            subscriptions::opens_in_time(context, client, &client.scope(channel))
+            subscriptions::opens_in_time(context, client, &self.scope(client, channel))
                 .map_err(|refusal| on_channel(channel, refusal))?;
         }
         Ok(())
@@ -174,7 +197,7 @@ impl Opening {
         let outbox = Arc::new(Outbox::new(limit, direct));
         let mut opened = Vec::with_capacity(self.channels.len());
         for (slot, channel) in self.channels.iter().enumerate() {
-            let key = client.scope(channel);
+            let key = self.scope(client, channel);
             let subscribed = match &self.backlogs {
                 Some(backlogs) => {
                     subscriptions::open_backlog(context, &outbox, slot as u32, key, backlogs[slot])

@@ -16,6 +16,7 @@
 //! - Encoding never fails and never blocks: it only appends chunks.
 
 pub mod echo;
+pub mod mercure;
 pub mod meteor;
 pub mod native;
 pub mod pusher;
@@ -28,6 +29,7 @@ use fanout::{ChannelKey, ChannelName, Message, Position, presence::Member};
 
 use crate::{CloseReason, Refusal, Transport, connection::Outgoing, subscriptions::Subscriptions};
 
+pub use mercure::MercureSse;
 pub use meteor::MeteorStream;
 pub use native::{NativeSse, NativeWs};
 pub use pusher::PusherWs;

@@ -197,7 +197,7 @@ impl<L: Link, P: Protocol> Future for Session<L, P> {
 mod tests {
     use std::mem::size_of;
 
-    use crate::{NativeSse, NativeWs, PusherWs, sse::SseSession, ws::WsSession};
+    use crate::{MercureSse, NativeSse, NativeWs, PusherWs, sse::SseSession, ws::WsSession};
 
     /// Every idle connection is one tokio task, and tokio rounds a task's
     /// cell up: futures up to 160 bytes get a 256-byte cell, up to 288 a
@@ -215,5 +215,8 @@ mod tests {
         // Pusher clients cost what native ones do (docs/benchmarks.md).
         let pusher = size_of::<WsSession<PusherWs>>();
         assert!(pusher <= 160, "a Pusher session is {pusher} bytes");
+        // A Mercure subscriber's selectors are one pointer beside the core.
+        let mercure = size_of::<SseSession<MercureSse>>();
+        assert!(mercure <= 160, "a Mercure session is {mercure} bytes");
     }
 }

@@ -99,7 +99,7 @@ pub async fn accept(
             return Some(Session::new(SseSocket::new(socket), connection));
         }
         Answer::RetryLater(body) => [head.as_bytes(), &body].concat(),
-        Answer::Refused(refusal) => http_error(&refusal).into_bytes(),
+        Answer::Refused(refusal) => http_error(&refusal, "").into_bytes(),
     };
     let answer = async {
         socket.write_all(&body).await?;
@@ -154,6 +154,7 @@ fn admit_stream(
             origin: request.origin.as_deref(),
             ip: Some(peer.ip().to_canonical()),
             proxied: request.proxied,
+            vouched: request.vouched,
         },
     )?;
     request.opening.admit(context, &client)?;
@@ -192,8 +193,9 @@ fn retry_later(refusal: &Refusal) -> Bytes {
 }
 
 /// An HTTP error answer with the JSON body of `docs/protocol.md`, written
-/// by hand on the listener's path.
-fn http_error(refusal: &Refusal) -> String {
+/// by hand on the listener's path; `extra` is more header lines, each
+/// ending in CRLF.
+pub(crate) fn http_error(refusal: &Refusal, extra: &str) -> String {
     let body = refusal.http_body();
     let status = refusal.code.http_status();
     let reason = match status {
@@ -207,10 +209,14 @@ fn http_error(refusal: &Refusal) -> String {
         503 => "Service Unavailable",
         _ => "Bad Request",
     };
-    let allow = if status == 405 { "Allow: GET\r\n" } else { "" };
+    let allow = if status == 405 && !extra.starts_with("Allow:") {
+        "Allow: GET\r\n"
+    } else {
+        ""
+    };
     format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-         Access-Control-Allow-Origin: *\r\n{allow}Connection: close\r\n\r\n{body}",
+         Access-Control-Allow-Origin: *\r\n{allow}{extra}Connection: close\r\n\r\n{body}",
         body.len()
     )
 }

@@ -16,6 +16,7 @@ mod bucket;
 pub mod fuzz;
 mod ip_limits;
 mod limit;
+pub mod mercure;
 pub mod pusher;
 mod replay;
 mod settings;
@@ -150,6 +151,7 @@ mod tests {
             key: format!("{id}-key"),
             secrets: vec![secret.into()],
             token_keys: Vec::new(),
+            mercure_keys: Vec::new(),
             mode: Mode::Public,
             allowed_origins: Vec::new(),
             client_events: false,

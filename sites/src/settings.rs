@@ -1,6 +1,8 @@
 //! A site as configured: plain data that the binary's config builds and
 //! validates, and that a reload replaces whole.
 
+use std::sync::LazyLock;
+
 /// Who may read a site's ordinary channels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -86,6 +88,9 @@ pub struct SiteSettings {
     /// that the web servers minting tokens need not hold the publish
     /// secret. Empty: tokens are signed with `secrets`.
     pub token_keys: Vec<String>,
+    /// One or two keys that verify the site's Mercure JWTs (a Mercure
+    /// hub's `MERCURE_JWT_SECRET`). Empty: the keys of its client tokens.
+    pub mercure_keys: Vec<String>,
     pub mode: Mode,
     /// Origins a browser may connect from; empty allows any.
     pub allowed_origins: Vec<String>,
@@ -106,6 +111,7 @@ impl SiteSettings {
             key: "default".into(),
             secrets: Vec::new(),
             token_keys: Vec::new(),
+            mercure_keys: Vec::new(),
             mode: Mode::Public,
             allowed_origins: Vec::new(),
             client_events: false,
@@ -121,6 +127,22 @@ impl SiteSettings {
             &self.secrets
         } else {
             &self.token_keys
+        }
+    }
+
+    /// The keys that verify the site's Mercure JWTs: its `mercure_keys`,
+    /// else its client tokens' keys; the dev site, which has neither, takes
+    /// Mercure's development key ([`crate::mercure::DEV_KEY`]), as a Mercure
+    /// hub set up for development does.
+    pub fn mercure_keys(&self) -> &[String] {
+        static DEV_KEYS: LazyLock<[String; 1]> =
+            LazyLock::new(|| [crate::mercure::DEV_KEY.to_string()]);
+        if !self.mercure_keys.is_empty() {
+            &self.mercure_keys
+        } else if self.is_dev() {
+            &*DEV_KEYS
+        } else {
+            self.token_secrets()
         }
     }
 

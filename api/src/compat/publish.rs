@@ -1,5 +1,5 @@
 //! One message published from a compatibility way in (Meteor, STOMP, the
-//! Pusher REST API): the
+//! Pusher REST API, Mercure): the
 //! same checks, pushback and rate limit as `POST /api/publish`, with each
 //! refusal worded for the port to pass on in its own protocol's error.
 
@@ -59,6 +59,7 @@ pub(crate) enum Port {
     Meteor,
     Stomp,
     Pusher,
+    Mercure,
 }
 
 impl Port {
@@ -67,6 +68,7 @@ impl Port {
             Port::Meteor => "meteor",
             Port::Stomp => "stomp",
             Port::Pusher => "pusher",
+            Port::Mercure => "mercure",
         }
     }
 }
@@ -101,7 +103,22 @@ pub(crate) async fn publish_tagged(
     tags: Tags<'_>,
     text: Vec<u8>,
 ) -> Result<u64, Refused> {
-    let result = publish_checked(app, site, channel, tags, text).await;
+    let data = message_data(text);
+    let request = PublishRequest::tagged(ChannelKey::new(site, channel), tags, &data);
+    publish_request(app, port, site, data.len(), request).await
+}
+
+/// Publishes `request` for `site`, whose message's data (what the site's
+/// `max_message_bytes` bounds) is `size` bytes, and counts the result
+/// under `port`; answers the message's offset.
+pub(crate) async fn publish_request(
+    app: &App,
+    port: Port,
+    site: &str,
+    size: usize,
+    request: PublishRequest,
+) -> Result<u64, Refused> {
+    let result = publish_checked(app, site, size, request).await;
     let outcome = if result.is_ok() {
         "published"
     } else {
@@ -114,21 +131,17 @@ pub(crate) async fn publish_tagged(
     result
 }
 
-/// Text that is JSON goes out byte for byte; any other text as a JSON
-/// string, since every Herald message is JSON.
 async fn publish_checked(
     app: &App,
     site: &str,
-    channel: &ChannelName,
-    tags: Tags<'_>,
-    text: Vec<u8>,
+    size: usize,
+    request: PublishRequest,
 ) -> Result<u64, Refused> {
     let Some(site) = app.sessions().sites().by_id(site) else {
         return Err(Refused::SiteGone(site.to_string()));
     };
-    let data = message_data(text);
     let max = site.settings().limits.max_message_bytes;
-    if data.len() > max {
+    if size > max {
         return Err(Refused::TooLarge { max });
     }
     if pushback::wait_for_delivery(app, site.id()).await.is_err() {
@@ -139,8 +152,6 @@ async fn publish_checked(
             retry_ms: wait.as_millis().max(1),
         });
     }
-    let channel = ChannelKey::new(site.id(), channel);
-    let request = PublishRequest::tagged(channel, tags, &data);
     match app.fanout().publish(vec![request]).await {
         Ok(published) => Ok(published.first().map_or(0, |p| p.position.offset)),
         Err(error) => {

@@ -170,6 +170,9 @@ pub(crate) struct RawSite {
     /// Keys that sign the site's client tokens instead of its secrets.
     #[serde(default)]
     pub token_keys: Vec<String>,
+    /// Keys that verify the site's Mercure JWTs instead of its token keys.
+    #[serde(default)]
+    pub mercure_keys: Vec<String>,
     #[serde(default = "public_mode")]
     pub mode: String,
     #[serde(default)]

@@ -207,6 +207,7 @@ fn site_settings(
         ));
     }
     let token_keys = token_keys(&key("token_keys"), &raw.secrets, &raw.token_keys)?;
+    let mercure_keys = mercure_keys(&key("mercure_keys"), &raw.mercure_keys)?;
     let mode = mode(index, &raw.mode)?;
     let allowed_origins = allowed_origins(index, &raw.allowed_origins)?;
     let limits = site_limits(index, &raw.limits, defaults)?;
@@ -219,6 +220,7 @@ fn site_settings(
         key: raw.key.clone(),
         secrets: raw.secrets.clone(),
         token_keys,
+        mercure_keys,
         mode,
         allowed_origins,
         client_events: raw.client_events,
@@ -242,6 +244,24 @@ fn webhook_url(key: &str, url: &str) -> Result<String, ConfigError> {
         return Err(refuse("no host"));
     }
     Ok(url.to_string())
+}
+
+/// Mercure JWT keys: one, or two while rotating, each long enough. They
+/// may equal a secret: a Mercure hub's publishers already hold its key.
+fn mercure_keys(key: &str, keys: &[String]) -> Result<Vec<String>, ConfigError> {
+    if keys.len() > 2 {
+        return Err(ConfigError::new(
+            key,
+            "give one Mercure key, or two while rotating",
+        ));
+    }
+    if keys.iter().any(|k| k.len() < MIN_SECRET_BYTES) {
+        return Err(ConfigError::new(
+            key,
+            format!("each Mercure key needs at least {MIN_SECRET_BYTES} bytes"),
+        ));
+    }
+    Ok(keys.to_vec())
 }
 
 fn mode(index: usize, text: &str) -> Result<Mode, ConfigError> {
@@ -417,6 +437,15 @@ mod tests {
             (
                 site("a", "ka", "secret-a-0123456") + "token_keys = [\"secret-a-0123456\"]\n",
                 "sites[0].token_keys",
+            ),
+            (
+                site("a", "ka", "secret-a-0123456") + "mercure_keys = [\"short\"]\n",
+                "sites[0].mercure_keys",
+            ),
+            (
+                site("a", "ka", "secret-a-0123456")
+                    + "mercure_keys = [\"mercure-key-0123456\", \"b-0123456789abcdef\", \"c-0123456789abcdef\"]\n",
+                "sites[0].mercure_keys",
             ),
             (
                 site("a", "ka", "secret-a-0123456")

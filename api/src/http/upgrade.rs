@@ -247,6 +247,7 @@ pub(crate) fn admit(
             origin,
             ip: Some(peer.ip().to_canonical()),
             proxied,
+            vouched: false,
         },
     );
     match admitted {

@@ -127,6 +127,9 @@ impl Drop for Pending {
 pub(crate) enum Route {
     /// `/sse` on a fresh connection: served off hyper.
     Sse,
+    /// `GET /.well-known/mercure` on a fresh connection: the Mercure hub's
+    /// streams, served off hyper too (`push::mercure::accept`).
+    Mercure,
     /// `GET /ws` on a fresh connection: served off hyper (`server/ws.rs`).
     Ws,
     /// Anything else: hyper.
@@ -138,8 +141,8 @@ pub(crate) enum Route {
 /// the socket for whoever reads the request. `Err` when the peer hung up
 /// or the socket failed first.
 pub(crate) async fn request_line(stream: &TcpStream) -> Result<Route, Dropped> {
-    // "OPTIONS /sse?" is the longest prefix that decides the route.
-    let mut head = [0u8; 16];
+    // "GET /.well-known/mercure?" is the longest prefix that decides the route.
+    let mut head = [0u8; 32];
     loop {
         let ready = stream
             .ready(Interest::READABLE)
@@ -159,6 +162,8 @@ pub(crate) async fn request_line(stream: &TcpStream) -> Result<Route, Dropped> {
                 let line = &head[..seen];
                 return Ok(Ok(if push::sse::is_sse_request(line) {
                     Route::Sse
+                } else if push::mercure::is_mercure_request(line) {
+                    Route::Mercure
                 } else if super::ws::is_ws_request(line) {
                     Route::Ws
                 } else {

@@ -32,6 +32,9 @@ pub struct SseRequest {
     pub(crate) origin: Option<String>,
     /// Whether the request came through a proxy (`crate::is_proxied`).
     pub(crate) proxied: bool,
+    /// Whether its protocol verified a credential of its own
+    /// ([`crate::ConnectRequest::vouched`]).
+    pub(crate) vouched: bool,
 }
 
 /// The request headers an SSE stream looks at.
@@ -69,7 +72,7 @@ pub(crate) async fn read(
     parse(&head, MAX_REQUEST_CHANNELS)
 }
 
-async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, Refusal> {
+pub(crate) async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, Refusal> {
     let mut head = Vec::with_capacity(1024);
     loop {
         if head.len() >= MAX_HEAD {
@@ -182,6 +185,7 @@ pub fn check(
         token,
         origin: headers.origin.map(str::to_string),
         proxied: headers.proxied,
+        vouched: false,
     })
 }
 

@@ -15,6 +15,7 @@
 //! - `config`        — file, env and flags; `--check-config`; exit 64 naming the key
 //! - `health`        — `/healthz`, `/readyz`, `/metrics`
 //! - `listener`      — before a request is known: partial request lines cost no CPU and end with their peers, `listener.max_pending`, the header deadline, TCP keepalive on SSE, `metrics.listen`
+//! - `mercure`       — the Mercure hub (`/.well-known/mercure`): npm `eventsource` gets public updates, private ones only with a JWT's `subscribe` claim (cookie or Bearer), and after a cut what it missed through its own `Last-Event-ID`; several topics, URI templates, `*` and `match=` on the wire; resume by header, `lastEventID`, `last_event_id` and `earliest`; the dev site with Mercure's development key; a private site takes a JWT; every 400/401/403/413/415 while another subscriber carries on; fresh streams off hyper and reused connections' on hyper answer the same; shutdown's `retry:`; across two Redis nodes
 //! - `meteor`        — the Meteor controller port: StatusNet's Meteor plugin code (PHP) publishes unchanged and WebSocket and SSE subscribers get the JSON byte for byte; on Redis it reaches other nodes and is recovered there; `COUNTSUBSCRIBERS`, `LISTCHANNELS`, `SHOWSTATS`, `QUIT` answered in order; bad lines get `ERR` and publish nothing; loopback unless allowed
 //! - `meteor_push`   — Meteor's subscriber side: a Chromium page loading `/meteor.js` and running the plugin's `meteorupdater.js` flow renders the plugin's notices, streaming and long-polling; `/push` lines in Meteor's templates with the JSON byte for byte; `.r`/`.b`/`.h` on two Redis nodes; every refusal; `compat.nicks_file` maps `all-<nick>` to the user's timeline
 //! - `pusher`        — the Pusher protocol and REST API: pusher-js receives what the npm `pusher` library triggers (public, private, batch, `socket_id`, sign-in and `sendToUser`) and what Herald's API publishes; Laravel Echo and pysher receive what the PyPI `pusher` library triggers; client events; forged signatures and presence get `pusher:error`; unknown keys close 4001; every unsigned or wrongly signed REST request is 401, bad bodies 400
@@ -43,6 +44,7 @@ mod heartbeat;
 mod history;
 mod lifecycle;
 mod listener;
+mod mercure;
 mod meteor;
 mod meteor_push;
 mod node_script;
