@@ -178,7 +178,8 @@ fn publishes_in(stats: &str) -> u64 {
         .sum()
 }
 
-/// How many pub/sub channels (plain and sharded) have subscribers in Redis now.
+/// How many pub/sub channels (plain and sharded) carrying channels have subscribers in Redis
+/// now: the nodes' question channels (`herald:ctl…`, one per node and one shared) aside.
 pub(crate) fn pubsub_channels(redis: &Redis) -> usize {
     ["CHANNELS", "SHARDCHANNELS"]
         .iter()
@@ -186,7 +187,7 @@ pub(crate) fn pubsub_channels(redis: &Redis) -> usize {
             redis
                 .cli(&["PUBSUB", kind])
                 .lines()
-                .filter(|l| !l.trim().is_empty())
+                .filter(|l| !l.trim().is_empty() && !l.contains(":ctl"))
                 .count()
         })
         .sum()
