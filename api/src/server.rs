@@ -49,6 +49,9 @@ use crate::{
 };
 use pending::{Dropped, Pending, PendingGate, Route};
 
+/// The longest the engine may take to leave the deployment at shutdown.
+const STOP_ENGINE_WITHIN: Duration = Duration::from_secs(3);
+
 /// Clients told to reconnect per batch during shutdown, and the pause between batches.
 const SHUTDOWN_BATCH: usize = 500;
 const SHUTDOWN_PAUSE: Duration = Duration::from_millis(10);
@@ -299,6 +302,10 @@ impl Server {
                 "grace period over; dropping the remaining connections"
             ),
         }
+        // What the node holds for the deployment (presence members) leaves
+        // with it, not at its heartbeat's timeout; bounded, as a Redis that
+        // does not answer must not keep the process.
+        let _ = tokio::time::timeout(STOP_ENGINE_WITHIN, app.fanout().stop()).await;
     }
 }
 

@@ -133,6 +133,13 @@ pub trait Engine: Send + Sync + 'static {
         None
     }
 
+    /// The node is going away, its connections closed: what it holds for
+    /// the deployment (presence members, channel occupancy) goes now,
+    /// rather than when the other nodes find its heartbeat stopped.
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        Box::pin(futures_util::future::ready(()))
+    }
+
     /// Whether the engine can take publishes right now (used by `/readyz`).
     fn is_ready(&self) -> bool {
         true

@@ -138,6 +138,11 @@ impl Fanout {
         }
     }
 
+    /// The node is going away ([`Engine::stop`]).
+    pub async fn stop(&self) {
+        self.engine.stop().await;
+    }
+
     /// The members of presence channel `channel`, on every node.
     pub async fn presence_members(&self, channel: &ChannelKey) -> Result<Vec<Member>, Error> {
         self.engine.presence_members(channel).await

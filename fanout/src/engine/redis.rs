@@ -629,6 +629,10 @@ impl Engine for RedisEngine {
         Some(Box::pin(self.occupancy_everywhere(site, prefix)))
     }
 
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.leave_the_deployment())
+    }
+
     fn presence_leave(&self, channel: &ChannelKey, connection: u64) {
         self.leave_presence(channel, connection);
     }

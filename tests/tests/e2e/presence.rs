@@ -376,3 +376,39 @@ fn two_nodes_on_redis_share_members_and_a_killed_nodes_members_leave() {
         node.finish();
     }
 }
+
+/// A node stopped gracefully (a deploy) takes its members with it at once: with a heartbeat
+/// timeout of a minute, they still leave within the step's wait.
+#[test]
+fn a_node_shut_down_takes_its_members_with_it_at_once() {
+    check_dependencies(&browser_dir());
+    let redis = Redis::start();
+    let site = Site::new("chat");
+    let slow_to_notice = |redis: &Redis| {
+        crate::redis::node(&redis.url())
+            .config_toml(sites_toml(
+                "[redis]\npresence_timeout_ms = 60000\n[shutdown]\nreadiness_delay_ms = 0\n",
+                &[&site],
+            ))
+            .start()
+    };
+    let mut a = slow_to_notice(&redis);
+    let b = slow_to_notice(&redis);
+    let mut ann = member(&a, &site, "ann");
+    assert_eq!(join(&mut ann), "1 ann ann");
+    let mut bob = member(&b, &site, "bob");
+    assert_eq!(join(&mut bob), "2 ann,bob bob");
+
+    a.sigterm();
+    assert_eq!(next_change(&mut bob), format!("REMOVED {ROOM} ann"));
+    assert!(a.wait_exit(STEP_TIMEOUT).is_some(), "node A exits");
+    bob.send(&format!("LIST {ROOM}"));
+    assert_eq!(
+        bob.expect_prefix(&format!("MEMBERS {ROOM} "), STEP_TIMEOUT),
+        "1 bob bob"
+    );
+    drop(ann);
+    bob.send("DONE");
+    bob.expect("BYE", STEP_TIMEOUT);
+    bob.finish();
+}

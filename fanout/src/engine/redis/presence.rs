@@ -380,6 +380,32 @@ impl RedisEngine {
         Ok(())
     }
 
+    /// Takes this node out of the heartbeats and ends every membership and
+    /// occupancy mark it holds, as a dead node's are (a graceful shutdown,
+    /// once its connections are closed): nobody waits for the timeout.
+    pub(super) async fn leave_the_deployment(&self) {
+        let node = self.presence.node.clone();
+        let client = self.client.with_options(&self.options);
+        let _: Result<i64, _> = client.zrem(self.keyspace.presence_nodes(), &node).await;
+        match self.reap(&node).await {
+            Ok(()) => tracing::info!("this node's presence members and channel marks left with it"),
+            Err(error) => {
+                tracing::warn!(%error, "this node's presence members could not be removed; the other nodes will once its heartbeat times out");
+                // Back among the beating, so that the others reap it.
+                let _: Result<i64, _> = client
+                    .zadd(
+                        self.keyspace.presence_nodes(),
+                        None,
+                        None,
+                        false,
+                        false,
+                        (0.0, node.as_str()),
+                    )
+                    .await;
+            }
+        }
+    }
+
     /// Joins this node's members again, after Redis forgot this node.
     async fn join_again(&self) {
         let members: Vec<(ChannelKey, u64, Member)> = {
