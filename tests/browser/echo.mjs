@@ -3,10 +3,13 @@
 //
 // Usage: node tests/browser/echo.mjs HOST PORT APP_ID KEY SECRET
 //
-// Private channels are authorized with the npm `pusher` library's authorizeChannel, as a Laravel
-// app's /broadcasting/auth would. Line protocol, one command per stdin line:
+// Private and presence channels are authorized with the npm `pusher` library's authorizeChannel, as
+// a Laravel app's /broadcasting/auth would (presence as user "echo"). Line protocol, one command per stdin line:
 //   test → PUBLIC <channel> <event>      echo.channel(channel).listen(".event")  → LISTENING <channel>
 //   test → PRIVATE <name> <event>        echo.private(name).listen(".event")     → LISTENING private-<name>
+//   test → PRESENCE <name> <event>       echo.join(name) as user "echo", .here(), .listen(".event")
+//                                        → HERE presence-<name> <user ids, sorted>; then
+//                                        JOINING/LEAVING presence-<name> <user id> as others come and go
 //   test → DONE                          echo.disconnect()                       → BYE
 //   node → EVENT <channel> <event> <payload as JSON>   each event a listener gets
 // Failures print `FAIL <reason>`.
@@ -33,8 +36,12 @@ const echo = new Echo({
   forceTLS: false,
   enabledTransports: ["ws"],
   channelAuthorization: {
-    customHandler: (params, callback) =>
-      callback(null, server.authorizeChannel(params.socketId, params.channelName)),
+    customHandler: (params, callback) => {
+      const member = params.channelName.startsWith("presence-")
+        ? { user_id: "echo", user_info: { name: "Echo" } }
+        : undefined;
+      callback(null, server.authorizeChannel(params.socketId, params.channelName, member));
+    },
   },
 });
 
@@ -51,6 +58,16 @@ for await (const line of createInterface({ input: process.stdin })) {
     listen(echo.channel(name), name, event);
   } else if (command === "PRIVATE") {
     listen(echo.private(name), `private-${name}`, event);
+  } else if (command === "PRESENCE") {
+    const channel = echo.join(name);
+    channel
+      .here((users) => say(`HERE presence-${name} ${users.map((u) => u.name).sort().join(",")}`))
+      .joining((user) => say(`JOINING presence-${name} ${JSON.stringify(user)}`))
+      .leaving((user) => say(`LEAVING presence-${name} ${JSON.stringify(user)}`))
+      .error((error) => say(`FAIL presence-${name}: ${JSON.stringify(error)}`))
+      .listen(`.${event}`, (payload) =>
+        say(`EVENT presence-${name} ${event} ${JSON.stringify(payload)}`),
+      );
   } else if (command === "DONE") {
     echo.disconnect();
     say("BYE");

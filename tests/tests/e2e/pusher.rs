@@ -622,6 +622,13 @@ fn laravel_echo_and_pysher_get_what_the_python_library_triggers() {
     trigger("private-user-7", r#"{"id":11}"#);
     echo.expect(r#"EVENT private-user-7 new-notice {"id":11}"#, STEP_TIMEOUT);
 
+    // Echo.join(): the member list (Echo's here() gives each member's user_info), and what the
+    // PyPI library triggers on the presence channel.
+    echo.send("PRESENCE lobby new-notice");
+    echo.expect("HERE presence-lobby Echo", STEP_TIMEOUT);
+    trigger("presence-lobby", r#"{"id":12}"#);
+    echo.expect(r#"EVENT presence-lobby new-notice {"id":12}"#, STEP_TIMEOUT);
+
     echo.send("DONE");
     echo.expect("BYE", STEP_TIMEOUT);
     echo.finish();
