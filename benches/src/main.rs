@@ -39,6 +39,7 @@ mod lag;
 mod nchan;
 mod outcome;
 mod plot;
+mod presence;
 mod process;
 mod publish;
 mod publisher;
@@ -116,6 +117,8 @@ pub enum Scenario {
     Soak(soak::Args),
     /// Server CPU per publish, one at a time: HTTP, and Herald's Meteor and STOMP ports.
     Publish(publish::Args),
+    /// Herald on Redis: presence joins and leaves, one at a time; Redis commands and CPU per join.
+    Presence(presence::Args),
 }
 
 impl Scenario {
@@ -127,6 +130,7 @@ impl Scenario {
             Scenario::Reconnect(a) => Some(&mut a.common),
             Scenario::Fanout(a) => Some(&mut a.common),
             Scenario::Publish(a) => Some(&mut a.common),
+            Scenario::Presence(a) => Some(&mut a.common),
             Scenario::Sites(_) | Scenario::Soak(_) => None,
         }
     }
@@ -142,6 +146,7 @@ impl Scenario {
             Scenario::Reconnect(a) => &mut a.common.target.pinning,
             Scenario::Fanout(a) => &mut a.common.target.pinning,
             Scenario::Publish(a) => &mut a.common.target.pinning,
+            Scenario::Presence(a) => &mut a.common.target.pinning,
         }
     }
 
@@ -161,6 +166,7 @@ impl Scenario {
             Scenario::Reconnect(a) => &a.common.target.pinning,
             Scenario::Fanout(a) => &a.common.target.pinning,
             Scenario::Publish(a) => &a.common.target.pinning,
+            Scenario::Presence(a) => &a.common.target.pinning,
         }
     }
 
@@ -172,6 +178,7 @@ impl Scenario {
             Scenario::Reconnect(a) => Some(&a.common),
             Scenario::Fanout(a) => Some(&a.common),
             Scenario::Publish(a) => Some(&a.common),
+            Scenario::Presence(a) => Some(&a.common),
             Scenario::Sites(_) | Scenario::Soak(_) => None,
         }
     }
@@ -233,6 +240,7 @@ impl Scenario {
                 Scenario::Reconnect(a) => reconnect::run(a).await,
                 Scenario::Fanout(a) => fanout::run(a).await,
                 Scenario::Publish(a) => publish::run(a).await,
+                Scenario::Presence(a) => presence::run(a).await,
                 Scenario::Sites(_) | Scenario::Soak(_) => unreachable!("handled above"),
             }
         };

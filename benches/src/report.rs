@@ -62,8 +62,10 @@ pub enum Section {
     /// "Publishing, by each way in": `herald-bench publish`, Herald (HTTP,
     /// Meteor, STOMP) and Nchan (HTTP), about half a minute.
     Publish,
-    /// "The Pusher protocol": idle and broadcast clients on Herald's Pusher
-    /// protocol against native ones and Nchan, about two minutes.
+    /// "The Pusher protocol, the Mercure hub and presence": idle and
+    /// broadcast clients on Herald's Pusher protocol against native ones and
+    /// Nchan, idle Mercure subscribers against native SSE ones, and presence
+    /// joins on Redis, about four minutes.
     Pusher,
 }
 

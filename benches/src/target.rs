@@ -256,6 +256,14 @@ enum Handle {
 }
 
 impl Running {
+    /// The port and pid of the Redis this run started, if it started one.
+    pub fn redis(&self) -> Option<(u16, u32)> {
+        match &self.handle {
+            Handle::Herald(_, Some(redis)) => Some((redis.port, redis.pid)),
+            _ => None,
+        }
+    }
+
     pub async fn start(args: &TargetArgs) -> anyhow::Result<Running> {
         let templates = args.templates();
         if let Some(addr) = &args.addr {

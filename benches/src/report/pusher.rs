@@ -1,8 +1,10 @@
-//! The "Pusher protocol" section of `docs/benchmarks.md`: what a client on
-//! Herald's Pusher protocol (`/app/<key>`, `--pusher`) costs against one on
-//! the native protocol, idle and in a broadcast, beside Nchan in the same
-//! sitting (docs/compat.md; the issue's goal: a Pusher connection costs at
-//! most 10 % more than a native one).
+//! The compatibility section of `docs/benchmarks.md`, in one sitting: what a
+//! client on Herald's Pusher protocol (`/app/<key>`, `--pusher`) costs
+//! against one on the native protocol, idle and in a broadcast, beside
+//! Nchan (docs/compat.md; the goal: a Pusher connection costs at most 10 %
+//! more than a native one); what an idle Mercure subscriber costs against a
+//! native SSE one (`--mercure`); and what a presence join and leave cost on
+//! Redis (`presence`, docs/presence.md).
 
 use std::fmt::Write as _;
 
@@ -10,7 +12,7 @@ use super::{Args, Row, herald_alone, measure, stamp, words};
 use crate::outcome::{RunResult, format_number, with_unit};
 
 /// The section's heading, which `--only pusher` looks for.
-pub const HEADING: &str = "## The Pusher protocol\n";
+pub const HEADING: &str = "## The Pusher protocol, the Mercure hub and presence\n";
 
 /// The runs of the section: idle and broadcast, each native and Nchan
 /// (one [`Row`]) and Pusher (Herald alone).
@@ -21,6 +23,11 @@ pub struct Pusher {
     broadcast: Row,
     broadcast_pusher: RunResult,
     broadcast_command: String,
+    idle_sse: RunResult,
+    idle_mercure: RunResult,
+    sse_command: String,
+    presence: RunResult,
+    presence_command: String,
 }
 
 pub async fn measure_pusher(args: &Args) -> anyhow::Result<Pusher> {
@@ -32,6 +39,12 @@ pub async fn measure_pusher(args: &Args) -> anyhow::Result<Pusher> {
         format!("broadcast --subscribers {connections} --rate 5 --duration 10 --warmup 2");
     let broadcast = measure(args, words(&broadcast_command)).await?;
     let broadcast_pusher = herald_alone(args, &format!("{broadcast_command} --pusher")).await?;
+    let sse_command = format!("idle --transport sse --connections {connections} --channel bench");
+    let idle_sse = herald_alone(args, &sse_command).await?;
+    let idle_mercure = herald_alone(args, &format!("{sse_command} --mercure")).await?;
+    let members = if args.quick { 200 } else { 1_000 };
+    let presence_command = format!("presence --members {members}");
+    let presence = herald_alone(args, &presence_command).await?;
     Ok(Pusher {
         idle,
         idle_pusher,
@@ -39,6 +52,11 @@ pub async fn measure_pusher(args: &Args) -> anyhow::Result<Pusher> {
         broadcast,
         broadcast_pusher,
         broadcast_command,
+        idle_sse,
+        idle_mercure,
+        sse_command,
+        presence,
+        presence_command,
     })
 }
 
@@ -115,6 +133,66 @@ pub fn section(runs: &Pusher, pinning: &crate::cpus::Pinning) -> String {
          target/release/herald-bench {broadcast} --target nchan\n```\n\n",
         idle = runs.idle_command,
         broadcast = runs.broadcast_command,
+    );
+    out.push_str(&mercure(runs));
+    out.push_str(&presence(runs));
+    out
+}
+
+/// The Mercure part: idle subscribers of the hub against native SSE ones.
+fn mercure(runs: &Pusher) -> String {
+    let native = runs.idle_sse.get("bytes_per_conn");
+    let mercure = runs.idle_mercure.get("bytes_per_conn");
+    let mut out = String::from(
+        "### The Mercure hub\n\nAn idle subscriber of Herald's Mercure hub \
+         (`/.well-known/mercure?topic=…`, docs/compat.md) against a native SSE one, same server, \
+         same sitting: the bench's SSE clients, with `--mercure` subscribed through the hub (one \
+         `topic=` selector each). Server RSS growth per connection.\n\n\
+         | | native SSE | Mercure | Mercure against native |\n|---|---|---|---|\n",
+    );
+    let _ = writeln!(
+        out,
+        "| idle: server RSS per connection | {} | {} | {} |",
+        with_unit(native, "B"),
+        with_unit(mercure, "B"),
+        extra(mercure, native),
+    );
+    let _ = write!(
+        out,
+        "\n```sh\ntarget/release/herald-bench {sse}\ntarget/release/herald-bench {sse} --mercure\n```\n\n",
+        sse = runs.sse_command,
+    );
+    out
+}
+
+/// The presence part: what a join and a leave cost on Redis.
+fn presence(runs: &Pusher) -> String {
+    let result = &runs.presence;
+    let mut out = String::from(
+        "### Presence on Redis\n\nHerald on Redis alone (Nchan has no presence): native \
+         WebSocket clients join one presence channel one after the other, each waiting for its \
+         `subscribed` with the member list, then leave (docs/presence.md). Commands from Redis' \
+         `INFO commandstats`, less the nodes' own background commands at their rate at rest; \
+         Redis counts the commands run inside Herald's functions too, so both are given.\n\n\
+         | figure | value |\n|---|---|\n",
+    );
+    for figure in &result.figures {
+        let _ = writeln!(
+            out,
+            "| {} | {} |",
+            figure.label,
+            with_unit(figure.value, &figure.unit)
+        );
+    }
+    for error in &result.errors {
+        let _ = writeln!(out, "\n**Check failed:** {error}.");
+    }
+    let _ = write!(
+        out,
+        "\nEach join reads the whole member list (it is answered with the subscribe), so a join's \
+         cost grows with the channel's members: presence channels are for rooms, not audiences.\n\n\
+         ```sh\ntarget/release/herald-bench {}\n```\n\n",
+        runs.presence_command
     );
     out
 }
