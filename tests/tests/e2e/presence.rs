@@ -336,6 +336,26 @@ fn two_nodes_on_redis_share_members_and_a_killed_nodes_members_leave() {
         format!(r#"200 {{"channels":{{"{ROOM}":{{}}}}}}"#)
     );
 
+    // A member who joins on B and leaves again: both nodes hear both.
+    let mut erin = member(&b, &site, "erin");
+    assert_eq!(join(&mut erin), "4 ann,bob,carl,erin erin");
+    let added = format!(r#"ADDED {ROOM} erin {{"name":"user erin"}}"#);
+    assert_eq!(next_change(&mut ann), added);
+    assert_eq!(next_change(&mut bob), added);
+    erin.send(&format!("LEAVE {ROOM}"));
+    erin.expect(&format!("LEFT {ROOM}"), STEP_TIMEOUT);
+    assert_eq!(next_change(&mut ann), format!("REMOVED {ROOM} erin"));
+    assert_eq!(next_change(&mut bob), format!("REMOVED {ROOM} erin"));
+    for event in ["member_added", "member_removed"] {
+        let heard = runtime.block_on(next_member_event(&mut native));
+        assert_eq!(
+            heard["event"],
+            format!("pusher_internal:{event}"),
+            "{heard}"
+        );
+        assert_eq!(heard["data"]["user_id"], "erin", "{heard}");
+    }
+
     // A second connection of bob's, on the other node: no duplicate join anywhere.
     let mut bob_on_a = member(&a, &site, "bob");
     assert_eq!(join(&mut bob_on_a), "3 ann,bob,carl bob");
