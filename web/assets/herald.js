@@ -1,87 +1,330 @@
-// herald.js: a small browser client for Herald's native WebSocket protocol (docs/protocol.md).
+// herald.js: Herald's browser client (docs/client.md). Dependency-free; an ES module, with a
+// classic-script build (herald.classic.js, `window.Herald`) made by web/build.mjs.
 //
-// It keeps one WebSocket, subscribes to channels, remembers the last position (epoch, offset) seen
-// on each, and after any drop reconnects by itself and resubscribes with `since`, so Herald replays
-// what was missed. The reconnect policy follows the close-code ranges of the protocol:
-// 4000–4099 stop, 4100–4199 back off, 4200–4299 wait the delay the `reconnect` frame advised.
+// One Herald object keeps a set of channels live over the first transport that works: WebSocket,
+// then Server-Sent Events, then HTTP long-poll. It remembers each channel's last position
+// (epoch, offset), and after any drop it reconnects by itself (full-jitter exponential back-off,
+// or the delay the server advised) and resumes every channel from there, so Herald replays what
+// was missed; when it cannot, the channel's `recovered` event says so and the app reloads it.
 //
-//   import { HeraldSocket } from "/herald.js";
-//   const herald = new HeraldSocket("ws://127.0.0.1:8080/ws", { onStatus: (s) => console.log(s) });
-//   herald.subscribe("public", { onMessage: (data, msg) => show(data) });
+//   import { Herald } from "/herald.js";
+//   const herald = new Herald("https://push.example.net", { key: "blog-key", getToken });
+//   herald.subscribe("public", { onMessage: (data) => show(data), onRecovered: reload });
 
-/** Back-off bounds in milliseconds: the first retry waits 0.5–1 s, later ones 1–2 s. */
-const BACKOFF_MIN_MS = 1000;
-const BACKOFF_MAX_MS = 2000;
+const BACKOFF_BASE_MS = 500;
+const BACKOFF_CAP_MS = 30000;
+/** A transport that has not delivered its first answer by then has failed. */
+const CONNECT_TIMEOUT_MS = 8000;
+/** While on a fallback, how often the preferred transport is tried again. */
+const PROBE_MS = 60000;
+/** A token is refreshed this long before it expires. */
+const REFRESH_AHEAD_S = 30;
+const TRANSPORTS = ["ws", "sse", "poll"];
 
-/** A connection that has not been welcomed by then is abandoned and retried. */
-const CONNECT_TIMEOUT_MS = 10000;
+/** A full-jitter delay for retry number `attempt` (0-based): uniform in [0, min(cap, base·2ⁿ)). */
+export function backoff(attempt, base = BACKOFF_BASE_MS, cap = BACKOFF_CAP_MS) {
+  return Math.random() * Math.min(cap, base * 2 ** Math.min(attempt, 30));
+}
 
-export class HeraldSocket {
+const presenceEvent = (event) => event && event.startsWith("pusher_internal:member_");
+
+export class Herald {
   /**
-   * @param {string} url  the `ws://` or `wss://` URL of Herald's `/ws`
-   * @param {object} [options]
-   * @param {(status: "connecting"|"live"|"reconnecting"|"closed") => void} [options.onStatus]
-   * @param {(error: {code: string, message: string, channel?: string}) => void} [options.onError]
+   * @param {string} url  Herald's base URL (`https://host`), or its `/ws` URL
+   * @param {object} [options]  see docs/client.md
    */
   constructor(url, options = {}) {
-    this.url = url;
-    this.onStatus = options.onStatus || (() => {});
-    this.onError = options.onError || (() => {});
-    // channel name -> { onMessage, onSubscribed, position: {epoch, offset} | null, subscribed }
+    this.base = url.replace(/^ws/, "http").replace(/\/ws$/, "").replace(/\/$/, "");
+    this.options = options;
+    this.transports = (options.transports || TRANSPORTS).slice();
+    this.WebSocket = options.WebSocket || globalThis.WebSocket;
+    this.EventSource = options.EventSource || globalThis.EventSource;
+    this.fetch = options.fetch || globalThis.fetch.bind(globalThis);
+    this.listeners = {};
+    for (const [event, name] of [
+      ["status", "onStatus"],
+      ["error", "onError"],
+      ["transport", "onTransport"],
+    ]) {
+      if (options[name]) this.on(event, options[name]);
+    }
+    // channel -> { handlers, position: {epoch, offset} | null, live, members: Map | null }
     this.channels = new Map();
-    this.ws = null;
-    this.welcomed = false;
     this.status = "connecting";
-    this.everLive = false;
-    // Failed attempts since the last welcome; it sizes the back-off.
     this.attempts = 0;
-    // The `delay_ms` of a `reconnect` frame, used when the close that follows it arrives.
-    this.advisedDelay = null;
-    this.timer = null;
+    this.choice = 0;
+    this.link = null;
+    this.timers = {};
     this.stopped = false;
+    this.everLive = false;
     this.connect();
   }
 
+  /** Adds a listener: `status`, `error`, `transport`, `recovered`, `member_added`, `member_removed`. */
+  on(event, listener) {
+    (this.listeners[event] = this.listeners[event] || []).push(listener);
+    return this;
+  }
+
+  emit(event, value) {
+    for (const listener of this.listeners[event] || []) listener(value);
+  }
+
   /**
-   * Subscribes to `channel`. `onMessage(data, frame)` gets each message's `data`;
-   * `onSubscribed(frame)` gets every `subscribed` frame (check `frame.recovered` after a
-   * reconnect). `since` resumes from a known position, e.g. one read from `/api/history`.
+   * Subscribes to `channel`: `onMessage(data, message)` for each message, `onSubscribed(frame)`,
+   * `onRecovered(recovered)` after each resubscribe (false: reload the channel). `since` resumes
+   * from a known position. `authorize(channel, connectionId)` answers `{signature, channelData}`
+   * for `private-` and `presence-` channels (WebSocket only; SSE and long-poll use the token).
    */
-  subscribe(channel, { onMessage, onSubscribed, since } = {}) {
+  subscribe(channel, handlers = {}) {
     if (this.channels.has(channel)) throw new Error(`already subscribed to ${channel}`);
+    const since = handlers.since;
     this.channels.set(channel, {
-      onMessage: onMessage || (() => {}),
-      onSubscribed: onSubscribed || (() => {}),
+      handlers,
       position: since ? { epoch: since.epoch, offset: since.offset } : null,
-      subscribed: false,
+      live: false,
+      members: channel.startsWith("presence-") ? new Map() : null,
     });
-    if (this.welcomed) this.sendSubscribe(channel);
+    if (this.link) this.link.changed(channel, true);
     this.updateStatus();
   }
 
   /** Forgets `channel`; no message of it is delivered afterwards. */
   unsubscribe(channel) {
     if (!this.channels.delete(channel)) return;
-    if (this.welcomed) this.send({ type: "unsubscribe", channel });
+    if (this.link) this.link.changed(channel, false);
     this.updateStatus();
   }
 
-  /** Closes the connection for good. */
+  /** A presence channel's members: `[{user_id, user_info}]`. */
+  members(channel) {
+    const sub = this.channels.get(channel);
+    return sub && sub.members ? [...sub.members.values()] : [];
+  }
+
+  /** The transport in use: `ws`, `sse` or `poll`; null while none is. */
+  get transport() {
+    return this.link ? this.link.name : null;
+  }
+
+  /** Closes for good. */
   close() {
     this.stopped = true;
-    clearTimeout(this.timer);
-    if (this.ws) this.ws.close(1000);
+    for (const timer of Object.values(this.timers)) clearTimeout(timer);
+    if (this.link) this.link.close();
+    this.link = null;
     this.setStatus("closed");
   }
 
-  // === internals ===
+  // === connecting ===
 
-  connect() {
-    this.timer = null;
-    this.welcomed = false;
-    const ws = new WebSocket(this.url);
+  async token() {
+    if (this.options.getToken) this.options.token = await this.options.getToken();
+    return this.options.token;
+  }
+
+  async connect() {
+    this.later("connect", null);
+    if (this.stopped) return;
+    const name = this.transports[this.choice];
+    const Link = LINKS[name];
+    let token;
+    try {
+      token = await this.token();
+    } catch (error) {
+      return this.dropped(null, `getToken failed: ${error}`);
+    }
+    if (this.stopped) return;
+    const link = new Link(this, token);
+    this.link = link;
+    this.later("opening", CONNECT_TIMEOUT_MS, () => {
+      // No first answer in time: a proxy that blocks or buffers this transport.
+      if (this.link === link && !link.opened) this.failed(link, "no answer in time");
+    });
+    link.open();
+  }
+
+  /** The link got its first answer: this transport works. */
+  opened(link) {
+    if (this.link !== link) return;
+    link.opened = true;
+    this.later("opening", null);
+    this.attempts = 0;
+    this.emit("transport", link.name);
+    if (this.choice > 0) this.later("probe", PROBE_MS, () => this.probe());
+  }
+
+  /** The transport failed before it opened: the next one is tried at once. */
+  failed(link, why) {
+    if (this.link !== link || this.stopped) return;
+    link.close();
+    this.link = null;
+    if (this.choice < this.transports.length - 1) {
+      this.choice += 1;
+      this.connect();
+    } else {
+      this.choice = 0;
+      this.dropped(null, why);
+    }
+  }
+
+  /** An open link ended: reconnect after a back-off, the advised delay, or never (4000–4099). */
+  dropped(code, reason) {
+    this.link = null;
+    for (const sub of this.channels.values()) sub.live = false;
+    if (this.stopped) return;
+    if (code >= 4000 && code <= 4099) {
+      this.close();
+      this.emit("error", { code: "closed", message: `closed by Herald (${code} ${reason})` });
+      return;
+    }
+    const advised = code >= 4200 && code <= 4299 ? this.advised : null;
+    const delay = advised != null ? advised : backoff(this.attempts);
+    this.advised = null;
+    this.attempts += 1;
+    this.setStatus(this.everLive ? "reconnecting" : "connecting");
+    this.later("connect", delay, () => this.connect());
+  }
+
+  /** While on a fallback: tries the preferred transport, and moves to it once it answers. */
+  probe() {
+    const Link = LINKS[this.transports[0]];
+    const probe = new Link(this, this.options.token, true);
+    probe.onProbe = (ok) => {
+      probe.close();
+      if (ok && this.link && !this.stopped) {
+        this.link.close();
+        this.link = null;
+        this.choice = 0;
+        this.connect();
+      } else if (!this.stopped) {
+        this.later("probe", PROBE_MS, () => this.probe());
+      }
+    };
+    probe.open();
+  }
+
+  later(name, delay, action) {
+    clearTimeout(this.timers[name]);
+    if (delay != null) this.timers[name] = setTimeout(action, delay);
+  }
+
+  // === what links hand up ===
+
+  /** A `subscribed` event: positions, members, and `recovered` for a resumed channel. */
+  subscribed(frame) {
+    const sub = this.channels.get(frame.channel);
+    if (!sub) return;
+    const resumed = sub.position !== null;
+    sub.live = true;
+    sub.position = { epoch: frame.epoch, offset: frame.offset };
+    if (sub.members && frame.members) {
+      sub.members = new Map(frame.members.map((m) => [m.user_id, m]));
+    }
+    if (sub.handlers.onSubscribed) sub.handlers.onSubscribed(frame);
+    if (resumed) {
+      if (sub.handlers.onRecovered) sub.handlers.onRecovered(frame.recovered);
+      this.emit("recovered", { channel: frame.channel, recovered: frame.recovered });
+    }
+    this.updateStatus();
+  }
+
+  /** A `message`: delivered once, in order; member events update the member list. */
+  message(frame) {
+    const sub = this.channels.get(frame.channel);
+    if (!sub) return;
+    const seen = sub.position;
+    if (seen && seen.epoch === frame.epoch && frame.offset <= seen.offset) return;
+    sub.position = { epoch: frame.epoch, offset: frame.offset };
+    if (presenceEvent(frame.event)) {
+      const added = frame.event.endsWith("added");
+      if (sub.members) {
+        if (added) sub.members.set(frame.data.user_id, frame.data);
+        else sub.members.delete(frame.data.user_id);
+      }
+      const kind = added ? "member_added" : "member_removed";
+      const handler = added ? sub.handlers.onMemberAdded : sub.handlers.onMemberRemoved;
+      if (handler) handler(frame.data);
+      this.emit(kind, { channel: frame.channel, member: frame.data });
+      return;
+    }
+    if (sub.handlers.onMessage) sub.handlers.onMessage(frame.data, frame);
+  }
+
+  /** A refusal that leaves the connection open. */
+  refused(frame) {
+    if (frame.code === "unavailable" && this.channels.has(frame.channel) && this.link) {
+      // The engine could not serve it just now: ask again after a back-off.
+      const link = this.link;
+      setTimeout(() => this.link === link && link.changed(frame.channel, true), backoff(2));
+    } else if (frame.code !== "already_subscribed") {
+      this.emit("error", frame);
+    }
+  }
+
+  /** `welcome` with `expires_at`: the token is refreshed before then. */
+  expiresAt(seconds) {
+    if (!seconds || !this.options.getToken) return;
+    const due = Math.max(0, (seconds - REFRESH_AHEAD_S) * 1000 - Date.now());
+    this.later("refresh", due, async () => {
+      try {
+        const token = await this.token();
+        if (this.link) this.link.refresh(token);
+      } catch (error) {
+        this.emit("error", { code: "token_refresh_failed", message: String(error) });
+      }
+    });
+  }
+
+  updateStatus() {
+    if (!this.link || !this.link.opened) return;
+    const live = [...this.channels.values()].every((sub) => sub.live);
+    if (live) this.everLive = true;
+    this.setStatus(live ? "live" : this.everLive ? "reconnecting" : "connecting");
+  }
+
+  setStatus(status) {
+    if (status === this.status) return;
+    this.status = status;
+    this.emit("status", status);
+  }
+
+  /** The query every HTTP transport sends: channels, site key, token, and `extra`. */
+  query(token, extra = []) {
+    const params = new URLSearchParams();
+    for (const channel of this.channels.keys()) params.append("channel", channel);
+    if (this.options.key) params.set("key", this.options.key);
+    if (token) params.set("token", token);
+    for (const [name, value] of extra) params.set(name, value);
+    return params.toString();
+  }
+
+  /** The cursor of every channel, or null when one has no position yet. */
+  cursor() {
+    const positions = [...this.channels.values()].map((sub) => sub.position);
+    if (!positions.length || positions.some((p) => !p)) return null;
+    return positions.map((p) => `${p.epoch}:${p.offset}`).join(",");
+  }
+}
+
+/** The native WebSocket protocol (docs/protocol.md). */
+class WsLink {
+  constructor(herald, token, probing = false) {
+    this.herald = herald;
+    this.token = token;
+    this.probing = probing;
+    this.name = "ws";
+    this.opened = false;
+  }
+
+  open() {
+    const herald = this.herald;
+    const params = new URLSearchParams();
+    if (herald.options.key) params.set("key", herald.options.key);
+    if (this.token) params.set("token", this.token);
+    const url = `${herald.base.replace(/^http/, "ws")}/ws?${params}`;
+    const ws = new herald.WebSocket(url);
     this.ws = ws;
-    const connectTimer = setTimeout(() => ws.close(), CONNECT_TIMEOUT_MS);
     ws.onmessage = (event) => {
       let frame;
       try {
@@ -89,116 +332,212 @@ export class HeraldSocket {
       } catch {
         return;
       }
-      if (frame.type === "welcome") clearTimeout(connectTimer);
+      this.heard();
+      if (this.probing) return frame.type === "welcome" && this.onProbe(true);
       this.handle(frame);
     };
+    // A refused or failed socket also closes: that is where it is handled.
+    ws.onerror = () => {};
     ws.onclose = (event) => {
-      clearTimeout(connectTimer);
-      if (this.ws === ws) this.dropped(event.code, event.reason);
+      clearInterval(this.pinger);
+      if (this.probing) return this.onProbe && this.onProbe(false);
+      if (!this.opened) herald.failed(this, `closed ${event.code}`);
+      else if (herald.link === this) herald.dropped(event.code, event.reason);
     };
   }
 
   handle(frame) {
+    const herald = this.herald;
     switch (frame.type) {
       case "welcome":
-        this.welcomed = true;
-        this.attempts = 0;
-        for (const channel of this.channels.keys()) this.sendSubscribe(channel);
-        this.updateStatus();
+        this.connectionId = frame.connection_id;
+        herald.opened(this);
+        herald.expiresAt(frame.expires_at);
+        for (const channel of herald.channels.keys()) this.changed(channel, true);
+        herald.updateStatus();
+        this.keepAlive(frame.ping_interval_ms);
         break;
-      case "subscribed": {
-        const sub = this.channels.get(frame.channel);
-        if (!sub) return;
-        sub.subscribed = true;
-        sub.position = { epoch: frame.epoch, offset: frame.offset };
-        this.updateStatus();
-        sub.onSubscribed(frame);
-        break;
-      }
-      case "message": {
-        const sub = this.channels.get(frame.channel);
-        if (!sub) return;
-        const seen = sub.position;
-        // Herald promises no duplicates; this guard only makes the promise cheap to rely on.
-        if (seen && seen.epoch === frame.epoch && frame.offset <= seen.offset) return;
-        sub.position = { epoch: frame.epoch, offset: frame.offset };
-        sub.onMessage(frame.data, frame);
-        break;
-      }
+      case "subscribed":
+        return herald.subscribed(frame);
+      case "message":
+        return herald.message(frame);
       case "reconnect":
-        this.advisedDelay = frame.delay_ms;
+        herald.advised = frame.delay_ms;
         break;
       case "error":
-        if (frame.code === "unavailable" && this.channels.has(frame.channel)) {
-          // The engine could not serve the subscription just now: ask again after a back-off.
-          setTimeout(() => {
-            const sub = this.channels.get(frame.channel);
-            if (this.welcomed && sub && !sub.subscribed) this.sendSubscribe(frame.channel);
-          }, backoff(1));
-        } else if (frame.code !== "already_subscribed") {
-          this.onError(frame);
-        }
-        break;
+        return herald.refused(frame);
       default:
-        // `pong`, `unsubscribed` and frame types added later need nothing here.
         break;
     }
   }
 
-  dropped(code, reason) {
-    this.ws = null;
-    this.welcomed = false;
-    for (const sub of this.channels.values()) sub.subscribed = false;
-    if (this.stopped) return;
-    if (code >= 4000 && code <= 4099) {
-      this.stopped = true;
-      this.setStatus("closed");
-      this.onError({ code: "closed", message: `closed by Herald (${code} ${reason})` });
-      return;
-    }
-    let delay;
-    if (code >= 4200 && code <= 4299 && this.advisedDelay !== null) {
-      delay = this.advisedDelay;
-    } else {
-      delay = backoff(this.attempts);
-    }
-    this.attempts += 1;
-    this.advisedDelay = null;
-    this.setStatus(this.everLive ? "reconnecting" : "connecting");
-    this.timer = setTimeout(() => this.connect(), delay);
+  /** Pings every interval; a socket that answers nothing for two is stalled and closed. */
+  keepAlive(interval) {
+    if (!interval) return;
+    this.pinger = setInterval(() => {
+      if (Date.now() - this.lastHeard > 2 * interval) return this.ws.close();
+      this.send({ type: "ping" });
+    }, interval);
   }
 
-  sendSubscribe(channel) {
-    const sub = this.channels.get(channel);
+  heard() {
+    this.lastHeard = Date.now();
+  }
+
+  async changed(channel, subscribed) {
+    if (!subscribed) return this.send({ type: "unsubscribe", channel });
+    const sub = this.herald.channels.get(channel);
+    if (!sub) return;
     const frame = { type: "subscribe", channel };
     if (sub.position) frame.since = sub.position;
+    const authorize = sub.handlers.authorize;
+    if (authorize && /^(private|presence)-/.test(channel)) {
+      const proof = await authorize(channel, this.connectionId);
+      frame.signature = proof.signature;
+      if (proof.channelData) frame.channel_data = proof.channelData;
+    }
     this.send(frame);
   }
 
-  send(frame) {
-    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(frame));
+  refresh(token) {
+    this.send({ type: "refresh", token });
   }
 
-  updateStatus() {
-    if (!this.welcomed) return;
-    const live = [...this.channels.values()].every((sub) => sub.subscribed);
-    if (live) {
-      this.everLive = true;
-      this.setStatus("live");
-    } else {
-      this.setStatus(this.everLive ? "reconnecting" : "connecting");
+  send(frame) {
+    if (this.ws && this.ws.readyState === 1) this.ws.send(JSON.stringify(frame));
+  }
+
+  close() {
+    clearInterval(this.pinger);
+    const ws = this.ws;
+    if (!ws) return;
+    ws.onclose = null;
+    ws.onmessage = null;
+    ws.close(1000);
+  }
+}
+
+/** One Server-Sent Events stream for every channel; a change of channels opens a new one. */
+class SseLink {
+  constructor(herald, token, probing = false) {
+    this.herald = herald;
+    this.token = token;
+    this.probing = probing;
+    this.name = "sse";
+    this.opened = false;
+  }
+
+  open() {
+    const herald = this.herald;
+    if (!herald.channels.size) return herald.opened(this);
+    const cursor = herald.cursor();
+    const extra = cursor ? [["last_event_id", cursor]] : [];
+    const source = new herald.EventSource(`${herald.base}/sse?${herald.query(this.token, extra)}`);
+    this.source = source;
+    source.addEventListener("subscribed", (event) => {
+      if (!this.opened) herald.opened(this);
+      herald.subscribed(JSON.parse(event.data));
+    });
+    source.onmessage = (event) => herald.message(JSON.parse(event.data));
+    source.addEventListener("reconnect", (event) => {
+      herald.advised = JSON.parse(event.data).delay_ms;
+    });
+    source.addEventListener("error", (event) => {
+      if (event.data) herald.refused(JSON.parse(event.data));
+      // EventSource would retry with its own cursor; herald.js keeps the positions instead.
+      this.close();
+      if (!this.opened) herald.failed(this, "the stream did not open");
+      else if (herald.link === this) herald.dropped(herald.advised != null ? 4200 : 0, "");
+    });
+  }
+
+  changed() {
+    // The stream's channels are fixed: a new stream, from every channel's position.
+    this.close();
+    this.open();
+  }
+
+  refresh(token) {
+    this.token = token;
+    this.changed();
+  }
+
+  close() {
+    if (this.source) this.source.close();
+    this.source = null;
+  }
+}
+
+/** HTTP long-poll (`GET /poll`): one request held until messages arrive, then the next. */
+class PollLink {
+  constructor(herald, token) {
+    this.herald = herald;
+    this.token = token;
+    this.name = "poll";
+    this.opened = false;
+    this.generation = 0;
+  }
+
+  open() {
+    this.poll(++this.generation);
+  }
+
+  async poll(generation) {
+    const herald = this.herald;
+    while (generation === this.generation) {
+      if (!herald.channels.size) {
+        if (!this.opened) herald.opened(this);
+        return;
+      }
+      const cursor = herald.cursor();
+      const url = `${herald.base}/poll?${herald.query(this.token, cursor ? [["cursor", cursor]] : [])}`;
+      let answer;
+      try {
+        const response = await herald.fetch(url, { signal: (this.abort = new AbortController()).signal });
+        answer = await response.json();
+        if (!response.ok) {
+          const error = answer.error || { code: "http", message: String(response.status) };
+          herald.emit("error", error);
+          throw new Error(error.code);
+        }
+      } catch (error) {
+        if (generation !== this.generation) return;
+        if (!this.opened) return herald.failed(this, String(error));
+        return herald.link === this && herald.dropped(0, String(error));
+      }
+      if (generation !== this.generation) return;
+      if (!this.opened) herald.opened(this);
+      let advised = null;
+      for (const event of answer.events || []) {
+        if (event.type === "subscribed") herald.subscribed(event);
+        else if (event.type === "message") herald.message(event);
+        else if (event.type === "error") herald.refused(event);
+        else if (event.type === "reconnect") advised = event.delay_ms;
+      }
+      if (advised != null) {
+        // The server is going away: poll again after the delay it advised.
+        herald.advised = advised;
+        return herald.link === this && herald.dropped(4200, "shutdown");
+      }
     }
   }
 
-  setStatus(status) {
-    if (status === this.status) return;
-    this.status = status;
-    this.onStatus(status);
+  changed() {
+    this.close();
+    this.open();
+  }
+
+  refresh(token) {
+    this.token = token;
+  }
+
+  close() {
+    this.generation += 1;
+    if (this.abort) this.abort.abort();
   }
 }
 
-/** A jittered delay for retry number `attempt` (0-based): 0.5–1 s, then 1–2 s. */
-export function backoff(attempt) {
-  const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** attempt);
-  return base / 2 + Math.random() * (base / 2);
-}
+const LINKS = { ws: WsLink, sse: SseLink, poll: PollLink };
+
+/** The name herald.js 0.1 exported; the same client. */
+export { Herald as HeraldSocket };

@@ -63,6 +63,14 @@ const ASSETS: &[(&str, Asset)] = &[
             body: include_bytes!("../assets/herald.js"),
         },
     ),
+    // herald.js as a classic script (`window.Herald`), made by web/build.mjs.
+    (
+        "/herald.classic.js",
+        Asset {
+            content_type: JS,
+            body: include_bytes!("../assets/herald.classic.js"),
+        },
+    ),
 ];
 
 #[cfg(test)]
@@ -81,6 +89,7 @@ mod tests {
             ("/demo.css", CSS),
             ("/demo.js", JS),
             ("/herald.js", JS),
+            ("/herald.classic.js", JS),
             ("/meteor.js", JS),
         ] {
             let found = asset(path).unwrap_or_else(|| panic!("{path} is not served"));
