@@ -39,6 +39,8 @@ export interface Options {
   getToken?: () => Promise<string> | string;
   /** The transports to try, in order (default: all three). */
   transports?: Transport[];
+  /** How long a transport may take to give its first answer before the next is tried (8000 ms). */
+  connectTimeout?: number;
   onStatus?: (status: Status) => void;
   onError?: (error: HeraldError) => void;
   onTransport?: (transport: Transport) => void;

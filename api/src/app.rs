@@ -32,6 +32,8 @@ struct Inner {
     body_budget: Arc<BodyBudget>,
     /// Set when shutdown begins; `/readyz` then answers 503.
     shutting_down: AtomicBool,
+    /// The live demo's users and notices (served on the dev site only).
+    demo: crate::demo::Demo,
 }
 
 impl App {
@@ -51,6 +53,7 @@ impl App {
                 registry,
                 metrics,
                 shutting_down: AtomicBool::new(false),
+                demo: crate::demo::Demo::default(),
             }),
         }
     }
@@ -73,6 +76,10 @@ impl App {
 
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    pub(crate) fn demo(&self) -> &crate::demo::Demo {
+        &self.inner.demo
     }
 
     pub(crate) fn body_budget(&self) -> &Arc<BodyBudget> {

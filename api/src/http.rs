@@ -4,6 +4,7 @@ mod app_request;
 mod body;
 mod credentials;
 pub(crate) mod deliver;
+mod demo;
 mod echo;
 mod history;
 mod idempotency;
@@ -73,6 +74,7 @@ pub(crate) async fn handle(
             "pusher_events",
             pusher_events::handle(&app, peer, request).await,
         ),
+        demo if demo.starts_with("/demo/") => ("demo", demo::handle(&app, request).await),
         push if push.starts_with("/push/") => (
             "meteor_push",
             meteor_push::handle(&app, peer, &request).await,

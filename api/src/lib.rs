@@ -6,6 +6,7 @@
 mod app;
 mod compat;
 pub mod config;
+mod demo;
 /// The configuration and delivery parsers, for the fuzz targets in `fuzz/`
 /// only. Not an API: nothing else may depend on it.
 #[doc(hidden)]

@@ -137,7 +137,7 @@ export class Herald {
     if (this.stopped) return;
     const link = new Link(this, token);
     this.link = link;
-    this.later("opening", CONNECT_TIMEOUT_MS, () => {
+    this.later("opening", this.options.connectTimeout || CONNECT_TIMEOUT_MS, () => {
       // No first answer in time: a proxy that blocks or buffers this transport.
       if (this.link === link && !link.opened) this.failed(link, "no answer in time");
     });

@@ -38,6 +38,7 @@ mod browser;
 mod churn;
 mod config;
 mod delivery;
+mod demo_api;
 mod echo;
 mod health;
 mod heartbeat;
