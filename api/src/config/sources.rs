@@ -971,6 +971,54 @@ mod tests {
     }
 
     #[test]
+    fn accounting_and_the_admin_secret_are_read_and_checked() {
+        let defaults = load(&Overrides::default(), env(&[])).unwrap();
+        assert!(defaults.admin_secret.is_none(), "no admin route by default");
+        assert!(defaults.accounting.enabled);
+        assert_eq!(defaults.accounting.top_users, 1000);
+        let config = load(
+            &Overrides::default(),
+            env(&[
+                ("HERALD_ADMIN_SECRET", "operator"),
+                ("HERALD_ACCOUNTING_TOP_USERS", "50"),
+                ("HERALD_ACCOUNTING_SPLIT_SHARE", "0.25"),
+                ("HERALD_ACCOUNTING_ENABLED", "false"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.admin_secret.as_deref(), Some("operator"));
+        assert_eq!(config.accounting.top_users, 50);
+        assert_eq!(config.accounting.split_share, 0.25);
+        assert!(!config.accounting.enabled);
+        for (name, value, key) in [
+            ("HERALD_ACCOUNTING_TOP_USERS", "0", "accounting.top_users"),
+            (
+                "HERALD_ACCOUNTING_TOP_USERS",
+                "100001",
+                "accounting.top_users",
+            ),
+            (
+                "HERALD_ACCOUNTING_SPLIT_SHARE",
+                "0",
+                "accounting.split_share",
+            ),
+            (
+                "HERALD_ACCOUNTING_SPLIT_SHARE",
+                "1.5",
+                "accounting.split_share",
+            ),
+            (
+                "HERALD_ACCOUNTING_SPLIT_SHARE",
+                "half",
+                "HERALD_ACCOUNTING_SPLIT_SHARE",
+            ),
+        ] {
+            let error = load(&Overrides::default(), env(&[(name, value)])).unwrap_err();
+            assert!(error.key.contains(key), "{name}={value}: {error}");
+        }
+    }
+
+    #[test]
     fn a_token_key_replaces_the_secret_for_tokens() {
         let config = load(
             &Overrides::default(),
