@@ -80,12 +80,12 @@ impl App {
         &self.inner.metrics
     }
 
-    pub(crate) fn accounting(&self) -> &Accounting {
-        &self.inner.accounting
-    }
-
     pub(crate) fn body_budget(&self) -> &Arc<BodyBudget> {
         &self.inner.body_budget
+    }
+
+    pub(crate) fn accounting(&self) -> &Accounting {
+        &self.inner.accounting
     }
 
     pub fn is_shutting_down(&self) -> bool {
