@@ -9,6 +9,7 @@ use fanout::Fanout;
 use prometheus::Registry;
 
 use crate::{
+    accounting::Accounting,
     config::{Config, ConfigError},
     http::BodyBudget,
     metrics::Metrics,
@@ -28,6 +29,8 @@ struct Inner {
     /// The explicit registry that `/metrics` renders.
     registry: Registry,
     metrics: Metrics,
+    /// What each site and its heaviest users produce.
+    accounting: Accounting,
     /// The bytes publish and deliver bodies may hold together.
     body_budget: Arc<BodyBudget>,
     /// Set when shutdown begins; `/readyz` then answers 503.
@@ -43,9 +46,11 @@ impl App {
         sessions: push::Context,
         registry: Registry,
         metrics: Metrics,
+        accounting: Accounting,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                accounting,
                 body_budget: BodyBudget::new(config.publish.max_body_bytes_in_flight),
                 config,
                 fanout,
@@ -84,6 +89,10 @@ impl App {
 
     pub(crate) fn body_budget(&self) -> &Arc<BodyBudget> {
         &self.inner.body_budget
+    }
+
+    pub(crate) fn accounting(&self) -> &Accounting {
+        &self.inner.accounting
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -148,6 +157,11 @@ impl App {
                 "timeline",
                 format!("{:?}", old.timeline) != format!("{:?}", new.timeline),
             ),
+            (
+                "accounting",
+                format!("{:?}", old.accounting) != format!("{:?}", new.accounting),
+            ),
+            ("admin", old.admin_secret != new.admin_secret),
             (
                 "shutdown",
                 format!("{:?}", old.shutdown) != format!("{:?}", new.shutdown),

@@ -14,6 +14,8 @@ use fanout::HistoryConfig;
 use ipnet::IpNet;
 use push::SessionConfig;
 
+pub use crate::accounting::AccountingConfig;
+
 pub(crate) use sources::from_toml;
 pub use sources::{Overrides, load};
 
@@ -65,6 +67,11 @@ pub struct Config {
     /// Whether `GET /ws/echo` is served (`testing.ws_echo`): an echo over
     /// the `/ws` codec for the Autobahn conformance suite, loopback only.
     pub ws_echo: bool,
+    /// The operator's bearer credential for `/api/admin/*` (`admin.secret`);
+    /// without one those routes answer 404.
+    pub admin_secret: Option<String>,
+    /// Per-site and per-user traffic accounting (`[accounting]`).
+    pub accounting: AccountingConfig,
 }
 
 impl Config {

@@ -1,5 +1,6 @@
 //! Routing of the requests hyper serves, and the answers that need no engine.
 
+mod admin;
 mod app_request;
 mod body;
 mod credentials;
@@ -56,6 +57,7 @@ pub(crate) async fn handle(
         "/stomp" => ("stomp", stomp::handle(&app, peer, request)),
         "/api/publish" => ("publish", publish::handle(&app, peer, request).await),
         "/api/deliver" => ("deliver", deliver::handle(&app, peer, request).await),
+        "/api/admin/traffic" => ("admin_traffic", admin::traffic(&app, peer, &request)),
         "/api/history" => ("history", history::handle(&app, peer, &request).await),
         // Publishes and streams are counted apart, as `/api/publish` and `/sse` are.
         "/.well-known/mercure" if request.method() == Method::POST => (

@@ -3,6 +3,7 @@
 //! API, health and metrics, the WebSocket upgrade, configuration and
 //! graceful shutdown. The `herald` binary in `main.rs` wires it together.
 
+mod accounting;
 mod app;
 mod compat;
 pub mod config;

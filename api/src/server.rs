@@ -184,7 +184,8 @@ impl Server {
             ),
             None => None,
         };
-        let app = App::new(config, fanout, sessions, registry, metrics);
+        let accounting = crate::accounting::Accounting::new(config.accounting.clone(), &registry)?;
+        let app = App::new(config, fanout, sessions, registry, metrics, accounting);
         Ok(Server {
             listener,
             metrics_listener,

@@ -152,8 +152,13 @@ async fn publish_checked(
             retry_ms: wait.as_millis().max(1),
         });
     }
+    let channel = request.channel.clone();
     match app.fanout().publish(vec![request]).await {
-        Ok(published) => Ok(published.first().map_or(0, |p| p.position.offset)),
+        Ok(published) => {
+            app.accounting()
+                .published(site.id(), [channel.name()], size);
+            Ok(published.first().map_or(0, |p| p.position.offset))
+        }
         Err(error) => {
             tracing::warn!(site = site.id(), %error, "compatibility port publish failed");
             Err(Refused::Failed(error))

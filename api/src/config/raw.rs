@@ -24,6 +24,8 @@ pub(crate) struct RawConfig {
     pub deliver: RawDeliver,
     pub delivery: RawDelivery,
     pub testing: RawTesting,
+    pub admin: RawAdmin,
+    pub accounting: RawAccounting,
     /// `[[sites]]`; file only (no environment variables).
     pub sites: Vec<RawSite>,
 }
@@ -134,6 +136,34 @@ impl Default for RawDeliver {
         Self {
             max_body_bytes: 16 * 1024 * 1024,
             idempotency_ttl_secs: fanout::HistoryConfig::default().dedupe_ttl.as_secs(),
+        }
+    }
+}
+
+/// The operator's credential for `/api/admin/*`; none by default, and
+/// then those routes answer 404.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    pub secret: String,
+}
+
+/// Per-site and per-user traffic accounting (docs/operations.md).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawAccounting {
+    pub enabled: bool,
+    pub top_users: u64,
+    pub split_share: f64,
+}
+
+impl Default for RawAccounting {
+    fn default() -> Self {
+        let config = crate::accounting::AccountingConfig::default();
+        Self {
+            enabled: config.enabled,
+            top_users: config.top_users as u64,
+            split_share: config.split_share,
         }
     }
 }
@@ -296,6 +326,8 @@ impl Default for RawConfig {
             deliver: RawDeliver::default(),
             delivery: RawDelivery::default(),
             testing: RawTesting::default(),
+            admin: RawAdmin::default(),
+            accounting: RawAccounting::default(),
             sites: Vec::new(),
         }
     }
@@ -467,6 +499,10 @@ pub(crate) const KEYS: &[(&str, Kind)] = &[
     ("limits.new_channel_rate", Kind::Int),
     ("limits.new_channel_burst", Kind::Int),
     ("testing.ws_echo", Kind::Bool),
+    ("admin.secret", Kind::Str),
+    ("accounting.enabled", Kind::Bool),
+    ("accounting.top_users", Kind::Int),
+    ("accounting.split_share", Kind::Float),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -475,6 +511,7 @@ pub(crate) enum Kind {
     Int,
     Bool,
     List,
+    Float,
 }
 
 pub(crate) fn env_name(key: &str) -> String {

@@ -11,8 +11,9 @@ use push::{
 use toml::{Table, Value};
 
 use super::{
-    CompatPortConfig, Config, ConfigError, DeliveryConfig, EngineKind, ListenerConfig, LogConfig,
-    MetricsConfig, PublishConfig, RedisSettings, ShutdownConfig, TimelineConfig,
+    AccountingConfig, CompatPortConfig, Config, ConfigError, DeliveryConfig, EngineKind,
+    ListenerConfig, LogConfig, MetricsConfig, PublishConfig, RedisSettings, ShutdownConfig,
+    TimelineConfig,
     raw::{
         KEYS, Kind, RawCompat, RawCompatPort, RawConfig, RawConnection, RawListener, RawLog,
         RawShutdown, env_name,
@@ -128,6 +129,7 @@ fn env_value(value: &str, kind: Kind) -> Option<Value> {
     match kind {
         Kind::Str => Some(Value::String(value.to_string())),
         Kind::Int => value.trim().parse::<i64>().ok().map(Value::Integer),
+        Kind::Float => value.trim().parse::<f64>().ok().map(Value::Float),
         Kind::Bool => match value.trim() {
             "true" | "1" => Some(Value::Boolean(true)),
             "false" | "0" => Some(Value::Boolean(false)),
@@ -148,6 +150,7 @@ fn kind_text(kind: Kind) -> &'static str {
     match kind {
         Kind::Str => "a string",
         Kind::Int => "an integer",
+        Kind::Float => "a number",
         Kind::Bool => "true or false",
         Kind::List => "a comma-separated list",
     }
@@ -201,6 +204,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let stomp = compat_port("stomp", "STOMP", &raw.stomp, &sites, &users)?;
     dev_site_stays_local(&raw, listen, &sites)?;
     let ws_echo = ws_echo(&raw, listen)?;
+    let accounting = accounting(&raw)?;
+    let admin_secret = (!raw.admin.secret.is_empty()).then(|| raw.admin.secret.clone());
     Ok(Config {
         listen,
         engine,
@@ -218,6 +223,31 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         user_timelines: users,
         sites,
         ws_echo,
+        admin_secret,
+        accounting,
+    })
+}
+
+fn accounting(raw: &RawConfig) -> Result<AccountingConfig, ConfigError> {
+    let raw = &raw.accounting;
+    // A sketch's slots are scanned when a new user takes one; past this,
+    // that scan would cost more than the publish it counts.
+    if !(1..=100_000).contains(&raw.top_users) {
+        return Err(ConfigError::new(
+            "accounting.top_users",
+            "must be between 1 and 100000",
+        ));
+    }
+    if !(raw.split_share > 0.0 && raw.split_share <= 1.0) {
+        return Err(ConfigError::new(
+            "accounting.split_share",
+            "must be a share above 0 and at most 1",
+        ));
+    }
+    Ok(AccountingConfig {
+        enabled: raw.enabled,
+        top_users: raw.top_users as usize,
+        split_share: raw.split_share,
     })
 }
 
@@ -938,6 +968,54 @@ mod tests {
                 .listener
                 .reuseport
         );
+    }
+
+    #[test]
+    fn accounting_and_the_admin_secret_are_read_and_checked() {
+        let defaults = load(&Overrides::default(), env(&[])).unwrap();
+        assert!(defaults.admin_secret.is_none(), "no admin route by default");
+        assert!(defaults.accounting.enabled);
+        assert_eq!(defaults.accounting.top_users, 1000);
+        let config = load(
+            &Overrides::default(),
+            env(&[
+                ("HERALD_ADMIN_SECRET", "operator"),
+                ("HERALD_ACCOUNTING_TOP_USERS", "50"),
+                ("HERALD_ACCOUNTING_SPLIT_SHARE", "0.25"),
+                ("HERALD_ACCOUNTING_ENABLED", "false"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.admin_secret.as_deref(), Some("operator"));
+        assert_eq!(config.accounting.top_users, 50);
+        assert_eq!(config.accounting.split_share, 0.25);
+        assert!(!config.accounting.enabled);
+        for (name, value, key) in [
+            ("HERALD_ACCOUNTING_TOP_USERS", "0", "accounting.top_users"),
+            (
+                "HERALD_ACCOUNTING_TOP_USERS",
+                "100001",
+                "accounting.top_users",
+            ),
+            (
+                "HERALD_ACCOUNTING_SPLIT_SHARE",
+                "0",
+                "accounting.split_share",
+            ),
+            (
+                "HERALD_ACCOUNTING_SPLIT_SHARE",
+                "1.5",
+                "accounting.split_share",
+            ),
+            (
+                "HERALD_ACCOUNTING_SPLIT_SHARE",
+                "half",
+                "HERALD_ACCOUNTING_SPLIT_SHARE",
+            ),
+        ] {
+            let error = load(&Overrides::default(), env(&[(name, value)])).unwrap_err();
+            assert!(error.key.contains(key), "{name}={value}: {error}");
+        }
     }
 
     #[test]

@@ -15,6 +15,20 @@ use self::parse::parse;
 use super::{Body, app_request, pushback, reply};
 use crate::App;
 
+/// Recipients of one delivery that traffic accounting ranks each: past
+/// this, a delivery counts in its site's totals only, so that ranking never
+/// costs a large delivery more than a few milliseconds (docs/operations.md).
+const RANKED: usize = 10_000;
+
+/// The ids accounting ranks for `delivery` (duplicates included), copied
+/// before the recipients are handed to the engine; none past [`RANKED`].
+fn ranked(delivery: &parse::Delivery) -> Vec<Box<str>> {
+    if delivery.recipients.added() > RANKED {
+        return Vec::new();
+    }
+    delivery.recipients.ids().map(Box::from).collect()
+}
+
 pub(crate) async fn handle(
     app: &App,
     peer: SocketAddr,
@@ -34,10 +48,15 @@ pub(crate) async fn handle(
     // A million ids take a good fraction of a second to parse and group:
     // off the runtime's threads, so other requests go on meanwhile.
     let body = request.body.clone();
-    let parsed =
-        tokio::task::spawn_blocking(move || parse(&body, recipients, max_message_bytes)).await;
-    let delivery = match parsed {
-        Ok(Ok(delivery)) => delivery,
+    let parsed = tokio::task::spawn_blocking(move || {
+        parse(&body, recipients, max_message_bytes).map(|delivery| {
+            let ranked = ranked(&delivery);
+            (delivery, ranked)
+        })
+    })
+    .await;
+    let (delivery, ranked) = match parsed {
+        Ok(Ok(parsed)) => parsed,
         Ok(Err(refusal)) => {
             if refusal.code == ErrorCode::PayloadTooLarge {
                 app.sessions().metrics().reject(site.id(), refusal.code);
@@ -60,6 +79,7 @@ pub(crate) async fn handle(
     if let Err(refusal) = request.authenticated.accept(app).await {
         return reply::refusal(&refusal);
     }
+    let bytes = delivery.data.len();
     let result = app
         .fanout()
         .deliver(
@@ -71,16 +91,24 @@ pub(crate) async fn handle(
         )
         .await;
     match result {
-        Ok(report) => reply::json(
-            StatusCode::OK,
-            serde_json::json!({
-                "recipients": report.recipients,
-                "shards": report.shards,
-                "messages": report.messages,
-                "duplicates": report.duplicates,
-            })
-            .to_string(),
-        ),
+        Ok(report) => {
+            app.accounting().delivered(
+                site.id(),
+                report.recipients as u64,
+                ranked.iter().map(|user| &**user),
+                bytes,
+            );
+            reply::json(
+                StatusCode::OK,
+                serde_json::json!({
+                    "recipients": report.recipients,
+                    "shards": report.shards,
+                    "messages": report.messages,
+                    "duplicates": report.duplicates,
+                })
+                .to_string(),
+            )
+        }
         Err(error) => {
             tracing::warn!(site = site.id(), %error, "delivery failed");
             reply::refusal(&Refusal::from(error))

@@ -71,6 +71,11 @@ pub(crate) async fn handle(
         .collect();
     match app.fanout().publish(batch.clone()).await {
         Ok(positions) => {
+            app.accounting().published(
+                site.id(),
+                parsed.channels.iter().map(|channel| channel.as_str()),
+                parsed.data.len(),
+            );
             let results: Vec<_> = batch
                 .iter()
                 .zip(positions)

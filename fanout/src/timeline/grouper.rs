@@ -55,6 +55,16 @@ impl Recipients {
         self.added
     }
 
+    /// The ids added so far, by shard, duplicates included: what traffic
+    /// accounting ranks. Ids are checked channel-name characters, so ASCII.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.groups
+            .values()
+            .flat_map(|ids| ids.split(|&b| b == b','))
+            .filter_map(|id| std::str::from_utf8(id).ok())
+            .filter(|id| !id.is_empty())
+    }
+
     /// The shards touched, each with its distinct recipients.
     pub fn into_groups(self) -> Vec<ShardGroup> {
         self.groups
@@ -89,6 +99,13 @@ mod tests {
             recipients.add(id);
         }
         assert_eq!(recipients.added(), 6);
+        let mut ids: Vec<&str> = recipients.ids().collect();
+        ids.sort_unstable();
+        assert_eq!(
+            ids,
+            ["1", "1", "2", "2", "3", "40"],
+            "every id added, as added"
+        );
         let groups = recipients.into_groups();
         let total: usize = groups.iter().map(|g| g.count).sum();
         assert_eq!(total, 4, "1, 2, 3 and 40, once each");

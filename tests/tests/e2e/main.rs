@@ -28,6 +28,7 @@
 //! - `stomp`         — the STOMP publish port: StatusNet's Orbited plugin frames (`Stomp.php` wire format, PHP) reach WebSocket and SSE subscribers byte for byte; site key and secret checked; every refusal an `ERROR` frame then the close, nothing published; receipts, STOMP 1.2, loopback unless allowed
 //! - `stomp_ws`      — STOMP over WebSocket (`/stomp`): `@stomp/stompjs` in Node and a native client get the Orbited plugin's notices byte for byte; receipts, unsubscribe, heart-beats; `SEND` and every bad frame an `ERROR` frame with the connection kept; subprotocol negotiation
 //! - `timelines`     — `POST /api/deliver`: one message per shard touched, each connected recipient once and nobody else (memory; three Redis nodes with 3,000 clients; a Cluster), recovery on another node, catch-up after a Redis restart or dropped subscriptions, every refusal, `Idempotency-Key` on publish and deliver, nginx's shard hash
+//! - `traffic`       — traffic accounting: `GET /api/admin/traffic` ranks a heavy user first among more light users than the sketch's slots, totals match what was published and delivered, the split-out flag, per-site totals in `/metrics` with no user, every refusal of the admin route (404 without `admin.secret`, 401, 405, 400)
 //! - `echo`          — `/ws/echo` (the Autobahn route): echoes text and binary under `/ws`'s frame limit, 404 unless configured, refused on a non-loopback listen
 //! - `ws_url`        — `GET /ws?channel=…&since=…`: subscribed in the URL with no frame (`welcome`, `subscribed` in URL order, the replay, then live), every refusal of URL channels as an `error` frame and close 1008, on the listener's path and on hyper's
 //! - `browser`       — the demo page in Debian's Chromium via playwright-core: a curl notice in both panels, and reconnect after a restart
@@ -64,5 +65,6 @@ mod slow_consumer;
 mod stomp;
 mod stomp_ws;
 mod timelines;
+mod traffic;
 mod webhooks;
 mod ws_url;
