@@ -113,6 +113,25 @@ test("WebSocket refused: it falls back to SSE, and messages keep arriving", asyn
   herald.close();
 });
 
+/** An EventSource behind a proxy that buffers streams: it connects, and nothing ever arrives. */
+class BufferedEventSource {
+  addEventListener() {}
+  close() {}
+}
+
+test("WebSocket refused and streams buffered: it falls back to long-poll", async () => {
+  const { herald, live, received } = client("buffered", {
+    WebSocket: RefusedWebSocket,
+    EventSource: BufferedEventSource,
+    connectTimeout: 1000,
+  });
+  await live;
+  assert.equal(herald.transport, "poll");
+  for (let n = 1; n <= 3; n += 1) await publish("buffered", { n });
+  assert.deepEqual(await received(3), [{ n: 1 }, { n: 2 }, { n: 3 }]);
+  herald.close();
+});
+
 test("a cut connection comes back and recovers what was published meanwhile", async () => {
   const recoveries = [];
   const { herald, live, received } = client("cut", {
