@@ -30,6 +30,7 @@
 //! - `timelines`     — `POST /api/deliver`: one message per shard touched, each connected recipient once and nobody else (memory; three Redis nodes with 3,000 clients; a Cluster), recovery on another node, catch-up after a Redis restart or dropped subscriptions, every refusal, `Idempotency-Key` on publish and deliver, nginx's shard hash
 //! - `echo`          — `/ws/echo` (the Autobahn route): echoes text and binary under `/ws`'s frame limit, 404 unless configured, refused on a non-loopback listen
 //! - `ws_url`        — `GET /ws?channel=…&since=…`: subscribed in the URL with no frame (`welcome`, `subscribed` in URL order, the replay, then live), every refusal of URL channels as an `error` frame and close 1008, on the listener's path and on hyper's
+//! - `poll`          — HTTP long-poll (`GET`/`POST /poll`): a first poll's `subscribed` events and cursor; every message once, in order, across polls (recovered from history between them); the timeout's empty answer; a publish answers a held poll; a form `POST` with 40 channels; a cursor history no longer covers answers `recovered:false` at once; every refusal's status and code while another poll is held and then answered; the CORS preflight
 //! - `browser`       — the demo page in Debian's Chromium via playwright-core: a curl notice in both panels, and reconnect after a restart
 //!
 //! Set-up: `scripts/test` installs what these need and builds the binary first.
@@ -48,6 +49,7 @@ mod mercure;
 mod meteor;
 mod meteor_push;
 mod node_script;
+mod poll;
 mod presence;
 mod pushback;
 mod pusher;
