@@ -88,6 +88,18 @@ pub fn check(
             "give at least one channel=NAME",
         ));
     }
+    // A member would join and leave with every poll, and each join's
+    // `subscribed` (with the member list) would answer the poll at once.
+    if let Some(channel) = query
+        .channels
+        .iter()
+        .find(|c| c.as_str().starts_with(fanout::presence::PREFIX))
+    {
+        return Err(refusal(
+            ErrorCode::Forbidden,
+            format!("presence channel {channel} needs a connection that stays: use /ws or /sse"),
+        ));
+    }
     let timeout = timeout(&params)?;
     let cursor = query.cursor.as_deref().filter(|v| !v.is_empty());
     let opening = Opening::new(query.channels, cursor)?;
@@ -249,6 +261,10 @@ mod tests {
             Some((2, false, Some(0)))
         );
         assert_eq!(code("GET", "/poll", ""), Some(ErrorCode::MissingChannel));
+        assert_eq!(
+            code("GET", "/poll?channel=presence-room", ""),
+            Some(ErrorCode::Forbidden)
+        );
         assert_eq!(
             code("PUT", "/poll?channel=a", ""),
             Some(ErrorCode::MethodNotAllowed)

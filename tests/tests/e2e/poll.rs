@@ -261,6 +261,11 @@ async fn every_refusal_has_its_status_and_code_and_disturbs_no_other_poll() {
             "forbidden",
         ),
         (
+            get(format!("/poll?key={key}&channel=presence-room")),
+            403,
+            "forbidden",
+        ),
+        (
             get(format!("/poll?key={key}&channel=public&token=not.a.token")),
             401,
             "token_invalid",
