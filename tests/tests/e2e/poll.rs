@@ -354,3 +354,24 @@ async fn preflight_allows_post_and_authorization() {
     );
     assert_eq!(response.header("access-control-max-age"), Some("600"));
 }
+
+#[tokio::test]
+async fn a_held_poll_is_answered_with_reconnect_advice_on_shutdown() {
+    let mut herald = Herald::start();
+    let (_, cursor) = poll(&herald, "channel=news").await;
+    let addr = herald.addr;
+    let held = tokio::spawn(async move {
+        let path = format!("/poll?channel=news&cursor={cursor}&timeout=25");
+        answer(&Request::get(addr, &path).send().await, &path)
+    });
+    wait_held(&herald, 1.0).await;
+    herald.sigterm();
+    let (events, next) = held.await.expect("poll task");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["type"], "reconnect", "{events:?}");
+    assert_eq!(events[0]["reason"], "shutdown");
+    assert!(events[0]["delay_ms"].is_u64(), "{events:?}");
+    assert!(next.ends_with(":0"), "the cursor is still good: {next}");
+    let status = herald.wait_exit(Duration::from_secs(15));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+}
