@@ -375,3 +375,29 @@ async fn a_held_poll_is_answered_with_reconnect_advice_on_shutdown() {
     let status = herald.wait_exit(Duration::from_secs(15));
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }
+
+#[test]
+fn poll_timeout_is_configured_and_checked() {
+    let finished = Herald::builder()
+        .env("HERALD_POLL_TIMEOUT_SECS", "0")
+        .run_to_exit(Duration::from_secs(20));
+    assert_eq!(finished.status.code(), Some(64), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("poll.timeout_secs"),
+        "{}",
+        finished.stderr
+    );
+}
+
+#[tokio::test]
+async fn a_poll_never_waits_past_the_configured_timeout() {
+    // One second: a poll asking for 25 s is answered empty after it, well
+    // within the client's own 20 s wait.
+    let herald = Herald::builder()
+        .config_toml("[poll]\ntimeout_secs = 1\n")
+        .start();
+    let (_, cursor) = poll(&herald, "channel=a").await;
+    let (events, next) = poll(&herald, &format!("channel=a&cursor={cursor}&timeout=25")).await;
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(next, cursor);
+}
