@@ -50,12 +50,12 @@ fn messages(events: &[Value]) -> Vec<(String, u64, String)> {
         .collect()
 }
 
-/// Waits until `count` polls are held (open connections on the stream
+/// Waits until `count` polls are held (open connections on the `poll`
 /// transport), so that what follows happens while they are.
 async fn wait_held(herald: &Herald, count: f64) {
     for _ in 0..200 {
         let text = herald.metrics().await;
-        if metric_value(&text, "herald_connections", &[("transport", "sse")]) == count {
+        if metric_value(&text, "herald_connections", &[("transport", "poll")]) == count {
             return;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;

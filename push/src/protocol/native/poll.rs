@@ -58,9 +58,9 @@ impl NativePoll {
 }
 
 impl Protocol for NativePoll {
-    /// A response the client says nothing after, as SSE's: the core's
-    /// rules for SSE (no idle timeout, no frames) are the poll's.
-    const TRANSPORT: Transport = Transport::Sse;
+    /// A response the client says nothing after, as SSE's (no idle
+    /// timeout, no frames), counted apart in metrics.
+    const TRANSPORT: Transport = Transport::Poll;
 
     fn parse(&mut self, _frame: ClientFrame<'_>) -> Result<Intent, Refusal> {
         Err(Refusal::new(ErrorCode::BadFrame, "a poll takes no frames"))
