@@ -401,3 +401,33 @@ async fn a_poll_never_waits_past_the_configured_timeout() {
     assert!(events.is_empty(), "{events:?}");
     assert_eq!(next, cursor);
 }
+
+#[tokio::test]
+async fn a_held_poll_counts_against_the_sites_connection_limit() {
+    let site = Site::new("small").limit("connections", 1);
+    let herald = Herald::builder()
+        .config_toml(sites_toml("", &[&site]))
+        .start();
+    let key = site.key.clone();
+    let (_, cursor) = poll(&herald, &format!("key={key}&channel=public")).await;
+    let addr = herald.addr;
+    let path = format!("/poll?key={key}&channel=public&cursor={cursor}&timeout=25");
+    let held = tokio::spawn(async move { answer(&Request::get(addr, &path).send().await, &path) });
+    wait_held(&herald, 1.0).await;
+
+    let refused = Request::get(herald.addr, &format!("/poll?key={key}&channel=public"))
+        .send()
+        .await;
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    assert_eq!(refused.json()["error"]["code"], "site_connection_limit");
+    assert_eq!(refused.header("retry-after"), Some("5"));
+
+    site.publish_request(herald.addr, "public", "1")
+        .send()
+        .await;
+    let (events, _) = held.await.expect("poll task");
+    assert_eq!(messages(&events), vec![("public".into(), 1, "1".into())]);
+    // Answered, the poll holds nothing: the next one is admitted.
+    wait_held(&herald, 0.0).await;
+    poll(&herald, &format!("key={key}&channel=public")).await;
+}
