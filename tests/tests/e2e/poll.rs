@@ -431,3 +431,33 @@ async fn a_held_poll_counts_against_the_sites_connection_limit() {
     wait_held(&herald, 0.0).await;
     poll(&herald, &format!("key={key}&channel=public")).await;
 }
+
+#[tokio::test]
+async fn a_token_that_expires_while_held_answers_token_expired() {
+    let site = Site::new("blog").private();
+    let herald = Herald::builder()
+        .config_toml(sites_toml(
+            "[connection]\nping_interval_secs = 1\n",
+            &[&site],
+        ))
+        .start();
+    let token = site.token("7", 3);
+    let (_, cursor) = poll(&herald, &format!("token={token}&channel=public")).await;
+    let (events, next) = poll(
+        &herald,
+        &format!("token={token}&channel=public&cursor={cursor}&timeout=25"),
+    )
+    .await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["type"], "error");
+    assert_eq!(events[0]["code"], "token_expired");
+    assert_eq!(next, cursor, "the cursor resumes with a new token");
+    let refused = Request::get(
+        herald.addr,
+        &format!("/poll?token={token}&channel=public&cursor={cursor}"),
+    )
+    .send()
+    .await;
+    assert_eq!(refused.status, 401, "{}", refused.text());
+    assert_eq!(refused.json()["error"]["code"], "token_expired");
+}
