@@ -49,6 +49,8 @@ pub struct Config {
     pub timeline: TimelineConfig,
     pub listener: ListenerConfig,
     pub delivery: DeliveryConfig,
+    /// HTTP long-poll (`/poll`).
+    pub poll: PollConfig,
     pub metrics: MetricsConfig,
     /// The Meteor controller port (`[meteor]`), off unless `meteor.listen` is set.
     pub meteor: Option<CompatPortConfig>,
@@ -157,6 +159,16 @@ pub struct DeliveryConfig {
     /// How long a publish waits for the lag to come down before it is
     /// answered 503 with `Retry-After`; zero refuses at once.
     pub max_publish_wait: Duration,
+}
+
+/// HTTP long-poll (`[poll]`).
+#[derive(Debug, Clone)]
+pub struct PollConfig {
+    /// How long a poll with nothing to answer is held: the default of its
+    /// `timeout` parameter, and the most it may ask for. Below the idle
+    /// timeouts of proxies (often 30 or 60 s), so that a held poll ends
+    /// with an answer, not with the proxy's error.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone)]

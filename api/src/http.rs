@@ -11,6 +11,7 @@ mod history;
 mod idempotency;
 mod mercure;
 mod meteor_push;
+mod poll;
 mod publish;
 pub(crate) mod pushback;
 mod pusher;
@@ -54,6 +55,7 @@ pub(crate) async fn handle(
         "/ws" => ("ws", upgrade::native(&app, peer, request)),
         "/ws/echo" if echo::serves(&app, peer) => ("ws_echo", echo::handle(&app, peer, request)),
         "/sse" => ("sse", sse::handle(&app, peer, &request).await),
+        "/poll" => ("poll", poll::handle(&app, peer, request).await),
         "/stomp" => ("stomp", stomp::handle(&app, peer, request)),
         "/api/publish" => ("publish", publish::handle(&app, peer, request).await),
         "/api/deliver" => ("deliver", deliver::handle(&app, peer, request).await),

@@ -30,6 +30,7 @@ pub mod meteor;
 mod metrics;
 mod opening;
 mod outbox;
+pub mod poll;
 pub mod protocol;
 mod refusal;
 mod send;
@@ -50,8 +51,8 @@ pub use context::Context;
 pub use metrics::Metrics;
 pub use opening::{MAX_URL_CHANNELS, Opening};
 pub use protocol::{
-    ClientFrame, Event, Intent, MercureSse, MeteorStream, NativeSse, NativeWs, Protocol, PusherWs,
-    StompWs,
+    ClientFrame, Event, Intent, MercureSse, MeteorStream, NativePoll, NativeSse, NativeWs,
+    Protocol, PusherWs, StompWs,
 };
 pub use refusal::{CloseReason, CodeInfo, ErrorCode, Refusal};
 pub use session::{Frames, Inbound, Link, Session};

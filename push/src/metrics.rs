@@ -19,6 +19,7 @@ struct Inner {
     /// Shared with the outboxes that write to their sockets themselves.
     ws: Arc<PerTransport>,
     sse: Arc<PerTransport>,
+    poll: Arc<PerTransport>,
     client_errors: IntCounterVec,
     rejections: IntCounterVec,
     families: Families,
@@ -79,6 +80,7 @@ impl Metrics {
         match transport {
             Transport::Ws => &self.inner.ws,
             Transport::Sse => &self.inner.sse,
+            Transport::Poll => &self.inner.poll,
         }
     }
 
@@ -171,6 +173,7 @@ impl Metrics {
             inner: Arc::new(Inner {
                 ws: Arc::new(per(Transport::Ws)),
                 sse: Arc::new(per(Transport::Sse)),
+                poll: Arc::new(per(Transport::Poll)),
                 client_errors,
                 rejections,
                 families,

@@ -31,7 +31,7 @@ use crate::{CloseReason, Refusal, Transport, connection::Outgoing, subscriptions
 
 pub use mercure::MercureSse;
 pub use meteor::MeteorStream;
-pub use native::{NativeSse, NativeWs};
+pub use native::{NativePoll, NativeSse, NativeWs};
 pub use pusher::PusherWs;
 pub use stomp::StompWs;
 

@@ -119,6 +119,22 @@ pub async fn answer<P: Protocol>(
     peer: SocketAddr,
     protocol: P,
 ) -> Answer<P> {
+    match open_stream(context, request, peer, protocol).await {
+        Ok(connection) => Answer::Stream(connection),
+        Err(refusal) if refusal.code.is_temporary() => Answer::RetryLater(retry_later(&refusal)),
+        Err(refusal) => Answer::Refused(refusal),
+    }
+}
+
+/// Admits a checked (or refused) stream request and opens its connection
+/// in `protocol`, or says why not; every refusal is counted. [`answer`]
+/// words the refusal for EventSource, a long-poll (`crate::poll`) as HTTP.
+pub(crate) async fn open_stream<P: Protocol>(
+    context: &Context,
+    request: Result<SseRequest, Refusal>,
+    peer: SocketAddr,
+    protocol: P,
+) -> Result<Connection<P>, Refusal> {
     let opened = match request {
         Ok(request) => match admit_stream(context, &request, peer) {
             Ok(client) => open(context, request, client, peer, protocol).await,
@@ -126,17 +142,10 @@ pub async fn answer<P: Protocol>(
         },
         Err(refusal) => Err(refusal),
     };
-    match opened {
-        Ok(connection) => Answer::Stream(connection),
-        Err(refusal) => {
-            context.metrics().client_error(refusal.code);
-            if refusal.code.is_temporary() {
-                Answer::RetryLater(retry_later(&refusal))
-            } else {
-                Answer::Refused(refusal)
-            }
-        }
+    if let Err(refusal) = &opened {
+        context.metrics().client_error(refusal.code);
     }
+    opened
 }
 
 /// Admits a stream's client, and checks its channels by the rules every

@@ -9,6 +9,9 @@ pub enum Transport {
     /// Server-Sent Events: a response body that streams; the client says
     /// nothing after its request.
     Sse,
+    /// HTTP long-poll: a response answered once, whole; the client says
+    /// nothing after its request.
+    Poll,
 }
 
 impl Transport {
@@ -17,6 +20,7 @@ impl Transport {
         match self {
             Transport::Ws => "ws",
             Transport::Sse => "sse",
+            Transport::Poll => "poll",
         }
     }
 

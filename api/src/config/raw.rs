@@ -23,6 +23,7 @@ pub(crate) struct RawConfig {
     pub timeline: RawTimeline,
     pub deliver: RawDeliver,
     pub delivery: RawDelivery,
+    pub poll: RawPoll,
     pub testing: RawTesting,
     pub admin: RawAdmin,
     pub accounting: RawAccounting,
@@ -101,6 +102,19 @@ pub(crate) struct RawDeliver {
 pub(crate) struct RawDelivery {
     pub max_lag_ms: u64,
     pub max_publish_wait_ms: u64,
+}
+
+/// HTTP long-poll.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawPoll {
+    pub timeout_secs: u64,
+}
+
+impl Default for RawPoll {
+    fn default() -> Self {
+        Self { timeout_secs: 25 }
+    }
 }
 
 impl Default for RawDelivery {
@@ -325,6 +339,7 @@ impl Default for RawConfig {
             timeline: RawTimeline::default(),
             deliver: RawDeliver::default(),
             delivery: RawDelivery::default(),
+            poll: RawPoll::default(),
             testing: RawTesting::default(),
             admin: RawAdmin::default(),
             accounting: RawAccounting::default(),
@@ -488,6 +503,7 @@ pub(crate) const KEYS: &[(&str, Kind)] = &[
     ("deliver.idempotency_ttl_secs", Kind::Int),
     ("delivery.max_lag_ms", Kind::Int),
     ("delivery.max_publish_wait_ms", Kind::Int),
+    ("poll.timeout_secs", Kind::Int),
     ("limits.connections", Kind::Int),
     ("limits.connections_per_ip", Kind::Int),
     ("limits.connection_rate_per_ip", Kind::Int),

@@ -12,8 +12,8 @@ use toml::{Table, Value};
 
 use super::{
     AccountingConfig, CompatPortConfig, Config, ConfigError, DeliveryConfig, EngineKind,
-    ListenerConfig, LogConfig, MetricsConfig, PublishConfig, RedisSettings, ShutdownConfig,
-    TimelineConfig,
+    ListenerConfig, LogConfig, MetricsConfig, PollConfig, PublishConfig, RedisSettings,
+    ShutdownConfig, TimelineConfig,
     raw::{
         KEYS, Kind, RawCompat, RawCompatPort, RawConfig, RawConnection, RawListener, RawLog,
         RawShutdown, env_name,
@@ -193,6 +193,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         max_lag: Duration::from_millis(raw.delivery.max_lag_ms),
         max_publish_wait: Duration::from_millis(raw.delivery.max_publish_wait_ms),
     };
+    let poll = PollConfig {
+        timeout: Duration::from_secs(
+            at_least("poll.timeout_secs", raw.poll.timeout_secs, 1)? as u64
+        ),
+    };
     let metrics = MetricsConfig {
         listen: match &raw.metrics.listen {
             Some(text) => Some(self::listen("metrics.listen", text)?),
@@ -217,6 +222,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         timeline,
         listener,
         delivery,
+        poll,
         metrics,
         meteor,
         stomp,

@@ -1,9 +1,11 @@
 //! Herald's native protocol (`docs/protocol.md`), on WebSocket
 //! ([`NativeWs`]: JSON text frames both ways) and on SSE ([`NativeSse`]:
-//! events whose `id` is a cursor over every channel of the stream).
+//! events whose `id` is a cursor over every channel of the stream), and on
+//! HTTP long-poll ([`NativePoll`]: one JSON answer per request).
 
 mod json;
 mod parse;
+mod poll;
 
 use std::sync::Arc;
 
@@ -11,6 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use fanout::Message;
 
 use self::json::Typed;
+pub use self::poll::NativePoll;
 use super::{ClientFrame, Event, Intent, Protocol, Slot};
 use crate::{
     CloseReason, ErrorCode, Refusal, Transport, connection::Outgoing, sse,
