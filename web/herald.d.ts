@@ -41,6 +41,8 @@ export interface Options {
   transports?: Transport[];
   /** How long a transport may take to give its first answer before the next is tried (8000 ms). */
   connectTimeout?: number;
+  /** While on a fallback, how often WebSocket is tried again on the side (60000 ms). */
+  probeInterval?: number;
   onStatus?: (status: Status) => void;
   onError?: (error: HeraldError) => void;
   onTransport?: (transport: Transport) => void;

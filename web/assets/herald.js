@@ -151,7 +151,10 @@ export class Herald {
     this.later("opening", null);
     this.attempts = 0;
     this.emit("transport", link.name);
-    if (this.choice > 0) this.later("probe", PROBE_MS, () => this.probe());
+    // Only a WebSocket can be tried on the side without disturbing the link in use.
+    if (this.choice > 0 && this.transports[0] === "ws") {
+      this.later("probe", this.options.probeInterval || PROBE_MS, () => this.probe());
+    }
   }
 
   /** The transport failed before it opened: the next one is tried at once. */
@@ -186,10 +189,9 @@ export class Herald {
     this.later("connect", delay, () => this.connect());
   }
 
-  /** While on a fallback: tries the preferred transport, and moves to it once it answers. */
+  /** While on a fallback: tries WebSocket on the side, and moves back to it once it answers. */
   probe() {
-    const Link = LINKS[this.transports[0]];
-    const probe = new Link(this, this.options.token, true);
+    const probe = new WsLink(this, this.options.token, true);
     probe.onProbe = (ok) => {
       probe.close();
       if (ok && this.link && !this.stopped) {
@@ -198,7 +200,7 @@ export class Herald {
         this.choice = 0;
         this.connect();
       } else if (!this.stopped) {
-        this.later("probe", PROBE_MS, () => this.probe());
+        this.later("probe", this.options.probeInterval || PROBE_MS, () => this.probe());
       }
     };
     probe.open();

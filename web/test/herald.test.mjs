@@ -132,6 +132,30 @@ test("WebSocket refused and streams buffered: it falls back to long-poll", async
   herald.close();
 });
 
+test("once WebSocket gets through again, a later probe moves back to it", async () => {
+  // A proxy that refuses the first WebSocket, then lets them through.
+  let refused = 0;
+  class RefusedOnce extends WebSocket {
+    constructor(url) {
+      super(refused++ === 0 ? url.replace(/\/\/[^/]+\//, "//127.0.0.1:1/") : url);
+    }
+  }
+  const transports = [];
+  const { herald, live, received } = client("probe", {
+    WebSocket: RefusedOnce,
+    probeInterval: 300,
+    onTransport: (name) => transports.push(name),
+  });
+  await live;
+  await next("the move back to WebSocket", (done) =>
+    herald.on("transport", (name) => name === "ws" && done()),
+  );
+  await publish("probe", { after: "probe" });
+  assert.deepEqual(await received(1), [{ after: "probe" }]);
+  assert.deepEqual(transports.slice(0, 2), ["sse", "ws"]);
+  herald.close();
+});
+
 test("a cut connection comes back and recovers what was published meanwhile", async () => {
   const recoveries = [];
   const { herald, live, received } = client("cut", {
