@@ -1,30 +1,89 @@
-// demo.js: the demo page's behaviour: post notices, and show two live timelines, one over
-// Herald's native WebSocket protocol (through herald.js) and one over a bare EventSource.
+// demo.js: the demo page, a small live microblog as a StatusNet site would run it on Herald.
+// Notices are posted to the demo's own routes (/demo/notices, /demo/follow: api/src/demo.rs),
+// which publish them to `public`, `notices-<nick>` and `tag-<tag>` and deliver them to the home
+// timelines (`user:<nick>`) of the author and followers. Every timeline is live through one
+// herald.js client (WebSocket, then SSE, then long-poll; `?transports=sse,poll` forces them).
 //
 // Notices are user content: they are inserted with textContent only, never as HTML.
 
-import { HeraldSocket, backoff } from "/herald.js";
+import { Herald } from "/herald.js";
 
 /** Older notices are dropped from a panel beyond this many. */
 const MAX_NOTICES = 50;
-/** Wait this long after the last keystroke in the user id field before reopening the stream. */
-const USER_ID_DEBOUNCE_MS = 400;
+/** Wait this long after the last keystroke in the nickname field before following the new one. */
+const NICK_DEBOUNCE_MS = 400;
 /** Shown when Herald could not replay what a panel may have missed (`recovered: false`). */
 const GAP_NOTE =
   "History gap: notices sent while this panel was disconnected, if any, are not shown.";
-/** Channel names per docs/protocol.md. */
-const CHANNEL_NAME = /^[A-Za-z0-9_\-:.@=]{1,128}$/;
+const NICK = /^[a-z0-9_]{1,32}$/;
 
 const $ = (id) => document.getElementById(id);
 
-/** Notice ids only need to be unique per page; starting from the clock keeps reloads apart. */
-let nextNoticeId = Date.now();
+/** Notices that arrived while the page was hidden, once each however many timelines they
+ * reached (by id): the title counts them. */
+const unread = new Set();
+const baseTitle = document.title;
+
+function countUnread(data) {
+  if (!document.hidden) return;
+  unread.add(data && data.id !== undefined ? `id ${data.id}` : `n ${unread.size}`);
+  document.title = `(${unread.size}) ${baseTitle}`;
+}
+
+document.addEventListener("visibilitychange", () => {
+  if (document.hidden) return;
+  unread.clear();
+  document.title = baseTitle;
+});
 
 // === panels ===
 
+/** A timeline on the page: its list, its "new notices" bar, and the channel it shows. */
+class Panel {
+  constructor(name) {
+    this.list = $(`${name}-timeline`);
+    this.bar = $(`${name}-new`);
+    this.note = $(`${name}-note`);
+    this.status = $(`${name}-status`);
+    this.waiting = [];
+    this.channel = null;
+    this.bar.addEventListener("click", () => this.showWaiting());
+  }
+
+  /** Shows a notice at once when the list is scrolled to its top, else behind the bar. */
+  add(data) {
+    countUnread(data);
+    if (this.list.parentElement.scrollTop > 0 || this.list.scrollTop > 0) {
+      this.waiting.push(data);
+      this.bar.textContent = `${this.waiting.length} new notice${this.waiting.length > 1 ? "s" : ""}`;
+      this.bar.hidden = false;
+      return;
+    }
+    addNotice(this.list, data);
+  }
+
+  showWaiting() {
+    for (const data of this.waiting.splice(0)) addNotice(this.list, data);
+    this.bar.hidden = true;
+  }
+
+  clear() {
+    this.waiting = [];
+    this.bar.hidden = true;
+    this.list.replaceChildren();
+    if (this.note) this.note.hidden = true;
+  }
+
+  showNote(text) {
+    if (!this.note) return;
+    this.note.textContent = text;
+    this.note.hidden = false;
+  }
+}
+
 /** Shows a panel's connection state; `data-live-count` counts how often it became live. */
 function setStatus(element, state) {
-  if (element.dataset.state === state) return;
+  if (!element || element.dataset.state === state) return;
   element.textContent = state;
   element.dataset.state = state;
   if (state === "live") {
@@ -32,39 +91,55 @@ function setStatus(element, state) {
   }
 }
 
-function showNote(element, text) {
-  element.textContent = text;
-  element.hidden = false;
+/** The text of a notice with its #tags and @names as links to their timelines. */
+function richText(text) {
+  const body = document.createElement("span");
+  body.className = "text";
+  for (const part of text.split(/([#@][A-Za-z0-9_]+)/)) {
+    if (/^#[A-Za-z0-9_]+$/.test(part)) {
+      body.append(link(part, () => view(`tag-${part.slice(1).toLowerCase()}`, part)));
+    } else if (/^@[a-z0-9_]+$/.test(part)) {
+      body.append(link(part, () => viewUser(part.slice(1))));
+    } else {
+      body.append(part);
+    }
+  }
+  return body;
 }
 
-/** Adds a notice at the top of `list`. `data` is whatever was published, usually our shape. */
+function link(text, action) {
+  const anchor = document.createElement("a");
+  anchor.textContent = text;
+  anchor.addEventListener("click", action);
+  return anchor;
+}
+
+/** Adds a notice at the top of `list`: the demo's shape, or whatever was published. */
 function addNotice(list, data) {
   const notice = data !== null && typeof data === "object" && !Array.isArray(data) ? data : {};
   const text = typeof notice.text === "string" ? notice.text : JSON.stringify(data);
+  const author = notice.nick ?? notice.user;
 
   const meta = document.createElement("span");
   meta.className = "meta";
   const who = document.createElement("span");
   who.className = "who";
-  who.textContent = notice.user !== undefined ? `user ${notice.user}` : "someone";
+  if (typeof author === "string" && NICK.test(author)) {
+    who.append(link(author, () => viewUser(author)));
+  } else {
+    who.textContent = author !== undefined ? `user ${author}` : "someone";
+  }
   meta.append(who);
-  const when = new Date(notice.created_at);
+  const when = new Date(notice.at_ms ?? notice.created_at);
   if (!Number.isNaN(when.getTime())) meta.append(` · ${when.toLocaleTimeString()}`);
 
-  const body = document.createElement("span");
-  body.className = "text";
-  body.textContent = text;
-
   const item = document.createElement("li");
-  item.append(meta, body);
+  item.append(meta, richText(text));
   list.prepend(item);
   while (list.children.length > MAX_NOTICES) list.lastElementChild.remove();
 }
 
-/**
- * Reads what Herald still holds for `channel`, so a fresh page starts with a timeline.
- * Best effort: on any failure the panel just starts live.
- */
+/** What Herald still holds for `channel`, so a fresh panel starts with a timeline. */
 async function loadHistory(channel, list) {
   try {
     const url = `/api/history?${new URLSearchParams({ channel })}`;
@@ -78,163 +153,139 @@ async function loadHistory(channel, list) {
   }
 }
 
-// === public timeline: WebSocket ===
+// === the client and its timelines ===
 
-async function startPublicPanel() {
-  const status = $("public-status");
-  const list = $("public-timeline");
-  const note = $("public-note");
+const transports = new URLSearchParams(location.search).get("transports");
+const herald = new Herald(location.origin, {
+  transports: transports ? transports.split(",") : undefined,
+  onStatus: (state) => {
+    setStatus($("public-status"), state);
+    setStatus($("user-status"), state);
+  },
+  onError: (error) => panels.public.showNote(`${error.code}: ${error.message}`),
+  onTransport: (name) => {
+    $("transport").textContent = name;
+  },
+});
+const panels = { public: new Panel("public"), user: new Panel("user"), view: new Panel("view") };
 
-  const since = await loadHistory("public", list);
-  // Whether the next `subscribed` resumes from a position that may have been followed by notices
-  // this page has not seen; if it then says `recovered: false`, those are lost to the page.
+/** Shows `channel` in `panel`, from what Herald still holds, live from then on. */
+async function follow(panel, channel) {
+  if (panel.channel) herald.unsubscribe(panel.channel);
+  panel.channel = channel;
+  panel.clear();
+  const since = await loadHistory(channel, panel.list);
+  if (panel.channel !== channel) return;
   // A position at offset 0 has nothing before it worth a note.
-  let resuming = since !== null && since.offset > 0;
-
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const herald = new HeraldSocket(`${scheme}//${location.host}/ws`, {
-    onStatus: (state) => setStatus(status, state),
-    onError: (error) => showNote(note, `${error.code}: ${error.message}`),
-  });
-  herald.subscribe("public", {
+  const resuming = since !== null && since.offset > 0;
+  let first = true;
+  herald.subscribe(channel, {
     since: since || undefined,
-    onMessage: (data) => addNotice(list, data),
-    onSubscribed: (frame) => {
-      if (resuming && !frame.recovered) {
-        showNote(note, GAP_NOTE);
-      }
-      resuming = true;
+    onMessage: (data) => panel.add(data),
+    onRecovered: (recovered) => {
+      if (!recovered && (resuming || !first)) panel.showNote(GAP_NOTE);
+      first = false;
     },
   });
 }
 
-// === user timeline: EventSource ===
+// === the third panel: a user's notices, or a tag ===
 
-/** The open user stream; replaced whenever the user id changes. */
-let userStream = null;
+let viewed = null;
 
-function openUserPanel(userId) {
-  if (userStream) userStream.close();
-  const stream = {
-    closed: false,
-    source: null,
-    timer: null,
-    close() {
-      this.closed = true;
-      clearTimeout(this.timer);
-      if (this.source) this.source.close();
-    },
-  };
-  userStream = stream;
+function view(channel, title, user = null) {
+  $("view-panel").hidden = false;
+  $("view-title").textContent = title;
+  viewed = user;
+  updateFollowButton();
+  follow(panels.view, channel);
+}
 
-  const status = $("user-status");
-  const list = $("user-timeline");
-  const note = $("user-note");
-  const channel = `user:${userId}`;
-  $("user-title").textContent = `User ${userId} timeline — SSE`;
-  list.replaceChildren();
-  note.hidden = true;
-  delete status.dataset.state;
-  setStatus(status, "connecting");
+function viewUser(nick) {
+  view(`notices-${nick}`, `Notices of ${nick}`, nick);
+}
 
-  if (!CHANNEL_NAME.test(channel)) {
-    setStatus(status, "closed");
-    showNote(note, "A user id may only hold letters, digits and _ - : . @ =");
+$("view-close").addEventListener("click", () => {
+  $("view-panel").hidden = true;
+  if (panels.view.channel) herald.unsubscribe(panels.view.channel);
+  panels.view.channel = null;
+  viewed = null;
+});
+
+/** Whom the page's user follows, as the demo last said. */
+let following = new Set();
+
+function updateFollowButton() {
+  const button = $("follow-button");
+  const me = currentNick();
+  button.hidden = !viewed || viewed === me;
+  button.textContent = following.has(viewed) ? `Unfollow ${viewed}` : `Follow ${viewed}`;
+}
+
+$("follow-button").addEventListener("click", async () => {
+  const target = viewed;
+  const response = await fetch("/demo/follow", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ nick: currentNick(), target, follow: !following.has(target) }),
+  });
+  const answer = await response.json().catch(() => ({}));
+  if (response.ok) following = new Set(answer.following);
+  updateFollowButton();
+});
+
+// === the page's user ===
+
+function currentNick() {
+  return $("user-id").value.trim();
+}
+
+async function becomeUser(nick) {
+  $("user-title").textContent = `Home timeline of ${nick}`;
+  if (!NICK.test(nick)) {
+    panels.user.clear();
+    panels.user.showNote("A nickname holds 1 to 32 of a-z, 0-9 and _.");
     return;
   }
-
-  let everLive = false;
-  let resuming = false;
-  let cursor = null;
-  let attempts = 0;
-
-  const open = () => {
-    const params = new URLSearchParams({ channel });
-    // Only for the first request: a reconnecting EventSource sends Last-Event-ID, which wins.
-    if (cursor) params.set("last_event_id", cursor);
-    const source = new EventSource(`/sse?${params}`);
-    stream.source = source;
-
-    source.addEventListener("subscribed", (event) => {
-      const frame = JSON.parse(event.data);
-      cursor = event.lastEventId || cursor;
-      if (resuming && !frame.recovered) {
-        showNote(note, GAP_NOTE);
-      }
-      resuming = true;
-      everLive = true;
-      attempts = 0;
-      setStatus(status, "live");
-    });
-    source.onmessage = (event) => {
-      cursor = event.lastEventId || cursor;
-      addNotice(list, JSON.parse(event.data).data);
-    };
-    source.addEventListener("reconnect", () => setStatus(status, "reconnecting"));
-    source.onerror = (event) => {
-      if (event.data) {
-        // An `event: error` sent by Herald itself (slow consumer); the stream closes next.
-        let error = {};
-        try {
-          error = JSON.parse(event.data);
-        } catch {
-          // Not JSON: show the note without details.
-        }
-        showNote(note, `${error.code || "error"}: ${error.message || "stream closed"}`);
-      }
-      setStatus(status, everLive ? "reconnecting" : "connecting");
-      if (source.readyState === EventSource.CLOSED && !stream.closed) {
-        // EventSource gives up on an HTTP error answer; retry ourselves, resuming from the cursor.
-        stream.timer = setTimeout(open, backoff(attempts++) + 1000);
-      }
-    };
-  };
-
-  loadHistory(channel, list).then((position) => {
-    if (stream.closed) return;
-    if (position) {
-      cursor = `${position.epoch}:${position.offset}`;
-      resuming = position.offset > 0;
-    }
-    open();
-  });
+  localStorage.setItem("herald-demo-nick", nick);
+  follow(panels.user, `user:${nick}`);
+  try {
+    const response = await fetch(`/demo/state?${new URLSearchParams({ nick })}`);
+    if (response.ok) following = new Set((await response.json()).following);
+  } catch {
+    following = new Set();
+  }
+  updateFollowButton();
 }
 
 // === posting ===
 
 function setupForm() {
-  const form = $("post-form");
-  const userInput = $("user-id");
   const textInput = $("notice-text");
   const button = $("post-button");
   const result = $("post-result");
 
-  form.addEventListener("submit", async (event) => {
+  $("post-form").addEventListener("submit", async (event) => {
     event.preventDefault();
-    const user = userInput.value.trim();
+    const nick = currentNick();
     const text = textInput.value.trim();
-    if (!user || !text) return;
-    const body = {
-      channels: ["public", `user:${user}`],
-      data: { id: nextNoticeId++, user, text, created_at: new Date().toISOString() },
-    };
+    if (!nick || !text) return;
     button.disabled = true;
     result.classList.remove("error");
     try {
-      const response = await fetch("/api/publish", {
+      const response = await fetch("/demo/notices", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify(body),
+        body: JSON.stringify({ nick, text }),
       });
       const answer = await response.json().catch(() => null);
       if (response.ok) {
         textInput.value = "";
-        const offsets = (answer?.results || []).map((r) => `${r.channel} #${r.offset}`);
-        result.textContent = `Published to ${offsets.join(", ")}.`;
+        result.textContent = `Posted notice #${answer.notice.id}.`;
       } else {
         result.classList.add("error");
         const error = answer?.error || {};
-        result.textContent = `Not published (${response.status} ${error.code || ""}): ${error.message || ""}`;
+        result.textContent = `Not posted (${response.status} ${error.code || ""}): ${error.message || ""}`;
       }
     } catch (error) {
       result.classList.add("error");
@@ -245,22 +296,23 @@ function setupForm() {
     }
   });
 
-  let shownUser = userInput.value.trim();
+  let shown = currentNick();
   let debounce = null;
-  userInput.addEventListener("input", () => {
+  $("user-id").addEventListener("input", () => {
     clearTimeout(debounce);
     debounce = setTimeout(() => {
-      const user = userInput.value.trim();
-      if (user && user !== shownUser) {
-        shownUser = user;
-        openUserPanel(user);
+      const nick = currentNick();
+      if (nick && nick !== shown) {
+        shown = nick;
+        becomeUser(nick);
       }
-    }, USER_ID_DEBOUNCE_MS);
+    }, NICK_DEBOUNCE_MS);
   });
-  return shownUser;
 }
 
 $("host").textContent = location.host;
-const firstUser = setupForm();
-openUserPanel(firstUser);
-startPublicPanel();
+const saved = localStorage.getItem("herald-demo-nick");
+if (saved && NICK.test(saved)) $("user-id").value = saved;
+setupForm();
+follow(panels.public, "public");
+becomeUser(currentNick());

@@ -488,13 +488,18 @@ class PollLink {
 
   async poll(generation) {
     const herald = this.herald;
+    // The first poll of a channel set is answered at once (timeout 0), so that a set that resumes
+    // from a cursor, which gets no `subscribed`, is known live without waiting for a message.
+    let first = true;
     while (generation === this.generation) {
       if (!herald.channels.size) {
         if (!this.opened) herald.opened(this);
         return;
       }
       const cursor = herald.cursor();
-      const url = `${herald.base}/poll?${herald.query(this.token, cursor ? [["cursor", cursor]] : [])}`;
+      const extra = cursor ? [["cursor", cursor]] : [];
+      if (first) extra.push(["timeout", "0"]);
+      const url = `${herald.base}/poll?${herald.query(this.token, extra)}`;
       let answer;
       try {
         const response = await herald.fetch(url, { signal: (this.abort = new AbortController()).signal });
@@ -512,11 +517,22 @@ class PollLink {
       if (generation !== this.generation) return;
       if (!this.opened) herald.opened(this);
       let advised = null;
+      const announced = new Set();
       for (const event of answer.events || []) {
+        if (event.type === "subscribed") announced.add(event.channel);
         if (event.type === "subscribed") herald.subscribed(event);
         else if (event.type === "message") herald.message(event);
         else if (event.type === "error") herald.refused(event);
         else if (event.type === "reconnect") advised = event.delay_ms;
+      }
+      if (first) {
+        // Channels resumed from the cursor without a word: nothing was lost.
+        for (const [channel, sub] of herald.channels) {
+          if (!announced.has(channel) && !sub.live && sub.position) {
+            herald.subscribed({ channel, ...sub.position, recovered: true });
+          }
+        }
+        first = false;
       }
       if (advised != null) {
         // The server is going away: poll again after the delay it advised.

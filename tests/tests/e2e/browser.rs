@@ -71,6 +71,25 @@ fn demo_page_shows_curl_notices_and_reconnects_after_a_restart() {
 }
 
 /// Publishes notice `n` to `public` and `user:42` (the demo page's default user) with curl.
+/// The demo as a microblog, in Chromium: two users, one of them on long-poll only, following,
+/// home timelines, tags and the unread count (tests/browser/microblog.mjs).
+#[test]
+fn demo_users_follow_each_other_and_tags_live_even_on_long_poll() {
+    let browser_dir = browser_dir();
+    check_dependencies(&browser_dir);
+    let herald = Herald::start();
+    let base_url = format!("http://{}", herald.addr);
+    let mut node = Node::spawn(&browser_dir, "microblog.mjs", &[&base_url]);
+    for step in ["OPEN", "PUBLIC", "HOME", "TAG"] {
+        node.expect(step, READY_TIMEOUT);
+    }
+    // One notice since Bob's page was hidden, counted once though it reached two of his timelines.
+    let title = node.expect_prefix("TITLE ", READY_TIMEOUT);
+    assert!(title.starts_with("(1) "), "{title}");
+    node.expect("DONE", READY_TIMEOUT);
+    node.finish();
+}
+
 fn curl_publish(url: &str, n: u64, text: &str) {
     let body = serde_json::json!({
         "channels": ["public", "user:42"],
