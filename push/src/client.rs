@@ -267,16 +267,12 @@ impl Client {
             // Pusher's formula: `socket_id:channel:channel_data`.
             let [id, colon, channel] = signature::channel_parts(connection_id, name);
             let parts = [id, colon, channel, b":", channel_data.as_bytes()];
-            let verified = signature::parse(given)
-                .is_some_and(|given| signature::verify(&settings.secrets, &parts, &given));
-            return if verified {
-                Ok(())
-            } else {
-                Err(Refusal::new(
-                    ErrorCode::SignatureInvalid,
-                    "the signature is not the site's for this connection, channel and channel_data",
-                ))
-            };
+            return signed_by_site(
+                &settings.secrets,
+                &parts,
+                given,
+                "the signature is not the site's for this connection, channel and channel_data",
+            );
         }
         if name.starts_with("private-") {
             let Some(ChannelProof {
@@ -291,16 +287,12 @@ impl Client {
                 ));
             };
             let parts = signature::channel_parts(connection_id, name);
-            let verified = signature::parse(given)
-                .is_some_and(|given| signature::verify(&settings.secrets, &parts, &given));
-            return if verified {
-                Ok(())
-            } else {
-                Err(Refusal::new(
-                    ErrorCode::SignatureInvalid,
-                    "the signature is not the site's for this connection and channel",
-                ))
-            };
+            return signed_by_site(
+                &settings.secrets,
+                &parts,
+                given,
+                "the signature is not the site's for this connection and channel",
+            );
         }
         if settings.mode == Mode::Private && token.is_none() {
             return Err(Refusal::new(
@@ -309,6 +301,22 @@ impl Client {
             ));
         }
         Ok(())
+    }
+}
+
+/// Whether `given` is the site's signature of `parts`; `wrong` says why not.
+fn signed_by_site(
+    secrets: &[String],
+    parts: &[&[u8]],
+    given: &str,
+    wrong: &'static str,
+) -> Result<(), Refusal> {
+    let verified =
+        signature::parse(given).is_some_and(|given| signature::verify(secrets, parts, &given));
+    if verified {
+        Ok(())
+    } else {
+        Err(Refusal::new(ErrorCode::SignatureInvalid, wrong))
     }
 }
 

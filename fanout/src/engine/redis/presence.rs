@@ -301,19 +301,8 @@ impl RedisEngine {
             .collect();
         for node in dead {
             if let Err(error) = self.reap(&node).await {
-                // Back among the dead, so that the next heartbeat of any
-                // node reaps it: its members must not stay for ever.
-                let client = self.client.with_options(&self.options);
-                let _: Result<i64, _> = client
-                    .zadd(
-                        self.keyspace.presence_nodes(),
-                        None,
-                        None,
-                        false,
-                        false,
-                        (0.0, node.as_str()),
-                    )
-                    .await;
+                // Its members must not stay for ever.
+                self.leave_for_reaping(&node).await;
                 return Err(error);
             }
         }
@@ -390,20 +379,27 @@ impl RedisEngine {
         match self.reap(&node).await {
             Ok(()) => tracing::info!("this node's presence members and channel marks left with it"),
             Err(error) => {
-                tracing::warn!(%error, "this node's presence members could not be removed; the other nodes will once its heartbeat times out");
-                // Back among the beating, so that the others reap it.
-                let _: Result<i64, _> = client
-                    .zadd(
-                        self.keyspace.presence_nodes(),
-                        None,
-                        None,
-                        false,
-                        false,
-                        (0.0, node.as_str()),
-                    )
-                    .await;
+                tracing::warn!(%error, "this node's presence members could not be removed; the other nodes will at their next heartbeat");
+                self.leave_for_reaping(&node).await;
             }
         }
+    }
+
+    /// Puts `node` among the heartbeats as long dead (a beat at 0), so that
+    /// the next heartbeat of any node reaps it: a reap that failed half
+    /// way is tried again rather than leaving its members for ever.
+    async fn leave_for_reaping(&self, node: &str) {
+        let client = self.client.with_options(&self.options);
+        let _: Result<i64, _> = client
+            .zadd(
+                self.keyspace.presence_nodes(),
+                None,
+                None,
+                false,
+                false,
+                (0.0, node),
+            )
+            .await;
     }
 
     /// Joins this node's members again, after Redis forgot this node.
