@@ -98,21 +98,10 @@ async fn subscribe(app: &App, peer: SocketAddr, request: &Request<Incoming>) -> 
 /// `Authorization` header (an EventSource polyfill) or publishes from the
 /// browser may send. [`with_cors`] adds the origin.
 fn preflight() -> Response<Body> {
-    let mut response = reply::empty(StatusCode::NO_CONTENT);
-    let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, POST"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Authorization, Cache-Control, Content-Type, Last-Event-ID"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("600"),
-    );
-    response
+    reply::preflight(
+        "GET, POST",
+        "Authorization, Cache-Control, Content-Type, Last-Event-ID",
+    )
 }
 
 /// `200` with the headers of every SSE stream but the CORS one, which

@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 
-use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, header::HeaderValue};
+use hyper::{Method, Request, Response, body::Incoming, header, header::HeaderValue};
 use push::{
     ErrorCode, Refusal,
     poll::{PollAnswer, PollHeaders},
@@ -121,21 +121,7 @@ fn refused(refusal: &Refusal) -> Response<Body> {
 /// The answer to a CORS preflight: a page may poll with `POST` and an
 /// `Authorization` header.
 fn preflight() -> Response<Body> {
-    let mut response = reply::empty(StatusCode::NO_CONTENT);
-    let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static(ALLOW),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Authorization, Content-Type"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("600"),
-    );
-    response
+    reply::preflight(ALLOW, "Authorization, Content-Type")
 }
 
 /// Every answer may be read by any page, as `/sse`'s: nothing in it rides

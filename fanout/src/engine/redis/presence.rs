@@ -292,13 +292,7 @@ impl RedisEngine {
             .await?;
         let mut parts = reply.into_array().into_iter();
         let known = parts.next().and_then(|v| v.as_i64()) == Some(1);
-        let dead: Vec<String> = parts
-            .next()
-            .map(Value::into_array)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|v| v.as_string())
-            .collect();
+        let dead = strings(parts.next());
         for node in dead {
             if let Err(error) = self.reap(&node).await {
                 // Its members must not stay for ever.
@@ -338,13 +332,7 @@ impl RedisEngine {
                 .call_function(&self.library.presence_reap, keys, args)
                 .await?;
             let mut parts = reply.into_array().into_iter();
-            let users: Vec<String> = parts
-                .next()
-                .map(Value::into_array)
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|v| v.as_string())
-                .collect();
+            let users = strings(parts.next());
             let vacated = parts.next().and_then(|v| v.as_i64()) == Some(1);
             left += users.len();
             if let Some(events) = self.hub.events_for(&channel) {
@@ -430,6 +418,16 @@ impl RedisEngine {
             }
         }
     }
+}
+
+/// The strings of an array a function answered (none when it is absent).
+fn strings(array: Option<Value>) -> Vec<String> {
+    array
+        .map(Value::into_array)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|v| v.as_string())
+        .collect()
 }
 
 /// Beats every third of the timeout for as long as the engine lives.
