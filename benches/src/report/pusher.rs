@@ -23,7 +23,8 @@ pub struct Pusher {
     broadcast: Row,
     broadcast_pusher: RunResult,
     broadcast_command: String,
-    idle_sse: RunResult,
+    /// Native SSE and Nchan's SSE.
+    idle_sse: Row,
     idle_mercure: RunResult,
     sse_command: String,
     presence: RunResult,
@@ -40,7 +41,7 @@ pub async fn measure_pusher(args: &Args) -> anyhow::Result<Pusher> {
     let broadcast = measure(args, words(&broadcast_command)).await?;
     let broadcast_pusher = herald_alone(args, &format!("{broadcast_command} --pusher")).await?;
     let sse_command = format!("idle --transport sse --connections {connections} --channel bench");
-    let idle_sse = herald_alone(args, &sse_command).await?;
+    let idle_sse = measure(args, words(&sse_command)).await?;
     let idle_mercure = herald_alone(args, &format!("{sse_command} --mercure")).await?;
     let members = if args.quick { 200 } else { 1_000 };
     let presence_command = format!("presence --members {members}");
@@ -141,25 +142,29 @@ pub fn section(runs: &Pusher, pinning: &crate::cpus::Pinning) -> String {
 
 /// The Mercure part: idle subscribers of the hub against native SSE ones.
 fn mercure(runs: &Pusher) -> String {
-    let native = runs.idle_sse.get("bytes_per_conn");
+    let native = runs.idle_sse.herald.get("bytes_per_conn");
+    let nchan = runs.idle_sse.nchan.get("bytes_per_conn");
     let mercure = runs.idle_mercure.get("bytes_per_conn");
     let mut out = String::from(
         "### The Mercure hub\n\nAn idle subscriber of Herald's Mercure hub \
          (`/.well-known/mercure?topic=…`, docs/compat.md) against a native SSE one, same server, \
          same sitting: the bench's SSE clients, with `--mercure` subscribed through the hub (one \
-         `topic=` selector each). Server RSS growth per connection.\n\n\
-         | | native SSE | Mercure | Mercure against native |\n|---|---|---|---|\n",
+         `topic=` selector each), and Nchan's SSE subscribers beside them (a Mercure hub of its \
+         own is not installed here). Server RSS growth per connection.\n\n\
+         | | native SSE | Mercure | Mercure against native | Nchan SSE |\n|---|---|---|---|---|\n",
     );
     let _ = writeln!(
         out,
-        "| idle: server RSS per connection | {} | {} | {} |",
+        "| idle: server RSS per connection | {} | {} | {} | {} |",
         with_unit(native, "B"),
         with_unit(mercure, "B"),
         extra(mercure, native),
+        with_unit(nchan, "B"),
     );
     let _ = write!(
         out,
-        "\n```sh\ntarget/release/herald-bench {sse}\ntarget/release/herald-bench {sse} --mercure\n```\n\n",
+        "\n```sh\ntarget/release/herald-bench {sse}\ntarget/release/herald-bench {sse} --mercure\n\
+         target/release/herald-bench {sse} --target nchan\n```\n\n",
         sse = runs.sse_command,
     );
     out
