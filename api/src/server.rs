@@ -134,12 +134,20 @@ impl Server {
             sites.clone(),
             webhook_metrics,
         ));
+        let accounting = crate::accounting::Accounting::new(config.accounting.clone(), &registry)?;
+        // What reaches connections is counted when accounting is on, and
+        // open connections are summed per site each second.
+        let traffic = config.accounting.enabled.then(|| {
+            tokio::spawn(accounting.clone().sample_connections(sites.clone()));
+            Arc::new(accounting.clone()) as Arc<dyn push::TrafficSink>
+        });
         let sessions = push::Context::new(
             fanout.clone(),
             config.connection.clone(),
             push_metrics,
             tracker,
             sites,
+            traffic,
         );
 
         let listener = tcp::listen(config.listen, config.listener.reuseport)
@@ -184,7 +192,6 @@ impl Server {
             ),
             None => None,
         };
-        let accounting = crate::accounting::Accounting::new(config.accounting.clone(), &registry)?;
         let app = App::new(config, fanout, sessions, registry, metrics, accounting);
         Ok(Server {
             listener,

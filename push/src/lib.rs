@@ -40,6 +40,7 @@ pub mod statusnet;
 pub mod stomp;
 mod subscriptions;
 mod tracker;
+mod traffic;
 mod transport;
 pub mod ws;
 
@@ -58,6 +59,7 @@ pub use refusal::{CloseReason, CodeInfo, ErrorCode, Refusal};
 pub use session::{Frames, Inbound, Link, Session};
 pub use subscriptions::{Backlog, Subscriptions};
 pub use tracker::Tracker;
+pub use traffic::{Received, TrafficSink};
 pub use transport::Transport;
 
 /// The wire encoders, for `herald-bench`'s criterion micro-benchmarks only.
