@@ -192,7 +192,32 @@ impl Server {
             ),
             None => None,
         };
-        let app = App::new(config, fanout, sessions, registry, metrics, accounting);
+        // The zero-config dev site's console opens with a secret made up
+        // now and logged, so that it works with no setup at all; it still
+        // answers loopback only.
+        let admin_secret = config.admin_secret.clone().or_else(|| {
+            dev_site.then(|| {
+                let bytes: [u8; 16] = rand::random();
+                bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+            })
+        });
+        if config.admin_secret.is_none()
+            && let Some(secret) = &admin_secret
+        {
+            tracing::info!(
+                console = %format_args!("http://{}/console#secret={secret}", listener.local_addr()?),
+                "the operator console (dev site, loopback only; a new secret each start, or set admin.secret)"
+            );
+        }
+        let app = App::new(
+            config,
+            fanout,
+            sessions,
+            registry,
+            metrics,
+            accounting,
+            admin_secret,
+        );
         Ok(Server {
             listener,
             metrics_listener,

@@ -535,6 +535,11 @@ impl<P: Protocol> Connection<P> {
         if (drained.tick || drained.recheck) && self.check_client() {
             return true;
         }
+        if drained.disconnect && self.is_disconnected() {
+            let message = "an operator disconnected this user";
+            self.begin_close(CloseReason::Code(ErrorCode::Disconnected), message, None);
+            return true;
+        }
         if drained.tick {
             self.report_traffic(drained.handed);
             self.commands.catch_up();
@@ -589,6 +594,14 @@ impl<P: Protocol> Connection<P> {
         };
         self.begin_close(CloseReason::Code(code), message, None);
         true
+    }
+
+    /// Whether an operator disconnected this connection's user.
+    fn is_disconnected(&self) -> bool {
+        let site = self.client.site().id();
+        self.client
+            .user()
+            .is_some_and(|user| self.context.disconnects().includes(site, user))
     }
 
     fn is_idle(&self) -> bool {

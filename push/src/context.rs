@@ -6,7 +6,10 @@ use fanout::Fanout;
 use parking_lot::Mutex;
 use sites::Sites;
 
-use crate::{Metrics, Protocol, SessionConfig, Tracker, outbox::HubWriter, traffic::TrafficSink};
+use crate::{
+    Metrics, Protocol, SessionConfig, Tracker, disconnects::Disconnects, outbox::HubWriter,
+    traffic::TrafficSink,
+};
 
 /// A cheap, cloneable handle that each connection keeps (one pointer).
 #[derive(Clone)]
@@ -24,6 +27,7 @@ struct Inner {
     traffic: Option<Arc<dyn TrafficSink>>,
     /// One [`HubWriter`] per protocol whose frames the hub may write.
     hub_writers: Mutex<Vec<(TypeId, Arc<HubWriter>)>>,
+    disconnects: Disconnects,
 }
 
 impl Context {
@@ -44,6 +48,7 @@ impl Context {
                 sites,
                 traffic,
                 hub_writers: Mutex::new(Vec::new()),
+                disconnects: Disconnects::default(),
             }),
         }
     }
@@ -70,6 +75,17 @@ impl Context {
 
     pub(crate) fn traffic(&self) -> Option<&dyn TrafficSink> {
         self.inner.traffic.as_deref()
+    }
+
+    /// Disconnects every connection of `user` on `site` on this node: they
+    /// close with `disconnected` (4011) shortly after (`disconnects.rs`).
+    pub fn disconnect_user(&self, site: &str, user: &str) {
+        self.inner.disconnects.add(site, user);
+        self.inner.tracker.check_disconnects();
+    }
+
+    pub(crate) fn disconnects(&self) -> &Disconnects {
+        &self.inner.disconnects
     }
 
     /// How the hub writes `P`'s frames, when it may: made once per protocol.

@@ -21,6 +21,7 @@ mod command_rate;
 pub mod config;
 mod connection;
 mod context;
+mod disconnects;
 /// The client-input parsers, for the fuzz targets in `fuzz/` only.
 /// Not an API: nothing else may depend on it.
 #[doc(hidden)]

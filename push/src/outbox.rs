@@ -87,6 +87,8 @@ const TICK: u8 = 2;
 const RECHECK: u8 = 4;
 /// Parked: the hub writes this connection's messages itself.
 const DIRECT: u8 = 8;
+/// An operator disconnects a user: the connection checks whether it is theirs.
+const DISCONNECT: u8 = 16;
 
 /// How the hub writes a protocol's frames to parked connections, and the
 /// counters those writes go into: one per protocol and node, shared by
@@ -161,6 +163,7 @@ struct State {
     /// [`TICK`]: set by the shared ticker; the connection pings and checks
     /// its deadline. [`RECHECK`]: the connection's site may have changed (a
     /// reload); it checks whether it may stay. [`DIRECT`]: parked.
+    /// [`DISCONNECT`]: an operator disconnects a user.
     flags: u8,
 }
 
@@ -177,6 +180,7 @@ pub(crate) struct Drained {
     pub handed: Handed,
     pub overflowed: bool,
     pub tick: bool,
+    pub disconnect: bool,
     pub shutdown: Option<Duration>,
     pub recheck: bool,
 }
@@ -262,7 +266,7 @@ impl Outbox {
             Queue::new()
         };
         let flags = state.flags;
-        state.flags &= !(TICK | RECHECK);
+        state.flags &= !(TICK | RECHECK | DISCONNECT);
         let handed = if flags & TICK != 0 {
             std::mem::take(&mut state.handed)
         } else {
@@ -275,6 +279,7 @@ impl Outbox {
             parked,
             overflowed: flags & OVERFLOWED != 0,
             tick: flags & TICK != 0,
+            disconnect: flags & DISCONNECT != 0,
             shutdown: (state.shutdown_ms != NOT_SHUT_DOWN)
                 .then(|| Duration::from_millis(state.shutdown_ms.into())),
             recheck: flags & RECHECK != 0,
@@ -333,6 +338,12 @@ impl Outbox {
     /// Called after a reload: the connection checks that its site stays.
     pub fn recheck(&self) {
         self.signal(|state| state.flags |= RECHECK);
+    }
+
+    /// Called when an operator disconnects a user: the connection checks
+    /// whether it is that user's.
+    pub fn check_disconnect(&self) {
+        self.signal(|state| state.flags |= DISCONNECT);
     }
 
     /// Called on shutdown with this connection's jittered reconnect delay.

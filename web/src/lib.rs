@@ -22,6 +22,10 @@ pub fn asset(path: &str) -> Option<Asset> {
         .map(|(_, asset)| *asset)
 }
 
+/// The operator console's page, served at `/console` only to whom the
+/// admin routes answer (the server checks; docs/console.md).
+pub const CONSOLE_HTML: &[u8] = include_bytes!("../assets/console.html");
+
 const HTML: &str = "text/html; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
