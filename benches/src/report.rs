@@ -3,6 +3,7 @@
 //! (tables with ratios, how it was measured, on what machine, what limits
 //! it) and its plots under `docs/img/`.
 
+mod accounting;
 mod baseline;
 mod fanout;
 mod publish;
@@ -43,6 +44,10 @@ pub struct Args {
     /// leaving the rest of the page (and the plots) as they are.
     #[arg(long, value_enum)]
     pub only: Option<Section>,
+    /// With `--only accounting`: a herald binary from before received-side
+    /// counting, measured in turns beside the others.
+    #[arg(long)]
+    pub baseline_herald: Option<PathBuf>,
     /// Passed on to every run; the page's method text records them.
     #[command(flatten)]
     pub pinning: Pinning,
@@ -67,6 +72,9 @@ pub enum Section {
     /// Nchan, idle Mercure subscribers against native SSE ones, and presence
     /// joins on Redis, about four minutes.
     Pusher,
+    /// "What accounting costs": the saturation broadcast with accounting
+    /// on and off in turns, and Nchan, about three minutes.
+    Accounting,
 }
 
 /// The heading of the idle-sites section, which `--only sites` looks for.
@@ -234,6 +242,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     let restarts = restart::measure(args, scale(15_000)).await?;
     let publishing = publish::measure_publish(args).await?;
     let pushers = pusher::measure_pusher(args).await?;
+    let accounted = accounting::measure_accounting(args).await?;
 
     let img = args.docs.join("img");
     std::fs::create_dir_all(&img)?;
@@ -289,6 +298,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         &restarts,
         &publishing,
         &pushers,
+        &accounted,
     )
     .await;
     let path = args.docs.join("benchmarks.md");
@@ -459,6 +469,7 @@ async fn page(
     restarts: &[Variant],
     publishing: &Row,
     pushers: &pusher::Pusher,
+    accounted: &accounting::Accounting,
 ) -> String {
     let machine = machine().await;
     let cpus = if broadcast.saturation.unpinned.is_some() {
@@ -647,6 +658,7 @@ async fn page(
     out.push_str(&restart::section(restarts, &args.pinning));
     out.push_str(&publish::section(publishing));
     out.push_str(&pusher::section(pushers, &args.pinning));
+    out.push_str(&accounting::section(accounted, &args.pinning));
     out.push_str(&method(&args.pinning));
     out
 }
@@ -685,6 +697,10 @@ async fn only(args: &Args, section: Section) -> anyhow::Result<()> {
         Section::Pusher => (
             pusher::HEADING,
             pusher::section(&pusher::measure_pusher(args).await?, &args.pinning),
+        ),
+        Section::Accounting => (
+            accounting::HEADING,
+            accounting::section(&accounting::measure_accounting(args).await?, &args.pinning),
         ),
         Section::Restart => {
             let clients = if args.quick { 1_500 } else { 15_000 };
