@@ -1066,6 +1066,7 @@ mod tests {
             herald: None,
             quick: true,
             only: None,
+            baseline_herald: None,
             pinning: Pinning {
                 server_cpus: Some("0".parse().unwrap()),
                 client_cpus: Some("1".parse().unwrap()),
