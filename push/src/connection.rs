@@ -511,6 +511,10 @@ impl<P: Protocol> Connection<P> {
     fn poll_outbox(&mut self, cx: &mut TaskContext<'_>) -> bool {
         let take = self.closing.is_none() && self.aside.is_none() && self.out.is_empty();
         let drained = self.outbox.drain(take, cx.waker());
+        if drained.tick {
+            // Before anything below may return: the counts were taken.
+            self.report_traffic(drained.handed);
+        }
         // What the hub sent while the connection was parked comes first.
         if let Some((slot, position)) = drained.parked {
             self.subscriptions.advance(slot, position);
@@ -541,7 +545,6 @@ impl<P: Protocol> Connection<P> {
             return true;
         }
         if drained.tick {
-            self.report_traffic(drained.handed);
             self.commands.catch_up();
             if self.is_idle() {
                 let message = "nothing was heard from the client for too long";
