@@ -482,6 +482,31 @@ function fillSiteSelect(ids) {
   if (ids.includes(chosen)) select.value = chosen;
 }
 
+/** What the report's measures are called in the select; unknown ones show as they are. */
+const MEASURES = {
+  messages: "messages",
+  bytes: "bytes",
+  deliveries_received: "deliveries received",
+  bytes_received: "bytes received",
+  connection_seconds: "connection time",
+};
+
+/** The measure select lists what the report ranks (a newer server may rank more). */
+function fillMeasureSelect(keys) {
+  const select = $("top-measure");
+  if ([...select.options].map((o) => o.value).join("\n") === keys.join("\n")) return;
+  const chosen = select.value;
+  select.replaceChildren(
+    ...keys.map((key) => {
+      const option = document.createElement("option");
+      option.value = key;
+      option.textContent = MEASURES[key] || key;
+      return option;
+    }),
+  );
+  select.value = keys.includes(chosen) ? chosen : keys[0];
+}
+
 /** The last traffic report, so that changing the measure redraws at once. */
 let traffic = null;
 
@@ -489,33 +514,36 @@ function renderTopUsers() {
   const table = $("top-users");
   const note = $("top-note");
   const site = $("top-site").value;
+  const report = traffic && traffic.sites ? traffic.sites[site] : null;
+  if (report && report.top_users) fillMeasureSelect(Object.keys(report.top_users));
   const measure = $("top-measure").value;
   table.dataset.site = site;
   table.dataset.measure = measure;
+  const ranked = report && report.top_users ? report.top_users[measure] : null;
   let rows = [];
   if (!traffic) {
     note.textContent = "";
   } else if (traffic.enabled === false) {
     note.textContent = "Traffic accounting is off (accounting.enabled).";
+  } else if (!ranked) {
+    note.textContent = site ? `Nothing counted for ${site} yet.` : "";
   } else {
-    const ranked = traffic.sites && traffic.sites[site] && traffic.sites[site].top_users
-      ? traffic.sites[site].top_users[measure]
-      : null;
-    if (!ranked) {
-      note.textContent = site ? `Nothing counted for ${site} yet.` : "";
-    } else {
-      note.textContent =
-        `${fmtCount(ranked.counted)} counted; each count is at most ${fmtCount(ranked.error_bound)} ` +
-        `over the truth (${fmtCount(ranked.slots)} slots).`;
-      rows = (ranked.top || []).map((entry, i) => {
-        const tr = document.createElement("tr");
-        tr.dataset.user = entry.user;
-        const value = measure.startsWith("bytes") ? fmtBytes(entry.count)
-          : measure === "connection_seconds" ? fmtSeconds(entry.count) : fmtCount(entry.count);
-        tr.append(cell(String(i + 1), true), cell(entry.user), cell(value, true), cell(fmtCount(entry.error), true));
-        return tr;
-      });
-    }
+    note.textContent =
+      `${fmtCount(ranked.counted)} counted; each count is at most ${fmtCount(ranked.error_bound)} ` +
+      `over the truth (${fmtCount(ranked.slots)} slots).`;
+    const format = measure.startsWith("bytes") ? fmtBytes
+      : measure === "connection_seconds" ? fmtSeconds : fmtCount;
+    rows = (ranked.top || []).map((entry, i) => {
+      const tr = document.createElement("tr");
+      tr.dataset.user = entry.user;
+      tr.append(
+        cell(String(i + 1), true),
+        cell(entry.user),
+        cell(format(entry.count), true),
+        cell(fmtCount(entry.error), true),
+      );
+      return tr;
+    });
   }
   table.dataset.firstUser = rows.length ? rows[0].dataset.user : "";
   table.tBodies[0].replaceChildren(...(rows.length ? rows : [emptyRow(4, "no users yet")]));
