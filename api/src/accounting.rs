@@ -1,13 +1,21 @@
 //! Per-site and per-user traffic accounting (docs/operations.md,
-//! "Accounting"): what each site's publishers produce, in plain per-site
-//! counters, and who produces most of it, in a heavy-hitter sketch of a
-//! fixed size per site and measure. Nothing here grows with the number of
-//! users; the number of sites is the configuration's.
+//! "Accounting"): what each site's publishers produce and what reaches its
+//! connections, in plain per-site counters, and who produces and receives
+//! most of it, in heavy-hitter sketches of a fixed size per site and
+//! measure. Nothing here grows with the number of users; the number of
+//! sites is the configuration's.
 //!
-//! A user is the id of a `user:<id>` timeline: a publish to it is that
-//! user's, and so is each delivery `POST /api/deliver` makes to it. Only
-//! publishes and deliveries are counted, once per request, never per
-//! subscriber: the delivery path to connections pays nothing.
+//! - **Produced.** A user is the id of a `user:<id>` timeline: a publish to
+//!   it is that user's, and so is each delivery `POST /api/deliver` makes
+//!   to it. Counted once per request, never per subscriber.
+//! - **Received.** What the hub hands to a connection, counted in its outbox
+//!   and reported by the connection once per tick and when it ends
+//!   (`push::TrafficSink`); a connection's user is its token's subject or
+//!   the user it signed in as. The delivery path pays two additions under
+//!   a lock it already holds.
+//! - **Connection time.** Per site, the open connections summed once a
+//!   second; per user, the time each of the user's connections was open,
+//!   reported with what it received.
 
 pub(crate) mod sketch;
 
@@ -17,13 +25,19 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
+    time::Duration,
 };
 
 use parking_lot::{Mutex, RwLock};
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{CounterVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use push::{Received, TrafficSink};
 use serde_json::{Value, json};
+use sites::Sites;
 
 use self::sketch::SpaceSaving;
+
+/// How often open connections are summed into each site's connection time.
+const CONNECTION_SAMPLE: Duration = Duration::from_secs(1);
 
 /// How accounting is configured (`[accounting]`).
 #[derive(Debug, Clone)]
@@ -32,8 +46,9 @@ pub struct AccountingConfig {
     pub enabled: bool,
     /// Slots of each site's sketch, per measure: the users it can rank.
     pub top_users: usize,
-    /// A site whose share of all messages or bytes produced is above this
-    /// is flagged `split_out` in the endpoint's answer.
+    /// A site whose share of all messages or bytes produced, or of all
+    /// deliveries or bytes received, is above this is flagged `split_out`
+    /// in the endpoint's answer.
     pub split_share: f64,
 }
 
@@ -55,7 +70,7 @@ pub(crate) struct Accounting {
 
 struct Inner {
     config: AccountingConfig,
-    /// One entry per site that produced anything since the start.
+    /// One entry per site that produced or received anything since the start.
     sites: RwLock<HashMap<Box<str>, Arc<SiteTraffic>>>,
     metrics: AccountingMetrics,
 }
@@ -67,14 +82,24 @@ struct SiteTraffic {
     messages: AtomicU64,
     /// Their payload bytes.
     bytes: AtomicU64,
-    /// The users who produced most, by messages and by bytes; one lock for
-    /// both, taken once per request.
+    /// Messages handed to the site's connections, and their payload bytes.
+    deliveries_received: AtomicU64,
+    bytes_received: AtomicU64,
+    /// Milliseconds connections of the site were open, all together.
+    connected_ms: AtomicU64,
+    /// The users who produced and received most, by each measure; one lock
+    /// for all, taken once per request or report.
     users: Mutex<UserSketches>,
 }
 
+/// The heaviest users of one site, by each measure.
 struct UserSketches {
     messages: SpaceSaving,
     bytes: SpaceSaving,
+    deliveries_received: SpaceSaving,
+    bytes_received: SpaceSaving,
+    /// In milliseconds.
+    connected_ms: SpaceSaving,
 }
 
 /// Per-site totals for `/metrics`; never a user label.
@@ -82,44 +107,73 @@ struct UserSketches {
 struct AccountingMetrics {
     messages: IntCounterVec,
     bytes: IntCounterVec,
+    deliveries_received: IntCounterVec,
+    bytes_received: IntCounterVec,
+    connection_seconds: CounterVec,
     sketch_bytes: IntGaugeVec,
 }
 
-impl Accounting {
-    pub(crate) fn new(config: AccountingConfig, registry: &Registry) -> prometheus::Result<Self> {
-        let messages = IntCounterVec::new(
+impl AccountingMetrics {
+    fn register(registry: &Registry) -> prometheus::Result<Self> {
+        fn counter(
+            registry: &Registry,
+            name: &str,
+            help: &str,
+        ) -> prometheus::Result<IntCounterVec> {
+            let counter = IntCounterVec::new(Opts::new(name, help), &["site"])?;
+            registry.register(Box::new(counter.clone()))?;
+            Ok(counter)
+        }
+        let connection_seconds = CounterVec::new(
             Opts::new(
-                "herald_site_messages_produced_total",
-                "Messages published to a site's channels, and deliveries to its users' timelines, by site.",
+                "herald_site_connection_seconds_total",
+                "Seconds the site's connections were open, all together (sampled each second), by site.",
             ),
             &["site"],
         )?;
-        registry.register(Box::new(messages.clone()))?;
-        let bytes = IntCounterVec::new(
-            Opts::new(
-                "herald_site_bytes_produced_total",
-                "Payload bytes of the messages in herald_site_messages_produced_total, by site.",
-            ),
-            &["site"],
-        )?;
-        registry.register(Box::new(bytes.clone()))?;
+        registry.register(Box::new(connection_seconds.clone()))?;
         let sketch_bytes = IntGaugeVec::new(
             Opts::new(
                 "herald_accounting_sketch_bytes",
-                "Bytes held by a site's top-users sketches (both measures), by site.",
+                "Bytes held by a site's top-users sketches (all measures), by site.",
             ),
             &["site"],
         )?;
         registry.register(Box::new(sketch_bytes.clone()))?;
         Ok(Self {
+            messages: counter(
+                registry,
+                "herald_site_messages_produced_total",
+                "Messages published to a site's channels, and deliveries to its users' timelines, by site.",
+            )?,
+            bytes: counter(
+                registry,
+                "herald_site_bytes_produced_total",
+                "Payload bytes of the messages in herald_site_messages_produced_total, by site.",
+            )?,
+            deliveries_received: counter(
+                registry,
+                "herald_site_deliveries_received_total",
+                "Messages handed to a site's connections, replays included, by site.",
+            )?,
+            bytes_received: counter(
+                registry,
+                "herald_site_bytes_received_total",
+                "Payload bytes of the messages in herald_site_deliveries_received_total, by site.",
+            )?,
+            connection_seconds,
+            sketch_bytes,
+        })
+    }
+}
+
+impl Accounting {
+    pub(crate) fn new(config: AccountingConfig, registry: &Registry) -> prometheus::Result<Self> {
+        Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 sites: RwLock::new(HashMap::new()),
-                metrics: AccountingMetrics {
-                    messages,
-                    bytes,
-                    sketch_bytes,
-                },
+                metrics: AccountingMetrics::register(registry)?,
             }),
         })
     }
@@ -147,7 +201,7 @@ impl Accounting {
             }
         }
         let memory = users.map(|users| users.memory_bytes());
-        self.add_totals(site, &traffic, count, count * bytes, memory);
+        self.add_produced(site, &traffic, count, count * bytes, memory);
     }
 
     /// Counts a delivery of `bytes` to `recipients` users' timelines of
@@ -172,10 +226,10 @@ impl Accounting {
             sketches.bytes.add(user, bytes);
         }
         let memory = sketches.map(|sketches| sketches.memory_bytes());
-        self.add_totals(site, &traffic, recipients, recipients * bytes, memory);
+        self.add_produced(site, &traffic, recipients, recipients * bytes, memory);
     }
 
-    fn add_totals(
+    fn add_produced(
         &self,
         site: &str,
         traffic: &SiteTraffic,
@@ -188,11 +242,45 @@ impl Accounting {
         let metrics = &self.inner.metrics;
         metrics.messages.with_label_values(&[site]).inc_by(messages);
         metrics.bytes.with_label_values(&[site]).inc_by(bytes);
+        self.set_sketch_bytes(site, memory);
+    }
+
+    fn set_sketch_bytes(&self, site: &str, memory: Option<usize>) {
         if let Some(memory) = memory {
-            metrics
+            self.inner
+                .metrics
                 .sketch_bytes
                 .with_label_values(&[site])
                 .set(memory as i64);
+        }
+    }
+
+    /// Adds each site's open connections, once a second, to its connection
+    /// time; runs until the process ends.
+    pub(crate) async fn sample_connections(self, sites: Sites) {
+        let mut ticks = tokio::time::interval(CONNECTION_SAMPLE);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = tokio::time::Instant::now();
+        loop {
+            ticks.tick().await;
+            let now = tokio::time::Instant::now();
+            let elapsed_ms = now.duration_since(last).as_millis() as u64;
+            last = now;
+            for site in sites.all() {
+                let open = u64::from(site.connections());
+                if open == 0 {
+                    continue;
+                }
+                let ms = open * elapsed_ms;
+                self.site(site.id())
+                    .connected_ms
+                    .fetch_add(ms, Ordering::Relaxed);
+                self.inner
+                    .metrics
+                    .connection_seconds
+                    .with_label_values(&[site.id()])
+                    .inc_by(ms as f64 / 1000.0);
+            }
         }
     }
 
@@ -209,16 +297,16 @@ impl Accounting {
                 Arc::new(SiteTraffic {
                     messages: AtomicU64::new(0),
                     bytes: AtomicU64::new(0),
-                    users: Mutex::new(UserSketches {
-                        messages: SpaceSaving::new(slots),
-                        bytes: SpaceSaving::new(slots),
-                    }),
+                    deliveries_received: AtomicU64::new(0),
+                    bytes_received: AtomicU64::new(0),
+                    connected_ms: AtomicU64::new(0),
+                    users: Mutex::new(UserSketches::new(slots)),
                 })
             })
             .clone()
     }
 
-    /// The admin endpoint's answer: per site its totals, its share of the
+    /// The admin endpoint's answer: per site its totals, its shares of the
     /// node's, its top `limit` users by each measure with the sketch's
     /// error bound, and whether it should be split out.
     pub(crate) fn report(&self, limit: usize) -> Value {
@@ -230,14 +318,16 @@ impl Accounting {
             .iter()
             .map(|(site, traffic)| (site.clone(), traffic.clone()))
             .collect();
-        let all_messages: u64 = sites
-            .iter()
-            .map(|(_, t)| t.messages.load(Ordering::Relaxed))
-            .sum();
-        let all_bytes: u64 = sites
-            .iter()
-            .map(|(_, t)| t.bytes.load(Ordering::Relaxed))
-            .sum();
+        let all = |measure: fn(&SiteTraffic) -> &AtomicU64| -> u64 {
+            sites
+                .iter()
+                .map(|(_, traffic)| measure(traffic).load(Ordering::Relaxed))
+                .sum()
+        };
+        let all_messages = all(|t| &t.messages);
+        let all_bytes = all(|t| &t.bytes);
+        let all_deliveries = all(|t| &t.deliveries_received);
+        let all_bytes_received = all(|t| &t.bytes_received);
         let share = |part: u64, all: u64| {
             if all == 0 {
                 0.0
@@ -247,35 +337,61 @@ impl Accounting {
         };
         let mut report = serde_json::Map::new();
         for (site, traffic) in sites {
-            let messages = traffic.messages.load(Ordering::Relaxed);
-            let bytes = traffic.bytes.load(Ordering::Relaxed);
-            let message_share = share(messages, all_messages);
-            let byte_share = share(bytes, all_bytes);
+            let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+            let messages = load(&traffic.messages);
+            let bytes = load(&traffic.bytes);
+            let deliveries = load(&traffic.deliveries_received);
+            let bytes_received = load(&traffic.bytes_received);
+            let shares = [
+                share(messages, all_messages),
+                share(bytes, all_bytes),
+                share(deliveries, all_deliveries),
+                share(bytes_received, all_bytes_received),
+            ];
             let users = traffic.users.lock();
-            let ranked = |sketch: &SpaceSaving| {
+            // Counts, or milliseconds shown as seconds.
+            let ranked = |sketch: &SpaceSaving, in_ms: bool| {
+                let value = |n: u64| {
+                    if in_ms {
+                        json!(n as f64 / 1000.0)
+                    } else {
+                        json!(n)
+                    }
+                };
                 json!({
-                    "counted": sketch.total(),
-                    "error_bound": sketch.error_bound(),
+                    "counted": value(sketch.total()),
+                    "error_bound": value(sketch.error_bound()),
                     "slots": sketch.len(),
                     "top": sketch.top(limit).into_iter().map(|counted| json!({
                         "user": &*counted.key,
-                        "count": counted.count,
-                        "error": counted.error,
+                        "count": value(counted.count),
+                        "error": value(counted.error),
                     })).collect::<Vec<_>>(),
                 })
             };
             let entry = json!({
                 "messages_produced": messages,
                 "bytes_produced": bytes,
-                "share": { "messages": message_share, "bytes": byte_share },
-                "split_out": message_share > config.split_share || byte_share > config.split_share,
+                "deliveries_received": deliveries,
+                "bytes_received": bytes_received,
+                "connection_seconds": load(&traffic.connected_ms) as f64 / 1000.0,
+                "share": {
+                    "messages": shares[0],
+                    "bytes": shares[1],
+                    "deliveries": shares[2],
+                    "bytes_received": shares[3],
+                },
+                "split_out": shares.iter().any(|share| *share > config.split_share),
                 "sketch": {
                     "capacity": config.top_users,
                     "memory_bytes": users.memory_bytes(),
                 },
                 "top_users": {
-                    "messages": ranked(&users.messages),
-                    "bytes": ranked(&users.bytes),
+                    "messages": ranked(&users.messages, false),
+                    "bytes": ranked(&users.bytes, false),
+                    "deliveries_received": ranked(&users.deliveries_received, false),
+                    "bytes_received": ranked(&users.bytes_received, false),
+                    "connection_seconds": ranked(&users.connected_ms, true),
                 },
             });
             report.insert(site.into(), entry);
@@ -288,9 +404,69 @@ impl Accounting {
     }
 }
 
+impl TrafficSink for Accounting {
+    fn received(&self, site: &str, user: Option<&str>, received: Received) {
+        if !self.inner.config.enabled {
+            return;
+        }
+        let traffic = self.site(site);
+        traffic
+            .deliveries_received
+            .fetch_add(received.deliveries, Ordering::Relaxed);
+        traffic
+            .bytes_received
+            .fetch_add(received.bytes, Ordering::Relaxed);
+        let metrics = &self.inner.metrics;
+        if received.deliveries > 0 {
+            metrics
+                .deliveries_received
+                .with_label_values(&[site])
+                .inc_by(received.deliveries);
+            metrics
+                .bytes_received
+                .with_label_values(&[site])
+                .inc_by(received.bytes);
+        }
+        let Some(user) = user else {
+            return;
+        };
+        let memory = {
+            let mut users = traffic.users.lock();
+            if received.deliveries > 0 {
+                users.deliveries_received.add(user, received.deliveries);
+                users.bytes_received.add(user, received.bytes);
+            }
+            if received.connected_ms > 0 {
+                users.connected_ms.add(user, received.connected_ms);
+            }
+            users.memory_bytes()
+        };
+        self.set_sketch_bytes(site, Some(memory));
+    }
+}
+
 impl UserSketches {
+    fn new(slots: usize) -> Self {
+        Self {
+            messages: SpaceSaving::new(slots),
+            bytes: SpaceSaving::new(slots),
+            deliveries_received: SpaceSaving::new(slots),
+            bytes_received: SpaceSaving::new(slots),
+            connected_ms: SpaceSaving::new(slots),
+        }
+    }
+
     fn memory_bytes(&self) -> usize {
-        self.messages.memory_bytes() + self.bytes.memory_bytes()
+        [
+            &self.messages,
+            &self.bytes,
+            &self.deliveries_received,
+            &self.bytes_received,
+            &self.connected_ms,
+        ]
+        .iter()
+        .map(|sketch| sketch.memory_bytes())
+        .sum()
     }
 }
 

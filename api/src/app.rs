@@ -37,6 +37,11 @@ struct Inner {
     shutting_down: AtomicBool,
     /// The live demo's users and notices (served on the dev site only).
     demo: crate::demo::Demo,
+    /// When the server started, for the console's uptime.
+    started: std::time::Instant,
+    /// `admin.secret`, or on the zero-config dev site without one, a
+    /// secret made up at start (docs/console.md).
+    admin_secret: Option<String>,
 }
 
 impl App {
@@ -47,6 +52,7 @@ impl App {
         registry: Registry,
         metrics: Metrics,
         accounting: Accounting,
+        admin_secret: Option<String>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -59,6 +65,8 @@ impl App {
                 metrics,
                 shutting_down: AtomicBool::new(false),
                 demo: crate::demo::Demo::default(),
+                started: std::time::Instant::now(),
+                admin_secret,
             }),
         }
     }
@@ -89,6 +97,15 @@ impl App {
 
     pub(crate) fn body_budget(&self) -> &Arc<BodyBudget> {
         &self.inner.body_budget
+    }
+
+    /// The operator's credential for `/api/admin/*` and `/console`.
+    pub(crate) fn admin_secret(&self) -> Option<&str> {
+        self.inner.admin_secret.as_deref()
+    }
+
+    pub(crate) fn started(&self) -> std::time::Instant {
+        self.inner.started
     }
 
     pub(crate) fn accounting(&self) -> &Accounting {

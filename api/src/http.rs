@@ -59,7 +59,8 @@ pub(crate) async fn handle(
         "/stomp" => ("stomp", stomp::handle(&app, peer, request)),
         "/api/publish" => ("publish", publish::handle(&app, peer, request).await),
         "/api/deliver" => ("deliver", deliver::handle(&app, peer, request).await),
-        "/api/admin/traffic" => ("admin_traffic", admin::traffic(&app, peer, &request)),
+        admin if admin.starts_with("/api/admin/") => admin::handle(&app, peer, request).await,
+        "/console" => ("console", admin::console(&app, peer, &request)),
         "/api/history" => ("history", history::handle(&app, peer, &request).await),
         // Publishes and streams are counted apart, as `/api/publish` and `/sse` are.
         "/.well-known/mercure" if request.method() == Method::POST => (

@@ -134,12 +134,20 @@ impl Server {
             sites.clone(),
             webhook_metrics,
         ));
+        let accounting = crate::accounting::Accounting::new(config.accounting.clone(), &registry)?;
+        // What reaches connections is counted when accounting is on, and
+        // open connections are summed per site each second.
+        let traffic = config.accounting.enabled.then(|| {
+            tokio::spawn(accounting.clone().sample_connections(sites.clone()));
+            Arc::new(accounting.clone()) as Arc<dyn push::TrafficSink>
+        });
         let sessions = push::Context::new(
             fanout.clone(),
             config.connection.clone(),
             push_metrics,
             tracker,
             sites,
+            traffic,
         );
 
         let listener = tcp::listen(config.listen, config.listener.reuseport)
@@ -184,8 +192,32 @@ impl Server {
             ),
             None => None,
         };
-        let accounting = crate::accounting::Accounting::new(config.accounting.clone(), &registry)?;
-        let app = App::new(config, fanout, sessions, registry, metrics, accounting);
+        // The zero-config dev site's console opens with a secret made up
+        // now and logged, so that it works with no setup at all; it still
+        // answers loopback only.
+        let admin_secret = config.admin_secret.clone().or_else(|| {
+            dev_site.then(|| {
+                let bytes: [u8; 16] = rand::random();
+                bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+            })
+        });
+        if config.admin_secret.is_none()
+            && let Some(secret) = &admin_secret
+        {
+            tracing::info!(
+                console = %format_args!("http://{}/console#secret={secret}", listener.local_addr()?),
+                "the operator console (dev site, loopback only; a new secret each start, or set admin.secret)"
+            );
+        }
+        let app = App::new(
+            config,
+            fanout,
+            sessions,
+            registry,
+            metrics,
+            accounting,
+            admin_secret,
+        );
         Ok(Server {
             listener,
             metrics_listener,

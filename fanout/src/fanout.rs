@@ -92,6 +92,14 @@ impl Fanout {
         })
     }
 
+    /// The `n` ordinary channels of any site with the most subscribers on
+    /// this node, most first, with their counts: for the operator console.
+    pub fn busiest_channels(&self, n: usize) -> Vec<(ChannelKey, usize)> {
+        self.hub.busiest_where(n, |channel| {
+            channel.timeline().is_none() && !channel.name().starts_with(crate::channel::INTERNAL)
+        })
+    }
+
     /// Publishes each message; a message to a timeline channel goes to its
     /// user through the user's shard.
     pub async fn publish(&self, batch: Vec<PublishRequest>) -> Result<Vec<Published>, Error> {

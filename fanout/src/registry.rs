@@ -376,6 +376,43 @@ impl Hub {
         out
     }
 
+    /// The `n` channels `keep` takes with the most local subscribers, most
+    /// first. It visits every channel of the node but holds only `n` at a
+    /// time: for operator views, never on a publish or delivery path.
+    pub fn busiest_where(
+        &self,
+        n: usize,
+        keep: impl Fn(&ChannelKey) -> bool,
+    ) -> Vec<(ChannelKey, usize)> {
+        use std::{cmp::Reverse, collections::BinaryHeap};
+        // A min-heap of the n busiest so far: the least busy is replaced.
+        let mut busiest: BinaryHeap<Reverse<(usize, ChannelKey)>> = BinaryHeap::new();
+        if n == 0 {
+            return Vec::new();
+        }
+        for shard in &self.shared.shards {
+            let shard = shard.lock();
+            for (key, entries) in shard.iter() {
+                let count = entries.len();
+                let beats_least = busiest
+                    .peek()
+                    .is_none_or(|Reverse((least, _))| count > *least);
+                if (busiest.len() < n || beats_least) && keep(key) {
+                    busiest.push(Reverse((count, key.clone())));
+                    if busiest.len() > n {
+                        busiest.pop();
+                    }
+                }
+            }
+        }
+        let mut out: Vec<(ChannelKey, usize)> = busiest
+            .into_iter()
+            .map(|Reverse((count, key))| (key, count))
+            .collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.as_str().cmp(b.0.as_str())));
+        out
+    }
+
     /// Whether any local subscriber listens to `channel`.
     pub fn has_subscribers(&self, channel: &str) -> bool {
         self.shard(channel).lock().contains_key(channel)

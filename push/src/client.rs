@@ -35,6 +35,10 @@ struct Details {
     /// The user a signed sign-in (Pusher's `pusher:signin`) proved this
     /// connection is, when it has no token.
     signed_in: Option<Box<str>>,
+    /// Unix milliseconds up to which the connection's time was reported to
+    /// the traffic accounting ([`Client::take_connected_ms`]); it starts
+    /// when the connection is admitted or its user signs in.
+    counted_to_ms: u64,
 }
 
 /// How a subscribe proves it may read a `private-` or `presence-` channel
@@ -53,6 +57,13 @@ pub(crate) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Now, in Unix milliseconds.
+pub(crate) fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 impl Client {
     pub(crate) fn new(site: Arc<Site>, counted_ip: Option<IpAddr>, token: Option<Claims>) -> Self {
         let details = (counted_ip.is_some() || token.is_some()).then(|| {
@@ -60,6 +71,7 @@ impl Client {
                 counted_ip,
                 token,
                 signed_in: None,
+                counted_to_ms: unix_now_ms(),
             })
         });
         Self { site, details }
@@ -71,6 +83,20 @@ impl Client {
 
     pub fn site(&self) -> &Arc<Site> {
         &self.site
+    }
+
+    /// The milliseconds since the last call (or since the user became
+    /// known), for a client that has a user; 0 for an anonymous one.
+    pub(crate) fn take_connected_ms(&mut self, now_ms: u64) -> u64 {
+        if self.user().is_none() {
+            return 0;
+        }
+        let Some(details) = self.details.as_mut() else {
+            return 0;
+        };
+        let connected = now_ms.saturating_sub(details.counted_to_ms);
+        details.counted_to_ms = details.counted_to_ms.max(now_ms);
+        connected
     }
 
     /// The client's user: its token's, or the one it signed in as.
@@ -124,10 +150,13 @@ impl Client {
                 counted_ip: None,
                 token: None,
                 signed_in: None,
+                counted_to_ms: 0,
             })
         });
-        if details.token.is_none() {
+        if details.token.is_none() && details.signed_in.is_none() {
             details.signed_in = Some(id.as_str().into());
+            // The user's time starts now; before, the connection was anonymous.
+            details.counted_to_ms = unix_now_ms();
         }
         Ok(id)
     }

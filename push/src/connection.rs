@@ -42,13 +42,14 @@ pub use outgoing::Outgoing;
 
 use crate::{
     ClientFrame, CloseReason, Context, ErrorCode, Event, Intent, Protocol, Refusal,
-    client::{ChannelProof, Client, unix_now},
+    client::{ChannelProof, Client, unix_now, unix_now_ms},
     command_rate::{CommandRate, Pace},
     metrics::PerTransport,
-    outbox::{Outbox, Queue, Queued},
+    outbox::{Handed, Outbox, Queue, Queued},
     session::Inbound,
     subscriptions::{self, Accept, Opened, Subscriptions, opens_in_time},
     tracker::Tracked,
+    traffic::Received,
 };
 
 /// Client frames are not read while this many chunks wait for the socket:
@@ -195,6 +196,7 @@ impl<P: Protocol> Connection<P> {
             }
         }
         let mut replayed = 0;
+        let mut replayed_bytes = 0;
         for (slot, _, history, _) in &replays {
             if history.recovered {
                 for message in &history.messages {
@@ -202,8 +204,12 @@ impl<P: Protocol> Connection<P> {
                     self.protocol
                         .message(message, &self.subscriptions, &mut self.out);
                     replayed += 1;
+                    replayed_bytes += message.data.len();
                 }
             }
+        }
+        if replayed > 0 {
+            self.outbox.count_handed(replayed, replayed_bytes);
         }
         // Only now, so that every replayed event's cursor holds what was
         // sent: live messages up to each channel's position when its history
@@ -211,7 +217,7 @@ impl<P: Protocol> Connection<P> {
         for (slot, _, history, _) in replays {
             self.subscriptions.advance(slot, history.position);
         }
-        self.metrics().delivered.inc_by(replayed);
+        self.metrics().delivered.inc_by(replayed as u64);
         self.end_if_answered();
     }
 
@@ -529,7 +535,13 @@ impl<P: Protocol> Connection<P> {
         if (drained.tick || drained.recheck) && self.check_client() {
             return true;
         }
+        if drained.disconnect && self.is_disconnected() {
+            let message = "an operator disconnected this user";
+            self.begin_close(CloseReason::Code(ErrorCode::Disconnected), message, None);
+            return true;
+        }
         if drained.tick {
+            self.report_traffic(drained.handed);
             self.commands.catch_up();
             if self.is_idle() {
                 let message = "nothing was heard from the client for too long";
@@ -582,6 +594,14 @@ impl<P: Protocol> Connection<P> {
         };
         self.begin_close(CloseReason::Code(code), message, None);
         true
+    }
+
+    /// Whether an operator disconnected this connection's user.
+    fn is_disconnected(&self) -> bool {
+        let site = self.client.site().id();
+        self.client
+            .user()
+            .is_some_and(|user| self.context.disconnects().includes(site, user))
     }
 
     fn is_idle(&self) -> bool {
@@ -733,6 +753,7 @@ impl<P: Protocol> Connection<P> {
         }
         self.finished = true;
         self.outbox.detach();
+        self.report_traffic(self.outbox.take_handed());
         if self.closing.is_none() {
             self.metrics().disconnected(reason);
         }
@@ -741,6 +762,24 @@ impl<P: Protocol> Connection<P> {
             reason = reason.as_str(),
             "connection closed"
         );
+    }
+
+    /// Passes what the connection received since its last report on to
+    /// the traffic accounting (`traffic.rs`): on each tick and at the end.
+    fn report_traffic(&mut self, handed: Handed) {
+        let Some(sink) = self.context.traffic() else {
+            return;
+        };
+        let connected_ms = self.client.take_connected_ms(unix_now_ms());
+        if handed == Handed::default() && connected_ms == 0 {
+            return;
+        }
+        let received = Received {
+            deliveries: handed.deliveries.into(),
+            bytes: handed.bytes.into(),
+            connected_ms,
+        };
+        sink.received(self.client.site().id(), self.client.user(), received);
     }
 
     // === writing ===

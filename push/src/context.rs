@@ -1,11 +1,15 @@
 //! What every session shares: the fan-out, the limits, the metrics and the tracker.
 
-use std::{sync::Arc, time::Duration};
+use std::{any::TypeId, sync::Arc, time::Duration};
 
 use fanout::Fanout;
+use parking_lot::Mutex;
 use sites::Sites;
 
-use crate::{Metrics, SessionConfig, Tracker};
+use crate::{
+    Metrics, Protocol, SessionConfig, Tracker, disconnects::Disconnects, outbox::HubWriter,
+    traffic::TrafficSink,
+};
 
 /// A cheap, cloneable handle that each connection keeps (one pointer).
 #[derive(Clone)]
@@ -19,6 +23,11 @@ struct Inner {
     metrics: Metrics,
     tracker: Tracker,
     sites: Sites,
+    /// Where connections report what they received; none without accounting.
+    traffic: Option<Arc<dyn TrafficSink>>,
+    /// One [`HubWriter`] per protocol whose frames the hub may write.
+    hub_writers: Mutex<Vec<(TypeId, Arc<HubWriter>)>>,
+    disconnects: Disconnects,
 }
 
 impl Context {
@@ -28,6 +37,7 @@ impl Context {
         metrics: Metrics,
         tracker: Tracker,
         sites: Sites,
+        traffic: Option<Arc<dyn TrafficSink>>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -36,6 +46,9 @@ impl Context {
                 metrics,
                 tracker,
                 sites,
+                traffic,
+                hub_writers: Mutex::new(Vec::new()),
+                disconnects: Disconnects::default(),
             }),
         }
     }
@@ -58,6 +71,37 @@ impl Context {
 
     pub fn sites(&self) -> &Sites {
         &self.inner.sites
+    }
+
+    pub(crate) fn traffic(&self) -> Option<&dyn TrafficSink> {
+        self.inner.traffic.as_deref()
+    }
+
+    /// Disconnects every connection of `user` on `site` on this node: they
+    /// close with `disconnected` (4011) shortly after (`disconnects.rs`).
+    pub fn disconnect_user(&self, site: &str, user: &str) {
+        self.inner.disconnects.add(site, user);
+        self.inner.tracker.check_disconnects();
+    }
+
+    pub(crate) fn disconnects(&self) -> &Disconnects {
+        &self.inner.disconnects
+    }
+
+    /// How the hub writes `P`'s frames, when it may: made once per protocol.
+    pub(crate) fn hub_writer<P: Protocol + 'static>(&self) -> Option<Arc<HubWriter>> {
+        let frame = P::SHARED_FRAME?;
+        let mut writers = self.inner.hub_writers.lock();
+        let id = TypeId::of::<P>();
+        if let Some((_, writer)) = writers.iter().find(|(of, _)| *of == id) {
+            return Some(writer.clone());
+        }
+        let writer = Arc::new(HubWriter {
+            frame,
+            counters: self.inner.metrics.transport(P::TRANSPORT).clone(),
+        });
+        writers.push((id, writer.clone()));
+        Some(writer)
     }
 
     /// Shutdown's advice to every client: first waits until what publishers

@@ -21,6 +21,7 @@ mod command_rate;
 pub mod config;
 mod connection;
 mod context;
+mod disconnects;
 /// The client-input parsers, for the fuzz targets in `fuzz/` only.
 /// Not an API: nothing else may depend on it.
 #[doc(hidden)]
@@ -40,6 +41,7 @@ pub mod statusnet;
 pub mod stomp;
 mod subscriptions;
 mod tracker;
+mod traffic;
 mod transport;
 pub mod ws;
 
@@ -58,6 +60,7 @@ pub use refusal::{CloseReason, CodeInfo, ErrorCode, Refusal};
 pub use session::{Frames, Inbound, Link, Session};
 pub use subscriptions::{Backlog, Subscriptions};
 pub use tracker::Tracker;
+pub use traffic::{Received, TrafficSink};
 pub use transport::Transport;
 
 /// The wire encoders, for `herald-bench`'s criterion micro-benchmarks only.

@@ -87,15 +87,32 @@ const TICK: u8 = 2;
 const RECHECK: u8 = 4;
 /// Parked: the hub writes this connection's messages itself.
 const DIRECT: u8 = 8;
+/// An operator disconnects a user: the connection checks whether it is theirs.
+const DISCONNECT: u8 = 16;
 
-/// How the hub writes to a parked connection: its protocol's shared frame,
-/// and the counters those writes go into.
-pub(crate) struct Direct {
-    /// The socket; its link owns it (see the invariants).
-    pub fd: RawFd,
+/// How the hub writes a protocol's frames to parked connections, and the
+/// counters those writes go into: one per protocol and node, shared by
+/// its connections (`Context::hub_writer`), so that each outbox holds one
+/// pointer to it, not two.
+pub(crate) struct HubWriter {
     /// The protocol's [`Protocol::SHARED_FRAME`].
     pub frame: fn(&Message) -> Bytes,
     pub counters: Arc<PerTransport>,
+}
+
+/// How the hub writes to one parked connection.
+pub(crate) struct Direct {
+    /// The socket; its link owns it (see the invariants).
+    pub fd: RawFd,
+    pub writer: Arc<HubWriter>,
+}
+
+/// What the hub handed to a connection since it was last asked, for the
+/// traffic accounting (`crate::traffic`): messages, and their payload bytes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Handed {
+    pub deliveries: u32,
+    pub bytes: u32,
 }
 
 pub(crate) struct Outbox {
@@ -111,10 +128,8 @@ pub(crate) struct Outbox {
     limit: u32,
     /// [`Direct::fd`], or -1 when the hub never writes here.
     fd: RawFd,
-    /// [`Direct::frame`].
-    frame: Option<fn(&Message) -> Bytes>,
-    /// [`Direct::counters`].
-    counters: Option<Arc<PerTransport>>,
+    /// [`Direct::writer`], when the hub may write here.
+    writer: Option<Arc<HubWriter>>,
 }
 
 struct State {
@@ -140,10 +155,15 @@ struct State {
     shutdown_ms: u32,
     /// The slot whose position is left here, or [`NOT_PARKED`].
     parked_slot: u16,
+    /// What the hub handed over since the connection last took it (on a
+    /// tick, and when it ends). Two `u32`s fit where the outbox had room
+    /// (see the size test); they saturate rather than wrap.
+    handed: Handed,
     /// [`OVERFLOWED`]: the limit was passed; the connection must close.
     /// [`TICK`]: set by the shared ticker; the connection pings and checks
     /// its deadline. [`RECHECK`]: the connection's site may have changed (a
     /// reload); it checks whether it may stay. [`DIRECT`]: parked.
+    /// [`DISCONNECT`]: an operator disconnects a user.
     flags: u8,
 }
 
@@ -156,8 +176,11 @@ pub(crate) struct Drained {
     /// The slot and position the connection had parked, moved on by
     /// whatever the hub wrote meanwhile.
     pub parked: Option<(u32, Position)>,
+    /// On a tick: what the hub handed over since the last one.
+    pub handed: Handed,
     pub overflowed: bool,
     pub tick: bool,
+    pub disconnect: bool,
     pub shutdown: Option<Duration>,
     pub recheck: bool,
 }
@@ -174,13 +197,9 @@ impl Outbox {
     /// An outbox holding up to `limit` bytes; with `direct`, the hub writes
     /// to the socket itself while the connection is parked.
     pub fn new(limit: usize, direct: Option<Direct>) -> Self {
-        let (fd, frame, counters) = match direct {
-            Some(Direct {
-                fd,
-                frame,
-                counters,
-            }) => (fd, Some(frame), Some(counters)),
-            None => (-1, None, None),
+        let (fd, writer) = match direct {
+            Some(Direct { fd, writer }) => (fd, Some(writer)),
+            None => (-1, None),
         };
         Self {
             state: Mutex::new(State {
@@ -194,14 +213,14 @@ impl Outbox {
                 first_stamp: 0,
                 shutdown_ms: NOT_SHUT_DOWN,
                 parked_slot: NOT_PARKED,
+                handed: Handed::default(),
                 flags: 0,
             }),
             // 53 bits: the id is also a JSON number's worth for clients that parse it so.
             id: rand::random::<u64>() >> 11,
             limit: u32::try_from(limit).unwrap_or(u32::MAX),
             fd,
-            frame,
-            counters,
+            writer,
         }
     }
 
@@ -247,18 +266,36 @@ impl Outbox {
             Queue::new()
         };
         let flags = state.flags;
-        state.flags &= !(TICK | RECHECK);
+        state.flags &= !(TICK | RECHECK | DISCONNECT);
+        let handed = if flags & TICK != 0 {
+            std::mem::take(&mut state.handed)
+        } else {
+            Handed::default()
+        };
         let drained = Drained {
+            handed,
             started,
             items,
             parked,
             overflowed: flags & OVERFLOWED != 0,
             tick: flags & TICK != 0,
+            disconnect: flags & DISCONNECT != 0,
             shutdown: (state.shutdown_ms != NOT_SHUT_DOWN)
                 .then(|| Duration::from_millis(state.shutdown_ms.into())),
             recheck: flags & RECHECK != 0,
         };
         (drained, std::mem::take(&mut state.first_stamp))
+    }
+
+    /// Takes what the hub handed over since it was last taken.
+    pub fn take_handed(&self) -> Handed {
+        std::mem::take(&mut self.state.lock().handed)
+    }
+
+    /// Counts messages the connection sent on its own (a replay from
+    /// history) with those the hub handed over.
+    pub fn count_handed(&self, deliveries: usize, bytes: usize) {
+        self.state.lock().handed.add(deliveries, bytes);
     }
 
     /// Takes the queued messages alone (signals stay for the next drain).
@@ -275,7 +312,7 @@ impl Outbox {
     /// write here, or when something arrived since the last drain (the task
     /// was woken for it).
     pub fn park(&self, slot: u32, position: Position) {
-        if self.frame.is_none() {
+        if self.writer.is_none() {
             return;
         }
         let Ok(slot) = u16::try_from(slot) else {
@@ -301,6 +338,12 @@ impl Outbox {
     /// Called after a reload: the connection checks that its site stays.
     pub fn recheck(&self) {
         self.signal(|state| state.flags |= RECHECK);
+    }
+
+    /// Called when an operator disconnects a user: the connection checks
+    /// whether it is that user's.
+    pub fn check_disconnect(&self) {
+        self.signal(|state| state.flags |= DISCONNECT);
     }
 
     /// Called on shutdown with this connection's jittered reconnect delay.
@@ -341,8 +384,9 @@ impl Outbox {
     /// Writes the queue's frames to the socket, as far as the shortcut
     /// covers them and the socket takes them. Call parked, with the queue
     /// not empty.
-    fn write_queue(&self, state: &mut State, frame: fn(&Message) -> Bytes) -> Wrote {
-        let counters = self.counters.as_deref();
+    fn write_queue(&self, state: &mut State, writer: &HubWriter) -> Wrote {
+        let frame = writer.frame;
+        let counters = &writer.counters;
         loop {
             let mut frames: [Option<Bytes>; MAX_FRAMES] = Default::default();
             let mut count = 0;
@@ -383,9 +427,7 @@ impl Outbox {
             let Ok(mut sent) = sent else {
                 return Wrote::Stopped;
             };
-            if let Some(counters) = counters {
-                counters.writes.inc();
-            }
+            counters.writes.inc();
             let mut whole = 0;
             for bytes in frames.iter().flatten() {
                 if sent < bytes.len() {
@@ -394,9 +436,7 @@ impl Outbox {
                 sent -= bytes.len();
                 whole += 1;
             }
-            if let Some(counters) = counters {
-                counters.delivered.inc_by(whole as u64);
-            }
+            counters.delivered.inc_by(whole as u64);
             if whole > 0 {
                 state.parked_position = state.queue[whole - 1].message.position;
                 state.queue.drain(..whole);
@@ -416,6 +456,14 @@ impl Outbox {
                 return Wrote::Stopped;
             }
         }
+    }
+}
+
+impl Handed {
+    fn add(&mut self, deliveries: usize, bytes: usize) {
+        let saturate = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        self.deliveries = self.deliveries.saturating_add(saturate(deliveries));
+        self.bytes = self.bytes.saturating_add(saturate(bytes));
     }
 }
 
@@ -448,6 +496,7 @@ impl Subscriber for Outbox {
                 state.queue.truncate(keep);
                 state.bytes = 0;
             } else {
+                state.handed.add(1, message.data.len());
                 state.queue.push(Queued {
                     slot,
                     written: 0,
@@ -480,7 +529,7 @@ impl Subscriber for Outbox {
     /// The hub's write to a parked connection, or (`Flush::Wake`) its
     /// unparking, so that its task writes instead.
     fn flush(&self, how: Flush) {
-        let Some(frame) = self.frame else {
+        let Some(writer) = self.writer.as_deref() else {
             return;
         };
         let waker = {
@@ -489,7 +538,7 @@ impl Subscriber for Outbox {
                 return;
             }
             let wrote = if state.flags & DIRECT != 0 && how == Flush::Write {
-                self.write_queue(&mut state, frame)
+                self.write_queue(&mut state, writer)
             } else {
                 // Unparked meanwhile (the task has it: a wake-up spare), or
                 // to be written by the task.
@@ -579,10 +628,12 @@ mod tests {
             limit,
             Some(Direct {
                 fd: ours.as_raw_fd(),
-                frame: payload,
-                counters: crate::Metrics::new()
-                    .transport(crate::Transport::Ws)
-                    .clone(),
+                writer: Arc::new(HubWriter {
+                    frame: payload,
+                    counters: crate::Metrics::new()
+                        .transport(crate::Transport::Ws)
+                        .clone(),
+                }),
             }),
         );
         (outbox, ours, peer)

@@ -68,6 +68,9 @@ pub enum ErrorCode {
     SiteUnknown,
     /// A reload removed the client's site.
     SiteRemoved,
+    /// An operator disconnected the client's user (the console, or
+    /// `POST /api/admin/disconnect`).
+    Disconnected,
     /// The token is malformed, not HS256, or not signed by the site.
     TokenInvalid,
     /// The site is private and the client brought no token.
@@ -176,6 +179,7 @@ impl ErrorCode {
         row(ErrorCode::RateLimited, "rate_limited", Some(429), None),
         row(ErrorCode::SiteUnknown, "site_unknown", Some(404), Some(4004)),
         row(ErrorCode::SiteRemoved, "site_removed", Some(410), Some(4010)),
+        row(ErrorCode::Disconnected, "disconnected", None, Some(4011)),
         row(ErrorCode::TokenInvalid, "token_invalid", Some(401), Some(4001)),
         row(ErrorCode::TokenRequired, "token_required", Some(401), Some(4002)),
         row(ErrorCode::TokenExpired, "token_expired", Some(401), Some(4003)),

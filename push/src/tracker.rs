@@ -97,6 +97,11 @@ impl Tracker {
         self.for_each(Outbox::tick);
     }
 
+    /// Has every connection check whether an operator disconnected its user.
+    pub(crate) fn check_disconnects(&self) {
+        self.for_each(Outbox::check_disconnect);
+    }
+
     /// Has every connection check whether it may stay (after a reload
     /// removed sites).
     pub fn recheck_all(&self) {

@@ -69,10 +69,9 @@ pub async fn start<P: Protocol>(
         Ok((client, opening))
     });
     // The hub may write this protocol's frames to the socket itself.
-    let direct = P::SHARED_FRAME.map(|frame| Direct {
+    let direct = context.hub_writer::<P>().map(|writer| Direct {
         fd: stream.as_raw_fd(),
-        frame,
-        counters: context.metrics().transport(P::TRANSPORT).clone(),
+        writer,
     });
     let subscribed = match admitted {
         Ok((client, opening)) => opening

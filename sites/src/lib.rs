@@ -136,6 +136,11 @@ impl Sites {
         self.table.read().by_id.len()
     }
 
+    /// Every site served now, in no order.
+    pub fn all(&self) -> Vec<Arc<Site>> {
+        self.table.read().by_id.values().cloned().collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

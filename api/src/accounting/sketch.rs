@@ -37,13 +37,14 @@ pub(crate) struct SpaceSaving {
 }
 
 impl SpaceSaving {
-    /// A sketch of `capacity` slots (at least one).
+    /// A sketch of up to `capacity` slots (at least one). They are taken
+    /// as users turn up, so that a site with few users, or none (there may
+    /// be ten thousand sites), holds little.
     pub(crate) fn new(capacity: usize) -> Self {
-        let capacity = capacity.max(1);
         Self {
-            capacity,
-            slots: Vec::with_capacity(capacity),
-            index: HashMap::with_capacity(capacity),
+            capacity: capacity.max(1),
+            slots: Vec::new(),
+            index: HashMap::new(),
             total: 0,
         }
     }
@@ -146,14 +147,17 @@ impl SpaceSaving {
         self.slots.len()
     }
 
-    /// Bytes this sketch holds, counting its full capacity: the slots, the
-    /// index's entries and the keys (twice: a slot's and the index's).
+    /// Bytes this sketch holds: the slots and the index's entries it has
+    /// room for, and the keys (twice: a slot's and the index's).
     pub(crate) fn memory_bytes(&self) -> usize {
         let slot = std::mem::size_of::<Counted>();
         // A hash map entry: the key, the value and a control byte.
         let entry = std::mem::size_of::<(Box<str>, usize)>() + 1;
         let keys: usize = self.slots.iter().map(|slot| slot.key.len()).sum();
-        std::mem::size_of::<Self>() + self.capacity * (slot + entry) + 2 * keys
+        std::mem::size_of::<Self>()
+            + self.slots.capacity() * slot
+            + self.index.capacity() * entry
+            + 2 * keys
     }
 }
 

@@ -36,6 +36,7 @@
 //!
 //! Set-up: `scripts/test` installs what these need and builds the binary first.
 
+mod admin;
 mod browser;
 mod churn;
 mod config;

@@ -3,11 +3,16 @@
 //! more light users than its sketch has slots, its totals are what was
 //! published and delivered, `/metrics` carries per-site totals and never a
 //! user, and the admin route refuses everyone without `admin.secret`.
+//! What reaches each user's connections is ranked too, with their time
+//! connected, and the site's connection time is summed.
 
-use herald_tests::{Delivery, Herald, Request, Site, sites_toml};
+use std::time::Duration;
+
+use herald_tests::{Delivery, Herald, Request, Site, WsClient, sites_toml};
 use serde_json::{Value, json};
 
 const ADMIN: &str = "an-admin-secret-of-some-length";
+const WAIT: Duration = Duration::from_secs(5);
 
 /// Publishes `data` to `channels` of `site`; asserts a 200.
 async fn publish(herald: &Herald, site: &Site, channels: &[String], data: &str) {
@@ -106,6 +111,81 @@ async fn traffic_ranks_a_heavy_user_first_and_totals_what_was_produced() {
     for user in ["heavy", "light1", "someone"] {
         assert!(!metrics.contains(user), "{user} in /metrics");
     }
+}
+
+#[tokio::test]
+async fn traffic_ranks_the_user_whose_connections_receive_most() {
+    let site = Site::new("a");
+    // A one-second ping interval: connections report on each tick.
+    let top = format!("[admin]\nsecret = \"{ADMIN}\"\n[connection]\nping_interval_secs = 1\n");
+    let herald = Herald::builder()
+        .config_toml(sites_toml(&top, &[&site]))
+        .start();
+    let key = &site.key;
+    let connect = |user: &str, channel: &str| {
+        let token = site.token(user, 600);
+        herald.ws_url(&format!("/ws?key={key}&token={token}&channel={channel}"))
+    };
+    // The reader follows a busy channel on two connections; the lurker a
+    // quiet one; an anonymous client the busy one too.
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let mut ws = WsClient::connect(&connect("reader", "busy")).await;
+        ws.next_json(WAIT).await;
+        readers.push(ws);
+    }
+    let mut lurker = WsClient::connect(&connect("lurker", "quiet")).await;
+    lurker.next_json(WAIT).await;
+    let mut anonymous =
+        WsClient::connect(&herald.ws_url(&format!("/ws?key={key}&channel=busy"))).await;
+    anonymous.next_json(WAIT).await;
+
+    let notice = r#""a notice of some length""#; // 25 bytes
+    for _ in 0..30 {
+        publish(&herald, &site, &["busy".into()], notice).await;
+    }
+    publish(&herald, &site, &["quiet".into()], notice).await;
+    for ws in readers.iter_mut().chain([&mut anonymous]) {
+        for _ in 0..30 {
+            ws.next_message(WAIT).await;
+        }
+    }
+    lurker.next_message(WAIT).await;
+    // The lurker leaves: what it had not reported yet is reported as it ends.
+    lurker.close().await;
+
+    // Within a few ticks every connection has reported.
+    let mut report = Value::Null;
+    for _ in 0..50 {
+        report = traffic(&herald).await;
+        if report["sites"]["a"]["deliveries_received"] == 30 * 3 + 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let a = &report["sites"]["a"];
+    assert_eq!(a["deliveries_received"], 30 * 3 + 1, "{a}");
+    assert_eq!(a["bytes_received"], (30 * 3 + 1) * 25, "{a}");
+    let received = &a["top_users"]["deliveries_received"]["top"];
+    assert_eq!(received[0]["user"], "reader", "{a}");
+    assert_eq!(received[0]["count"], 60, "{a}");
+    assert_eq!(received[1]["user"], "lurker", "{a}");
+    assert_eq!(received[1]["count"], 1, "{a}");
+    assert_eq!(a["top_users"]["bytes_received"]["top"][0]["count"], 60 * 25);
+    // The reader's two connections have each been open about as long as
+    // the test has run; the site's sampled time counts all four.
+    let seconds = &a["top_users"]["connection_seconds"]["top"];
+    assert_eq!(seconds[0]["user"], "reader", "{a}");
+    assert!(seconds[0]["count"].as_f64().unwrap() > 0.5, "{a}");
+    assert!(a["connection_seconds"].as_f64().unwrap() >= 1.0, "{a}");
+
+    let metrics = herald.metrics().await;
+    assert!(
+        metrics.contains(r#"herald_site_deliveries_received_total{site="a"} 91"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"herald_site_connection_seconds_total{site="a"}"#));
+    assert!(!metrics.contains("reader"), "a user in /metrics");
 }
 
 #[tokio::test]
