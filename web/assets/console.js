@@ -306,7 +306,11 @@ const charts = {
   deliveries: new Chart("chart-deliveries"),
   lag: new Chart("chart-lag"),
   slow: new Chart("chart-slow"),
-  redis: new Chart("chart-redis", { reconnects: "reconnects", publish_failures: "publish failures" }),
+  redis: new Chart("chart-redis", {
+    reconnects: "reconnects",
+    publish_failures: "publish failures",
+    gaps_detected: "gaps",
+  }),
 };
 
 window.addEventListener("resize", () => {
@@ -372,7 +376,11 @@ function renderRedis(t, redis) {
   light.dataset.state = redis.healthy ? "healthy" : "down";
   light.title = redis.healthy ? "Redis reachable" : "Redis unreachable";
   state.textContent = redis.healthy ? "healthy" : "unreachable";
-  charts.redis.push(t, { reconnects: redis.reconnects, publish_failures: redis.publish_failures });
+  charts.redis.push(t, {
+    reconnects: redis.reconnects,
+    publish_failures: redis.publish_failures,
+    gaps_detected: redis.gaps_detected,
+  });
 }
 
 /** A table cell with `text`, right-aligned when `numeric`. */
@@ -409,7 +417,7 @@ function renderSites(sites, splitShare) {
       cell(fmtCount(site.deliveries_received), true),
       cell(fmtBytes(site.bytes_received), true),
       cell(fmtSeconds(site.connection_seconds), true),
-      cell(`${fmtShare(share.messages)} / ${fmtShare(share.bytes)}`, true),
+      shareCell(share),
       flag,
     );
     return tr;
@@ -434,6 +442,19 @@ function renderSites(sites, splitShare) {
       if (!input.value && !input.dataset.touched) input.value = ids[0];
     }
   }
+}
+
+/** The site's shares of the node's traffic, each measure the server reports, the largest first. */
+function shareCell(share) {
+  const names = { messages: "msgs", bytes: "bytes", deliveries: "deliveries", bytes_received: "bytes recv." };
+  const parts = Object.entries(share)
+    .filter(([, value]) => typeof value === "number")
+    .sort((a, b) => b[1] - a[1])
+    .map(([key, value]) => `${names[key] || key} ${fmtShare(value)}`);
+  const td = cell(parts.length ? parts[0] : "–", true);
+  td.title = parts.join(", ");
+  td.dataset.shares = JSON.stringify(share);
+  return td;
 }
 
 function renderChannels(channels) {
@@ -525,7 +546,7 @@ function renderTopUsers() {
     note.textContent = "";
   } else if (traffic.enabled === false) {
     note.textContent = "Traffic accounting is off (accounting.enabled).";
-  } else if (!ranked) {
+  } else if (!ranked || !ranked.counted) {
     note.textContent = site ? `Nothing counted for ${site} yet.` : "";
   } else {
     note.textContent =
@@ -774,8 +795,8 @@ onSubmit("disconnect-form", "disconnect-result", async (fields) => {
   const site = fields.site.value.trim();
   const answer = await api("/api/admin/disconnect", { method: "POST", body: { site, user } });
   return answer && answer.disconnecting
-    ? `Disconnecting ${user} on ${site} (close code 4011).`
-    : `${user} has no connection on ${site} here.`;
+    ? `Closing ${user}'s connections on ${site} on this node (close code 4011).`
+    : `${user} was not disconnected.`;
 });
 
 // === start ===
