@@ -1,5 +1,6 @@
-//! Herald's browser assets (the demo page, the `herald.js` client, and `meteor.js` for pages
-//! written for Meteor: docs/compat.md), embedded into the binary.
+//! Herald's browser assets (the demo page, the `herald.js` client, `meteor.js` for pages
+//! written for Meteor: docs/compat.md, and the operator console: docs/console.md), embedded into
+//! the binary.
 //!
 //! The files live under `web/assets/` and are compiled in with `include_bytes!`, so the `herald`
 //! binary serves them with no files on disk. They are plain HTML, CSS and JavaScript modules:
@@ -22,8 +23,10 @@ pub fn asset(path: &str) -> Option<Asset> {
         .map(|(_, asset)| *asset)
 }
 
-/// The operator console's page, served at `/console` only to whom the
-/// admin routes answer (the server checks; docs/console.md).
+/// The operator console's page (HTML), served at `/console` only to whom the admin routes answer
+/// (the server checks; docs/console.md). It is not in the public table that [`asset`] reads, so
+/// that no other path serves it. The page holds no data; its script and styles (`/console.js`,
+/// `/console.css`) are public assets.
 pub const CONSOLE_HTML: &[u8] = include_bytes!("../assets/console.html");
 
 const HTML: &str = "text/html; charset=utf-8";
@@ -67,6 +70,20 @@ const ASSETS: &[(&str, Asset)] = &[
             body: include_bytes!("../assets/herald.js"),
         },
     ),
+    (
+        "/console.css",
+        Asset {
+            content_type: CSS,
+            body: include_bytes!("../assets/console.css"),
+        },
+    ),
+    (
+        "/console.js",
+        Asset {
+            content_type: JS,
+            body: include_bytes!("../assets/console.js"),
+        },
+    ),
     // herald.js as a classic script (`window.Herald`), made by web/build.mjs.
     (
         "/herald.classic.js",
@@ -95,6 +112,8 @@ mod tests {
             ("/herald.js", JS),
             ("/herald.classic.js", JS),
             ("/meteor.js", JS),
+            ("/console.css", CSS),
+            ("/console.js", JS),
         ] {
             let found = asset(path).unwrap_or_else(|| panic!("{path} is not served"));
             assert_eq!(found.content_type, content_type, "{path}");
@@ -112,6 +131,10 @@ mod tests {
             "/DEMO.JS",
             "demo.js",
             "/../demo.js",
+            // The console's page is served by the router after the admin checks, never as a
+            // public asset.
+            "/console",
+            "/console.html",
         ] {
             assert!(asset(path).is_none(), "{path} should not be served");
         }
@@ -143,9 +166,47 @@ mod tests {
     }
 
     #[test]
+    fn the_console_links_only_served_assets_and_nothing_remote() {
+        let page = std::str::from_utf8(CONSOLE_HTML).expect("the console page is UTF-8");
+        for link in ["\"/console.css\"", "\"/console.js\""] {
+            assert!(page.contains(link), "console.html does not link {link}");
+        }
+        // No CDN, no web fonts: the console works on a machine with no way out.
+        for text in [page, text("/console.js"), text("/console.css")] {
+            for remote in ["http://", "https://", "//cdn", "@import", "url("] {
+                assert!(!text.contains(remote), "the console refers to {remote}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_console_keeps_the_test_hooks() {
+        let page = std::str::from_utf8(CONSOLE_HTML).expect("the console page is UTF-8");
+        for id in [
+            "signin-form",
+            "secret-input",
+            "chart-connections",
+            "chart-messages",
+            "chart-deliveries",
+            "chart-lag",
+            "chart-slow",
+            "chart-redis",
+            "redis-light",
+            "sites-table",
+            "channels-table",
+            "top-users",
+            "publish-form",
+            "channel-form",
+            "disconnect-form",
+        ] {
+            assert!(page.contains(&format!("id=\"{id}\"")), "#{id} is missing");
+        }
+    }
+
+    #[test]
     fn scripts_never_insert_html() {
         // Notices are user content: scripts must insert them as text.
-        for path in ["/demo.js", "/herald.js"] {
+        for path in ["/demo.js", "/herald.js", "/console.js"] {
             let script = text(path);
             for sink in [
                 "innerHTML",
