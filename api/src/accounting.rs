@@ -335,6 +335,8 @@ impl Accounting {
                 part as f64 / all as f64
             }
         };
+        // A node with one site has nothing to split that site out from.
+        let several = sites.len() > 1;
         let mut report = serde_json::Map::new();
         for (site, traffic) in sites {
             let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
@@ -381,7 +383,7 @@ impl Accounting {
                     "deliveries": shares[2],
                     "bytes_received": shares[3],
                 },
-                "split_out": shares.iter().any(|share| *share > config.split_share),
+                "split_out": several && shares.iter().any(|share| *share > config.split_share),
                 "sketch": {
                     "capacity": config.top_users,
                     "memory_bytes": users.memory_bytes(),
@@ -510,6 +512,38 @@ mod tests {
         let b = &report["sites"]["b"];
         assert_eq!(b["messages_produced"], 3);
         assert_eq!(b["split_out"], false);
+    }
+
+    #[test]
+    fn a_site_alone_is_not_flagged_to_split_out() {
+        let accounting = accounting(4);
+        accounting.published("a", ["public"], 10);
+        let report = accounting.report(2);
+        assert_eq!(report["sites"]["a"]["share"]["messages"], 1.0);
+        assert_eq!(report["sites"]["a"]["split_out"], false);
+    }
+
+    #[test]
+    fn received_traffic_ranks_users_and_adds_to_the_site() {
+        let accounting = accounting(4);
+        let received = |deliveries, connected_ms| Received {
+            deliveries,
+            bytes: deliveries * 10,
+            connected_ms,
+        };
+        accounting.received("a", Some("reader"), received(30, 2_000));
+        accounting.received("a", Some("lurker"), received(1, 500));
+        accounting.received("a", None, received(30, 0));
+        let report = accounting.report(2);
+        let a = &report["sites"]["a"];
+        assert_eq!(a["deliveries_received"], 61);
+        assert_eq!(a["bytes_received"], 610);
+        let top = &a["top_users"]["deliveries_received"]["top"];
+        assert_eq!(top[0]["user"], "reader");
+        assert_eq!(top[0]["count"], 30);
+        assert_eq!(top[1]["user"], "lurker");
+        let seconds = &a["top_users"]["connection_seconds"]["top"];
+        assert_eq!(seconds[0]["count"], 2.0);
     }
 
     #[test]
