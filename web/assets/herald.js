@@ -281,7 +281,9 @@ export class Herald {
   updateStatus() {
     if (!this.link || !this.link.opened) return;
     const live = [...this.channels.values()].every((sub) => sub.live);
-    if (live) this.everLive = true;
+    // Live with no channel is not a connection that could be lost: the first subscribe after it
+    // is `connecting`, not `reconnecting`.
+    if (live && this.channels.size) this.everLive = true;
     this.setStatus(live ? "live" : this.everLive ? "reconnecting" : "connecting");
   }
 

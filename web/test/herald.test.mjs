@@ -162,6 +162,17 @@ test("streams buffered, channels subscribed only after it connected: it falls ba
   herald.close();
 });
 
+test("a first channel subscribed once live with none is connecting, never reconnecting", async () => {
+  const statuses = [];
+  const herald = new Herald(base, { WebSocket, EventSource, onStatus: (s) => statuses.push(s) });
+  await next("live with no channel", (done) => herald.on("status", (s) => s === "live" && done()));
+  const live = next("live", (done) => herald.on("status", (s) => s === "live" && done()));
+  herald.subscribe("first-late", {});
+  await live;
+  assert.deepEqual(statuses, ["live", "connecting", "live"]);
+  herald.close();
+});
+
 test("once WebSocket gets through again, a later probe moves back to it", async () => {
   // A proxy that refuses the first WebSocket, then lets them through.
   let refused = 0;
