@@ -33,10 +33,12 @@
 //! - `ws_url`        — `GET /ws?channel=…&since=…`: subscribed in the URL with no frame (`welcome`, `subscribed` in URL order, the replay, then live), every refusal of URL channels as an `error` frame and close 1008, on the listener's path and on hyper's
 //! - `poll`          — HTTP long-poll (`GET`/`POST /poll`): a first poll's `subscribed` events and cursor; every message once, in order, across polls (recovered from history between them); the timeout's empty answer; a publish answers a held poll; a form `POST` with 40 channels; a cursor history no longer covers answers `recovered:false` at once; every refusal's status and code while another poll is held and then answered; a held poll answered with `reconnect` advice and a good cursor on shutdown; `poll.timeout_secs` bounds what a poll asks for, and 0 exits 64; a held poll counts against the site's connection limit (429 `site_connection_limit` with `Retry-After`), an answered one does not; a token expiring while held answers `token_expired` with the cursor; the CORS preflight
 //! - `browser`       — the demo page in Debian's Chromium via playwright-core: a curl notice in both panels, and reconnect after a restart
+//! - `browser_fallback` — the demo page in Chromium behind `herald_tests::Proxy`: WebSocket refused → SSE, streams buffered → long-poll, network cuts, and a restart on Redis; numbered notices published meanwhile all shown once, in order; screenshots and traces in `target/browser-artifacts/`
 //!
 //! Set-up: `scripts/test` installs what these need and builds the binary first.
 
 mod browser;
+mod browser_fallback;
 mod churn;
 mod config;
 mod delivery;
