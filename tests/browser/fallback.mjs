@@ -12,7 +12,8 @@
 //   node → READY <transport>          both panels are `live`; the transport the page shows
 //   test → NUMBERS <tag> <count>      wait until "<tag> notice <count>" is in both timelines, then
 //                                     check that "<tag> notice 1" … "<tag> notice <count>" are
-//                                     each there once, oldest to newest
+//                                     each there once, oldest to newest, with no "N new
+//                                     notices" bar shown
 //                                     → NUMBERS <transport> <drops>
 //                                     (<drops>: how often the page's status left `live`)
 //   test → DONE                       save the artifacts, close the browser  → BYE
@@ -171,6 +172,10 @@ async function numbers(tag, count) {
           `doubled ${JSON.stringify(doubled)}`,
       );
     }
+  }
+  // Every notice was shown at once (the page is at its top): no "N new notices" bar, empty or not.
+  for (const bar of ["#public-new", "#user-new"]) {
+    if (await page.isVisible(bar)) await fail(`${bar} is shown: ${await page.textContent(bar)}`);
   }
   diagnostics();
   say(`NUMBERS ${await transport()} ${drops}`);
