@@ -281,7 +281,9 @@ export class Herald {
   updateStatus() {
     if (!this.link || !this.link.opened) return;
     const live = [...this.channels.values()].every((sub) => sub.live);
-    if (live) this.everLive = true;
+    // Live with no channel is not a connection that could be lost: the first subscribe after it
+    // is `connecting`, not `reconnecting`.
+    if (live && this.channels.size) this.everLive = true;
     this.setStatus(live ? "live" : this.everLive ? "reconnecting" : "connecting");
   }
 
@@ -436,7 +438,18 @@ class SseLink {
     const extra = cursor ? [["last_event_id", cursor]] : [];
     const source = new herald.EventSource(`${herald.base}/sse?${herald.query(this.token, extra)}`);
     this.source = source;
+    // A stream opened after the link (for channels subscribed later) gets the connect time-out
+    // too: a proxy that buffers streams holds this one back as well.
+    clearTimeout(this.stall);
+    this.stall = setTimeout(() => {
+      if (this.source !== source || herald.link !== this) return;
+      this.close();
+      if (!this.streamed) herald.failed(this, "the stream did not answer in time");
+      else herald.dropped(0, "the stream did not answer in time");
+    }, herald.options.connectTimeout || CONNECT_TIMEOUT_MS);
     source.addEventListener("subscribed", (event) => {
+      clearTimeout(this.stall);
+      this.streamed = true;
       if (!this.opened) herald.opened(this);
       herald.subscribed(JSON.parse(event.data));
     });
@@ -448,7 +461,8 @@ class SseLink {
       if (event.data) herald.refused(JSON.parse(event.data));
       // EventSource would retry with its own cursor; herald.js keeps the positions instead.
       this.close();
-      if (!this.opened) herald.failed(this, "the stream did not open");
+      // A link opened with no channel has not streamed yet: this transport has not worked.
+      if (!this.streamed) herald.failed(this, "the stream did not open");
       else if (herald.link === this) herald.dropped(herald.advised != null ? 4200 : 0, "");
     });
   }
@@ -465,6 +479,7 @@ class SseLink {
   }
 
   close() {
+    clearTimeout(this.stall);
     if (this.source) this.source.close();
     this.source = null;
   }

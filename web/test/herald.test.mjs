@@ -132,6 +132,47 @@ test("WebSocket refused and streams buffered: it falls back to long-poll", async
   herald.close();
 });
 
+test("streams buffered, channels subscribed only after it connected: it falls back to long-poll", async () => {
+  // As the demo page does: the client connects with no channel (an SSE link with no channel has
+  // nothing to open and counts as open), and subscribes once the history is loaded; the stream
+  // opened then is the one that a buffering proxy holds back.
+  const herald = new Herald(base, {
+    WebSocket: RefusedWebSocket,
+    EventSource: BufferedEventSource,
+    connectTimeout: 1000,
+  });
+  await next("SSE with no channel", (done) => herald.on("transport", (n) => n === "sse" && done()));
+  const messages = [];
+  let wake = () => {};
+  const live = next("live", (done) => herald.on("status", (s) => s === "live" && done()));
+  herald.subscribe("late", {
+    onMessage: (data) => {
+      messages.push(data);
+      wake();
+    },
+  });
+  await live;
+  assert.equal(herald.transport, "poll");
+  await publish("late", { n: 1 });
+  await next("the message", (done) => {
+    wake = done;
+    if (messages.length) done();
+  });
+  assert.deepEqual(messages, [{ n: 1 }]);
+  herald.close();
+});
+
+test("a first channel subscribed once live with none is connecting, never reconnecting", async () => {
+  const statuses = [];
+  const herald = new Herald(base, { WebSocket, EventSource, onStatus: (s) => statuses.push(s) });
+  await next("live with no channel", (done) => herald.on("status", (s) => s === "live" && done()));
+  const live = next("live", (done) => herald.on("status", (s) => s === "live" && done()));
+  herald.subscribe("first-late", {});
+  await live;
+  assert.deepEqual(statuses, ["live", "connecting", "live"]);
+  herald.close();
+});
+
 test("once WebSocket gets through again, a later probe moves back to it", async () => {
   // A proxy that refuses the first WebSocket, then lets them through.
   let refused = 0;

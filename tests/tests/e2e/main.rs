@@ -34,11 +34,13 @@
 //! - `poll`          — HTTP long-poll (`GET`/`POST /poll`): a first poll's `subscribed` events and cursor; every message once, in order, across polls (recovered from history between them); the timeout's empty answer; a publish answers a held poll; a form `POST` with 40 channels; a cursor history no longer covers answers `recovered:false` at once; every refusal's status and code while another poll is held and then answered; a held poll answered with `reconnect` advice and a good cursor on shutdown; `poll.timeout_secs` bounds what a poll asks for, and 0 exits 64; a held poll counts against the site's connection limit (429 `site_connection_limit` with `Retry-After`), an answered one does not; a token expiring while held answers `token_expired` with the cursor; the CORS preflight
 //! - `console`       — the operator console (`/console`) in Chromium: signed in from `#secret=`, its charts rise under `herald-bench` load, a heavy publisher first among top users, publish (a WebSocket client gets it), channel view, disconnect (close 4011), a wrong secret back to the sign-in form; 404 without `admin.secret`
 //! - `browser`       — the demo page in Debian's Chromium via playwright-core: a curl notice in both panels, and reconnect after a restart
+//! - `browser_fallback` — the demo page in Chromium behind `herald_tests::Proxy`: WebSocket refused → SSE, streams buffered → long-poll, network cuts, and a restart on Redis; numbered notices published meanwhile all shown once, in order; screenshots and traces in `target/browser-artifacts/`
 //!
 //! Set-up: `scripts/test` installs what these need and builds the binary first.
 
 mod admin;
 mod browser;
+mod browser_fallback;
 mod churn;
 mod config;
 mod console;
