@@ -5,6 +5,7 @@
 
 mod baseline;
 mod fanout;
+mod poll;
 mod publish;
 mod pusher;
 mod restart;
@@ -67,6 +68,9 @@ pub enum Section {
     /// Nchan, idle Mercure subscribers against native SSE ones, and presence
     /// joins on Redis, about four minutes.
     Pusher,
+    /// "HTTP long-poll": idle and broadcast clients on long-poll against SSE
+    /// ones, Herald and Nchan (`--transport poll` and `sse`), about five minutes.
+    Poll,
 }
 
 /// The heading of the idle-sites section, which `--only sites` looks for.
@@ -234,6 +238,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     let restarts = restart::measure(args, scale(15_000)).await?;
     let publishing = publish::measure_publish(args).await?;
     let pushers = pusher::measure_pusher(args).await?;
+    let polls = poll::measure_poll(args).await?;
 
     let img = args.docs.join("img");
     std::fs::create_dir_all(&img)?;
@@ -289,6 +294,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         &restarts,
         &publishing,
         &pushers,
+        &polls,
     )
     .await;
     let path = args.docs.join("benchmarks.md");
@@ -459,6 +465,7 @@ async fn page(
     restarts: &[Variant],
     publishing: &Row,
     pushers: &pusher::Pusher,
+    polls: &poll::Poll,
 ) -> String {
     let machine = machine().await;
     let cpus = if broadcast.saturation.unpinned.is_some() {
@@ -480,7 +487,7 @@ async fn page(
          This page is generated: after the README set-up (`scripts/install-test-deps.sh` installs \
          nginx and Nchan), run\n\n\
          ```sh\nbenches/run-all.sh        # cargo build --release -p api -p herald-bench && target/release/herald-bench report\n```\n\n\
-         It takes about 15 minutes (and the release build, the first time) and rewrites this \
+         It takes about 20 minutes (and the release build, the first time) and rewrites this \
          page, its plots in `docs/img/` and the raw results in `docs/img/results.json`, whose \
          previous copy gives the \"before\" of [Before and after](#before-and-after).{}\n\n",
         if args.quick {
@@ -647,6 +654,7 @@ async fn page(
     out.push_str(&restart::section(restarts, &args.pinning));
     out.push_str(&publish::section(publishing));
     out.push_str(&pusher::section(pushers, &args.pinning));
+    out.push_str(&poll::section(polls, &args.pinning));
     out.push_str(&method(&args.pinning));
     out
 }
@@ -685,6 +693,10 @@ async fn only(args: &Args, section: Section) -> anyhow::Result<()> {
         Section::Pusher => (
             pusher::HEADING,
             pusher::section(&pusher::measure_pusher(args).await?, &args.pinning),
+        ),
+        Section::Poll => (
+            poll::HEADING,
+            poll::section(&poll::measure_poll(args).await?, &args.pinning),
         ),
         Section::Restart => {
             let clients = if args.quick { 1_500 } else { 15_000 };
@@ -874,8 +886,10 @@ const METHOD: &str = "
   re-executes itself as worker processes that hold the connections (one per 15,000, each on its own
   127.0.0.x source addresses with `IP_BIND_ADDRESS_NO_PORT`), and merges what they report.
   Everything goes over the real network path on loopback: TCP, HTTP upgrade, WebSocket or SSE
-  framing. Clients do their own WebSocket handshake and parse server frames and SSE events in
-  place, every message of a read at once, with no allocation per message (`benches/src/inbox.rs`).
+  framing, or one long-poll request after another. Clients do their own WebSocket handshake and
+  parse server frames and SSE events in place, every message of a read at once, with no allocation
+  per message (`benches/src/inbox.rs`); a long-poll client reads each answer whole and checks it
+  (`benches/src/poll.rs`).
 {cpus}
 - **Memory.** `VmRSS` of the server's processes (Herald: the one process; Nchan: the nginx master
   and its worker), after one warm-up connection and again 5 s after the last connection opened.
@@ -957,6 +971,7 @@ const METHOD: &str = "
 target/release/herald-bench channels --users 10000 --rate 2000     # one channel per user
 target/release/herald-bench reconnect --clients 5000               # drop, resume with since, count losses
 target/release/herald-bench reconnect --clients 5000 --transport sse   # Last-Event-ID
+target/release/herald-bench reconnect --clients 5000 --transport poll  # long-poll, resumed from its cursor
 target/release/herald-bench reconnect --clients 15000 --redis --restart kill   # the node restarted; clients follow it
 target/release/herald-bench compare broadcast --subscribers 1000   # Herald, then Nchan, with ratios
 target/release/herald-bench compare broadcast --subscribers 10000 --in-flight 8   # 8 publish calls in flight
@@ -972,9 +987,10 @@ as soon as its answer comes; what is on its way to subscribers is not limited). 
 `Retry-After` is counted as pushback, not as a failure, and that connection waits as long as it
 says (never past the phase's end).
 
-Every scenario takes `--target herald|nchan`, `--transport ws|sse`, `--workers N`, `--nodes N`
-with `--redis` (several Herald nodes on a Redis the bench starts), URL templates
-(`--ws-url`, `--sse-url`, `--publish-url`, `--publish-body`, …) to measure another server,
+Every scenario takes `--target herald|nchan`, `--transport ws|sse|poll` (poll: HTTP long-poll),
+`--workers N`, `--nodes N` with `--redis` (several Herald nodes on a Redis the bench starts), URL
+templates (`--ws-url`, `--sse-url`, `--poll-url`, `--publish-url`, `--publish-body`, …) to measure
+another server,
 and `--check` to fail when a connection failed or a message was lost. `fanout` (timeline delivery,
 Herald alone) also takes `--shard-affinity` to put each recipient on its shard's node.
 
