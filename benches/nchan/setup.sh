@@ -14,8 +14,9 @@
 #
 # The instance: one worker process (the measurements compare one Herald process with one nginx
 # worker), publisher at /pub/<channel>, subscriber (WebSocket, EventSource, long-poll) at
-# /sub/<channel>, history of 100 messages for 10 minutes per channel like Herald's defaults, and new
-# subscribers start at the newest message like a Herald subscribe without `since`.
+# /sub/<channel>, a long-poll-only subscriber at /poll/<channel> whose polls time out after 25 s
+# like Herald's poll.timeout_secs, history of 100 messages for 10 minutes per channel like Herald's
+# defaults, and new subscribers start at the newest message like a Herald subscribe without `since`.
 set -euo pipefail
 
 module=/usr/lib/nginx/modules/ngx_nchan_module.so
@@ -91,6 +92,15 @@ http {
             nchan_subscriber;
             nchan_channel_id \$1;
             nchan_subscriber_first_message newest;
+        }
+
+        # Long-poll alone: each answer is one message with its id in Last-Modified and Etag; the
+        # next poll sends them back as If-Modified-Since and If-None-Match.
+        location ~ ^/poll/([A-Za-z0-9_.:@=-]+)\$ {
+            nchan_subscriber longpoll;
+            nchan_channel_id \$1;
+            nchan_subscriber_first_message newest;
+            nchan_subscriber_timeout 25s;
         }
     }
 }

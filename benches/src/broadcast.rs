@@ -13,12 +13,19 @@
 //! workers' counters; publish for the measured duration; drain (until every
 //! subscriber has every message, or 10 s). CPU and deliveries count from the
 //! reset to the end of the drain.
+//!
+//! Long-poll subscribers (`--transport poll`) poll again from each answer's
+//! position as soon as it arrives; they track the payloads' sequence
+//! numbers on the shared channel of `broadcast`, and a gap or a duplicate
+//! fails the run: the cursor (Herald) or the message id (Nchan) makes
+//! long-poll lossless.
 
 use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::{
+    client::Transport,
     lag::{self, quantile},
     outcome::RunResult,
     process,
@@ -166,7 +173,15 @@ async fn deliver(
         );
     }
     let channel = shared.then(String::new);
-    let mut session = Session::open(common, scenario, count, channel, Tracking::Counts).await?;
+    // Long-poll is lossless only through its cursor: every delivery is
+    // checked. On one shared channel each subscriber gets every sequence
+    // number; on a channel each, the numbers are spread over the channels.
+    let tracking = if shared && common.transport == Transport::Poll {
+        Tracking::Sequence
+    } else {
+        Tracking::Counts
+    };
+    let mut session = Session::open(common, scenario, count, channel, tracking).await?;
     let mut result = RunResult::new(scenario, session.running.preset.name(), setup);
     let per_node = session.connections_per_node().await;
     let templates = session.running.templates.clone();
@@ -232,7 +247,11 @@ async fn deliver(
     let workers = process::sample(&bench_pids.0)?.since(&workers_before);
     let own = process::sample(&bench_pids.1)?.since(&own_before);
     let counters_after = session.herald_counters().await;
-    let report = session.fleet.finish(None).await?;
+    // With every sequence number accepted, a tracking client that stopped
+    // short of the last one lost the rest.
+    let last = (tracking != Tracking::Counts && publisher.accepted_total() == publisher.last_seq())
+        .then(|| publisher.last_seq());
+    let report = session.fleet.finish(last).await?;
 
     let usage = after.since(&before);
     let received = report.received;
@@ -311,6 +330,27 @@ async fn deliver(
         "",
         expected.saturating_sub(received) as f64,
     );
+    if tracking != Tracking::Counts {
+        result.add(
+            "lost",
+            "deliveries lost (gaps in a subscriber's sequence)",
+            "",
+            report.lost as f64,
+        );
+        result.add(
+            "duplicates",
+            "deliveries received twice",
+            "",
+            report.duplicates as f64,
+        );
+        if report.lost > 0 || report.duplicates > 0 {
+            result.ok = false;
+            result.errors.push(format!(
+                "{} deliveries lost and {} received twice",
+                report.lost, report.duplicates
+            ));
+        }
+    }
     result.add(
         "deliveries_per_s",
         "deliveries per second",
@@ -424,7 +464,7 @@ async fn deliver(
     result.add("rss_after", "server RSS", "MB", after.rss as f64 / 1e6);
     result.latency_curve = report.latency.curve();
     result.rss_curve = session.rss_curve.clone();
-    result.errors = report.errors;
+    result.errors.extend(report.errors);
     if let Some(error) = published.first_error {
         result.errors.push(format!("publish: {error}"));
     }

@@ -1,4 +1,4 @@
-//! Benchmark clients: WebSocket and SSE subscribers from chosen loopback
+//! Benchmark clients: WebSocket, SSE and long-poll subscribers from chosen loopback
 //! source addresses (one source address gives only about 28k ports), for any
 //! target described by [`Templates`], and the parsing of what they receive.
 
@@ -15,6 +15,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use crate::{
     frame::Flow,
     http::Url,
+    poll::{Dialect, PollConn},
     sse::{Event, SseConn},
     target::{Protocol, Templates, fill},
     websocket::WsConn,
@@ -26,6 +27,8 @@ use crate::{
 pub enum Transport {
     Ws,
     Sse,
+    /// HTTP long-poll: one request held at a time, asked again after each answer.
+    Poll,
 }
 
 impl Transport {
@@ -33,6 +36,7 @@ impl Transport {
         match self {
             Transport::Ws => "ws",
             Transport::Sse => "sse",
+            Transport::Poll => "poll",
         }
     }
 }
@@ -45,7 +49,8 @@ pub enum Resume {
     Live,
     /// Herald WebSocket: `since` with the last message's epoch and offset.
     Since { epoch: String, offset: u64 },
-    /// SSE: the last event id, sent as `Last-Event-ID`.
+    /// SSE: the last event id, sent as `Last-Event-ID`; Herald's long-poll:
+    /// the cursor (the same positions), sent as `cursor`.
     LastEventId(String),
 }
 
@@ -53,6 +58,7 @@ pub enum Resume {
 pub enum Conn {
     Ws(Box<WsConn>, Protocol),
     Sse(Box<SseConn>),
+    Poll(Box<PollConn>),
 }
 
 /// A message as a subscriber received it.
@@ -83,7 +89,7 @@ pub fn source_for(index: usize, first: u8, count: u8) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, first + (index % count.max(1) as usize) as u8)
 }
 
-async fn connect_tcp(authority: &str, source: Ipv4Addr) -> anyhow::Result<TcpStream> {
+pub async fn connect_tcp(authority: &str, source: Ipv4Addr) -> anyhow::Result<TcpStream> {
     let server: SocketAddr = tokio::net::lookup_host(authority)
         .await?
         .find(SocketAddr::is_ipv4)
@@ -118,6 +124,7 @@ pub async fn open(
     match transport {
         Transport::Ws => websocket(templates, addr, channel, source, resume).await,
         Transport::Sse => sse(templates, addr, channel, source, resume).await,
+        Transport::Poll => poll(templates, addr, channel, source, resume).await,
     }
 }
 
@@ -213,6 +220,23 @@ async fn sse(
     Ok(Conn::Sse(Box::new(conn)))
 }
 
+async fn poll(
+    templates: &Templates,
+    addr: &str,
+    channel: &str,
+    source: Ipv4Addr,
+    resume: &Resume,
+) -> anyhow::Result<Conn> {
+    let dialect = match templates.protocol {
+        Protocol::Herald => Dialect::Herald,
+        Protocol::Plain => Dialect::Nchan,
+        Protocol::Pusher => bail!("the Pusher protocol has no long-poll transport"),
+    };
+    let url = Url::parse(&fill(&templates.poll_url, addr, channel))?;
+    let conn = PollConn::open(&url, dialect, source, resume).await?;
+    Ok(Conn::Poll(Box::new(conn)))
+}
+
 impl Conn {
     /// Waits for messages, then hands every message of the read to `batch`
     /// (emptied first); `batch.ended` once the server closed the stream or
@@ -233,6 +257,7 @@ impl Conn {
                     }
                     ws.read_more().await?
                 }
+                Conn::Poll(poll) => return poll.recv(track, batch).await,
                 Conn::Sse(sse) => {
                     sse.parse(|event, last_id| batch.sse_event(event, last_id, track));
                     if batch.ended || !batch.deliveries.is_empty() {
@@ -254,6 +279,7 @@ impl Conn {
             Conn::Sse(sse) => sse
                 .last_id()
                 .map_or(Resume::Live, |id| Resume::LastEventId(id.to_string())),
+            Conn::Poll(poll) => poll.resume(),
             Conn::Ws(..) => Resume::Live,
         }
     }
@@ -347,7 +373,7 @@ impl Batch {
     }
 }
 
-fn delivery(data: &[u8]) -> Delivery {
+pub fn delivery(data: &[u8]) -> Delivery {
     // The payload as `payload` writes it: `{"t":…,"seq":…`, one search.
     if let Some(at) = KEYS.payload.find(data) {
         let start = at + KEYS.payload.needle().len();

@@ -7,6 +7,10 @@
 //! CPU: user and system time over a window with every connection idle,
 //! per connection per second. Herald pings every connection each 25 s, so
 //! the default window is one ping interval.
+//! Long-poll (`--transport poll`): each client has one poll held; the
+//! server answers it empty after its timeout (25 s on Herald and on the
+//! bench's Nchan) and the client polls again, so the CPU window holds about
+//! one round of those, as it holds one round of pings.
 
 use std::time::Duration;
 
@@ -26,8 +30,8 @@ pub struct Args {
     /// Idle connections to open.
     #[arg(long, default_value_t = 1000)]
     pub connections: usize,
-    /// Subscribe each Herald WebSocket to a channel (SSE streams and Nchan
-    /// subscribers always have one).
+    /// Subscribe each Herald WebSocket to a channel (SSE streams, polls and
+    /// Nchan subscribers always have one).
     #[arg(long)]
     pub subscribe: bool,
     /// Put every connection on this one channel instead of one of its own
@@ -65,7 +69,7 @@ pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
             }
         }
     };
-    let subscribe = common.transport == Transport::Sse || args.subscribe;
+    let subscribe = common.transport != Transport::Ws || args.subscribe;
     let mut common = common.clone();
     if !subscribe {
         // Herald: no subscribe frame at all.

@@ -3,9 +3,11 @@
 //! to compare with (`compare`).
 //!
 //! Scenarios:
-//! - `idle`: server RSS and CPU per idle WebSocket or SSE connection;
+//! - `idle`: server RSS and CPU per idle WebSocket or SSE connection, or
+//!   per waiting long-poll client (`--transport poll`);
 //! - `broadcast`: N subscribers on one channel; deliveries/s, CPU per
-//!   delivery, latency, publish-call time, deliveries per write;
+//!   delivery, latency, publish-call time, deliveries per write (long-poll
+//!   clients poll again after each answer, and count gaps and duplicates);
 //! - `channels`: N users on a channel each, the same figures;
 //! - `reconnect`: everyone drops and resumes; accept rate, recovery time, loss;
 //! - `sites`: Herald alone, N configured idle sites against one; RSS, tokio
@@ -39,6 +41,7 @@ mod lag;
 mod nchan;
 mod outcome;
 mod plot;
+mod poll;
 mod presence;
 mod process;
 mod publish;

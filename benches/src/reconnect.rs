@@ -83,6 +83,13 @@ pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
             common.target.target.name()
         );
     }
+    if common.transport == Transport::Poll && templates.protocol != Protocol::Herald {
+        bail!(
+            "{} long-poll clients resume by Last-Modified and Etag, which the bench keeps only \
+             while a client polls; use --transport sse",
+            common.target.target.name()
+        );
+    }
     if args.restart.is_some() && !common.target.redis {
         bail!("--restart needs history that outlives the node: add --redis");
     }

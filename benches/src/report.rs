@@ -6,6 +6,7 @@
 mod accounting;
 mod baseline;
 mod fanout;
+mod poll;
 mod publish;
 mod pusher;
 mod restart;
@@ -75,6 +76,9 @@ pub enum Section {
     /// "What accounting costs": the saturation broadcast with accounting
     /// on and off in turns, and Nchan, about three minutes.
     Accounting,
+    /// "HTTP long-poll": idle and broadcast clients on long-poll against SSE
+    /// ones, Herald and Nchan (`--transport poll` and `sse`), about five minutes.
+    Poll,
 }
 
 /// The heading of the idle-sites section, which `--only sites` looks for.
@@ -243,6 +247,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     let publishing = publish::measure_publish(args).await?;
     let pushers = pusher::measure_pusher(args).await?;
     let accounted = accounting::measure_accounting(args).await?;
+    let polls = poll::measure_poll(args).await?;
 
     let img = args.docs.join("img");
     std::fs::create_dir_all(&img)?;
@@ -299,6 +304,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         &publishing,
         &pushers,
         &accounted,
+        &polls,
     )
     .await;
     let path = args.docs.join("benchmarks.md");
@@ -470,6 +476,7 @@ async fn page(
     publishing: &Row,
     pushers: &pusher::Pusher,
     accounted: &accounting::Accounting,
+    polls: &poll::Poll,
 ) -> String {
     let machine = machine().await;
     let cpus = if broadcast.saturation.unpinned.is_some() {
@@ -491,7 +498,7 @@ async fn page(
          This page is generated: after the README set-up (`scripts/install-test-deps.sh` installs \
          nginx and Nchan), run\n\n\
          ```sh\nbenches/run-all.sh        # cargo build --release -p api -p herald-bench && target/release/herald-bench report\n```\n\n\
-         It takes about 15 minutes (and the release build, the first time) and rewrites this \
+         It takes about 20 minutes (and the release build, the first time) and rewrites this \
          page, its plots in `docs/img/` and the raw results in `docs/img/results.json`, whose \
          previous copy gives the \"before\" of [Before and after](#before-and-after).{}\n\n",
         if args.quick {
@@ -659,6 +666,7 @@ async fn page(
     out.push_str(&publish::section(publishing));
     out.push_str(&pusher::section(pushers, &args.pinning));
     out.push_str(&accounting::section(accounted, &args.pinning));
+    out.push_str(&poll::section(polls, &args.pinning));
     out.push_str(&method(&args.pinning));
     out
 }
@@ -701,6 +709,10 @@ async fn only(args: &Args, section: Section) -> anyhow::Result<()> {
         Section::Accounting => (
             accounting::HEADING,
             accounting::section(&accounting::measure_accounting(args).await?, &args.pinning),
+        ),
+        Section::Poll => (
+            poll::HEADING,
+            poll::section(&poll::measure_poll(args).await?, &args.pinning),
         ),
         Section::Restart => {
             let clients = if args.quick { 1_500 } else { 15_000 };
@@ -890,8 +902,10 @@ const METHOD: &str = "
   re-executes itself as worker processes that hold the connections (one per 15,000, each on its own
   127.0.0.x source addresses with `IP_BIND_ADDRESS_NO_PORT`), and merges what they report.
   Everything goes over the real network path on loopback: TCP, HTTP upgrade, WebSocket or SSE
-  framing. Clients do their own WebSocket handshake and parse server frames and SSE events in
-  place, every message of a read at once, with no allocation per message (`benches/src/inbox.rs`).
+  framing, or one long-poll request after another. Clients do their own WebSocket handshake and
+  parse server frames and SSE events in place, every message of a read at once, with no allocation
+  per message (`benches/src/inbox.rs`); a long-poll client reads each answer whole and checks it
+  (`benches/src/poll.rs`).
 {cpus}
 - **Memory.** `VmRSS` of the server's processes (Herald: the one process; Nchan: the nginx master
   and its worker), after one warm-up connection and again 5 s after the last connection opened.
@@ -973,6 +987,7 @@ const METHOD: &str = "
 target/release/herald-bench channels --users 10000 --rate 2000     # one channel per user
 target/release/herald-bench reconnect --clients 5000               # drop, resume with since, count losses
 target/release/herald-bench reconnect --clients 5000 --transport sse   # Last-Event-ID
+target/release/herald-bench reconnect --clients 5000 --transport poll  # long-poll, resumed from its cursor
 target/release/herald-bench reconnect --clients 15000 --redis --restart kill   # the node restarted; clients follow it
 target/release/herald-bench compare broadcast --subscribers 1000   # Herald, then Nchan, with ratios
 target/release/herald-bench compare broadcast --subscribers 10000 --in-flight 8   # 8 publish calls in flight
@@ -988,9 +1003,10 @@ as soon as its answer comes; what is on its way to subscribers is not limited). 
 `Retry-After` is counted as pushback, not as a failure, and that connection waits as long as it
 says (never past the phase's end).
 
-Every scenario takes `--target herald|nchan`, `--transport ws|sse`, `--workers N`, `--nodes N`
-with `--redis` (several Herald nodes on a Redis the bench starts), URL templates
-(`--ws-url`, `--sse-url`, `--publish-url`, `--publish-body`, …) to measure another server,
+Every scenario takes `--target herald|nchan`, `--transport ws|sse|poll` (poll: HTTP long-poll),
+`--workers N`, `--nodes N` with `--redis` (several Herald nodes on a Redis the bench starts), URL
+templates (`--ws-url`, `--sse-url`, `--poll-url`, `--publish-url`, `--publish-body`, …) to measure
+another server,
 and `--check` to fail when a connection failed or a message was lost. `fanout` (timeline delivery,
 Herald alone) also takes `--shard-affinity` to put each recipient on its shard's node.
 

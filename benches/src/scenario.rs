@@ -23,7 +23,7 @@ use crate::{
 pub struct Common {
     #[command(flatten)]
     pub target: TargetArgs,
-    /// WebSocket or Server-Sent Events.
+    /// WebSocket, Server-Sent Events or HTTP long-poll.
     #[arg(long, value_enum, default_value_t = Transport::Ws)]
     pub transport: Transport,
     /// Worker processes holding the connections (default: one per 15000).

@@ -59,6 +59,9 @@ pub struct Templates {
     /// subscribes by frame (Herald can; its preset subscribes in the URL).
     pub ws_subscribe: Option<String>,
     pub sse_url: String,
+    /// Long-poll: Herald's `/poll` (the cursor is added to its query),
+    /// or Nchan's long-poll subscriber location.
+    pub poll_url: String,
     pub publish_method: String,
     pub publish_url: String,
     pub publish_body: String,
@@ -77,6 +80,7 @@ impl Templates {
                 ws_url: "ws://{addr}/ws?channel={channel}".into(),
                 ws_subscribe: None,
                 sse_url: "http://{addr}/sse?channel={channel}".into(),
+                poll_url: "http://{addr}/poll?channel={channel}".into(),
                 publish_method: "POST".into(),
                 publish_url: "http://{addr}/api/publish".into(),
                 publish_body: r#"{"channel":"{channel}","data":{payload}}"#.into(),
@@ -88,6 +92,7 @@ impl Templates {
                 ws_url: "ws://{addr}/sub/{channel}".into(),
                 ws_subscribe: None,
                 sse_url: "http://{addr}/sub/{channel}".into(),
+                poll_url: "http://{addr}/poll/{channel}".into(),
                 publish_method: "POST".into(),
                 publish_url: "http://{addr}/pub/{channel}".into(),
                 publish_body: "{payload}".into(),
@@ -163,6 +168,9 @@ pub struct TargetArgs {
     /// Override the SSE subscribe URL template.
     #[arg(long)]
     pub sse_url: Option<String>,
+    /// Override the long-poll URL template.
+    #[arg(long)]
+    pub poll_url: Option<String>,
     /// Override the publish method.
     #[arg(long)]
     pub publish_method: Option<String>,
@@ -208,6 +216,9 @@ impl TargetArgs {
         }
         if let Some(v) = &self.sse_url {
             t.sse_url = v.clone();
+        }
+        if let Some(v) = &self.poll_url {
+            t.poll_url = v.clone();
         }
         if let Some(v) = &self.publish_method {
             t.publish_method = v.clone();

@@ -11,7 +11,8 @@
 //! poll resumes from it through history, so that no message is lost or sent
 //! twice from poll to poll while history keeps them. While a poll is held
 //! it costs what a held hyper request costs (its connection's buffers, this
-//! future and its `Connection`); docs/scaling.md has the figures.
+//! future and its `Connection`); docs/benchmarks.md ("HTTP long-poll") has
+//! the figures.
 
 use std::{future::poll_fn, net::SocketAddr, pin::pin, task::Poll, time::Duration};
 
