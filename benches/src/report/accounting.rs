@@ -77,6 +77,19 @@ fn median(runs: &[RunResult], key: &str) -> Option<f64> {
     }
 }
 
+/// How far the runs' CPU per delivery lies from their median, as ±%.
+fn spread(runs: &[RunResult]) -> String {
+    let Some(middle) = median(runs, "cpu_per_million").filter(|m| *m > 0.0) else {
+        return "–".into();
+    };
+    let furthest = runs
+        .iter()
+        .filter_map(|run| run.get("cpu_per_million"))
+        .map(|cpu| (cpu / middle - 1.0).abs())
+        .fold(0.0, f64::max);
+    format!("±{:.1} %", furthest * 100.0)
+}
+
 fn versus(value: Option<f64>, reference: Option<f64>) -> String {
     match (value, reference) {
         (Some(v), Some(r)) if r > 0.0 => format!("{:+.1} %", (v / r - 1.0) * 100.0),
@@ -144,6 +157,15 @@ pub fn section(runs: &Accounting, pinning: &crate::cpus::Pinning) -> String {
     row("Herald, accounting off", &runs.off);
     row("Herald before received-side counting", &runs.baseline);
     row("Nchan (counts nothing)", std::slice::from_ref(&runs.nchan));
+    let _ = write!(
+        out,
+        "\nAccounting on against off: {} CPU per delivery. The runs of each setting spread \
+         {} (on) and {} (off) around their medians; a difference inside that spread is more \
+         than this sitting can resolve.\n",
+        versus(median(&runs.on, "cpu_per_million"), off_cpu),
+        spread(&runs.on),
+        spread(&runs.off),
+    );
     let _ = write!(
         out,
         "\n```sh\ntarget/release/herald-bench {command}\n\
