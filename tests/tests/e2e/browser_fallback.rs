@@ -32,6 +32,9 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
 /// A cut waits for a connection held this long: a stream, a WebSocket or a held poll, not a
 /// request that is being answered (cutting that one could go unnoticed).
 const HELD: Duration = Duration::from_millis(50);
+/// How long the long-poll test leaves the page's poll waiting, with nothing published, before
+/// it cuts it.
+const QUIET: Duration = Duration::from_millis(300);
 /// How long a cut waits for such a connection (the page reconnects within a back-off).
 const CUT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -73,11 +76,14 @@ fn streams_buffered_by_a_proxy_fall_back_to_long_poll_and_lose_nothing_across_a_
     page.check(proxy.streams_buffered() > 0, "no SSE stream was held back");
 
     let tag = tag("poll");
-    let mut publisher = Publisher::start(&herald, &tag, 1..=COUNT);
-    publisher.wait_for(COUNT / 2);
-    let cut = proxy.cut_when_held(HELD, CUT_TIMEOUT);
+    // Publishing pauses for the cut: a poll is answered as soon as a notice comes, and a cut
+    // that lands just after an answer went through would go unnoticed. With nothing to answer,
+    // the poll that is cut is one the page is waiting on.
+    Publisher::start(&herald, &tag, 1..=COUNT / 2).finish();
+    std::thread::sleep(QUIET);
+    let cut = proxy.cut_when_held(QUIET, CUT_TIMEOUT);
     page.check(cut > 0, "the page had no poll held to cut");
-    publisher.finish();
+    Publisher::start(&herald, &tag, COUNT / 2 + 1..=COUNT).finish();
 
     let (transport, drops) = page.numbers(&tag);
     page.check(
