@@ -86,13 +86,21 @@ pub struct Args {
     pub json: bool,
 }
 
+/// The plan for one number of users.
+#[derive(Serialize)]
+struct Rung {
+    users: f64,
+    #[serde(flatten)]
+    plan: Plan,
+}
+
 /// What `--json` prints.
 #[derive(Serialize)]
 struct Answer<'a> {
     load: &'a Load,
     node: &'a Node,
     /// One plan, or one per rung with `--ladder`.
-    plans: Vec<(f64, Plan)>,
+    plans: Vec<Rung>,
     /// The goal's verdict for the last plan.
     goal: String,
     inputs: &'a Inputs,
@@ -137,9 +145,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             users,
             ..load.clone()
         };
-        plans.push((users, Plan::new(&load, &node, &inputs)?));
+        let plan = Plan::new(&load, &node, &inputs)?;
+        plans.push(Rung { users, plan });
     }
-    let last = &plans.last().context("no plan")?.1;
+    let last = &plans.last().context("no plan")?.plan;
     let goal = goal(args, last);
     let answer = Answer {
         load: &load,
@@ -235,6 +244,15 @@ fn count(value: f64) -> String {
     out
 }
 
+/// GiB, or MiB below one GiB.
+fn memory(gib: f64) -> String {
+    if gib < 1.0 {
+        format!("{} MiB", format_number(gib * 1024.0))
+    } else {
+        format!("{} GiB", format_number(gib))
+    }
+}
+
 fn redis_cell(plan: &Plan) -> String {
     match plan.redis.primaries {
         0 => "none (memory engine)".to_string(),
@@ -253,7 +271,7 @@ fn binds_cell(plan: &Plan) -> String {
 
 /// The tables of one plan, then the goal, the inputs and what is missing.
 fn one(answer: &Answer) -> String {
-    let (users, plan) = answer.plans.last().expect("one plan");
+    let Rung { users, plan } = answer.plans.last().expect("one plan");
     let (load, node) = (answer.load, answer.node);
     let mut out = String::new();
     let _ = writeln!(
@@ -358,18 +376,20 @@ fn ladder(answer: &Answer) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| users | online | deliveries/s at the peak | nodes | processes per node | cores | memory | Redis primaries | what binds |\n|---|---|---|---|---|---|---|---|---|"
+        "| users | online | deliveries/s at the peak | nodes | processes per node | cores: used at the peak, of | memory: used, of | Redis primaries | what binds |\n|---|---|---|---|---|---|---|---|---|"
     );
-    for (users, plan) in &answer.plans {
+    for Rung { users, plan } in &answer.plans {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} GiB | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} of {} | {} of {} GiB | {} | {} |",
             count(*users),
             count(plan.online),
             count(plan.deliveries_per_s),
             plan.nodes,
             plan.processes_per_node,
+            format_number(plan.steady_cores),
             format_number(plan.cores),
+            memory(plan.memory_used_gib),
             format_number(plan.memory_gib),
             redis_cell(plan),
             if plan.redis.primaries > 1 {
