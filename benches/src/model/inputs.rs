@@ -135,9 +135,9 @@ impl Inputs {
         let process_rss = idle_figure(
             "rss_before",
             "Herald RSS per process, no connections",
-            "B",
-            1e6,
-            10e6,
+            "MB",
+            1.0,
+            10.0,
         );
         let idle_cpu = idle_figure(
             "cpu_us_per_conn_s",
@@ -342,8 +342,9 @@ impl Inputs {
             what: "pub/sub messages one Redis primary sends per second",
             value: 650_000.0,
             unit: "/s",
-            source: "not measured here: Centrifugo's \"Scaling Redis Pub/Sub\" (centrifugal.dev \
-                     blog, 2026-06-29, 256-byte messages), /work/shared/reference/peers.md §5.6"
+            source: "not measured here: one Redis instance's pub/sub delivery rate in \
+                     Centrifugo's \"Scaling Redis Pub/Sub\" (centrifugal.dev blog, 2026-06-29, \
+                     256-byte messages)"
                 .to_string(),
             status: Status::Published,
         };

@@ -270,7 +270,7 @@ impl Shape<'_> {
     /// Bytes the connections and the processes of `nodes` nodes use.
     fn memory(&self, nodes: u64) -> f64 {
         self.online * self.bytes_per_conn
-            + (nodes * self.processes(nodes)) as f64 * self.inputs.process_rss.value
+            + (nodes * self.processes(nodes)) as f64 * self.inputs.process_rss.value * 1e6
     }
 
     /// A node loss sends its own share of the online users, or the storm
@@ -297,7 +297,7 @@ impl Shape<'_> {
                 name: "memory after a node loss",
                 fits: nodes == 1
                     || self.online * self.bytes_per_conn
-                        + left * self.processes(nodes) as f64 * self.inputs.process_rss.value
+                        + left * self.processes(nodes) as f64 * self.inputs.process_rss.value * 1e6
                         <= left * node_bytes,
             },
             Check {
