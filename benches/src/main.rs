@@ -21,6 +21,8 @@
 //!   Herald's Meteor and STOMP ports too).
 //!
 //! `report` runs the set behind `docs/benchmarks.md` and rewrites it.
+//! `model` measures nothing: it reads the figures `report` recorded and
+//! prints the fleet a load needs (the capacity model, docs/scaling.md).
 //! Connections are held by worker processes (this binary re-executed as
 //! `herald-bench worker`), so that a run can pass one process' open-files limit.
 //! On 2 CPUs or more, servers and bench run pinned to CPUs of their own by
@@ -38,6 +40,7 @@ mod idle;
 mod inbox;
 mod kernel;
 mod lag;
+mod model;
 mod nchan;
 mod outcome;
 mod plot;
@@ -94,6 +97,9 @@ enum Cmd {
     },
     /// Runs the whole set behind docs/benchmarks.md and rewrites it with its plots.
     Report(report::Args),
+    /// The capacity model: the fleet a load needs, from the measured figures
+    /// in docs/img/results.json and docs/benchmarks.md (measures nothing).
+    Model(model::Args),
     /// (internal) Holds a share of a run's connections for the coordinator.
     #[command(hide = true)]
     Worker {
@@ -264,6 +270,16 @@ fn main() -> ExitCode {
     // Every client connection is a file descriptor.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let mut cli = Cli::parse();
+    // The model reads files and measures nothing: no pinning, no runtime.
+    if let Cmd::Model(args) = &cli.command {
+        return match model::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("herald-bench: {error:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     // Before the runtime starts: its threads, and the worker processes they
     // spawn, inherit the CPUs of the thread that builds it.
     let pinning = match &mut cli.command {
@@ -272,7 +288,7 @@ fn main() -> ExitCode {
             Some((scenario.pinning_mut(), external))
         }
         Cmd::Report(args) => Some((&mut args.pinning, false)),
-        Cmd::Worker { .. } => None,
+        Cmd::Worker { .. } | Cmd::Model(_) => None,
     };
     if let Some(Err(error)) = pinning.map(|(pinning, external)| pinning.pin_bench(external)) {
         eprintln!("herald-bench: {error:#}");
@@ -299,6 +315,7 @@ fn main() -> ExitCode {
             Cmd::Scenario(scenario) => single(&scenario).await,
             Cmd::Compare { scenario } => compare(&scenario).await,
             Cmd::Report(args) => report::run(&args).await.map(|()| true),
+            Cmd::Model(_) => unreachable!("handled before the runtime starts"),
         }
     });
     runtime.shutdown_timeout(Duration::from_secs(1));

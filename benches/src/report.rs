@@ -13,6 +13,9 @@ mod restart;
 mod saturation;
 mod storm;
 
+/// `docs/img/results.json`, which the capacity model (`herald-bench model`) reads.
+pub use baseline::{Recorded, Results};
+
 use std::{
     fmt::Write as _,
     path::{Path, PathBuf},

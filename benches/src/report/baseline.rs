@@ -62,7 +62,7 @@ enum AnyResults {
 impl Results {
     /// The results of this run, stamped with the report's command line,
     /// the time and the commit.
-    pub fn new(rows: &[&Row]) -> Self {
+    pub(super) fn new(rows: &[&Row]) -> Self {
         let command = std::iter::once("herald-bench".to_string())
             .chain(std::env::args().skip(1))
             .collect::<Vec<_>>()
