@@ -4,8 +4,9 @@
 #   docker build -t herald .
 #   docker run -p 8080:8080 -e HERALD_PUBLISH_SECRET=change-me-to-32-random-bytes herald
 #
-# Two stages (BuildKit, the default builder, for the cache mounts): the release build on Debian 12's Rust image, then only the binary on
-# debian:bookworm-slim (the binary links glibc; jemalloc is compiled in).
+# Two stages (BuildKit, the default builder, for the cache mounts): the release build on Debian 12's
+# Rust image, then only the binary on debian:bookworm-slim (the binary links glibc; jemalloc is
+# compiled in).
 
 FROM rust:bookworm AS build
 WORKDIR /src

@@ -21,6 +21,7 @@ the herald binary, in a few seconds, with no container daemon and no root:
 Usage: scripts/check-deploy.py target/debug/herald  (scripts/test runs it after the build).
 """
 
+import json
 import os
 import re
 import shutil
@@ -373,12 +374,13 @@ def check_compose(docs):
             path = (folder / source).resolve()
             relative = str(path.relative_to(ROOT))
             if path.exists():
-                if path.suffix in (".yml", ".yaml"):
-                    yaml.safe_load(path.read_text())
-                elif path.suffix == ".json":
-                    import json
-
-                    json.loads(path.read_text())
+                try:
+                    if path.suffix in (".yml", ".yaml"):
+                        yaml.safe_load(path.read_text())
+                    elif path.suffix == ".json":
+                        json.loads(path.read_text())
+                except (yaml.YAMLError, json.JSONDecodeError) as error:
+                    fail(f"{name} mounts {relative}, which does not parse: {error}")
             elif relative in PENDING:
                 print(f"  note {name} mounts {relative}, not in this tree yet (issue 16, dashboards and alerts)")
             else:
@@ -398,7 +400,12 @@ def check_compose(docs):
         fail("nginx: the command must point one upstream line at each node")
 
     prometheus = yaml.safe_load((folder / "prometheus/prometheus.yml").read_text())
-    targets = {t for job in prometheus["scrape_configs"] for s in job["static_configs"] for t in s["targets"]}
+    targets = {
+        target
+        for job in prometheus["scrape_configs"]
+        for group in job["static_configs"]
+        for target in group["targets"]
+    }
     metrics_port = services["herald1"]["environment"]["HERALD_METRICS_LISTEN"].rsplit(":", 1)[1]
     if targets != {f"{node}:{metrics_port}" for node in nodes}:
         fail(f"prometheus.yml scrapes {sorted(targets)}, not each node's metrics port {metrics_port}")
