@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Installs what Herald's integration tests need on a Debian machine: Chromium, curl, Redis and the
-# PHP command line (for the PHP example's test) from Debian, and the npm clients (from
-# tests/browser/package-lock.json: playwright-core, @stomp/stompjs, pusher-js, laravel-echo, the
-# `pusher` library, `eventsource` for the Mercure hub) and the Python ones (tests/python/requirements.txt, in a venv there); and nginx
-# with the Nchan module, the peer that `herald-bench compare` measures Herald against.
+# Installs what Herald's integration tests need on a Debian machine: Chromium, curl, Redis, the
+# PHP command line (for the PHP example's test) and systemd (`systemd-analyze`, for
+# scripts/check-deploy.py) from Debian, and the npm clients (from tests/browser/package-lock.json:
+# playwright-core, @stomp/stompjs, pusher-js, laravel-echo, the `pusher` library, `eventsource` for
+# the Mercure hub) and the Python ones (tests/python/requirements.txt, in a venv there: the Pusher
+# clients, and PyYAML for scripts/check-deploy.py); and nginx with the Nchan module, the peer that
+# `herald-bench compare` measures Herald against.
 #
 # Run as root (apt-get). Idempotent: it installs only what is missing, runs `apt-get update` only
 # when a package is missing, and reruns `npm ci` only when the lock file changed.
@@ -12,7 +14,8 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 browser_dir="$root/tests/browser"
-packages=(chromium curl redis-server php-cli nginx libnginx-mod-nchan)
+# systemd: systemd-analyze, which scripts/check-deploy.py verifies the unit with.
+packages=(chromium curl redis-server php-cli nginx libnginx-mod-nchan systemd)
 
 fail() {
   echo "install-test-deps: $*" >&2
@@ -72,4 +75,4 @@ if [[ ! -f $py_stamp || $(cat "$py_stamp") != "$py_wanted" ]]; then
   echo "$py_wanted" >"$py_stamp"
 fi
 
-echo "install-test-deps: ready (chromium, curl, redis-server, php-cli, nginx + nchan, playwright-core, the Python Pusher clients)"
+echo "install-test-deps: ready (chromium, curl, redis-server, php-cli, nginx + nchan, systemd, playwright-core, the Python Pusher clients, PyYAML)"
