@@ -137,6 +137,7 @@ fn metrics(app: &App) -> Response<Body> {
     app.metrics()
         .delivery_lag_seconds
         .set(f64::from(fanout::lag::current_ms()) / 1000.0);
+    app.metrics().read_fds();
     let encoder = TextEncoder::new();
     let mut text = Vec::with_capacity(8 * 1024);
     if let Err(error) = encoder.encode(&app.registry().gather(), &mut text) {
