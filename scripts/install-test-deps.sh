@@ -2,7 +2,8 @@
 # Installs what Herald's integration tests need on a Debian machine: Chromium, curl, Redis and the
 # PHP command line (for the PHP example's test) from Debian, and the npm clients (from
 # tests/browser/package-lock.json: playwright-core, @stomp/stompjs, pusher-js, laravel-echo, the
-# `pusher` library, `eventsource` for the Mercure hub) and the Python ones (tests/python/requirements.txt, in a venv there); and nginx
+# `pusher` library, `eventsource` for the Mercure hub) and the Python ones (tests/python/requirements.txt, in a venv there:
+# the Pusher clients and PyYAML for tests/python/check_k8s.py); and nginx
 # with the Nchan module, the peer that `herald-bench compare` measures Herald against.
 #
 # Run as root (apt-get). Idempotent: it installs only what is missing, runs `apt-get update` only
