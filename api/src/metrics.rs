@@ -38,6 +38,10 @@ pub(crate) struct Metrics {
     /// The soft open-files limit, read at each scrape (Herald raises it to the hard limit at
     /// start).
     pub max_fds: IntGauge,
+    /// 1 when `/readyz` would answer 200, 0 when it would answer 503 (shutting down, or the
+    /// engine cannot do its job), read at each scrape, so that an alert sees a node that is up
+    /// but out of the load balancer.
+    pub ready: IntGauge,
 }
 
 impl Metrics {
@@ -130,7 +134,14 @@ impl Metrics {
             "The process's soft limit on open file descriptors.",
         )?;
         registry.register(Box::new(max_fds.clone()))?;
+        let ready = IntGauge::new(
+            "herald_ready",
+            "1 when /readyz answers 200, 0 when it answers 503 (shutting down, or the engine \
+             cannot do its job: Redis unreachable, a subscription missing).",
+        )?;
+        registry.register(Box::new(ready.clone()))?;
         Ok(Self {
+            ready,
             open_fds,
             max_fds,
             compat_publishes,
