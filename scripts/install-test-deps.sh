@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what Herald's integration tests need on a Debian machine: Chromium, curl, Redis, the
 # PHP command line (for the PHP example's test) and systemd (`systemd-analyze`, for
-# scripts/check-deploy.py) from Debian, and the npm clients (from tests/browser/package-lock.json:
-# playwright-core, @stomp/stompjs, pusher-js, laravel-echo, the `pusher` library, `eventsource` for
-# the Mercure hub) and the Python ones (tests/python/requirements.txt, in a venv there: the Pusher
-# clients, and PyYAML for scripts/check-deploy.py); and nginx with the Nchan module, the peer that
-# `herald-bench compare` measures Herald against.
+# scripts/check-deploy.py) from Debian, promtool (taken out of Debian's `prometheus` package, for
+# deploy/prometheus), and the npm clients (from tests/browser/package-lock.json: playwright-core,
+# @stomp/stompjs, pusher-js, laravel-echo, the `pusher` library, `eventsource` for the Mercure hub)
+# and the Python ones (tests/python/requirements.txt, in a venv there: the Pusher clients, and
+# PyYAML for scripts/check-deploy.py and tests/python/check_k8s.py); and nginx with the Nchan
+# module, the peer that `herald-bench compare` measures Herald against.
 #
 # Run as root (apt-get). Idempotent: it installs only what is missing, runs `apt-get update` only
 # when a package is missing, and reruns `npm ci` only when the lock file changed.
@@ -43,6 +44,27 @@ if ((${#missing[@]} > 0)); then
     || fail "apt-get install ${missing[*]} failed"
 fi
 
+# --- promtool (deploy/prometheus/alerts.yml) ------------------------------------------------------
+
+# Debian's `prometheus` package carries promtool. Installing the package would also install and
+# start a Prometheus server, so only promtool is taken out of it, into /usr/local/bin.
+if ! command -v promtool >/dev/null; then
+  [[ $(id -u) -eq 0 ]] || fail "run as root: promtool goes to /usr/local/bin"
+  command -v apt-get >/dev/null || fail "apt-get not found: install promtool by hand"
+  echo "install-test-deps: installing promtool (from Debian's prometheus package)"
+  promtool_dir="$(mktemp -d)"
+  (
+    cd "$promtool_dir"
+    apt-get -qq -o DPkg::Lock::Timeout=600 download prometheus >/dev/null 2>&1 || {
+      apt-get -qq -o DPkg::Lock::Timeout=600 update >/dev/null &&
+        apt-get -qq -o DPkg::Lock::Timeout=600 download prometheus >/dev/null
+    }
+  ) || fail "apt-get download prometheus failed"
+  dpkg-deb -x "$promtool_dir"/prometheus_*.deb "$promtool_dir/root" || fail "dpkg-deb -x failed"
+  install -m 0755 "$promtool_dir/root/usr/bin/promtool" /usr/local/bin/promtool
+  rm -rf "$promtool_dir"
+fi
+
 # --- playwright-core ---------------------------------------------------------------------------
 
 command -v node >/dev/null || fail "node not found: install Node.js >= 20 and npm"
@@ -75,4 +97,4 @@ if [[ ! -f $py_stamp || $(cat "$py_stamp") != "$py_wanted" ]]; then
   echo "$py_wanted" >"$py_stamp"
 fi
 
-echo "install-test-deps: ready (chromium, curl, redis-server, php-cli, nginx + nchan, systemd, playwright-core, the Python Pusher clients, PyYAML)"
+echo "install-test-deps: ready (chromium, curl, redis-server, php-cli, nginx + nchan, systemd, promtool, playwright-core, the Python Pusher clients, PyYAML)"

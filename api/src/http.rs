@@ -116,6 +116,11 @@ fn count(app: &App, route: &str, response: &Response<Body>) {
         .inc();
 }
 
+/// What `/readyz` answers 200 to, for `herald_ready`.
+fn is_ready(app: &App) -> bool {
+    !app.is_shutting_down() && app.fanout().is_ready()
+}
+
 fn readyz(app: &App) -> Response<Body> {
     if app.is_shutting_down() {
         reply::refuse(ErrorCode::Unavailable, "shutting down")
@@ -137,6 +142,8 @@ fn metrics(app: &App) -> Response<Body> {
     app.metrics()
         .delivery_lag_seconds
         .set(f64::from(fanout::lag::current_ms()) / 1000.0);
+    app.metrics().read_fds();
+    app.metrics().ready.set(i64::from(is_ready(app)));
     let encoder = TextEncoder::new();
     let mut text = Vec::with_capacity(8 * 1024);
     if let Err(error) = encoder.encode(&app.registry().gather(), &mut text) {

@@ -30,6 +30,18 @@ pub(crate) struct Metrics {
     pub pushback_wait_seconds: Counter,
     /// Publishes through the compatibility ports, by port and result.
     pub compat_publishes: IntCounterVec,
+    /// File descriptors this process holds, read at each scrape: every connection is one, and
+    /// the alert on running out of them (deploy/prometheus/alerts.yml) compares this with
+    /// `max_fds`. Named as the Prometheus process collector names it, so that existing
+    /// dashboards and rules read it.
+    pub open_fds: IntGauge,
+    /// The soft open-files limit, read at each scrape (Herald raises it to the hard limit at
+    /// start).
+    pub max_fds: IntGauge,
+    /// 1 when `/readyz` would answer 200, 0 when it would answer 503 (shutting down, or the
+    /// engine cannot do its job), read at each scrape, so that an alert sees a node that is up
+    /// but out of the load balancer.
+    pub ready: IntGauge,
 }
 
 impl Metrics {
@@ -112,7 +124,26 @@ impl Metrics {
             &["port", "result"],
         )?;
         registry.register(Box::new(compat_publishes.clone()))?;
+        let open_fds = IntGauge::new(
+            "process_open_fds",
+            "File descriptors the process holds (one per connection, plus a fixed few).",
+        )?;
+        registry.register(Box::new(open_fds.clone()))?;
+        let max_fds = IntGauge::new(
+            "process_max_fds",
+            "The process's soft limit on open file descriptors.",
+        )?;
+        registry.register(Box::new(max_fds.clone()))?;
+        let ready = IntGauge::new(
+            "herald_ready",
+            "1 when /readyz answers 200, 0 when it answers 503 (shutting down, or the engine \
+             cannot do its job: Redis unreachable, a subscription missing).",
+        )?;
+        registry.register(Box::new(ready.clone()))?;
         Ok(Self {
+            ready,
+            open_fds,
+            max_fds,
             compat_publishes,
             delivery_lag_seconds,
             pushback_waits,
@@ -125,5 +156,20 @@ impl Metrics {
             connections_pending,
             pending_closed,
         })
+    }
+
+    /// Sets `process_open_fds` and `process_max_fds`. The count reads `/proc/self/fd`, as the
+    /// Prometheus process collector does: one directory entry per descriptor, so a scrape of a
+    /// node holding 100,000 connections lists 100,000 entries (a few milliseconds, once per
+    /// scrape interval). Where there is no `/proc` (not Linux) the gauge stays at 0.
+    pub fn read_fds(&self) {
+        if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+            // The directory's own descriptor, open while it is listed, is one of the entries.
+            let open = entries.count().saturating_sub(1);
+            self.open_fds.set(i64::try_from(open).unwrap_or(i64::MAX));
+        }
+        if let Ok((soft, _hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
+            self.max_fds.set(i64::try_from(soft).unwrap_or(i64::MAX));
+        }
     }
 }

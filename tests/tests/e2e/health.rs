@@ -17,6 +17,12 @@ async fn healthz_readyz_and_metrics_answer_200() {
         "Prometheus text format: {content_type}"
     );
     assert!(metrics.text().contains("herald_"), "{}", metrics.text());
+    assert_eq!(
+        metric_value(&metrics.text(), "herald_ready", &[]),
+        1.0,
+        "herald_ready follows /readyz: {}",
+        metrics.text()
+    );
 }
 
 #[tokio::test]

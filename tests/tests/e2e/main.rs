@@ -14,6 +14,7 @@
 //! - `shutdown`      — SIGTERM/SIGINT: reconnect advice, close 4200, exit 0 within the grace period
 //! - `config`        — file, env and flags; `--check-config`; exit 64 naming the key
 //! - `health`        — `/healthz`, `/readyz`, `/metrics`
+//! - `dashboard`     — `deploy/grafana/herald.json` has a panel for every family of `/metrics` (memory and Redis engines) and of docs/operations.md's table, and names no other
 //! - `listener`      — before a request is known: partial request lines cost no CPU and end with their peers, `listener.max_pending`, the header deadline, TCP keepalive on SSE, `metrics.listen`
 //! - `mercure`       — the Mercure hub (`/.well-known/mercure`): npm `eventsource` gets public updates, private ones only with a JWT's `subscribe` claim (cookie or Bearer), and after a cut what it missed through its own `Last-Event-ID`; several topics, URI templates, `*` and `match=` on the wire; resume by header, `lastEventID`, `last_event_id` and `earliest`; the dev site with Mercure's development key; a private site takes a JWT; every 400/401/403/413/415 while another subscriber carries on; fresh streams off hyper and reused connections' on hyper answer the same; shutdown's `retry:`; across two Redis nodes
 //! - `meteor`        — the Meteor controller port: StatusNet's Meteor plugin code (PHP) publishes unchanged and WebSocket and SSE subscribers get the JSON byte for byte; on Redis it reaches other nodes and is recovered there; `COUNTSUBSCRIBERS`, `LISTCHANNELS`, `SHOWSTATS`, `QUIT` answered in order; bad lines get `ERR` and publish nothing; loopback unless allowed
@@ -44,6 +45,7 @@ mod browser_fallback;
 mod churn;
 mod config;
 mod console;
+mod dashboard;
 mod delivery;
 mod demo_api;
 mod echo;

@@ -69,6 +69,11 @@ async fn refused_resubscribe_is_not_ready_then_recovers_and_catches_up() {
         herald.publish(channel, &i.to_string()).await;
     }
     let metrics = herald.metrics().await;
+    assert_eq!(
+        metric_value(&metrics, "herald_ready", &[]),
+        0.0,
+        "herald_ready follows /readyz"
+    );
     assert!(
         metric_value(&metrics, "herald_redis_subscribe_failures_total", &[]) >= 1.0,
         "the refused subscribes are counted"
