@@ -17,6 +17,8 @@ const BACKOFF_CAP_MS = 30000;
 const CONNECT_TIMEOUT_MS = 8000;
 /** While on a fallback, how often the preferred transport is tried again. */
 const PROBE_MS = 60000;
+/** Failures in a row before a transport that worked before is given up for the next one. */
+const RETRIES_BEFORE_FALLBACK = 4;
 /** A token is refreshed this long before it expires. */
 const REFRESH_AHEAD_S = 30;
 const TRANSPORTS = ["ws", "sse", "poll"];
@@ -57,6 +59,9 @@ export class Herald {
     this.timers = {};
     this.stopped = false;
     this.everLive = false;
+    /** Transports that opened at least once, and failures in a row since one last opened. */
+    this.worked = new Set();
+    this.failures = 0;
     this.connect();
   }
 
@@ -150,6 +155,8 @@ export class Herald {
     link.opened = true;
     this.later("opening", null);
     this.attempts = 0;
+    this.failures = 0;
+    this.worked.add(link.name);
     this.emit("transport", link.name);
     // Only a WebSocket can be tried on the side without disturbing the link in use.
     if (this.choice > 0 && this.transports[0] === "ws") {
@@ -157,11 +164,20 @@ export class Herald {
     }
   }
 
-  /** The transport failed before it opened: the next one is tried at once. */
+  /**
+   * The transport failed before it opened: the next one is tried at once. One that worked before
+   * is retried with back-off a few times first: a server restarting refuses every transport
+   * alike, and is no sign of a proxy in the way.
+   */
   failed(link, why) {
     if (this.link !== link || this.stopped) return;
     link.close();
     this.link = null;
+    if (this.worked.has(link.name) && this.failures < RETRIES_BEFORE_FALLBACK) {
+      this.failures += 1;
+      return this.dropped(null, why);
+    }
+    this.failures = 0;
     if (this.choice < this.transports.length - 1) {
       this.choice += 1;
       this.connect();

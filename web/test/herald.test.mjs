@@ -197,6 +197,33 @@ test("once WebSocket gets through again, a later probe moves back to it", async 
   herald.close();
 });
 
+test("a WebSocket that worked, then is refused for a while (a restart), is retried, not given up", async () => {
+  // The second and third sockets find nobody listening, as while the server restarts.
+  let made = 0;
+  class DownForTwo extends WebSocket {
+    constructor(url) {
+      made += 1;
+      super(made === 2 || made === 3 ? url.replace(/\/\/[^/]+\//, "//127.0.0.1:1/") : url);
+    }
+  }
+  const { herald, live, received } = client("restart", { WebSocket: DownForTwo });
+  const transports = [];
+  herald.on("transport", (name) => transports.push(name));
+  await live;
+  await publish("restart", { n: 1 });
+  await received(1);
+  const back = next("live again", (done) =>
+    herald.on("status", (s) => s === "live" && made >= 4 && done()),
+  );
+  herald.link.ws.terminate();
+  await back;
+  assert.equal(herald.transport, "ws");
+  assert.ok(!transports.includes("sse"), `moved to ${transports}`);
+  await publish("restart", { n: 2 });
+  assert.deepEqual(await received(2), [{ n: 1 }, { n: 2 }]);
+  herald.close();
+});
+
 test("a cut connection comes back and recovers what was published meanwhile", async () => {
   const recoveries = [];
   const { herald, live, received } = client("cut", {
