@@ -146,7 +146,7 @@ class Herald {
     this.link = link;
     this.later("opening", this.options.connectTimeout || CONNECT_TIMEOUT_MS, () => {
       // No first answer in time: a proxy that blocks or buffers this transport.
-      if (this.link === link && !link.opened) this.failed(link, "no answer in time");
+      if (this.link === link && !link.opened) this.failed(link, "no answer in time", true);
     });
     link.open();
   }
@@ -158,7 +158,8 @@ class Herald {
     this.later("opening", null);
     this.attempts = 0;
     this.failures = 0;
-    this.worked.add(link.name);
+    // An SSE link opened with no channel has not heard the server yet (see its `subscribed`).
+    if (link.name !== "sse") this.worked.add(link.name);
     this.emit("transport", link.name);
     // Only a WebSocket can be tried on the side without disturbing the link in use.
     if (this.choice > 0 && this.transports[0] === "ws") {
@@ -168,14 +169,15 @@ class Herald {
 
   /**
    * The transport failed before it opened: the next one is tried at once. One that worked before
-   * is retried with back-off a few times first: a server restarting refuses every transport
-   * alike, and is no sign of a proxy in the way.
+   * and was refused (not `stalled`: no answer in time) is retried with back-off a few times
+   * first: a server restarting refuses every transport alike, and is no sign of a proxy in the
+   * way, where a proxy that blocks or buffers a transport stalls it.
    */
-  failed(link, why) {
+  failed(link, why, stalled = false) {
     if (this.link !== link || this.stopped) return;
     link.close();
     this.link = null;
-    if (this.worked.has(link.name) && this.failures < RETRIES_BEFORE_FALLBACK) {
+    if (!stalled && this.worked.has(link.name) && this.failures < RETRIES_BEFORE_FALLBACK) {
       this.failures += 1;
       return this.dropped(null, why);
     }
@@ -462,12 +464,13 @@ class SseLink {
     this.stall = setTimeout(() => {
       if (this.source !== source || herald.link !== this) return;
       this.close();
-      if (!this.streamed) herald.failed(this, "the stream did not answer in time");
+      if (!this.streamed) herald.failed(this, "the stream did not answer in time", true);
       else herald.dropped(0, "the stream did not answer in time");
     }, herald.options.connectTimeout || CONNECT_TIMEOUT_MS);
     source.addEventListener("subscribed", (event) => {
       clearTimeout(this.stall);
       this.streamed = true;
+      herald.worked.add(this.name);
       if (!this.opened) herald.opened(this);
       herald.subscribed(JSON.parse(event.data));
     });
