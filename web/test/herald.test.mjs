@@ -162,6 +162,36 @@ test("streams buffered, channels subscribed only after it connected: it falls ba
   herald.close();
 });
 
+test("a stream that stalls after SSE worked: one new link, then long-poll, no retries", async () => {
+  // The first stream gets through; a proxy that starts buffering holds back the next one.
+  let made = 0;
+  function StallsAfterOne(url, init) {
+    made += 1;
+    return made === 1 ? new EventSource(url, init) : new BufferedEventSource();
+  }
+  const { herald, live } = client("stall-a", {
+    WebSocket: RefusedWebSocket,
+    EventSource: StallsAfterOne,
+    connectTimeout: 1000,
+  });
+  await live;
+  assert.equal(herald.transport, "sse");
+  const onPoll = next("long-poll", (done) => herald.on("transport", (n) => n === "poll" && done()));
+  const messages = [];
+  herald.subscribe("stall-b", { onMessage: (data) => messages.push(data) });
+  await onPoll;
+  // The link whose later stream stalled is reconnected once (docs/client.md); that new link's
+  // stream stalls before it ever answered, and SSE is given up without retries.
+  assert.equal(made, 3, "streams opened before long-poll");
+  await publish("stall-b", { n: 1 });
+  await next("the message over long-poll", (done) => {
+    const check = () => (messages.length ? done() : setTimeout(check, 20));
+    check();
+  });
+  assert.deepEqual(messages, [{ n: 1 }]);
+  herald.close();
+});
+
 test("a first channel subscribed once live with none is connecting, never reconnecting", async () => {
   const statuses = [];
   const herald = new Herald(base, { WebSocket, EventSource, onStatus: (s) => statuses.push(s) });
