@@ -470,6 +470,7 @@ mod tests {
         within(&inputs.reconnect_cpu_redis, 20.0, 5000.0);
         within(&inputs.nodes_per_shard_message, 0.5, 3.5);
         within(&inputs.redis_publish_cpu, 1.0, 200.0);
+        assert_eq!(inputs.redis_publish_cpu.status, Status::Measured);
         assert!(inputs.rss_per_conn.source.contains("--connections 18000"));
     }
 
