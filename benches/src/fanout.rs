@@ -24,6 +24,13 @@
 //! `/metrics` before it and after the public channel has drained (on Redis,
 //! the engine messages each node received: with `--shard-affinity`, each
 //! shard message reaches one node; round robin, nearly every node).
+//!
+//! On the bench's own Redis (`--redis`), Redis' own CPU is sampled apart as
+//! well, over the idle window and the delivery window: Redis CPU per shard
+//! message is the window's, less what Redis spends at the idle window's rate
+//! (the public channel's publishes, the nodes' heartbeats) over as long,
+//! divided by the engine messages the delivery published. The server CPU
+//! figures keep counting Redis with the nodes, as every scenario does.
 
 use std::time::Duration;
 
@@ -36,7 +43,7 @@ use crate::{
     http::{HttpConn, metric_sum, metric_sum_with},
     now_us,
     outcome::RunResult,
-    process::{self, Usage},
+    process::{self, Sample, Usage},
     publisher::{Channels, Pace, Published, Publisher},
     scenario::{Common, Session, Tracking, describe},
     shard::Affinity,
@@ -157,6 +164,9 @@ pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
     let templates = session.running.templates.clone();
     let addrs = session.running.addrs.clone();
     let pids = session.running.pids.clone();
+    // Redis' own CPU, apart from the nodes': only a Redis the bench started.
+    let redis_pid = session.running.redis().map(|(_, pid)| pid);
+    let redis_sample = || redis_pid.map(|pid| process::sample(&[pid])).transpose();
 
     // The unrelated channel's subscribers: a fleet of their own, so that
     // their latency is measured apart from the recipients'.
@@ -213,6 +223,7 @@ pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
     reset(&mut public).await?;
 
     session.ui.phase("idle window");
+    let redis_idle_before = redis_sample()?;
     let idle_published = publisher
         .run(
             pace,
@@ -221,6 +232,7 @@ pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
             public_done.clone(),
         )
         .await;
+    let redis_idle = redis_since(redis_sample()?, redis_idle_before);
     let idle_drained = drain(
         &public_done,
         publisher.accepted_total(),
@@ -237,6 +249,7 @@ pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
     let peak = tokio::spawn(peak_rss(pids.clone(), stop.clone()));
     let counters_before = counters(&addrs).await;
     let before = process::sample(&pids)?;
+    let redis_before = redis_sample()?;
     let publishing = publisher.run_until(
         pace,
         deadline + Duration::from_secs(1),
@@ -254,12 +267,14 @@ pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
         )
         .await;
         let after = process::sample(&pids);
+        let redis_after = redis_sample();
         let _ = stop_tx.send(true);
-        (window, after)
+        (window, after, redis_after)
     };
-    let (published, (window, after)) = tokio::join!(publishing, delivering);
+    let (published, (window, after, redis_after)) = tokio::join!(publishing, delivering);
     let window = window?;
     let usage = after?.since(&before);
+    let redis_window = redis_since(redis_after?, redis_before);
     let rss_peak = peak.await.unwrap_or(0).max(before.rss);
     session.ui.phase("draining the public channel");
     let during_drained = drain(
@@ -420,6 +435,26 @@ pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
         delta(|c| c.redis_received).map(|d| (d - public_received).max(0.0)),
     );
     add_usage(&mut result, &usage);
+    if let (Some(idle), Some(window)) = (&redis_idle, &redis_window) {
+        result.add(
+            "redis_cpu_s",
+            "Redis CPU in the delivery window (its own process)",
+            "s",
+            window.cpu_s(),
+        );
+        result.add(
+            "redis_idle_cpu_share",
+            "Redis CPU busy in the idle window (100 % = one core)",
+            "%",
+            share(idle),
+        );
+        result.add(
+            "redis_cpu_per_shard_message_us",
+            "Redis CPU per shard message (the window's less the idle rate, ÷ engine messages)",
+            "µs",
+            answer.and_then(|a| redis_cpu_per_message(window, idle, a.messages)),
+        );
+    }
     result.add(
         "rss_before",
         "server RSS before",
@@ -697,6 +732,28 @@ async fn peak_rss(pids: Vec<u32>, mut stop: watch::Receiver<bool>) -> u64 {
     }
 }
 
+/// Redis' usage from `before` to `after`, where both were sampled.
+fn redis_since(after: Option<Sample>, before: Option<Sample>) -> Option<Usage> {
+    Some(after?.since(&before?))
+}
+
+/// Share of one core busy over `usage`, in %.
+fn share(usage: &Usage) -> f64 {
+    usage.cpu_s() / usage.wall_s.max(1e-3) * 100.0
+}
+
+/// Redis CPU per shard message, in µs: what Redis spent in the delivery
+/// `window`, less what it spends at the `idle` window's rate (the public
+/// channel's publishes, the nodes' own commands) over as long, divided by the
+/// `messages` the delivery published; `None` without any.
+fn redis_cpu_per_message(window: &Usage, idle: &Usage, messages: u64) -> Option<f64> {
+    if messages == 0 {
+        return None;
+    }
+    let background = share(idle) / 100.0 * window.wall_s;
+    Some((window.cpu_s() - background).max(0.0) * 1e6 / messages as f64)
+}
+
 /// Server CPU over the delivery window.
 fn add_usage(result: &mut RunResult, usage: &Usage) {
     result.add(
@@ -711,7 +768,7 @@ fn add_usage(result: &mut RunResult, usage: &Usage) {
         "server_cpu_share",
         "server CPU busy in the window (100 % = one core)",
         "%",
-        usage.cpu_s() / usage.wall_s.max(1e-3) * 100.0,
+        share(usage),
     );
 }
 
@@ -779,5 +836,44 @@ mod tests {
         }
         assert!(sample(10, 0).is_err());
         assert!(sample(10, 11).is_err());
+    }
+
+    #[test]
+    fn redis_cpu_per_message_takes_out_the_idle_rate() {
+        let usage = |wall_s: f64, user_s: f64, sys_s: f64| Usage {
+            wall_s,
+            user_s,
+            sys_s,
+            ..Usage::default()
+        };
+        // (window, idle, messages) -> µs per message.
+        for (window, idle, messages, expect) in [
+            // 0.25 s in 0.5 s; idle at 10 % of a core: 0.05 s of it is background.
+            (
+                usage(0.5, 0.15, 0.10),
+                usage(3.0, 0.2, 0.1),
+                5000,
+                Some(40.0),
+            ),
+            // An idle Redis: all of the window's CPU is the delivery's.
+            (
+                usage(1.0, 0.02, 0.01),
+                usage(3.0, 0.0, 0.0),
+                1000,
+                Some(30.0),
+            ),
+            // Less than the idle rate (clock ticks are 10 ms): none, not negative.
+            (usage(1.0, 0.01, 0.0), usage(3.0, 0.1, 0.0), 1000, Some(0.0)),
+            // Nothing published: no figure.
+            (usage(1.0, 0.5, 0.0), usage(3.0, 0.0, 0.0), 0, None),
+        ] {
+            let got = redis_cpu_per_message(&window, &idle, messages);
+            match (got, expect) {
+                (Some(got), Some(expect)) => {
+                    assert!((got - expect).abs() < 1e-6, "{got} ≠ {expect}")
+                }
+                _ => assert_eq!(got, expect),
+            }
+        }
     }
 }

@@ -186,6 +186,10 @@ pub async fn run(args: &Args) -> anyhow::Result<crate::outcome::RunResult> {
         }
         let mut calls = Latency::new();
         let before = process::sample(&running.pids)?;
+        // With the bench's own Redis, its CPU apart too (the server's
+        // figures count it with the node's, as every scenario does).
+        let redis_pid = running.redis().map(|(_, pid)| pid);
+        let redis_before = redis_pid.map(|pid| process::sample(&[pid])).transpose()?;
         let started = Instant::now();
         for seq in 0..args.messages as u64 {
             let data = payload(crate::now_us(), seq, PAYLOAD_BYTES);
@@ -195,6 +199,10 @@ pub async fn run(args: &Args) -> anyhow::Result<crate::outcome::RunResult> {
         }
         let elapsed = started.elapsed().as_secs_f64();
         let usage = process::sample(&running.pids)?.since(&before);
+        let redis_usage = match (redis_pid, redis_before) {
+            (Some(pid), Some(before)) => Some(process::sample(&[pid])?.since(&before)),
+            _ => None,
+        };
         let per_publish = |seconds: f64| seconds * 1e6 / args.messages.max(1) as f64;
         result.add(
             &format!("{key}_rate"),
@@ -220,6 +228,16 @@ pub async fn run(args: &Args) -> anyhow::Result<crate::outcome::RunResult> {
             "µs",
             per_publish(usage.sys_s),
         );
+        if let Some(redis) = redis_usage {
+            // The node's own commands at rest (heartbeats) are in it too,
+            // spread over the publishes: not taken out.
+            result.add(
+                &format!("{key}_redis_cpu_us"),
+                &format!("{label}: Redis CPU per publish (its own process)"),
+                "µs",
+                per_publish(redis.cpu_s()),
+            );
+        }
         let p = calls.percentiles();
         result.add(
             &format!("{key}_call_p50"),

@@ -15,6 +15,7 @@ mod storm;
 
 /// `docs/img/results.json`, which the capacity model (`herald-bench model`) reads.
 pub use baseline::{Recorded, Results};
+pub use fanout::SMALL as FANOUT_SMALL;
 
 use std::{
     fmt::Write as _,

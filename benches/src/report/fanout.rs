@@ -1,7 +1,9 @@
 //! The "Timeline fan-out" section of `docs/benchmarks.md`: `herald-bench
 //! fanout` on the memory engine, and on Redis with three nodes, the
-//! recipients round robin and then each on its shard's node; one column per
-//! run.
+//! recipients round robin and then each on its shard's node; then a
+//! delivery of small shard messages (8192 recipients over 8192 shards, all
+//! connected), whose Redis CPU per shard message is the capacity model's
+//! input; one column per run.
 
 use std::fmt::Write as _;
 
@@ -14,28 +16,45 @@ use crate::{
 /// The heading `--only fanout` looks for.
 pub const HEADING: &str = "## Timeline fan-out\n";
 
-/// The runs of the section: what each shows, and its options after the
-/// common ones.
-const RUNS: [(&str, &str); 3] = [
-    ("memory engine, 1 node", ""),
-    ("Redis, 3 nodes, round robin", " --redis --nodes 3"),
+/// The runs of the section: what each shows, its recipients and connected
+/// ones (`None`: the section's million), and its options after the common ones.
+const RUNS: [(&str, Option<&str>, &str); 4] = [
+    ("memory engine, 1 node", None, ""),
+    ("Redis, 3 nodes, round robin", None, " --redis --nodes 3"),
     (
         "Redis, 3 nodes, by shard",
+        None,
         " --redis --nodes 3 --shard-affinity",
+    ),
+    (
+        SMALL,
+        Some("--recipients 8192 --connected 8192"),
+        " --redis --nodes 3 --shard-affinity --shards 8192 --herald-env HERALD_TIMELINE_SHARDS=8192",
     ),
 ];
 
+/// The run whose shard messages carry one or two recipients each, as a
+/// notice to a hundred followers over 1024 shards does (the capacity model's
+/// load): several thousand of them, so that Redis' CPU, read in 10 ms clock
+/// ticks, is per shard message to within a few per cent.
+pub const SMALL: &str = "Redis, 3 nodes, by shard, small shard messages";
+
 /// Measures every run of the section.
 pub async fn measure(args: &Args) -> anyhow::Result<Vec<Variant>> {
-    let common = if args.quick {
-        "fanout --recipients 100000 --connected 1500 --public-subscribers 10 --check"
+    let (audience, common) = if args.quick {
+        (
+            "--recipients 100000 --connected 1500",
+            "--public-subscribers 10 --check",
+        )
     } else {
-        "fanout --recipients 1000000 --connected 15000 --public-subscribers 100 \
-         --public-rate 200 --idle 3 --check"
+        (
+            "--recipients 1000000 --connected 15000",
+            "--public-subscribers 100 --public-rate 200 --idle 3 --check",
+        )
     };
     let mut runs = Vec::new();
-    for (what, flags) in RUNS {
-        let command = format!("{common}{flags}");
+    for (what, own, flags) in RUNS {
+        let command = format!("fanout {} {common}{flags}", own.unwrap_or(audience));
         let result = herald_alone(args, &command).await?;
         runs.push((what, command, result));
     }
@@ -74,6 +93,16 @@ pub fn section(runs: &[Variant], pinning: &Pinning) -> String {
          \"By shard\" connects each recipient to node `crc32(\"default:<id>\") % 1024 % 3`, \
          as the load balancer of `deploy/nginx/` does with the `shard` parameter. \
          Measured {}.\n\n\
+         On Redis, Redis' own CPU is read apart from the nodes' (the server CPU rows count \
+         both) over the idle window and the delivery window; Redis CPU per shard message is \
+         the window's less what Redis spent at the idle window's rate over as long (the \
+         `public` channel's publishes, the nodes' own commands), divided by the engine \
+         messages. A million recipients over 1024 shards make shard messages of about a \
+         thousand ids (8 KB); the last column delivers to users 1 to 8192 over 8192 shards \
+         (`timeline.shards`), every one of them connected, so that its few thousand shard \
+         messages carry one or two ids each, as a notice to a hundred followers does: its \
+         figure is the capacity model's Redis CPU per timeline shard publish \
+         (`docs/scaling.md`).\n\n\
          The delivery window is short, so its `public` p99 rests on few messages ({during} in \
          the first column) and is close to their maximum; on a machine whose cores Herald, the \
          clients' workers and the publisher share, it varies several-fold from run to run. The \
@@ -111,7 +140,7 @@ pub fn section(runs: &[Variant], pinning: &Pinning) -> String {
         let _ = writeln!(out, "target/release/herald-bench {command}");
     }
     out.push_str(
-        "```\n\nRegenerate this section alone (about a minute, no Nchan needed; Redis from \
+        "```\n\nRegenerate this section alone (about two minutes, no Nchan needed; Redis from \
          `scripts/install-test-deps.sh`): `cargo build --release -p api -p herald-bench && \
          target/release/herald-bench report --only fanout`.\n\n",
     );
@@ -183,6 +212,23 @@ fn rows() -> Vec<(&'static str, Cell)> {
         (
             "timeline messages expanded (`herald_timeline_expanded_total`)",
             one("metric_expanded", ""),
+        ),
+        (
+            "**Redis CPU per shard message** (its own process, less its idle rate)",
+            Box::new(|r| match r.get("redis_cpu_per_shard_message_us") {
+                Some(us) => format!("**{}**", with_unit(Some(us), "µs")),
+                None => "–".into(),
+            }),
+        ),
+        (
+            "Redis CPU in the delivery window; busy when idle (100 % = one core)",
+            Box::new(|r| {
+                format!(
+                    "{}; {}",
+                    with_unit(r.get("redis_cpu_s"), "s"),
+                    with_unit(r.get("redis_idle_cpu_share"), "%")
+                )
+            }),
         ),
         (
             "server CPU in the delivery window (user + system)",
@@ -325,8 +371,9 @@ mod tests {
 
     #[test]
     fn the_commands_parse() {
-        for (_, flags) in RUNS {
-            let words = super::super::words(&format!("fanout --check{flags}"));
+        for (_, own, flags) in RUNS {
+            let own = own.unwrap_or("");
+            let words = super::super::words(&format!("fanout {own} --check{flags}"));
             assert!(super::super::scenario(&words).is_ok(), "{flags}");
         }
     }
