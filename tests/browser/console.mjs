@@ -38,7 +38,7 @@ import { createInterface } from "node:readline";
 import { mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { tmpdir } from "node:os";
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 
 const LOAD_TIMEOUT_MS = 20_000;
 const WAIT_TIMEOUT_MS = 15_000;
@@ -58,18 +58,7 @@ let browser;
 let page;
 
 async function main() {
-  browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  browser = await launch();
   page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
   page.on("console", (message) => {
     if (message.type() === "error") {

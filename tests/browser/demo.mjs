@@ -20,7 +20,7 @@
 import { createInterface } from "node:readline";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 
 const READY_TIMEOUT_MS = 30_000;
 const SEE_TIMEOUT_MS = 10_000;
@@ -58,18 +58,7 @@ let browser;
 let page;
 
 async function main() {
-  browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  browser = await launch();
   page = await browser.newPage({ viewport: { width: 1200, height: 820 } });
   page.on("console", (message) => {
     if (message.type() === "error") {

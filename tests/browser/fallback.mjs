@@ -23,7 +23,7 @@
 // should); uncaught page errors are.
 
 import { createInterface } from "node:readline";
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 
 const READY_TIMEOUT_MS = 30_000;
 /** The last notice is published after the restart or the cuts: a reconnect's back-off is short. */
@@ -52,18 +52,7 @@ let context;
 let page;
 
 async function main() {
-  browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  browser = await launch();
   context = await browser.newContext({ viewport: { width: 1200, height: 900 } });
   await context.tracing.start({ screenshots: true, snapshots: true });
   page = await context.newPage();

@@ -24,7 +24,7 @@
 
 import { createServer } from "node:http";
 import { createInterface } from "node:readline";
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 
 const READY_TIMEOUT_MS = 30_000;
 const SEE_TIMEOUT_MS = 15_000;
@@ -81,10 +81,7 @@ MeteorUpdater.init(${JSON.stringify(herald.hostname)}, ${JSON.stringify(herald.p
 </script></body></html>`;
 
 async function main() {
-  browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-background-networking"],
-  });
+  browser = await launch();
   const site = createServer((request, response) => {
     response.writeHead(200, { "Content-Type": "text/html; charset=utf-8" });
     response.end(PAGE);

@@ -7,17 +7,14 @@
 // Usage: node tests/browser/microblog.mjs BASE_URL
 // Prints one line per step reached, then DONE; on failure `FAIL <reason>` and exits 1.
 
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 
 const STEP_MS = 15_000;
 const base = process.argv[2];
 const say = (line) => console.log(line);
 
 async function main() {
-  const browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
-  });
+  const browser = await launch();
   const open = async (nick, query) => {
     const page = await browser.newPage();
     await page.goto(`${base}/${query}`);
