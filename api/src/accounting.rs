@@ -92,6 +92,9 @@ struct SiteTraffic {
     users: Mutex<UserSketches>,
 }
 
+/// A site, its counters, and the totals part of its report entry.
+type SiteTotals = (Box<str>, Arc<SiteTraffic>, serde_json::Map<String, Value>);
+
 /// The heaviest users of one site, by each measure.
 struct UserSketches {
     messages: SpaceSaving,
@@ -311,6 +314,68 @@ impl Accounting {
     /// error bound, and whether it should be split out.
     pub(crate) fn report(&self, limit: usize) -> Value {
         let config = &self.inner.config;
+        let mut report = serde_json::Map::new();
+        for (site, traffic, mut entry) in self.site_totals() {
+            let users = traffic.users.lock();
+            // Counts, or milliseconds shown as seconds.
+            let ranked = |sketch: &SpaceSaving, in_ms: bool| {
+                let value = |n: u64| {
+                    if in_ms {
+                        json!(n as f64 / 1000.0)
+                    } else {
+                        json!(n)
+                    }
+                };
+                json!({
+                    "counted": value(sketch.total()),
+                    "error_bound": value(sketch.error_bound()),
+                    "slots": sketch.len(),
+                    "top": sketch.top(limit).into_iter().map(|counted| json!({
+                        "user": &*counted.key,
+                        "count": value(counted.count),
+                        "error": value(counted.error),
+                    })).collect::<Vec<_>>(),
+                })
+            };
+            entry.insert(
+                "sketch".into(),
+                json!({
+                    "capacity": config.top_users,
+                    "memory_bytes": users.memory_bytes(),
+                }),
+            );
+            entry.insert(
+                "top_users".into(),
+                json!({
+                    "messages": ranked(&users.messages, false),
+                    "bytes": ranked(&users.bytes, false),
+                    "deliveries_received": ranked(&users.deliveries_received, false),
+                    "bytes_received": ranked(&users.bytes_received, false),
+                    "connection_seconds": ranked(&users.connected_ms, true),
+                }),
+            );
+            report.insert(site.into(), Value::Object(entry));
+        }
+        json!({
+            "enabled": config.enabled,
+            "split_share": config.split_share,
+            "sites": report,
+        })
+    }
+
+    /// Per site, the report's totals, shares and `split_out` alone: what
+    /// the console asks for every second, without taking a sketch's lock
+    /// or ranking its users.
+    pub(crate) fn totals(&self) -> serde_json::Map<String, Value> {
+        self.site_totals()
+            .into_iter()
+            .map(|(site, _, entry)| (site.into(), Value::Object(entry)))
+            .collect()
+    }
+
+    /// Each site with its counters and the totals part of its entry.
+    fn site_totals(&self) -> Vec<SiteTotals> {
+        let config = &self.inner.config;
         let sites: Vec<(Box<str>, Arc<SiteTraffic>)> = self
             .inner
             .sites
@@ -337,72 +402,40 @@ impl Accounting {
         };
         // A node with one site has nothing to split that site out from.
         let several = sites.len() > 1;
-        let mut report = serde_json::Map::new();
-        for (site, traffic) in sites {
-            let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-            let messages = load(&traffic.messages);
-            let bytes = load(&traffic.bytes);
-            let deliveries = load(&traffic.deliveries_received);
-            let bytes_received = load(&traffic.bytes_received);
-            let shares = [
-                share(messages, all_messages),
-                share(bytes, all_bytes),
-                share(deliveries, all_deliveries),
-                share(bytes_received, all_bytes_received),
-            ];
-            let users = traffic.users.lock();
-            // Counts, or milliseconds shown as seconds.
-            let ranked = |sketch: &SpaceSaving, in_ms: bool| {
-                let value = |n: u64| {
-                    if in_ms {
-                        json!(n as f64 / 1000.0)
-                    } else {
-                        json!(n)
-                    }
+        sites
+            .into_iter()
+            .map(|(site, traffic)| {
+                let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+                let messages = load(&traffic.messages);
+                let bytes = load(&traffic.bytes);
+                let deliveries = load(&traffic.deliveries_received);
+                let bytes_received = load(&traffic.bytes_received);
+                let shares = [
+                    share(messages, all_messages),
+                    share(bytes, all_bytes),
+                    share(deliveries, all_deliveries),
+                    share(bytes_received, all_bytes_received),
+                ];
+                let entry = json!({
+                    "messages_produced": messages,
+                    "bytes_produced": bytes,
+                    "deliveries_received": deliveries,
+                    "bytes_received": bytes_received,
+                    "connection_seconds": load(&traffic.connected_ms) as f64 / 1000.0,
+                    "share": {
+                        "messages": shares[0],
+                        "bytes": shares[1],
+                        "deliveries": shares[2],
+                        "bytes_received": shares[3],
+                    },
+                    "split_out": several && shares.iter().any(|share| *share > config.split_share),
+                });
+                let Value::Object(entry) = entry else {
+                    unreachable!("json! of an object is an object")
                 };
-                json!({
-                    "counted": value(sketch.total()),
-                    "error_bound": value(sketch.error_bound()),
-                    "slots": sketch.len(),
-                    "top": sketch.top(limit).into_iter().map(|counted| json!({
-                        "user": &*counted.key,
-                        "count": value(counted.count),
-                        "error": value(counted.error),
-                    })).collect::<Vec<_>>(),
-                })
-            };
-            let entry = json!({
-                "messages_produced": messages,
-                "bytes_produced": bytes,
-                "deliveries_received": deliveries,
-                "bytes_received": bytes_received,
-                "connection_seconds": load(&traffic.connected_ms) as f64 / 1000.0,
-                "share": {
-                    "messages": shares[0],
-                    "bytes": shares[1],
-                    "deliveries": shares[2],
-                    "bytes_received": shares[3],
-                },
-                "split_out": several && shares.iter().any(|share| *share > config.split_share),
-                "sketch": {
-                    "capacity": config.top_users,
-                    "memory_bytes": users.memory_bytes(),
-                },
-                "top_users": {
-                    "messages": ranked(&users.messages, false),
-                    "bytes": ranked(&users.bytes, false),
-                    "deliveries_received": ranked(&users.deliveries_received, false),
-                    "bytes_received": ranked(&users.bytes_received, false),
-                    "connection_seconds": ranked(&users.connected_ms, true),
-                },
-            });
-            report.insert(site.into(), entry);
-        }
-        json!({
-            "enabled": config.enabled,
-            "split_share": config.split_share,
-            "sites": report,
-        })
+                (site, traffic, entry)
+            })
+            .collect()
     }
 }
 

@@ -124,12 +124,18 @@ impl SpaceSaving {
         }
     }
 
-    /// The `n` largest estimates, largest first.
+    /// The `n` largest estimates, largest first. Only those `n` are sorted
+    /// and copied, not every slot.
     pub(crate) fn top(&self, n: usize) -> Vec<Counted> {
-        let mut top = self.slots.clone();
-        top.sort_unstable_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
-        top.truncate(n);
-        top
+        let order =
+            |a: &&Counted, b: &&Counted| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key));
+        let mut slots: Vec<&Counted> = self.slots.iter().collect();
+        if n < slots.len() {
+            slots.select_nth_unstable_by(n, order);
+            slots.truncate(n);
+        }
+        slots.sort_unstable_by(order);
+        slots.into_iter().cloned().collect()
     }
 
     /// The most any estimate exceeds its true count: `N / k`.

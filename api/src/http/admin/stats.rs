@@ -40,14 +40,14 @@ pub(super) fn snapshot(app: &App) -> Response<Body> {
             "gaps_detected": sum("herald_redis_gaps_detected_total") as u64,
         }),
     };
-    let traffic = app.accounting().report(0);
+    let traffic = app.accounting().totals();
     let sites: Vec<Value> = app
         .sessions()
         .sites()
         .all()
         .into_iter()
         .map(|site| {
-            let counted = &traffic["sites"][site.id()];
+            let counted = traffic.get(site.id()).unwrap_or(&Value::Null);
             let figure = |key: &str| counted.get(key).cloned().unwrap_or(json!(0));
             json!({
                 "id": site.id(),
