@@ -21,3 +21,21 @@ const ARGS = [
 export function launch() {
   return chromium.launch({ executablePath: "/usr/bin/chromium", args: ARGS });
 }
+
+/**
+ * Runs `wait()` (a promise-returning page wait) with a time-out; on time-out or error, calls
+ * `fail` with what was awaited and why (each script's own `fail` prints what the page showed).
+ */
+export async function waitWithin(what, timeoutMs, wait, fail) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    await Promise.race([wait(), timeout]);
+  } catch (error) {
+    await fail(`waiting for ${what}: ${error.message}`);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -38,7 +38,7 @@ import { createInterface } from "node:readline";
 import { mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { tmpdir } from "node:os";
-import { launch } from "./chromium.mjs";
+import { launch, waitWithin } from "./chromium.mjs";
 
 const LOAD_TIMEOUT_MS = 20_000;
 const WAIT_TIMEOUT_MS = 15_000;
@@ -294,18 +294,8 @@ async function signIn(secret) {
 }
 
 /** Runs `wait()` (a promise-returning page wait) with a time-out that fails the run. */
-async function waitFor(what, timeoutMs, wait) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs);
-  });
-  try {
-    await Promise.race([wait(), timeout]);
-  } catch (error) {
-    await fail(`waiting for ${what}: ${error.message}`);
-  } finally {
-    clearTimeout(timer);
-  }
+function waitFor(what, timeoutMs, wait) {
+  return waitWithin(what, timeoutMs, wait, fail);
 }
 
 async function finish() {

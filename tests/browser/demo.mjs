@@ -20,7 +20,7 @@
 import { createInterface } from "node:readline";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { launch } from "./chromium.mjs";
+import { launch, waitWithin } from "./chromium.mjs";
 
 const READY_TIMEOUT_MS = 30_000;
 const SEE_TIMEOUT_MS = 10_000;
@@ -155,18 +155,8 @@ async function waitForNotice(n, text) {
 }
 
 /** Runs `wait()` (a promise-returning page wait) with a time-out that fails the run. */
-async function waitFor(what, timeoutMs, wait) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs);
-  });
-  try {
-    await Promise.race([wait(), timeout]);
-  } catch (error) {
-    await fail(`waiting for ${what}: ${error.message}`);
-  } finally {
-    clearTimeout(timer);
-  }
+function waitFor(what, timeoutMs, wait) {
+  return waitWithin(what, timeoutMs, wait, fail);
 }
 
 async function finish() {

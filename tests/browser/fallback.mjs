@@ -23,7 +23,7 @@
 // should); uncaught page errors are.
 
 import { createInterface } from "node:readline";
-import { launch } from "./chromium.mjs";
+import { launch, waitWithin } from "./chromium.mjs";
 
 const READY_TIMEOUT_MS = 30_000;
 /** The last notice is published after the restart or the cuts: a reconnect's back-off is short. */
@@ -171,18 +171,8 @@ async function numbers(tag, count) {
 }
 
 /** Runs `wait()` (a promise-returning page wait) with a time-out that fails the run. */
-async function waitFor(what, timeoutMs, wait) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs);
-  });
-  try {
-    await Promise.race([wait(), timeout]);
-  } catch (error) {
-    await fail(`waiting for ${what}: ${error.message}`);
-  } finally {
-    clearTimeout(timer);
-  }
+function waitFor(what, timeoutMs, wait) {
+  return waitWithin(what, timeoutMs, wait, fail);
 }
 
 /** The screenshot and the trace, whichever way the run ended. */
