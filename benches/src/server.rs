@@ -111,7 +111,11 @@ impl Server {
                 _ => bail!("herald closed its stdout before listening"),
             }
         };
-        let Some(url) = line.strip_prefix("herald listening on http://") else {
+        // `https://` when Herald's listener speaks TLS (`tls.cert`, `tls.key`).
+        let url = line
+            .strip_prefix("herald listening on http://")
+            .or_else(|| line.strip_prefix("herald listening on https://"));
+        let Some(url) = url else {
             bail!("unexpected first line from herald: {line}");
         };
         Ok(Server {
