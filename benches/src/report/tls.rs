@@ -321,7 +321,10 @@ mod tests {
             "met on WebSocket: 1.75× a plain connection"
         );
         let table = transport.table();
-        assert!(table.contains("| … against the same server plain | 1× | 1.75× | 7.5× | 1× | – |"));
+        assert!(
+            table.contains("| … against the same server plain | 1× | 1.75× | 7.50× | 1× | – |"),
+            "{table}"
+        );
         // Per-part rows are the proxied column's alone.
         assert!(
             table.contains("| … of it nginx |  |  | – |  |  |"),
