@@ -77,7 +77,7 @@ pub async fn measure(args: &Args) -> anyhow::Result<Tls> {
             };
             let argv = words(&format!(
                 "idle --transport {transport} --connections {count} --channel bench{subscribe} \
-                 --settle {settle} --cpu-window {window} {options}"
+                 --settle {settle} --cpu-window {window} --time-limit 600 {options}"
             ));
             runs.push(Run {
                 result: run(args, &argv).await,
