@@ -8,16 +8,26 @@
 //! today: the handshake's signature is the server's to make, so the key type
 //! is part of what a handshake costs it.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicUsize, Ordering::Relaxed},
+};
 
 use anyhow::Context;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
 
-/// The PEM files of one run's certificates.
-#[derive(Clone, Debug)]
+/// Runs in this process so far: each gets a folder of its own, since a
+/// process' TLS clients keep the CA they first read from a path
+/// ([`crate::tls`]), and a report runs one target after another.
+static RUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// The PEM files of one run's certificates; dropping it removes them.
+#[derive(Debug)]
 pub struct Certs {
+    /// The folder they are in, this run's alone.
+    pub dir: PathBuf,
     /// The CA certificate the clients trust.
     pub ca: PathBuf,
     /// The server's certificate, signed by the CA.
@@ -27,10 +37,13 @@ pub struct Certs {
 }
 
 impl Certs {
-    /// Makes a fresh CA and server certificate and writes them into `dir`
-    /// (created if missing), replacing any there.
-    pub fn generate(dir: &Path) -> anyhow::Result<Certs> {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    /// Makes a fresh CA and server certificate and writes them into a new
+    /// folder under `base`.
+    pub fn generate(base: &Path) -> anyhow::Result<Certs> {
+        let run = RUNS.fetch_add(1, Relaxed);
+        let dir = base.join(format!("tls-{}-{run}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params
@@ -51,6 +64,7 @@ impl Certs {
         let cert = params.signed_by(&key, &ca)?;
 
         let certs = Certs {
+            dir: dir.clone(),
             ca: dir.join("ca.pem"),
             cert: dir.join("server.pem"),
             key: dir.join("server.key"),
@@ -59,6 +73,13 @@ impl Certs {
         std::fs::write(&certs.cert, cert.pem())?;
         std::fs::write(&certs.key, key.serialize_pem())?;
         Ok(certs)
+    }
+}
+
+impl Drop for Certs {
+    /// The run is over, or never started: nobody reads the files again.
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -102,8 +123,9 @@ mod tests {
     #[tokio::test]
     async fn clients_trust_the_run_ca_alone() {
         let base = std::env::temp_dir().join(format!("herald-bench-cert-{}", std::process::id()));
-        let certs = Certs::generate(&base.join("run")).unwrap();
-        let other = Certs::generate(&base.join("other")).unwrap();
+        let certs = Certs::generate(&base).unwrap();
+        let other = Certs::generate(&base).unwrap();
+        assert_ne!(certs.dir, other.dir);
         let addr = serve(&certs).await;
         let port = addr.rsplit_once(':').unwrap().1;
         for authority in [addr.clone(), format!("localhost:{port}")] {
@@ -121,6 +143,10 @@ mod tests {
             refused.is_err(),
             "a certificate from another CA was trusted"
         );
+        let dir = certs.dir.clone();
+        drop(certs);
+        assert!(!dir.exists());
+        drop(other);
         std::fs::remove_dir_all(base).unwrap();
     }
 }

@@ -16,13 +16,13 @@ use crate::{cert::Certs, cpus};
 const SETUP_SCRIPT: &str = include_str!("../nchan/setup.sh");
 
 /// What a private nginx instance serves.
-pub enum Site {
+pub enum Site<'a> {
     /// Nchan's publisher and subscriber locations; with certificates, its
     /// listener speaks TLS alone (`listen … ssl`).
-    Nchan { certs: Option<Certs> },
+    Nchan { certs: Option<&'a Certs> },
     /// TLS terminated and proxied to `upstream` (`host:port`, plain HTTP),
     /// WebSocket upgrades included.
-    TlsProxy { upstream: String, certs: Certs },
+    TlsProxy { upstream: String, certs: &'a Certs },
 }
 
 /// A private nginx instance with Nchan (or a TLS proxy, [`Site`]).
@@ -46,7 +46,7 @@ impl Nchan {
     pub async fn start_site(
         base: &std::path::Path,
         cpus: Option<&CpuSet>,
-        site: &Site,
+        site: &Site<'_>,
     ) -> anyhow::Result<Nchan> {
         let port = free_port()?;
         let dir = base.join(format!("nchan-{}-{port}", std::process::id()));
@@ -145,12 +145,14 @@ impl Nchan {
 
 impl Drop for Nchan {
     /// A run cut short (an error, its time limit) still leaves no nginx
-    /// behind: SIGKILL to the master and the workers this process started.
+    /// behind, nor its folder: SIGKILL to the master and the workers this
+    /// process started.
     fn drop(&mut self) {
         if !self.stopped {
             for pid in self.pids() {
                 let _ = signal::kill(Pid::from_raw(pid as i32), signal::Signal::SIGKILL);
             }
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }

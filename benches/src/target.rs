@@ -305,6 +305,9 @@ pub struct Running {
     /// Herald, `--tls-proxy`), each kind's name and PIDs, so that memory is
     /// reported by part as well as in all; empty otherwise.
     pub parts: Vec<(&'static str, Vec<u32>)>,
+    /// The run's certificates (`--tls`, `--tls-proxy`): held only so that
+    /// their files go when the run does.
+    _certs: Option<Certs>,
     handle: Handle,
 }
 
@@ -327,8 +330,7 @@ impl Running {
     pub async fn start(args: &TargetArgs) -> anyhow::Result<Running> {
         let mut templates = args.templates();
         let certs = if (args.tls || args.tls_proxy) && args.addr.is_none() {
-            let dir = args.work_dir.join(format!("tls-{}", std::process::id()));
-            let certs = Certs::generate(&dir)?;
+            let certs = Certs::generate(&args.work_dir)?;
             templates.ca = Some(certs.ca.clone());
             Some(certs)
         } else {
@@ -348,6 +350,7 @@ impl Running {
                 metrics_addrs: vec![addr.clone()],
                 pids: args.server_pid.clone(),
                 parts: Vec::new(),
+                _certs: certs,
                 handle: Handle::External,
             });
         }
@@ -404,7 +407,7 @@ impl Running {
                     (true, Some(certs)) => {
                         let site = Site::TlsProxy {
                             upstream: addrs[0].clone(),
-                            certs: certs.clone(),
+                            certs,
                         };
                         let proxy = Nchan::start_site(&args.work_dir, cpus.as_ref(), &site).await?;
                         parts.push(("herald", pids.clone()));
@@ -423,12 +426,13 @@ impl Running {
                     metrics_addrs,
                     pids,
                     parts,
+                    _certs: certs,
                     handle: Handle::Herald(servers, redis, proxy),
                 })
             }
             Preset::Nchan => {
                 let site = Site::Nchan {
-                    certs: certs.filter(|_| args.tls),
+                    certs: certs.as_ref().filter(|_| args.tls),
                 };
                 let nchan = Nchan::start_site(&args.work_dir, cpus.as_ref(), &site).await?;
                 Ok(Running {
@@ -438,6 +442,7 @@ impl Running {
                     metrics_addrs: Vec::new(),
                     pids: nchan.pids(),
                     parts: Vec::new(),
+                    _certs: certs,
                     handle: Handle::Nchan(Box::new(nchan)),
                 })
             }
