@@ -111,7 +111,11 @@ impl Server {
                 _ => bail!("herald closed its stdout before listening"),
             }
         };
-        let Some(url) = line.strip_prefix("herald listening on http://") else {
+        let url = line.strip_prefix("herald listening on ");
+        let Some(url) = url.and_then(|url| {
+            url.strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"))
+        }) else {
             bail!("unexpected first line from herald: {line}");
         };
         Ok(Server {
