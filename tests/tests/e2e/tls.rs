@@ -75,7 +75,8 @@ async fn metrics(herald: &Herald, connector: &TlsConnector) -> String {
     text
 }
 
-/// An SSE stream over TLS: the request written by hand, events read as text.
+/// A request over TLS written by hand, its answer read as text (an SSE
+/// stream, or a keep-alive connection).
 struct TlsSse {
     stream: tokio_rustls::client::TlsStream<TcpStream>,
     seen: String,
@@ -150,12 +151,29 @@ async fn wss_https_and_sse_share_the_tls_port_and_carry_large_messages() {
         (subscribed["type"].as_str(), subscribed["channel"].as_str()),
         (Some("subscribed"), Some("more"))
     );
+
+    // `/ws` on a keep-alive connection after another request is hyper's
+    // upgrade: its socket, a TLS one, is handed to the session as well.
+    let mut reused = TlsSse::open(&herald, &connector, "/healthz").await;
+    reused.until("ok").await;
+    reused
+        .stream
+        .write_all(
+            b"GET /ws?channel=news HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+              Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+              Sec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await
+        .expect("write");
+    reused.until("101 Switching Protocols").await;
+    reused.until(r#""type":"welcome""#).await;
+
     let text = metrics(&herald, &connector).await;
     assert_eq!(
         metric_value(&text, "herald_connections", &[("transport", "ws")]),
-        1.0
+        2.0
     );
-    assert!(metric_value(&text, "herald_tls_handshakes_total", &[("result", "ok")]) >= 4.0);
+    assert!(metric_value(&text, "herald_tls_handshakes_total", &[("result", "ok")]) >= 5.0);
 }
 
 #[tokio::test]
