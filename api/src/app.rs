@@ -42,6 +42,8 @@ struct Inner {
     /// `admin.secret`, or on the zero-config dev site without one, a
     /// secret made up at start (docs/console.md).
     admin_secret: Option<String>,
+    /// The main listener's certificate, when it speaks TLS.
+    tls: Option<wire::Certificates>,
 }
 
 impl App {
@@ -53,8 +55,13 @@ impl App {
         metrics: Metrics,
         accounting: Accounting,
         admin_secret: Option<String>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, wire::CertificateError> {
+        // Built once: a reload swaps its certificate, never the rest.
+        let tls = match &config.tls {
+            Some(tls) => Some(wire::Certificates::new(tls.certified.clone())?),
+            None => None,
+        };
+        Ok(Self {
             inner: Arc::new(Inner {
                 accounting,
                 body_budget: BodyBudget::new(config.publish.max_body_bytes_in_flight),
@@ -67,8 +74,9 @@ impl App {
                 demo: crate::demo::Demo::default(),
                 started: std::time::Instant::now(),
                 admin_secret,
+                tls,
             }),
-        }
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -102,6 +110,11 @@ impl App {
     /// The operator's credential for `/api/admin/*` and `/console`.
     pub(crate) fn admin_secret(&self) -> Option<&str> {
         self.inner.admin_secret.as_deref()
+    }
+
+    /// The main listener's TLS configuration, when it speaks TLS.
+    pub(crate) fn tls(&self) -> Option<&wire::Certificates> {
+        self.inner.tls.as_ref()
     }
 
     pub(crate) fn started(&self) -> std::time::Instant {
@@ -179,6 +192,7 @@ impl App {
                 format!("{:?}", old.accounting) != format!("{:?}", new.accounting),
             ),
             ("admin", old.admin_secret != new.admin_secret),
+            ("tls", old.tls.is_some() != new.tls.is_some()),
             (
                 "shutdown",
                 format!("{:?}", old.shutdown) != format!("{:?}", new.shutdown),
@@ -192,6 +206,13 @@ impl App {
                 keys = restart_needed.join(","),
                 "changed settings that take effect only after a restart; ignored"
             );
+        }
+        // The files are read again on every reload (a renewed certificate
+        // keeps its path): new handshakes present what they hold now, and
+        // open connections keep the keys they negotiated.
+        if let (Some(certificates), Some(tls)) = (self.tls(), &new.tls) {
+            certificates.swap(tls.certified.clone());
+            tracing::info!(cert = %tls.cert.display(), "TLS certificate reloaded");
         }
         let reloaded = self.sessions().sites().apply(new.sites);
         self.sessions().tracker().recheck_all();

@@ -74,6 +74,28 @@ pub struct Config {
     pub admin_secret: Option<String>,
     /// Per-site and per-user traffic accounting (`[accounting]`).
     pub accounting: AccountingConfig,
+    /// Native TLS on the main listener (`[tls]`), off unless configured.
+    pub tls: Option<TlsConfig>,
+}
+
+/// The main listener's certificate and key, read and checked when the
+/// configuration is (so a reload re-reads the files).
+#[derive(Clone)]
+pub struct TlsConfig {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub certified: std::sync::Arc<rustls::sign::CertifiedKey>,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    // The paths only: a reload compares configurations by their Debug
+    // text, and the key is nobody's business.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Config {

@@ -102,8 +102,13 @@ fn main() -> ExitCode {
         let server = Server::bind(config).await?;
         let shutdown = shutdown_signal()?;
         tokio::spawn(reload_on_hangup(server.app().clone(), overrides)?);
-        // Scripts and tests wait for this exact line.
-        println!("herald listening on http://{}", server.local_addr());
+        // Scripts and tests wait for this exact line (https:// with tls.cert).
+        let scheme = if server.app().config().tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        println!("herald listening on {scheme}://{}", server.local_addr());
         // The server runs on a runtime worker, not on this (the main)
         // thread: a task spawned from a worker starts on that worker's own
         // queue, while one spawned from here must wake a worker, a system

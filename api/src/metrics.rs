@@ -15,6 +15,8 @@ pub(crate) struct Metrics {
     pub body_bytes_in_flight: IntGauge,
     /// SIGHUP reloads, by result.
     pub reloads: IntCounterVec,
+    /// TLS handshakes on the main listener, by result.
+    pub tls_handshakes: IntCounterVec,
     /// Connections accepted whose request head is not complete yet.
     pub connections_pending: IntGauge,
     /// Connections closed before their request head was complete, by
@@ -72,6 +74,14 @@ impl Metrics {
             &["result"],
         )?;
         registry.register(Box::new(reloads.clone()))?;
+        let tls_handshakes = IntCounterVec::new(
+            Opts::new(
+                "herald_tls_handshakes_total",
+                "TLS handshakes on the main listener (tls.cert), by result: ok; not_tls (plain HTTP to the TLS port, answered 400); failed (no common version, suite or protocol, a bad message); hung_up; timeout (listener.header_timeout_secs).",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(tls_handshakes.clone()))?;
         let connections_pending = IntGauge::new(
             "herald_connections_pending",
             "Connections accepted whose request head is not complete yet (at most listener.max_pending).",
@@ -153,6 +163,7 @@ impl Metrics {
             alive_tasks,
             body_bytes_in_flight,
             reloads,
+            tls_handshakes,
             connections_pending,
             pending_closed,
         })

@@ -2,6 +2,9 @@
 //! gracefully.
 //!
 //! Invariants:
+//! - With `tls.cert`, a new connection's TLS handshake comes first
+//!   (`tls.rs`), under the same deadline and pending cap as a request head,
+//!   and everything below sees its plaintext through `wire::Wire`.
 //! - Each new connection's first bytes are peeked, not read, once the
 //!   socket is readable (`pending.rs`: no polling, a cap on connections not
 //!   yet admitted, a deadline for the request head). A request for `/sse`
@@ -18,6 +21,7 @@
 mod metrics_listener;
 mod pending;
 mod tcp;
+mod tls;
 mod ws;
 
 use std::{
@@ -40,6 +44,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
     sync::{Notify, watch},
 };
+use wire::Wire;
 
 use crate::{
     App,
@@ -205,7 +210,11 @@ impl Server {
             && let Some(secret) = &admin_secret
         {
             tracing::info!(
-                console = %format_args!("http://{}/console#secret={secret}", listener.local_addr()?),
+                console = %format_args!(
+                    "{}://{}/console#secret={secret}",
+                    if config.tls.is_some() { "https" } else { "http" },
+                    listener.local_addr()?
+                ),
                 "the operator console (dev site, loopback only; a new secret each start, or set admin.secret)"
             );
         }
@@ -217,7 +226,8 @@ impl Server {
             metrics,
             accounting,
             admin_secret,
-        );
+        )
+        .context("cannot set up TLS with tls.cert and tls.key")?;
         Ok(Server {
             listener,
             metrics_listener,
@@ -367,11 +377,21 @@ async fn accept_until(listener: &TcpListener, shared: &Shared, until: impl Futur
     }
 }
 
-/// Sends a new connection to the SSE code or to hyper, by its request line.
+/// Sends a new connection to the SSE code or to hyper, by its request line;
+/// on a TLS listener, after its handshake, within the same deadline.
 async fn route(shared: Shared, stream: TcpStream, peer: SocketAddr, pending: Pending) {
     let header_timeout = shared.app.config().listener.header_timeout;
     let deadline = tokio::time::Instant::now() + header_timeout;
-    let route = match tokio::time::timeout_at(deadline, pending::request_line(&stream)).await {
+    let mut stream = match shared.app.tls() {
+        None => Wire::Plain(stream),
+        Some(certificates) => {
+            match tls::handshake(&shared.app, certificates, stream, deadline).await {
+                Some(wire) => wire,
+                None => return pending.dropped(Dropped::Handshake),
+            }
+        }
+    };
+    let route = match tokio::time::timeout_at(deadline, pending::request_line(&mut stream)).await {
         Ok(Ok(route)) => route,
         Ok(Err(why)) => return pending.dropped(why),
         Err(_) => return pending.dropped(Dropped::HeaderTimeout),
@@ -379,21 +399,15 @@ async fn route(shared: Shared, stream: TcpStream, peer: SocketAddr, pending: Pen
     match route {
         Route::Sse => {
             let sessions = shared.app.sessions().clone();
-            let accepted = push::sse::accept(sessions, stream, peer, deadline).await;
+            // The stream runs in a task of its own, so that this task's
+            // state (the handshake) is freed once it is answered.
+            push::sse::accept(sessions, stream, peer, deadline).await;
             pending.admitted();
-            if let Some(session) = accepted {
-                // The stream runs in a task of its own, so that this task's
-                // state (the handshake) is freed now.
-                tokio::spawn(session);
-            }
         }
         Route::Mercure => {
             let sessions = shared.app.sessions().clone();
-            let accepted = push::mercure::accept(sessions, stream, peer, deadline).await;
+            push::mercure::accept(sessions, stream, peer, deadline).await;
             pending.admitted();
-            if let Some(session) = accepted {
-                tokio::spawn(session);
-            }
         }
         Route::Ws => {
             // The head is read (or the deadline passed) before the place is
@@ -410,7 +424,7 @@ async fn route(shared: Shared, stream: TcpStream, peer: SocketAddr, pending: Pen
 /// Serves a connection with hyper until it ends, or until shutdown asks it
 /// to finish its request in flight. The connection stops counting as
 /// pending when its first request head is complete.
-async fn serve_http(shared: Shared, stream: TcpStream, peer: SocketAddr, pending: Pending) {
+async fn serve_http(shared: Shared, stream: Wire, peer: SocketAddr, pending: Pending) {
     let Shared {
         app,
         mut stop,
@@ -490,6 +504,13 @@ fn log_start(config: &Config, addr: SocketAddr, dev_site: bool, sites: usize) {
         sites,
         "herald started"
     );
+    if let Some(tls) = &config.tls {
+        tracing::info!(
+            listen = %addr,
+            cert = %tls.cert.display(),
+            "TLS: the listener serves https:// and wss:// only; SIGHUP re-reads the certificate"
+        );
+    }
     if config.listener.reuseport {
         tracing::info!(
             listen = %addr,

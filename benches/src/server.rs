@@ -111,11 +111,11 @@ impl Server {
                 _ => bail!("herald closed its stdout before listening"),
             }
         };
-        // `https://` when Herald's listener speaks TLS (`tls.cert`, `tls.key`).
-        let url = line
-            .strip_prefix("herald listening on http://")
-            .or_else(|| line.strip_prefix("herald listening on https://"));
-        let Some(url) = url else {
+        let url = line.strip_prefix("herald listening on ");
+        let Some(url) = url.and_then(|url| {
+            url.strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"))
+        }) else {
             bail!("unexpected first line from herald: {line}");
         };
         Ok(Server {

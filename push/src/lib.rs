@@ -34,7 +34,6 @@ mod outbox;
 pub mod poll;
 pub mod protocol;
 mod refusal;
-mod send;
 mod session;
 pub mod sse;
 pub mod statusnet;

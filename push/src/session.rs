@@ -18,9 +18,10 @@ use std::{
     task::{Context as TaskContext, Poll, ready},
 };
 
-use tokio::net::TcpStream;
+use tokio::io::AsyncWrite;
+use wire::Socket;
 
-use crate::{ClientFrame, CloseReason, ErrorCode, Protocol, connection::Connection, send};
+use crate::{ClientFrame, CloseReason, ErrorCode, Protocol, connection::Connection};
 
 /// Rounds of work one poll may do before yielding to other tasks.
 const POLL_BUDGET: usize = 32;
@@ -28,8 +29,12 @@ const POLL_BUDGET: usize = 32;
 /// What a transport does with its socket. It frames and moves bytes; it
 /// decides nothing.
 pub trait Link: Send + Unpin + 'static {
-    /// The socket Herald's frames are written to, as they are.
-    fn stream(&self) -> &TcpStream;
+    /// The socket: plain or TLS, a type each, so that a plain session
+    /// carries nothing for TLS.
+    type Socket: Socket;
+
+    /// The socket Herald's frames are written to.
+    fn socket(&mut self) -> &mut Self::Socket;
 
     /// Writes frames the core encoded.
     fn poll_write_vectored(
@@ -37,7 +42,7 @@ pub trait Link: Send + Unpin + 'static {
         cx: &mut TaskContext<'_>,
         slices: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        send::poll_send_vectored(self.stream(), cx, slices)
+        self.socket().poll_write_slices(cx, slices)
     }
 
     /// Whether the link has nothing of its own waiting to be written: the
@@ -46,10 +51,11 @@ pub trait Link: Send + Unpin + 'static {
         true
     }
 
-    /// Writes out what the link queued of its own (a WebSocket's Pongs).
-    /// Called only between whole frames of ours.
-    fn poll_flush(&mut self, _cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    /// Writes out what the link queued of its own (a WebSocket's Pongs),
+    /// and what its socket holds back (the rest of a TLS record). Called
+    /// only between whole frames of ours.
+    fn poll_flush(&mut self, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self.socket()).poll_flush(cx)
     }
 
     /// Reads from the client, handing each frame to `frames`. Ready when it
@@ -94,6 +100,12 @@ pub enum Inbound {
     Broken(ErrorCode),
     /// The socket failed.
     Failed,
+}
+
+/// Runs a connection on its link in a task of its own, until it ends; the
+/// caller's task (its handshake's state) is freed meanwhile.
+pub(crate) fn spawn<L: Link, P: Protocol>(link: L, connection: Connection<P>) {
+    tokio::spawn(Session::new(link, connection));
 }
 
 /// A connection on its transport; spawn it and it runs until the
@@ -198,6 +210,7 @@ mod tests {
     use std::mem::size_of;
 
     use crate::{MercureSse, NativeSse, NativeWs, PusherWs, sse::SseSession, ws::WsSession};
+    use wire::TlsStream;
 
     /// Every idle connection is one tokio task, and tokio rounds a task's
     /// cell up: futures up to 160 bytes get a 256-byte cell, up to 288 a
@@ -218,5 +231,11 @@ mod tests {
         // A Mercure subscriber's selectors are one pointer beside the core.
         let mercure = size_of::<SseSession<MercureSse>>();
         assert!(mercure <= 160, "a Mercure session is {mercure} bytes");
+        // A TLS socket is one pointer more (its record layer, `wire`): a
+        // class up, 128 bytes beside the record layer's own.
+        let tls = size_of::<WsSession<NativeWs, TlsStream>>();
+        assert!(tls <= 288, "a TLS WebSocket session is {tls} bytes");
+        let tls = size_of::<SseSession<MercureSse, TlsStream>>();
+        assert!(tls <= 288, "a TLS Mercure session is {tls} bytes");
     }
 }

@@ -23,17 +23,19 @@ use std::{net::SocketAddr, sync::LazyLock};
 
 use bytes::Bytes;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
+use wire::Wire;
 
 pub use request::{MAX_REQUEST_CHANNELS, SseHeaders, SseRequest, check};
 pub use socket::SseSocket;
 
 use crate::{
     Client, ConnectRequest, Context, ErrorCode, NativeSse, Protocol, Refusal, admit,
-    connection::Connection, session::Session,
+    connection::Connection,
+    session::{self, Session},
 };
 
 /// An SSE stream speaking protocol `P` on a socket of its own.
-pub type SseSession<P> = Session<SseSocket, P>;
+pub type SseSession<P, S = TcpStream> = Session<SseSocket<S>, P>;
 
 /// The response headers of every SSE stream, besides the status line.
 pub const RESPONSE_HEADERS: &[(&str, &str)] = &[
@@ -78,17 +80,25 @@ pub fn is_sse_request(head: &[u8]) -> bool {
     request::is_sse_route(head)
 }
 
-/// Reads and answers an SSE request on a fresh connection. Returns the
-/// session to spawn, or `None` when the request was refused (the answer has
-/// then been written and the socket closed).
+/// Spawns a stream's session on its socket, plain or TLS.
+pub(crate) fn spawn_stream<P: Protocol>(socket: Wire, connection: Connection<P>) {
+    match socket {
+        Wire::Plain(tcp) => session::spawn(SseSocket::new(tcp), connection),
+        Wire::Tls(tls) => session::spawn(SseSocket::new(tls), connection),
+    }
+}
+
+/// Reads and answers an SSE request on a fresh connection, and spawns its
+/// session; or, when the request was refused, writes the answer and closes
+/// the socket.
 /// The head must be complete by `head_deadline` (`listener.header_timeout_secs`
 /// after the connection was accepted).
 pub async fn accept(
     context: Context,
-    mut socket: TcpStream,
+    mut socket: Wire,
     peer: SocketAddr,
     head_deadline: tokio::time::Instant,
-) -> Option<SseSession<NativeSse>> {
+) {
     let request = request::read(&mut socket, head_deadline).await;
     let head: &'static str = &STREAM_HEAD;
     let body = match answer(&context, request, peer, NativeSse).await {
@@ -96,7 +106,7 @@ pub async fn accept(
             connection
                 .out()
                 .push_front(Bytes::from_static(head.as_bytes()));
-            return Some(Session::new(SseSocket::new(socket), connection));
+            return spawn_stream(socket, connection);
         }
         Answer::RetryLater(body) => [head.as_bytes(), &body].concat(),
         Answer::Refused(refusal) => http_error(&refusal, "").into_bytes(),
@@ -107,7 +117,6 @@ pub async fn accept(
     };
     // A client that does not take its answer within the time limit loses it.
     let _ = tokio::time::timeout(context.config().close_timeout, answer).await;
-    None
 }
 
 /// Answers a checked (or refused) stream request: admits its client,

@@ -2,7 +2,7 @@
 //!
 //! The HTTP upgrade itself is answered by `api` (by hyper, or by the
 //! listener's own path for a fresh `GET /ws`); it then hands the raw
-//! `TcpStream` and any bytes read ahead to [`start`], with the admitted
+//! socket (a [`Wire`]: plain or TLS) and any bytes read ahead to [`start`], with the admitted
 //! client and the channels its URL named, and drops every handshake buffer,
 //! so nothing from the handshake stays alive.
 
@@ -10,29 +10,33 @@ pub(crate) mod frame;
 pub(crate) mod reader;
 mod socket;
 
-use std::{net::SocketAddr, os::fd::AsRawFd};
+use std::net::SocketAddr;
 
 use bytes::Bytes;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
+use wire::{Socket, Wire};
 
 pub use socket::WsSocket;
 
 use crate::{
-    Client, CloseReason, Context, Event, Opening, Protocol, Refusal, connection::Outgoing,
-    outbox::Direct, session::Session, subscriptions::Subscriptions,
+    Client, CloseReason, Context, Event, Opening, Protocol, Refusal,
+    connection::Outgoing,
+    outbox::Direct,
+    session::{Session, spawn},
+    subscriptions::Subscriptions,
 };
 
-/// A WebSocket connection speaking protocol `P`.
-pub type WsSession<P> = Session<WsSocket, P>;
+/// A WebSocket connection speaking protocol `P` on socket `S`.
+pub type WsSession<P, S = TcpStream> = Session<WsSocket<S>, P>;
 
 /// An upgraded socket, as the HTTP side hands it over.
 pub struct Upgraded {
     /// The socket. It should have `TCP_NODELAY` (Herald's listener sets it
     /// once, on the listening socket, and every accepted socket inherits it).
-    pub stream: TcpStream,
+    pub stream: Wire,
     /// Bytes the HTTP server read past the handshake (a client may send its
     /// first frame right behind the request); they are replayed before
     /// anything is read from the socket.
@@ -46,17 +50,17 @@ pub struct Upgraded {
 }
 
 /// Starts an upgraded connection: subscribes its client to the channels
-/// its URL named, as SSE does (`opening.rs`), and answers the session to
-/// spawn, whose first write holds the opening words, every `subscribed`
-/// and what each channel missed. A refusal, of the client or of one of its
-/// channels, is answered after the upgrade (`refuse`); then `None`.
+/// its URL named, as SSE does (`opening.rs`), and spawns its session,
+/// whose first write holds the opening words, every `subscribed` and what
+/// each channel missed. A refusal, of the client or of one of its
+/// channels, is answered after the upgrade (`refuse`).
 pub async fn start<P: Protocol>(
     context: Context,
     upgraded: Upgraded,
     admitted: Result<Client, Refusal>,
     opening: Result<Opening, Refusal>,
     protocol: P,
-) -> Option<WsSession<P>> {
+) {
     let Upgraded {
         stream,
         read_ahead,
@@ -68,10 +72,17 @@ pub async fn start<P: Protocol>(
         opening.admit(&context, &client)?;
         Ok((client, opening))
     });
-    // The hub may write this protocol's frames to the socket itself.
-    let direct = context.hub_writer::<P>().map(|writer| Direct {
-        fd: stream.as_raw_fd(),
-        writer,
+    // The hub may write this protocol's frames to a plain socket itself;
+    // a TLS connection seals its own records.
+    let plain_fd = match &stream {
+        Wire::Plain(tcp) => tcp.plain_fd(),
+        Wire::Tls(tls) => tls.plain_fd(),
+    };
+    let direct = plain_fd.and_then(|fd| {
+        Some(Direct {
+            fd,
+            writer: context.hub_writer::<P>()?,
+        })
     });
     let subscribed = match admitted {
         Ok((client, opening)) => opening
@@ -86,12 +97,12 @@ pub async fn start<P: Protocol>(
             if let Some(answer) = answer {
                 connection.out().push_front(answer);
             }
-            Some(Session::new(WsSocket::new(stream, read_ahead), connection))
+            match stream {
+                Wire::Plain(tcp) => spawn(WsSocket::new(tcp, read_ahead), connection),
+                Wire::Tls(tls) => spawn(WsSocket::new(tls, read_ahead), connection),
+            }
         }
-        Err(refusal) => {
-            refuse(context, stream, answer, refusal, protocol).await;
-            None
-        }
+        Err(refusal) => refuse(context, stream, answer, refusal, protocol).await,
     }
 }
 
@@ -103,7 +114,7 @@ pub async fn start<P: Protocol>(
 /// `connection.close_timeout_secs`.
 async fn refuse<P: Protocol>(
     context: Context,
-    mut stream: TcpStream,
+    mut stream: Wire,
     answer: Option<Bytes>,
     refusal: Refusal,
     mut protocol: P,

@@ -1,6 +1,6 @@
 // demo.mjs: drives Herald's demo page in a real headless Chromium for tests/tests/browser.rs.
 //
-// Usage: node tests/browser/demo.mjs BASE_URL      (e.g. http://127.0.0.1:40123)
+// Usage: node tests/browser/demo.mjs BASE_URL      (e.g. http://127.0.0.1:40123, or https://…)
 //
 // It speaks a line protocol with the Rust test, one command per stdin line, one answer per stdout
 // line. Every wait has a time-out; on failure it prints `FAIL <reason>`, then `# ` lines with the
@@ -59,7 +59,12 @@ let page;
 
 async function main() {
   browser = await launch();
-  page = await browser.newPage({ viewport: { width: 1200, height: 820 } });
+  // Over https:// the server's certificate is the test's own (tests/e2e/tls.rs), issued by an
+  // authority Chromium does not know; the test checks the certificate with its own client.
+  page = await browser.newPage({
+    viewport: { width: 1200, height: 820 },
+    ignoreHTTPSErrors: baseUrl.startsWith("https:"),
+  });
   page.on("console", (message) => {
     if (message.type() === "error") {
       consoleErrors.push({ text: message.text(), restarting, at: elapsed() });

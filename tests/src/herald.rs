@@ -23,8 +23,9 @@ const READINESS_DELAY_VAR: &str = "HERALD_SHUTDOWN_READINESS_DELAY_MS";
 
 const PUBLISH_WAIT_VAR: &str = "HERALD_DELIVERY_MAX_PUBLISH_WAIT_MS";
 
-/// The line prefix Herald prints on stdout once its listener is bound.
-const READY_PREFIX: &str = "herald listening on http://";
+/// The line prefix Herald prints on stdout once its listener is bound,
+/// then `http://` or (with `tls.cert`) `https://` and the address.
+const READY_PREFIX: &str = "herald listening on ";
 
 /// A running `herald` process. Dropping it kills the process if it is still running.
 pub struct Herald {
@@ -229,7 +230,10 @@ impl HeraldBuilder {
             let mut ready_tx = Some(ready_tx);
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix(READY_PREFIX)
+                if let Some(url) = line.strip_prefix(READY_PREFIX)
+                    && let Some(rest) = url
+                        .strip_prefix("http://")
+                        .or_else(|| url.strip_prefix("https://"))
                     && let Some(tx) = ready_tx.take()
                 {
                     let _ = tx.send(rest.trim().to_owned());

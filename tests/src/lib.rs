@@ -17,6 +17,8 @@ mod redis;
 mod sse;
 mod ws;
 
+pub mod tls;
+
 pub use api::publish_results;
 pub use auth::{
     ConfigFile, Site, Token, b64url, channel_signature, forge_claims, hmac_hex, hmac_sha256,

@@ -26,6 +26,7 @@ pub(crate) struct RawConfig {
     pub poll: RawPoll,
     pub testing: RawTesting,
     pub admin: RawAdmin,
+    pub tls: RawTls,
     pub accounting: RawAccounting,
     /// `[[sites]]`; file only (no environment variables).
     pub sites: Vec<RawSite>,
@@ -160,6 +161,14 @@ impl Default for RawDeliver {
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct RawAdmin {
     pub secret: String,
+}
+
+/// Native TLS on the main listener: PEM files; off unless both are set.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub cert: String,
+    pub key: String,
 }
 
 /// Per-site and per-user traffic accounting (docs/operations.md).
@@ -342,6 +351,7 @@ impl Default for RawConfig {
             poll: RawPoll::default(),
             testing: RawTesting::default(),
             admin: RawAdmin::default(),
+            tls: RawTls::default(),
             accounting: RawAccounting::default(),
             sites: Vec::new(),
         }
@@ -516,6 +526,8 @@ pub(crate) const KEYS: &[(&str, Kind)] = &[
     ("limits.new_channel_burst", Kind::Int),
     ("testing.ws_echo", Kind::Bool),
     ("admin.secret", Kind::Str),
+    ("tls.cert", Kind::Str),
+    ("tls.key", Kind::Str),
     ("accounting.enabled", Kind::Bool),
     ("accounting.top_users", Kind::Int),
     ("accounting.split_share", Kind::Float),

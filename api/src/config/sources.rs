@@ -13,7 +13,7 @@ use toml::{Table, Value};
 use super::{
     AccountingConfig, CompatPortConfig, Config, ConfigError, DeliveryConfig, EngineKind,
     ListenerConfig, LogConfig, MetricsConfig, PollConfig, PublishConfig, RedisSettings,
-    ShutdownConfig, TimelineConfig,
+    ShutdownConfig, TimelineConfig, TlsConfig,
     raw::{
         KEYS, Kind, RawCompat, RawCompatPort, RawConfig, RawConnection, RawListener, RawLog,
         RawShutdown, env_name,
@@ -211,6 +211,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let ws_echo = ws_echo(&raw, listen)?;
     let accounting = accounting(&raw)?;
     let admin_secret = (!raw.admin.secret.is_empty()).then(|| raw.admin.secret.clone());
+    let tls = tls(&raw)?;
     Ok(Config {
         listen,
         engine,
@@ -231,7 +232,34 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         ws_echo,
         admin_secret,
         accounting,
+        tls,
     })
+}
+
+/// `[tls]`: both files or neither; read and checked now, so that a bad
+/// certificate is a configuration error (exit 64, `--check-config`, a
+/// refused reload) and never a failure at the first handshake.
+fn tls(raw: &RawConfig) -> Result<Option<TlsConfig>, ConfigError> {
+    let (cert, key) = (&raw.tls.cert, &raw.tls.key);
+    match (cert.is_empty(), key.is_empty()) {
+        (true, true) => return Ok(None),
+        (false, true) => return Err(ConfigError::new("tls.key", "set it with tls.cert")),
+        (true, false) => return Err(ConfigError::new("tls.cert", "set it with tls.key")),
+        (false, false) => {}
+    }
+    let (cert, key) = (PathBuf::from(cert), PathBuf::from(key));
+    let certified = wire::load_certified_key(&cert, &key).map_err(|error| {
+        let field = match error {
+            wire::CertificateError::Certificate { .. } => "tls.cert",
+            _ => "tls.key",
+        };
+        ConfigError::new(field, error.to_string())
+    })?;
+    Ok(Some(TlsConfig {
+        cert,
+        key,
+        certified,
+    }))
 }
 
 fn accounting(raw: &RawConfig) -> Result<AccountingConfig, ConfigError> {

@@ -10,8 +10,8 @@ use hyper::{
 };
 use hyper_util::rt::TokioIo;
 use push::{Client, ConnectRequest, ErrorCode, NativeWs, Opening, Protocol, Refusal};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use wire::Wire;
 
 use super::{Body, reply};
 use crate::App;
@@ -211,11 +211,9 @@ pub(crate) fn upgrade<P: Protocol>(
             peer,
             answer: None,
         };
-        if let Some(session) = push::ws::start(context, upgraded, admitted, opening, protocol).await
-        {
-            // A task of its own: this one's state (the upgrade) is freed now.
-            tokio::spawn(session);
-        }
+        // The session gets a task of its own: this one's state (the
+        // upgrade) is freed once it is answered.
+        push::ws::start(context, upgraded, admitted, opening, protocol).await;
     });
     let mut response = reply::empty(StatusCode::SWITCHING_PROTOCOLS);
     let headers = response.headers_mut();
@@ -264,12 +262,12 @@ pub(crate) fn admit(
 }
 
 /// The socket under a finished upgrade, and the bytes hyper read past the
-/// request. hyper serves plain TCP here, so the downcast finds the socket;
-/// it also frees hyper's buffers.
+/// request. hyper serves the listener's `Wire` (plain or TLS), so the
+/// downcast finds it; it also frees hyper's buffers.
 async fn upgraded(
     on_upgrade: hyper::upgrade::OnUpgrade,
     peer: SocketAddr,
-) -> Option<(TcpStream, Vec<u8>)> {
+) -> Option<(Wire, Vec<u8>)> {
     let upgraded = match on_upgrade.await {
         Ok(upgraded) => upgraded,
         Err(error) => {
@@ -277,8 +275,8 @@ async fn upgraded(
             return None;
         }
     };
-    let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
-        tracing::warn!(client.addr = %peer, "upgraded connection is not a TCP stream");
+    let Ok(parts) = upgraded.downcast::<TokioIo<Wire>>() else {
+        tracing::warn!(client.addr = %peer, "upgraded connection is not the listener's socket");
         return None;
     };
     Some((parts.io.into_inner(), parts.read_buf.to_vec()))

@@ -13,18 +13,13 @@
 //!   without a complete request line; the rest of the head is held to the
 //!   same limit by hyper (`header_read_timeout`) or by the SSE route.
 
-use std::{
-    io,
-    os::fd::AsRawFd,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-    },
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, AtomicUsize, Ordering},
 };
 
-use nix::sys::socket::{MsgFlags, recv};
 use prometheus::{IntCounterVec, IntGauge};
-use tokio::{io::Interest, net::TcpStream};
+use wire::Wire;
 
 /// The process-wide count of pending connections and its limit.
 pub(crate) struct PendingGate {
@@ -45,6 +40,8 @@ pub(crate) enum Dropped {
     HeaderTimeout,
     /// The peer hung up, or the socket failed, first.
     HungUp,
+    /// No TLS handshake (`server/tls.rs` counts why).
+    Handshake,
 }
 
 impl Dropped {
@@ -53,6 +50,7 @@ impl Dropped {
             Dropped::Limit => "limit",
             Dropped::HeaderTimeout => "header_timeout",
             Dropped::HungUp => "hung_up",
+            Dropped::Handshake => "tls_handshake",
         }
     }
 }
@@ -137,30 +135,16 @@ pub(crate) enum Route {
 }
 
 /// Waits, without polling, until the socket holds a request line (or as
-/// much of it as decides the route), and peeks at it: the bytes stay in
-/// the socket for whoever reads the request. `Err` when the peer hung up
-/// or the socket failed first.
-pub(crate) async fn request_line(stream: &TcpStream) -> Result<Route, Dropped> {
-    // "GET /.well-known/mercure?" is the longest prefix that decides the route.
-    let mut head = [0u8; 32];
-    loop {
-        let ready = stream
-            .ready(Interest::READABLE)
-            .await
-            .map_err(|_| Dropped::HungUp)?;
-        let peeked = stream.try_io(Interest::READABLE, || {
-            let seen = recv(
-                stream.as_raw_fd(),
-                &mut head,
-                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
-            )
-            .map_err(io::Error::from)?;
-            if seen == 0 {
-                return Ok(Err(Dropped::HungUp));
-            }
-            if seen == head.len() || head[..seen].contains(&b'\n') {
-                let line = &head[..seen];
-                return Ok(Ok(if push::sse::is_sse_request(line) {
+/// much of it as decides the route), and peeks at it: the bytes stay for
+/// whoever reads the request (`wire::Wire::peek`: in the socket, or, on
+/// TLS, opened in the record layer). `Err` when the peer hung up or the
+/// socket failed first.
+pub(crate) async fn request_line(wire: &mut Wire) -> Result<Route, Dropped> {
+    let decided = wire
+        .peek(|head| {
+            let line = &head[..head.len().min(wire::PEEK_BYTES)];
+            (line.len() == wire::PEEK_BYTES || line.contains(&b'\n')).then(|| {
+                if push::sse::is_sse_request(line) {
                     Route::Sse
                 } else if push::mercure::is_mercure_request(line) {
                     Route::Mercure
@@ -168,24 +152,12 @@ pub(crate) async fn request_line(stream: &TcpStream) -> Result<Route, Dropped> {
                     Route::Ws
                 } else {
                     Route::Http
-                }));
-            }
-            // Part of a line from a peer that has closed its side: the rest
-            // will never come. (The closed state is final, so the next wait
-            // returns at once and lands here again; it is checked after the
-            // bytes so that a whole request sent with a FIN is still served.)
-            if ready.is_read_closed() {
-                return Ok(Err(Dropped::HungUp));
-            }
-            // Only bytes seen before: "would block" clears the socket's
-            // readiness, so the next wait sleeps until more bytes (or the
-            // end) arrive instead of spinning on what is already here.
-            Err(io::ErrorKind::WouldBlock.into())
-        });
-        match peeked {
-            Ok(route) => return route,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(_) => return Err(Dropped::HungUp),
-        }
+                }
+            })
+        })
+        .await;
+    match decided {
+        Ok(Some(route)) => Ok(route),
+        Ok(None) | Err(_) => Err(Dropped::HungUp),
     }
 }

@@ -26,10 +26,8 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use hyper::{StatusCode, header::HeaderName};
 use push::{Client, ErrorCode, NativeWs, Opening, Refusal};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wire::Wire;
 
 use super::pending::{Dropped, Pending};
 use crate::{
@@ -53,7 +51,7 @@ pub(crate) fn is_ws_request(head: &[u8]) -> bool {
 /// client; or with an HTTP refusal. Returns once the head is answered.
 pub(crate) async fn accept(
     app: &App,
-    mut stream: TcpStream,
+    mut stream: Wire,
     peer: SocketAddr,
     deadline: tokio::time::Instant,
     pending: &Pending,
@@ -87,10 +85,9 @@ pub(crate) async fn accept(
     let context = app.sessions().clone();
     // The URL's channels are opened here, before the session exists, so
     // that their `subscribed` go out in the same write as the 101.
-    if let Some(session) = push::ws::start(context, upgraded, admitted, opening, NativeWs).await {
-        // A task of its own: this one's state (the handshake) is freed now.
-        tokio::spawn(session);
-    }
+    // The session gets a task of its own: this one's state (the
+    // handshake) is freed once it is answered.
+    push::ws::start(context, upgraded, admitted, opening, NativeWs).await;
 }
 
 /// An HTTP refusal, with the header its answer carries besides the body.
@@ -167,7 +164,7 @@ fn handshake(app: &App, peer: SocketAddr, head: &[u8]) -> Result<Upgrade, Refuse
 /// Reads until the end of the request head. Answers the bytes read and
 /// the head's length; bytes past the head are the client's first frames.
 /// `Err(Some)`: a refusal to answer; `Err(None)`: the peer is gone.
-async fn read_head(stream: &mut TcpStream) -> Result<(Vec<u8>, usize), Option<Refusal>> {
+async fn read_head(stream: &mut Wire) -> Result<(Vec<u8>, usize), Option<Refusal>> {
     let mut buffer = Vec::with_capacity(1024);
     loop {
         let scan_from = buffer.len().saturating_sub(3);
@@ -207,7 +204,7 @@ fn visible(value: &[u8]) -> Option<&str> {
 /// `header`, when the refusal has one), then ends the connection.
 async fn refuse(
     app: &App,
-    mut stream: TcpStream,
+    mut stream: Wire,
     refusal: &Refusal,
     header: Option<(HeaderName, &'static str)>,
 ) {

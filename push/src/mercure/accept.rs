@@ -10,12 +10,13 @@
 //! stream, and stay on hyper.
 
 use bytes::Bytes;
-use tokio::{io::AsyncWriteExt, net::TcpStream};
+use tokio::io::AsyncWriteExt;
+use wire::Wire;
 
 use super::{MercureHeaders, answer, check, listed_origin};
 use crate::{
     Context, ErrorCode, MercureSse, Refusal,
-    sse::{self, Answer, SseSession, SseSocket, request::read_head},
+    sse::{self, Answer, request::read_head},
 };
 
 use std::net::SocketAddr;
@@ -39,10 +40,10 @@ pub fn is_mercure_request(line: &[u8]) -> bool {
 /// complete by `head_deadline`.
 pub async fn accept(
     context: Context,
-    mut socket: TcpStream,
+    mut socket: Wire,
     peer: SocketAddr,
     head_deadline: tokio::time::Instant,
-) -> Option<SseSession<MercureSse>> {
+) {
     let read = tokio::time::timeout_at(head_deadline, read_head(&mut socket)).await;
     let head = match read {
         Ok(Ok(head)) => Ok(head),
@@ -64,10 +65,7 @@ pub async fn accept(
         Answer::Stream(mut connection) => {
             let head = stream_head(credentials_origin.as_deref(), last_id.as_deref());
             connection.out().push_front(Bytes::from(head));
-            return Some(crate::session::Session::new(
-                SseSocket::new(socket),
-                connection,
-            ));
+            return sse::spawn_stream(socket, connection);
         }
         Answer::RetryLater(body) => {
             let head = stream_head(None, None);
@@ -81,7 +79,6 @@ pub async fn accept(
     };
     // A client that does not take its answer within the time limit loses it.
     let _ = tokio::time::timeout(context.config().close_timeout, write).await;
-    None
 }
 
 /// What [`answer`] says, and the origin that may send credentials.

@@ -3,7 +3,8 @@
 use std::borrow::Cow;
 
 use bytes::BufMut;
-use tokio::{io::AsyncReadExt, net::TcpStream};
+use tokio::io::AsyncReadExt;
+use wire::Wire;
 
 use crate::{
     ErrorCode, Refusal,
@@ -63,7 +64,7 @@ pub(crate) fn is_sse_route(head: &[u8]) -> bool {
 
 /// Reads the request head from `stream` and checks it.
 pub(crate) async fn read(
-    stream: &mut TcpStream,
+    stream: &mut Wire,
     deadline: tokio::time::Instant,
 ) -> Result<SseRequest, Refusal> {
     let head = tokio::time::timeout_at(deadline, read_head(stream))
@@ -72,7 +73,7 @@ pub(crate) async fn read(
     parse(&head, MAX_REQUEST_CHANNELS)
 }
 
-pub(crate) async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, Refusal> {
+pub(crate) async fn read_head(stream: &mut Wire) -> Result<Vec<u8>, Refusal> {
     let mut head = Vec::with_capacity(1024);
     loop {
         if head.len() >= MAX_HEAD {

@@ -8,28 +8,28 @@ use std::{
     task::{Context as TaskContext, Poll},
 };
 
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::TcpStream,
-};
+use tokio::io::ReadBuf;
+use wire::Socket;
 
 use crate::session::{Frames, Inbound, Link};
 
-pub struct SseSocket {
-    socket: TcpStream,
+pub struct SseSocket<S> {
+    socket: S,
 }
 
-impl SseSocket {
+impl<S: Socket> SseSocket<S> {
     /// `socket` should have `TCP_NODELAY` (Herald's listener sets it once,
     /// on the listening socket, and every accepted socket inherits it).
-    pub(crate) fn new(socket: TcpStream) -> Self {
+    pub(crate) fn new(socket: S) -> Self {
         Self { socket }
     }
 }
 
-impl Link for SseSocket {
-    fn stream(&self) -> &TcpStream {
-        &self.socket
+impl<S: Socket> Link for SseSocket<S> {
+    type Socket = S;
+
+    fn socket(&mut self) -> &mut S {
+        &mut self.socket
     }
 
     fn poll_read(&mut self, cx: &mut TaskContext<'_>, _frames: &mut dyn Frames) -> Poll<Inbound> {

@@ -1,4 +1,4 @@
-//! A WebSocket on a `TcpStream`, driven straight from the session's poll,
+//! A WebSocket on a [`Wire`] (plain or TLS), driven straight from the session's poll,
 //! with no per-connection read buffer while the client is quiet.
 //!
 //! As the WebSocket transport's [`Link`], it hands text and binary messages
@@ -26,10 +26,8 @@ use std::{
     task::{Context as TaskContext, Poll, ready},
 };
 
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::TcpStream,
-};
+use tokio::io::ReadBuf;
+use wire::Socket;
 
 use super::{
     frame,
@@ -62,8 +60,8 @@ thread_local! {
 
 /// The WebSocket transport's link: the socket, and one pointer that is
 /// null while the client is quiet.
-pub struct WsSocket {
-    stream: TcpStream,
+pub struct WsSocket<S> {
+    stream: S,
     /// A frame or message partly read, our replies not yet written, and
     /// the close handshake's state, boxed together, only while any exists.
     reader: Reader<Control>,
@@ -107,10 +105,10 @@ impl Frames for Discard {
     }
 }
 
-impl WsSocket {
+impl<S: Socket> WsSocket<S> {
     /// A link on `stream`, reading `read_ahead` (bytes the HTTP server read
     /// past the handshake) first.
-    pub fn new(stream: TcpStream, read_ahead: Vec<u8>) -> Self {
+    pub fn new(stream: S, read_ahead: Vec<u8>) -> Self {
         Self {
             stream,
             reader: Reader::new(read_ahead),
@@ -215,9 +213,11 @@ fn on_frame(frame: Frame<'_>, control: &mut Control, frames: &mut dyn Frames) ->
     Inbound::Heard
 }
 
-impl Link for WsSocket {
-    fn stream(&self) -> &TcpStream {
-        &self.stream
+impl<S: Socket> Link for WsSocket<S> {
+    type Socket = S;
+
+    fn socket(&mut self) -> &mut S {
+        &mut self.stream
     }
 
     /// No Pong or close frame of ours waits.
@@ -227,9 +227,11 @@ impl Link for WsSocket {
             .is_none_or(|control| control.reply.is_empty())
     }
 
-    /// Writes out our Pongs and close frame.
+    /// Writes out what the socket holds back, then our Pongs and close
+    /// frame.
     fn poll_flush(&mut self, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
         let Self { stream, reader } = self;
+        ready!(Pin::new(&mut *stream).poll_flush(cx))?;
         let Some(control) = reader.extra() else {
             return Poll::Ready(Ok(()));
         };
@@ -283,7 +285,7 @@ mod tests {
 
     use tokio::{
         io::{AsyncReadExt, AsyncWriteExt},
-        net::TcpListener,
+        net::{TcpListener, TcpStream},
     };
 
     use super::*;
@@ -315,7 +317,7 @@ mod tests {
     }
 
     /// A link and the client's end of its socket.
-    async fn pair(read_ahead: Vec<u8>) -> (WsSocket, TcpStream) {
+    async fn pair(read_ahead: Vec<u8>) -> (WsSocket<TcpStream>, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
@@ -324,11 +326,11 @@ mod tests {
         (WsSocket::new(server, read_ahead), client)
     }
 
-    async fn read(link: &mut WsSocket, frames: &mut Collect) -> Inbound {
+    async fn read(link: &mut WsSocket<TcpStream>, frames: &mut Collect) -> Inbound {
         poll_fn(|cx| link.poll_read(cx, frames)).await
     }
 
-    async fn flush(link: &mut WsSocket) {
+    async fn flush(link: &mut WsSocket<TcpStream>) {
         poll_fn(|cx| link.poll_flush(cx)).await.unwrap();
     }
 

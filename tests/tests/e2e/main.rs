@@ -34,6 +34,7 @@
 //! - `ws_url`        — `GET /ws?channel=…&since=…`: subscribed in the URL with no frame (`welcome`, `subscribed` in URL order, the replay, then live), every refusal of URL channels as an `error` frame and close 1008, on the listener's path and on hyper's
 //! - `poll`          — HTTP long-poll (`GET`/`POST /poll`): a first poll's `subscribed` events and cursor; every message once, in order, across polls (recovered from history between them); the timeout's empty answer; a publish answers a held poll; a form `POST` with 40 channels; a cursor history no longer covers answers `recovered:false` at once; every refusal's status and code while another poll is held and then answered; a held poll answered with `reconnect` advice and a good cursor on shutdown; `poll.timeout_secs` bounds what a poll asks for, and 0 exits 64; a held poll counts against the site's connection limit (429 `site_connection_limit` with `Retry-After`), an answered one does not; a token expiring while held answers `token_expired` with the cursor; the CORS preflight
 //! - `console`       — the operator console (`/console`) in Chromium: signed in from `#secret=`, its charts rise under `herald-bench` load, a heavy publisher first among top users, publish (a WebSocket client gets it), channel view, disconnect (close 4011), a wrong secret back to the sign-in form; 404 without `admin.secret`
+//! - `tls`           — native TLS (`tls.cert`, `tls.key`): `wss://`, `https://` and SSE over TLS on one port with rustls' client, tungstenite and Chromium (the demo page over https and wss); messages larger than a TLS record; plain HTTP on the TLS port answered 400; SIGHUP presents a renewed certificate while open connections carry on, a broken one is refused; bad TLS settings exit 64
 //! - `browser`       — the demo page in Debian's Chromium via playwright-core: a curl notice in both panels, and reconnect after a restart
 //! - `browser_fallback` — the demo page in Chromium behind `herald_tests::Proxy`: WebSocket refused → SSE, streams buffered → long-poll, network cuts, and a restart on Redis; numbered notices published meanwhile all shown once, in order; screenshots and traces in `target/browser-artifacts/`
 //!
@@ -74,6 +75,7 @@ mod slow_consumer;
 mod stomp;
 mod stomp_ws;
 mod timelines;
+mod tls;
 mod traffic;
 mod webhooks;
 mod ws_url;
