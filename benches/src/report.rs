@@ -1025,7 +1025,10 @@ Every scenario takes `--target herald|nchan`, `--transport ws|sse|poll` (poll: H
 templates (`--ws-url`, `--sse-url`, `--poll-url`, `--publish-url`, `--publish-body`, …) to measure
 another server,
 and `--check` to fail when a connection failed or a message was lost. `fanout` (timeline delivery,
-Herald alone) also takes `--shard-affinity` to put each recipient on its shard's node.
+Herald alone) also takes `--shard-affinity` to put each recipient on its shard's node. `idle` also
+takes `--tls` (WebSocket and SSE subscribers on `wss://` and `https://`, trusting a CA the bench
+makes for the run; the server it starts gets the certificate) and `--tls-proxy` (Herald behind a
+private nginx terminating TLS, each part's memory reported).
 
 **Pinned by default.** On a machine that gives it 2 CPUs or more, the bench pins the server's
 processes (each Herald node, Redis, nginx's master and workers) to the first half of its CPUs and
