@@ -142,6 +142,11 @@ proxy() {
   local nofile certificates
   nofile="$(hard_nofile)"
   certificates="$(tls_lines "$cert" "$key")"
+  # worker_connections at twice the open-files limit: each client takes two connections (its own,
+  # and nginx's to Herald), and nginx starts closing connections that wait for a request once fewer
+  # than a sixteenth of worker_connections are free, so at the limit itself it would refuse clients
+  # with a sixteenth of it still unused. The open-files limit is then what bounds it (nginx warns
+  # that worker_connections exceed it; that is the point).
   cat >"$dir/nginx.conf" <<CONF
 # Written by benches/nchan/setup.sh for herald-bench; a private TLS proxy, not the system nginx.
 worker_processes 1;
@@ -150,7 +155,7 @@ pid $dir/nginx.pid;
 error_log $dir/error.log warn;
 
 events {
-    worker_connections $nofile;
+    worker_connections $((2 * nofile));
     multi_accept on;
 }
 

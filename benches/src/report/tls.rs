@@ -225,14 +225,48 @@ fn verdict(transport: &Transport) -> String {
     }
 }
 
+/// What TLS adds per connection on Herald's own listener, and what nginx in
+/// front adds, in words.
+fn compared(transport: &Transport) -> String {
+    let bytes = |column: usize| transport.figure(column, "bytes_per_conn");
+    let (Some(plain), Some(native), Some(proxied)) = (bytes(0), bytes(1), bytes(2)) else {
+        return String::new();
+    };
+    format!(
+        "- {}: TLS on Herald's own listener adds {} B per idle connection to a plain one; nginx \
+         in front of a plain Herald costs {} B in all, {} Herald's own TLS connection.\n",
+        transport.name,
+        format_number(native - plain),
+        format_number(proxied),
+        format_ratio(ratio(Some(proxied), Some(native))),
+    )
+}
+
 /// The section, from its heading to the blank line before the next.
 pub fn section(tls: &Tls, pinning: &crate::cpus::Pinning) -> String {
     let mut out = String::from(HEADING);
-    let n = tls
-        .transports
-        .first()
-        .and_then(|t| t.figure(0, "connections"))
-        .unwrap_or(0.0);
+    let count = |column: usize, key: &str| {
+        tls.transports
+            .first()
+            .and_then(|t| t.runs.get(column))
+            .and_then(|run| {
+                // The count asked for, from the command line: a failed run
+                // has no figures.
+                let at = run.argv.iter().position(|w| w == key)?;
+                run.argv.get(at + 1)?.parse::<f64>().ok()
+            })
+            .unwrap_or(0.0)
+    };
+    let (n, proxied) = (count(0, "--connections"), count(2, "--connections"));
+    let proxied = if proxied < n {
+        format!(
+            " ({} for nginx in front of Herald, which holds two sockets per client under the \
+             machine's open-files limit)",
+            format_number(proxied)
+        )
+    } else {
+        String::new()
+    };
     let _ = write!(
         out,
         "\nWhat an idle TLS connection costs the server against a plain one: Herald's own \
@@ -240,11 +274,12 @@ pub fn section(tls: &Tls, pinning: &crate::cpus::Pinning) -> String {
          port), against a plain Herald behind a private nginx that terminates TLS (one worker, \
          nginx's TLS defaults, `proxy_pass` over HTTP/1.1 with the Upgrade headers, \
          `proxy_buffering off`), and Nchan plain and with `listen … ssl` as the peer, all from one \
-         sitting. {} connections each on one shared channel, idle; memory is the growth of the \
+         sitting. {} connections each{proxied} on one shared channel, idle; memory is the growth of the \
          server's RSS (`VmRSS`, every process of it: nginx's master and worker, Herald) from one \
          warm-up connection to all of them open and settled, per connection. For nginx in front \
          of Herald the sum is both, and each part is shown. Kernel memory is machine-wide, so it \
-         holds both ends of each loopback connection, and nginx's second socket to Herald. CPU: \
+         holds both ends of each loopback connection, and nginx's second socket to Herald; its \
+         TCP buffer figure is noise around zero for idle connections. CPU: \
          per new connection while they open (the TCP and TLS handshakes, the WebSocket or SSE \
          request, the subscribe), and per idle connection over a 25-s window (Herald's pings, \
          encrypted where TLS).\n\n\
@@ -262,9 +297,12 @@ pub fn section(tls: &Tls, pinning: &crate::cpus::Pinning) -> String {
         out.push('\n');
     }
     let verdicts: Vec<String> = tls.transports.iter().map(verdict).collect();
+    for transport in &tls.transports {
+        out.push_str(&compared(transport));
+    }
     let _ = write!(
         out,
-        "Goal (issue 16): an idle `wss://` connection costs Herald's RSS at most {}× a plain \
+        "\nGoal (issue 16): an idle `wss://` connection costs Herald's RSS at most {}× a plain \
          `ws://` one: {}.\n\n\
          The nginx column is what a deployment without native TLS pays: nginx's own connection \
          pair and OpenSSL's state for each client, on top of Herald's plain connection (its part \
@@ -319,6 +357,12 @@ mod tests {
         assert_eq!(
             verdict(&transport),
             "met on WebSocket: 1.75× a plain connection"
+        );
+        assert_eq!(
+            compared(&transport),
+            "- WebSocket: TLS on Herald's own listener adds 3000 B per idle connection to a plain \
+             one; nginx in front of a plain Herald costs 30000 B in all, 4.29× Herald's own TLS \
+             connection.\n"
         );
         let table = transport.table();
         assert!(
