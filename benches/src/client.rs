@@ -17,7 +17,9 @@ use crate::{
     http::Url,
     poll::{Dialect, PollConn},
     sse::{Event, SseConn},
+    stream::Stream,
     target::{Protocol, Templates, fill},
+    tls,
     websocket::WsConn,
 };
 
@@ -112,6 +114,19 @@ pub async fn connect_tcp(authority: &str, source: Ipv4Addr) -> anyhow::Result<Tc
     Ok(stream)
 }
 
+/// Connects to `url`'s server from `source`, then, for `wss://` and
+/// `https://`, does the TLS handshake, trusting the templates' CA.
+async fn connect(templates: &Templates, url: &Url, source: Ipv4Addr) -> anyhow::Result<Stream> {
+    let tcp = connect_tcp(&url.authority, source).await?;
+    if !url.tls {
+        return Ok(Stream::Plain(tcp));
+    }
+    let ca = templates.ca.as_deref().context(
+        "a TLS target needs a CA to trust (--tls-ca, or --tls on a server the bench starts)",
+    )?;
+    tls::handshake(tcp, &url.authority, ca).await
+}
+
 /// Opens a subscriber on `channel` and returns once its subscription is live.
 pub async fn open(
     templates: &Templates,
@@ -136,7 +151,7 @@ async fn websocket(
     resume: &Resume,
 ) -> anyhow::Result<Conn> {
     let url = Url::parse(&ws_url(templates, addr, channel, resume))?;
-    let stream = connect_tcp(&url.authority, source).await?;
+    let stream = connect(templates, &url, source).await?;
     let mut ws = WsConn::handshake(stream, &url).await?;
     match templates.protocol {
         Protocol::Herald => ws.expect_type("welcome").await?,
@@ -207,7 +222,7 @@ async fn sse(
     resume: &Resume,
 ) -> anyhow::Result<Conn> {
     let url = Url::parse(&fill(&templates.sse_url, addr, channel))?;
-    let stream = connect_tcp(&url.authority, source).await?;
+    let stream = connect(templates, &url, source).await?;
     let last_event_id = match resume {
         Resume::LastEventId(id) => Some(id.as_str()),
         _ => None,
@@ -233,6 +248,9 @@ async fn poll(
         Protocol::Pusher => bail!("the Pusher protocol has no long-poll transport"),
     };
     let url = Url::parse(&fill(&templates.poll_url, addr, channel))?;
+    if url.tls {
+        bail!("the long-poll client speaks plain HTTP only (--tls: WebSocket and SSE)");
+    }
     let conn = PollConn::open(&url, dialect, source, resume).await?;
     Ok(Conn::Poll(Box::new(conn)))
 }

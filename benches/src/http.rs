@@ -36,15 +36,17 @@ pub struct Response {
 pub struct Url {
     pub authority: String,
     pub path: String,
+    /// `wss://` or `https://`: the subscriber clients speak TLS (`--tls`).
+    pub tls: bool,
 }
 
 impl Url {
-    /// Parses `http://host:port/path` or `ws://…` (the scheme is ignored).
+    /// Parses `http://host:port/path` or `ws://…`; the scheme says only
+    /// whether the connection is TLS (`https://`, `wss://`).
     pub fn parse(url: &str) -> anyhow::Result<Url> {
-        let rest = url
-            .split_once("://")
-            .map_or(url, |(_, rest)| rest)
-            .to_string();
+        let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+        let tls = matches!(scheme, "https" | "wss");
+        let rest = rest.to_string();
         let (authority, path) = match rest.find('/') {
             Some(at) => (rest[..at].to_string(), rest[at..].to_string()),
             None => (rest, "/".to_string()),
@@ -52,7 +54,11 @@ impl Url {
         if authority.is_empty() {
             bail!("no host in {url}");
         }
-        Ok(Url { authority, path })
+        Ok(Url {
+            authority,
+            path,
+            tls,
+        })
     }
 }
 
@@ -281,10 +287,14 @@ mod tests {
             Url::parse("http://127.0.0.1:80/pub/a?x=1").unwrap(),
             Url {
                 authority: "127.0.0.1:80".into(),
-                path: "/pub/a?x=1".into()
+                path: "/pub/a?x=1".into(),
+                tls: false,
             }
         );
         assert_eq!(Url::parse("ws://h:1").unwrap().path, "/");
+        assert!(Url::parse("wss://h:1/ws").unwrap().tls);
+        assert!(Url::parse("https://h:1/sse").unwrap().tls);
+        assert!(!Url::parse("h:1/sse").unwrap().tls);
         assert!(Url::parse("http:///x").is_err());
     }
 

@@ -82,6 +82,12 @@ pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
     session.ui.phase("settling");
     tokio::time::sleep(Duration::from_secs(args.settle)).await;
     let settled = process::sample(&session.running.pids)?;
+    let settled_parts = session
+        .running
+        .parts
+        .iter()
+        .map(|(_, pids)| process::sample(pids))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     session.ui.phase("measuring idle CPU");
     tokio::time::sleep(Duration::from_secs(args.cpu_window)).await;
     let end = process::sample(&session.running.pids)?;
@@ -95,6 +101,22 @@ pub async fn run(args: &Args) -> anyhow::Result<RunResult> {
         "B",
         bytes_per_connection(session.before.rss, settled.rss, n),
     );
+    // nginx in front of Herald (`--tls-proxy`): what each process holds of
+    // the sum above.
+    for (((name, _), before), after) in session
+        .running
+        .parts
+        .iter()
+        .zip(&session.before_parts)
+        .zip(&settled_parts)
+    {
+        result.add(
+            &format!("bytes_per_conn_{name}"),
+            &format!("… of it {name}"),
+            "B",
+            bytes_per_connection(before.rss, after.rss, n),
+        );
+    }
     result.add(
         "rss_before",
         "server RSS before",

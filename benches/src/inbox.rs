@@ -12,7 +12,7 @@
 
 use std::ops::Range;
 
-use tokio::{io::AsyncReadExt, net::TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Bytes asked of the socket per read, at least. A saturated connection
 /// brings some twenty 100-byte messages with their framing in one read.
@@ -62,7 +62,7 @@ impl Inbox {
     /// end of the stream. Cancel-safe: nothing is lost if the read is dropped.
     pub async fn read_more(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut (impl AsyncRead + Unpin),
         need: usize,
     ) -> std::io::Result<bool> {
         self.compact();

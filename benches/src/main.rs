@@ -29,6 +29,7 @@
 //! default (`cpus`); `--no-pin` turns that off.
 
 mod broadcast;
+mod cert;
 mod client;
 mod cpus;
 mod delivery;
@@ -61,7 +62,9 @@ mod sites;
 mod soak;
 mod sse;
 mod stats;
+mod stream;
 mod target;
+mod tls;
 mod ui;
 mod websocket;
 mod worker;
@@ -231,6 +234,17 @@ impl Scenario {
             anyhow::bail!(
                 "--mercure measures idle SSE subscribers only (idle --transport sse): the hub's \
                  subscribers do not hear /api/publish"
+            );
+        }
+        if let Some(common) = self.common()
+            && (common.target.tls || common.target.tls_proxy)
+            && !(matches!(self, Scenario::Idle(_)) && common.transport != client::Transport::Poll)
+        {
+            // Publishers, /metrics scrapes and long-poll clients speak plain
+            // HTTP, which a TLS-only listener refuses.
+            anyhow::bail!(
+                "--tls and --tls-proxy measure idle WebSocket and SSE subscribers only \
+                 (idle --transport ws|sse)"
             );
         }
         let mut scenario = self.clone();

@@ -1,6 +1,7 @@
 //! Running Nchan (nginx with `libnginx-mod-nchan`) as the peer to compare
-//! with: `benches/nchan/setup.sh` installs it and writes the config; nginx
-//! then runs in the foreground as this process' child, so the bench knows
+//! with, or a plain nginx terminating TLS in front of Herald (`--tls-proxy`):
+//! `benches/nchan/setup.sh` installs it and writes the config; nginx then
+//! runs in the foreground as this process' child, so the bench knows
 //! exactly which PIDs it started and stops only those.
 
 use std::{path::PathBuf, process::Stdio, time::Duration};
@@ -9,12 +10,22 @@ use anyhow::{Context, bail};
 use nix::{sched::CpuSet, sys::signal, unistd::Pid};
 use tokio::process::{Child, Command};
 
-use crate::cpus;
+use crate::{cert::Certs, cpus};
 
 /// The setup script, embedded so that the binary works from any directory.
 const SETUP_SCRIPT: &str = include_str!("../nchan/setup.sh");
 
-/// A private nginx instance with Nchan.
+/// What a private nginx instance serves.
+pub enum Site<'a> {
+    /// Nchan's publisher and subscriber locations; with certificates, its
+    /// listener speaks TLS alone (`listen … ssl`).
+    Nchan { certs: Option<&'a Certs> },
+    /// TLS terminated and proxied to `upstream` (`host:port`, plain HTTP),
+    /// WebSocket upgrades included.
+    TlsProxy { upstream: String, certs: &'a Certs },
+}
+
+/// A private nginx instance with Nchan (or a TLS proxy, [`Site`]).
 pub struct Nchan {
     /// The nginx master, our child.
     master: Child,
@@ -29,18 +40,34 @@ pub struct Nchan {
 }
 
 impl Nchan {
-    /// Installs nginx and Nchan if missing, writes the config under a
-    /// fresh folder in `base`, and starts nginx on a free loopback port, on
-    /// `cpus` if given.
-    pub async fn start(base: &std::path::Path, cpus: Option<&CpuSet>) -> anyhow::Result<Nchan> {
+    /// Installs nginx and Nchan if missing, writes the config of `site`
+    /// under a fresh folder in `base`, and starts nginx on a free loopback
+    /// port, on `cpus` if given.
+    pub async fn start_site(
+        base: &std::path::Path,
+        cpus: Option<&CpuSet>,
+        site: &Site<'_>,
+    ) -> anyhow::Result<Nchan> {
         let port = free_port()?;
         let dir = base.join(format!("nchan-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let script = dir.join("setup.sh");
         std::fs::write(&script, SETUP_SCRIPT)?;
         run_script(&script, &["install"]).await?;
-        let dir_arg = dir.to_string_lossy().to_string();
-        run_script(&script, &["config", &dir_arg, &port.to_string()]).await?;
+        let text = |path: &std::path::Path| path.to_string_lossy().into_owned();
+        let mut config = vec!["config".to_string(), text(&dir), port.to_string()];
+        match site {
+            Site::Nchan { certs: None } => {}
+            Site::Nchan { certs: Some(certs) } => {
+                config.extend([text(&certs.cert), text(&certs.key)]);
+            }
+            Site::TlsProxy { upstream, certs } => {
+                config[0] = "proxy".into();
+                config.extend([upstream.clone(), text(&certs.cert), text(&certs.key)]);
+            }
+        }
+        let config: Vec<&str> = config.iter().map(String::as_str).collect();
+        run_script(&script, &config).await?;
         let conf = dir.join("nginx.conf");
         let mut command = Command::new("nginx");
         command
@@ -118,12 +145,14 @@ impl Nchan {
 
 impl Drop for Nchan {
     /// A run cut short (an error, its time limit) still leaves no nginx
-    /// behind: SIGKILL to the master and the workers this process started.
+    /// behind, nor its folder: SIGKILL to the master and the workers this
+    /// process started.
     fn drop(&mut self) {
         if !self.stopped {
             for pid in self.pids() {
                 let _ = signal::kill(Pid::from_raw(pid as i32), signal::Signal::SIGKILL);
             }
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }

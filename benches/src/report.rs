@@ -12,6 +12,7 @@ mod pusher;
 mod restart;
 mod saturation;
 mod storm;
+mod tls;
 
 /// `docs/img/results.json`, which the capacity model (`herald-bench model`) reads.
 pub use baseline::{Recorded, Results};
@@ -83,6 +84,10 @@ pub enum Section {
     /// "HTTP long-poll": idle and broadcast clients on long-poll against SSE
     /// ones, Herald and Nchan (`--transport poll` and `sse`), about five minutes.
     Poll,
+    /// "Native TLS": idle WebSocket and SSE clients on Herald plain, Herald
+    /// with TLS, nginx terminating TLS in front of Herald, and Nchan plain
+    /// and with TLS (`idle --tls`, `--tls-proxy`), about ten minutes.
+    Tls,
 }
 
 /// The heading of the idle-sites section, which `--only sites` looks for.
@@ -252,6 +257,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     let pushers = pusher::measure_pusher(args).await?;
     let accounted = accounting::measure_accounting(args).await?;
     let polls = poll::measure_poll(args).await?;
+    let tls = tls::measure(args).await?;
 
     let img = args.docs.join("img");
     std::fs::create_dir_all(&img)?;
@@ -309,6 +315,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         &pushers,
         &accounted,
         &polls,
+        &tls,
     )
     .await;
     let path = args.docs.join("benchmarks.md");
@@ -481,6 +488,7 @@ async fn page(
     pushers: &pusher::Pusher,
     accounted: &accounting::Accounting,
     polls: &poll::Poll,
+    tls: &tls::Tls,
 ) -> String {
     let machine = machine().await;
     let cpus = if broadcast.saturation.unpinned.is_some() {
@@ -671,6 +679,7 @@ async fn page(
     out.push_str(&pusher::section(pushers, &args.pinning));
     out.push_str(&accounting::section(accounted, &args.pinning));
     out.push_str(&poll::section(polls, &args.pinning));
+    out.push_str(&tls::section(tls, &args.pinning));
     out.push_str(&method(&args.pinning));
     out
 }
@@ -717,6 +726,10 @@ async fn only(args: &Args, section: Section) -> anyhow::Result<()> {
         Section::Poll => (
             poll::HEADING,
             poll::section(&poll::measure_poll(args).await?, &args.pinning),
+        ),
+        Section::Tls => (
+            tls::HEADING,
+            tls::section(&tls::measure(args).await?, &args.pinning),
         ),
         Section::Restart => {
             let clients = if args.quick { 1_500 } else { 15_000 };
@@ -1012,7 +1025,10 @@ Every scenario takes `--target herald|nchan`, `--transport ws|sse|poll` (poll: H
 templates (`--ws-url`, `--sse-url`, `--poll-url`, `--publish-url`, `--publish-body`, …) to measure
 another server,
 and `--check` to fail when a connection failed or a message was lost. `fanout` (timeline delivery,
-Herald alone) also takes `--shard-affinity` to put each recipient on its shard's node.
+Herald alone) also takes `--shard-affinity` to put each recipient on its shard's node. `idle` also
+takes `--tls` (WebSocket and SSE subscribers on `wss://` and `https://`, trusting a CA the bench
+makes for the run; the server it starts gets the certificate) and `--tls-proxy` (Herald behind a
+private nginx terminating TLS, each part's memory reported).
 
 **Pinned by default.** On a machine that gives it 2 CPUs or more, the bench pins the server's
 processes (each Herald node, Redis, nginx's master and workers) to the first half of its CPUs and

@@ -73,6 +73,8 @@ pub struct Session {
     pub ui: Ui,
     /// The server before any connection (after one warm-up connection).
     pub before: Sample,
+    /// Each part of the server at `before` (see [`Running::parts`]).
+    pub before_parts: Vec<Sample>,
     /// `(open connections, server RSS)` sampled while connecting.
     pub rss_curve: Vec<(u64, u64)>,
     /// The kernel's socket figures at `before`, and once every connection
@@ -147,6 +149,11 @@ impl Session {
         drop(warm);
         tokio::time::sleep(Duration::from_secs(1)).await;
         let before = process::sample(&running.pids)?;
+        let before_parts = running
+            .parts
+            .iter()
+            .map(|(_, pids)| process::sample(pids))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let kernel_before = Kernel::sample();
 
         let spec = Spec {
@@ -193,6 +200,7 @@ impl Session {
             fleet,
             ui,
             before,
+            before_parts,
             rss_curve,
             kernel_before,
             kernel_after,

@@ -11,11 +11,12 @@ use std::{ops::Range, sync::LazyLock};
 
 use anyhow::bail;
 use memchr::memmem::Finder;
-use tokio::{io::AsyncWriteExt, net::TcpStream};
+use tokio::io::AsyncWriteExt;
 
 use crate::{
     http::Url,
     inbox::{Inbox, READ_SIZE},
+    stream::Stream,
 };
 
 /// Largest event (or response head) the client accepts.
@@ -24,7 +25,7 @@ const MAX_EVENT: usize = 16 << 20;
 static BLANK_LINE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\n"));
 
 pub struct SseConn {
-    stream: TcpStream,
+    stream: Stream,
     events: Events,
 }
 
@@ -49,7 +50,7 @@ impl SseConn {
     /// Sends the request for `url` (with `Last-Event-ID` if given) and
     /// reads the response head, which must be `200`.
     pub async fn open(
-        mut stream: TcpStream,
+        mut stream: Stream,
         url: &Url,
         last_event_id: Option<&str>,
     ) -> anyhow::Result<SseConn> {

@@ -10,8 +10,9 @@ use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    cert::Certs,
     cpus::Pinning,
-    nchan::Nchan,
+    nchan::{Nchan, Site},
     redis::RedisServer,
     server::{Server, Stop},
 };
@@ -68,6 +69,10 @@ pub struct Templates {
     /// Channel names: one shared channel, and the per-user channel pattern (`{i}` = user number).
     pub shared_channel: String,
     pub user_channel: String,
+    /// The CA (PEM) that `wss://` and `https://` clients trust: the one the
+    /// bench made for the run (`--tls`), or `--tls-ca`.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
 }
 
 impl Templates {
@@ -86,6 +91,7 @@ impl Templates {
                 publish_body: r#"{"channel":"{channel}","data":{payload}}"#.into(),
                 shared_channel: "bench".into(),
                 user_channel: "user:{i}".into(),
+                ca: None,
             },
             Preset::Nchan => Templates {
                 protocol: Protocol::Plain,
@@ -98,6 +104,7 @@ impl Templates {
                 publish_body: "{payload}".into(),
                 shared_channel: "bench".into(),
                 user_channel: "user:{i}".into(),
+                ca: None,
             },
         }
     }
@@ -159,6 +166,21 @@ pub struct TargetArgs {
     /// `/api/publish`, which the hub's subscribers do not hear.
     #[arg(long, conflicts_with = "pusher")]
     pub mercure: bool,
+    /// Subscribers speak TLS (`wss://`, `https://`; WebSocket and SSE). The
+    /// bench makes a CA and a certificate for localhost and 127.0.0.1 under
+    /// --work-dir and starts the server with them: Herald with
+    /// `HERALD_TLS_CERT` and `HERALD_TLS_KEY`, Nchan with `listen … ssl`.
+    #[arg(long)]
+    pub tls: bool,
+    /// Herald behind a private nginx (one worker) that terminates TLS and
+    /// proxies to Herald's plain port, as a deployment without native TLS
+    /// runs it; subscribers speak TLS to nginx. Its processes count as the
+    /// server's, and the idle scenario reports each part.
+    #[arg(long, conflicts_with_all = ["tls", "reuseport"])]
+    pub tls_proxy: bool,
+    /// With --addr and --tls: the CA (PEM file) the clients trust.
+    #[arg(long, requires = "tls")]
+    pub tls_ca: Option<PathBuf>,
     /// Override the WebSocket subscribe URL template.
     #[arg(long)]
     pub ws_url: Option<String>,
@@ -208,6 +230,12 @@ impl TargetArgs {
             t.protocol = Protocol::Plain;
             t.sse_url = "http://{addr}/.well-known/mercure?topic={channel}".into();
         }
+        if self.tls || (self.tls_proxy && self.target == Preset::Herald) {
+            for url in [&mut t.ws_url, &mut t.sse_url, &mut t.poll_url] {
+                *url = with_tls_scheme(url);
+            }
+            t.ca = self.tls_ca.clone();
+        }
         if let Some(v) = &self.ws_url {
             t.ws_url = v.clone();
         }
@@ -244,6 +272,22 @@ impl TargetArgs {
     }
 }
 
+/// A path as the text an environment variable carries.
+fn path_text(path: &std::path::Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// `ws://…` as `wss://…` and `http://…` as `https://…`; anything else as it is.
+fn with_tls_scheme(url: &str) -> String {
+    if let Some(rest) = url.strip_prefix("ws://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        format!("https://{rest}")
+    } else {
+        url.to_string()
+    }
+}
+
 /// The running server(s) of one measurement.
 pub struct Running {
     pub preset: Preset,
@@ -257,11 +301,19 @@ pub struct Running {
     pub metrics_addrs: Vec<String>,
     /// The processes whose RSS and CPU are sampled.
     pub pids: Vec<u32>,
+    /// With more than one kind of process serving (nginx in front of
+    /// Herald, `--tls-proxy`), each kind's name and PIDs, so that memory is
+    /// reported by part as well as in all; empty otherwise.
+    pub parts: Vec<(&'static str, Vec<u32>)>,
+    /// The run's certificates (`--tls`, `--tls-proxy`): held only so that
+    /// their files go when the run does.
+    _certs: Option<Certs>,
     handle: Handle,
 }
 
 enum Handle {
-    Herald(Vec<Server>, Option<Box<RedisServer>>),
+    /// Herald's nodes, the bench's Redis, and the TLS proxy in front.
+    Herald(Vec<Server>, Option<Box<RedisServer>>, Option<Box<Nchan>>),
     Nchan(Box<Nchan>),
     External,
 }
@@ -270,14 +322,24 @@ impl Running {
     /// The port and pid of the Redis this run started, if it started one.
     pub fn redis(&self) -> Option<(u16, u32)> {
         match &self.handle {
-            Handle::Herald(_, Some(redis)) => Some((redis.port, redis.pid)),
+            Handle::Herald(_, Some(redis), _) => Some((redis.port, redis.pid)),
             _ => None,
         }
     }
 
     pub async fn start(args: &TargetArgs) -> anyhow::Result<Running> {
-        let templates = args.templates();
+        let mut templates = args.templates();
+        let certs = if (args.tls || args.tls_proxy) && args.addr.is_none() {
+            let certs = Certs::generate(&args.work_dir)?;
+            templates.ca = Some(certs.ca.clone());
+            Some(certs)
+        } else {
+            None
+        };
         if let Some(addr) = &args.addr {
+            if args.tls && args.tls_ca.is_none() {
+                bail!("--tls on --addr needs --tls-ca: the CA the server's certificate chains to");
+            }
             if !addr.starts_with("127.") && !addr.starts_with("localhost") {
                 bail!("--addr must be on 127.0.0.0/8: benchmarks send traffic to loopback only");
             }
@@ -287,6 +349,8 @@ impl Running {
                 addrs: vec![addr.clone()],
                 metrics_addrs: vec![addr.clone()],
                 pids: args.server_pid.clone(),
+                parts: Vec::new(),
+                _certs: certs,
                 handle: Handle::External,
             });
         }
@@ -300,6 +364,13 @@ impl Running {
                     .filter_map(|kv| kv.split_once('='))
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect();
+                if let (true, Some(certs)) = (args.tls, &certs) {
+                    env.push(("HERALD_TLS_CERT".into(), path_text(&certs.cert)));
+                    env.push(("HERALD_TLS_KEY".into(), path_text(&certs.key)));
+                }
+                if args.tls_proxy && args.nodes > 1 {
+                    bail!("--tls-proxy puts one nginx in front of one Herald node");
+                }
                 let redis = if args.redis {
                     let redis = RedisServer::start(cpus.as_ref()).await?;
                     env.push(("HERALD_ENGINE".into(), "redis".into()));
@@ -331,23 +402,47 @@ impl Running {
                 if args.reuseport {
                     addrs.dedup();
                 }
+                let mut parts = Vec::new();
+                let proxy = match (args.tls_proxy, &certs) {
+                    (true, Some(certs)) => {
+                        let site = Site::TlsProxy {
+                            upstream: addrs[0].clone(),
+                            certs,
+                        };
+                        let proxy = Nchan::start_site(&args.work_dir, cpus.as_ref(), &site).await?;
+                        parts.push(("herald", pids.clone()));
+                        parts.push(("nginx", proxy.pids()));
+                        pids.extend(proxy.pids());
+                        // Clients go to nginx; /metrics stays Herald's own.
+                        addrs = vec![proxy.addr.clone()];
+                        Some(Box::new(proxy))
+                    }
+                    _ => None,
+                };
                 Ok(Running {
                     preset: Preset::Herald,
                     templates,
                     addrs,
                     metrics_addrs,
                     pids,
-                    handle: Handle::Herald(servers, redis),
+                    parts,
+                    _certs: certs,
+                    handle: Handle::Herald(servers, redis, proxy),
                 })
             }
             Preset::Nchan => {
-                let nchan = Nchan::start(&args.work_dir, cpus.as_ref()).await?;
+                let site = Site::Nchan {
+                    certs: certs.as_ref().filter(|_| args.tls),
+                };
+                let nchan = Nchan::start_site(&args.work_dir, cpus.as_ref(), &site).await?;
                 Ok(Running {
                     preset: Preset::Nchan,
                     templates,
                     addrs: vec![nchan.addr.clone()],
                     metrics_addrs: Vec::new(),
                     pids: nchan.pids(),
+                    parts: Vec::new(),
+                    _certs: certs,
                     handle: Handle::Nchan(Box::new(nchan)),
                 })
             }
@@ -357,7 +452,7 @@ impl Running {
     /// Restarts Herald node `node` on its port (see [`Server::restart`]),
     /// and points `pids` at the new process.
     pub async fn restart(&mut self, node: usize, how: Stop) -> anyhow::Result<()> {
-        let Handle::Herald(servers, redis) = &mut self.handle else {
+        let Handle::Herald(servers, redis, _) = &mut self.handle else {
             bail!("only a Herald the bench started can be restarted");
         };
         if node >= servers.len() {
@@ -372,7 +467,11 @@ impl Running {
 
     pub async fn stop(self) {
         match self.handle {
-            Handle::Herald(servers, redis) => {
+            Handle::Herald(servers, redis, proxy) => {
+                // nginx first: it is one of Herald's clients.
+                if let Some(proxy) = proxy {
+                    proxy.stop().await;
+                }
                 for server in servers {
                     server.stop().await;
                 }

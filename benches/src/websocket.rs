@@ -11,26 +11,27 @@
 
 use anyhow::{Context, bail};
 use memchr::memmem;
-use tokio::{io::AsyncWriteExt, net::TcpStream};
+use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::handshake::{client::generate_key, derive_accept_key};
 
 use crate::{
     frame::{self, Flow, Reader, opcode},
     http::Url,
     inbox::{Inbox, READ_SIZE},
+    stream::Stream,
 };
 
 /// Largest answer to the handshake the client reads.
 const MAX_HEAD: usize = 16 << 10;
 
 pub struct WsConn {
-    stream: TcpStream,
+    stream: Stream,
     reader: Reader,
 }
 
 impl WsConn {
     /// Opens the WebSocket of `url` on `stream` (RFC 6455 section 4.1).
-    pub async fn handshake(mut stream: TcpStream, url: &Url) -> anyhow::Result<WsConn> {
+    pub async fn handshake(mut stream: Stream, url: &Url) -> anyhow::Result<WsConn> {
         let key = generate_key();
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
@@ -132,6 +133,8 @@ impl WsConn {
                 Err(e) => return Err(e).context("cannot answer a Ping"),
             }
         }
+        // TLS records of earlier Pongs that the socket did not take then.
+        self.stream.try_flush().context("cannot answer a Ping")?;
         Ok(())
     }
 }
