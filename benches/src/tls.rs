@@ -71,9 +71,22 @@ pub fn config(ca: &Path) -> anyhow::Result<ClientConfig> {
     if roots.is_empty() {
         anyhow::bail!("no certificate in the CA file {}", ca.display());
     }
-    // The process' default provider: *ring*, the one the workspace builds
-    // rustls with, as Herald's listener does.
-    let mut config = ClientConfig::builder()
+    // *ring*, the provider the workspace builds rustls with, as Herald's
+    // listener does, offering key exchange groups in the order browsers do
+    // (X25519 first; their post-quantum hybrid aside, which ring lacks). A
+    // TLS 1.3 server takes the client's first group, and ring's own default
+    // order in rustls 0.23.48 puts P-384 first, which ring computes without
+    // assembly: 1.3 ms of server CPU per handshake instead of about 0.3 ms,
+    // a cost no browser would make the server pay.
+    #[allow(deprecated)]
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.kx_groups = vec![
+        rustls::crypto::ring::kx_group::X25519,
+        rustls::crypto::ring::kx_group::SECP256R1,
+        rustls::crypto::ring::kx_group::SECP384R1,
+    ];
+    let mut config = ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
