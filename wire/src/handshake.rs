@@ -22,13 +22,17 @@ use tokio::{
 
 use crate::{
     TlsStream, Wire,
-    records::{MAX_RECORD, RecordError, Records},
+    records::{RecordError, Records},
     tls::Tls,
 };
 
 /// The most a client's handshake may send before it is over: a client
 /// hello with its extensions, and certificates if one is sent.
 const MAX_HANDSHAKE_BYTES: usize = 64 * 1024;
+
+/// The handshake's first read buffer; it doubles while a client's messages
+/// do not fit, up to [`MAX_HANDSHAKE_BYTES`].
+const FIRST_READ_BYTES: usize = 4096;
 
 /// The first byte of every TLS handshake: a handshake record.
 const HANDSHAKE_RECORD: u8 = 0x16;
@@ -76,8 +80,13 @@ pub async fn accept(mut tcp: TcpStream, config: Arc<ServerConfig>) -> Result<Wir
         return Err(HandshakeError::NotTls(tcp));
     }
     let mut connection = UnbufferedServerConnection::new(config)?;
-    let mut incoming = vec![0u8; MAX_RECORD];
+    // A client hello is a few hundred bytes to 2 kB; a larger one grows
+    // the buffer. Kept small, a handshake's buffers stay in the allocator's
+    // small classes, among the connections' own allocations.
+    let mut incoming = vec![0u8; FIRST_READ_BYTES];
     let mut incoming_used = 0;
+    // Our flight: the server hello and the certificate chain, usually under
+    // 4 kB; rustls says when it needs more.
     let mut outgoing = vec![0u8; 4096];
     let mut outgoing_used = 0;
     let mut plaintext = Vec::new();
