@@ -287,8 +287,10 @@ pub fn section(tls: &Tls, pinning: &crate::cpus::Pinning) -> String {
          127.0.0.1 (rcgen) for each run, gives them to the servers it starts \
          (`HERALD_TLS_CERT`/`HERALD_TLS_KEY`; `ssl_certificate`/`ssl_certificate_key`), and its \
          clients (`benches/src/tls.rs`: tokio-rustls) trust that CA alone, offer `http/1.1` by \
-         ALPN, and do a full handshake each, never resuming a session, as that many browsers \
-         meeting the server for the first time would. Measured {}.\n\n",
+         ALPN and the key exchange groups in browsers' order (X25519, then P-256 and P-384; a \
+         TLS 1.3 server takes the client's first), and do a full handshake each, never resuming \
+         a session, as that many browsers meeting the server for the first time would. \
+         Measured {}.\n\n",
         format_number(n),
         stamp(pinning)
     );
