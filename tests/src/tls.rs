@@ -109,14 +109,20 @@ impl TestCa {
         roots
             .add(self.der.clone().into())
             .expect("the CA certificate");
-        let config = ClientConfig::builder_with_provider(Arc::new(
-            #[allow(deprecated)]
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        // ring's default order in this rustls puts P-384 first, which a
+        // server computes at a millisecond a handshake; browsers, and these
+        // clients, offer X25519 first.
+        #[allow(deprecated)]
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider.kx_groups = vec![
+            rustls::crypto::ring::kx_group::X25519,
+            rustls::crypto::ring::kx_group::SECP256R1,
+        ];
+        let config = ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         TlsConnector::from(Arc::new(config))
     }
 }
@@ -132,7 +138,14 @@ pub async fn tls_connect(
     addr: SocketAddr,
     connector: &TlsConnector,
 ) -> std::io::Result<TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect(addr).await?;
+    tls_over(TcpStream::connect(addr).await?, connector).await
+}
+
+/// A TLS connection over `tcp` (a socket the test set up itself).
+pub async fn tls_over(
+    tcp: TcpStream,
+    connector: &TlsConnector,
+) -> std::io::Result<TlsStream<TcpStream>> {
     let name = ServerName::try_from("localhost").expect("a server name");
     tokio::time::timeout(TLS_TIMEOUT, connector.connect(name, tcp))
         .await
@@ -180,6 +193,14 @@ pub async fn wss(
     let stream = tls_connect(addr, connector)
         .await
         .unwrap_or_else(|e| panic!("TLS connection to {addr}: {e}"));
+    wss_over(stream, path).await
+}
+
+/// A `wss://` upgrade on a TLS connection the test opened itself.
+pub async fn wss_over(
+    stream: TlsStream<TcpStream>,
+    path: &str,
+) -> WebSocketStream<TlsStream<TcpStream>> {
     let url = format!("wss://localhost{path}");
     let (socket, _) =
         tokio::time::timeout(TLS_TIMEOUT, tokio_tungstenite::client_async(url, stream))

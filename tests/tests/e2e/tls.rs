@@ -3,14 +3,16 @@
 //! Chromium; messages larger than one TLS record; plain HTTP on the TLS port
 //! told what to use; a SIGHUP that presents a renewed certificate to new
 //! clients while open connections carry on, and a broken one refused; bad
-//! TLS settings exit 64.
+//! TLS settings exit 64; a `wss://` client that stops reading cut off as a
+//! slow consumer, and one that sends bytes no key opens, while a neighbour
+//! on the same channel loses nothing.
 
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use herald_tests::{
     Herald, metric_value,
-    tls::{ServerFiles, TLS_TIMEOUT, TestCa, https, tls_connect, wss},
+    tls::{ServerFiles, TLS_TIMEOUT, TestCa, https, tls_connect, tls_over, wss, wss_over},
 };
 use nix::{
     sys::signal::{Signal, kill},
@@ -19,7 +21,7 @@ use nix::{
 use serde_json::{Value, json};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+    net::{TcpSocket, TcpStream},
 };
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::{WebSocketStream, tungstenite::Message};
@@ -368,4 +370,100 @@ fn the_demo_page_works_over_https_and_wss_in_chromium() {
     );
     node.send("DONE");
     node.expect("BYE", Duration::from_secs(20));
+}
+
+/// `herald_disconnects_total{reason, transport="ws"}` now.
+async fn ws_disconnects(herald: &Herald, connector: &TlsConnector, reason: &str) -> f64 {
+    let text = metrics(herald, connector).await;
+    metric_value(
+        &text,
+        "herald_disconnects_total",
+        &[("reason", reason), ("transport", "ws")],
+    )
+}
+
+#[tokio::test]
+async fn a_wss_client_that_stops_reading_is_cut_off_and_its_neighbour_loses_nothing() {
+    const OUTBOX_MAX_BYTES: usize = 65_536;
+    let ca = TestCa::new("slow");
+    let files = ca.issue();
+    let herald = Herald::builder()
+        .env("HERALD_TLS_CERT", files.cert_str())
+        .env("HERALD_TLS_KEY", files.key_str())
+        .env(
+            "HERALD_CONNECTION_OUTBOX_MAX_BYTES",
+            OUTBOX_MAX_BYTES.to_string(),
+        )
+        .start();
+    let connector = ca.connector();
+
+    // The stalled client: a small receive buffer, and it never reads again.
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let tcp = socket.connect(herald.addr).await.expect("connect");
+    let stream = tls_over(tcp, &connector).await.expect("TLS");
+    let mut stalled = wss_over(stream, "/ws?channel=firehose").await;
+    assert_eq!(next_json(&mut stalled).await["type"], "welcome");
+    assert_eq!(next_json(&mut stalled).await["type"], "subscribed");
+    let mut neighbour = wss(herald.addr, &connector, "/ws?channel=firehose").await;
+    assert_eq!(next_json(&mut neighbour).await["type"], "welcome");
+    assert_eq!(next_json(&mut neighbour).await["type"], "subscribed");
+
+    // Published one at a time, each once the neighbour has it: the
+    // neighbour keeps up, the stalled client's socket and outbox fill.
+    let pad = "x".repeat(16 * 1024);
+    let mut published = 0;
+    while ws_disconnects(&herald, &connector, "slow_consumer").await < 1.0 {
+        assert!(
+            published < 2_000,
+            "no slow-consumer close after {published} messages"
+        );
+        publish(
+            &herald,
+            &connector,
+            "firehose",
+            &json!({ "n": published, "pad": pad }),
+        )
+        .await;
+        let data = next_data(&mut neighbour).await;
+        assert_eq!(
+            data["n"], published,
+            "the neighbour gets every message in order"
+        );
+        published += 1;
+    }
+    publish(&herald, &connector, "firehose", &json!({ "n": published })).await;
+    assert_eq!(next_data(&mut neighbour).await["n"], published);
+}
+
+#[tokio::test]
+async fn bytes_no_key_opens_end_that_connection_only() {
+    let ca = TestCa::new("garbage");
+    let files = ca.issue();
+    let herald = start(&files);
+    let connector = ca.connector();
+    let mut neighbour = wss(herald.addr, &connector, "/ws?channel=news").await;
+    assert_eq!(next_json(&mut neighbour).await["type"], "welcome");
+    assert_eq!(next_json(&mut neighbour).await["type"], "subscribed");
+
+    // After a good handshake and upgrade, a record that does not decrypt.
+    let stream = tls_connect(herald.addr, &connector).await.expect("TLS");
+    let mut socket = wss_over(stream, "/ws?channel=news").await;
+    assert_eq!(next_json(&mut socket).await["type"], "welcome");
+    let mut tls = socket.into_inner();
+    let forged = [0x17, 3, 3, 0, 40]
+        .iter()
+        .copied()
+        .chain([0xab; 40])
+        .collect::<Vec<u8>>();
+    tls.get_mut().0.write_all(&forged).await.expect("write");
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(TLS_TIMEOUT, tls.get_mut().0.read_to_end(&mut rest)).await;
+    assert!(
+        ended.is_ok(),
+        "the server closes a connection whose records do not open"
+    );
+
+    publish(&herald, &connector, "news", &json!("still here")).await;
+    assert_eq!(next_data(&mut neighbour).await, json!("still here"));
 }
