@@ -76,6 +76,10 @@ async function main() {
   );
   await post(ann, "third #herald");
   await seen(bob, "view-timeline", "third");
+  // It reaches Bob's other timelines too, each on a stream of its own (long-poll answers come
+  // one by one): all of it must be in before the page is hidden, or a late copy counts as unread.
+  await seen(bob, "public-timeline", "third");
+  await seen(bob, "user-timeline", "third");
   say("TAG");
 
   // While Bob's page is hidden, the title counts what arrives.
