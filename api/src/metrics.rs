@@ -91,7 +91,8 @@ impl Metrics {
             Opts::new(
                 "herald_pending_connections_closed_total",
                 "Connections closed before their request head was complete, by reason: limit \
-                 (listener.max_pending reached), header_timeout, hung_up.",
+                 (listener.max_pending reached), header_timeout, hung_up, tls_handshake (on a TLS \
+                 listener, no handshake: herald_tls_handshakes_total says why).",
             ),
             &["reason"],
         )?;
