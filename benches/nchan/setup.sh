@@ -65,6 +65,20 @@ tls_lines() {
   printf '        ssl_certificate %s;\n        ssl_certificate_key %s;\n' "$cert" "$key"
 }
 
+# The http block's opening lines both configs share: no access log, and every temporary folder
+# inside DIR, so that the instance writes nothing outside it.
+http_head() {
+  local dir="$1"
+  printf '%s\n' "    access_log off;" \
+    "    client_body_temp_path $dir/tmp/body;" \
+    "    proxy_temp_path $dir/tmp/proxy;" \
+    "    fastcgi_temp_path $dir/tmp/fastcgi;" \
+    "    uwsgi_temp_path $dir/tmp/uwsgi;" \
+    "    scgi_temp_path $dir/tmp/scgi;" \
+    "    keepalive_requests 1000000;" \
+    "    keepalive_timeout 600s;"
+}
+
 hard_nofile() {
   local nofile
   nofile="$(ulimit -Hn)"
@@ -94,16 +108,9 @@ events {
 }
 
 http {
-    access_log off;
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
+$(http_head "$dir")
     client_body_buffer_size 64k;
     client_max_body_size 1m;
-    keepalive_requests 1000000;
-    keepalive_timeout 600s;
     nchan_shared_memory_size 256m;
 
     server {
@@ -160,14 +167,7 @@ events {
 }
 
 http {
-    access_log off;
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
-    keepalive_requests 1000000;
-    keepalive_timeout 600s;
+$(http_head "$dir")
 
     map \$http_upgrade \$connection_upgrade {
         default upgrade;
