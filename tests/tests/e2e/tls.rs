@@ -52,6 +52,15 @@ where
     }
 }
 
+/// A WebSocket opened on a URL channel: `welcome`, then its `subscribed`.
+async fn expect_opening<S>(socket: &mut WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    assert_eq!(next_json(socket).await["type"], "welcome");
+    assert_eq!(next_json(socket).await["type"], "subscribed");
+}
+
 /// The next message's `data` on a WebSocket, past `welcome` and `subscribed`.
 async fn next_data<S>(socket: &mut WebSocketStream<S>) -> Value
 where
@@ -123,8 +132,7 @@ async fn wss_https_and_sse_share_the_tls_port_and_carry_large_messages() {
     assert_eq!((status, body.trim()), (200, "ok"));
 
     let mut socket = wss(herald.addr, &connector, "/ws?channel=news").await;
-    assert_eq!(next_json(&mut socket).await["type"], "welcome");
-    assert_eq!(next_json(&mut socket).await["type"], "subscribed");
+    expect_opening(&mut socket).await;
     let mut sse = TlsSse::open(&herald, &connector, "/sse?channel=news").await;
     sse.until("event: subscribed").await;
 
@@ -260,8 +268,7 @@ async fn sighup_presents_a_renewed_certificate_and_open_connections_carry_on() {
     let (old, new) = (old_ca.connector(), new_ca.connector());
 
     let mut socket = wss(herald.addr, &old, "/ws?channel=feed").await;
-    assert_eq!(next_json(&mut socket).await["type"], "welcome");
-    assert_eq!(next_json(&mut socket).await["type"], "subscribed");
+    expect_opening(&mut socket).await;
     let mut sse = TlsSse::open(&herald, &old, "/sse?channel=feed").await;
     sse.until("event: subscribed").await;
     assert!(
@@ -403,11 +410,9 @@ async fn a_wss_client_that_stops_reading_is_cut_off_and_its_neighbour_loses_noth
     let tcp = socket.connect(herald.addr).await.expect("connect");
     let stream = tls_over(tcp, &connector).await.expect("TLS");
     let mut stalled = wss_over(stream, "/ws?channel=firehose").await;
-    assert_eq!(next_json(&mut stalled).await["type"], "welcome");
-    assert_eq!(next_json(&mut stalled).await["type"], "subscribed");
+    expect_opening(&mut stalled).await;
     let mut neighbour = wss(herald.addr, &connector, "/ws?channel=firehose").await;
-    assert_eq!(next_json(&mut neighbour).await["type"], "welcome");
-    assert_eq!(next_json(&mut neighbour).await["type"], "subscribed");
+    expect_opening(&mut neighbour).await;
 
     // Published one at a time, each once the neighbour has it: the
     // neighbour keeps up, the stalled client's socket and outbox fill.
@@ -443,8 +448,7 @@ async fn bytes_no_key_opens_end_that_connection_only() {
     let herald = start(&files);
     let connector = ca.connector();
     let mut neighbour = wss(herald.addr, &connector, "/ws?channel=news").await;
-    assert_eq!(next_json(&mut neighbour).await["type"], "welcome");
-    assert_eq!(next_json(&mut neighbour).await["type"], "subscribed");
+    expect_opening(&mut neighbour).await;
 
     // After a good handshake and upgrade, a record that does not decrypt.
     let stream = tls_connect(herald.addr, &connector).await.expect("TLS");
